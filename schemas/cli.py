@@ -1,0 +1,82 @@
+"""The `cdcflow` command: one click group, with a subgroup per part loaded only when used."""
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from schemas.config import Config, load_config
+from schemas.errors import ConfigError
+
+# name -> "module:attribute"; loaded lazily so `cdcflow cdc ...` never imports Faust.
+SUBCOMMANDS: dict[str, str] = {
+    "stack": "schemas.stack_cli:stack",
+    "schemas": "schemas.export_cli:schemas_group",
+    "cdc": "cdc.cli:cdc",
+    "streams": "streams.cli:streams",
+    "rules": "streams.cli:rules",
+    "schedules": "streams.cli:schedules",
+    "trigger": "streams.cli:trigger",
+    "runners": "plugins.cli:runners",
+    "plugins": "plugins.cli:plugins_group",
+    "runs": "plugins.cli:runs",
+    "dlq": "plugins.cli:dlq",
+    "run": "schemas.supervisor:run",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(SUBCOMMANDS))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in SUBCOMMANDS:
+            module, attr = SUBCOMMANDS[name].split(":")
+            try:
+                return getattr(importlib.import_module(module), attr)
+            except (ImportError, AttributeError) as e:
+                return _unavailable(name, e)
+        return super().get_command(ctx, name)
+
+
+def _unavailable(name: str, error: Exception) -> click.Command:
+    """A stand-in that reports why a part's commands could not be loaded, instead of breaking --help."""
+
+    def fail() -> None:
+        raise click.ClickException(f"command {name!r} is not available: {error}")
+
+    return click.Command(name, callback=fail, help=f"(unavailable: {error})")
+
+
+def get_config(ctx: click.Context) -> Config:
+    """The config named by --config / CDCFLOW_CONFIG, loaded once per command."""
+    root = ctx.find_root()
+    obj: dict[str, Any] = root.ensure_object(dict)
+    if "config" not in obj:
+        try:
+            obj["config"] = load_config(obj.get("config_path"))
+        except ConfigError as e:
+            raise click.ClickException(f"bad config:\n{e}") from None
+    return obj["config"]
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-c", "--config", "config_path", type=click.Path(path_type=Path), envvar="CDCFLOW_CONFIG",
+              help="config file (YAML/JSON); default ./cdcflow.yaml")
+@click.option("--log-level", default="INFO", envvar="CDCFLOW_LOG_LEVEL", show_default=True)
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None, log_level: str) -> None:
+    """cdcflow: database changes, schedules and manual triggers -> isolated plugin runs, over Kafka."""
+    ctx.ensure_object(dict)["config_path"] = config_path
+    logging.basicConfig(
+        level=log_level.upper(), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def main() -> None:
+    cli(prog_name="cdcflow")

@@ -1,0 +1,125 @@
+"""Loading the one config file (YAML or JSON): settings, monitored tables and schedules."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from schemas.errors import ConfigError, from_validation_error
+from schemas.rules import Rule, RulesConfig, RuleSpec, Schedule, ScheduleSpec
+from schemas.settings import Settings
+
+DEFAULT_CONFIG_ENV = "CDCFLOW_CONFIG"
+RULE_KEYS = {"monitored_tables", "schedules"}
+SETTINGS_KEYS = set(Settings.model_fields)
+
+
+@dataclass
+class Config:
+    path: Path | None
+    settings: Settings
+    rules: RulesConfig
+
+
+def default_config_path() -> Path | None:
+    env = os.environ.get(DEFAULT_CONFIG_ENV)
+    if env:
+        return Path(env)
+    local = Path("cdcflow.yaml")
+    return local if local.exists() else None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(path, [("", "config file not found")]) from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        raise ConfigError(path, [(where, f"invalid YAML: {getattr(e, 'problem', e)}")]) from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(path, [(f"line {e.lineno} column {e.colno}", f"invalid JSON: {e.msg}")]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(path, [("", "the top level must be a mapping")])
+    unknown = set(data) - RULE_KEYS - SETTINGS_KEYS
+    if unknown:
+        raise ConfigError(path, [(k, f"unknown section (known: {', '.join(sorted(RULE_KEYS | SETTINGS_KEYS))})") for k in sorted(unknown)])
+    return data
+
+
+def parse_settings(data: dict[str, Any], source: str | Path, base: Path) -> Settings:
+    try:
+        settings = Settings(**{k: v for k, v in data.items() if k in SETTINGS_KEYS})
+    except ValidationError as e:
+        raise from_validation_error(source, e) from None
+    return settings.resolve_paths(base)
+
+
+def parse_rules(data: dict[str, Any], source: str | Path, default_db: str) -> RulesConfig:
+    problems: list[tuple[str, str]] = []
+    rules: list[Rule] = []
+    tables = data.get("monitored_tables") or {}
+    if not isinstance(tables, dict):
+        raise ConfigError(source, [("monitored_tables", "must be a mapping of table -> rule or list of rules")])
+    for table_key, body in tables.items():
+        db, _, table = str(table_key).rpartition(".")
+        db = db or default_db
+        specs = body if isinstance(body, list) else [body]
+        for i, spec in enumerate(specs):
+            key = f"monitored_tables.{table_key}" + (f"[{i}]" if isinstance(body, list) else "")
+            if not isinstance(spec, dict):
+                problems.append((key, "a rule must be a mapping"))
+                continue
+            try:
+                parsed = RuleSpec.model_validate(spec)
+            except ValidationError as e:
+                problems.extend(from_validation_error(source, e, prefix=key).problems)
+                continue
+            name = parsed.name or (f"{table}" if len(specs) == 1 else f"{table}#{i}")
+            rules.append(Rule(**parsed.model_dump(exclude={"name"}), name=name, db=db, table=table))
+    seen: set[str] = set()
+    for rule in rules:
+        if rule.name in seen:
+            problems.append((f"monitored_tables.{rule.table}", f"duplicate rule name {rule.name!r}"))
+        seen.add(rule.name)
+
+    schedules: list[Schedule] = []
+    raw_schedules = data.get("schedules") or {}
+    if not isinstance(raw_schedules, dict):
+        problems.append(("schedules", "must be a mapping of name -> schedule"))
+        raw_schedules = {}
+    for name, spec in raw_schedules.items():
+        key = f"schedules.{name}"
+        if not isinstance(spec, dict):
+            problems.append((key, "a schedule must be a mapping"))
+            continue
+        try:
+            schedules.append(Schedule(**ScheduleSpec.model_validate(spec).model_dump(), name=str(name)))
+        except ValidationError as e:
+            problems.extend(from_validation_error(source, e, prefix=key).problems)
+    if problems:
+        raise ConfigError(source, problems)
+    return RulesConfig(rules=rules, schedules=schedules)
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read the config file (or defaults when there is none); raise ConfigError naming file and key."""
+    resolved = Path(path) if path is not None else default_config_path()
+    if resolved is None:
+        settings = Settings().resolve_paths(Path.cwd())
+        return Config(path=None, settings=settings, rules=RulesConfig())
+    resolved = resolved.resolve()
+    data = read_config_file(resolved)
+    settings = parse_settings(data, resolved, resolved.parent)
+    rules = parse_rules(data, resolved, settings.mysql.database)
+    return Config(path=resolved, settings=settings, rules=rules)

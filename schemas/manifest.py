@@ -1,0 +1,176 @@
+"""plugin.json: what a plugin is, what it needs and which parameters it takes."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from schemas.errors import ConfigError, from_validation_error
+from schemas.invocation import Priority
+
+ParamType = Literal["string", "integer", "number", "boolean", "object", "array", "any"]
+
+PLUGIN_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$"
+ENTRY_POINT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$"
+
+
+class ParameterSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: ParamType = "any"
+    required: bool = False
+    default: Any = None
+    description: str = ""
+
+
+class RetryPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_retries: int = Field(default=0, ge=0, le=100)
+    retry_delay: float = Field(default=1.0, ge=0)
+    backoff_factor: float = Field(default=2.0, ge=1.0)
+    max_delay: float = Field(default=3600.0, ge=0)
+
+
+class PluginManifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=PLUGIN_NAME_PATTERN)
+    version: str = "0.0.0"
+    description: str = ""
+    entry_point: str = Field(pattern=ENTRY_POINT_PATTERN, description="module.function, relative to the plugin folder")
+    parameters: dict[str, ParameterSpec] = Field(default_factory=dict)
+    dependencies: list[str] = Field(default_factory=list, description="pip requirement specifiers")
+    timeout_seconds: float = Field(default=300.0, gt=0)
+    retries: RetryPolicy = Field(default_factory=RetryPolicy)
+    concurrency: int = Field(default=1, ge=1, le=64)
+    priority: Priority = "normal"
+    memory_limit_mb: int | None = Field(default=None, ge=16)
+
+    @field_validator("dependencies")
+    @classmethod
+    def _no_blank_dependencies(cls, deps: list[str]) -> list[str]:
+        for dep in deps:
+            if not dep.strip() or dep.strip().startswith("-"):
+                raise ValueError(f"not a requirement specifier: {dep!r}")
+        return [d.strip() for d in deps]
+
+    @model_validator(mode="after")
+    def _defaults_match_types(self) -> "PluginManifest":
+        for pname, spec in self.parameters.items():
+            if spec.default is not None and coerce_value(spec.type, spec.default) is _INVALID:
+                raise ValueError(f"parameters.{pname}.default: {spec.default!r} is not of type {spec.type}")
+        return self
+
+    @property
+    def module(self) -> str:
+        return self.entry_point.rsplit(".", 1)[0]
+
+    @property
+    def function(self) -> str:
+        return self.entry_point.rsplit(".", 1)[1]
+
+    def validate_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Type-coerce `params` against the declared parameters; raise ParamError listing every problem.
+
+        Undeclared parameters are refused: a typo must not silently fall back to a default.
+        """
+        problems: list[tuple[str, str]] = []
+        out: dict[str, Any] = {}
+        for key in params:
+            if key not in self.parameters:
+                problems.append((key, f"unknown parameter (declared: {', '.join(sorted(self.parameters)) or 'none'})"))
+        for pname, spec in self.parameters.items():
+            if pname in params and params[pname] is not None:
+                value = coerce_value(spec.type, params[pname])
+                if value is _INVALID:
+                    problems.append((pname, f"expected {spec.type}, got {type(params[pname]).__name__} {params[pname]!r}"))
+                else:
+                    out[pname] = value
+            elif spec.required:
+                problems.append((pname, "required parameter is missing"))
+            elif spec.default is not None:
+                out[pname] = coerce_value(spec.type, spec.default)
+        if problems:
+            raise ParamError(self.name, problems)
+        return out
+
+
+class ParamError(ConfigError):
+    """Parameters that do not fit the plugin's declaration."""
+
+    def __init__(self, plugin: str, problems: list[tuple[str, str]]):
+        super().__init__(f"plugin {plugin} parameters", problems)
+
+
+_INVALID = object()
+_TRUE = {"true", "1", "yes", "y", "on"}
+_FALSE = {"false", "0", "no", "n", "off"}
+
+
+def coerce_value(ptype: str, value: Any) -> Any:
+    """Coerce a value (often a string from the CLI or a DB column) to a declared type, or return _INVALID."""
+    if ptype == "any":
+        return value
+    if ptype == "string":
+        return value if isinstance(value, str) else (str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else _INVALID)
+    if ptype == "boolean":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        return _INVALID
+    if ptype == "integer":
+        if isinstance(value, bool):
+            return _INVALID
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                return _INVALID
+        return _INVALID
+    if ptype == "number":
+        if isinstance(value, bool):
+            return _INVALID
+        if isinstance(value, (int, float)):
+            return value
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                return _INVALID
+        return _INVALID
+    if ptype in ("object", "array"):
+        expected = dict if ptype == "object" else list
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                return _INVALID
+        return value if isinstance(value, expected) else _INVALID
+    return _INVALID
+
+
+def load_manifest(path: str | Path) -> PluginManifest:
+    """Read and validate a plugin.json; every problem names the file and the key."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(path, [("", "file not found")]) from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(path, [(f"line {e.lineno} column {e.colno}", f"invalid JSON: {e.msg}")]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(path, [("", "must be a JSON object")])
+    try:
+        return PluginManifest.model_validate(data)
+    except ValidationError as e:
+        raise from_validation_error(path, e) from None

@@ -1,0 +1,32 @@
+"""Results on `cdcflow.results` (and in Redis run history)."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+RunStatus = Literal["success", "failed", "timeout", "rejected", "skipped"]
+
+
+class ErrorInfo(BaseModel):
+    type: str
+    message: str
+    traceback: str | None = None
+
+
+class Result(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    invocation_id: str
+    plugin: str
+    plugin_version: str
+    status: RunStatus
+    attempt: int = 1
+    started_at: datetime
+    finished_at: datetime
+    duration_ms: float
+    output: Any = None
+    error: ErrorInfo | None = None
+    trigger_kind: str | None = None
+    runner: str | None = None

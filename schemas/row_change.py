@@ -1,0 +1,62 @@
+"""The row-change envelope published by `cdc` on `cdc.<db>.<table>` (Debezium-style, no schema wrapper)."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+Op = Literal["c", "u", "d", "r"]
+
+# The rules file speaks SQL verbs (as the original design did); the envelope speaks Debezium.
+OPERATION_TO_OP: dict[str, Op] = {"INSERT": "c", "UPDATE": "u", "DELETE": "d", "READ": "r", "SNAPSHOT": "r"}
+OP_TO_OPERATION: dict[str, str] = {"c": "INSERT", "u": "UPDATE", "d": "DELETE", "r": "READ"}
+
+
+class Source(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    connector: str = "mysql"
+    name: str = "cdcflow"
+    server_id: int
+    db: str
+    table: str
+    file: str | None = None
+    pos: int | None = None
+    row: int = 0
+    gtid: str | None = None
+    ts_ms: int
+    snapshot: bool | Literal["true", "false", "last"] = False
+    xid: int | None = None
+
+
+class RowChange(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    op: Op
+    ts_ms: int
+    source: Source
+    event_id: str
+
+    @property
+    def row(self) -> dict[str, Any]:
+        """The row as it is now (after), or as it was for a delete."""
+        return self.after if self.after is not None else (self.before or {})
+
+
+def make_event_id(server_id: int, file: str | None, pos: int | None, row: int, gtid: str | None = None) -> str:
+    """Stable id of one row change, derived only from its place in the binlog.
+
+    The same change re-read after a crash gets the same id, so any stage can drop the duplicate.
+    """
+    if file is not None and pos is not None:
+        return f"{server_id}:{file}:{pos}:{row}"
+    if gtid:
+        return f"gtid:{gtid}:{row}"
+    raise ValueError("an event id needs a binlog file/pos or a GTID")
+
+
+def snapshot_event_id(db: str, table: str, key_json: str) -> str:
+    """Snapshot reads have no binlog position; the row key makes them unique per table."""
+    return f"snapshot:{db}.{table}:{key_json}"

@@ -1,0 +1,134 @@
+"""Settings: every server address and topic name in one place, from one config file plus environment.
+
+Environment variables override the file (`CDCFLOW_KAFKA__BOOTSTRAP_SERVERS=...`), so the same file
+serves the local stack and docker-compose.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class KafkaSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    # Passed as-is to every client (librdkafka names), e.g. security.protocol, sasl.mechanism.
+    client_options: dict[str, str | int | bool] = Field(default_factory=dict)
+    partitions: int = Field(default=4, ge=1, description="partitions for topics cdcflow creates")
+    replication_factor: int = Field(default=1, ge=1)
+
+
+class MySQLSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = 3307
+    user: str = "cdcflow_reader"
+    password: SecretStr = SecretStr("cdcflow_reader")
+    database: str = Field(default="cdcflow_demo", description="db of rules that name a bare table")
+    server_id: int = Field(default=4711, description="this reader's replica server_id; unique per reader")
+    is_mariadb: bool | None = Field(default=None, description="None = detect from the server version")
+
+
+class RedisSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: SecretStr = SecretStr("redis://127.0.0.1:6380/0")
+    key_prefix: str = "cdcflow"
+
+
+class TopicSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cdc_prefix: str = "cdc"
+    invoke_prefix: str = "cdcflow.invoke"
+    triggers: str = "cdcflow.triggers"
+    results: str = "cdcflow.results"
+    dlq: str = "cdcflow.dlq"
+    cdc_checkpoints: str = "cdcflow.cdc.checkpoints"
+
+    def row_changes(self, db: str, table: str) -> str:
+        return f"{self.cdc_prefix}.{db}.{table}"
+
+    def invoke(self, plugin: str) -> str:
+        return f"{self.invoke_prefix}.{plugin}"
+
+    def parse_row_changes(self, topic: str) -> tuple[str, str] | None:
+        prefix = self.cdc_prefix + "."
+        if not topic.startswith(prefix):
+            return None
+        db, _, table = topic[len(prefix):].partition(".")
+        return (db, table) if db and table else None
+
+
+class CdcSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(default="cdcflow", description="source.name in envelopes; checkpoint key")
+    linger_ms: float = 2.0
+    checkpoint_interval_ms: int = 200
+    include_tables: list[str] = Field(default_factory=list, description="db.table globs beyond the rules' tables")
+
+
+class StreamsSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    app_id: str = "cdcflow-streams"
+    state_dir: Path = Path(".state/streams")
+    web_port: int = 6066
+
+
+class RunnerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    group_id: str = "cdcflow-runners"
+    plugin_dirs: list[Path] = Field(default_factory=lambda: [Path("plugins/examples")])
+    venv_dir: Path = Path(".state/venvs")
+    result_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+
+
+class Settings(BaseSettings):
+    """Infrastructure settings. Relative paths are relative to the config file's folder."""
+
+    model_config = SettingsConfigDict(env_prefix="CDCFLOW_", env_nested_delimiter="__", extra="ignore")
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    mysql: MySQLSettings = Field(default_factory=MySQLSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    cdc: CdcSettings = Field(default_factory=CdcSettings)
+    streams: StreamsSettings = Field(default_factory=StreamsSettings)
+    runners: RunnerSettings = Field(default_factory=RunnerSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the file (passed as init values): deployments override addresses.
+        return (env_settings, init_settings)
+
+    def kafka_config(self, **extra: Any) -> dict[str, Any]:
+        """librdkafka config for a confluent-kafka client."""
+        return {"bootstrap.servers": self.kafka.bootstrap_servers, **self.kafka.client_options, **extra}
+
+    def resolve_paths(self, base: Path) -> "Settings":
+        def absolute(p: Path) -> Path:
+            return p if p.is_absolute() else (base / p).resolve()
+
+        self.streams.state_dir = absolute(self.streams.state_dir)
+        self.runners.venv_dir = absolute(self.runners.venv_dir)
+        self.runners.plugin_dirs = [absolute(p) for p in self.runners.plugin_dirs]
+        return self
+
+
+SECRET_KEY_PATTERN = re.compile(r"(password|secret|token|sasl\.|ssl\.key|api[_-]?key)", re.I)
