@@ -80,3 +80,7 @@ def cli(ctx: click.Context, config_path: Path | None, log_level: str) -> None:
 
 def main() -> None:
     cli(prog_name="cdcflow")
+
+
+if __name__ == "__main__":
+    main()

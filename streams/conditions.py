@@ -1,0 +1,184 @@
+"""Rule conditions compiled once into plain predicates over (before, after).
+
+Shape (YAML/JSON), as in the original design plus operators:
+    conditions:
+      is_valid: true                  # equality on the row (after; before for a DELETE)
+      status: {in: [paid, shipped]}   # operators: eq ne in not_in gt gte lt lte is_null like regex changed
+      before.status: {ne: paid}       # `before.` / `after.` pick the image explicitly
+      any: [{country: CN}, {vip: true}]
+      not: {deleted_at: {is_null: false}}
+Entries of one mapping must all hold (an implicit `all`).
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+Row = dict[str, Any] | None
+Predicate = Callable[[Row, Row], bool]
+
+OPERATORS = frozenset({"eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "is_null", "like", "regex", "changed"})
+COMBINATORS = frozenset({"all", "any", "not"})
+_MISSING = object()
+
+
+class ConditionError(ValueError):
+    """A condition that cannot be compiled; `key` is the dotted path inside `conditions`."""
+
+    def __init__(self, key: str, reason: str):
+        self.key = key
+        self.reason = reason
+        super().__init__(f"{key}: {reason}")
+
+
+def compile_conditions(spec: dict[str, Any] | None, path: str = "conditions") -> Predicate:
+    if not spec:
+        return lambda before, after: True
+    if not isinstance(spec, dict):
+        raise ConditionError(path, "must be a mapping")
+    preds = [_compile_entry(key, value, f"{path}.{key}") for key, value in spec.items()]
+    if len(preds) == 1:
+        return preds[0]
+    return lambda before, after: all(p(before, after) for p in preds)
+
+
+def _compile_entry(key: str, value: Any, path: str) -> Predicate:
+    if key in COMBINATORS:
+        return _compile_combinator(key, value, path)
+    side, column = _parse_ref(key, path)
+    getter = _getter(side, column)
+    if isinstance(value, dict) and value and set(value) <= OPERATORS:
+        tests = [_compile_operator(op, arg, side, column, f"{path}.{op}") for op, arg in value.items()]
+        if len(tests) == 1:
+            return tests[0]
+        return lambda before, after: all(t(before, after) for t in tests)
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - OPERATORS)
+        raise ConditionError(path, f"unknown operator(s) {', '.join(unknown)} (known: {', '.join(sorted(OPERATORS))})")
+    return lambda before, after: _eq(getter(before, after), value)
+
+
+def _compile_combinator(key: str, value: Any, path: str) -> Predicate:
+    if key == "not":
+        inner = compile_conditions(value, path)
+        return lambda before, after: not inner(before, after)
+    if not isinstance(value, list) or not value:
+        raise ConditionError(path, f"`{key}` takes a non-empty list of condition mappings")
+    parts = [compile_conditions(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    combine = all if key == "all" else any
+    return lambda before, after: combine(p(before, after) for p in parts)
+
+
+def _parse_ref(key: str, path: str) -> tuple[str, str]:
+    side, dot, column = key.partition(".")
+    if dot and side in ("before", "after"):
+        if not column:
+            raise ConditionError(path, "missing column name")
+        return side, column
+    return "row", key
+
+
+def _getter(side: str, column: str) -> Callable[[Row, Row], Any]:
+    if side == "after":
+        return lambda before, after: after.get(column, _MISSING) if after is not None else _MISSING
+    if side == "before":
+        return lambda before, after: before.get(column, _MISSING) if before is not None else _MISSING
+    # "row": the row as it is now, or as it was for a delete.
+    return lambda before, after: (after if after is not None else (before or {})).get(column, _MISSING)
+
+
+def _compile_operator(op: str, arg: Any, side: str, column: str, path: str) -> Predicate:
+    get = _getter(side, column)
+    if op == "eq":
+        return lambda b, a: _eq(get(b, a), arg)
+    if op == "ne":
+        return lambda b, a: (v := get(b, a)) is not _MISSING and not _eq(v, arg)
+    if op in ("in", "not_in"):
+        if not isinstance(arg, list):
+            raise ConditionError(path, f"`{op}` takes a list")
+        if op == "in":
+            return lambda b, a: any(_eq(get(b, a), x) for x in arg)
+        return lambda b, a: (v := get(b, a)) is not _MISSING and not any(_eq(v, x) for x in arg)
+    if op in ("gt", "gte", "lt", "lte"):
+        if isinstance(arg, bool) or not isinstance(arg, (int, float, str)):
+            raise ConditionError(path, f"`{op}` takes a number or a string")
+        compare = {"gt": lambda x, y: x > y, "gte": lambda x, y: x >= y,
+                   "lt": lambda x, y: x < y, "lte": lambda x, y: x <= y}[op]
+        return lambda b, a: _ordered(get(b, a), arg, compare)
+    if op == "is_null":
+        if not isinstance(arg, bool):
+            raise ConditionError(path, "`is_null` takes true or false")
+        return lambda b, a: ((v := get(b, a)) is None or v is _MISSING) == arg
+    if op in ("like", "regex"):
+        if not isinstance(arg, str):
+            raise ConditionError(path, f"`{op}` takes a string pattern")
+        try:
+            pattern = re.compile(_like_to_regex(arg) if op == "like" else arg, re.S)
+        except re.error as e:
+            raise ConditionError(path, f"invalid pattern: {e}") from None
+        match = pattern.fullmatch if op == "like" else pattern.search
+        return lambda b, a: isinstance(v := get(b, a), str) and match(v) is not None
+    if op == "changed":
+        if not isinstance(arg, bool):
+            raise ConditionError(path, "`changed` takes true or false")
+
+        def changed(b: Row, a: Row) -> bool:
+            # An insert or delete changes every column; an update only those that differ.
+            if b is None or a is None:
+                return arg
+            return (b.get(column, _MISSING) != a.get(column, _MISSING)) == arg
+
+        return changed
+    raise ConditionError(path, f"unknown operator {op!r}")
+
+
+def _eq(value: Any, expected: Any) -> bool:
+    if value is _MISSING:
+        return False
+    if value == expected:
+        return True
+    # DECIMALs arrive as strings and booleans as TINYINT: compare numerically when one side is numeric.
+    num_v, num_e = _number(value), _number(expected)
+    return num_v is not None and num_e is not None and num_v == num_e and not (
+        isinstance(value, str) and isinstance(expected, str))
+
+
+def _ordered(value: Any, arg: Any, compare: Callable[[Any, Any], bool]) -> bool:
+    if value is _MISSING or value is None:
+        return False
+    if isinstance(arg, str) and isinstance(value, str):
+        return compare(value, arg)
+    nv, na = _number(value), _number(arg)
+    return nv is not None and na is not None and compare(nv, na)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _like_to_regex(pattern: str) -> str:
+    out = []
+    escaped = False
+    for ch in pattern:
+        if escaped:
+            out.append(re.escape(ch))
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == "%":
+            out.append(".*")
+        elif ch == "_":
+            out.append(".")
+        else:
+            out.append(re.escape(ch))
+    return "".join(out)
