@@ -78,7 +78,7 @@ def build_app(config: Config) -> faust.App:
         invocation["created_at"] = datetime.now(timezone.utc).isoformat()
         await invoke_topic(invocation["plugin"]).send(key=invocation["invocation_id"].encode(), value=orjson.dumps(invocation))
 
-    last_position = app.Table("row-last-event", default=None, partitions=settings.kafka.partitions)
+    last_position = app.Table("row-last-event", partitions=settings.kafka.partitions)
 
     if row_topics:
         @app.agent(app.topic(*row_topics, **raw), name="match_row_changes")
@@ -94,7 +94,7 @@ def build_app(config: Config) -> faust.App:
                               message.topic, message.partition, message.offset, e)
                     continue
                 row_key = f"{source.get('db')}.{source.get('table')}|{(event.key or b'').decode()}"
-                if is_duplicate(last_position[row_key], event_id):
+                if is_duplicate(last_position.get(row_key), event_id):
                     log.debug("duplicate row change %s dropped", event_id)
                     continue
                 for planned in matcher.match(change):
