@@ -198,14 +198,6 @@ class BinlogReader:
         ensure_topics(self.settings, topics)
         self.checkpoints.ensure()
         self.is_mariadb, current = detect_server(self.settings)
-        position = self.checkpoints.load()
-        if position is None:
-            position = current
-            log.info("no checkpoint for reader %r: starting at the current end of the binlog, %s",
-                     self.settings.cdc.name, position.describe())
-        else:
-            log.info("resuming reader %r from checkpoint %s", self.settings.cdc.name, position.describe())
-        log.info("watching %d table(s): %s", len(self.tables), ", ".join(f"{d}.{t}" for d, t in sorted(self.tables)))
         producer = Producer(self.settings.kafka_config(**{
             "enable.idempotence": True,
             "acks": "all",
@@ -213,6 +205,20 @@ class BinlogReader:
             "compression.type": "lz4",
         }))
         self.producer = producer
+        position = self.checkpoints.load()
+        if position is None:
+            position = current
+            # Checkpoint the starting point at once: a reader that crashes before its first
+            # transaction must resume here, not at a later "now" that would skip rows.
+            self.checkpoints.save(producer, position)
+            if producer.flush(30) > 0:
+                raise RuntimeError("Kafka did not acknowledge the initial checkpoint within 30s")
+            log.info("no checkpoint for reader %r: starting at the current end of the binlog, %s",
+                     self.settings.cdc.name, position.describe())
+        else:
+            log.info("resuming reader %r from checkpoint %s", self.settings.cdc.name, position.describe())
+        self.stats.checkpoint = position
+        log.info("watching %d table(s): %s", len(self.tables), ", ".join(f"{d}.{t}" for d, t in sorted(self.tables)))
         backoff = 0.5
         try:
             while not self.stop_event.is_set():

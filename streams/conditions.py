@@ -147,10 +147,11 @@ def _eq(value: Any, expected: Any) -> bool:
 def _ordered(value: Any, arg: Any, compare: Callable[[Any, Any], bool]) -> bool:
     if value is _MISSING or value is None:
         return False
-    if isinstance(arg, str) and isinstance(value, str):
-        return compare(value, arg)
     nv, na = _number(value), _number(arg)
-    return nv is not None and na is not None and compare(nv, na)
+    if nv is not None and na is not None:
+        return compare(nv, na)
+    # Non-numeric strings (dates in ISO form, names) compare as text.
+    return isinstance(arg, str) and isinstance(value, str) and compare(value, arg)
 
 
 def _number(value: Any) -> float | None:

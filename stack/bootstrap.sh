@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Makes a fresh Debian machine ready: system packages, Kafka jars, the three servers, and the
+# project's virtualenv (.venv). Idempotent and quick the second time.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+  echo "bootstrap: installing python3-venv" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+fi
+
+python3 stack/stack.py up
+
+VENV="$ROOT/.venv"
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+STAMP="$VENV/.cdcflow-installed"
+WANT="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
+  echo "bootstrap: installing cdcflow and its dependencies into .venv" >&2
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q -e ".[dev]"
+  echo "$WANT" > "$STAMP"
+fi

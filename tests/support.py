@@ -1,0 +1,90 @@
+"""Shared test helpers: per-test isolated config (own topics, db, groups, Redis keys) on the real stack."""
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import yaml
+from confluent_kafka import Consumer
+
+from schemas.config import Config, load_config
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STATE = REPO_ROOT / ".state"
+EXAMPLES_DIR = REPO_ROOT / "plugins" / "examples"
+# Venvs are keyed by dependencies + python version, so sharing them across tests and sessions is safe.
+TEST_VENV_DIR = STATE / "test-venvs"
+ADMIN = {"host": "127.0.0.1", "port": 3307, "user": "cdcflow", "password": "cdcflow", "charset": "utf8mb4"}
+
+
+def isolated_config_data(tag: str = "t", rules: dict[str, Any] | None = None,
+                         plugin_dirs: list[Path] | None = None) -> dict[str, Any]:
+    """Config file contents whose topics, database, groups, state and Redis keys no other test shares."""
+    uid = f"{tag}{uuid.uuid4().hex[:8]}"
+    return {
+        "kafka": {"bootstrap_servers": "127.0.0.1:9092", "partitions": 2},
+        "mysql": {"host": "127.0.0.1", "port": 3307, "user": "cdcflow_reader", "password": "cdcflow_reader",
+                  "database": f"t_{uid}", "server_id": random.randint(10_000, 4_000_000)},
+        "redis": {"url": "redis://127.0.0.1:6380/0", "key_prefix": f"test:{uid}"},
+        "topics": {"cdc_prefix": f"test.{uid}.cdc", "invoke_prefix": f"test.{uid}.invoke",
+                   "triggers": f"test.{uid}.triggers", "results": f"test.{uid}.results",
+                   "dlq": f"test.{uid}.dlq", "cdc_checkpoints": f"test.{uid}.checkpoints"},
+        "cdc": {"name": f"test-{uid}", "checkpoint_interval_ms": 100},
+        "streams": {"app_id": f"test-{uid}-streams", "state_dir": str(STATE / "test-streams" / uid), "web_port": 0},
+        "runners": {"group_id": f"test-{uid}-runners", "plugin_dirs": [str(p) for p in plugin_dirs or [EXAMPLES_DIR]],
+                    "venv_dir": str(TEST_VENV_DIR)},
+        **(rules or {}),
+    }
+
+
+def write_config(directory: Path, data: dict[str, Any]) -> Config:
+    path = directory / "cdcflow.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return load_config(path)
+
+
+def mysql(database: str | None = None) -> pymysql.connections.Connection:
+    return pymysql.connect(**ADMIN, database=database, autocommit=True)
+
+
+def execute(sql: str | list[str], database: str | None = None) -> None:
+    conn = mysql(database)
+    try:
+        with conn.cursor() as cur:
+            for statement in [sql] if isinstance(sql, str) else sql:
+                cur.execute(statement)
+    finally:
+        conn.close()
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def consume_all(config: Config, topics: list[str], idle_seconds: float = 2.0, max_seconds: float = 60.0) -> Iterator[Any]:
+    """Every message on `topics` from the beginning, until none arrives for `idle_seconds`."""
+    consumer = Consumer(config.settings.kafka_config(**{
+        "group.id": f"test-reader-{uuid.uuid4().hex}", "auto.offset.reset": "earliest", "enable.auto.commit": False}))
+    consumer.subscribe(topics)
+    try:
+        deadline = time.monotonic() + max_seconds
+        last = time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - last < idle_seconds:
+            msg = consumer.poll(0.2)
+            if msg is None or msg.error():
+                continue
+            last = time.monotonic()
+            yield msg
+    finally:
+        consumer.close()
