@@ -92,7 +92,7 @@ def connection_settings(settings: Settings) -> dict[str, Any]:
         "host": settings.mysql.host,
         "port": settings.mysql.port,
         "user": settings.mysql.user,
-        "passwd": settings.mysql.password.get_secret_value(),
+        "password": settings.mysql.password.get_secret_value(),
         "charset": "utf8mb4",
         "connect_timeout": 10,
     }
