@@ -52,6 +52,7 @@ def build_app(config: Config) -> faust.App:
     plugins = sorted(config.rules.plugins())
     ensure_topics(settings, [*row_topics, topics.triggers, *(topics.invoke(p) for p in plugins)])
 
+    settings.streams.state_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.streams.app_id,
         broker=kafka_brokers(settings.kafka.bootstrap_servers),
@@ -134,4 +135,8 @@ def run_worker(config: Config, loglevel: str = "INFO") -> None:
     """Run the app under faust.Worker (signals, table recovery, clean shutdown)."""
     app = build_app(config)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=False)
+    if logging.getLevelName(loglevel.upper()) != logging.DEBUG:
+        # Faust, mode and aiokafka narrate every service start/stop at INFO; keep our lines readable.
+        for name in ("faust", "mode", "aiokafka"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     worker.execute_from_commandline()

@@ -1,0 +1,108 @@
+"""End-to-end latency of the slice: row committed in MariaDB -> plugin entry function called.
+
+Runs the real pipeline (`cdcflow run`) on the local stack with its own database and topics,
+writes single-row transactions at a steady rate, and reads each run's `called_at` (taken by the
+echo plugin as its first statement) from the results topic. Prints p50/p90/p99 and, last,
+`e2e latency p50/p99 ms: A / B`.
+
+    python bench/e2e_latency.py [--rows 1000] [--rate 200]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import orjson  # noqa: E402
+
+from cdc.checkpoint import CheckpointStore  # noqa: E402
+from tests.support import consume_all, execute, isolated_config_data, mysql, wait_for, write_config  # noqa: E402
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1000, help="single-row writes to measure (>= 200)")
+    parser.add_argument("--rate", type=float, default=200.0, help="writes per second")
+    parser.add_argument("--warmup", type=int, default=20)
+    args = parser.parse_args()
+
+    subprocess.run([sys.executable, str(ROOT / "stack" / "stack.py"), "up"], check=True, stdout=subprocess.DEVNULL)
+    rules = {"monitored_tables": {"pings": {"triggers": ["echo"], "operations": ["INSERT"],
+                                            "params": {"message": "{after.id}"}}}}
+    data = isolated_config_data("bench", rules)
+    data["kafka"]["partitions"] = 4
+    db = data["mysql"]["database"]
+    execute([f"CREATE DATABASE {db}", f"CREATE TABLE {db}.pings (id INT PRIMARY KEY, note VARCHAR(20))"])
+    workdir = Path(tempfile.mkdtemp(prefix="cdcflow-bench-"))
+    config = write_config(workdir, data)
+    log_path = workdir / "pipeline.log"
+    env = {**os.environ, "CDCFLOW_LOG_LEVEL": "WARNING"}
+    with log_path.open("wb") as log:
+        pipeline = subprocess.Popen([sys.executable, "-m", "schemas.cli", "--config", str(config.path), "run"],
+                                    cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        wait_for(lambda: CheckpointStore(config.settings).load(), 120, 0.5, "the reader to start")
+        conn = mysql(db)
+        cur = conn.cursor()
+        committed: dict[int, float] = {}
+        total = args.warmup + args.rows
+        print(f"writing {args.warmup} warm-up rows, then {args.rows} rows at {args.rate:.0f} rows/s", file=sys.stderr)
+        interval = 1.0 / args.rate
+        start = time.perf_counter()
+        for i in range(total):
+            if i == args.warmup:
+                # let the warm-up drain (venv, warm workers, group joins) before measuring
+                wait_for(lambda: len(results(config)) >= args.warmup, 180, 0.5, "warm-up results")
+                start = time.perf_counter() - i * interval
+            target = start + i * interval
+            delay = target - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            cur.execute("INSERT INTO pings VALUES (%s, 'x')", (i,))
+            committed[i] = time.time()
+        conn.close()
+        done = wait_for(lambda: (r := results(config)) and len(r) >= total and r, 300, 1.0, "all results")
+        latencies = [(done[i] - committed[i]) * 1000 for i in range(args.warmup, total)]
+        failed = sum(1 for i in range(args.warmup, total) if i not in done)
+        print(f"rows measured: {len(latencies)} at {args.rate:.0f} rows/s (missing: {failed})")
+        print(f"e2e latency p50 {percentile(latencies, 50):.1f} ms, p90 {percentile(latencies, 90):.1f} ms, "
+              f"p99 {percentile(latencies, 99):.1f} ms, max {max(latencies):.1f} ms, "
+              f"mean {statistics.fmean(latencies):.1f} ms")
+        print(f"e2e latency p50/p99 ms: {percentile(latencies, 50):.1f} / {percentile(latencies, 99):.1f}")
+    finally:
+        pipeline.send_signal(signal.SIGINT)
+        try:
+            pipeline.wait(60)
+        except subprocess.TimeoutExpired:
+            pipeline.kill()
+        execute(f"DROP DATABASE IF EXISTS {db}")
+
+
+_seen: dict[int, float] = {}
+
+
+def results(config) -> dict[int, float]:
+    """row id -> when the plugin's entry function was called, from the results topic (cumulative)."""
+    for msg in consume_all(config, [config.settings.topics.results], idle_seconds=0.5, max_seconds=10):
+        value = orjson.loads(msg.value())
+        output = value.get("output") or {}
+        if value.get("status") == "success" and output.get("message") is not None:
+            _seen[int(output["message"])] = output["called_at"]
+    return _seen
+
+if __name__ == "__main__":
+    main()
