@@ -76,8 +76,19 @@ def main() -> None:
             committed[i] = time.time()
         conn.close()
         done = wait_for(lambda: (r := results(config)) and len(r) >= total and r, 300, 1.0, "all results")
-        latencies = [(done[i] - committed[i]) * 1000 for i in range(args.warmup, total)]
-        failed = sum(1 for i in range(args.warmup, total) if i not in done)
+        measured = range(args.warmup, total)
+        latencies = [(done[i]["entry_called_at"] - committed[i]) * 1000 for i in measured]
+        failed = sum(1 for i in measured if i not in done)
+        produced = reader_times(config, db)
+        stages = {
+            "commit -> reader produced": [produced[i] - committed[i] for i in measured],
+            "reader -> streams emitted": [done[i]["created_at"] - produced[i] for i in measured],
+            "streams -> runner consumed": [done[i]["consumed_at"] - done[i]["created_at"] for i in measured],
+            "runner consumed -> entry": [done[i]["entry_called_at"] - done[i]["consumed_at"] for i in measured],
+        }
+        for name, values in stages.items():
+            ms = [v * 1000 for v in values]
+            print(f"  {name:<28} p50 {percentile(ms, 50):7.1f} ms  p99 {percentile(ms, 99):7.1f} ms")
         print(f"rows measured: {len(latencies)} at {args.rate:.0f} rows/s (missing: {failed})")
         print(f"e2e latency p50 {percentile(latencies, 50):.1f} ms, p90 {percentile(latencies, 90):.1f} ms, "
               f"p99 {percentile(latencies, 99):.1f} ms, max {max(latencies):.1f} ms, "
@@ -92,17 +103,24 @@ def main() -> None:
         execute(f"DROP DATABASE IF EXISTS {db}")
 
 
-_seen: dict[int, float] = {}
+_seen: dict[int, dict[str, float]] = {}
 
 
-def results(config) -> dict[int, float]:
-    """row id -> when the plugin's entry function was called, from the results topic (cumulative)."""
+def results(config) -> dict[int, dict[str, float]]:
+    """row id -> the run's timings (streams' created_at, runner's consumed_at, entry_called_at), cumulative."""
     for msg in consume_all(config, [config.settings.topics.results], idle_seconds=0.5, max_seconds=10):
         value = orjson.loads(msg.value())
         output = value.get("output") or {}
         if value.get("status") == "success" and output.get("message") is not None:
-            _seen[int(output["message"])] = output["called_at"]
+            _seen[int(output["message"])] = {**value["timings"], "entry_called_at": output["called_at"]}
     return _seen
+
+
+def reader_times(config, db: str) -> dict[int, float]:
+    """row id -> when the reader built its envelope (`ts_ms`)."""
+    topic = config.settings.topics.row_changes(db, "pings")
+    return {orjson.loads(m.value())["after"]["id"]: orjson.loads(m.value())["ts_ms"] / 1000
+            for m in consume_all(config, [topic], idle_seconds=1.0, max_seconds=60)}
 
 if __name__ == "__main__":
     main()

@@ -18,7 +18,12 @@ STAMP="$VENV/.cdcflow-installed"
 WANT="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   echo "bootstrap: installing cdcflow and its dependencies into .venv" >&2
-  "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -e ".[dev]"
+  LOG="$ROOT/.state/pip-install.log"
+  mkdir -p "$ROOT/.state"
+  if ! { "$VENV/bin/python" -m pip install -q --upgrade pip && "$VENV/bin/python" -m pip install -q -e ".[dev]"; } >"$LOG" 2>&1; then
+    tail -40 "$LOG" >&2
+    echo "bootstrap: pip install failed; full log: $LOG" >&2
+    exit 1
+  fi
   echo "$WANT" > "$STAMP"
 fi
