@@ -14,7 +14,6 @@ from schemas.errors import ConfigError
 
 # name -> "module:attribute"; loaded lazily so `cdcflow cdc ...` never imports Faust.
 SUBCOMMANDS: dict[str, str] = {
-    "stack": "schemas.stack_cli:stack",
     "schemas": "schemas.export_cli:schemas_group",
     "cdc": "cdc.cli:cdc",
     "streams": "streams.cli:streams",
