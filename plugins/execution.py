@@ -1,0 +1,101 @@
+"""One invocation through one plugin: validate parameters, call the pool, turn the outcome into a Result.
+
+Shared by the runner and `cdcflow plugins test`, so both report exactly the same way.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from schemas.invocation import Invocation
+from schemas.manifest import ParamError
+from schemas.result import ErrorInfo, Result, RunStatus
+
+from plugins.pool import CallOutcome, WorkerPool
+from plugins.registry import LoadedPlugin
+
+RUNNER_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+# A crash has no status of its own in the Result contract: it is a failure whose error type says so.
+_STATUS: dict[str, RunStatus] = {"success": "success", "failed": "failed", "timeout": "timeout", "crashed": "failed"}
+
+
+def _dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, tz=timezone.utc)
+
+
+def build_request(invocation: Invocation, params: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "invocation_id": invocation.invocation_id,
+        "params": params,
+        "context": {
+            "invocation_id": invocation.invocation_id,
+            "plugin": invocation.plugin,
+            "attempt": invocation.attempt,
+            "trigger": invocation.trigger.model_dump(mode="json"),
+        },
+    }
+
+
+def rejected_result(invocation_id: str, plugin: str, plugin_version: str, error_type: str, message: str, *,
+                    attempt: int = 1, trigger_kind: str | None = None, **extra: Any) -> Result:
+    now = _dt(time.time())
+    return Result(
+        invocation_id=invocation_id, plugin=plugin, plugin_version=plugin_version, status="rejected",
+        attempt=attempt, started_at=now, finished_at=now, duration_ms=0.0,
+        error=ErrorInfo(type=error_type, message=message), trigger_kind=trigger_kind, runner=RUNNER_ID, **extra,
+    )
+
+
+def outcome_result(plugin: LoadedPlugin, invocation: Invocation, outcome: CallOutcome,
+                   consumed_at: float | None = None) -> Result:
+    started = outcome.started_at if outcome.started_at is not None else outcome.sent_at
+    finished = outcome.finished_at if outcome.finished_at is not None else outcome.received_at
+    extra: dict[str, Any] = {
+        "code_hash": plugin.code_hash,
+        "worker_pid": outcome.worker_pid,
+        # Epoch seconds along the way; entry_called_at - created_at is the end-to-end trigger latency.
+        "timings": {
+            "created_at": invocation.created_at.timestamp(),
+            "consumed_at": consumed_at,
+            "sent_at": outcome.sent_at,
+            "entry_called_at": outcome.entry_called_at,
+            "finished_at": outcome.finished_at,
+            "received_at": outcome.received_at,
+        },
+    }
+    if outcome.note:
+        extra["note"] = outcome.note
+    return Result(
+        invocation_id=invocation.invocation_id,
+        plugin=plugin.name,
+        plugin_version=plugin.version,
+        status=_STATUS[outcome.status],
+        attempt=invocation.attempt,
+        started_at=_dt(started),
+        finished_at=_dt(finished),
+        duration_ms=round(outcome.duration_ms, 3),
+        output=outcome.output,
+        error=ErrorInfo(**outcome.error) if outcome.error else None,
+        trigger_kind=invocation.trigger.kind,
+        runner=RUNNER_ID,
+        **extra,
+    )
+
+
+def execute(plugin: LoadedPlugin, pool: WorkerPool, invocation: Invocation,
+            consumed_at: float | None = None) -> Result | None:
+    """Run one invocation; None when the pool was closed mid-call (the caller must not record anything)."""
+    try:
+        params = plugin.manifest.validate_params(invocation.params)
+    except ParamError as e:
+        return rejected_result(invocation.invocation_id, plugin.name, plugin.version, "ParamError", str(e),
+                               attempt=invocation.attempt, trigger_kind=invocation.trigger.kind,
+                               code_hash=plugin.code_hash)
+    outcome = pool.call(build_request(invocation, params), timeout=plugin.manifest.timeout_seconds)
+    if outcome.status == "aborted":
+        return None
+    return outcome_result(plugin, invocation, outcome, consumed_at)

@@ -1,0 +1,401 @@
+"""The runner process: Kafka invocations in, isolated plugin calls, results out.
+
+    cdcflow.invoke.<plugin> --consumer--> parse, drop done ids --> plugin lane --> worker pool
+         ^ commit (in order per partition)                                          |
+         +---- delivery report <-- cdcflow.results <-- Redis run history <-- Result +
+
+Threads: the main thread owns the Consumer (poll, dispatch, commit, pause/resume); each plugin
+lane has one thread per worker; the result sink has a writer and a delivery-report thread.
+An offset is committed only after its result is in Redis and acknowledged by Kafka, so a crash
+anywhere re-delivers (and the done marker stops a finished invocation from running twice).
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from pydantic import ValidationError
+
+from plugins.execution import RUNNER_ID, execute, rejected_result
+from plugins.lane import Job, PluginLane
+from plugins.offsets import Ack, OffsetTracker
+from plugins.pool import WorkerPool, WorkerSpec
+from plugins.registry import LoadedPlugin, discover
+from plugins.sink import ResultSink
+from plugins.store import RunStore
+from plugins.venvs import VenvError, ensure_venv, venv_python
+from schemas.config import Config
+from schemas.errors import from_validation_error
+from schemas.invocation import Invocation
+from schemas.kafka_topics import ensure_topics
+from schemas.result import Result
+from schemas.settings import Settings
+
+log = logging.getLogger("cdcflow.runner")
+
+POLL_TIMEOUT_SECONDS = 0.1
+MAX_POLL_BATCH = 500
+REDIS_RETRY_SECONDS = 1.0
+
+
+class _Stopping(Exception):
+    """Raised out of a Redis wait when a stop was requested."""
+
+
+@dataclass
+class RunnerOptions:
+    only: set[str] | None = None  # run just these plugins (e.g. a dedicated runner for a heavy one)
+    shutdown_grace: float = 10.0  # how long running calls may finish after a stop request
+    startup_timeout: float = 60.0  # per pool: interpreter start + plugin import
+
+
+@dataclass
+class _Dispatch:
+    lane: PluginLane
+    invocation: Invocation
+    ack: Ack
+
+
+def start_lanes(settings: Settings, plugins: Iterable[LoadedPlugin], options: RunnerOptions,
+                handle: Any, is_current: Any = None) -> dict[str, PluginLane]:
+    """Venv + warm pool for each plugin; a plugin that cannot start is logged and left out.
+
+    Its topic is then not consumed: its invocations wait in Kafka until the plugin is fixed,
+    rather than being turned into a stream of failed results.
+    """
+    lanes: dict[str, PluginLane] = {}
+    for plugin in plugins:
+        try:
+            venv = ensure_venv(settings.runners.venv_dir, plugin.manifest.dependencies)
+        except VenvError as e:
+            log.error("plugin %s disabled: its venv could not be built: %s", plugin.name, e)
+            continue
+        spec = WorkerSpec(plugin=plugin.name, python=venv_python(venv), plugin_dir=plugin.path,
+                          entry_point=plugin.manifest.entry_point)
+        pool = WorkerPool(spec, plugin.manifest.concurrency, startup_timeout=options.startup_timeout)
+        pool.start()
+        if pool.startup_error is not None:
+            err = pool.startup_error
+            log.error("plugin %s disabled: %s: %s\n%s", plugin.name, err.get("type"), err.get("message"),
+                      err.get("traceback") or "")
+            pool.close()
+            continue
+        lane = PluginLane(plugin, pool, handle, topic=settings.topics.invoke(plugin.name), is_current=is_current)
+        lanes[lane.topic] = lane
+        log.info("plugin %s %s ready: %d worker(s), venv %s, code %s, topic %s", plugin.name, plugin.version,
+                 pool.size, venv, plugin.code_hash[:12], lane.topic)
+    return lanes
+
+
+class Runner:
+    def __init__(self, settings: Settings, stop: threading.Event, options: RunnerOptions | None = None):
+        self.settings = settings
+        self.stop = stop
+        self.options = options or RunnerOptions()
+        self.store = RunStore(settings)
+        self.tracker = OffsetTracker()
+        self.completions: queue.SimpleQueue[Ack] = queue.SimpleQueue()
+        self.lanes: dict[str, PluginLane] = {}
+        self.assigned: set[tuple[str, int]] = set()
+        self._reapply_pauses = False
+        self.consumer: Consumer | None = None
+        self.sink: ResultSink | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def run(self, ready: threading.Event | None = None) -> int:
+        try:
+            self.store.ping()
+        except redis.RedisError as e:
+            log.error("cannot reach Redis at %s: %s", _redacted(self.settings.redis.url.get_secret_value()), e)
+            return 1
+        found = discover(self.settings.runners.plugin_dirs)
+        for problem in found.problems:
+            log.error("plugin skipped: %s", problem)
+        plugins = list(found.plugins.values())
+        if self.options.only is not None:
+            for missing in sorted(self.options.only - set(found.plugins)):
+                log.error("plugin %s not found in %s", missing, ", ".join(map(str, self.settings.runners.plugin_dirs)))
+            plugins = [p for p in plugins if p.name in self.options.only]
+        self.lanes = start_lanes(self.settings, plugins, self.options, self._handle, self.tracker.is_current)
+        if not self.lanes:
+            log.error("no plugin could be started; nothing to run")
+            self.store.close()
+            return 2
+        try:
+            topics = sorted(self.lanes)
+            ensure_topics(self.settings, [*topics, self.settings.topics.results])
+            producer = Producer(self.settings.kafka_config(**{
+                "acks": "all", "enable.idempotence": True, "linger.ms": 2, "client.id": f"cdcflow-runner-{RUNNER_ID}",
+            }))
+            self.sink = ResultSink(self.store, producer, self.settings.topics.results, self.completions.put)
+            self.sink.start()
+            for lane in self.lanes.values():
+                lane.start()
+            self.consumer = Consumer(self.settings.kafka_config(**{
+                "group.id": self.settings.runners.group_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "client.id": f"cdcflow-runner-{RUNNER_ID}",
+                "on_commit": self._on_commit,
+            }))
+            self.consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
+            log.info("runner %s consuming %s (group %s)", RUNNER_ID, ", ".join(topics), self.settings.runners.group_id)
+            if ready is not None:
+                ready.set()
+            self._loop()
+        except KafkaException as e:
+            log.error("Kafka error at %s: %s", self.settings.kafka.bootstrap_servers, e)
+            return 1
+        finally:
+            self._shutdown()
+        return 0
+
+    def _loop(self) -> None:
+        consumer = self.consumer
+        assert consumer is not None
+        while not self.stop.is_set():
+            msg = consumer.poll(POLL_TIMEOUT_SECONDS)
+            if msg is not None:
+                batch = [msg]
+                while len(batch) < MAX_POLL_BATCH:  # drain what is already fetched, without waiting
+                    more = consumer.poll(0)
+                    if more is None:
+                        break
+                    batch.append(more)
+                try:
+                    self._dispatch(batch)
+                except _Stopping:  # undispatched messages stay uncommitted
+                    break
+            self._drain_completions()
+            self._commit()
+            self._flow_control()
+
+    def _shutdown(self) -> None:
+        log.info("runner stopping")
+        for lane in self.lanes.values():
+            lane.stop()  # queued invocations are abandoned uncommitted: redelivered after restart
+        deadline = time.monotonic() + self.options.shutdown_grace
+        for lane in self.lanes.values():
+            if not lane.join(max(0.0, deadline - time.monotonic())):
+                log.warning("plugin %s: abandoning running call(s) after %.1fs grace; they stay uncommitted",
+                            lane.plugin.name, self.options.shutdown_grace)
+        for lane in self.lanes.values():
+            lane.pool.close()  # a call still running returns `aborted` and is not recorded
+        for lane in self.lanes.values():
+            lane.join(2.0)
+        if self.sink is not None:
+            self.sink.close()
+        if self.consumer is not None:
+            self._drain_completions()
+            self._commit(sync=True)
+            self.consumer.close()
+        self.store.close()
+        log.info("runner stopped")
+
+    # -- consuming ---------------------------------------------------------------------------
+    def _dispatch(self, batch: list[Message]) -> None:
+        consumed_at = time.time()
+        accepted: list[_Dispatch] = []
+        for msg in batch:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.error("consumer error: %s", err)
+                continue
+            ack = self.tracker.start(msg.topic(), msg.partition(), msg.offset())
+            lane = self.lanes.get(msg.topic())
+            if lane is None:  # not subscribed any more (cannot happen today; hot reload will)
+                self.completions.put(ack)
+                continue
+            invocation = self._parse(msg, lane, ack)
+            if invocation is not None:
+                accepted.append(_Dispatch(lane, invocation, ack))
+        if not accepted:
+            return
+        done = self._done_ids([d.invocation.invocation_id for d in accepted])
+        for d in accepted:
+            iid = d.invocation.invocation_id
+            if iid in done:
+                self._skip_done(d)
+            else:
+                d.lane.submit(Job(d.invocation, d.ack, consumed_at))
+
+    def _parse(self, msg: Message, lane: PluginLane, ack: Ack) -> Invocation | None:
+        """The message's Invocation, or None after submitting a `rejected` result for it."""
+        where = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
+        raw = msg.value() or b""
+        try:
+            invocation = Invocation.model_validate_json(raw)
+        except ValidationError as e:
+            message = str(from_validation_error(where, e))
+            self._reject(lane, ack, _claimed_id(raw) or f"invalid:{where}", "InvalidInvocation", message)
+            return None
+        if invocation.plugin != lane.plugin.name:
+            self._reject(lane, ack, invocation.invocation_id, "WrongPlugin",
+                         f"{where}: invocation for plugin {invocation.plugin!r} on the topic of {lane.plugin.name!r}",
+                         attempt=invocation.attempt, trigger_kind=invocation.trigger.kind)
+            return None
+        return invocation
+
+    def _reject(self, lane: PluginLane, ack: Ack, invocation_id: str, error_type: str, message: str, **kw: Any) -> None:
+        log.warning("%s %s rejected: %s", lane.plugin.name, invocation_id, message)
+        result = rejected_result(invocation_id, lane.plugin.name, lane.plugin.version, error_type, message,
+                                 code_hash=lane.plugin.code_hash, **kw)
+        assert self.sink is not None
+        self.sink.submit(result, [ack])
+
+    def _skip_done(self, d: _Dispatch) -> None:
+        iid = d.invocation.invocation_id
+        log.info("%s %s skipped: already done (redelivery); re-publishing its stored result", d.lane.plugin.name, iid)
+        payload = self._with_redis(lambda: self.store.get_raw(iid))
+        assert self.sink is not None
+        if payload is None:  # the run record expired but the marker did not yet: nothing to re-publish
+            self.completions.put(d.ack)
+        else:
+            self.sink.announce(iid, payload, [d.ack])
+
+    def _done_ids(self, ids: list[str]) -> set[str]:
+        return self._with_redis(lambda: self.store.done_ids(ids))
+
+    def _with_redis(self, fn: Any) -> Any:
+        # Without Redis we cannot tell a duplicate from a new invocation: wait rather than guess.
+        while True:
+            try:
+                return fn()
+            except redis.RedisError as e:
+                if self.stop.is_set():
+                    raise _Stopping from e
+                log.error("Redis unavailable (%s); retrying in %.0fs", e, REDIS_RETRY_SECONDS)
+                self.stop.wait(REDIS_RETRY_SECONDS)
+
+    # -- running (lane threads) -----------------------------------------------------------------
+    def _handle(self, lane: PluginLane, job: Job) -> None:
+        result = execute(lane.plugin, lane.pool, job.invocation, job.consumed_at)
+        if result is None:
+            log.info("%s %s abandoned at shutdown (will be redelivered)", lane.plugin.name, job.invocation.invocation_id)
+            return
+        _log_result(result)
+        assert self.sink is not None
+        self.sink.submit(result, [job.ack])
+
+    # -- committing --------------------------------------------------------------------------
+    def _drain_completions(self) -> None:
+        while True:
+            try:
+                ack = self.completions.get_nowait()
+            except queue.Empty:
+                return
+            self.tracker.finish(ack)
+
+    def _commit(self, sync: bool = False, only: set[tuple[str, int]] | None = None) -> None:
+        commits = self.tracker.commits(only)
+        if not commits or self.consumer is None:
+            return
+        offsets = [TopicPartition(t, p, o) for t, p, o in commits]
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=not sync)
+        except KafkaException as e:
+            log.warning("commit of %s failed: %s (will be redelivered and skipped as done)", offsets, e)
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if err is not None:
+            log.warning("offset commit failed: %s", err)
+
+    # -- rebalancing and flow control --------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.tracker.assign(tp.topic, tp.partition)
+            self.assigned.add((tp.topic, tp.partition))
+        self._reapply_pauses = True
+        log.info("assigned %s", _fmt(partitions))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        keys = {(tp.topic, tp.partition) for tp in partitions}
+        self._drain_completions()
+        self._commit(sync=True, only=keys)  # keep what finished; running calls of these partitions are orphaned
+        for topic, partition in keys:
+            self.tracker.revoke(topic, partition)
+        self.assigned -= keys
+        log.info("revoked %s", _fmt(partitions))
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.tracker.revoke(tp.topic, tp.partition)
+            self.assigned.discard((tp.topic, tp.partition))
+        log.warning("lost %s", _fmt(partitions))
+
+    def _flow_control(self) -> None:
+        """Pause a plugin's partitions while its lane is full; resume when it has drained to half."""
+        assert self.consumer is not None
+        for topic, lane in self.lanes.items():
+            parts = [TopicPartition(t, p) for t, p in self.assigned if t == topic]
+            if not lane.paused and lane.backlog >= lane.high_water:
+                lane.paused = True
+                if parts:
+                    self.consumer.pause(parts)
+            elif lane.paused and lane.backlog <= lane.low_water:
+                lane.paused = False
+                if parts:
+                    self.consumer.resume(parts)
+            elif lane.paused and self._reapply_pauses and parts:
+                self.consumer.pause(parts)  # newly assigned partitions start unpaused
+        self._reapply_pauses = False
+
+
+def _log_result(result: Result) -> None:
+    level = logging.INFO if result.status == "success" else logging.WARNING
+    if log.isEnabledFor(level):
+        error = f" {result.error.type}: {result.error.message.splitlines()[0] if result.error.message else ''}" if result.error else ""
+        log.log(level, "%s %s %s %.2fms%s", result.plugin, result.invocation_id, result.status, result.duration_ms, error)
+
+
+def _claimed_id(raw: bytes) -> str | None:
+    """The invocation_id a malformed message claims, so its sender can find the rejection."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    iid = data.get("invocation_id") if isinstance(data, dict) else None
+    return iid if isinstance(iid, str) and iid.strip() else None
+
+
+def _fmt(partitions: list[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"
+
+
+def _redacted(url: str) -> str:
+    head, sep, tail = url.rpartition("@")
+    return f"{head.split('//')[0]}//***@{tail}" if sep else url
+
+
+def run_runner(config: Config, stop_event: threading.Event | None = None, *,
+               plugins: Iterable[str] | None = None, ready: threading.Event | None = None,
+               shutdown_grace: float = 10.0) -> int:
+    """Run until stop_event is set (or SIGTERM/SIGINT when called from the main thread); return an exit code.
+
+    `plugins` limits the runner to those plugin names; `ready` is set once it is consuming.
+    """
+    stop = stop_event or threading.Event()
+    options = RunnerOptions(only=set(plugins) if plugins is not None else None, shutdown_grace=shutdown_grace)
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        def request_stop(signum: int, frame: Any) -> None:
+            log.info("received %s", signal.Signals(signum).name)
+            stop.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, request_stop)
+    try:
+        return Runner(config.settings, stop, options).run(ready)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,166 @@
+"""Where finished invocations go: Redis first, then the results topic, then the commit.
+
+One writer thread takes every queued result, writes the whole batch to Redis in one pipeline,
+then produces each to Kafka. Only Kafka's delivery report (acks=all) releases the invocation's
+offset for commit, so a committed offset always has its result both stored and published. Batching
+keeps Redis at most one round trip per result under load, without making a lone result wait.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import redis
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from plugins.offsets import Ack
+from plugins.store import RunStore
+from schemas.result import Result
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 500
+RETRY_DELAY_SECONDS = 1.0
+
+
+@dataclass(slots=True)
+class SinkItem:
+    key: str  # the invocation id: results of one invocation land in one partition
+    payload: bytes  # the Result's JSON, stored and produced byte for byte
+    result: Result | None  # None: already stored (a re-announcement), only produce it
+    acks: tuple[Ack, ...]
+
+
+_STOP = object()
+
+
+class ResultSink:
+    def __init__(self, store: RunStore, producer: Producer, topic: str, on_acked: Callable[[Ack], None]):
+        self.store = store
+        self.producer = producer
+        self.topic = topic
+        self.on_acked = on_acked
+        self._queue: queue.SimpleQueue[SinkItem | object] = queue.SimpleQueue()
+        self._give_up_at: float | None = None  # set by close(): stop retrying Redis after this
+        self._polling = threading.Event()
+        self._writer = threading.Thread(target=self._write_loop, name="result-writer", daemon=True)
+        self._poller = threading.Thread(target=self._poll_loop, name="result-delivery", daemon=True)
+
+    def start(self) -> None:
+        self._polling.set()
+        self._writer.start()
+        self._poller.start()
+
+    def submit(self, result: Result, acks: Sequence[Ack]) -> None:
+        self._queue.put(SinkItem(result.invocation_id, result.model_dump_json().encode(), result, tuple(acks)))
+
+    def announce(self, invocation_id: str, payload: bytes, acks: Sequence[Ack]) -> None:
+        """Publish an already stored result again (a redelivered invocation that is done)."""
+        self._queue.put(SinkItem(invocation_id, payload, None, tuple(acks)))
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write and publish everything queued so far, waiting at most `timeout` seconds."""
+        self._give_up_at = time.monotonic() + timeout
+        self._queue.put(_STOP)
+        self._writer.join(timeout)
+        self._polling.clear()
+        self._poller.join(2.0)
+        remaining = self.producer.flush(max(0.5, self._give_up_at - time.monotonic()))
+        if remaining:
+            log.warning("%d result(s) not confirmed by Kafka at shutdown; their offsets stay uncommitted", remaining)
+
+    # -- threads ---------------------------------------------------------------------------
+    def _poll_loop(self) -> None:
+        # Serves delivery reports as they arrive (poll returns early when there is one).
+        while self._polling.is_set():
+            self.producer.poll(0.1)
+
+    def _write_loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            stop = first is _STOP
+            batch: list[SinkItem] = [] if stop else [first]  # type: ignore[list-item]
+            while len(batch) < MAX_BATCH:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                batch.append(nxt)  # type: ignore[arg-type]
+            # Never let the writer die on an unexpected error: everything after it would stall.
+            try:
+                stored = bool(batch) and self._store(batch)
+            except Exception:
+                log.exception("unexpected error storing %d result(s); their offsets stay uncommitted", len(batch))
+                stored = False
+            for item in batch if stored else ():
+                try:
+                    self._produce(item)
+                except Exception:
+                    log.exception("cannot publish result %s; its offset stays uncommitted", item.key)
+            if stop:
+                return
+
+    def _store(self, batch: list[SinkItem]) -> bool:
+        to_store = [i for i in batch if i.result is not None]
+        if not to_store:
+            return True
+        while True:
+            try:
+                self.store.record_many([i.result for i in to_store], [i.payload for i in to_store])  # type: ignore[misc]
+                return True
+            except redis.RedisError as e:
+                if self._give_up_at is not None and time.monotonic() > self._give_up_at:
+                    log.error("giving up on storing %d result(s) at shutdown (%s); they will be re-run", len(batch), e)
+                    return False
+                log.error("cannot store %d result(s) in Redis (%s); retrying in %.0fs", len(to_store), e, RETRY_DELAY_SECONDS)
+                time.sleep(RETRY_DELAY_SECONDS)
+
+    def _produce(self, item: SinkItem) -> None:
+        slimmed = False
+        while True:
+            try:
+                self.producer.produce(self.topic, key=item.key.encode(), value=item.payload,
+                                      on_delivery=lambda err, msg, item=item: self._delivered(item, err, msg))
+                return
+            except BufferError:  # librdkafka's local queue is full: let deliveries drain
+                self.producer.poll(0.1)
+            except KafkaException as e:
+                if e.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE or slimmed:
+                    raise
+                log.warning("result %s is too large for %s; publishing it without its output", item.key, self.topic)
+                item = SinkItem(item.key, slim_payload(item.payload), None, item.acks)
+                slimmed = True
+
+    def _delivered(self, item: SinkItem, err: KafkaError | None, msg: Message) -> None:
+        try:
+            if err is not None:
+                # The result is stored; publish it again rather than commit an offset without it.
+                log.error("result %s not delivered to %s (%s); retrying", item.key, self.topic, err)
+                if self._give_up_at is None:
+                    payload = slim_payload(item.payload) if err.code() == KafkaError.MSG_SIZE_TOO_LARGE else item.payload
+                    self._queue.put(SinkItem(item.key, payload, None, item.acks))
+                return
+            for ack in item.acks:
+                self.on_acked(ack)
+        except Exception:  # an exception here would surface in producer.poll() and end the delivery thread
+            log.exception("error handling the delivery report of %s", item.key)
+
+
+def slim_payload(payload: bytes) -> bytes:
+    """The result without its output, for a results topic that cannot take the full size (Redis keeps it)."""
+    data = json.loads(payload)
+    size = len(json.dumps(data.get("output")).encode())
+    data["output"] = None
+    data["output_truncated"] = {"bytes": size, "note": "output too large for the results topic; "
+                                                       "the full result is in the run history"}
+    if isinstance(data.get("error"), dict) and len(data["error"].get("traceback") or "") > 20000:
+        data["error"]["traceback"] = data["error"]["traceback"][-20000:]
+    return json.dumps(data).encode()

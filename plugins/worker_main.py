@@ -1,0 +1,270 @@
+"""One warm plugin worker process: imports the plugin's entry point, then serves calls over a pipe.
+
+Run by the plugin venv's python, never imported by the plugin code:
+
+    <venv>/bin/python -s -P worker_main.py <plugin_dir> <module.function>
+
+This file must stay stdlib-only: the plugin venv does not have cdcflow's dependencies installed
+(that is the point of the isolation). The runner imports the framing helpers below from it, so
+both ends of the pipe share one definition of the wire format.
+
+Wire format, both directions: a 4-byte big-endian length, then that many bytes of UTF-8 JSON.
+  worker -> runner, once at start:  {"type": "hello", "ok", "pid", "python", "prefix", "error"?}
+  runner -> worker, per call:       {"invocation_id", "params", "context": {...}}
+  worker -> runner, per call:       {"type": "result", "ok", "output", "error", "note",
+                                     "started_at", "entry_called_at", "finished_at"}
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import sys
+import threading
+import time
+import traceback
+from typing import Any, Callable
+
+HEADER = struct.Struct(">I")
+# A frame this large is a corrupted stream (e.g. something wrote to the protocol fd), not a payload.
+MAX_FRAME_BYTES = 512 * 1024 * 1024
+READ_CHUNK = 1 << 16
+
+
+class ProtocolError(Exception):
+    """The byte stream on the pipe is not valid framing."""
+
+
+def encode_frame(payload: bytes) -> bytes:
+    if len(payload) > MAX_FRAME_BYTES:
+        raise ProtocolError(f"frame of {len(payload)} bytes exceeds the {MAX_FRAME_BYTES} byte limit")
+    return HEADER.pack(len(payload)) + payload
+
+
+class FrameDecoder:
+    """Incremental decoder: feed() whatever a read returned, then take complete frames with next_frame()."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    def next_frame(self) -> bytes | None:
+        buf = self._buf
+        if len(buf) < HEADER.size:
+            return None
+        (size,) = HEADER.unpack_from(buf)
+        if size > MAX_FRAME_BYTES:
+            raise ProtocolError(f"announced frame of {size} bytes exceeds the {MAX_FRAME_BYTES} byte limit")
+        end = HEADER.size + size
+        if len(buf) < end:
+            return None
+        frame = bytes(buf[HEADER.size:end])
+        del buf[:end]
+        return frame
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def error_info(exc: BaseException, skip_frames: int = 0) -> dict[str, Any]:
+    """type/message/traceback of an exception, without the worker's own frames when asked."""
+    tb = exc.__traceback__
+    for _ in range(skip_frames):
+        if tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+    cls = type(exc)
+    name = cls.__qualname__ if cls.__module__ in ("builtins", "__main__") else f"{cls.__module__}.{cls.__qualname__}"
+    return {
+        "type": name,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(cls, exc, tb)),
+    }
+
+
+class Context(dict):
+    """The invocation context handed to the plugin: usable as context["attempt"] and context.attempt."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def accepts_context(func: Callable[..., Any]) -> bool:
+    import inspect
+
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):
+        return False
+    for p in sig.parameters.values():
+        if p.kind is p.VAR_KEYWORD:
+            return True
+        if p.name == "context" and p.kind is not p.POSITIONAL_ONLY:
+            return True
+    return False
+
+
+class Plugin:
+    """The loaded entry point and its optional hooks (or the error that prevented loading them)."""
+
+    def __init__(self, plugin_dir: str, entry_point: str):
+        self.func: Callable[..., Any] | None = None
+        self.takes_context = False
+        self.hooks: dict[str, Callable[..., Any]] = {}
+        self.load_error: dict[str, Any] | None = None
+        module_name, _, func_name = entry_point.rpartition(".")
+        try:
+            import importlib
+
+            # The plugin folder first, so `import helpers` inside the plugin finds its own files.
+            sys.path.insert(0, plugin_dir)
+            module = importlib.import_module(module_name)
+            func = getattr(module, func_name, None)
+            if func is None:
+                raise AttributeError(f"module {module_name!r} ({getattr(module, '__file__', '?')}) has no attribute {func_name!r}")
+            if not callable(func):
+                raise TypeError(f"{entry_point} is a {type(func).__name__}, not a function")
+            self.func = func
+            self.takes_context = accepts_context(func)
+            for hook in ("before_execution", "after_execution", "on_failure"):
+                fn = getattr(module, hook, None)
+                if callable(fn):
+                    self.hooks[hook] = fn
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:  # SystemExit at import time is a load error too, not a silent exit
+            self.load_error = error_info(e)
+            self.load_error["message"] = f"cannot load {entry_point} from {plugin_dir}: {self.load_error['message']}"
+
+    def call(self, request: dict[str, Any]) -> dict[str, Any]:
+        started_at = time.time()
+        resp: dict[str, Any] = {"type": "result", "invocation_id": request.get("invocation_id"),
+                                "started_at": started_at, "entry_called_at": None}
+        if self.load_error is not None:
+            resp.update(ok=False, output=None, error=self.load_error, finished_at=time.time())
+            return resp
+        params = request.get("params") or {}
+        context = Context(request.get("context") or {})
+        kwargs = dict(params)
+        if self.takes_context and "context" not in kwargs:
+            kwargs["context"] = context
+        # Exceptions are results; SystemExit/KeyboardInterrupt deliberately escape and end the process,
+        # which the pool reports as a crash and replaces the worker.
+        try:
+            before = self.hooks.get("before_execution")
+            if before is not None:
+                before(params, context)
+            resp["entry_called_at"] = time.time()
+            output = self.func(**kwargs)  # type: ignore[misc]
+            if hasattr(output, "__await__"):
+                import asyncio
+
+                output = asyncio.run(_awaited(output))
+            after = self.hooks.get("after_execution")
+            if after is not None:
+                after(output, context)
+            resp.update(ok=True, output=output, error=None)
+        except Exception as e:
+            err = error_info(e, skip_frames=1)
+            on_failure = self.hooks.get("on_failure")
+            if on_failure is not None:
+                try:
+                    on_failure(e, context)
+                except Exception as hook_error:
+                    err["message"] += f" (and on_failure raised {type(hook_error).__name__}: {hook_error})"
+            resp.update(ok=False, output=None, error=err)
+        resp["finished_at"] = time.time()
+        return resp
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def dump_response(resp: dict[str, Any]) -> bytes:
+    """JSON of a response; an output that JSON cannot carry is replaced by its repr() plus a note."""
+    try:
+        return json.dumps(resp, allow_nan=False, separators=(",", ":")).encode()
+    except (TypeError, ValueError, OverflowError) as e:
+        output = resp.get("output")
+        try:
+            text = repr(output)
+        except Exception as repr_error:
+            text = f"<unrepresentable {type(output).__name__}: {repr_error}>"
+        resp = dict(resp, output=text, note=f"output of type {type(output).__name__} is not JSON-serializable ({e}); stored its repr()")
+        return json.dumps(resp, allow_nan=False, separators=(",", ":"), default=repr).encode()
+
+
+def _watch_parent(parent_pid: int) -> None:
+    # If the runner dies without closing our stdin (or we are stuck in plugin code), do not linger.
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent_pid:
+            os._exit(70)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 3:
+        print("usage: worker_main.py <plugin_dir> <module.function>", file=sys.stderr)
+        return 2
+    plugin_dir, entry_point = os.path.abspath(argv[1]), argv[2]
+
+    # Keep private copies of the protocol pipes, then point fds 0/1 elsewhere: the plugin's print(),
+    # input() and even C-level writes to fd 1 can no longer corrupt the protocol stream.
+    proto_in, proto_out = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+
+    import faulthandler
+
+    faulthandler.enable(file=sys.stderr)  # a segfault leaves a Python traceback in the crash report
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), name="parent-watch", daemon=True).start()
+
+    # The runner starts us with -P, but never let this file's folder (plugins/) shadow plugin modules.
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
+
+    plugin = Plugin(plugin_dir, entry_point)
+    hello = {"type": "hello", "ok": plugin.load_error is None, "pid": os.getpid(), "python": sys.version.split()[0],
+             "prefix": sys.prefix, "error": plugin.load_error, "takes_context": plugin.takes_context,
+             "hooks": sorted(plugin.hooks)}
+    write_all(proto_out, encode_frame(json.dumps(hello).encode()))
+
+    decoder = FrameDecoder()
+    while True:
+        frame = decoder.next_frame()
+        if frame is None:
+            data = os.read(proto_in, READ_CHUNK)
+            if not data:  # the runner closed our stdin: orderly shutdown
+                return 0
+            decoder.feed(data)
+            continue
+        try:
+            request = json.loads(frame)
+        except ValueError as e:
+            resp = {"type": "result", "ok": False, "output": None, "started_at": time.time(), "finished_at": time.time(),
+                    "entry_called_at": None, "error": {"type": "ProtocolError", "message": f"bad request: {e}", "traceback": None}}
+        else:
+            resp = plugin.call(request)
+        write_all(proto_out, encode_frame(dump_response(resp)))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

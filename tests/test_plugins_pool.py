@@ -1,0 +1,210 @@
+"""Warm worker pools running real plugins in their own venvs (real processes, real pipes)."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from plugins.pool import WorkerPool, WorkerSpec
+from plugins.registry import load_plugin
+from plugins.testing import TEST_VENV_DIR, example_plugin, plugin_pool
+from plugins.venvs import ensure_venv, venv_python
+
+
+def _request(params: dict, invocation_id: str = "inv-1") -> dict:
+    return {"invocation_id": invocation_id, "params": params,
+            "context": {"invocation_id": invocation_id, "plugin": "echo", "attempt": 1, "trigger": {"kind": "manual"}}}
+
+
+@pytest.fixture(scope="module")
+def echo_pool():
+    with plugin_pool(example_plugin("echo"), size=2) as pool:
+        assert pool.startup_error is None
+        yield pool
+
+
+def test_success_returns_output_and_timings(echo_pool):
+    out = echo_pool.call(_request({"message": "hi", "data": {"n": [1, 2]}}), timeout=5)
+    assert out.status == "success", out.error
+    assert out.output["message"] == "hi" and out.output["data"] == {"n": [1, 2]}
+    assert out.output["invocation_id"] == "inv-1"  # the plugin asked for context and got it
+    assert out.sent_at <= out.started_at <= out.entry_called_at <= out.finished_at <= out.received_at
+    assert out.worker_pid in echo_pool.pids()
+
+
+def test_exception_is_a_failed_outcome_with_traceback(echo_pool):
+    out = echo_pool.call(_request({"mode": "raise", "message": "boom"}), timeout=5)
+    assert out.status == "failed"
+    assert out.error["type"] == "ValueError"
+    assert "boom" in out.error["message"]
+    assert "main.py" in out.error["traceback"] and "worker_main" not in out.error["traceback"]
+
+
+def test_print_does_not_corrupt_the_protocol(echo_pool):
+    out = echo_pool.call(_request({"mode": "print", "message": "noise"}), timeout=5)
+    assert out.status == "success" and out.output["message"] == "noise"
+
+
+def test_sys_exit_is_a_crash_and_the_worker_is_replaced(echo_pool):
+    before = set(echo_pool.pids())
+    out = echo_pool.call(_request({"mode": "exit"}), timeout=5)
+    assert out.status == "crashed"
+    assert out.error["type"] == "WorkerCrashed" and "exited with code 3" in out.error["message"]
+    assert out.worker_pid in before and out.worker_pid not in echo_pool.pids()
+    assert len(echo_pool.pids()) == 2
+    for _ in range(4):  # both slots work again, including the replacement
+        assert echo_pool.call(_request({"message": "again"}), timeout=10).status == "success"
+
+
+def test_hang_times_out_kills_the_worker_and_the_pool_still_works(echo_pool):
+    started = time.monotonic()
+    out = echo_pool.call(_request({"mode": "hang"}), timeout=0.5)
+    assert out.status == "timeout"
+    assert 0.5 <= time.monotonic() - started < 5
+    assert "did not finish within 0.5s" in out.error["message"]
+    assert out.worker_pid not in echo_pool.pids()
+    for _ in range(4):
+        assert echo_pool.call(_request({"message": "after"}), timeout=10).status == "success"
+
+
+def test_calls_run_concurrently_up_to_pool_size(echo_pool):
+    import threading
+
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(echo_pool.call(_request({"mode": "sleep", "seconds": 0.5}), 5)))
+               for _ in range(2)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [r.status for r in results] == ["success", "success"]
+    assert time.monotonic() - started < 0.95  # two workers: in parallel, not one after the other
+    assert len({r.worker_pid for r in results}) == 2
+
+
+def test_round_trip_is_fast(echo_pool):
+    samples = []
+    for i in range(2000):
+        t0 = time.perf_counter()
+        out = echo_pool.call(_request({}, invocation_id=str(i)), timeout=5)
+        samples.append(time.perf_counter() - t0)
+        assert out.status == "success"
+    samples.sort()
+    p50 = samples[len(samples) // 2]
+    assert p50 < 0.002, f"p50 round trip {p50 * 1e6:.0f}us"  # typically ~100us; generous for slow CI
+
+
+def test_worker_environment_is_scrubbed(tmp_path, monkeypatch):
+    monkeypatch.setenv("CDCFLOW_REDIS__URL", "redis://:secret@host/0")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "shh")
+    d = tmp_path / "envdump"
+    d.mkdir()
+    (d / "plugin.json").write_text(json.dumps({"name": "envdump", "entry_point": "main.run"}))
+    (d / "main.py").write_text("import os\ndef run():\n    return {'env': dict(os.environ), 'cwd': os.getcwd()}\n")
+    with plugin_pool(load_plugin(d), size=1) as pool:
+        out = pool.call(_request({}), timeout=10)
+    assert out.status == "success", out.error
+    env = out.output["env"]
+    assert not any(k.startswith("CDCFLOW_") or "SECRET" in k for k in env), sorted(env)
+    assert env["VIRTUAL_ENV"] and env["PATH"].startswith(env["VIRTUAL_ENV"])
+    assert out.output["cwd"] == str(d.resolve())
+
+
+def test_import_error_is_reported_at_startup_and_on_each_call(tmp_path):
+    d = tmp_path / "broken"
+    d.mkdir()
+    (d / "plugin.json").write_text(json.dumps({"name": "broken", "entry_point": "main.run"}))
+    (d / "main.py").write_text("import no_such_module_xyz\ndef run():\n    return 1\n")
+    with plugin_pool(load_plugin(d), size=1) as pool:
+        assert pool.startup_error is not None
+        assert "no_such_module_xyz" in pool.startup_error["message"]
+        out = pool.call(_request({}), timeout=10)
+    assert out.status == "failed"
+    assert out.error["type"] == "ModuleNotFoundError" and "no_such_module_xyz" in out.error["message"]
+
+
+def test_hooks_and_context_and_plain_functions(tmp_path):
+    d = tmp_path / "hooks"
+    d.mkdir()
+    (d / "plugin.json").write_text(json.dumps({"name": "hooks", "entry_point": "pkg.mod.run"}))
+    (d / "pkg").mkdir()
+    (d / "pkg" / "__init__.py").write_text("")
+    (d / "pkg" / "mod.py").write_text(
+        "import sys\n"
+        "CALLS = []\n"
+        "def before_execution(params, context):\n    CALLS.append(('before', dict(params), context.invocation_id))\n"
+        "def after_execution(result, context):\n    CALLS.append(('after', result))\n"
+        "def on_failure(error, context):\n    CALLS.append(('failure', str(error)))\n"
+        "def run(x, fail=False):\n"
+        "    if fail:\n        raise RuntimeError('asked to')\n"
+        "    return {'x': x, 'calls': list(CALLS), 'module_path': [p for p in sys.path][:1]}\n"
+        "def report():\n    return list(CALLS)\n"
+    )
+    with plugin_pool(load_plugin(d), size=1) as pool:
+        ok = pool.call({"invocation_id": "i1", "params": {"x": 1}, "context": {"invocation_id": "i1"}}, timeout=10)
+        failed = pool.call({"invocation_id": "i2", "params": {"x": 2, "fail": True}, "context": {"invocation_id": "i2"}}, 10)
+        after = pool.call({"invocation_id": "i3", "params": {"x": 3}, "context": {"invocation_id": "i3"}}, 10)
+    assert ok.status == "success", ok.error
+    assert ok.output["calls"] == [["before", {"x": 1}, "i1"]]  # `context` was not passed: run() does not take it
+    assert ok.output["module_path"] == [str(d.resolve())]
+    assert failed.status == "failed" and failed.error["type"] == "RuntimeError"
+    calls = after.output["calls"]
+    assert ["after", {"x": 1, "calls": [["before", {"x": 1}, "i1"]], "module_path": [str(d.resolve())]}] in calls
+    assert ["failure", "asked to"] in calls
+
+
+def test_segfault_is_a_crash_with_the_signal(tmp_path):
+    d = tmp_path / "segv"
+    d.mkdir()
+    (d / "plugin.json").write_text(json.dumps({"name": "segv", "entry_point": "main.run"}))
+    (d / "main.py").write_text("import ctypes\ndef run():\n    ctypes.string_at(0)\n")
+    with plugin_pool(load_plugin(d), size=1) as pool:
+        out = pool.call(_request({}), timeout=10)
+        assert out.status == "crashed"
+        assert "SIGSEGV" in out.error["message"]
+        assert "Fatal Python error" in (out.error["traceback"] or "")  # faulthandler's report, from stderr
+        assert pool.call(_request({}), timeout=10).status == "crashed"  # the replacement works (and crashes again)
+
+
+def test_data_processor_runs_in_its_own_venv_with_its_dependency():
+    plugin = example_plugin("data_processor")
+    venv = ensure_venv(TEST_VENV_DIR, plugin.manifest.dependencies)
+    with plugin_pool(plugin) as pool:
+        out = pool.call({"invocation_id": "d1", "params": {"operation": "report", "lessons": 1234567, "teacher_id": "7"},
+                         "context": {"invocation_id": "d1"}}, timeout=30)
+    assert out.status == "success", out.error
+    assert out.output["humanize_version"].startswith("4.")
+    assert out.output["lessons_in_words"] == "1.2 million"
+    assert out.output["python_prefix"] == str(venv)
+    assert out.output["runner_packages_visible"] == []  # pydantic, redis, confluent_kafka... are not importable
+    # and the runner itself does not have the plugin's dependency
+    import importlib.util
+
+    assert importlib.util.find_spec("humanize") is None
+
+
+def test_closing_the_pool_aborts_a_running_call(tmp_path):
+    import threading
+
+    plugin = example_plugin("echo")
+    venv = ensure_venv(TEST_VENV_DIR, [])
+    pool = WorkerPool(WorkerSpec("echo", venv_python(venv), plugin.path, plugin.manifest.entry_point), 1)
+    pool.start()
+    box = []
+    t = threading.Thread(target=lambda: box.append(pool.call(_request({"mode": "hang"}), timeout=30)))
+    t.start()
+    time.sleep(0.3)
+    pool.close()
+    t.join(10)
+    assert box and box[0].status == "aborted"
+    assert pool.call(_request({}), timeout=1).status == "aborted"
+
+
+def test_missing_interpreter_is_a_startup_error(tmp_path):
+    plugin = example_plugin("echo")
+    pool = WorkerPool(WorkerSpec("echo", tmp_path / "nope" / "bin" / "python", plugin.path, plugin.manifest.entry_point), 1)
+    pool.start()
+    assert pool.startup_error["type"] == "WorkerStartError"
+    assert pool.call(_request({}), timeout=1).status == "aborted"
