@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from schemas.cli import get_config
+from schemas.cli import get_config, parse_param_pairs
 from schemas.invocation import Invocation, ManualTrigger, utcnow
 from schemas.result import Result
 
@@ -84,24 +84,6 @@ def plugins_list(as_json: bool) -> None:
         sys.exit(1)
 
 
-def _parse_params(pairs: tuple[str, ...], json_params: str | None) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    if json_params:
-        try:
-            loaded = json.loads(json_params)
-        except ValueError as e:
-            raise click.BadParameter(f"not JSON: {e}", param_hint="--json") from None
-        if not isinstance(loaded, dict):
-            raise click.BadParameter("must be a JSON object", param_hint="--json")
-        params.update(loaded)
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected key=value, got {pair!r}", param_hint="-p")
-        params[key] = value  # a string: the manifest's declared type coerces it
-    return params
-
-
 @plugins_group.command("test")
 @click.argument("name")
 @click.option("-p", "--param", "pairs", multiple=True, metavar="KEY=VALUE", help="a parameter (repeatable)")
@@ -117,7 +99,7 @@ def plugins_test(name: str, pairs: tuple[str, ...], json_params: str | None) -> 
     from plugins.venvs import VenvError, ensure_venv, venv_python
 
     settings = _settings()
-    params = _parse_params(pairs, json_params)
+    params = parse_param_pairs(pairs, json_params)
     found = discover(settings.runners.plugin_dirs)
     plugin = found.plugins.get(name)
     if plugin is None:

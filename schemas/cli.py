@@ -51,6 +51,27 @@ def _unavailable(name: str, error: Exception) -> click.Command:
     return click.Command(name, callback=fail, help=f"(unavailable: {error})")
 
 
+def parse_param_pairs(pairs: tuple[str, ...], json_params: str | None) -> dict[str, Any]:
+    """`--json '{...}'` then `-p key=value` pairs (which win); values stay strings for the manifest to coerce."""
+    import json
+
+    params: dict[str, Any] = {}
+    if json_params:
+        try:
+            loaded = json.loads(json_params)
+        except ValueError as e:
+            raise click.BadParameter(f"not valid JSON: {e}", param_hint="--json") from None
+        if not isinstance(loaded, dict):
+            raise click.BadParameter("must be a JSON object", param_hint="--json")
+        params.update(loaded)
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected key=value, got {pair!r}", param_hint="-p")
+        params[key] = value
+    return params
+
+
 def get_config(ctx: click.Context) -> Config:
     """The config named by --config / CDCFLOW_CONFIG, loaded once per command."""
     root = ctx.find_root()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from schemas.cli import get_config
+from schemas.cli import get_config, parse_param_pairs
 from schemas.errors import ConfigError
 
 
@@ -41,26 +41,6 @@ def check(ctx: click.Context) -> None:
     for rule in config.rules.rules:
         click.echo(f"ok  {rule.name}: {rule.qualified_table} {'/'.join(rule.operations)} -> {', '.join(rule.triggers)}")
     click.echo(f"{len(config.rules.rules)} rule(s), {len(config.rules.schedules)} schedule(s): ok")
-
-
-def parse_param_pairs(pairs: tuple[str, ...], json_params: str | None) -> dict[str, object]:
-    import json
-
-    params: dict[str, object] = {}
-    if json_params:
-        try:
-            loaded = json.loads(json_params)
-        except ValueError as e:
-            raise click.BadParameter(f"not valid JSON: {e}", param_hint="--json") from None
-        if not isinstance(loaded, dict):
-            raise click.BadParameter("must be a JSON object", param_hint="--json")
-        params.update(loaded)
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{pair!r} is not key=value", param_hint="-p")
-        params[key] = value
-    return params
 
 
 @click.command("trigger")

@@ -5,14 +5,21 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pymysql
+import redis
 import yaml
 from confluent_kafka import Consumer
+from confluent_kafka.admin import AdminClient
 
-from schemas.config import Config, load_config
+from plugins.pool import WorkerPool, WorkerSpec
+from plugins.registry import LoadedPlugin, load_plugin
+from plugins.venvs import ensure_venv, venv_python
+from schemas.config import Config, load_config, parse_settings
+from schemas.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STATE = REPO_ROOT / ".state"
@@ -40,6 +47,11 @@ def isolated_config_data(tag: str = "t", rules: dict[str, Any] | None = None,
                     "venv_dir": str(TEST_VENV_DIR)},
         **(rules or {}),
     }
+
+
+def isolated_settings(tag: str = "t") -> Settings:
+    """Settings only (no rules) with the isolation of isolated_config_data."""
+    return parse_settings(isolated_config_data(tag), "test settings", REPO_ROOT)
 
 
 def write_config(directory: Path, data: dict[str, Any]) -> Config:
@@ -88,3 +100,36 @@ def consume_all(config: Config, topics: list[str], idle_seconds: float = 2.0, ma
             yield msg
     finally:
         consumer.close()
+
+
+def example_plugin(name: str) -> LoadedPlugin:
+    return load_plugin(EXAMPLES_DIR / name)
+
+
+@contextmanager
+def plugin_pool(plugin: LoadedPlugin, size: int | None = None, venv_dir: Path = TEST_VENV_DIR) -> Iterator[WorkerPool]:
+    """A warm pool of the plugin's workers in its own venv (built once, cached across sessions)."""
+    venv = ensure_venv(venv_dir, plugin.manifest.dependencies)
+    pool = WorkerPool(WorkerSpec(plugin.name, venv_python(venv), plugin.path, plugin.manifest.entry_point),
+                      size or plugin.manifest.concurrency)
+    pool.start()
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+def remove_test_resources(settings: Settings, topics: list[str]) -> None:
+    """Delete a test's topics and Redis keys (best effort: a leftover is harmless, only untidy)."""
+    if topics:
+        admin = AdminClient(settings.kafka_config())
+        for future in admin.delete_topics(topics, operation_timeout=10).values():
+            try:
+                future.result()
+            except Exception:
+                pass
+    client = redis.Redis.from_url(settings.redis.url.get_secret_value())
+    keys = list(client.scan_iter(match=f"{settings.redis.key_prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()

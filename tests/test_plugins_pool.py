@@ -8,7 +8,7 @@ import pytest
 
 from plugins.pool import WorkerPool, WorkerSpec
 from plugins.registry import load_plugin
-from plugins.testing import TEST_VENV_DIR, example_plugin, plugin_pool
+from tests.support import TEST_VENV_DIR, example_plugin, plugin_pool
 from plugins.venvs import ensure_venv, venv_python
 
 

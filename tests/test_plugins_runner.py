@@ -12,7 +12,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from plugins.runner import run_runner
 from plugins.store import RunStore
-from plugins.testing import isolated_settings, remove_test_resources, stack_problem
+from tests.support import isolated_settings, remove_test_resources
 from schemas.config import Config
 from schemas.invocation import Invocation, ManualTrigger
 from schemas.kafka_topics import ensure_topics
@@ -26,9 +26,6 @@ PLUGINS = ["echo", "data_processor"]
 @pytest.fixture
 def settings(stack):
     s = isolated_settings("runner")
-    problem = stack_problem(s)
-    if problem:
-        pytest.fail(f"{problem} (start the local stack: python3 stack/stack.py up)")
     topics = [s.topics.invoke(p) for p in PLUGINS] + [s.topics.results]
     ensure_topics(s, topics)
     yield s

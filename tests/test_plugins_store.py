@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from plugins.store import RunStore
-from plugins.testing import isolated_settings, remove_test_resources, stack_problem
+from tests.support import isolated_settings, remove_test_resources
 from schemas.result import ErrorInfo, Result
 
 pytestmark = pytest.mark.integration
@@ -15,9 +15,6 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def store(stack):
     settings = isolated_settings("store")
-    problem = stack_problem(settings)
-    if problem:
-        pytest.fail(f"{problem} (start the local stack: python3 stack/stack.py up)")
     s = RunStore(settings)
     yield s
     s.close()

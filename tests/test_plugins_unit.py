@@ -139,7 +139,7 @@ def test_code_hash_follows_code_not_bytecode(tmp_path):
 
 
 def test_bundled_examples_load():
-    from plugins.testing import EXAMPLES_DIR
+    from tests.support import EXAMPLES_DIR
 
     found = discover([EXAMPLES_DIR])
     assert found.problems == []
