@@ -30,8 +30,12 @@ from pymysqlreplication.event import (
 from pymysqlreplication.gtid import Gtid, GtidSet
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
+from cdc import libfixes  # noqa: F401  (fixes the library's TIME2 decoding on import)
 from cdc.checkpoint import CheckpointStore, Position
-from cdc.types import row_to_json, to_json_value
+from cdc.errors import position_lost
+from cdc.schema_info import SchemaInfo
+from cdc.status import StatusPublisher
+from cdc.types import RowConverter, to_json_value
 from schemas.kafka_topics import ensure_topics
 from schemas.rules import RulesConfig
 from schemas.settings import Settings
@@ -56,6 +60,21 @@ class ReaderStats:
     last_error: str | None = None
     position: Position | None = None
     checkpoint: Position | None = None
+    # wall clock of the last heartbeat: the server sends one only when it has nothing else to send
+    caught_up_at_ms: int = 0
+    last_event_seen_ms: int = 0  # wall clock when the last non-heartbeat event arrived
+
+    def lag_ms(self, now_ms: int) -> int | None:
+        """Milliseconds behind the source (binlog timestamps have 1 s resolution); 0 when caught up."""
+        if self.caught_up_at_ms and self.caught_up_at_ms >= self.last_event_seen_ms:
+            return 0
+        if not self.last_event_ts_ms:
+            return None
+        return max(0, now_ms - self.last_event_ts_ms)
+
+
+class KafkaDeliveryFailed(RuntimeError):
+    """Kafka refused or timed out a row change: the reader re-reads from its last checkpoint."""
 
 
 class DeliveryTracker:
@@ -125,8 +144,12 @@ def detect_server(settings: Settings) -> tuple[bool, Position]:
 
 
 class BinlogReader:
-    def __init__(self, settings: Settings, rules: RulesConfig, stop_event: threading.Event | None = None):
+    def __init__(self, settings: Settings, rules: RulesConfig, stop_event: threading.Event | None = None,
+                 from_now: bool = False, producer_options: dict[str, Any] | None = None):
         self.settings = settings
+        self.producer_options = producer_options or {}
+        # Start at the current end of the binlog even if a checkpoint exists (an explicit, logged choice).
+        self.from_now = from_now
         self.tables = set(rules.tables())
         self.stop_event = stop_event or threading.Event()
         self.checkpoints = CheckpointStore(settings)
@@ -135,10 +158,17 @@ class BinlogReader:
         # (last seq produced inside the transaction, position after it)
         self._boundaries: deque[tuple[int, Position]] = deque()
         self._last_checkpoint_at = 0.0
+        self._last_wait_log = 0.0
+        self._resume_from: Position | None = None
         self._gtid_domains: dict[str, str] = {}
         self._mysql_gtids: GtidSet | None = None
         self._current_gtid: str | None = None
         self.is_mariadb = True
+        self.schema_info: SchemaInfo | None = None
+        self.status: StatusPublisher | None = None
+        self.state = "starting"
+        # table_id -> (the table map's column list it was built for, converter)
+        self._converters: dict[int, tuple[Any, RowConverter]] = {}
 
     # -- positions -----------------------------------------------------------------------
     def _boundary_position(self, file: str, pos: int) -> Position:
@@ -193,19 +223,29 @@ class BinlogReader:
             **kwargs,
         )
 
+    def _new_producer(self) -> Producer:
+        return Producer(self.settings.kafka_config(**{
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": self.settings.cdc.linger_ms,
+            "compression.type": "lz4",
+            **self.producer_options,
+        }))
+
     def run(self) -> None:
         topics = [self.settings.topics.row_changes(db, t) for db, t in sorted(self.tables)]
         ensure_topics(self.settings, topics)
         self.checkpoints.ensure()
         self.is_mariadb, current = detect_server(self.settings)
-        producer = Producer(self.settings.kafka_config(**{
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": self.settings.cdc.linger_ms,
-            "compression.type": "lz4",
-        }))
-        self.producer = producer
+        self.schema_info = SchemaInfo(connection_settings(self.settings), self.is_mariadb)
+        self.status = StatusPublisher(self.settings)
+        self.producer = producer = self._new_producer()
         position = self.checkpoints.load()
+        if position is not None and self.from_now:
+            log.warning("--from-now: DISCARDING checkpoint %s of reader %r and starting at the current end of "
+                        "the binlog, %s. Changes committed in between are NOT sent.",
+                        position.describe(), self.settings.cdc.name, current.describe())
+            position = None
         if position is None:
             position = current
             # Checkpoint the starting point at once: a reader that crashes before its first
@@ -218,33 +258,90 @@ class BinlogReader:
         else:
             log.info("resuming reader %r from checkpoint %s", self.settings.cdc.name, position.describe())
         self.stats.checkpoint = position
+        self._resume_from = position
         log.info("watching %d table(s): %s", len(self.tables), ", ".join(f"{d}.{t}" for d, t in sorted(self.tables)))
         backoff = 0.5
+        self.state = "running"
         try:
             while not self.stop_event.is_set():
+                opened = time.monotonic()
                 try:
-                    position = self._stream_from(position)
+                    self._stream_from(self._resume_from)
                     backoff = 0.5
+                    continue
                 except (pymysql.err.OperationalError, pymysql.err.InterfaceError, ConnectionError, OSError) as e:
-                    self.stats.last_error = f"{type(e).__name__}: {e}"
-                    log.warning("source connection lost (%s); reconnecting from %s in %.1fs",
-                                e, position.describe(), backoff)
-                    self.stop_event.wait(backoff)
-                    backoff = min(backoff * 2, 30.0)
+                    fatal = position_lost(e, self._resume_from)
+                    if fatal is not None:
+                        self.stats.last_error = str(fatal)
+                        self.state = "stopped: position lost"
+                        log.error("%s", fatal)
+                        raise fatal from e
+                    what = (f"source {self.settings.mysql.host}:{self.settings.mysql.port} unavailable "
+                            f"({type(e).__name__}: {e})")
+                except KafkaDeliveryFailed as e:
+                    # Rows after the last acknowledged checkpoint may be lost in the old producer:
+                    # drop it and re-read the binlog from that checkpoint (same event ids).
+                    what = f"Kafka did not acknowledge a row change ({e})"
+                    self._reset_producer()
+                if time.monotonic() - opened > 60:
+                    backoff = 0.5  # it worked for a while: this is a new outage, not the same one
+                self.stats.last_error = what
+                self.state = "waiting"
+                self.publish_status()
+                log.warning("%s; reconnecting from %s in %.1fs", what, self._resume_from.describe(), backoff)
+                self.stop_event.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+        except Exception as e:
+            if self.stats.last_error is None or not self.state.startswith("stopped"):
+                self.stats.last_error = f"{type(e).__name__}: {e}"
+                self.state = "crashed"
+            raise
         finally:
-            producer.flush(30)
+            self.producer.flush(30)
             self._advance_checkpoint(force=True)
-            producer.flush(10)
+            self.producer.flush(10)
+            self.schema_info.close()
+            if self.state == "running" or self.state == "waiting":
+                self.state = "stopped"
+            self.publish_status()
+            self.status.close()
 
-    def _stream_from(self, position: Position) -> Position:
-        """Stream until stopped or the connection fails; return the last transaction boundary seen."""
+    def publish_status(self) -> None:
+        if self.status is None:
+            return
+        stats = self.stats
+        now_ms = int(time.time() * 1000)
+        self.status.publish({
+            "name": self.settings.cdc.name,
+            "state": self.state,
+            "position": f"{stats.position.file}:{stats.position.pos}" if stats.position else None,
+            "gtid_set": stats.position.gtid_set if stats.position else None,
+            "checkpoint": stats.checkpoint.describe() if stats.checkpoint else None,
+            "lag_ms": stats.lag_ms(now_ms),
+            "rows_per_s": round(self.status.meter.update(stats.rows_acked), 1),
+            "rows_acked": stats.rows_acked,
+            "rows_produced": stats.rows_produced,
+            "transactions": stats.transactions,
+            "last_error": stats.last_error,
+        })
+
+    def _reset_producer(self) -> None:
+        old = self.producer
+        old.purge()  # whatever it still holds will be re-produced from the checkpoint
+        old.flush(1)
+        self.tracker = DeliveryTracker()
+        self._boundaries.clear()
+        self.producer = self._new_producer()
+        self._resume_from = self.stats.checkpoint  # the newest position whose rows Kafka acknowledged
+
+    def _stream_from(self, position: Position) -> None:
+        """Stream until stopped or the connection fails; self._resume_from follows each transaction boundary."""
         self._load_gtid_state(position)
         stream = self._open_stream(position)
         tables = self.tables
         topics = self.settings.topics
         tracker = self.tracker
         producer = self.producer
-        boundary = position
         try:
             for event in stream:
                 if isinstance(event, ROW_EVENTS):
@@ -253,22 +350,35 @@ class BinlogReader:
                 elif isinstance(event, XidEvent) or (
                     isinstance(event, QueryEvent) and event.query.strip().upper() != "BEGIN"
                 ):
+                    if isinstance(event, QueryEvent):
+                        # DDL: column definitions may have changed; the next table map rebuilds
+                        # converters, and what information_schema told us must be re-read.
+                        self._converters.clear()
+                        self.schema_info.invalidate()
                     boundary = self._boundary_position(stream.log_file, event.packet.log_pos)
                     self._boundaries.append((tracker.next_seq - 1, boundary))
+                    # A reconnect resumes here: rows of a half-read transaction are re-read whole.
+                    self._resume_from = boundary
                     self.stats.transactions += 1
                     self.stats.position = boundary
                 elif isinstance(event, (MariadbGtidEvent, GtidEvent)):
                     self._note_gtid(event)
+                if isinstance(event, HeartbeatLogEvent):
+                    self.stats.caught_up_at_ms = int(time.time() * 1000)
+                elif event.timestamp:
+                    self.stats.last_event_ts_ms = event.timestamp * 1000
+                    self.stats.last_event_seen_ms = int(time.time() * 1000)
                 producer.poll(0)
                 if tracker.failure is not None:
-                    raise RuntimeError(f"Kafka refused a row change: {tracker.failure}")
+                    raise KafkaDeliveryFailed(str(tracker.failure))
                 if time.monotonic() - self._last_checkpoint_at >= self.settings.cdc.checkpoint_interval_ms / 1000:
                     self._advance_checkpoint()
+                    if self.status.due():
+                        self.publish_status()
                 if self.stop_event.is_set():
                     break
         finally:
             stream.close()
-        return boundary
 
     def _produce_rows(self, event: Any, file: str, topic: str) -> None:
         op = OP_BY_EVENT[type(event)]
@@ -277,7 +387,6 @@ class BinlogReader:
         server_id = event.packet.server_id
         pos = event.packet.log_pos
         event_ts = event.timestamp * 1000
-        self.stats.last_event_ts_ms = event_ts
         source_base = {
             "connector": "mariadb" if self.is_mariadb else "mysql",
             "name": self.settings.cdc.name,
@@ -291,13 +400,15 @@ class BinlogReader:
             "snapshot": False,
         }
         now_ms = int(time.time() * 1000)
+        convert = self._converter(event)
         for index, row in enumerate(event.rows):
             if op == "u":
-                before, after = row_to_json(row["before_values"]), row_to_json(row["after_values"])
+                before = convert(row["before_values"], row.get("before_none_sources"))
+                after = convert(row["after_values"], row.get("after_none_sources"))
             elif op == "c":
-                before, after = None, row_to_json(row["values"])
+                before, after = None, convert(row["values"], row.get("none_sources"))
             else:
-                before, after = row_to_json(row["values"]), None
+                before, after = convert(row["values"], row.get("none_sources")), None
             image = after if after is not None else before
             key = orjson.dumps({c: image.get(c) for c in pk_cols}) if pk_cols and image else None
             event_id = f"{server_id}:{file}:{pos}:{index}"
@@ -315,14 +426,40 @@ class BinlogReader:
                     self.producer.produce(topic, value=value, key=key, on_delivery=partial(self.tracker.delivered, seq))
                     break
                 except BufferError:
-                    # Local queue full: let librdkafka drain instead of dropping the row.
-                    self.producer.poll(0.05)
+                    # Local queue full (Kafka slow or down): wait for librdkafka to drain instead of
+                    # dropping the row, saying so now and then.
+                    self.producer.poll(0.1)
+                    if self.tracker.failure is not None:
+                        raise KafkaDeliveryFailed(str(self.tracker.failure)) from None
+                    self._note_waiting_for_kafka()
             self.stats.rows_produced += 1
+
+    def _converter(self, event: Any) -> RowConverter:
+        """The converter of this event's table map, built once per table map, not per row."""
+        cached = self._converters.get(event.table_id)
+        if cached is not None and cached[0] is event.columns:
+            return cached[1]
+        json_columns = self.schema_info.json_columns(event.schema, event.table) if self.schema_info else frozenset()
+        converter = RowConverter(event.columns, json_columns)
+        self._converters[event.table_id] = (event.columns, converter)
+        return converter
+
+    def _note_waiting_for_kafka(self) -> None:
+        now = time.monotonic()
+        if now - self._last_wait_log >= 10:
+            self._last_wait_log = now
+            log.warning("waiting for Kafka %s to acknowledge %d row change(s); checkpoint held at %s",
+                        self.settings.kafka.bootstrap_servers, self.tracker.next_seq - self.tracker.lowest_unacked(),
+                        self.stats.checkpoint.describe() if self.stats.checkpoint else "(none)")
 
     def _advance_checkpoint(self, force: bool = False) -> None:
         self._last_checkpoint_at = time.monotonic()
         self.producer.poll(0)
         safe_below = self.tracker.lowest_unacked()
+        if self._boundaries and self._boundaries[0][0] >= safe_below:
+            # the oldest finished transaction still waits for Kafka: say so if it lasts
+            if self._boundaries[0][1].updated_ms < int(time.time() * 1000) - 5000:
+                self._note_waiting_for_kafka()
         candidate: Position | None = None
         while self._boundaries and self._boundaries[0][0] < safe_below:
             candidate = self._boundaries.popleft()[1]

@@ -1,46 +1,94 @@
 """MySQL values (as mysql-replication decodes them) -> JSON values of the row-change envelope.
 
-| MySQL type                         | JSON                                   |
-|------------------------------------|----------------------------------------|
-| TINYINT..BIGINT (signed/unsigned)  | number                                 |
-| DECIMAL / NUMERIC                  | string, exact digits (no float)        |
-| FLOAT / DOUBLE                     | number                                 |
-| BIT(n)                             | number (the bits as an unsigned int)   |
-| DATE                               | "YYYY-MM-DD"                           |
-| TIME                               | "[-]HH:MM:SS[.ffffff]" (may be negative or > 24h) |
-| DATETIME(0..6)                     | "YYYY-MM-DDTHH:MM:SS[.ffffff]" (no zone: as stored) |
-| TIMESTAMP(0..6)                    | "YYYY-MM-DDTHH:MM:SS[.ffffff]Z" (UTC)  |
-| YEAR                               | number                                 |
-| CHAR/VARCHAR/TEXT (any charset)    | string                                 |
-| BINARY/VARBINARY/BLOB              | base64 string                          |
-| JSON                               | parsed JSON                            |
-| ENUM                               | string                                 |
-| SET                                | string, members comma-separated        |
-| zero dates ("0000-00-00")          | null                                   |
-| NULL                               | null                                   |
+The python value alone is ambiguous (BIT arrives as a "0101" string, TIMESTAMP as a naive
+datetime, YEAR 0000 as 1900, an empty SET as None, MariaDB JSON as text), so each column gets a
+converter chosen from its binlog column definition (binlog_row_metadata=FULL gives names, charsets
+and SET/ENUM members). Converters are built once per table map, not per row.
+
+| MySQL type                         | JSON                                                        |
+|------------------------------------|-------------------------------------------------------------|
+| TINYINT..BIGINT (signed/unsigned)  | number (BIGINT UNSIGNED up to 18446744073709551615)         |
+| DECIMAL / NUMERIC                  | string, exact digits and scale ("-1.50"), never a float     |
+| FLOAT                              | number, shortest decimal that is the same float32 (1.1)     |
+| DOUBLE                             | number                                                      |
+| BIT(n)                             | number (the bits as an unsigned int)                        |
+| DATE                               | "YYYY-MM-DD"                                                |
+| TIME(fsp)                          | "[-]HH:MM:SS[.f]" with fsp digits; may be negative or > 24h |
+| DATETIME(fsp)                      | "YYYY-MM-DDTHH:MM:SS[.f]" with fsp digits, no zone (as stored) |
+| TIMESTAMP(fsp)                     | "YYYY-MM-DDTHH:MM:SS[.f]Z" with fsp digits, UTC             |
+| YEAR                               | number; YEAR 0000 -> null                                   |
+| CHAR/VARCHAR/TEXT (any charset)    | string                                                      |
+| BINARY(n)                          | base64 of the n bytes (right-padded with 0x00, as stored)   |
+| VARBINARY/BLOB, binary-charset text| base64 string                                               |
+| JSON (MySQL; MariaDB json_valid)   | parsed JSON                                                 |
+| ENUM                               | string ("" for the invalid-value index 0)                   |
+| SET                                | string, members in column-definition order, comma-separated; empty set -> "" |
+| GEOMETRY                           | base64 of the WKB bytes                                     |
+| zero dates (0000-00-00 ..., TIMESTAMP 0) | null                                                  |
+| NULL                               | null                                                        |
 """
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import struct
+from collections.abc import Callable, Collection, Sequence
 from decimal import Decimal
 from typing import Any
 
+import orjson
+from pymysqlreplication.constants import FIELD_TYPE
 
-def _time(value: dt.timedelta) -> str:
+Converter = Callable[[Any], Any]
+EPOCH = dt.datetime(1970, 1, 1)
+
+
+def _fraction(micros: int, fsp: int) -> str:
+    # Render exactly the column's declared fractional digits, as MySQL itself displays them.
+    return f".{micros:06d}"[: fsp + 1] if fsp else ""
+
+
+def _time(value: dt.timedelta, fsp: int = 6) -> str:
     # TIME can be negative and exceed 24h, so it is not a time of day: render it as MySQL does.
     total_us = value.days * 86_400_000_000 + value.seconds * 1_000_000 + value.microseconds
     sign = "-" if total_us < 0 else ""
-    total_us = abs(total_us)
-    seconds, micros = divmod(total_us, 1_000_000)
+    seconds, micros = divmod(abs(total_us), 1_000_000)
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
-    base = f"{sign}{hours:02d}:{minutes:02d}:{secs:02d}"
-    return f"{base}.{micros:06d}" if micros else base
+    return f"{sign}{hours:02d}:{minutes:02d}:{secs:02d}{_fraction(micros, fsp)}"
+
+
+def _datetime(value: dt.datetime, fsp: int) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%S") + _fraction(value.microsecond, fsp)
+
+
+def _float32(value: float) -> float:
+    # FLOAT is 4 bytes: 1.1 arrives as 1.100000023841858. Give the shortest decimal that is the
+    # same float32, which is what MySQL prints and what the user wrote.
+    packed = struct.pack("<f", value)
+    for digits in range(6, 10):
+        candidate = float(f"{value:.{digits}g}")
+        if struct.pack("<f", candidate) == packed:
+            return candidate
+    return value
+
+
+def _base64(value: Any) -> Any:
+    if isinstance(value, str):  # a binary-charset column the library decoded anyway
+        value = value.encode("utf-8", "surrogateescape")
+    return base64.b64encode(bytes(value)).decode("ascii")
+
+
+def _json_text(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value).decode("utf-8")
+    if isinstance(value, str):
+        return orjson.loads(value) if value else None
+    return to_json_value(value)  # MySQL binary JSON, already decoded by the library
 
 
 def to_json_value(value: Any) -> Any:
-    """Convert one decoded column value; values already JSON-native pass through untouched."""
+    """Type-blind fallback for one decoded value (used where no column definition is known)."""
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     if isinstance(value, Decimal):
@@ -68,7 +116,82 @@ def _json_key(key: Any) -> str:
     return key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
 
 
+def _identity(value: Any) -> Any:
+    return value
+
+
+def converter_for(column: Any, is_json: bool = False) -> Converter:
+    """The converter of one binlog column definition (a pymysqlreplication Column)."""
+    t = column.type
+    fsp = getattr(column, "fsp", 0) or 0
+    if is_json or t == FIELD_TYPE.JSON:
+        return _json_text
+    if t in (FIELD_TYPE.TINY, FIELD_TYPE.SHORT, FIELD_TYPE.INT24, FIELD_TYPE.LONG, FIELD_TYPE.LONGLONG,
+             FIELD_TYPE.DOUBLE, FIELD_TYPE.ENUM):
+        return _identity
+    if t == FIELD_TYPE.FLOAT:
+        return _float32
+    if t in (FIELD_TYPE.NEWDECIMAL, FIELD_TYPE.DECIMAL):
+        return lambda v: format(v, "f")
+    if t == FIELD_TYPE.BIT:
+        return lambda v: int(v, 2) if isinstance(v, str) else int.from_bytes(v, "big")
+    if t == FIELD_TYPE.YEAR:
+        return lambda v: None if v == 1900 else v  # the library decodes YEAR 0000 as 1900 (never a valid YEAR)
+    if t in (FIELD_TYPE.DATE, FIELD_TYPE.NEWDATE):
+        return lambda v: v.isoformat()
+    if t in (FIELD_TYPE.TIME, FIELD_TYPE.TIME2):
+        return lambda v: _time(v, fsp)
+    if t in (FIELD_TYPE.DATETIME, FIELD_TYPE.DATETIME2):
+        return lambda v: _datetime(v, fsp)
+    if t in (FIELD_TYPE.TIMESTAMP, FIELD_TYPE.TIMESTAMP2):
+        # A real TIMESTAMP starts at 1970-01-01 00:00:01 UTC, so epoch 0 is the zero date.
+        return lambda v: None if v == EPOCH else _datetime(v, fsp) + "Z"
+    if t == FIELD_TYPE.SET:
+        order = {m: i for i, m in enumerate(column.set_values or ())}
+        return lambda v: ",".join(sorted(v, key=lambda m: order.get(m, len(order))))
+    if t == FIELD_TYPE.GEOMETRY:
+        return _base64
+    if t in (FIELD_TYPE.STRING, FIELD_TYPE.VARCHAR, FIELD_TYPE.VAR_STRING, FIELD_TYPE.BLOB,
+             FIELD_TYPE.TINY_BLOB, FIELD_TYPE.MEDIUM_BLOB, FIELD_TYPE.LONG_BLOB):
+        if getattr(column, "character_set_name", None) == "binary":
+            if t == FIELD_TYPE.STRING and getattr(column, "max_length", 0):
+                # BINARY(n) is stored right-padded with 0x00; the binlog drops the padding.
+                width = column.max_length
+                return lambda v: _base64(bytes(v).ljust(width, b"\0") if isinstance(v, bytes) else v)
+            return _base64
+        return lambda v: v if isinstance(v, str) else to_json_value(v)
+    return to_json_value
+
+
+class RowConverter:
+    """Converts the rows of one table map: a converter per column, chosen once."""
+
+    def __init__(self, columns: Sequence[Any], json_columns: Collection[str] = ()):
+        self.columns = columns
+        self._by_name = {c.name: (converter_for(c, c.name in json_columns), c.type) for c in columns}
+
+    def __call__(self, row: dict[str, Any] | None, none_sources: dict[str, str] | None = None) -> dict[str, Any] | None:
+        if row is None:
+            return None
+        out: dict[str, Any] = {}
+        by_name = self._by_name
+        for name, value in row.items():
+            conv = by_name.get(name)
+            if value is None:
+                # mysql-replication gives None for an empty SET too; it tells them apart only here.
+                if conv is not None and conv[1] == FIELD_TYPE.SET and none_sources and none_sources.get(name) == "empty set":
+                    out[name] = ""
+                else:
+                    out[name] = None
+            elif conv is None:
+                out[name] = to_json_value(value)
+            else:
+                out[name] = conv[0](value)
+        return out
+
+
 def row_to_json(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Type-blind conversion of a row (kept for callers without column definitions)."""
     if row is None:
         return None
     return {name: to_json_value(v) for name, v in row.items()}

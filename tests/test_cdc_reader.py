@@ -10,7 +10,7 @@ import pytest
 from cdc.checkpoint import CheckpointStore
 from cdc.reader import BinlogReader
 from schemas.config import Config
-from tests.support import consume_all, execute, isolated_config_data, wait_for, write_config
+from tests.support import consume_all, execute, isolated_config_data, remove_test_resources, wait_for, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -39,8 +39,10 @@ def config(stack: None, tmp_path: Path) -> Config:
     execute([f"CREATE DATABASE {db}",
              f"CREATE TABLE {db}.items (id INT PRIMARY KEY, name VARCHAR(50) CHARACTER SET utf8mb4, price DECIMAL(10,2))",
              f"CREATE TABLE {db}.ignored (id INT PRIMARY KEY)"])
-    yield write_config(tmp_path, data)
+    config = write_config(tmp_path, data)
+    yield config
     execute(f"DROP DATABASE IF EXISTS {db}")
+    remove_test_resources(config.settings, [])  # the reader's status key
 
 
 def changes(config: Config) -> list[dict]:

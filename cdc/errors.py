@@ -1,0 +1,33 @@
+"""Errors the reader cannot retry its way out of: they stop it with a message saying what to do."""
+from __future__ import annotations
+
+import pymysql
+
+from cdc.checkpoint import Position
+
+# ER_MASTER_FATAL_ERROR_READING_BINLOG: the server cannot serve the requested file/pos or GTID
+# (purged, never existed, diverged). Retrying would spin forever; skipping would lose rows.
+ER_SOURCE_CANNOT_SERVE = 1236
+
+
+class PositionLost(RuntimeError):
+    """The checkpointed binlog position is no longer (or never was) on the source server."""
+
+    def __init__(self, position: Position, server_message: str):
+        self.position = position
+        self.server_message = server_message
+        super().__init__(
+            f"the checkpointed binlog position {position.describe()} is not available on the source server "
+            f"(server said: {server_message}). Rows between that position and the oldest binlog the server "
+            "still has cannot be read, and the reader will not skip them silently. Two ways out:\n"
+            "  1. re-snapshot the monitored tables (`cdcflow cdc snapshot`, coming soon: not built yet), or\n"
+            "  2. accept the gap and start from the current end of the binlog: `cdcflow cdc run --from-now` "
+            "(overwrites this reader's checkpoint; changes made before now are not sent)."
+        )
+
+
+def position_lost(error: BaseException, position: Position) -> PositionLost | None:
+    """The PositionLost this pymysql error means, or None for a transient error worth a retry."""
+    if isinstance(error, pymysql.err.OperationalError) and error.args and error.args[0] == ER_SOURCE_CANNOT_SERVE:
+        return PositionLost(position, str(error.args[1]) if len(error.args) > 1 else "")
+    return None

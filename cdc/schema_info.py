@@ -1,0 +1,60 @@
+"""What the binlog does not say about a table, looked up in information_schema.
+
+MariaDB's JSON is LONGTEXT with a `CHECK (json_valid(col))` constraint: its binlog column is a
+plain utf8mb4 BLOB. The constraint is the only way to know the column holds JSON.
+The lookup reflects the table *now*; after DDL the cache is cleared so the next rows re-read it.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import pymysql
+
+log = logging.getLogger(__name__)
+
+JSON_VALID = re.compile(r"^\s*json_valid\(\s*`?([^`()]+)`?\s*\)\s*$", re.IGNORECASE)
+
+
+class SchemaInfo:
+    def __init__(self, connection_settings: dict[str, Any], is_mariadb: bool):
+        self._settings = connection_settings
+        self._is_mariadb = is_mariadb
+        self._conn: pymysql.connections.Connection | None = None
+        self._json: dict[tuple[str, str], frozenset[str]] = {}
+
+    def invalidate(self) -> None:
+        self._json.clear()
+
+    def json_columns(self, db: str, table: str) -> frozenset[str]:
+        if not self._is_mariadb:
+            return frozenset()  # MySQL's JSON has its own binlog type
+        key = (db, table)
+        cached = self._json.get(key)
+        if cached is None:
+            cached = self._json[key] = self._load_json_columns(db, table)
+        return cached
+
+    def _load_json_columns(self, db: str, table: str) -> frozenset[str]:
+        for attempt in (1, 2):
+            try:
+                if self._conn is None:
+                    self._conn = pymysql.connect(**self._settings, autocommit=True)
+                with self._conn.cursor() as cur:
+                    cur.execute("SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
+                                "WHERE CONSTRAINT_SCHEMA = %s AND TABLE_NAME = %s", (db, table))
+                    return frozenset(m.group(1) for (clause,) in cur.fetchall() if (m := JSON_VALID.match(clause)))
+            except pymysql.err.MySQLError:
+                self.close()
+                if attempt == 2:
+                    raise
+        return frozenset()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:
+                pass
+            self._conn = None
