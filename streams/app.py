@@ -4,10 +4,19 @@ At-least-once from Kafka plus de-duplication: each row's last processed binlog p
 in a RocksDB table keyed by the row (the same key the source topic is partitioned by, so the
 table partition an agent sees is the one that holds the row), and invocation ids are
 deterministic, so a redelivered change never yields a second, different invocation.
+
+Also here, each in its own module: the schedule timer (schedule_timer.py, leader only), per-rule
+debounce (debounce.py: a table keyed like the row plus a flush agent), and hot reload of the rules
+file (reload.py: swap the matcher in place, or re-exec the worker when topics change).
 """
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import signal
+import sys
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -19,6 +28,11 @@ from schemas.invocation import invocation_id_for
 from schemas.kafka_topics import ensure_topics
 from schemas.trigger_request import ManualTriggerRequest
 from streams.matcher import Matcher
+from streams.validation import validated_matcher
+from streams.debounce import is_due, merge_pending, pending_key
+from streams.reload import RulesWatcher
+from streams.schedule_state import ScheduleStore
+from streams.schedule_timer import ScheduleTimer
 
 log = logging.getLogger("cdcflow.streams")
 
@@ -44,13 +58,25 @@ def kafka_brokers(bootstrap: str) -> list[str]:
     return [f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip()]
 
 
+class Live:
+    """What hot reload swaps while agents run (read once per event, so a swap is atomic per event)."""
+
+    def __init__(self, matcher: Matcher):
+        self.matcher = matcher
+
+
 def build_app(config: Config) -> faust.App:
     settings = config.settings
     topics = settings.topics
-    matcher = Matcher.compile(config.rules, str(config.path or "config"))
+    live = Live(validated_matcher(config))
     row_topics = [topics.row_changes(db, table) for db, table in config.rules.tables()]
     plugins = sorted(config.rules.plugins())
-    ensure_topics(settings, [*row_topics, topics.triggers, *(topics.invoke(p) for p in plugins)])
+    debouncing = any(r.enabled and r.debounce_ms for r in config.rules.rules)
+    # Flush requests for debounced rows; same partition count as the row topics, so the flush agent
+    # of partition p runs where the debounce table's partition p is (Faust co-partitions them).
+    flush_topic_name = f"{settings.streams.app_id}-debounce-flush"
+    ensure_topics(settings, [*row_topics, topics.triggers, *(topics.invoke(p) for p in plugins),
+                             *([flush_topic_name] if debouncing else [])])
 
     settings.streams.state_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -63,6 +89,10 @@ def build_app(config: Config) -> faust.App:
         producer_acks=-1,
         producer_linger=0.0,
         web_enabled=False,
+        # Faust's default (60 s) leaves a kill -9'd worker's partitions (and the leader role, so the
+        # schedule timer) unserved for a minute before the group rebalances.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=2.0,
         autodiscover=False,
         # Our topics are created up front with the right partition counts.
         topic_allow_declare=True,
@@ -79,7 +109,62 @@ def build_app(config: Config) -> faust.App:
         invocation["created_at"] = datetime.now(timezone.utc).isoformat()
         await invoke_topic(invocation["plugin"]).send(key=invocation["invocation_id"].encode(), value=orjson.dumps(invocation))
 
+    async def emit_and_wait(invocation: dict[str, Any]) -> None:
+        # Waits for Kafka's ack: for emissions followed by a state change that says "done" (the
+        # timer's last slot, a debounce entry's deletion), so the state never runs ahead of Kafka.
+        invocation["created_at"] = datetime.now(timezone.utc).isoformat()
+        pending = await invoke_topic(invocation["plugin"]).send(
+            key=invocation["invocation_id"].encode(), value=orjson.dumps(invocation))
+        await pending
+
+    if config.rules.schedules:
+        timer = ScheduleTimer(config.rules.schedules, ScheduleStore(settings), emit_and_wait, is_leader=app.is_leader)
+        app.schedule_timer = timer  # type: ignore[attr-defined]  # for tests and the lateness bench
+
+        # A plain task, not @app.task(on_leader=True): that checks leadership once, at start-up,
+        # before any partition (the leader topic's included) is assigned, so it would never run.
+        @app.task
+        async def schedule_timer() -> None:
+            await timer.run()
+
+    running_timer: ScheduleTimer | None = getattr(app, "schedule_timer", None)
+    app.restart_reason = None  # type: ignore[attr-defined]  # set when a rules edit needs a new process
+    if config.path is not None:
+        watcher = RulesWatcher(config)
+
+        @app.task
+        async def watch_rules_file() -> None:
+            while True:
+                await asyncio.sleep(1.0)
+                try:
+                    # Off the event loop: loading validates against every plugin.json on disk.
+                    outcome = await asyncio.to_thread(watcher.check)
+                    if outcome.action == "invalid":
+                        log.error("rules file changed but is not valid; keeping the running rules:\n%s", outcome.reason)
+                    elif outcome.action == "swap":
+                        assert outcome.config is not None and outcome.matcher is not None
+                        new_plugins = sorted(outcome.config.rules.plugins())
+                        await asyncio.to_thread(ensure_topics, settings, [topics.invoke(p) for p in new_plugins])
+                        live.matcher = outcome.matcher
+                        if running_timer is not None:
+                            running_timer.schedules = [s for s in outcome.config.rules.schedules if s.enabled]
+                        log.info("rules reloaded from %s: %d rule(s), %d schedule(s)", config.path,
+                                 len(outcome.config.rules.rules), len(outcome.config.rules.schedules))
+                    elif outcome.action == "restart":
+                        log.warning("rules reloaded from %s: %s; restarting the worker to subscribe anew",
+                                    config.path, outcome.reason)
+                        app.restart_reason = outcome.reason  # type: ignore[attr-defined]
+                        # A clean stop (partitions handed back, offsets committed); run_worker re-execs.
+                        os.kill(os.getpid(), signal.SIGTERM)
+                        return
+                except Exception:
+                    log.exception("rules file watch failed; retrying")
+
     last_position = app.Table("row-last-event", partitions=settings.kafka.partitions)
+
+    # Pending debounced invocations, keyed by rule and row (written in the row's partition).
+    debounce_pending = app.Table("debounce-pending", partitions=settings.kafka.partitions) if debouncing else {}
+    flush_topic = app.topic(flush_topic_name, partitions=settings.kafka.partitions, **raw)
 
     if row_topics:
         @app.agent(app.topic(*row_topics, **raw), name="match_row_changes")
@@ -98,12 +183,57 @@ def build_app(config: Config) -> faust.App:
                 if is_duplicate(last_position.get(row_key), event_id):
                     log.debug("duplicate row change %s dropped", event_id)
                     continue
-                for planned in matcher.match(change):
+                held: dict[str, tuple[int, list[dict[str, Any]]]] = {}
+                for planned in live.matcher.match(change):
+                    if planned.debounce_ms:
+                        rule = planned.invocation["trigger"]["rule"]
+                        held.setdefault(rule, (planned.debounce_ms, []))[1].append(planned.invocation)
+                        continue
                     await emit(planned.invocation)
                     log.info("row change %s on %s.%s -> %s (rule %s, invocation %s)", event_id, source["db"],
                              source["table"], planned.plugin, planned.invocation["trigger"]["rule"],
                              planned.invocation["invocation_id"])
+                for rule, (window_ms, invocations) in held.items():
+                    key = pending_key(rule, row_key)
+                    debounce_pending[key] = merge_pending(debounce_pending.get(key), invocations, window_ms,
+                                                          int(time.time() * 1000), message.partition)
                 last_position[row_key] = event_id
+
+    if debouncing:
+        requested: dict[str, float] = {}  # key -> when a flush was requested (not re-requested for 5 s)
+
+        # Every worker, not only the leader: each flushes the table partitions it holds.
+        @app.timer(interval=0.05, name="request_debounce_flushes")
+        async def request_debounce_flushes() -> None:
+            # Tables can only be changed inside stream iteration (the changelog partition is the
+            # current event's), so the timer does not flush itself: it asks the flush agent, through
+            # a message on the same partition number, to emit and delete the entry.
+            try:
+                now_ms, now = int(time.time() * 1000), time.monotonic()
+                present = set()
+                for key, entry in list(debounce_pending.items()):
+                    present.add(key)
+                    if is_due(entry, now_ms) and now - requested.get(key, -1e9) > 5.0:
+                        requested[key] = now
+                        await flush_topic.send(key=key.encode(), value=b"", partition=entry["partition"])
+                for key in set(requested) - present:
+                    del requested[key]
+            except Exception:
+                log.exception("debounce flush scan failed; retrying")
+
+        @app.agent(flush_topic, name="flush_debounced")
+        async def flush_debounced(stream: faust.StreamT) -> None:
+            async for event in stream.events():
+                key = (event.key or b"").decode()
+                entry = debounce_pending.get(key)
+                # Gone (already flushed) or a new window since the request: nothing to do now.
+                if entry is None or not is_due(entry, int(time.time() * 1000)):
+                    continue
+                for invocation in entry["invocations"]:
+                    await emit_and_wait(invocation)
+                log.info("debounced %d change(s) of %s -> %d invocation(s)", entry["changes"], key,
+                         len(entry["invocations"]))
+                del debounce_pending[key]
 
     @app.agent(app.topic(topics.triggers, **raw), name="route_manual_triggers")
     async def route_manual_triggers(stream: faust.StreamT) -> None:
@@ -139,4 +269,10 @@ def run_worker(config: Config, loglevel: str = "INFO") -> None:
         # Faust, mode and aiokafka narrate every service start/stop at INFO; keep our lines readable.
         for name in ("faust", "mode", "aiokafka"):
             logging.getLogger(name).setLevel(logging.WARNING)
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    except SystemExit:
+        if getattr(app, "restart_reason", None):
+            # Same command line, new process: the new topics are subscribed from the start.
+            os.execv(sys.executable, list(sys.orig_argv))
+        raise

@@ -183,3 +183,37 @@ def _like_to_regex(pattern: str) -> str:
         else:
             out.append(re.escape(ch))
     return "".join(out)
+
+
+def explain(spec: dict[str, Any] | None, before: Row, after: Row, path: str = "conditions") -> str | None:
+    """None when `spec` holds for (before, after); otherwise why not: the failing key and the value seen.
+
+    For `rules explain` only: it walks the spec and compiles leaves again on every call, so the hot
+    path (compile_conditions' closures) pays nothing for it.
+    """
+    if not spec:
+        return None
+    for key, value in spec.items():
+        where = f"{path}.{key}"
+        if key == "not":
+            if explain(value, before, after, where) is None:
+                return f"{where}: the negated condition holds"
+        elif key in ("all", "any"):
+            reasons = [explain(v, before, after, f"{where}[{i}]") for i, v in enumerate(value)]
+            failed = [r for r in reasons if r is not None]
+            if key == "all" and failed:
+                return failed[0]
+            if key == "any" and len(failed) == len(reasons):
+                return f"{where}: none holds ({'; '.join(failed)})"
+        else:
+            side, column = _parse_ref(key, where)
+            seen = _getter(side, column)(before, after)
+            shown = "(missing)" if seen is _MISSING else repr(seen)
+            tests = value.items() if isinstance(value, dict) and value and set(value) <= OPERATORS else [("eq", value)]
+            for op, arg in tests:
+                if not _compile_operator(op, arg, side, column, f"{where}.{op}")(before, after):
+                    if op == "changed":
+                        was = "(missing)" if before is None else repr(before.get(column, "(missing)"))
+                        return f"{where}.changed: expected {arg}, {column} was {was}, is {shown}"
+                    return f"{where}.{op}: expected {op} {arg!r}, {side}.{column} is {shown}"
+    return None

@@ -7,7 +7,7 @@ from typing import Any
 
 from schemas.errors import ConfigError
 from schemas.invocation import invocation_id_for
-from schemas.row_change import OPERATION_TO_OP
+from schemas.row_change import OP_TO_OPERATION, OPERATION_TO_OP
 from schemas.rules import Rule, RulesConfig
 from streams.conditions import ConditionError, Predicate, compile_conditions
 from streams.mapping import MappingError, compile_params
@@ -27,6 +27,7 @@ class PlannedInvocation:
 
     plugin: str
     invocation: dict[str, Any]
+    debounce_ms: int | None = None  # set: the app holds it back (streams/debounce.py) instead of emitting
 
 
 @dataclass
@@ -78,5 +79,38 @@ class Matcher:
                                 "table": f"{source['db']}.{source['table']}", "op": op},
                     "attempt": 1,
                     "priority": rule.priority,
-                }))
+                }, rule.debounce_ms))
         return out
+
+
+@dataclass
+class Explanation:
+    rule: str
+    matched: bool
+    reason: str  # why not, or the invocations it yields
+
+
+def explain(matcher: Matcher, rules: RulesConfig, event: dict[str, Any]) -> list[Explanation]:
+    """For every rule on the event's table: does it match, and if not, which check failed."""
+    from streams.conditions import explain as explain_conditions
+
+    source = event["source"]
+    op = event["op"]
+    compiled = {cr.rule.name: cr for cr in matcher.by_table.get((source["db"], source["table"]), [])}
+    out: list[Explanation] = []
+    for rule in rules.rules:
+        if (rule.db, rule.table) != (source["db"], source["table"]):
+            continue
+        cr = compiled.get(rule.name)
+        if cr is None:
+            out.append(Explanation(rule.name, False, "rule is disabled"))
+        elif op not in cr.ops:
+            out.append(Explanation(rule.name, False, f"operation {OP_TO_OPERATION.get(op, op)} not in "
+                                                     f"{'/'.join(rule.operations)}"))
+        elif not cr.predicate(event.get("before"), event.get("after")):
+            reason = explain_conditions(rule.conditions, event.get("before"), event.get("after"))
+            out.append(Explanation(rule.name, False, reason or "conditions do not hold"))
+        else:
+            params = cr.params(event)
+            out.append(Explanation(rule.name, True, f"-> {', '.join(rule.triggers)} with params {params}"))
+    return out

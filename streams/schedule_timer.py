@@ -1,0 +1,141 @@
+"""The schedule timer: fires due schedule slots as invocations, on the leader worker only.
+
+Not Faust's `crontab`/`timer` (which skip missed fires, can fire twice around a leader change or an
+early wake-up, and end the app on an unhandled exception): one guarded loop that
+- sleeps until the next due slot (at most `max_sleep`, to notice pause/resume and leadership),
+- plans with the pure functions of schedule_times from the state in Redis (anchor, last slot),
+- emits each slot as an invocation with the deterministic id ("schedule", name, slot), *then*
+  advances the stored last slot. A crash between the two re-emits the same id on recovery, and
+  two workers that both believe they lead (during a rebalance) emit the same id: downstream
+  de-duplicates by invocation id, so a slot runs once.
+
+max_instances: a slot is skipped (recorded as `skipped_max_instances`, APScheduler's "maximum
+number of running instances reached") while `max_instances` invocations of the schedule still have
+no result (no done marker from the runners in Redis). A result of any status counts as finished.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from schemas.invocation import invocation_id_for
+from schemas.rules import Schedule
+from schemas.trigger_request import ScheduleTick
+from streams.schedule_state import ScheduleStore
+from streams.schedule_times import plan_fires, slot_key
+
+log = logging.getLogger("cdcflow.streams.schedules")
+
+Emit = Callable[[dict[str, Any]], Awaitable[None]]
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def schedule_invocation(schedule: Schedule, slot: datetime) -> dict[str, Any]:
+    key = slot_key(slot)
+    return {
+        "invocation_id": invocation_id_for("schedule", schedule.name, key),
+        "plugin": schedule.plugin,
+        "params": dict(schedule.params),
+        "trigger": {"kind": "schedule", "schedule": schedule.name, "fire_time": key},
+        "attempt": 1,
+        "priority": schedule.priority,
+    }
+
+
+class ScheduleTimer:
+    def __init__(self, schedules: list[Schedule], store: ScheduleStore, emit: Emit,
+                 is_leader: Callable[[], bool] = lambda: True, clock: Clock = utcnow, max_sleep: float = 1.0):
+        self.schedules = [s for s in schedules if s.enabled]
+        self.store = store
+        self.emit = emit
+        self.is_leader = is_leader
+        self.clock = clock
+        self.max_sleep = max_sleep
+        self.lateness_ms: list[float] = []  # emission time - slot time, for the lateness benchmark
+
+    async def tick(self) -> float:
+        """Handle every due slot of every schedule; return seconds until the next due slot."""
+        now = self.clock()
+        wait = self.max_sleep
+        for schedule in self.schedules:
+            try:
+                next_due = await self._tick_one(schedule, now)
+            except Exception:
+                # One schedule's failure (Redis hiccup, Kafka timeout) must not stop the others.
+                log.exception("schedule %s: tick failed; retrying", schedule.name)
+                next_due = None
+            if next_due is not None:
+                wait = min(wait, (next_due - self.clock()).total_seconds())
+        return max(0.0, wait)
+
+    async def _tick_one(self, schedule: Schedule, now: datetime) -> datetime | None:
+        state = self.store.load(schedule.name)
+        anchor = state.anchor or self.store.ensure_anchor(schedule.name, now)
+        if state.paused:
+            return None
+        plan = plan_fires(schedule, anchor, state.last, now)
+        if not (plan.fire or plan.missed or plan.coalesced):
+            return plan.next_due
+        ticks: list[ScheduleTick] = []
+        fired: list[str] = []
+        outstanding = self.store.outstanding(state.recent) if plan.fire else []
+        for slot in plan.fire:
+            invocation = schedule_invocation(schedule, slot)
+            if len(outstanding) >= schedule.max_instances:
+                ticks.append(ScheduleTick(schedule=schedule.name, plugin=schedule.plugin, fire_time=slot,
+                                          status="skipped_max_instances", invocation_id=invocation["invocation_id"]))
+                log.warning("schedule %s: slot %s skipped, %d instance(s) still running (max_instances=%d)",
+                            schedule.name, slot_key(slot), len(outstanding), schedule.max_instances)
+                continue
+            await self.emit(invocation)
+            emitted = utcnow()
+            self.lateness_ms.append((emitted - slot).total_seconds() * 1000)
+            fired.append(invocation["invocation_id"])
+            outstanding.append(invocation["invocation_id"])
+            ticks.append(ScheduleTick(schedule=schedule.name, plugin=schedule.plugin, fire_time=slot,
+                                      emitted_at=emitted, status="fired", invocation_id=invocation["invocation_id"]))
+            log.info("schedule %s fired slot %s -> %s (invocation %s, %.1f ms late)", schedule.name,
+                     slot_key(slot), schedule.plugin, invocation["invocation_id"], self.lateness_ms[-1])
+        for slot in plan.missed:
+            ticks.append(ScheduleTick(schedule=schedule.name, plugin=schedule.plugin, fire_time=slot, status="missed"))
+        for slot in plan.coalesced:
+            ticks.append(ScheduleTick(schedule=schedule.name, plugin=schedule.plugin, fire_time=slot, status="coalesced"))
+        if plan.missed or plan.uncounted_missed:
+            log.warning("schedule %s: %d slot(s) missed beyond misfire_grace_time=%ss (latest %s)", schedule.name,
+                        len(plan.missed) + plan.uncounted_missed, schedule.misfire_grace_time,
+                        slot_key(plan.missed[-1]) if plan.missed else "-")
+        ticks.sort(key=lambda t: t.fire_time)
+        self.store.record(schedule.name, plan.last, ticks, fired, len(plan.missed) + plan.uncounted_missed)
+        return plan.next_due
+
+    async def run(self) -> None:
+        """Forever: fire what is due while leader. Never raises (but lets cancellation through)."""
+        while True:
+            try:
+                if not self.is_leader():
+                    await asyncio.sleep(0.2)
+                    continue
+                wait = await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("schedule timer: unexpected error; continuing")
+                wait = self.max_sleep
+            await _sleep_precisely(wait)
+
+
+async def _sleep_precisely(seconds: float) -> None:
+    # asyncio.sleep may wake a little early (loop clock resolution); finish the wait so a slot is
+    # never planned before it is due (an early tick would just find nothing due and sleep ~0 again).
+    end = time.monotonic() + seconds
+    await asyncio.sleep(seconds)
+    while (left := end - time.monotonic()) > 0:
+        await asyncio.sleep(left)

@@ -1,0 +1,100 @@
+"""Two workers and two rebalances in the middle of a stream (a second worker joins, the first
+leaves): every row change's invocation is on the plugin topic once, and the schedule, fired by
+whichever worker leads, fires every slot once."""
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+from confluent_kafka import Producer
+
+from schemas.invocation import invocation_id_for
+from schemas.kafka_topics import ensure_topics
+from tests.support import isolated_config_data, remove_test_resources, wait_for, write_config
+from tests.test_streams_debounce import Collector
+from tests.test_streams_schedules import Worker
+
+pytestmark = pytest.mark.integration
+
+RULES = {
+    "monitored_tables": {"shop.orders": {"name": "r", "triggers": ["echo"], "params": {"data": "{after.n}"}}},
+    "schedules": {"beat": {"plugin": "echo", "interval_seconds": 1, "coalesce": False, "misfire_grace_time": 3600,
+                           "max_instances": 1000}},
+}
+ROWS, CHANGES = 20, 150  # 3000 changes over ~10 s
+
+
+@pytest.mark.xfail(strict=False, reason=(
+    "faust-streaming 0.15.3 can skip the prefetched messages of a partition a worker KEEPS across a rebalance: "
+    "they are discarded as an old generation (streams.py generation_id check) and the consumer resumes after them "
+    "instead of seeking back to the committed offset (seen: 10 of 3000 changes, one fetch batch, never processed; "
+    "cf. faust-streaming issues #216/#221). Open: issue 4, needs a gap check per partition or a Faust fix."))
+def test_two_workers_and_rebalances_lose_and_double_nothing(stack: None, tmp_path: Path) -> None:
+    data = isolated_config_data("reb", RULES)
+    config = write_config(tmp_path, data)
+    settings = config.settings
+    source, invoke = settings.topics.row_changes("shop", "orders"), settings.topics.invoke("echo")
+    ensure_topics(settings, [source, invoke])
+    # Each worker its own RocksDB directory (RocksDB locks a partition's store per process).
+    first = Worker(config, tmp_path / "w1.log", {"CDCFLOW_STREAMS__STATE_DIR": str(tmp_path / "w1")})
+    second = Worker(config, tmp_path / "w2.log", {"CDCFLOW_STREAMS__STATE_DIR": str(tmp_path / "w2")})
+    collector = Collector(config, invoke)
+    producer = Producer(settings.kafka_config(**{"acks": "all", "enable.idempotence": True}))
+    expected: list[str] = []
+
+    def produce() -> None:
+        pos = 1000
+        for n in range(CHANGES):
+            for row in range(ROWS):
+                pos += 10
+                event_id = f"1:mysql-bin.000001:{pos}:0"
+                expected.append(invocation_id_for("cdc", "r", "echo", event_id))
+                producer.produce(source, key=orjson.dumps({"id": row}), value=orjson.dumps({
+                    "before": None, "after": {"id": row, "n": n}, "op": "u", "ts_ms": 1, "event_id": event_id,
+                    "source": {"db": "shop", "table": "orders"}}))
+            producer.flush(10)
+            time.sleep(0.06)
+
+    def cdc() -> list[dict]:
+        return [m for m in collector.poll() if m["trigger"]["kind"] == "cdc"]
+
+    first.start()
+    try:
+        wait_for(lambda: any(m["trigger"]["kind"] == "schedule" for m in collector.poll()), 120, what="the first beat")
+        feeder = threading.Thread(target=produce)
+        feeder.start()
+        wait_for(lambda: len(cdc()) >= 300, 60, interval=0.02, what="some invocations")
+        second.start()  # rebalance: partitions (and maybe the leader role) move to the new worker
+        wait_for(lambda: "row change" in second.log_path.read_text(errors="replace")
+                 or "schedule beat fired" in second.log_path.read_text(errors="replace"), 90,
+                 what="the second worker to take a share")
+        assert first.stop() == 0  # rebalance: everything moves to the second worker
+        feeder.join()
+        wait_for(lambda: len({m["invocation_id"] for m in cdc()}) >= len(expected), 120, interval=0.2,
+                 what="every row change's invocation")
+        time.sleep(3)
+        ids = Counter(m["invocation_id"] for m in cdc())
+        assert set(ids) == set(expected)
+        doubles = [i for i, c in ids.items() if c > 1]
+        assert not doubles, f"{len(doubles)} cdc invocation(s) emitted twice"
+
+        beats = [m for m in collector.poll() if m["trigger"]["kind"] == "schedule"]
+        fire_times = Counter(m["trigger"]["fire_time"] for m in beats)
+        assert all(c == 1 for c in fire_times.values()), "a slot fired twice"
+        times = sorted(datetime.fromisoformat(t) for t in fire_times)
+        assert times[-1] - times[0] > timedelta(seconds=8)
+        assert all(b - a == timedelta(seconds=1) for a, b in zip(times, times[1:])), "a slot was skipped"
+        for m in beats:
+            assert m["invocation_id"] == invocation_id_for("schedule", "beat", m["trigger"]["fire_time"])
+    finally:
+        for worker in (first, second):
+            worker.stop()
+        collector.consumer.close()
+        for name in ("w1.log", "w2.log"):
+            print(name, (tmp_path / name).read_text(errors="replace")[-3000:])
+        remove_test_resources(settings, [source, invoke])

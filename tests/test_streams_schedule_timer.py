@@ -1,0 +1,65 @@
+"""ScheduleTimer with a fixed clock and the real Redis: failures re-emit the same slot, never skip it."""
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from schemas.config import parse_rules
+from schemas.invocation import invocation_id_for
+from streams.schedule_state import ScheduleStore
+from streams.schedule_timer import ScheduleTimer
+from tests.support import isolated_settings, remove_test_resources
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def store(stack: None):
+    settings = isolated_settings("tmr")
+    s = ScheduleStore(settings)
+    yield s
+    remove_test_resources(settings, [])
+    s.close()
+
+
+def test_a_failed_emit_is_retried_with_the_same_id_and_other_schedules_still_fire(store: ScheduleStore) -> None:
+    schedules = parse_rules({"schedules": {
+        "a": {"plugin": "p", "interval_seconds": 10, "misfire_grace_time": 60},
+        "b": {"plugin": "q", "interval_seconds": 10, "misfire_grace_time": 60},
+    }}, "t.yaml", "db").schedules
+    sent: list[dict[str, Any]] = []
+    fail = {"p"}
+
+    async def emit(invocation: dict[str, Any]) -> None:
+        if invocation["plugin"] in fail:
+            raise RuntimeError("Kafka down")
+        sent.append(invocation)
+
+    clock = Clock()
+    timer = ScheduleTimer(schedules, store, emit, clock=clock)
+    wait = asyncio.run(timer.tick())  # anchors both at T0
+    assert sent == [] and wait == pytest.approx(1.0)  # capped by max_sleep
+    clock.now = T0 + timedelta(seconds=10.5)
+    asyncio.run(timer.tick())
+    slot = "2026-01-01T00:00:10+00:00"
+    assert [i["invocation_id"] for i in sent] == [invocation_id_for("schedule", "b", slot)]
+    assert store.load("a").last is None  # not advanced: the slot is still due
+    fail.clear()
+    clock.now = T0 + timedelta(seconds=12)
+    asyncio.run(timer.tick())
+    assert [i["invocation_id"] for i in sent][1:] == [invocation_id_for("schedule", "a", slot)]
+    assert sent[1]["trigger"] == {"kind": "schedule", "schedule": "a", "fire_time": slot}
+    clock.now = T0 + timedelta(seconds=19.99)
+    assert asyncio.run(timer.tick()) == pytest.approx(0.01, abs=1e-6)  # sleeps exactly until the next slot
+    assert len(sent) == 2
