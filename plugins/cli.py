@@ -34,12 +34,14 @@ def runners() -> None:
 @runners.command("run")
 @click.option("--plugin", "plugin_names", multiple=True, help="run only these plugins (repeatable); default: all")
 @click.option("--shutdown-grace", default=10.0, show_default=True, help="seconds running calls may finish on stop")
-def runners_run(plugin_names: tuple[str, ...], shutdown_grace: float) -> None:
+@click.option("--watch/--no-watch", default=True, show_default=True,
+              help="hot reload: serve changed, fixed and new plugin folders without a restart")
+def runners_run(plugin_names: tuple[str, ...], shutdown_grace: float, watch: bool) -> None:
     """Run a runner in the foreground until SIGTERM/Ctrl-C."""
     from plugins.runner import run_runner
 
     code = run_runner(get_config(click.get_current_context()), plugins=plugin_names or None,
-                      shutdown_grace=shutdown_grace)
+                      shutdown_grace=shutdown_grace, watch=watch)
     sys.exit(code)
 
 
@@ -52,21 +54,27 @@ def plugins_group() -> None:
 @plugins_group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def plugins_list(as_json: bool) -> None:
-    """Name, version, code hash, dependencies and venv state of every plugin, and what is broken."""
+    """Every plugin: on disk (version, code hash, dependencies, venv) and as served (loaded at, state, last error)."""
     from plugins.registry import discover
     from plugins.venvs import venv_path, venv_spec, venv_state
 
     settings = _settings()
     found = discover(settings.runners.plugin_dirs)
+    served = _served_states()
     items: list[dict[str, Any]] = []
     for p in found.plugins.values():
         spec = venv_spec(p.manifest.dependencies)
+        live = served.get(p.name) or {}
         items.append({
             "name": p.name, "version": p.version, "code_hash": p.code_hash, "path": str(p.path),
             "entry_point": p.manifest.entry_point, "dependencies": p.manifest.dependencies,
             "concurrency": p.manifest.concurrency, "timeout_seconds": p.manifest.timeout_seconds,
             "venv": str(venv_path(settings.runners.venv_dir, spec)),
             "venv_state": venv_state(settings.runners.venv_dir, spec),
+            # As a runner serves it (from Redis); may lag the disk while a reload is under way.
+            "served_version": live.get("version"), "served_code_hash": live.get("code_hash"),
+            "loaded_at": live.get("loaded_at"), "state": live.get("state", "not served"),
+            "last_error": live.get("last_error"), "runner": live.get("runner"),
         })
     errors = [{"path": str(pr.path), "error": pr.message} for pr in found.problems]
     if as_json:
@@ -74,14 +82,106 @@ def plugins_list(as_json: bool) -> None:
     else:
         if items:
             click.echo(_table([[i["name"], i["version"], i["code_hash"][:12], ", ".join(i["dependencies"]) or "-",
-                                i["venv_state"]] for i in items],
-                              ["NAME", "VERSION", "CODE", "DEPENDENCIES", "VENV"]))
+                                i["venv_state"], _served(i), _when(i["loaded_at"]), i["state"],
+                                (i["last_error"] or "").splitlines()[0][:60] if i["last_error"] else ""]
+                               for i in items],
+                              ["NAME", "VERSION", "CODE", "DEPENDENCIES", "VENV", "SERVING", "LOADED AT", "STATE",
+                               "LAST ERROR"]))
         else:
             click.echo("no plugins found in " + ", ".join(map(str, settings.runners.plugin_dirs)))
         for e in errors:
             click.secho(f"error: {e['error']}", fg="red", err=True)
     if errors:
         sys.exit(1)
+
+
+def _served_states() -> dict[str, dict[str, Any]]:
+    import redis
+
+    from plugins.state import PluginStates
+
+    try:
+        store = _store()
+        try:
+            return PluginStates(store.client, store.prefix).all()
+        finally:
+            store.close()
+    except redis.RedisError as e:
+        click.secho(f"warning: cannot read the served state from Redis: {e}", fg="yellow", err=True)
+        return {}
+
+
+def _served(item: dict[str, Any]) -> str:
+    if not item["served_code_hash"]:
+        return "-"
+    same = item["served_code_hash"] == item["code_hash"]
+    return f"{item['served_version']} {item['served_code_hash'][:12]}" + ("" if same else " (disk differs)")
+
+
+def _when(ts: float | None) -> str:
+    from datetime import datetime
+
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+@plugins_group.command("reload")
+@click.argument("name")
+def plugins_reload(name: str) -> None:
+    """Ask every running runner to reload NAME now (new workers on the current code; old ones drain)."""
+    import redis
+
+    from plugins.state import PluginStates
+
+    try:
+        store = _store()
+        PluginStates(store.client, store.prefix).request_reload(name)
+        store.close()
+    except redis.RedisError as e:
+        raise click.ClickException(f"cannot reach Redis: {e}") from None
+    click.echo(f"reload of {name} requested; runners pick it up within about a second "
+               f"(see `cdcflow plugins list` for the result)")
+
+
+@plugins_group.command("watch")
+@click.option("--interval", default=1.0, show_default=True, help="seconds between polls")
+def plugins_watch(interval: float) -> None:
+    """Watch the plugin folders and report each settled change: the new version and hash, or why it is broken.
+
+    Runners reload by themselves; this shows what they will see, e.g. while editing a plugin.
+    """
+    import time
+
+    from plugins.registry import load_plugin
+    from plugins.watcher import FolderWatcher
+    from schemas.errors import ConfigError
+
+    from plugins.registry import code_hash
+
+    settings = _settings()
+    watcher = FolderWatcher(settings.runners.plugin_dirs)
+    hashes = {f: code_hash(f) for f in watcher.known()}  # a touch without a content change is no change
+    click.echo(f"watching {len(watcher.known())} plugin folder(s) in {', '.join(map(str, settings.runners.plugin_dirs))}"
+               " (Ctrl-C to stop)")
+    try:
+        while True:
+            time.sleep(interval)
+            changed, removed = watcher.poll()
+            stamp = time.strftime("%H:%M:%S")
+            for folder in removed:
+                click.echo(f"{stamp} removed  {folder}")
+            for folder in changed:
+                try:
+                    p = load_plugin(folder)
+                except (ConfigError, OSError) as e:
+                    click.secho(f"{stamp} broken   {folder}: {e}", fg="red")
+                else:
+                    if hashes.get(folder) == p.code_hash:
+                        continue
+                    what = "changed" if folder in hashes else "new    "
+                    hashes[folder] = p.code_hash
+                    click.echo(f"{stamp} {what}  {p.name} {p.version} code {p.code_hash[:12]} ({folder})")
+    except KeyboardInterrupt:
+        pass
 
 
 @plugins_group.command("test")
@@ -110,7 +210,8 @@ def plugins_test(name: str, pairs: tuple[str, ...], json_params: str | None) -> 
         venv = ensure_venv(settings.runners.venv_dir, plugin.manifest.dependencies)
     except VenvError as e:
         raise click.ClickException(f"cannot build the venv of {name}:\n{e}") from None
-    pool = WorkerPool(WorkerSpec(plugin.name, venv_python(venv), plugin.path, plugin.manifest.entry_point), 1)
+    pool = WorkerPool(WorkerSpec(plugin.name, venv_python(venv), plugin.path, plugin.manifest.entry_point,
+                                 memory_limit_mb=plugin.manifest.memory_limit_mb), 1)
     pool.start()  # an import error is not raised here: the call below reports it as a failed Result
     try:
         now = utcnow()
@@ -189,6 +290,64 @@ def dlq() -> None:
 
 
 @dlq.command("list")
-def dlq_list() -> None:
-    """List dead letters."""
-    click.echo("no dead letters yet (retries and the DLQ come with a later version)")
+@click.option("--plugin", help="only this plugin's dead letters")
+@click.option("--json", "as_json", is_flag=True, help="one entry JSON per line")
+def dlq_list(plugin: str | None, as_json: bool) -> None:
+    """Dead letters on the DLQ topic, oldest first, and whether each was replayed."""
+    import redis
+
+    from plugins.dlq import read_entries, replayed
+
+    settings = _settings()
+    entries = read_entries(settings, plugin)
+    try:
+        store = _store()
+        done = replayed(store, [e["dlq_id"] for e in entries])
+        store.close()
+    except redis.RedisError as e:
+        raise click.ClickException(f"cannot read replay marks from Redis: {e}") from None
+    if as_json:
+        for e in entries:
+            click.echo(json.dumps({**e, "replayed": done.get(e["dlq_id"])}))
+        return
+    if not entries:
+        click.echo("no dead letters")
+        return
+    rows = []
+    for e in entries:
+        err = e.get("error") or {}
+        message = (err.get("message") or "").splitlines()[0] if err.get("message") else ""
+        rows.append([e.get("dead_at", "")[:19], e["plugin"], e["dlq_id"], str(len(e.get("attempts") or [])),
+                     e.get("status", ""), (done[e["dlq_id"]]["replay_id"] if e["dlq_id"] in done else "-"),
+                     f"{err.get('type', '')}: {message}"[:80]])
+    click.echo(_table(rows, ["DEAD AT", "PLUGIN", "ID", "ATTEMPTS", "STATUS", "REPLAYED AS", "ERROR"]))
+
+
+@dlq.command("replay")
+@click.argument("ids", nargs=-1)
+@click.option("--plugin", help="replay every not yet replayed dead letter of this plugin")
+def dlq_replay(ids: tuple[str, ...], plugin: str | None) -> None:
+    """Publish dead letters again to their plugin's topic (new invocation id, trigger kind `replay`).
+
+    An entry already replayed is skipped, so running the same command twice replays nothing twice.
+    """
+    from plugins.dlq import read_entries, replay
+
+    if not ids and not plugin:
+        raise click.UsageError("name dead-letter IDs or --plugin NAME")
+    settings = _settings()
+    entries = read_entries(settings, plugin)
+    if ids:
+        by_id = {e["dlq_id"]: e for e in entries}
+        missing = [i for i in ids if i not in by_id]
+        if missing:
+            raise click.ClickException(f"no dead letter {', '.join(missing)}" + (f" of plugin {plugin}" if plugin else ""))
+        entries = [by_id[i] for i in dict.fromkeys(ids)]
+    if not entries:
+        click.echo("nothing to replay")
+        return
+    for entry, inv in replay(settings, entries):
+        if inv is None:
+            click.echo(f"{entry['dlq_id']}  already replayed, skipped")
+        else:
+            click.echo(f"{entry['dlq_id']}  replayed as {inv.invocation_id} to {settings.topics.invoke(inv.plugin, inv.priority)}")

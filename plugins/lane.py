@@ -1,22 +1,33 @@
 """A plugin's lane: its queue of accepted invocations and the threads that feed its worker pool.
 
 One lane per plugin, so a slow plugin only backs up its own queue (the runner pauses that plugin's
-partitions when the lane is full) and never delays the others. The queue is the place where
-priorities will slot in later (a priority queue instead of a FIFO).
+partitions when the lane is full) and never delays the others. The queue is a FIFO per priority:
+a free worker takes high before normal before low, so a high-priority invocation that reached the
+lane overtakes everything queued there. (What has not reached the lane yet is the job of the
+separate `.high` topic, see the runner.)
+
+Retries carry a not-before time: such a job waits in the lane's timer heap (not in the queue, so it
+neither occupies a worker nor counts as backlog) and joins the queue when it is due. Its offset
+stays uncommitted meanwhile, so a crash re-delivers it and the wait is resumed from the header.
 """
 from __future__ import annotations
 
+import collections
+import heapq
+import itertools
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from plugins.offsets import Ack
 from plugins.pool import WorkerPool
 from plugins.registry import LoadedPlugin
-from schemas.invocation import Invocation
+from schemas.invocation import Invocation, Priority
+
+PRIORITY_ORDER: tuple[Priority, ...] = ("high", "normal", "low")
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +39,19 @@ MAX_QUEUED = 2000
 INITIAL_CALL_SECONDS = 0.01
 
 
+@dataclass
+class LaneVersion:
+    """One loaded version of the plugin and its warm pool. A hot reload adds a new current version;
+    the old one keeps the calls it is running and its pool is closed when the last one returns."""
+
+    plugin: LoadedPlugin
+    pool: WorkerPool
+    loaded_at: float = field(default_factory=time.time)
+    active: int = 0
+    retired: bool = False
+    closed: bool = False
+
+
 @dataclass(slots=True)
 class Job:
     invocation: Invocation
@@ -36,36 +60,127 @@ class Job:
 
 
 class PluginLane:
-    def __init__(self, plugin: LoadedPlugin, pool: WorkerPool, handle: Callable[["PluginLane", Job], None],
-                 topic: str = "", is_current: Callable[[Ack], bool] | None = None):
-        self.plugin = plugin
-        self.pool = pool
+    def __init__(self, plugin: LoadedPlugin, pool: WorkerPool,
+                 handle: Callable[["PluginLane", Job, LaneVersion], None],
+                 topic: str = "", is_current: Callable[[Ack], bool] | None = None, high_topic: str = ""):
+        self.current = LaneVersion(plugin, pool)
+        self._versions = [self.current]  # not yet closed: the current one and any still draining
         self.topic = topic
+        self.high_topic = high_topic
         self._handle = handle
         # False for a job whose partition was revoked while it waited: another runner owns it now.
         self._is_current = is_current or (lambda ack: True)
-        self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._queues: dict[str, collections.deque[Job]] = {p: collections.deque() for p in PRIORITY_ORDER}
+        # One token per submitted job in a C-level SimpleQueue (the fast blocking handoff); the job
+        # itself goes to its priority's deque, and whoever takes a token takes the best job there is.
+        self._tokens: queue.SimpleQueue[bool] = queue.SimpleQueue()
+        self._ready = threading.Lock()  # counters and versions
         self._backlog = 0
+        self._high_backlog = 0
         self._avg_call_seconds = INITIAL_CALL_SECONDS
-        self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self.paused = False  # owned by the runner's flow control
         self._threads = [threading.Thread(target=self._loop, name=f"lane-{plugin.name}-{i}", daemon=True)
                          for i in range(pool.size)]
+        self._delayed: list[tuple[float, int, Job]] = []  # heap by not-before (epoch seconds)
+        self._delayed_cond = threading.Condition()
+        self._seq = itertools.count()
+        self._timer = threading.Thread(target=self._timer_loop, name=f"lane-{plugin.name}-timer", daemon=True)
+
+    @property
+    def plugin(self) -> LoadedPlugin:
+        return self.current.plugin
+
+    @property
+    def pool(self) -> WorkerPool:
+        return self.current.pool
 
     def start(self) -> None:
         for t in self._threads:
             t.start()
+        self._timer.start()
+
+    def swap(self, plugin: LoadedPlugin, pool: WorkerPool) -> LaneVersion:
+        """Serve new jobs with a new version; running calls finish on the old one, whose pool then closes."""
+        new = LaneVersion(plugin, pool)
+        with self._ready:
+            if self._stopping.is_set():  # the runner is shutting down: the new pool would leak
+                new.closed = True
+                _close_in_background(new)
+                return new
+            old, self.current = self.current, new
+            old.retired = True
+            self._versions.append(new)
+            drained = self._take_drained(old)
+            # A larger concurrency needs more lane threads (a smaller one just leaves some waiting on the pool).
+            while len(self._threads) < pool.size and not self._stopping.is_set():
+                t = threading.Thread(target=self._loop, name=f"lane-{plugin.name}-{len(self._threads)}", daemon=True)
+                self._threads.append(t)
+                t.start()
+        if drained:
+            _close_in_background(old)
+        return new
+
+    def close_pools(self) -> None:
+        """Close every version's pool (at shutdown): calls still running return `aborted`."""
+        with self._ready:
+            versions = [v for v in self._versions if not v.closed]
+            for v in versions:
+                v.closed = True
+            self._versions.clear()
+        for v in versions:
+            v.pool.close()
+
+    def _take_drained(self, v: LaneVersion) -> bool:
+        """Under the lock: True (once) when a retired version has no call left, so its pool can close."""
+        if v.retired and v.active == 0 and not v.closed:
+            v.closed = True
+            self._versions.remove(v)
+            return True
+        return False
+
+    def submit_at(self, job: Job, not_before: float) -> None:
+        """Queue the job once time.time() >= not_before."""
+        if not_before <= time.time():
+            self.submit(job)
+            return
+        with self._delayed_cond:
+            heapq.heappush(self._delayed, (not_before, next(self._seq), job))
+            self._delayed_cond.notify()
+
+    @property
+    def delayed(self) -> int:
+        return len(self._delayed)
+
+    def _timer_loop(self) -> None:
+        with self._delayed_cond:
+            while not self._stopping.is_set():
+                if not self._delayed:
+                    self._delayed_cond.wait()
+                    continue
+                wait = self._delayed[0][0] - time.time()
+                if wait > 0:
+                    self._delayed_cond.wait(wait)
+                    continue
+                _, _, job = heapq.heappop(self._delayed)
+                self.submit(job)
 
     def submit(self, job: Job) -> None:
-        with self._lock:
+        with self._ready:
             self._backlog += 1
-        self._queue.put(job)
+            if job.invocation.priority == "high":
+                self._high_backlog += 1
+        self._queues[job.invocation.priority].append(job)
+        self._tokens.put(True)
 
     @property
     def backlog(self) -> int:
         """Queued plus running invocations."""
         return self._backlog
+
+    @property
+    def high_backlog(self) -> int:
+        """Queued plus running high-priority invocations."""
+        return self._high_backlog
 
     @property
     def high_water(self) -> int:
@@ -79,8 +194,10 @@ class PluginLane:
     def stop(self) -> None:
         """Stop taking queued jobs (they stay uncommitted and will be redelivered); running ones go on."""
         self._stopping.set()
+        with self._delayed_cond:
+            self._delayed_cond.notify_all()  # delayed jobs are abandoned uncommitted too
         for _ in self._threads:
-            self._queue.put(None)
+            self._tokens.put(False)
 
     def join(self, timeout: float) -> bool:
         """Wait for running calls; True if all lane threads ended."""
@@ -90,22 +207,51 @@ class PluginLane:
                 t.join(max(0.0, deadline - time.monotonic()))
         return not any(t.is_alive() for t in self._threads)
 
+    def _take(self) -> Job | None:
+        """The next job, highest priority first; None once stopping."""
+        if not self._tokens.get() or self._stopping.is_set():
+            return None
+        # There are at least as many queued jobs as tokens taken, so a scan finds one; two threads
+        # may race for the last job of a deque, the loser scans again.
+        while True:
+            for priority in PRIORITY_ORDER:
+                try:
+                    return self._queues[priority].popleft()
+                except IndexError:
+                    continue
+
     def _loop(self) -> None:
         while True:
-            job = self._queue.get()
-            if job is None or self._stopping.is_set():
+            job = self._take()
+            if job is None:
                 return
             started = time.monotonic()
             ran = False
+            with self._ready:
+                version = self.current
+                version.active += 1
             try:
                 if self._is_current(job.ack):
                     ran = True
-                    self._handle(self, job)
+                    self._handle(self, job, version)
             except Exception:  # a bug here must not kill the lane; the message stays uncommitted
                 log.exception("unexpected error running %s invocation %s", self.plugin.name, job.invocation.invocation_id)
             finally:
                 elapsed = time.monotonic() - started
-                with self._lock:
+                with self._ready:
+                    version.active -= 1
+                    drained = self._take_drained(version)
                     self._backlog -= 1
+                    if job.invocation.priority == "high":
+                        self._high_backlog -= 1
                     if ran:
                         self._avg_call_seconds += 0.05 * (elapsed - self._avg_call_seconds)
+                if drained:
+                    _close_in_background(version)
+
+
+def _close_in_background(version: LaneVersion) -> None:
+    # Closing waits for the workers to exit; a lane thread must not stall on that.
+    log.info("plugin %s %s (code %s) drained; stopping its workers", version.plugin.name, version.plugin.version,
+             version.plugin.code_hash[:12])
+    threading.Thread(target=version.pool.close, name=f"close-{version.plugin.name}", daemon=True).start()

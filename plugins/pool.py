@@ -66,10 +66,12 @@ class WorkerSpec:
     plugin_dir: Path
     entry_point: str
     extra_env: tuple[tuple[str, str], ...] = ()
+    memory_limit_mb: int | None = None
 
     def command(self) -> list[str]:
         # -s: no user site-packages; -P: the script's folder (plugins/) is not put on sys.path.
-        return [str(self.python), "-s", "-P", str(WORKER_MAIN), str(self.plugin_dir), self.entry_point]
+        cmd = [str(self.python), "-s", "-P", str(WORKER_MAIN), str(self.plugin_dir), self.entry_point]
+        return cmd + [str(self.memory_limit_mb)] if self.memory_limit_mb is not None else cmd
 
     def environment(self) -> dict[str, str]:
         env = {k: os.environ[k] for k in SAFE_ENV_VARS if k in os.environ}
@@ -349,10 +351,20 @@ class WorkerPool:
             if self._closed:
                 return CallOutcome("aborted", worker_pid=pid, sent_at=sent_at, received_at=received_at), None
             what = w.exit_description() if isinstance(e, WorkerDied) else f"broke the protocol ({e})"
+            if self.spec.memory_limit_mb is not None and isinstance(e, WorkerDied):
+                # C code that cannot allocate may abort or segfault instead of raising MemoryError.
+                what += f" (its memory limit is {self.spec.memory_limit_mb} MB)"
             return CallOutcome("crashed", worker_pid=pid, sent_at=sent_at, received_at=received_at, error={
                 "type": "WorkerCrashed", "traceback": "\n".join(w.stderr_tail) or None,
                 "message": f"worker {pid} of {self.spec.plugin} {what} during the call; it was replaced",
             }), replacement
+        if resp.get("retire"):  # the worker asks to be replaced (it hit its memory limit)
+            pid = w.pid
+            replacement = self._retire(w)
+            log.warning("worker %s of %s retired after %s; replaced", pid, self.spec.plugin,
+                        (resp.get("error") or {}).get("type"))
+        else:
+            replacement = w
         return CallOutcome(
             status="success" if resp.get("ok") else "failed",
             output=resp.get("output"),
@@ -364,4 +376,4 @@ class WorkerPool:
             started_at=resp.get("started_at"),
             entry_called_at=resp.get("entry_called_at"),
             finished_at=resp.get("finished_at"),
-        ), w
+        ), replacement

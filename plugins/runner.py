@@ -26,12 +26,16 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from pydantic import ValidationError
 
 from plugins.execution import RUNNER_ID, execute, rejected_result
-from plugins.lane import Job, PluginLane
+from plugins.followups import FollowupPublisher
+from plugins.lane import Job, LaneVersion, PluginLane
 from plugins.offsets import Ack, OffsetTracker
 from plugins.pool import WorkerPool, WorkerSpec
 from plugins.registry import LoadedPlugin, discover
+from plugins.reloader import HotReloader
+from plugins.retries import NOT_BEFORE_HEADER, dead_letter, is_dead, not_before, retry_of, wants_retry
 from plugins.sink import ResultSink
-from plugins.store import RunStore
+from plugins.state import PluginStates
+from plugins.store import RunStore, attempt_summary
 from plugins.venvs import VenvError, ensure_venv, venv_python
 from schemas.config import Config
 from schemas.errors import from_validation_error
@@ -56,6 +60,8 @@ class RunnerOptions:
     only: set[str] | None = None  # run just these plugins (e.g. a dedicated runner for a heavy one)
     shutdown_grace: float = 10.0  # how long running calls may finish after a stop request
     startup_timeout: float = 60.0  # per pool: interpreter start + plugin import
+    watch: bool = True  # hot reload: watch the plugin folders and reload requests
+    watch_interval: float = 1.0
 
 
 @dataclass
@@ -63,10 +69,34 @@ class _Dispatch:
     lane: PluginLane
     invocation: Invocation
     ack: Ack
+    not_before: float | None = None  # a retry's earliest start (epoch seconds)
+
+
+def start_pool(settings: Settings, plugin: LoadedPlugin, options: RunnerOptions) -> tuple[WorkerPool | None, str | None]:
+    """The plugin's venv (built if missing) and a started warm pool, or (None, why it cannot start)."""
+    try:
+        venv = ensure_venv(settings.runners.venv_dir, plugin.manifest.dependencies)
+    except VenvError as e:
+        return None, f"its venv could not be built: {e}"
+    spec = WorkerSpec(plugin=plugin.name, python=venv_python(venv), plugin_dir=plugin.path,
+                      entry_point=plugin.manifest.entry_point, memory_limit_mb=plugin.manifest.memory_limit_mb)
+    pool = WorkerPool(spec, plugin.manifest.concurrency, startup_timeout=options.startup_timeout)
+    pool.start()
+    if pool.startup_error is not None:
+        err = pool.startup_error
+        pool.close()
+        return None, f"{err.get('type')}: {err.get('message')}\n{err.get('traceback') or ''}".rstrip()
+    return pool, None
+
+
+def make_lane(settings: Settings, plugin: LoadedPlugin, pool: WorkerPool, handle: Any, is_current: Any) -> PluginLane:
+    return PluginLane(plugin, pool, handle, topic=settings.topics.invoke(plugin.name), is_current=is_current,
+                      high_topic=settings.topics.invoke(plugin.name, "high"))
 
 
 def start_lanes(settings: Settings, plugins: Iterable[LoadedPlugin], options: RunnerOptions,
-                handle: Any, is_current: Any = None) -> dict[str, PluginLane]:
+                handle: Any, is_current: Any = None,
+                on_error: Any = None) -> dict[str, PluginLane]:
     """Venv + warm pool for each plugin; a plugin that cannot start is logged and left out.
 
     Its topic is then not consumed: its invocations wait in Kafka until the plugin is fixed,
@@ -74,25 +104,16 @@ def start_lanes(settings: Settings, plugins: Iterable[LoadedPlugin], options: Ru
     """
     lanes: dict[str, PluginLane] = {}
     for plugin in plugins:
-        try:
-            venv = ensure_venv(settings.runners.venv_dir, plugin.manifest.dependencies)
-        except VenvError as e:
-            log.error("plugin %s disabled: its venv could not be built: %s", plugin.name, e)
+        pool, error = start_pool(settings, plugin, options)
+        if pool is None:
+            log.error("plugin %s disabled: %s", plugin.name, error)
+            if on_error is not None:
+                on_error(plugin, error)
             continue
-        spec = WorkerSpec(plugin=plugin.name, python=venv_python(venv), plugin_dir=plugin.path,
-                          entry_point=plugin.manifest.entry_point)
-        pool = WorkerPool(spec, plugin.manifest.concurrency, startup_timeout=options.startup_timeout)
-        pool.start()
-        if pool.startup_error is not None:
-            err = pool.startup_error
-            log.error("plugin %s disabled: %s: %s\n%s", plugin.name, err.get("type"), err.get("message"),
-                      err.get("traceback") or "")
-            pool.close()
-            continue
-        lane = PluginLane(plugin, pool, handle, topic=settings.topics.invoke(plugin.name), is_current=is_current)
+        lane = make_lane(settings, plugin, pool, handle, is_current)
         lanes[lane.topic] = lane
-        log.info("plugin %s %s ready: %d worker(s), venv %s, code %s, topic %s", plugin.name, plugin.version,
-                 pool.size, venv, plugin.code_hash[:12], lane.topic)
+        log.info("plugin %s %s ready: %d worker(s), code %s, topic %s", plugin.name, plugin.version,
+                 pool.size, plugin.code_hash[:12], lane.topic)
     return lanes
 
 
@@ -104,11 +125,16 @@ class Runner:
         self.store = RunStore(settings)
         self.tracker = OffsetTracker()
         self.completions: queue.SimpleQueue[Ack] = queue.SimpleQueue()
-        self.lanes: dict[str, PluginLane] = {}
+        self.lanes: dict[str, PluginLane] = {}  # by the plugin's (normal) topic
+        self.by_topic: dict[str, PluginLane] = {}  # by every topic consumed: normal and high
         self.assigned: set[tuple[str, int]] = set()
         self._reapply_pauses = False
+        self.paused_topics: set[str] = set()
         self.consumer: Consumer | None = None
         self.sink: ResultSink | None = None
+        self.followups: FollowupPublisher | None = None
+        self.states = PluginStates(self.store.client, settings.redis.key_prefix)
+        self.reloader: HotReloader | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def run(self, ready: threading.Event | None = None) -> int:
@@ -125,19 +151,38 @@ class Runner:
             for missing in sorted(self.options.only - set(found.plugins)):
                 log.error("plugin %s not found in %s", missing, ", ".join(map(str, self.settings.runners.plugin_dirs)))
             plugins = [p for p in plugins if p.name in self.options.only]
-        self.lanes = start_lanes(self.settings, plugins, self.options, self._handle, self.tracker.is_current)
-        if not self.lanes:
+        self.reloader = HotReloader(
+            self.settings, self.states, lambda: list(self.lanes.values()),
+            start_pool=lambda plugin: start_pool(self.settings, plugin, self.options),
+            build_lane=self._build_lane, stop=self.stop, only=self.options.only, interval=self.options.watch_interval)
+        self.lanes = start_lanes(self.settings, plugins, self.options, self._handle, self.tracker.is_current,
+                                 on_error=lambda p, e: self.reloader.record_error(p.name, e, serving=False,
+                                                                                  code_hash=p.code_hash))
+        for problem in found.problems:
+            self.reloader.record_error(problem.path.name, problem.message, serving=False)
+        for lane in self.lanes.values():
+            self.reloader.record_serving(lane.plugin, lane.current.loaded_at)
+        if not self.lanes and not self.options.watch:
             log.error("no plugin could be started; nothing to run")
             self.store.close()
             return 2
+        if not self.lanes:
+            log.warning("no plugin could be started yet; waiting for one to appear or be fixed")
         try:
-            topics = sorted(self.lanes)
-            ensure_topics(self.settings, [*topics, self.settings.topics.results])
+            # Each plugin has a normal and a high-priority topic. Both feed one lane, which runs high
+            # first; the normal topic is paused when the lane is full, the high one only when the
+            # lane is full of high work, so a high invocation never waits behind a Kafka backlog.
+            self.by_topic = {t: lane for lane in self.lanes.values() for t in (lane.topic, lane.high_topic)}
+            topics = sorted(self.by_topic)
+            ensure_topics(self.settings, [*topics, self.settings.topics.results, self.settings.topics.dlq])
+            if self.options.watch:
+                self.reloader.start()
             producer = Producer(self.settings.kafka_config(**{
                 "acks": "all", "enable.idempotence": True, "linger.ms": 2, "client.id": f"cdcflow-runner-{RUNNER_ID}",
             }))
             self.sink = ResultSink(self.store, producer, self.settings.topics.results, self.completions.put)
             self.sink.start()
+            self.followups = FollowupPublisher(producer, self.stop)
             for lane in self.lanes.values():
                 lane.start()
             self.consumer = Consumer(self.settings.kafka_config(**{
@@ -147,7 +192,7 @@ class Runner:
                 "client.id": f"cdcflow-runner-{RUNNER_ID}",
                 "on_commit": self._on_commit,
             }))
-            self.consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
+            self._subscribe()
             log.info("runner %s consuming %s (group %s)", RUNNER_ID, ", ".join(topics), self.settings.runners.group_id)
             if ready is not None:
                 ready.set()
@@ -178,9 +223,50 @@ class Runner:
             self._drain_completions()
             self._commit()
             self._flow_control()
+            self._adopt_new_lanes()
+
+    def _subscribe(self) -> None:
+        assert self.consumer is not None
+        topics = sorted(self.by_topic)
+        if topics:  # an empty subscription is an error in librdkafka; wait for a first plugin instead
+            self.consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
+
+    def _build_lane(self, plugin: LoadedPlugin, pool: WorkerPool) -> PluginLane:
+        # Called by the reloader's thread: create the topics there, so the consumer thread never waits on it.
+        lane = make_lane(self.settings, plugin, pool, self._handle, self.tracker.is_current)
+        ensure_topics(self.settings, [lane.topic, lane.high_topic])
+        return lane
+
+    def _adopt_new_lanes(self) -> None:
+        """Start lanes of plugins that appeared (or were fixed) while running, and consume their topics."""
+        if self.reloader is None:
+            return
+        added = False
+        while True:
+            try:
+                lane = self.reloader.new_lanes.get_nowait()
+            except queue.Empty:
+                break
+            if lane.topic in self.lanes:  # cannot happen (one reload per folder at a time); never leak a pool
+                lane.close_pools()
+                continue
+            lane.start()
+            self.lanes[lane.topic] = lane
+            self.by_topic[lane.topic] = self.by_topic[lane.high_topic] = lane
+            added = True
+            log.info("plugin %s %s added: consuming %s", lane.plugin.name, lane.plugin.version, lane.topic)
+        if added:
+            self._subscribe()
 
     def _shutdown(self) -> None:
         log.info("runner stopping")
+        if self.reloader is not None:
+            self.reloader.join(2.0)
+            while True:  # lanes built but never adopted
+                try:
+                    self.reloader.new_lanes.get_nowait().close_pools()
+                except queue.Empty:
+                    break
         for lane in self.lanes.values():
             lane.stop()  # queued invocations are abandoned uncommitted: redelivered after restart
         deadline = time.monotonic() + self.options.shutdown_grace
@@ -189,7 +275,7 @@ class Runner:
                 log.warning("plugin %s: abandoning running call(s) after %.1fs grace; they stay uncommitted",
                             lane.plugin.name, self.options.shutdown_grace)
         for lane in self.lanes.values():
-            lane.pool.close()  # a call still running returns `aborted` and is not recorded
+            lane.close_pools()  # a call still running returns `aborted` and is not recorded
         for lane in self.lanes.values():
             lane.join(2.0)
         if self.sink is not None:
@@ -212,20 +298,28 @@ class Runner:
                     log.error("consumer error: %s", err)
                 continue
             ack = self.tracker.start(msg.topic(), msg.partition(), msg.offset())
-            lane = self.lanes.get(msg.topic())
+            lane = self.by_topic.get(msg.topic())
             if lane is None:  # not subscribed any more (cannot happen today; hot reload will)
                 self.completions.put(ack)
                 continue
             invocation = self._parse(msg, lane, ack)
             if invocation is not None:
-                accepted.append(_Dispatch(lane, invocation, ack))
+                accepted.append(_Dispatch(lane, invocation, ack, not_before(msg.headers())))
         if not accepted:
             return
-        done = self._done_ids([d.invocation.invocation_id for d in accepted])
+        done, retried = self._with_redis(lambda: self.store.seen(
+            [(d.invocation.invocation_id, d.invocation.attempt) for d in accepted]))
         for d in accepted:
             iid = d.invocation.invocation_id
             if iid in done:
                 self._skip_done(d)
+            elif (iid, d.invocation.attempt) in retried:
+                # This attempt failed before and its retry is already on the topic: nothing left to do.
+                log.info("%s %s attempt %d skipped: already failed and retried", d.lane.plugin.name, iid,
+                         d.invocation.attempt)
+                self.completions.put(d.ack)
+            elif d.not_before is not None:
+                d.lane.submit_at(Job(d.invocation, d.ack, consumed_at), d.not_before)
             else:
                 d.lane.submit(Job(d.invocation, d.ack, consumed_at))
 
@@ -263,9 +357,6 @@ class Runner:
         else:
             self.sink.announce(iid, payload, [d.ack])
 
-    def _done_ids(self, ids: list[str]) -> set[str]:
-        return self._with_redis(lambda: self.store.done_ids(ids))
-
     def _with_redis(self, fn: Any) -> Any:
         # Without Redis we cannot tell a duplicate from a new invocation: wait rather than guess.
         while True:
@@ -278,13 +369,36 @@ class Runner:
                 self.stop.wait(REDIS_RETRY_SECONDS)
 
     # -- running (lane threads) -----------------------------------------------------------------
-    def _handle(self, lane: PluginLane, job: Job) -> None:
-        result = execute(lane.plugin, lane.pool, job.invocation, job.consumed_at)
+    def _handle(self, lane: PluginLane, job: Job, version: LaneVersion) -> None:
+        # The version the lane handed out: after a hot reload, a call that started on the old code
+        # finishes and is reported with the old version and code hash.
+        plugin = version.plugin
+        result = execute(plugin, version.pool, job.invocation, job.consumed_at)
         if result is None:
             log.info("%s %s abandoned at shutdown (will be redelivered)", lane.plugin.name, job.invocation.invocation_id)
             return
         _log_result(result)
-        assert self.sink is not None
+        assert self.sink is not None and self.followups is not None
+        policy = plugin.manifest.retries
+        if wants_retry(result, policy):
+            retry, start_after = retry_of(job.invocation, result, policy)
+            result = result.model_copy(update={"next_attempt": {"attempt": retry.attempt, "not_before": start_after}})
+            retry_topic = self.settings.topics.invoke(lane.plugin.name, retry.priority)
+            if not self.followups.publish(retry_topic, retry.invocation_id.encode(), retry.model_dump_json().encode(),
+                                          [(NOT_BEFORE_HEADER, repr(start_after).encode())]):
+                return  # stopping before Kafka took the retry: the attempt stays uncommitted and re-runs
+            log.info("%s %s attempt %d %s; attempt %d in %.1fs", lane.plugin.name, retry.invocation_id,
+                     result.attempt, result.status, retry.attempt, max(0.0, start_after - time.time()))
+            self.sink.submit(result, [job.ack], final=False)
+            return
+        if is_dead(result, policy):
+            iid = job.invocation.invocation_id
+            earlier = [a for a in self._with_redis(lambda: self.store.attempts(iid)) if a.get("attempt") != result.attempt]
+            entry = dead_letter(job.invocation, result, [*earlier, attempt_summary(result)], lane.topic)
+            if not self.followups.publish(self.settings.topics.dlq, iid.encode(), orjson.dumps(entry)):
+                return
+            log.warning("%s %s dead-lettered after %d attempt(s)", lane.plugin.name, iid, result.attempt)
+            result = result.model_copy(update={"dead_lettered": True})
         self.sink.submit(result, [job.ack])
 
     # -- committing --------------------------------------------------------------------------
@@ -336,17 +450,19 @@ class Runner:
     def _flow_control(self) -> None:
         """Pause a plugin's partitions while its lane is full; resume when it has drained to half."""
         assert self.consumer is not None
-        for topic, lane in self.lanes.items():
+        for topic, lane in self.by_topic.items():
             parts = [TopicPartition(t, p) for t, p in self.assigned if t == topic]
-            if not lane.paused and lane.backlog >= lane.high_water:
-                lane.paused = True
+            backlog = lane.high_backlog if topic == lane.high_topic else lane.backlog
+            paused = topic in self.paused_topics
+            if not paused and backlog >= lane.high_water:
+                self.paused_topics.add(topic)
                 if parts:
                     self.consumer.pause(parts)
-            elif lane.paused and lane.backlog <= lane.low_water:
-                lane.paused = False
+            elif paused and backlog <= lane.low_water:
+                self.paused_topics.discard(topic)
                 if parts:
                     self.consumer.resume(parts)
-            elif lane.paused and self._reapply_pauses and parts:
+            elif paused and self._reapply_pauses and parts:
                 self.consumer.pause(parts)  # newly assigned partitions start unpaused
         self._reapply_pauses = False
 
@@ -379,13 +495,14 @@ def _redacted(url: str) -> str:
 
 def run_runner(config: Config, stop_event: threading.Event | None = None, *,
                plugins: Iterable[str] | None = None, ready: threading.Event | None = None,
-               shutdown_grace: float = 10.0) -> int:
+               shutdown_grace: float = 10.0, watch: bool = True) -> int:
     """Run until stop_event is set (or SIGTERM/SIGINT when called from the main thread); return an exit code.
 
     `plugins` limits the runner to those plugin names; `ready` is set once it is consuming.
     """
     stop = stop_event or threading.Event()
-    options = RunnerOptions(only=set(plugins) if plugins is not None else None, shutdown_grace=shutdown_grace)
+    options = RunnerOptions(only=set(plugins) if plugins is not None else None, shutdown_grace=shutdown_grace,
+                            watch=watch)
     previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
         def request_stop(signum: int, frame: Any) -> None:

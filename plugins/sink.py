@@ -34,6 +34,7 @@ class SinkItem:
     payload: bytes  # the Result's JSON, stored and produced byte for byte
     result: Result | None  # None: already stored (a re-announcement), only produce it
     acks: tuple[Ack, ...]
+    final: bool = True  # False: a failed attempt whose retry is already on Kafka (no done marker)
 
 
 _STOP = object()
@@ -56,8 +57,8 @@ class ResultSink:
         self._writer.start()
         self._poller.start()
 
-    def submit(self, result: Result, acks: Sequence[Ack]) -> None:
-        self._queue.put(SinkItem(result.invocation_id, result.model_dump_json().encode(), result, tuple(acks)))
+    def submit(self, result: Result, acks: Sequence[Ack], final: bool = True) -> None:
+        self._queue.put(SinkItem(result.invocation_id, result.model_dump_json().encode(), result, tuple(acks), final))
 
     def announce(self, invocation_id: str, payload: bytes, acks: Sequence[Ack]) -> None:
         """Publish an already stored result again (a redelivered invocation that is done)."""
@@ -114,7 +115,8 @@ class ResultSink:
             return True
         while True:
             try:
-                self.store.record_many([i.result for i in to_store], [i.payload for i in to_store])  # type: ignore[misc]
+                self.store.record_many([i.result for i in to_store], [i.payload for i in to_store],  # type: ignore[misc]
+                                      [i.final for i in to_store])
                 return True
             except redis.RedisError as e:
                 if self._give_up_at is not None and time.monotonic() > self._give_up_at:

@@ -2,7 +2,11 @@
 
 Keys (prefix = settings.redis.key_prefix):
   <prefix>:run:<invocation_id>          JSON of the Result, expires after result_ttl_seconds
-  <prefix>:done:<invocation_id>         "1" once a result is recorded: a redelivered id is never run again
+  <prefix>:done:<invocation_id>         "1" once the FINAL result is recorded (success, rejected, or the
+                                        last failed attempt): a redelivered id is never run again
+  <prefix>:tried:<invocation_id>:<n>    "1" once attempt n failed and its retry message was acknowledged by
+                                        Kafka: a redelivered attempt n is not run again, attempt n+1 still runs
+  <prefix>:attempts:<invocation_id>     list of JSON summaries of the failed attempts (for the dead letter)
   <prefix>:runs                         sorted set of invocation ids by finish time (all plugins)
   <prefix>:runs:plugin:<name>           the same, per plugin
   <prefix>:runs:status:<status>         the same, per status
@@ -16,28 +20,35 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from typing import Any
 
+import orjson
 import redis
 
 from schemas.result import Result
 from schemas.settings import Settings
 
 
-# KEYS: [all-runs index, then per result: run key, done key, plugin index, status index]
-# ARGV: [ttl, trim horizon ("" = no trim), then per result: invocation id, score, payload]
+# KEYS: [all-runs index, then per result: run key, marker key (done or tried), plugin index, status index,
+#        attempts list]
+# ARGV: [ttl, trim horizon ("" = no trim), then per result: invocation id, score, payload, attempt summary ("" = none)]
 _RECORD_SCRIPT = """
 local ttl = tonumber(ARGV[1])
 local horizon = ARGV[2]
-local n = (#ARGV - 2) / 3
+local n = (#ARGV - 2) / 4
 local touched = {[KEYS[1]] = true}
 for i = 0, n - 1 do
-  local id, score, payload = ARGV[3 + i * 3], ARGV[4 + i * 3], ARGV[5 + i * 3]
-  local k = 2 + i * 4
+  local id, score, payload, summary = ARGV[3 + i * 4], ARGV[4 + i * 4], ARGV[5 + i * 4], ARGV[6 + i * 4]
+  local k = 2 + i * 5
   redis.call('SET', KEYS[k], payload, 'EX', ttl)
   redis.call('SET', KEYS[k + 1], '1', 'EX', ttl)
   redis.call('ZADD', KEYS[1], score, id)
   redis.call('ZADD', KEYS[k + 2], score, id)
   redis.call('ZADD', KEYS[k + 3], score, id)
+  if summary ~= '' then
+    redis.call('RPUSH', KEYS[k + 4], summary)
+    redis.call('EXPIRE', KEYS[k + 4], ttl)
+  end
   touched[KEYS[k + 2]] = true
   touched[KEYS[k + 3]] = true
 end
@@ -69,6 +80,15 @@ class RunStore:
     def done_key(self, invocation_id: str) -> str:
         return f"{self.prefix}:done:{invocation_id}"
 
+    def tried_key(self, invocation_id: str, attempt: int) -> str:
+        return f"{self.prefix}:tried:{invocation_id}:{attempt}"
+
+    def attempts_key(self, invocation_id: str) -> str:
+        return f"{self.prefix}:attempts:{invocation_id}"
+
+    def replayed_key(self) -> str:
+        return f"{self.prefix}:dlq:replayed"
+
     def index_key(self, plugin: str | None = None, status: str | None = None) -> str:
         if plugin is not None:
             return f"{self.prefix}:runs:plugin:{plugin}"
@@ -80,22 +100,29 @@ class RunStore:
     def record(self, result: Result) -> None:
         self.record_many([result])
 
-    def record_many(self, results: Sequence[Result], payloads: Sequence[bytes] | None = None) -> None:
-        """Store results, their done markers and index entries in one round trip.
+    def record_many(self, results: Sequence[Result], payloads: Sequence[bytes] | None = None,
+                    finals: Sequence[bool] | None = None) -> None:
+        """Store results, their markers, attempt summaries and index entries in one round trip.
 
         `payloads` are the results' JSON if the caller already has it (it is produced to Kafka too).
+        `finals[i]` False: the result is a failed attempt whose retry is already on Kafka, so only the
+        attempt's `tried` marker is set, never the `done` marker that would swallow the retry.
         """
         if not results:
             return
         if payloads is None:
             payloads = [r.model_dump_json().encode() for r in results]
+        if finals is None:
+            finals = [True] * len(results)
         keys: list[str] = [self.index_key()]
         args: list[str | bytes | int] = [self.ttl, self._trim_horizon()]
-        for result, payload in zip(results, payloads):
+        for result, payload, final in zip(results, payloads, finals):
             iid = result.invocation_id
-            keys += [self.run_key(iid), self.done_key(iid), self.index_key(plugin=result.plugin),
-                     self.index_key(status=result.status)]
-            args += [iid, repr(result.finished_at.timestamp()), payload]
+            marker = self.done_key(iid) if final else self.tried_key(iid, result.attempt)
+            keys += [self.run_key(iid), marker, self.index_key(plugin=result.plugin),
+                     self.index_key(status=result.status), self.attempts_key(iid)]
+            summary = orjson.dumps(attempt_summary(result)) if result.status in ("failed", "timeout") else b""
+            args += [iid, repr(result.finished_at.timestamp()), payload, summary]
         self._record(keys=keys, args=args)
 
     def _trim_horizon(self) -> str:
@@ -114,6 +141,32 @@ class RunStore:
             return set()
         flags = self.client.mget([self.done_key(i) for i in ids])
         return {i for i, flag in zip(ids, flags) if flag is not None}
+
+    def seen(self, pairs: Sequence[tuple[str, int]]) -> tuple[set[str], set[tuple[str, int]]]:
+        """(ids that are done, (id, attempt) pairs already failed and retried), in one round trip."""
+        ids = list(dict.fromkeys(i for i, _ in pairs))
+        tries = list(dict.fromkeys(pairs))
+        if not ids:
+            return set(), set()
+        flags = self.client.mget([self.done_key(i) for i in ids] + [self.tried_key(i, a) for i, a in tries])
+        return ({i for i, f in zip(ids, flags) if f is not None},
+                {k for k, f in zip(tries, flags[len(ids):]) if f is not None})
+
+    def tried(self, pairs: Iterable[tuple[str, int]]) -> set[tuple[str, int]]:
+        """Which (id, attempt) pairs already failed with their retry scheduled (one round trip)."""
+        keys = list(dict.fromkeys(pairs))
+        if not keys:
+            return set()
+        flags = self.client.mget([self.tried_key(i, a) for i, a in keys])
+        return {k for k, flag in zip(keys, flags) if flag is not None}
+
+    def attempts(self, invocation_id: str) -> list[dict[str, Any]]:
+        """Summaries of the recorded failed attempts, one per attempt number (a re-run keeps the last)."""
+        by_attempt: dict[int, dict[str, Any]] = {}
+        for raw in self.client.lrange(self.attempts_key(invocation_id), 0, -1):
+            item = orjson.loads(raw)
+            by_attempt[int(item.get("attempt", 0))] = item
+        return [by_attempt[a] for a in sorted(by_attempt)]
 
     def is_done(self, invocation_id: str) -> bool:
         return bool(self.done_ids([invocation_id]))
@@ -152,3 +205,14 @@ class RunStore:
 
     def close(self) -> None:
         self.client.close()
+
+
+def attempt_summary(result: Result) -> dict[str, Any]:
+    """What a dead letter shows of one attempt."""
+    return {
+        "attempt": result.attempt, "status": result.status,
+        "error": result.error.model_dump() if result.error else None,
+        "started_at": result.started_at.isoformat(), "finished_at": result.finished_at.isoformat(),
+        "duration_ms": result.duration_ms, "plugin_version": result.plugin_version, "code_hash": result.code_hash,
+        "worker_pid": getattr(result, "worker_pid", None), "runner": result.runner,
+    }

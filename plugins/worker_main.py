@@ -2,7 +2,7 @@
 
 Run by the plugin venv's python, never imported by the plugin code:
 
-    <venv>/bin/python -s -P worker_main.py <plugin_dir> <module.function>
+    <venv>/bin/python -s -P worker_main.py <plugin_dir> <module.function> [<memory_limit_mb>]
 
 This file must stay stdlib-only: the plugin venv does not have cdcflow's dependencies installed
 (that is the point of the isolation). The runner imports the framing helpers below from it, so
@@ -93,6 +93,23 @@ def error_info(exc: BaseException, skip_frames: int = 0) -> dict[str, Any]:
     }
 
 
+def limit_memory(limit_mb: int) -> None:
+    """Cap this process's data memory (heap and private anonymous mappings) at limit_mb, for good.
+
+    RLIMIT_DATA rather than RLIMIT_AS: the address-space limit also counts shared libraries, file
+    mappings and glibc's reserved-but-unused (PROT_NONE) per-thread malloc arenas, so a modest AS
+    limit breaks ordinary threaded code; RLIMIT_DATA (Linux >= 4.7) counts only memory actually made
+    writable. An allocation over the limit fails at once (MemoryError in Python) instead of the
+    process growing until a watchdog or the kernel OOM killer notices. Hard limit too: an
+    unprivileged plugin cannot raise it back. Set here, before the plugin is imported, rather than in
+    a preexec_fn: the runner is multi-threaded and fork+preexec_fn is not safe there.
+    """
+    import resource
+
+    limit = limit_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+
+
 class Context(dict):
     """The invocation context handed to the plugin: usable as context["attempt"] and context.attempt."""
 
@@ -121,7 +138,8 @@ def accepts_context(func: Callable[..., Any]) -> bool:
 class Plugin:
     """The loaded entry point and its optional hooks (or the error that prevented loading them)."""
 
-    def __init__(self, plugin_dir: str, entry_point: str):
+    def __init__(self, plugin_dir: str, entry_point: str, memory_limit_mb: int | None = None):
+        self.memory_limit_mb = memory_limit_mb
         self.func: Callable[..., Any] | None = None
         self.takes_context = False
         self.hooks: dict[str, Callable[..., Any]] = {}
@@ -178,6 +196,15 @@ class Plugin:
             if after is not None:
                 after(output, context)
             resp.update(ok=True, output=output, error=None)
+        except MemoryError as e:
+            # Over the limit: report it as such and let this worker go (its heap may be fragmented or
+            # half-built objects may linger); the pool starts a clean one.
+            err = error_info(e, skip_frames=1)
+            if self.memory_limit_mb is not None:
+                err["type"] = "MemoryLimitExceeded"
+                err["message"] = (f"the plugin exceeded its memory limit of {self.memory_limit_mb} MB"
+                                  + (f" ({err['message']})" if err["message"] else ""))
+            resp.update(ok=False, output=None, error=err, retire=True)
         except Exception as e:
             err = error_info(e, skip_frames=1)
             on_failure = self.hooks.get("on_failure")
@@ -218,10 +245,11 @@ def _watch_parent(parent_pid: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3:
-        print("usage: worker_main.py <plugin_dir> <module.function>", file=sys.stderr)
+    if len(argv) not in (3, 4):
+        print("usage: worker_main.py <plugin_dir> <module.function> [<memory_limit_mb>]", file=sys.stderr)
         return 2
     plugin_dir, entry_point = os.path.abspath(argv[1]), argv[2]
+    memory_limit_mb = int(argv[3]) if len(argv) == 4 else None
 
     # Keep private copies of the protocol pipes, then point fds 0/1 elsewhere: the plugin's print(),
     # input() and even C-level writes to fd 1 can no longer corrupt the protocol stream.
@@ -241,7 +269,9 @@ def main(argv: list[str]) -> int:
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
 
-    plugin = Plugin(plugin_dir, entry_point)
+    if memory_limit_mb is not None:
+        limit_memory(memory_limit_mb)
+    plugin = Plugin(plugin_dir, entry_point, memory_limit_mb)
     hello = {"type": "hello", "ok": plugin.load_error is None, "pid": os.getpid(), "python": sys.version.split()[0],
              "prefix": sys.prefix, "error": plugin.load_error, "takes_context": plugin.takes_context,
              "hooks": sorted(plugin.hooks)}

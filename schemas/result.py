@@ -30,3 +30,7 @@ class Result(BaseModel):
     error: ErrorInfo | None = None
     trigger_kind: str | None = None
     runner: str | None = None
+    # Filled by the plugin runner: the sha256 of the plugin's code that ran, and epoch-second
+    # timestamps along the way (created_at, consumed_at, sent_at, entry_called_at, finished_at, received_at).
+    code_hash: str | None = None
+    timings: dict[str, float | None] | None = None

@@ -55,8 +55,11 @@ class TopicSettings(BaseModel):
     def row_changes(self, db: str, table: str) -> str:
         return f"{self.cdc_prefix}.{db}.{table}"
 
-    def invoke(self, plugin: str) -> str:
-        return f"{self.invoke_prefix}.{plugin}"
+    def invoke(self, plugin: str, priority: str = "normal") -> str:
+        # High priority has its own topic, consumed ahead of the normal one, so a high invocation
+        # never waits behind a backlog in the same partition (see plugins/README.md).
+        suffix = ".high" if priority == "high" else ""
+        return f"{self.invoke_prefix}.{plugin}{suffix}"
 
     def parse_row_changes(self, topic: str) -> tuple[str, str] | None:
         prefix = self.cdc_prefix + "."

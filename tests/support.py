@@ -110,7 +110,8 @@ def example_plugin(name: str) -> LoadedPlugin:
 def plugin_pool(plugin: LoadedPlugin, size: int | None = None, venv_dir: Path = TEST_VENV_DIR) -> Iterator[WorkerPool]:
     """A warm pool of the plugin's workers in its own venv (built once, cached across sessions)."""
     venv = ensure_venv(venv_dir, plugin.manifest.dependencies)
-    pool = WorkerPool(WorkerSpec(plugin.name, venv_python(venv), plugin.path, plugin.manifest.entry_point),
+    pool = WorkerPool(WorkerSpec(plugin.name, venv_python(venv), plugin.path, plugin.manifest.entry_point,
+                                 memory_limit_mb=plugin.manifest.memory_limit_mb),
                       size or plugin.manifest.concurrency)
     pool.start()
     try:

@@ -29,7 +29,7 @@ def settings(stack):
     topics = [s.topics.invoke(p) for p in PLUGINS] + [s.topics.results]
     ensure_topics(s, topics)
     yield s
-    remove_test_resources(s, topics)
+    remove_test_resources(s, [*topics, *(s.topics.invoke(p, "high") for p in PLUGINS), s.topics.dlq])
 
 
 class RunnerThread:
@@ -246,4 +246,4 @@ def test_an_output_too_large_for_kafka_is_published_without_it(settings, tmp_pat
     finally:
         reader.close()
         store.close()
-        remove_test_resources(settings, [topic])
+        remove_test_resources(settings, [topic, settings.topics.invoke("big", "high"), settings.topics.dlq])

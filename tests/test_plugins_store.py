@@ -63,3 +63,16 @@ def test_expired_runs_leave_the_index(store):
     store.record(_result("new", "echo", "success", datetime.now(timezone.utc)))
     members = store.client.zrange(store.index_key(), 0, -1)
     assert members == [b"new"]  # the write trimmed entries older than the TTL
+
+
+
+def test_done_and_tried_markers_are_separate(store):
+    """A failed attempt that was retried marks only (id, attempt): the retry itself is not 'done'."""
+    now = datetime.now(timezone.utc)
+    store.record_many([_result("a", "echo", "failed", now)], finals=[False])
+    assert store.seen([("a", 1), ("a", 2)]) == (set(), {("a", 1)})
+    assert [x["attempt"] for x in store.attempts("a")] == [1]
+    assert store.attempts("a")[0]["error"] == {"type": "E", "message": "m", "traceback": None}
+    store.record_many([_result("a", "echo", "success", now).model_copy(update={"attempt": 2})])
+    assert store.seen([("a", 2)]) == ({"a"}, set())
+    assert [x["attempt"] for x in store.attempts("a")] == [1]  # a success is not an attempt summary

@@ -1,0 +1,119 @@
+"""Dead letters: read them back from the DLQ topic and replay them.
+
+The topic is the record (Redis run history expires; the DLQ does not). Listing reads it from the
+start to the current end with a group-less consumer, so it never disturbs anyone's offsets. An
+entry's id is the dead invocation's id; a runner that crashed between publishing an entry and
+committing can publish it twice, so entries are de-duplicated by id (the last copy wins).
+
+Replay publishes the entry's invocation again under a new id derived from the entry id, trigger
+kind `replay`, attempt 1. It is safe to run twice: replayed entries are remembered in Redis
+(<prefix>:dlq:replayed, id -> replay) and skipped, and because the new id is deterministic, even a
+replay repeated after a crash (published, not yet remembered) is the same invocation, which the
+runners' done marker runs only once.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+
+from plugins.store import RunStore
+from schemas.invocation import Invocation, ReplayTrigger, invocation_id_for
+from schemas.kafka_topics import ensure_topics
+from schemas.settings import Settings
+
+READ_TIMEOUT_SECONDS = 30.0
+
+
+def read_entries(settings: Settings, plugin: str | None = None) -> list[dict[str, Any]]:
+    """Every dead letter on the topic (oldest first), de-duplicated by id."""
+    topic = settings.topics.dlq
+    consumer = Consumer(settings.kafka_config(**{
+        "group.id": f"cdcflow-dlq-reader-{uuid.uuid4().hex}", "enable.auto.commit": False,
+        "enable.partition.eof": True}))
+    entries: dict[str, dict[str, Any]] = {}
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None:
+            return []
+        ends: dict[int, int] = {}
+        for p in meta.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high > low:
+                ends[p] = high
+        if not ends:
+            return []
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        remaining = set(ends)
+        deadline = time.monotonic() + READ_TIMEOUT_SECONDS
+        while remaining and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error() is not None:
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    remaining.discard(msg.partition())
+                continue
+            if msg.offset() + 1 >= ends[msg.partition()]:
+                remaining.discard(msg.partition())
+            try:
+                entry = orjson.loads(msg.value() or b"")
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(entry, dict) and entry.get("dlq_id"):
+                entries.pop(entry["dlq_id"], None)  # re-insert: order by the last copy
+                entries[entry["dlq_id"]] = entry
+    finally:
+        consumer.close()
+    return [e for e in entries.values() if plugin is None or e.get("plugin") == plugin]
+
+
+def replayed(store: RunStore, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    ids = list(ids)
+    if not ids:
+        return {}
+    raws = store.client.hmget(store.replayed_key(), ids)
+    return {i: orjson.loads(r) for i, r in zip(ids, raws) if r is not None}
+
+
+def replay_invocation(settings: Settings, entry: dict[str, Any]) -> Invocation:
+    original = Invocation.model_validate(entry["invocation"])
+    now = datetime.now(timezone.utc)
+    new_id = invocation_id_for("dlq-replay", entry["dlq_id"])
+    return Invocation(
+        invocation_id=new_id, plugin=original.plugin, params=original.params, priority=original.priority,
+        attempt=1, created_at=now,
+        trigger=ReplayTrigger(source_topic=settings.topics.dlq, original_invocation_id=entry["dlq_id"], replay_id=new_id),
+    )
+
+
+def replay(settings: Settings, entries: list[dict[str, Any]]) -> list[tuple[dict[str, Any], Invocation | None]]:
+    """Replay the entries not replayed yet; (entry, new invocation) per entry, None for one skipped."""
+    store = RunStore(settings)
+    try:
+        already = replayed(store, [e["dlq_id"] for e in entries])
+        todo = [(e, replay_invocation(settings, e)) for e in entries if e["dlq_id"] not in already]
+        if todo:
+            ensure_topics(settings, {settings.topics.invoke(inv.plugin, inv.priority) for _, inv in todo})
+            producer = Producer(settings.kafka_config(**{"acks": "all", "enable.idempotence": True}))
+            errors: list[str] = []
+            for _, inv in todo:
+                producer.produce(settings.topics.invoke(inv.plugin, inv.priority), key=inv.invocation_id.encode(),
+                                 value=inv.model_dump_json().encode(),
+                                 on_delivery=lambda err, msg: errors.append(str(err)) if err else None)
+            if producer.flush(30) or errors:
+                raise RuntimeError(f"replay not acknowledged by Kafka: {errors or 'flush timed out'}")
+            # Only after Kafka has them: remembering first would lose a replay on a crash in between.
+            store.client.hset(store.replayed_key(), mapping={
+                e["dlq_id"]: orjson.dumps({"replay_id": inv.invocation_id, "replayed_at": time.time()})
+                for e, inv in todo})
+        done = {e["dlq_id"]: inv for e, inv in todo}
+        return [(e, done.get(e["dlq_id"])) for e in entries]
+    finally:
+        store.close()
+

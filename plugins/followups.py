@@ -1,0 +1,55 @@
+"""Publish a message that must be on Kafka before the invocation that caused it is recorded.
+
+A retry or a dead letter replaces the failed attempt's message: only after Kafka acknowledged it
+(acks=all) may the attempt be recorded and its offset committed. The lane thread that ran the
+attempt blocks here for that one round trip; the result sink's delivery thread serves the
+producer's callbacks, so no second poll loop is needed.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+log = logging.getLogger(__name__)
+
+WAIT_SLICE_SECONDS = 0.5
+RETRY_SECONDS = 1.0
+
+
+class FollowupPublisher:
+    def __init__(self, producer: Producer, stop: threading.Event):
+        self.producer = producer
+        self.stop = stop
+
+    def publish(self, topic: str, key: bytes, value: bytes,
+                headers: Sequence[tuple[str, bytes]] = ()) -> bool:
+        """Produce and wait for the acknowledgement; False if the runner stops first (nothing is recorded)."""
+        while True:
+            done = threading.Event()
+            outcome: list[KafkaError | None] = []
+
+            def delivered(err: KafkaError | None, msg: Message) -> None:
+                outcome.append(err)
+                done.set()
+
+            try:
+                self.producer.produce(topic, key=key, value=value, headers=list(headers), on_delivery=delivered)
+            except BufferError:
+                self.producer.poll(0.1)
+                continue
+            except KafkaException as e:
+                log.error("cannot publish to %s: %s; retrying", topic, e)
+                if self.stop.wait(RETRY_SECONDS):
+                    return False
+                continue
+            while not done.wait(WAIT_SLICE_SECONDS):
+                if self.stop.is_set() and not done.wait(5.0):  # give an in-flight ack a moment at shutdown
+                    return False
+            if outcome[0] is None:
+                return True
+            log.error("message to %s not delivered (%s); retrying", topic, outcome[0])
+            if self.stop.wait(RETRY_SECONDS):
+                return False
