@@ -75,7 +75,7 @@ def build_app(config: Config) -> faust.App:
     # Flush requests for debounced rows; same partition count as the row topics, so the flush agent
     # of partition p runs where the debounce table's partition p is (Faust co-partitions them).
     flush_topic_name = f"{settings.streams.app_id}-debounce-flush"
-    ensure_topics(settings, [*row_topics, topics.triggers, *(topics.invoke(p) for p in plugins),
+    ensure_topics(settings, [*row_topics, topics.triggers, *(topics.invoke(p, pr) for p in plugins for pr in ("normal", "high")),
                              *([flush_topic_name] if debouncing else [])])
 
     settings.streams.state_dir.mkdir(parents=True, exist_ok=True)
@@ -100,20 +100,23 @@ def build_app(config: Config) -> faust.App:
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     invoke_topics: dict[str, faust.TopicT] = {}
 
-    def invoke_topic(plugin: str) -> faust.TopicT:
-        if plugin not in invoke_topics:
-            invoke_topics[plugin] = app.topic(topics.invoke(plugin), **raw)
-        return invoke_topics[plugin]
+    def invoke_topic(plugin: str, priority: str = "normal") -> faust.TopicT:
+        # High priority goes to the plugin's `.high` topic, which runners consume ahead of the
+        # normal one, so it never queues behind a backlog in the same partition.
+        name = topics.invoke(plugin, priority)
+        if name not in invoke_topics:
+            invoke_topics[name] = app.topic(name, **raw)
+        return invoke_topics[name]
 
     async def emit(invocation: dict[str, Any]) -> None:
         invocation["created_at"] = datetime.now(timezone.utc).isoformat()
-        await invoke_topic(invocation["plugin"]).send(key=invocation["invocation_id"].encode(), value=orjson.dumps(invocation))
+        await invoke_topic(invocation["plugin"], invocation.get("priority", "normal")).send(key=invocation["invocation_id"].encode(), value=orjson.dumps(invocation))
 
     async def emit_and_wait(invocation: dict[str, Any]) -> None:
         # Waits for Kafka's ack: for emissions followed by a state change that says "done" (the
         # timer's last slot, a debounce entry's deletion), so the state never runs ahead of Kafka.
         invocation["created_at"] = datetime.now(timezone.utc).isoformat()
-        pending = await invoke_topic(invocation["plugin"]).send(
+        pending = await invoke_topic(invocation["plugin"], invocation.get("priority", "normal")).send(
             key=invocation["invocation_id"].encode(), value=orjson.dumps(invocation))
         await pending
 
@@ -144,7 +147,7 @@ def build_app(config: Config) -> faust.App:
                     elif outcome.action == "swap":
                         assert outcome.config is not None and outcome.matcher is not None
                         new_plugins = sorted(outcome.config.rules.plugins())
-                        await asyncio.to_thread(ensure_topics, settings, [topics.invoke(p) for p in new_plugins])
+                        await asyncio.to_thread(ensure_topics, settings, [topics.invoke(p, pr) for p in new_plugins for pr in ("normal", "high")])
                         live.matcher = outcome.matcher
                         if running_timer is not None:
                             running_timer.schedules = [s for s in outcome.config.rules.schedules if s.enabled]

@@ -26,7 +26,8 @@ def test_trigger_refused_and_accepted(stack: None, tmp_path: Path) -> None:
     config = write_config(tmp_path, isolated_config_data("trg", {"schedules": {
         "rare": {"plugin": "echo", "cron": "0 0 1 1 *"}}}))  # makes the worker create echo's topic
     settings = config.settings
-    invoke = settings.topics.invoke("echo")
+    # a high-priority trigger must land on echo's `.high` topic, which runners consume first
+    invoke = settings.topics.invoke("echo", "high")
     ensure_topics(settings, [invoke, settings.topics.triggers])
     worker = Worker(config, tmp_path / "worker.log")
     collector = Collector(config, invoke)
