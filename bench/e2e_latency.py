@@ -10,7 +10,6 @@ echo plugin as its first statement) from the results topic. Prints p50/p90/p99 a
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import statistics
 import subprocess
@@ -19,18 +18,14 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import percentile, stack_up, start_cdcflow  # noqa: E402
 
 import orjson  # noqa: E402
 
 from cdc.checkpoint import CheckpointStore  # noqa: E402
 from tests.support import consume_all, execute, isolated_config_data, mysql, wait_for, write_config  # noqa: E402
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
 def main() -> None:
@@ -40,7 +35,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20)
     args = parser.parse_args()
 
-    subprocess.run([sys.executable, str(ROOT / "stack" / "stack.py"), "up"], check=True, stdout=subprocess.DEVNULL)
+    stack_up()
     rules = {"monitored_tables": {"pings": {"triggers": ["echo"], "operations": ["INSERT"],
                                             "params": {"message": "{after.id}"}}}}
     data = isolated_config_data("bench", rules)
@@ -49,11 +44,7 @@ def main() -> None:
     execute([f"CREATE DATABASE {db}", f"CREATE TABLE {db}.pings (id INT PRIMARY KEY, note VARCHAR(20))"])
     workdir = Path(tempfile.mkdtemp(prefix="cdcflow-bench-"))
     config = write_config(workdir, data)
-    log_path = workdir / "pipeline.log"
-    env = {**os.environ, "CDCFLOW_LOG_LEVEL": "WARNING"}
-    with log_path.open("wb") as log:
-        pipeline = subprocess.Popen([sys.executable, "-m", "schemas.cli", "--config", str(config.path), "run"],
-                                    cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+    pipeline = start_cdcflow(config.path, "run", log_path=workdir / "pipeline.log")
     try:
         wait_for(lambda: CheckpointStore(config.settings).load(), 120, 0.5, "the reader to start")
         conn = mysql(db)

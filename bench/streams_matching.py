@@ -13,14 +13,14 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import stack_up, start_cdcflow  # noqa: E402
 
 import orjson  # noqa: E402
 from confluent_kafka import Consumer, Producer  # noqa: E402
@@ -52,7 +52,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=200_000)
     args = parser.parse_args()
-    subprocess.run([sys.executable, str(ROOT / "stack" / "stack.py"), "up"], check=True, stdout=subprocess.DEVNULL)
+    stack_up()
     workdir = Path(tempfile.mkdtemp(prefix="cdcflow-bench-"))
     config = write_config(workdir, isolated_config_data("bmatch", rules()))
     settings = config.settings
@@ -78,10 +78,7 @@ def main() -> None:
     producer.flush(120)
     print(f"produced {args.events} row changes in {time.perf_counter() - started:.1f}s", file=sys.stderr)
 
-    log = (workdir / "worker.log").open("wb")
-    worker = subprocess.Popen([sys.executable, "-m", "schemas.cli", "--config", str(config.path), "streams", "worker"],
-                              cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                              env={**os.environ, "CDCFLOW_LOG_LEVEL": "WARNING"})
+    worker = start_cdcflow(config.path, "streams", "worker", log_path=workdir / "worker.log")
     consumer = Consumer(settings.kafka_config(**{"group.id": f"bench-{os.getpid()}", "auto.offset.reset": "earliest"}))
     consumer.subscribe([invoke])
     count, first, last = 0, 0.0, 0.0

@@ -12,15 +12,15 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import percentile, stack_up, start_cdcflow  # noqa: E402
 
 import orjson  # noqa: E402
 from confluent_kafka import Consumer  # noqa: E402
@@ -29,18 +29,13 @@ from schemas.kafka_topics import ensure_topics  # noqa: E402
 from tests.support import isolated_config_data, write_config  # noqa: E402
 
 
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fires", type=int, default=150, help="fires to measure (>= 100)")
     parser.add_argument("--interval", type=float, default=0.2, help="seconds between fires")
     parser.add_argument("--skip", type=int, default=5, help="first fires ignored (start-up)")
     args = parser.parse_args()
-    subprocess.run([sys.executable, str(ROOT / "stack" / "stack.py"), "up"], check=True, stdout=subprocess.DEVNULL)
+    stack_up()
     workdir = Path(tempfile.mkdtemp(prefix="cdcflow-bench-"))
     config = write_config(workdir, isolated_config_data("btimer", {"schedules": {
         "tick": {"plugin": "echo", "interval_seconds": args.interval, "params": {"message": "tick"},
@@ -48,10 +43,7 @@ def main() -> None:
                  "max_instances": 1_000_000}}}))
     invoke = config.settings.topics.invoke("echo")
     ensure_topics(config.settings, [invoke])
-    log = (workdir / "worker.log").open("wb")
-    worker = subprocess.Popen([sys.executable, "-m", "schemas.cli", "--config", str(config.path), "streams", "worker"],
-                              cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                              env={**os.environ, "CDCFLOW_LOG_LEVEL": "WARNING"})
+    worker = start_cdcflow(config.path, "streams", "worker", log_path=workdir / "worker.log")
     consumer = Consumer(config.settings.kafka_config(**{"group.id": f"bench-{os.getpid()}",
                                                         "auto.offset.reset": "earliest"}))
     consumer.subscribe([invoke])

@@ -9,16 +9,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pymysql
 import redis
 import yaml
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
 from plugins.pool import WorkerPool, WorkerSpec
 from plugins.registry import LoadedPlugin, load_plugin
 from plugins.venvs import ensure_venv, venv_python
 from schemas.config import Config, load_config, parse_settings
+from schemas.invocation import invocation_id_for
 from schemas.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -134,3 +136,38 @@ def remove_test_resources(settings: Settings, topics: list[str]) -> None:
     if keys:
         client.delete(*keys)
     client.close()
+
+
+def produce_row_changes(producer: Producer, topic: str, rows: int, changes: int, pause: float,
+                        expected: list[str], rule: str = "r", plugin: str = "echo") -> None:
+    """`changes` rounds of one update per row of shop.orders, with increasing binlog positions.
+
+    Appends to `expected` the invocation id each change must yield (rule, plugin, event id), as it
+    goes, so a test can compare while the stream still runs.
+    """
+    pos = 1000
+    for n in range(changes):
+        for row in range(rows):
+            pos += 10
+            event_id = f"1:mysql-bin.000001:{pos}:0"
+            expected.append(invocation_id_for("cdc", rule, plugin, event_id))
+            producer.produce(topic, key=orjson.dumps({"id": row}), value=orjson.dumps({
+                "before": None, "after": {"id": row, "n": n}, "op": "u", "ts_ms": 1, "event_id": event_id,
+                "source": {"db": "shop", "table": "orders"}}))
+        producer.flush(10)
+        time.sleep(pause)
+
+
+@contextmanager
+def items_config(tag: str, directory: Path) -> Iterator[Config]:
+    """An isolated config whose one rule watches a fresh `items (id INT PRIMARY KEY)` table;
+    the database and the test's Redis keys are removed afterwards."""
+    data = isolated_config_data(tag, {"monitored_tables": {"items": {"triggers": ["echo"]}}})
+    db = data["mysql"]["database"]
+    execute([f"CREATE DATABASE {db}", f"CREATE TABLE {db}.items (id INT PRIMARY KEY)"])
+    config = write_config(directory, data)
+    try:
+        yield config
+    finally:
+        execute(f"DROP DATABASE IF EXISTS {db}")
+        remove_test_resources(config.settings, [])

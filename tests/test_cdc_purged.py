@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -21,21 +22,16 @@ from cdc.errors import PositionLost
 from cdc.reader import BinlogReader
 from schemas.config import Config
 from tests.support import (
-    REPO_ROOT, consume_all, execute, isolated_config_data, mysql, remove_test_resources, wait_for, write_config,
+    REPO_ROOT, consume_all, execute, items_config, mysql, wait_for,
 )
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def config(stack: None, tmp_path: Path) -> Config:
-    data = isolated_config_data("purged", {"monitored_tables": {"items": {"triggers": ["echo"]}}})
-    db = data["mysql"]["database"]
-    execute([f"CREATE DATABASE {db}", f"CREATE TABLE {db}.items (id INT PRIMARY KEY)"])
-    config = write_config(tmp_path, data)
-    yield config
-    execute(f"DROP DATABASE IF EXISTS {db}")
-    remove_test_resources(config.settings, [])  # the reader's status key
+def config(stack: None, tmp_path: Path) -> Iterator[Config]:
+    with items_config("purged", tmp_path) as config:
+        yield config
 
 
 def server_gtid() -> tuple[int, int, int]:

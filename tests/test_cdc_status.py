@@ -4,6 +4,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -11,21 +12,16 @@ import pytest
 
 from cdc.status import read_status
 from schemas.config import Config
-from tests.support import REPO_ROOT, execute, isolated_config_data, remove_test_resources, wait_for, write_config
+from tests.support import REPO_ROOT, execute, items_config, wait_for
 from tests.test_cdc_reader import ReaderThread
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def config(stack: None, tmp_path: Path) -> Config:
-    data = isolated_config_data("status", {"monitored_tables": {"items": {"triggers": ["echo"]}}})
-    db = data["mysql"]["database"]
-    execute([f"CREATE DATABASE {db}", f"CREATE TABLE {db}.items (id INT PRIMARY KEY)"])
-    config = write_config(tmp_path, data)
-    yield config
-    execute(f"DROP DATABASE IF EXISTS {db}")
-    remove_test_resources(config.settings, [])
+def config(stack: None, tmp_path: Path) -> Iterator[Config]:
+    with items_config("status", tmp_path) as config:
+        yield config
 
 
 def cli_status(config: Config, *args: str) -> subprocess.CompletedProcess:

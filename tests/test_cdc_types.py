@@ -6,14 +6,12 @@ is then its own test. Values are written with sql_mode='' so zero dates and inva
 from __future__ import annotations
 
 import base64
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
 from cdc.libfixes import time2_from_bytes
-from schemas.config import Config
 from tests.support import (
     consume_all, execute, isolated_config_data, mysql, remove_test_resources, wait_for, write_config,
 )

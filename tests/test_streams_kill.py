@@ -7,13 +7,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import orjson
 import pytest
 from confluent_kafka import Producer
 
-from schemas.invocation import invocation_id_for
 from schemas.kafka_topics import ensure_topics
-from tests.support import isolated_config_data, remove_test_resources, wait_for, write_config
+from tests.support import (isolated_config_data, produce_row_changes, remove_test_resources, wait_for,
+                           write_config)
 from tests.test_streams_debounce import Collector
 from tests.test_streams_schedules import Worker
 
@@ -35,17 +34,7 @@ def test_kill_9_mid_stream_loses_and_doubles_nothing(stack: None, tmp_path: Path
     expected: list[str] = []
 
     def produce() -> None:
-        pos = 1000
-        for n in range(CHANGES):
-            for row in range(ROWS):
-                pos += 10
-                event_id = f"1:mysql-bin.000001:{pos}:0"
-                expected.append(invocation_id_for("cdc", "r", "echo", event_id))
-                producer.produce(source, key=orjson.dumps({"id": row}), value=orjson.dumps({
-                    "before": None, "after": {"id": row, "n": n}, "op": "u", "ts_ms": 1, "event_id": event_id,
-                    "source": {"db": "shop", "table": "orders"}}))
-            producer.flush(10)
-            time.sleep(0.02)
+        produce_row_changes(producer, source, ROWS, CHANGES, 0.02, expected)
 
     worker.start()
     try:

@@ -9,13 +9,13 @@ from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import orjson
 import pytest
 from confluent_kafka import Producer
 
 from schemas.invocation import invocation_id_for
 from schemas.kafka_topics import ensure_topics
-from tests.support import isolated_config_data, remove_test_resources, wait_for, write_config
+from tests.support import (isolated_config_data, produce_row_changes, remove_test_resources, wait_for,
+                           write_config)
 from tests.test_streams_debounce import Collector
 from tests.test_streams_schedules import Worker
 
@@ -48,17 +48,7 @@ def test_two_workers_and_rebalances_lose_and_double_nothing(stack: None, tmp_pat
     expected: list[str] = []
 
     def produce() -> None:
-        pos = 1000
-        for n in range(CHANGES):
-            for row in range(ROWS):
-                pos += 10
-                event_id = f"1:mysql-bin.000001:{pos}:0"
-                expected.append(invocation_id_for("cdc", "r", "echo", event_id))
-                producer.produce(source, key=orjson.dumps({"id": row}), value=orjson.dumps({
-                    "before": None, "after": {"id": row, "n": n}, "op": "u", "ts_ms": 1, "event_id": event_id,
-                    "source": {"db": "shop", "table": "orders"}}))
-            producer.flush(10)
-            time.sleep(0.06)
+        produce_row_changes(producer, source, ROWS, CHANGES, 0.06, expected)
 
     def cdc() -> list[dict]:
         return [m for m in collector.poll() if m["trigger"]["kind"] == "cdc"]

@@ -1,0 +1,28 @@
+"""What every benchmark script needs: the local stack up, a cdcflow command started, percentiles."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def stack_up() -> None:
+    subprocess.run([sys.executable, str(ROOT / "stack" / "stack.py"), "up"], check=True, stdout=subprocess.DEVNULL)
+
+
+def start_cdcflow(config_path: Path, *args: str, log_path: Path) -> subprocess.Popen[bytes]:
+    """`cdcflow --config CONFIG ARGS...` in the background, logging at WARNING into `log_path`."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen([sys.executable, "-m", "schemas.cli", "--config", str(config_path), *args],
+                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "CDCFLOW_LOG_LEVEL": "WARNING"})
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
