@@ -182,12 +182,17 @@ def build_app(config: Config) -> faust.App:
                     log.error("skipping malformed row change at %s[%d]@%d: %s",
                               message.topic, message.partition, message.offset, e)
                     continue
+                matches = live.matcher.match(change)
+                if not matches:
+                    # Most changes match no rule: they need no de-duplication state, so skip the
+                    # table read and the write (and its changelog message) on that common path.
+                    continue
                 row_key = f"{source.get('db')}.{source.get('table')}|{(event.key or b'').decode()}"
                 if is_duplicate(last_position.get(row_key), event_id):
                     log.debug("duplicate row change %s dropped", event_id)
                     continue
                 held: dict[str, tuple[int, list[dict[str, Any]]]] = {}
-                for planned in live.matcher.match(change):
+                for planned in matches:
                     if planned.debounce_ms:
                         rule = planned.invocation["trigger"]["rule"]
                         held.setdefault(rule, (planned.debounce_ms, []))[1].append(planned.invocation)
