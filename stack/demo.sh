@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: installs and starts the stack, runs the whole pipeline with the
-# bundled config and plugins, writes a demo row and shows the plugin's result.
+# bundled config and plugins, then a live view of rows being written, the plugin runs they trigger,
+# a schedule firing and a manual trigger, each with its timing (stack/demo.py; --keep to stay).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/stack/bootstrap.sh"
