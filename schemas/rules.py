@@ -84,6 +84,10 @@ class ScheduleSpec(BaseModel):
 class Schedule(ScheduleSpec):
     name: str
 
+    def timing(self) -> str:
+        """What decides the slots (cron/interval/at and timezone); a change of it restarts the count from now."""
+        return f"cron={self.cron} interval={self.interval_seconds} at={self.at} tz={self.timezone}"
+
 
 class RulesConfig(BaseModel):
     """Rules and schedules, normalized: each rule knows its db and table and has a unique name."""

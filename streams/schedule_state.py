@@ -24,6 +24,16 @@ TICKS_KEPT = 200
 RECENT_KEPT = 50
 
 
+# Stores the timing on first sight; on a change, stores it and restarts anchor and last; returns the old one.
+_SYNC_TIMING = """
+local old = redis.call('HGET', KEYS[1], 'timing')
+if old == ARGV[1] then return false end
+if not old then redis.call('HSET', KEYS[1], 'timing', ARGV[1]) return false end
+redis.call('HSET', KEYS[1], 'timing', ARGV[1], 'anchor', ARGV[2], 'last', ARGV[2])
+return old
+"""
+
+
 @dataclass
 class ScheduleState:
     anchor: datetime | None = None
@@ -72,6 +82,18 @@ class ScheduleStore:
         raw = self.client.hget(self.key(name), "anchor")
         assert raw is not None
         return datetime.fromisoformat(raw.decode())
+
+    def sync_timing(self, name: str, timing: str, now: datetime) -> str | None:
+        """Record the schedule's timing; if it differs from the stored one, restart anchor and last at `now`.
+
+        Slots of an old definition say nothing about the new one: without this, changing a daily cron
+        to an hourly one would count every hourly slot since the last daily fire as missed (or run
+        them, within the grace time). APScheduler's reschedule_job also counts from now. Returns the
+        previous timing when it changed, else None. Atomic, so two workers agree.
+        """
+        stamp = now.astimezone(timezone.utc).replace(microsecond=0).isoformat()
+        previous = self.client.eval(_SYNC_TIMING, 1, self.key(name), timing, stamp)
+        return previous.decode() if previous else None
 
     def outstanding(self, recent: list[str]) -> list[str]:
         """Invocations of `recent` that have no result yet (no done marker)."""

@@ -60,6 +60,7 @@ class ScheduleTimer:
         self.clock = clock
         self.max_sleep = max_sleep
         self.lateness_ms: list[float] = []  # emission time - slot time, for the lateness benchmark
+        self._synced_timing: dict[str, str] = {}  # name -> timing already checked against Redis
 
     async def tick(self) -> float:
         """Handle every due slot of every schedule; return seconds until the next due slot."""
@@ -77,6 +78,13 @@ class ScheduleTimer:
         return max(0.0, wait)
 
     async def _tick_one(self, schedule: Schedule, now: datetime) -> datetime | None:
+        timing = schedule.timing()
+        if self._synced_timing.get(schedule.name) != timing:
+            previous = self.store.sync_timing(schedule.name, timing, now)
+            if previous:
+                log.warning("schedule %s: timing changed (%s -> %s); counting slots from now, earlier ones "
+                            "are neither run nor reported missed", schedule.name, previous, timing)
+            self._synced_timing[schedule.name] = timing
         state = self.store.load(schedule.name)
         anchor = state.anchor or self.store.ensure_anchor(schedule.name, now)
         if state.paused:

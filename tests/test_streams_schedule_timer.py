@@ -63,3 +63,40 @@ def test_a_failed_emit_is_retried_with_the_same_id_and_other_schedules_still_fir
     clock.now = T0 + timedelta(seconds=19.99)
     assert asyncio.run(timer.tick()) == pytest.approx(0.01, abs=1e-6)  # sleeps exactly until the next slot
     assert len(sent) == 2
+
+
+def test_a_changed_timing_counts_from_now_instead_of_catching_up_old_slots(store: ScheduleStore) -> None:
+    def schedules(timing: dict[str, Any]):
+        spec = {"plugin": "p", "misfire_grace_time": None, "coalesce": False, "max_instances": 10, **timing}
+        return parse_rules({"schedules": {"s": spec}}, "t.yaml", "db").schedules
+
+    sent: list[dict[str, Any]] = []
+
+    async def emit(invocation: dict[str, Any]) -> None:
+        sent.append(invocation)
+
+    clock = Clock()
+    daily = ScheduleTimer(schedules({"cron": "0 2 * * *"}), store, emit, clock=clock)
+    asyncio.run(daily.tick())  # anchors at T0 (00:00)
+    clock.now = T0 + timedelta(hours=2, seconds=1)
+    asyncio.run(daily.tick())
+    assert [i["trigger"]["fire_time"] for i in sent] == ["2026-01-01T02:00:00+00:00"]
+
+    # Ten hours later the cron becomes hourly: with no grace limit, the old state would run all ten
+    # hourly slots since 02:00. The new timing starts counting at the change instead.
+    clock.now = T0 + timedelta(hours=12, minutes=30)
+    hourly = ScheduleTimer(schedules({"cron": "0 * * * *"}), store, emit, clock=clock)
+    asyncio.run(hourly.tick())
+    assert len(sent) == 1
+    state = store.load("s")
+    assert state.anchor == state.last == T0 + timedelta(hours=12, minutes=30)
+    clock.now = T0 + timedelta(hours=13, seconds=1)
+    asyncio.run(hourly.tick())
+    assert [i["trigger"]["fire_time"] for i in sent][1:] == ["2026-01-01T13:00:00+00:00"]
+
+    # Same timing again (a restart, or a params-only edit): nothing is reset.
+    again = ScheduleTimer(schedules({"cron": "0 * * * *"}), store, emit, clock=clock)
+    clock.now = T0 + timedelta(hours=14, seconds=1)
+    asyncio.run(again.tick())
+    assert [i["trigger"]["fire_time"] for i in sent][2:] == ["2026-01-01T14:00:00+00:00"]
+    assert store.load("s").anchor == T0 + timedelta(hours=12, minutes=30)
