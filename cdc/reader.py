@@ -114,6 +114,8 @@ def connection_settings(settings: Settings) -> dict[str, Any]:
         "password": settings.mysql.password.get_secret_value(),
         "charset": "utf8mb4",
         "connect_timeout": 10,
+        "read_timeout": settings.mysql.read_timeout_s,
+        "write_timeout": settings.mysql.read_timeout_s,
     }
 
 

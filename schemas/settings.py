@@ -33,6 +33,9 @@ class MySQLSettings(BaseModel):
     database: str = Field(default="cdcflow_demo", description="db of rules that name a bare table")
     server_id: int = Field(default=4711, description="this reader's replica server_id; unique per reader")
     is_mariadb: bool | None = Field(default=None, description="None = detect from the server version")
+    # The binlog connection gets a heartbeat every second when idle, so silence this long means the
+    # network dropped without closing the connection: the read fails and the reader reconnects.
+    read_timeout_s: float = Field(default=15.0, gt=1.0, description="seconds of silence before reconnecting")
 
 
 class RedisSettings(BaseModel):
