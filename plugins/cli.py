@@ -5,6 +5,7 @@ import getpass
 import json
 import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 import click
@@ -184,6 +185,27 @@ def plugins_watch(interval: float) -> None:
         pass
 
 
+@plugins_group.command("new")
+@click.argument("name")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+              help="where to create it; default: the first of runners.plugin_dirs")
+def plugins_new(name: str, directory: Path | None) -> None:
+    """Scaffold a plugin folder NAME (plugin.json, main.py with the entry function and hooks, README.md)."""
+    from plugins.scaffold import ScaffoldError, scaffold_plugin
+
+    if directory is None:
+        dirs = _settings().runners.plugin_dirs
+        if not dirs:
+            raise click.UsageError("no runners.plugin_dirs configured; pass --dir")
+        directory = Path(dirs[0])
+    try:
+        folder = scaffold_plugin(name, directory)
+    except ScaffoldError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"created {folder} (plugin.json, main.py, README.md)")
+    click.echo(f"try it: cdcflow plugins test {name} -p message=hello")
+
+
 @plugins_group.command("test")
 @click.argument("name")
 @click.option("-p", "--param", "pairs", multiple=True, metavar="KEY=VALUE", help="a parameter (repeatable)")
@@ -242,14 +264,22 @@ def _store():
 @runs.command("list")
 @click.option("--plugin", help="only this plugin's runs")
 @click.option("--status", type=click.Choice(["success", "failed", "timeout", "rejected", "skipped"]))
+@click.option("--since", "since", metavar="WHEN", help="only runs finished since WHEN: ISO time (UTC unless it "
+              "has an offset) or a duration ago like 90s, 30m, 2h, 1d, 1h30m")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10000))
 @click.option("--json", "as_json", is_flag=True, help="one Result JSON per line")
-def runs_list(plugin: str | None, status: str | None, limit: int, as_json: bool) -> None:
+def runs_list(plugin: str | None, status: str | None, since: str | None, limit: int, as_json: bool) -> None:
     """Most recent runs first."""
     import redis
 
+    from plugins.since import parse_since
+
     try:
-        results = _store().list(plugin=plugin, status=status, limit=limit)
+        since_ts = parse_since(since).timestamp() if since else None
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--since") from None
+    try:
+        results = _store().list(plugin=plugin, status=status, limit=limit, since=since_ts)
     except redis.RedisError as e:
         raise click.ClickException(f"cannot read run history from Redis: {e}") from None
     if as_json:

@@ -178,13 +178,19 @@ class RunStore:
         raw = self.get_raw(invocation_id)
         return Result.model_validate_json(raw) if raw is not None else None
 
-    def list(self, plugin: str | None = None, status: str | None = None, limit: int = 20) -> list[Result]:
-        """Newest first. Uses the narrowest index and filters the other criterion client-side."""
+    def list(self, plugin: str | None = None, status: str | None = None, limit: int = 20,
+             since: float | None = None) -> list[Result]:
+        """Newest first, finished at or after `since` (epoch seconds) if given.
+
+        Uses the narrowest index (its score is the finish time, so `since` is a range bound) and
+        filters the other criterion client-side.
+        """
         index = self.index_key(plugin=plugin) if plugin is not None else self.index_key(status=status)
+        low = repr(since) if since is not None else "-inf"
         out: list[Result] = []
         start, page = 0, max(limit * 2, 50)
         while len(out) < limit:
-            ids = self.client.zrevrange(index, start, start + page - 1)
+            ids = self.client.zrevrangebyscore(index, "+inf", low, start=start, num=page)
             if not ids:
                 break
             start += page

@@ -76,3 +76,54 @@ def test_done_and_tried_markers_are_separate(store):
     store.record_many([_result("a", "echo", "success", now).model_copy(update={"attempt": 2})])
     assert store.seen([("a", 2)]) == ({"a"}, set())
     assert [x["attempt"] for x in store.attempts("a")] == [1]  # a success is not an attempt summary
+
+
+def test_parse_since_durations_and_iso_times():
+    from plugins.since import parse_since
+
+    now = datetime(2026, 1, 2, 12, 0, tzinfo=timezone.utc)
+    assert parse_since("2h", now) == now - timedelta(hours=2)
+    assert parse_since("1h30m", now) == now - timedelta(minutes=90)
+    assert parse_since("45s", now) == now - timedelta(seconds=45)
+    assert parse_since("1d", now) == now - timedelta(days=1)
+    assert parse_since("2026-01-02T10:00:00", now) == datetime(2026, 1, 2, 10, tzinfo=timezone.utc)
+    assert parse_since("2026-01-02T10:00:00+02:00", now) == datetime(2026, 1, 2, 8, tzinfo=timezone.utc)
+    for bad in ("yesterday", "2x", "-2h", ""):
+        with pytest.raises(ValueError, match="neither a duration"):
+            parse_since(bad, now)
+
+
+def test_runs_list_since(stack, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from schemas.cli import cli
+    from tests.support import isolated_config_data, write_config
+
+    cfg = write_config(tmp_path, isolated_config_data("since"))
+    store = RunStore(cfg.settings)
+    now = datetime.now(timezone.utc)
+    ages = {"h3": timedelta(hours=3), "m90": timedelta(minutes=90), "m10": timedelta(minutes=10),
+            "m1": timedelta(minutes=1)}
+    store.record_many([_result(i, "echo", "failed" if i == "m10" else "success", now - age) for i, age in ages.items()])
+    try:
+        def listed(*args: str) -> list[str]:
+            out = CliRunner().invoke(cli, ["-c", str(cfg.path), "runs", "list", "--json", *args])
+            assert out.exit_code == 0, out.output
+            return [json.loads(line)["invocation_id"] for line in out.stdout.splitlines()]
+
+        assert listed() == ["m1", "m10", "m90", "h3"]
+        assert listed("--since", "2h") == ["m1", "m10", "m90"]
+        assert listed("--since", "30m") == ["m1", "m10"]
+        assert listed("--since", "30m", "--plugin", "echo", "--status", "success") == ["m1"]
+        assert listed("--since", "30m", "--status", "failed") == ["m10"]
+        iso = (now - timedelta(minutes=100)).replace(tzinfo=None).isoformat()  # naive = UTC
+        assert listed("--since", iso) == ["m1", "m10", "m90"]
+        assert listed("--since", "1s") == []
+
+        out = CliRunner().invoke(cli, ["-c", str(cfg.path), "runs", "list", "--since", "last tuesday"])
+        assert out.exit_code == 2 and "--since" in out.output and "neither a duration" in out.output, out.output
+    finally:
+        store.close()
+        remove_test_resources(cfg.settings, [])
