@@ -143,7 +143,7 @@ def test_bundled_examples_load():
 
     found = discover([EXAMPLES_DIR])
     assert found.problems == []
-    assert {"echo", "data_processor"} <= set(found.plugins)
+    assert {"echo", "data_processor", "hot_reload_demo", "es_indexer"} <= set(found.plugins)
     assert found.plugins["data_processor"].manifest.dependencies
 
 
