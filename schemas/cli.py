@@ -25,6 +25,8 @@ SUBCOMMANDS: dict[str, str] = {
     "runs": "plugins.cli:runs",
     "dlq": "plugins.cli:dlq",
     "run": "schemas.supervisor:run",
+    "replay": "streams.ops_cli:replay",
+    "tail": "streams.ops_cli:tail",
 }
 
 

@@ -44,6 +44,10 @@ class ReplayTrigger(BaseModel):
     original_invocation_id: str | None = None
     original_event_id: str | None = None
     replay_id: str
+    # Of a re-matched row change (`cdcflow replay` of a cdc topic): the rule that matched it now.
+    rule: str | None = None
+    table: str | None = None
+    op: str | None = None
 
 
 class RetryTrigger(BaseModel):

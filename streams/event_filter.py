@@ -1,0 +1,140 @@
+"""Filters of `replay` and `tail`: table, operation, plugin, rule, status and `--where` conditions.
+
+A `--where` condition is `FIELD OP VALUE` with OP one of `= != > >= < <= ~` (~: regex search) and VALUE
+read as YAML (`true`, `12`, `null`, `paid`). It compiles to the rules' own condition language
+(streams/conditions.py), so `after.is_valid=true` means on the command line what it means in a rule:
+on a row change, a bare column is the row (after; before for a delete) and `before.`/`after.` pick the
+image. On other events (invocations, results, dead letters) FIELD is a dotted path into the JSON,
+e.g. `params.teacher_id=7` or `trigger.kind=schedule`.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from schemas.row_change import OPERATION_TO_OP
+from streams.conditions import ConditionError, Predicate, compile_conditions
+from streams.events import EventFacts
+
+WHERE = re.compile(r"^\s*([A-Za-z_][\w.\-]*)\s*(!=|>=|<=|==|=|>|<|~)\s*(.*?)\s*$", re.S)
+OPERATOR_OF = {"=": None, "==": None, "!=": "ne", ">": "gt", ">=": "gte", "<": "lt", "<=": "lte", "~": "regex"}
+
+
+class FilterError(ValueError):
+    """A filter the user typed that cannot be understood; the message names it."""
+
+
+def parse_where(text: str) -> dict[str, Any]:
+    """One `--where` condition as a rules condition mapping."""
+    m = WHERE.match(text)
+    if not m:
+        raise FilterError(f"--where {text!r}: expected FIELD OP VALUE with OP one of = != > >= < <= ~ "
+                          "(e.g. after.is_valid=true)")
+    key, op, raw = m.groups()
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        value = raw
+    if op == "~":
+        value = raw  # a pattern is text, whatever YAML makes of it
+    operator = OPERATOR_OF[op]
+    if operator is None:
+        return {key: {"is_null": True}} if value is None else {key: value}
+    if operator == "ne" and value is None:
+        return {key: {"is_null": False}}
+    return {key: {operator: value}}
+
+
+def compile_where(conditions: Iterable[str]) -> Predicate | None:
+    specs = [parse_where(c) for c in conditions]
+    if not specs:
+        return None
+    try:
+        return compile_conditions({"all": specs} if len(specs) > 1 else specs[0], "--where")
+    except ConditionError as e:
+        raise FilterError(str(e)) from None
+
+
+def flatten(value: Any, prefix: str = "", out: dict[str, Any] | None = None) -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a": {"b": 1}, "a.b": 1}: every dotted path as a column."""
+    out = {} if out is None else out
+    if isinstance(value, dict):
+        for k, v in value.items():
+            path = f"{prefix}.{k}" if prefix else str(k)
+            out[path] = v
+            flatten(v, path, out)
+    return out
+
+
+def normalise_ops(ops: Iterable[str]) -> frozenset[str]:
+    out = set()
+    for item in ops:
+        for op in item.split(","):
+            op = op.strip()
+            if not op:
+                continue
+            if op.upper() in OPERATION_TO_OP:
+                out.add(OPERATION_TO_OP[op.upper()])
+            elif op.lower() in ("c", "u", "d", "r"):
+                out.add(op.lower())
+            else:
+                raise FilterError(f"--op {op!r}: expected INSERT, UPDATE, DELETE, READ or c, u, d, r")
+    return frozenset(out)
+
+
+def _split(values: Iterable[str]) -> frozenset[str]:
+    return frozenset(v.strip() for item in values for v in item.split(",") if v.strip())
+
+
+@dataclass
+class EventFilter:
+    tables: frozenset[str] = frozenset()
+    ops: frozenset[str] = frozenset()
+    plugins: frozenset[str] = frozenset()
+    rules: frozenset[str] = frozenset()
+    statuses: frozenset[str] = frozenset()
+    where: list[str] = field(default_factory=list)
+    _predicate: Predicate | None = None
+
+    @classmethod
+    def build(cls, tables: Iterable[str] = (), ops: Iterable[str] = (), plugins: Iterable[str] = (),
+              rules: Iterable[str] = (), statuses: Iterable[str] = (), where: Iterable[str] = ()) -> "EventFilter":
+        where = list(where)
+        return cls(_split(tables), normalise_ops(ops), _split(plugins), _split(rules), _split(statuses), where,
+                   compile_where(where))
+
+    def describe(self) -> dict[str, Any]:
+        """The filter as plain data (part of a replay's identity)."""
+        return {"tables": sorted(self.tables), "ops": sorted(self.ops), "plugins": sorted(self.plugins),
+                "rules": sorted(self.rules), "statuses": sorted(self.statuses), "where": self.where}
+
+    def table_matches(self, table: str | None) -> bool:
+        if not self.tables:
+            return True
+        if table is None:
+            return False
+        return table in self.tables or table.rpartition(".")[2] in self.tables
+
+    def accepts(self, f: EventFacts, *, check_plugin_rule: bool = True) -> bool:
+        """Every given filter holds. `check_plugin_rule=False`: a row change's plugin and rule are
+        known only after matching, so the caller checks them on the planned invocations."""
+        if not self.table_matches(f.table):
+            return False
+        if self.ops and f.op not in self.ops:
+            return False
+        if check_plugin_rule:
+            if self.plugins and f.plugin not in self.plugins:
+                return False
+            if self.rules and f.rule not in self.rules:
+                return False
+        if self.statuses and f.status not in self.statuses:
+            return False
+        if self._predicate is not None:
+            if f.kind == "row_change":
+                return self._predicate(f.value.get("before"), f.value.get("after"))
+            return self._predicate(None, flatten(f.value) if isinstance(f.value, dict) else {})
+        return True

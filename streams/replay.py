@@ -1,0 +1,328 @@
+"""`cdcflow replay`: re-feed a range of a pipeline topic, filtered, to the pipeline or another topic.
+
+Into the pipeline, without the Faust app: a row change is matched here against the *current* rules
+(streams/matcher.py, the worker's own code), and each invocation it yields is published straight
+to its plugin's topic; an invocation (or a dead letter's, or a manual trigger request) is published
+again as it was. Going through the app would not work: its de-duplication table holds each row's
+last binlog position, so it drops every replayed change as already seen.
+
+Replayed invocations have trigger kind `replay`, the original invocation and event ids, and a new
+id derived from (replay id, original id): new, so the runners' done markers do not swallow them;
+deterministic, so a replay sent twice is one run.
+
+Exactly once per replay id, even across a kill -9: each batch's messages and the source offsets
+reached are committed in one Kafka transaction (transactional id and consumer group
+`cdcflow-replay-<replay id>`); a re-run resumes from the committed offsets, and the open
+transaction of a killed run is aborted, so read-committed consumers (the runners; librdkafka's
+default) never see its messages. The plan (topic, filters, target and the resolved range, whose end
+is fixed when first resolved) is kept in Redis under the replay id, so a re-run covers exactly the
+same messages. The replay id is `--replay-id` or derived from the topic, target, filters and the
+resolved start offsets: re-running the same command resumes the same replay.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+import orjson
+import redis
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from schemas.invocation import Invocation, ReplayTrigger, invocation_id_for
+from schemas.kafka_topics import ensure_topics
+from schemas.settings import Settings
+from streams.event_filter import EventFilter
+from streams.events import EventFacts, facts
+from streams.matcher import Matcher
+from streams.replay_range import PartitionRange
+
+Target = Literal["pipeline", "topic", "print"]
+REPLAY_ID_HEADER = "cdcflow-replay-id"
+REPLAY_SOURCE_HEADER = "cdcflow-replay-source"
+TRANSACTION_TIMEOUT = 60.0
+
+
+class ReplayError(RuntimeError):
+    """The replay cannot start or stopped; the message says why and how to go on."""
+
+
+@dataclass
+class ReplaySpec:
+    topic: str
+    target: Target
+    filter: EventFilter
+    to_topic: str | None = None
+    rate: float | None = None  # source messages per second; None = as fast as possible
+    batch_size: int = 500
+    dry_run: bool = False  # count what the target would get, send nothing
+
+    @property
+    def sending(self) -> bool:
+        return self.target in ("pipeline", "topic") and not self.dry_run
+
+    def identity(self) -> dict[str, Any]:
+        """What must be the same for a re-run to continue a replay (the range comes on top)."""
+        return {"topic": self.topic, "target": self.target, "to_topic": self.to_topic, "filter": self.filter.describe()}
+
+
+def derive_replay_id(spec: ReplaySpec, ranges: list[PartitionRange]) -> str:
+    payload = orjson.dumps({**spec.identity(), "start": {str(r.partition): r.start for r in ranges}},
+                           option=orjson.OPT_SORT_KEYS)
+    return "replay-" + hashlib.sha256(payload).hexdigest()[:16]
+
+
+@dataclass
+class Output:
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+@dataclass
+class ReplayCounts:
+    scanned: int = 0  # source messages read in the range
+    selected: int = 0  # passed the filters
+    sent: int = 0  # messages produced (invocations or copies)
+    skipped: dict[str, int] = field(default_factory=Counter)  # reason -> count
+    by_topic: dict[str, int] = field(default_factory=Counter)
+    already_done: int = 0  # source messages a previous run of this replay id covered
+    total: int = 0  # source messages in the range
+
+
+class PlanStore:
+    """The replay's fixed plan in Redis: `<prefix>:replay:<id>` -> JSON (identity, ranges, times)."""
+
+    def __init__(self, settings: Settings):
+        self.prefix = settings.redis.key_prefix
+        self.client = redis.Redis.from_url(settings.redis.url.get_secret_value(), socket_timeout=10,
+                                           socket_connect_timeout=5)
+
+    def key(self, replay_id: str) -> str:
+        return f"{self.prefix}:replay:{replay_id}"
+
+    def load_or_create(self, replay_id: str, spec: ReplaySpec, ranges: list[PartitionRange]) -> list[PartitionRange]:
+        """The plan's ranges: the stored ones when this replay id ran before (its end stays fixed)."""
+        plan = {"identity": spec.identity(), "ranges": [[r.partition, r.start, r.end] for r in ranges],
+                "created_at": datetime.now(timezone.utc).isoformat()}
+        self.client.set(self.key(replay_id), orjson.dumps(plan), nx=True)
+        stored = orjson.loads(self.client.get(self.key(replay_id)) or b"{}")
+        if stored.get("identity") != orjson.loads(orjson.dumps(spec.identity())):
+            raise ReplayError(f"replay id {replay_id} was used for a different replay "
+                              f"({orjson.dumps(stored.get('identity')).decode()}); choose another --replay-id")
+        return [PartitionRange(p, s, e) for p, s, e in stored["ranges"]]
+
+    def finish(self, replay_id: str, counts: ReplayCounts) -> None:
+        raw = self.client.get(self.key(replay_id))
+        if raw is None:
+            return
+        plan = orjson.loads(raw)
+        plan.setdefault("finished_at", datetime.now(timezone.utc).isoformat())
+        self.client.set(self.key(replay_id), orjson.dumps(plan))
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class Transformer:
+    """A selected source message -> what the target gets (or why nothing)."""
+
+    def __init__(self, settings: Settings, spec: ReplaySpec, replay_id: str, matcher: Matcher | None):
+        self.settings = settings
+        self.spec = spec
+        self.replay_id = replay_id
+        self.matcher = matcher
+
+    def select(self, msg: Message) -> tuple[EventFacts, list[dict[str, Any]] | None] | None:
+        """None when filtered out; else the facts and, for the pipeline, the invocations to publish."""
+        f = facts(msg.value())
+        flt = self.spec.filter
+        rematch = f.kind == "row_change" and (self.spec.target == "pipeline" or flt.plugins or flt.rules)
+        if not flt.accepts(f, check_plugin_rule=not rematch):
+            return None
+        if not rematch:
+            return f, self._invocations(f) if self.spec.target == "pipeline" else None
+        assert self.matcher is not None
+        planned = [p.invocation for p in self.matcher.match(f.value)
+                   if (not flt.plugins or p.plugin in flt.plugins)
+                   and (not flt.rules or p.invocation["trigger"]["rule"] in flt.rules)]
+        if (flt.plugins or flt.rules) and not planned:
+            return None
+        if self.spec.target != "pipeline":
+            return f, None
+        return f, [self._replayed(inv, inv["invocation_id"], f.event_id, inv["trigger"]) for inv in planned]
+
+    def _invocations(self, f: EventFacts) -> list[dict[str, Any]] | None:
+        v = f.value
+        if f.kind == "invocation":
+            return [self._replayed(v, v["invocation_id"], f.event_id, v.get("trigger") or {})]
+        if f.kind == "dead_letter":
+            inv = v["invocation"]
+            return [self._replayed(inv, v["dlq_id"], f.event_id, inv.get("trigger") or {})]
+        if f.kind == "trigger":
+            original = invocation_id_for("manual", str(v.get("request_id")), str(v.get("plugin")))
+            return [self._replayed(v, original, None, {})]
+        return None  # results carry no parameters; unknown messages are not invocations
+
+    def _replayed(self, inv: dict[str, Any], original_id: str, event_id: str | None,
+                  trigger: dict[str, Any]) -> dict[str, Any]:
+        new = Invocation(
+            invocation_id=invocation_id_for("replay", self.replay_id, original_id),
+            plugin=inv["plugin"], params=inv.get("params") or {}, priority=inv.get("priority", "normal"),
+            attempt=1, created_at=datetime.now(timezone.utc),
+            trigger=ReplayTrigger(source_topic=self.spec.topic, original_invocation_id=original_id,
+                                  original_event_id=event_id, replay_id=self.replay_id,
+                                  rule=trigger.get("rule"), table=trigger.get("table"), op=trigger.get("op")),
+        )
+        return new.model_dump(mode="json")
+
+    def outputs(self, msg: Message, invocations: list[dict[str, Any]] | None) -> list[Output]:
+        headers = [(REPLAY_ID_HEADER, self.replay_id.encode()),
+                   (REPLAY_SOURCE_HEADER, f"{msg.topic()}/{msg.partition()}/{msg.offset()}".encode())]
+        if self.spec.target == "topic":
+            assert self.spec.to_topic is not None
+            return [Output(self.spec.to_topic, msg.key(), msg.value() or b"", [*(msg.headers() or []), *headers])]
+        topics = self.settings.topics
+        return [Output(topics.invoke(inv["plugin"], inv["priority"]), inv["invocation_id"].encode(),
+                       orjson.dumps(inv), headers) for inv in invocations or []]
+
+
+Progress = Callable[[ReplayCounts], None]
+
+
+def run_replay(settings: Settings, spec: ReplaySpec, ranges: list[PartitionRange], replay_id: str,
+               matcher: Matcher | None, progress: Progress | None = None,
+               on_print: Callable[[Message, EventFacts], None] | None = None) -> ReplayCounts:
+    """Replay `ranges` of `spec.topic`. For pipeline/topic targets, resumes from and commits to the
+    replay's consumer group inside transactions; print and dry-run leave no trace anywhere."""
+    sending = spec.sending
+    transformer = Transformer(settings, spec, replay_id, matcher)
+    counts = ReplayCounts(total=sum(r.size for r in ranges))
+    group = f"cdcflow-replay-{replay_id}" if sending else f"cdcflow-replay-look-{time.time_ns()}"
+    consumer = Consumer(settings.kafka_config(**{
+        "group.id": group, "enable.auto.commit": False, "enable.partition.eof": True,
+        "isolation.level": "read_committed", "auto.offset.reset": "earliest"}))
+    producer: Producer | None = None
+    try:
+        next_offset = {r.partition: r.start for r in ranges}
+        end = {r.partition: r.end for r in ranges}
+        if sending:
+            committed = consumer.committed([TopicPartition(spec.topic, r.partition) for r in ranges], timeout=30)
+            for tp in committed:
+                if tp.offset >= 0 and tp.offset > next_offset[tp.partition]:
+                    counts.already_done += min(tp.offset, end[tp.partition]) - next_offset[tp.partition]
+                    next_offset[tp.partition] = tp.offset
+        remaining = {p for p in next_offset if next_offset[p] < end[p]}
+        if not remaining:
+            return counts
+        if sending:
+            producer = Producer(settings.kafka_config(**{
+                "transactional.id": group, "transaction.timeout.ms": int(TRANSACTION_TIMEOUT * 1000),
+                "linger.ms": 5}))
+            # Fences a killed earlier run of this replay id and aborts its open transaction.
+            producer.init_transactions(30)
+            if spec.target == "topic":
+                assert spec.to_topic is not None
+                ensure_topics(settings, [spec.to_topic])
+        consumer.assign([TopicPartition(spec.topic, p, next_offset[p]) for p in sorted(remaining)])
+        known_topics: set[str] = set()
+        started = time.monotonic()
+        scanned_at_start = counts.scanned
+        while remaining:
+            if producer is not None:
+                producer.begin_transaction()
+            batch, batch_deadline = 0, time.monotonic() + 1.0
+            touched: set[int] = set()
+            while remaining and batch < spec.batch_size and time.monotonic() < batch_deadline:
+                want = min(500, spec.batch_size - batch, max(1, int(spec.rate)) if spec.rate else 500)
+                for msg in consumer.consume(num_messages=want, timeout=0.2):
+                    p = msg.partition()
+                    if msg.error() is not None:
+                        if msg.error().code() == KafkaError._PARTITION_EOF and p in remaining:
+                            # The end of what is readable (committed): control records may sit below `end`.
+                            _done(consumer, spec.topic, p, remaining, touched)
+                            next_offset[p] = max(next_offset[p], end[p])
+                        elif msg.error().fatal():
+                            raise KafkaException(msg.error())
+                        continue
+                    if p not in remaining:
+                        continue
+                    if msg.offset() >= end[p]:
+                        next_offset[p] = end[p]
+                        _done(consumer, spec.topic, p, remaining, touched)
+                        continue
+                    next_offset[p] = msg.offset() + 1
+                    touched.add(p)
+                    if next_offset[p] >= end[p]:
+                        _done(consumer, spec.topic, p, remaining, touched)
+                    counts.scanned += 1
+                    batch += 1
+                    _handle(msg, transformer, spec, counts, producer, known_topics, settings, on_print)
+                    if spec.rate:
+                        ahead = (counts.scanned - scanned_at_start) / spec.rate - (time.monotonic() - started)
+                        if ahead > 0:
+                            time.sleep(ahead)
+            if producer is not None:
+                offsets = [TopicPartition(spec.topic, p, min(next_offset[p], end[p])) for p in sorted(touched)]
+                if offsets:
+                    producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 30)
+                producer.commit_transaction(TRANSACTION_TIMEOUT)
+            if progress is not None:
+                progress(counts)
+        return counts
+    except KafkaException as e:
+        if producer is not None:
+            try:
+                producer.abort_transaction(30)
+            except KafkaException:
+                pass
+        raise ReplayError(f"Kafka refused the replay: {e.args[0]}; nothing of the unfinished batch is visible. "
+                          f"Run the same command again (--replay-id {replay_id}) to continue") from None
+    finally:
+        consumer.close()
+
+
+def _done(consumer: Consumer, topic: str, partition: int, remaining: set[int], touched: set[int]) -> None:
+    remaining.discard(partition)
+    touched.add(partition)
+    consumer.pause([TopicPartition(topic, partition)])
+
+
+def _handle(msg: Message, transformer: Transformer, spec: ReplaySpec, counts: ReplayCounts,
+            producer: Producer | None, known_topics: set[str], settings: Settings,
+            on_print: Callable[[Message, EventFacts], None] | None) -> None:
+    selected = transformer.select(msg)
+    if selected is None:
+        return
+    f, invocations = selected
+    counts.selected += 1
+    if spec.target == "pipeline" and invocations is None:
+        counts.skipped["cannot be re-run (results carry no parameters; unknown messages)"] += 1
+        return
+    if spec.target == "print":
+        if on_print is not None:
+            on_print(msg, f)
+        return
+    outputs = transformer.outputs(msg, invocations)
+    for out in outputs:
+        counts.by_topic[out.topic] += 1
+    if spec.dry_run or producer is None:
+        return
+    new_topics = {o.topic for o in outputs} - known_topics
+    if new_topics:
+        ensure_topics(settings, new_topics)
+        known_topics.update(new_topics)
+    for out in outputs:
+        while True:
+            try:
+                producer.produce(out.topic, key=out.key, value=out.value, headers=out.headers)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        counts.sent += 1
+    producer.poll(0)

@@ -1,0 +1,134 @@
+"""Which topic, and which offsets of each partition, a replay or tail covers.
+
+Topic names: an existing topic as is; `results`, `dlq`, `triggers`; `invoke:PLUGIN`; or a table
+(`db.table` or a bare table of mysql.database) for its row-change topic.
+
+Ranges are half-open per partition, [start, end). Start: `--from-offset`, else the first offset at or
+after `--since` (Kafka's offsets-for-times), else the log start. End: `--to-offset`, else the first
+offset at or after `--until`, else, like every end, at most the high watermark read when the range is
+resolved: the end is fixed then, so a replay of a busy topic finishes.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from confluent_kafka import Consumer, TopicPartition
+
+from schemas.settings import Settings
+
+RELATIVE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+METADATA_TIMEOUT = 10.0
+
+
+class RangeError(ValueError):
+    """A topic or range that cannot be used; the message names the option."""
+
+
+def resolve_topic(settings: Settings, name: str, existing: set[str]) -> str:
+    topics = settings.topics
+    if name in existing:
+        return name
+    aliases = {"results": topics.results, "dlq": topics.dlq, "triggers": topics.triggers}
+    candidates: list[str] = []
+    if name in aliases:
+        candidates.append(aliases[name])
+    if name.startswith(("invoke:", "plugin:")):
+        candidates.append(topics.invoke(name.partition(":")[2]))
+    db, _, table = name.rpartition(".")
+    if table and "/" not in name:
+        candidates.append(topics.row_changes(db or settings.mysql.database, table))
+    for candidate in candidates:
+        if candidate in existing:
+            return candidate
+    tried = ", ".join(dict.fromkeys([name, *candidates]))
+    raise RangeError(f"no topic {name!r} in Kafka at {settings.kafka.bootstrap_servers} (tried: {tried}); "
+                     "name a topic, results, dlq, triggers, invoke:PLUGIN or a table")
+
+
+def parse_offsets(specs: tuple[str, ...], option: str) -> dict[int | None, int]:
+    """`0:100 1:50` or `0:100,1:50` -> {0: 100, 1: 50}; a bare `100` -> {None: 100} (every partition)."""
+    out: dict[int | None, int] = {}
+    for spec in specs:
+        for item in spec.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            part, sep, offset = item.rpartition(":")
+            try:
+                out[int(part) if sep else None] = int(offset)
+            except ValueError:
+                raise RangeError(f"{option} {item!r}: expected OFFSET or PARTITION:OFFSET (e.g. 0:100)") from None
+            if out[int(part) if sep else None] < 0:
+                raise RangeError(f"{option} {item!r}: offsets start at 0")
+    return out
+
+
+def parse_time(text: str, option: str, now: datetime | None = None) -> datetime:
+    """ISO-8601 (naive = this machine's local time) or relative to now: `2h`, `30m`, `1d12h`, `90s`."""
+    now = now or datetime.now(timezone.utc)
+    m = RELATIVE.match(text.strip())
+    if m and any(m.groups()):
+        d, h, mi, s = (int(g or 0) for g in m.groups())
+        return now - timedelta(days=d, hours=h, minutes=mi, seconds=s)
+    try:
+        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise RangeError(f"{option} {text!r}: expected ISO-8601 (2026-11-24T08:00:00Z) or a relative time "
+                         "(2h, 30m, 1d, 90s)") from None
+    return parsed if parsed.tzinfo else parsed.astimezone()
+
+
+@dataclass(frozen=True)
+class PartitionRange:
+    partition: int
+    start: int
+    end: int  # exclusive
+
+    @property
+    def size(self) -> int:
+        return max(0, self.end - self.start)
+
+
+def partitions_of(consumer: Consumer, topic: str) -> list[int]:
+    meta = consumer.list_topics(topic, timeout=METADATA_TIMEOUT).topics.get(topic)
+    if meta is None or meta.error is not None:
+        raise RangeError(f"topic {topic!r} not found: {meta.error if meta else 'no metadata'}")
+    return sorted(meta.partitions)
+
+
+def _offsets_at(consumer: Consumer, topic: str, partitions: list[int], when: datetime) -> dict[int, int]:
+    """First offset with a timestamp at or after `when` per partition (-1: none yet)."""
+    ms = int(when.timestamp() * 1000)
+    found = consumer.offsets_for_times([TopicPartition(topic, p, ms) for p in partitions], timeout=METADATA_TIMEOUT)
+    return {tp.partition: tp.offset for tp in found}
+
+
+def resolve_range(consumer: Consumer, topic: str, from_offsets: dict[int | None, int] | None = None,
+                  to_offsets: dict[int | None, int] | None = None, since: datetime | None = None,
+                  until: datetime | None = None) -> list[PartitionRange]:
+    from_offsets, to_offsets = from_offsets or {}, to_offsets or {}
+    if from_offsets and since is not None:
+        raise RangeError("give --from-offset or --since, not both")
+    if to_offsets and until is not None:
+        raise RangeError("give --to-offset or --until, not both")
+    partitions = partitions_of(consumer, topic)
+    for option, given in (("--from-offset", from_offsets), ("--to-offset", to_offsets)):
+        unknown = sorted(p for p in given if p is not None and p not in partitions)
+        if unknown:
+            raise RangeError(f"{option}: topic {topic} has no partition {unknown[0]} (partitions: "
+                             f"{', '.join(map(str, partitions))})")
+    starts = _offsets_at(consumer, topic, partitions, since) if since is not None else {}
+    ends = _offsets_at(consumer, topic, partitions, until) if until is not None else {}
+    out = []
+    for p in partitions:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=METADATA_TIMEOUT)
+        start = from_offsets.get(p, from_offsets.get(None, low))
+        if since is not None:
+            start = starts[p] if starts[p] >= 0 else high
+        end = to_offsets.get(p, to_offsets.get(None, high))
+        if until is not None:
+            end = ends[p] if ends[p] >= 0 else high
+        out.append(PartitionRange(p, max(start, low), min(end, high)))
+    return out
