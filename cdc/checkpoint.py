@@ -48,13 +48,18 @@ class CheckpointStore:
 
     def load(self, timeout: float = 10.0) -> Position | None:
         """Read the newest checkpoint of this reader (the topic is compacted and small)."""
+        value = self.load_value(self.key, timeout)
+        return Position(**value) if value is not None else None
+
+    def load_value(self, key: bytes, timeout: float = 10.0) -> dict | None:
+        """The newest JSON value stored under `key` (the reader's position, or a snapshot's progress)."""
         consumer = Consumer(self.settings.kafka_config(**{
             "group.id": f"{self.settings.cdc.name}-checkpoint-reader",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
         }))
         try:
-            latest: Position | None = None
+            latest: dict | None = None
             metadata = consumer.list_topics(self.topic, timeout=timeout).topics.get(self.topic)
             if metadata is None or not metadata.partitions:
                 return None
@@ -68,8 +73,8 @@ class CheckpointStore:
                     msg = consumer.poll(0.5)
                     if msg is None or msg.error():
                         continue
-                    if msg.key() == self.key and msg.value():
-                        latest = Position(**orjson.loads(msg.value()))
+                    if msg.key() == key:
+                        latest = orjson.loads(msg.value()) if msg.value() else None  # None: a tombstone
                     if msg.offset() >= high - 1:
                         break
             return latest

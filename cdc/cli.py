@@ -31,17 +31,68 @@ def cdc() -> None:
 def run(ctx: click.Context, from_now: bool) -> None:
     """Stream row changes of the monitored tables to Kafka until stopped."""
     from cdc.errors import PositionLost
+    from cdc.filters import FilterError
     from cdc.reader import BinlogReader
+    from cdc.snapshot import SnapshotUnfinished
 
     config = get_config(ctx)
-    if not config.rules.tables():
-        raise click.ClickException("no monitored_tables in the config: nothing to read")
+    if not config.rules.tables() and not config.settings.cdc.include:
+        raise click.ClickException("no monitored_tables and no cdc.include in the config: nothing to read")
     stop = threading.Event()
     stop_on_signals(stop)
     try:
         BinlogReader(config.settings, config.rules, stop, from_now=from_now).run()
-    except PositionLost as e:
+    except (PositionLost, FilterError, SnapshotUnfinished) as e:
         raise click.ClickException(str(e)) from None
+
+
+@cdc.command("snapshot")
+@click.argument("tables", nargs=-1)
+@click.option("--where", default=None, metavar="SQL",
+              help="only rows matching this SQL condition (applied to every table), as Maxwell's bootstrap")
+@click.option("--chunk-size", default=2000, show_default=True, type=click.IntRange(min=1),
+              help="rows per keyset-paginated chunk; progress is saved after each acknowledged chunk")
+@click.option("--restart", is_flag=True, help="discard an unfinished snapshot instead of resuming it")
+@click.pass_context
+def snapshot(ctx: click.Context, tables: tuple[str, ...], where: str | None, chunk_size: int, restart: bool) -> None:
+    """Send the existing rows of TABLES (db.table or table; default: every table the reader reads) as op=r
+    events, then hand the snapshot's binlog position over to the reader. Run it while the reader is
+    stopped; after a crash, the same command resumes where the acknowledged rows end."""
+    import time
+
+    from cdc.filters import FilterError
+    from cdc.snapshot import Snapshot, SnapshotError
+
+    config = get_config(ctx)
+    stop = threading.Event()
+    stop_on_signals(stop)
+    job = Snapshot(config.settings, config.rules, list(tables), where, chunk_size, restart, stop)
+    try:
+        estimate = job.prepare()
+        if job.resumed:
+            click.echo(f"resuming snapshot {job.progress.snapshot_id}: {job.rows_done} rows already sent", err=True)
+        started = time.monotonic()
+        sent_at_start = job.rows_done
+        shown = {"table": ""}
+
+        def rate(_item: object) -> str:
+            elapsed = max(time.monotonic() - started, 1e-6)
+            return f"{(job.rows_done - sent_at_start) / elapsed:,.0f} rows/s  {shown['table']}"
+
+        with click.progressbar(length=max(estimate, 1), label="snapshot", show_pos=True, show_eta=True,
+                               item_show_func=rate, file=click.get_text_stream("stderr")) as bar:
+            bar.update(job.rows_done)
+
+            def advance(rows: int, table: str) -> None:
+                shown["table"] = table
+                bar.update(rows, table)
+
+            result = job.run(advance)
+    except (SnapshotError, FilterError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"snapshot {result.snapshot_id}: {job.rows_done} rows of {len(job.plans)} table(s) sent "
+               f"({result.rows} in this run, {result.rows / max(result.seconds, 1e-6):,.0f} rows/s); "
+               f"reader resumes from {result.checkpoint.describe()}")
 
 
 @cdc.command("status")

@@ -20,7 +20,8 @@ class PositionLost(RuntimeError):
             f"the checkpointed binlog position {position.describe()} is not available on the source server "
             f"(server said: {server_message}). Rows between that position and the oldest binlog the server "
             "still has cannot be read, and the reader will not skip them silently. Two ways out:\n"
-            "  1. re-snapshot the monitored tables (`cdcflow cdc snapshot`, coming soon: not built yet), or\n"
+            "  1. re-snapshot every table the reader reads: `cdcflow cdc snapshot` (no TABLE, no --where; it\n"
+            "     replaces the checkpoint with the snapshot's position), or\n"
             "  2. accept the gap and start from the current end of the binlog: `cdcflow cdc run --from-now` "
             "(overwrites this reader's checkpoint; changes made before now are not sent)."
         )

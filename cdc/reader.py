@@ -33,6 +33,7 @@ from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, Write
 from cdc import libfixes  # noqa: F401  (fixes the library's TIME2 decoding on import)
 from cdc.checkpoint import CheckpointStore, Position
 from cdc.errors import position_lost
+from cdc.filters import selection_for
 from cdc.schema_info import SchemaInfo
 from cdc.status import StatusPublisher
 from cdc.types import RowConverter, to_json_value
@@ -152,7 +153,9 @@ class BinlogReader:
         self.producer_options = producer_options or {}
         # Start at the current end of the binlog even if a checkpoint exists (an explicit, logged choice).
         self.from_now = from_now
-        self.tables = set(rules.tables())
+        # rules' tables + cdc.include - cdc.exclude; a table created later that include matches gets its topic then
+        self.tables = selection_for(rules.tables(), settings.cdc,
+                                    on_new_table=lambda db, t: ensure_topics(settings, [settings.topics.row_changes(db, t)]))
         self.stop_event = stop_event or threading.Event()
         self.checkpoints = CheckpointStore(settings)
         self.stats = ReaderStats()
@@ -203,8 +206,6 @@ class BinlogReader:
 
     # -- stream ----------------------------------------------------------------------------
     def _open_stream(self, position: Position) -> BinLogStreamReader:
-        dbs = sorted({db for db, _ in self.tables})
-        names = sorted({t for _, t in self.tables})
         kwargs: dict[str, Any] = {}
         if self.is_mariadb:
             kwargs["auto_position"] = position.gtid_set or ""
@@ -217,8 +218,7 @@ class BinlogReader:
             server_id=self.settings.mysql.server_id,
             blocking=True,
             only_events=[*ROW_EVENTS, XidEvent, QueryEvent, MariadbGtidEvent, GtidEvent, RotateEvent, HeartbeatLogEvent],
-            only_schemas=dbs or None,
-            only_tables=names or None,
+            **self.tables.library_filters(),  # row events of other tables are skipped before decoding
             is_mariadb=self.is_mariadb,
             slave_heartbeat=1.0,
             enable_logging=False,
@@ -235,9 +235,12 @@ class BinlogReader:
         }))
 
     def run(self) -> None:
+        self.tables.resolve(connection_settings(self.settings))
         topics = [self.settings.topics.row_changes(db, t) for db, t in sorted(self.tables)]
         ensure_topics(self.settings, topics)
         self.checkpoints.ensure()
+        from cdc.snapshot import refuse_if_snapshot_unfinished  # (cdc.snapshot imports this module)
+        refuse_if_snapshot_unfinished(self.checkpoints)  # its rows must reach Kafka before our changes
         self.is_mariadb, current = detect_server(self.settings)
         self.schema_info = SchemaInfo(connection_settings(self.settings), self.is_mariadb)
         self.status = StatusPublisher(self.settings)

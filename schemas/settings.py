@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -78,7 +78,10 @@ class CdcSettings(BaseModel):
     name: str = Field(default="cdcflow", description="source.name in envelopes; checkpoint key")
     linger_ms: float = 2.0
     checkpoint_interval_ms: int = 200
-    include_tables: list[str] = Field(default_factory=list, description="db.table globs beyond the rules' tables")
+    # db.table globs: selected = (rules' tables + include) - exclude; exclude wins (cdc/filters.py)
+    include: list[str] = Field(default_factory=list, validation_alias=AliasChoices("include", "include_tables"),
+                               description="db.table globs read beyond the rules' tables")
+    exclude: list[str] = Field(default_factory=list, description="db.table globs never read")
 
 
 class StreamsSettings(BaseModel):
