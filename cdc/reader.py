@@ -117,6 +117,8 @@ def connection_settings(settings: Settings) -> dict[str, Any]:
         "connect_timeout": 10,
         "read_timeout": settings.mysql.read_timeout_s,
         "write_timeout": settings.mysql.read_timeout_s,
+        # mysql.ssl: pymysql then requires TLS (refuses a server without it) for every connection.
+        **({"ssl": settings.mysql.ssl.pymysql_ssl()} if settings.mysql.ssl is not None else {}),
     }
 
 

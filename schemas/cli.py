@@ -27,6 +27,7 @@ SUBCOMMANDS: dict[str, str] = {
     "run": "schemas.supervisor:run",
     "replay": "streams.ops_cli:replay",
     "tail": "streams.ops_cli:tail",
+    "config": "schemas.config_cli:config_group",
 }
 
 
@@ -82,7 +83,18 @@ def get_config(ctx: click.Context) -> Config:
         try:
             obj["config"] = load_config(obj.get("config_path"))
         except ConfigError as e:
-            raise click.ClickException(f"bad config:\n{e}") from None
+            import os
+
+            from schemas.config import default_config_path
+            from schemas.secrets import redact, secrets_in_file_and_env
+
+            # A validator may quote the value it refused: never let that be a password.
+            hidden = secrets_in_file_and_env(obj.get("config_path") or default_config_path(), os.environ)
+            raise click.ClickException(f"bad config:\n{redact(str(e), hidden)}") from None
+        from schemas.secrets import install_log_masking
+
+        # From here on, no log line of this process shows a secret of the config (password, token...).
+        install_log_masking(obj["config"].settings)
     return obj["config"]
 
 

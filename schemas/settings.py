@@ -23,6 +23,33 @@ class KafkaSettings(BaseModel):
     replication_factor: int = Field(default=1, ge=1)
 
 
+class MySQLTLS(BaseModel):
+    """TLS to the server (mysql.ssl). Set at all, it is required: a server without TLS is refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ca: Path | None = Field(default=None, description="CA bundle; none = the system's CAs")
+    cert: Path | None = Field(default=None, description="client certificate (mutual TLS)")
+    key: Path | None = None
+    key_password: SecretStr | None = None
+    verify_cert: bool = True
+    verify_identity: bool = Field(default=True, description="the certificate must name mysql.host")
+
+    def pymysql_ssl(self) -> dict[str, Any]:
+        """pymysql's `ssl` argument (also what BinLogStreamReader passes on)."""
+        out: dict[str, Any] = {"verify_mode": self.verify_cert,
+                               "check_hostname": self.verify_cert and self.verify_identity}
+        if self.ca is not None:
+            out["ca"] = str(self.ca)
+        if self.cert is not None:
+            out["cert"] = str(self.cert)
+        if self.key is not None:
+            out["key"] = str(self.key)
+        if self.key_password is not None:
+            out["password"] = self.key_password.get_secret_value()
+        return out
+
+
 class MySQLSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -36,6 +63,7 @@ class MySQLSettings(BaseModel):
     # The binlog connection gets a heartbeat every second when idle, so silence this long means the
     # network dropped without closing the connection: the read fails and the reader reconnects.
     read_timeout_s: float = Field(default=15.0, gt=1.0, description="seconds of silence before reconnecting")
+    ssl: MySQLTLS | None = Field(default=None, description="TLS settings; unset = no TLS")
 
 
 class RedisSettings(BaseModel):
@@ -137,6 +165,10 @@ class Settings(BaseSettings):
         self.streams.state_dir = absolute(self.streams.state_dir)
         self.runners.venv_dir = absolute(self.runners.venv_dir)
         self.runners.plugin_dirs = [absolute(p) for p in self.runners.plugin_dirs]
+        if self.mysql.ssl is not None:
+            for name in ("ca", "cert", "key"):
+                if getattr(self.mysql.ssl, name) is not None:
+                    setattr(self.mysql.ssl, name, absolute(getattr(self.mysql.ssl, name)))
         return self
 
 

@@ -27,6 +27,7 @@ from schemas.config import Config
 from schemas.invocation import invocation_id_for
 from schemas.kafka_topics import ensure_topics
 from schemas.trigger_request import ManualTriggerRequest
+from streams.kafka_auth import faust_credentials
 from streams.matcher import Matcher
 from streams.validation import validated_matcher
 from streams.debounce import is_due, merge_pending, pending_key
@@ -82,6 +83,8 @@ def build_app(config: Config) -> faust.App:
     app = faust.App(
         settings.streams.app_id,
         broker=kafka_brokers(settings.kafka.bootstrap_servers),
+        # SASL/SSL from kafka.client_options, the same block every confluent-kafka client uses.
+        broker_credentials=faust_credentials(settings.kafka.client_options),
         store="rocksdb://",
         datadir=str(settings.streams.state_dir),
         topic_partitions=settings.kafka.partitions,
