@@ -32,3 +32,39 @@ def position_lost(error: BaseException, position: Position) -> PositionLost | No
     if isinstance(error, pymysql.err.OperationalError) and error.args and error.args[0] == ER_SOURCE_CANNOT_SERVE:
         return PositionLost(position, str(error.args[1]) if len(error.args) > 1 else "")
     return None
+
+
+class GtidDomainUnknown(PositionLost):
+    """A MariaDB checkpoint names a GTID domain the server's binlogs do not hold.
+
+    MariaDB accepts such a position without complaint: it ignores the unknown domain and serves the
+    domains it knows from the start of their binlogs. A checkpoint taken on another server (failover
+    to a primary with other domains) or before RESET MASTER would then re-send or skip rows silently.
+    """
+
+    def __init__(self, position: Position, domains: list[str], server_state: str):
+        self.domains = domains
+        self.server_state = server_state
+        named = ", ".join(g for g in (position.gtid_set or "").split(",") if g.split("-", 1)[0] in domains)
+        message = (f"GTID domain {', '.join(domains)} of the checkpoint ({named}) is unknown to the source server, "
+                   f"whose binlogs hold {server_state or 'no GTIDs'}: the checkpoint was taken on another server, "
+                   "or before its binlogs were reset, so resuming from it would re-send or skip rows")
+        super().__init__(position, message)
+        self.args = (str(self).replace(f"(server said: {message})", f"({message})"),)
+
+
+def unknown_gtid_domain(connection_settings: dict, position: Position) -> GtidDomainUnknown | None:
+    """The GtidDomainUnknown of a MariaDB checkpoint whose domains the server does not know, else None."""
+    wanted = {g.strip().split("-", 1)[0] for g in (position.gtid_set or "").split(",") if g.strip()}
+    if not wanted:
+        return None
+    conn = pymysql.connect(**connection_settings)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT @@global.gtid_binlog_state")
+            state = cur.fetchone()[0] or ""
+    finally:
+        conn.close()
+    known = {g.strip().split("-", 1)[0] for g in state.split(",") if g.strip()}
+    missing = sorted(wanted - known, key=int)
+    return GtidDomainUnknown(position, missing, state) if missing else None

@@ -32,7 +32,7 @@ from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, Write
 
 from cdc import libfixes  # noqa: F401  (fixes the library's TIME2 decoding on import)
 from cdc.checkpoint import CheckpointStore, Position
-from cdc.errors import position_lost
+from cdc.errors import position_lost, unknown_gtid_domain
 from cdc.filters import selection_for
 from cdc.schema_info import SchemaInfo
 from cdc.status import StatusPublisher
@@ -264,6 +264,11 @@ class BinlogReader:
                      self.settings.cdc.name, position.describe())
         else:
             log.info("resuming reader %r from checkpoint %s", self.settings.cdc.name, position.describe())
+            lost = unknown_gtid_domain(connection_settings(self.settings), position) if self.is_mariadb else None
+            if lost is not None:  # MariaDB would accept it and silently re-send or skip: stop, say why
+                self.stats.last_error, self.state = str(lost), "stopped: position lost"
+                self.publish_status()
+                raise lost
         self.stats.checkpoint = position
         self._resume_from = position
         log.info("watching %d table(s): %s", len(self.tables), ", ".join(f"{d}.{t}" for d, t in sorted(self.tables)))
