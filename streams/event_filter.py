@@ -10,7 +10,7 @@ e.g. `params.teacher_id=7` or `trigger.kind=schedule`.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +99,8 @@ class EventFilter:
     statuses: frozenset[str] = frozenset()
     where: list[str] = field(default_factory=list)
     _predicate: Predicate | None = None
+    # invocation id -> status of its recorded run (None: no result yet), for --status on invocations
+    status_lookup: Callable[[str], str | None] | None = None
 
     @classmethod
     def build(cls, tables: Iterable[str] = (), ops: Iterable[str] = (), plugins: Iterable[str] = (),
@@ -131,6 +133,8 @@ class EventFilter:
                 return False
             if self.rules and f.rule not in self.rules:
                 return False
+        if self.statuses and f.kind == "invocation" and f.status is None and f.invocation_id and self.status_lookup:
+            f.status = self.status_lookup(f.invocation_id) or "pending"
         if self.statuses and f.status not in self.statuses:
             return False
         if self._predicate is not None:

@@ -17,7 +17,7 @@ FILTER_OPTIONS = [
     click.option("--op", "ops", multiple=True, metavar="OP", help="INSERT UPDATE DELETE READ (or c u d r); repeatable or comma-separated"),
     click.option("--plugin", "plugins", multiple=True, help="invocations/results of this plugin; for row changes, what the current rules send to it"),
     click.option("--rule", "rules", multiple=True, help="invocations of this rule; for row changes, what this current rule matches"),
-    click.option("--status", "statuses", multiple=True, help="results / dead letters with this status (success failed timeout rejected skipped)"),
+    click.option("--status", "statuses", multiple=True, help="results / dead letters with this status (success failed timeout rejected skipped); invocations whose recorded run has it (or pending)"),
     click.option("--where", "where", multiple=True, metavar="COND", help="FIELD OP VALUE, e.g. after.is_valid=true, params.id>=7 (repeatable: all must hold)"),
 ]
 
@@ -28,13 +28,20 @@ def filter_options(f):  # type: ignore[no-untyped-def]
     return f
 
 
-def _event_filter(**kwargs: Any):  # type: ignore[no-untyped-def]
+def _event_filter(settings, **kwargs: Any):  # type: ignore[no-untyped-def]
     from streams.event_filter import EventFilter, FilterError
 
     try:
-        return EventFilter.build(**kwargs)
+        event_filter = EventFilter.build(**kwargs)
     except FilterError as e:
         raise click.BadParameter(str(e)) from None
+    if event_filter.statuses:
+        # --status on invocations: the status of the run recorded for each (pending when none yet)
+        from plugins.store import RunStore
+
+        store = RunStore(settings)
+        event_filter.status_lookup = lambda iid: (r.status if (r := store.get(iid)) is not None else None)
+    return event_filter
 
 
 def _metadata_consumer(settings):  # type: ignore[no-untyped-def]
@@ -80,7 +87,7 @@ def replay(ctx: click.Context, source_topic: str, from_offsets: tuple[str, ...],
     invocations get trigger kind `replay` with the original ids, and new ids. Safe to interrupt:
     the same command (or --replay-id) continues where it stopped and never sends a message twice.
     """
-    from streams.replay import PlanStore, ReplayError, ReplaySpec, derive_replay_id, run_replay
+    from streams.replay import PlanStore, ReplayError, ReplaySpec, args_fingerprint, derive_replay_id, run_replay
     from streams.replay_range import RangeError, parse_offsets, parse_time, resolve_range, resolve_topic
     from streams.tail import format_json, format_line
     from streams.validation import validated_matcher
@@ -90,7 +97,7 @@ def replay(ctx: click.Context, source_topic: str, from_offsets: tuple[str, ...],
     target = "topic" if to_topic else "print" if print_only else "pipeline"
     config = get_config(ctx)
     settings = config.settings
-    event_filter = _event_filter(tables=tables, ops=ops, plugins=plugins, rules=rules, statuses=statuses, where=where)
+    event_filter = _event_filter(settings, tables=tables, ops=ops, plugins=plugins, rules=rules, statuses=statuses, where=where)
     consumer = _metadata_consumer(settings)
     try:
         topic = resolve_topic(settings, source_topic, _existing_topics(consumer, settings))
@@ -121,17 +128,24 @@ def replay(ctx: click.Context, source_topic: str, from_offsets: tuple[str, ...],
 
     spec = ReplaySpec(topic=topic, target=target, filter=event_filter, to_topic=to_topic, rate=rate,  # type: ignore[arg-type]
                       batch_size=batch_size, dry_run=dry_run)
-    replay_id = replay_id or derive_replay_id(spec, ranges)
-    if spec.sending:
-        store = PlanStore(settings)
+    fingerprint = None if replay_id else args_fingerprint(spec, {
+        "from": sorted(from_offsets), "to": sorted(to_offsets), "since": since, "until": until})
+    store = PlanStore(settings) if spec.sending else None
+    if store is not None and fingerprint is not None:
         try:
-            ranges = store.load_or_create(replay_id, spec, ranges)
+            replay_id = store.unfinished(fingerprint)
+        except Exception as e:
+            raise click.ClickException(f"cannot read replay plans from Redis: {e}") from None
+        if replay_id:
+            click.echo(f"continuing the unfinished replay {replay_id} of this same command", err=True)
+    replay_id = replay_id or derive_replay_id(spec, ranges)
+    if store is not None:
+        try:
+            ranges = store.load_or_create(replay_id, spec, ranges, fingerprint)
         except ReplayError as e:
             raise click.ClickException(str(e)) from None
         except Exception as e:  # redis errors: the plan is what makes a re-run safe, so do not start without it
             raise click.ClickException(f"cannot store the replay plan in Redis: {e}") from None
-    else:
-        store = None
 
     total = sum(r.size for r in ranges)
     where_to = {"pipeline": "the pipeline (current rules; invoke topics)", "topic": to_topic,
@@ -173,7 +187,7 @@ def replay(ctx: click.Context, source_topic: str, from_offsets: tuple[str, ...],
         if bar_cm is not None:
             bar_cm.__exit__(None, None, None)
     if store is not None:
-        store.finish(replay_id, counts)
+        store.finish(replay_id, fingerprint)
         store.close()
 
     elapsed = time.monotonic() - started
@@ -208,7 +222,7 @@ def tail(ctx: click.Context, topic: str, where: tuple[str, ...], tables: tuple[s
     from streams.tail import tail as run_tail
 
     settings = get_config(ctx).settings
-    event_filter = _event_filter(tables=tables, ops=ops, plugins=plugins, statuses=statuses, where=where)
+    event_filter = _event_filter(settings, tables=tables, ops=ops, plugins=plugins, statuses=statuses, where=where)
     consumer = _metadata_consumer(settings)
     try:
         name = resolve_topic(settings, topic, _existing_topics(consumer, settings))

@@ -70,6 +70,12 @@ class ReplaySpec:
         return {"topic": self.topic, "target": self.target, "to_topic": self.to_topic, "filter": self.filter.describe()}
 
 
+def args_fingerprint(spec: ReplaySpec, range_args: dict[str, Any]) -> str:
+    """The command as typed (relative times unresolved): what `replay-args` remembers."""
+    payload = orjson.dumps({**spec.identity(), "range": range_args}, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(payload).hexdigest()[:24]
+
+
 def derive_replay_id(spec: ReplaySpec, ranges: list[PartitionRange]) -> str:
     payload = orjson.dumps({**spec.identity(), "start": {str(r.partition): r.start for r in ranges}},
                            option=orjson.OPT_SORT_KEYS)
@@ -96,34 +102,53 @@ class ReplayCounts:
 
 
 class PlanStore:
-    """The replay's fixed plan in Redis: `<prefix>:replay:<id>` -> JSON (identity, ranges, times)."""
+    """The replay's fixed plan in Redis: `<prefix>:replay:<id>` -> JSON (identity, ranges, times).
+
+    Also `<prefix>:replay-args:<fingerprint of the command's arguments>` -> the id of the unfinished
+    replay they started: `--since 2h` resolves to a later start a minute later (so to another derived
+    id), yet re-running the interrupted command must continue the same replay. Both expire with the
+    runners' done markers (runners.result_ttl_seconds), the horizon of their de-duplication anyway.
+    """
 
     def __init__(self, settings: Settings):
         self.prefix = settings.redis.key_prefix
+        self.ttl = settings.runners.result_ttl_seconds
         self.client = redis.Redis.from_url(settings.redis.url.get_secret_value(), socket_timeout=10,
                                            socket_connect_timeout=5)
 
     def key(self, replay_id: str) -> str:
         return f"{self.prefix}:replay:{replay_id}"
 
-    def load_or_create(self, replay_id: str, spec: ReplaySpec, ranges: list[PartitionRange]) -> list[PartitionRange]:
+    def args_key(self, fingerprint: str) -> str:
+        return f"{self.prefix}:replay-args:{fingerprint}"
+
+    def unfinished(self, fingerprint: str) -> str | None:
+        raw = self.client.get(self.args_key(fingerprint))
+        return raw.decode() if raw else None
+
+    def load_or_create(self, replay_id: str, spec: ReplaySpec, ranges: list[PartitionRange],
+                       fingerprint: str | None = None) -> list[PartitionRange]:
         """The plan's ranges: the stored ones when this replay id ran before (its end stays fixed)."""
         plan = {"identity": spec.identity(), "ranges": [[r.partition, r.start, r.end] for r in ranges],
                 "created_at": datetime.now(timezone.utc).isoformat()}
-        self.client.set(self.key(replay_id), orjson.dumps(plan), nx=True)
+        self.client.set(self.key(replay_id), orjson.dumps(plan), nx=True, ex=self.ttl)
+        if fingerprint is not None:
+            self.client.set(self.args_key(fingerprint), replay_id, ex=self.ttl)
         stored = orjson.loads(self.client.get(self.key(replay_id)) or b"{}")
         if stored.get("identity") != orjson.loads(orjson.dumps(spec.identity())):
             raise ReplayError(f"replay id {replay_id} was used for a different replay "
                               f"({orjson.dumps(stored.get('identity')).decode()}); choose another --replay-id")
         return [PartitionRange(p, s, e) for p, s, e in stored["ranges"]]
 
-    def finish(self, replay_id: str, counts: ReplayCounts) -> None:
+    def finish(self, replay_id: str, fingerprint: str | None = None) -> None:
+        if fingerprint is not None and self.unfinished(fingerprint) == replay_id:
+            self.client.delete(self.args_key(fingerprint))
         raw = self.client.get(self.key(replay_id))
         if raw is None:
             return
         plan = orjson.loads(raw)
         plan.setdefault("finished_at", datetime.now(timezone.utc).isoformat())
-        self.client.set(self.key(replay_id), orjson.dumps(plan))
+        self.client.set(self.key(replay_id), orjson.dumps(plan), keepttl=True)
 
     def close(self) -> None:
         self.client.close()
@@ -275,6 +300,13 @@ def run_replay(settings: Settings, spec: ReplaySpec, ranges: list[PartitionRange
             if progress is not None:
                 progress(counts)
         return counts
+    except KeyboardInterrupt:
+        if producer is not None:
+            try:
+                producer.abort_transaction(10)  # a re-run would abort it too; this just frees it sooner
+            except KafkaException:
+                pass
+        raise
     except KafkaException as e:
         if producer is not None:
             try:

@@ -154,6 +154,12 @@ def test_replay_by_offsets_into_the_pipeline_runs_each_change_again_once(config:
         assert "sent" not in again.replace("sent 0", "") and "were replayed by an earlier run" in again
         assert len(messages(config, invoke_topic)) == 4 + 3
 
+        # --status on invocations: the status of each one's recorded run
+        code, out = cdcflow(config, "replay", "invoke:echo", "--status", "success", "--dry-run")
+        assert code == 0 and "dry run: 7 selected" in out
+        code, out = cdcflow(config, "replay", "invoke:echo", "--status", "failed,pending", "--dry-run")
+        assert code == 0 and "dry run: 0 selected" in out
+
     runs = results_by_id(config)
     store = RunStore(config.settings)
     try:
@@ -254,15 +260,10 @@ def _committed(config: Config, group: str, topic: str, partitions: int) -> int:
         c.close()
 
 
-def test_interrupted_copy_to_another_topic_resumes_without_duplicates(config: Config) -> None:
-    source = config.settings.topics.row_changes("shop", "orders")
-    target = f"{config.settings.topics.results}.copy"
-    produce_changes(config, [(i % 2, i, i % 3 == 0, None) for i in range(60)])
-    args = [sys.executable, "-m", "schemas.cli", "-c", str(config.path), "replay", "shop.orders",
-            "--to-topic", target, "--rate", "15", "--batch-size", "5"]
+def start_and_kill_mid_way(config: Config, args: list[str], source: str) -> tuple[str, int]:
+    """Run the replay command, kill -9 it once some batches are committed; (replay id, messages committed)."""
     first = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ})
     try:
-        # the replay id is on the first line; wait until some batches are committed, then kill -9 mid-run
         header = ""
         while not header.startswith("replay "):
             header = first.stdout.readline().decode()  # type: ignore[union-attr]
@@ -275,26 +276,59 @@ def test_interrupted_copy_to_another_topic_resumes_without_duplicates(config: Co
     finally:
         if first.poll() is None:
             first.kill()
-    done_before = _committed(config, group, source, 2)
+    return rid, _committed(config, group, source, 2)
+
+
+def assert_copied_once(config: Config, source: str, target: str, count: int) -> None:
+    copies = messages(config, target)  # read_committed: the killed run's open transaction is invisible
+    origins = Counter(dict(m.headers())["cdcflow-replay-source"].decode() for m in copies)
+    assert len(copies) == count and len(origins) == count and set(origins.values()) == {1}
+    originals = {(m.partition(), m.offset()): m for m in messages(config, source)}
+    for m in copies:
+        _, p, o = dict(m.headers())["cdcflow-replay-source"].decode().rsplit("/", 2)
+        assert m.value() == originals[(int(p), int(o))].value() and m.key() == originals[(int(p), int(o))].key()
+
+
+def test_interrupted_copy_to_another_topic_resumes_without_duplicates(config: Config) -> None:
+    source = config.settings.topics.row_changes("shop", "orders")
+    target = f"{config.settings.topics.results}.copy"
+    produce_changes(config, [(i % 2, i, i % 3 == 0, None) for i in range(60)])
+    args = [sys.executable, "-m", "schemas.cli", "-c", str(config.path), "replay", "shop.orders",
+            "--to-topic", target, "--rate", "15", "--batch-size", "5"]
+    rid, done_before = start_and_kill_mid_way(config, args, source)
     assert 10 <= done_before < 60, "the first run was not interrupted mid-way"
 
     again = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True, env={**os.environ}, timeout=120)
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"replay {rid}:" in again.stderr
     assert f"{done_before} message(s) of the range were replayed by an earlier run" in again.stderr
-
-    copies = messages(config, target)  # read_committed: the killed run's open transaction is invisible
-    origins = Counter(dict(m.headers())["cdcflow-replay-source"].decode() for m in copies)
-    assert len(copies) == 60 and len(origins) == 60 and set(origins.values()) == {1}
-    originals = {(m.partition(), m.offset()): m for m in messages(config, source)}
-    for m in copies:
-        _, p, o = dict(m.headers())["cdcflow-replay-source"].decode().rsplit("/", 2)
-        assert m.value() == originals[(int(p), int(o))].value() and m.key() == originals[(int(p), int(o))].key()
+    assert_copied_once(config, source, target, 60)
 
     # a third run has nothing left
     third = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True, env={**os.environ}, timeout=60)
     assert third.returncode == 0 and "60 message(s) of the range were replayed by an earlier run" in third.stderr
     assert len(messages(config, target)) == 60
+
+
+def test_rerun_of_an_interrupted_relative_time_replay_continues_it(config: Config) -> None:
+    """`--since 1h` resolves to a later start a few seconds on; the same command still continues its replay."""
+    source = config.settings.topics.row_changes("shop", "orders")
+    target = f"{config.settings.topics.results}.copy"
+    now = time.time()
+    edge = int((now - 3600 + 4) * 1000)  # inside `--since 1h` now, outside of it 4 s from now
+    produce_changes(config, [(0, 0, True, edge)] + [(i % 2, i, True, int((now - 600) * 1000)) for i in range(1, 45)])
+    args = [sys.executable, "-m", "schemas.cli", "-c", str(config.path), "replay", "shop.orders", "--since", "1h",
+            "--to-topic", target, "--rate", "15", "--batch-size", "5"]
+    rid, done_before = start_and_kill_mid_way(config, args, source)
+    assert 10 <= done_before < 45, "the first run was not interrupted mid-way"
+    wait_for(lambda: time.time() > now + 5, 10, what="the first change to fall out of `--since 1h`")
+    code, out = cdcflow(config, "replay", "shop.orders", "--since", "1h", "--to-topic", target, "--dry-run")
+    assert code == 0 and replay_id_of(out) != rid  # resolved afresh, the range is another one
+
+    again = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True, env={**os.environ}, timeout=120)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"continuing the unfinished replay {rid}" in again.stderr and f"replay {rid}:" in again.stderr
+    assert_copied_once(config, source, target, 45)
 
 
 def test_bad_ranges_and_filters_are_named(config: Config) -> None:
