@@ -60,6 +60,8 @@ def snapshot(ctx: click.Context, tables: tuple[str, ...], where: str | None, chu
     stopped; after a crash, the same command resumes where the acknowledged rows end."""
     import time
 
+    import pymysql
+
     from cdc.filters import FilterError
     from cdc.snapshot import Snapshot, SnapshotError
 
@@ -90,6 +92,9 @@ def snapshot(ctx: click.Context, tables: tuple[str, ...], where: str | None, chu
             result = job.run(advance)
     except (SnapshotError, FilterError) as e:
         raise click.ClickException(str(e)) from None
+    except pymysql.err.MySQLError as e:
+        raise click.ClickException(f"source server {config.settings.mysql.host}:{config.settings.mysql.port}: "
+                                   f"{e.args[-1] if e.args else e}") from None
     click.echo(f"snapshot {result.snapshot_id}: {job.rows_done} rows of {len(job.plans)} table(s) sent "
                f"({result.rows} in this run, {result.rows / max(result.seconds, 1e-6):,.0f} rows/s); "
                f"reader resumes from {result.checkpoint.describe()}")

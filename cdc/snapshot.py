@@ -52,6 +52,7 @@ from cdc.schema_info import SchemaInfo
 from cdc.snapshot_values import TEXT_RESULTS, SnapshotColumn, SnapshotRowConverter, key_json, load_columns, quote_identifier
 from cdc.status import read_status
 from schemas.kafka_topics import ensure_topics
+from schemas.row_change import snapshot_event_id
 from schemas.rules import RulesConfig
 from schemas.settings import Settings
 
@@ -282,9 +283,10 @@ class Snapshot:
         producer = Producer(self.settings.kafka_config(**{
             "enable.idempotence": True, "acks": "all", "linger.ms": self.settings.cdc.linger_ms,
             "compression.type": "lz4"}))
-        conn = pymysql.connect(**connection_settings(self.settings), conv=TEXT_RESULTS)
         rows_before = self.rows_done
+        conn: pymysql.connections.Connection | None = None
         try:
+            conn = pymysql.connect(**connection_settings(self.settings), conv=TEXT_RESULTS)
             with conn.cursor() as cur:
                 position, server_id = self._begin_consistent_read(cur)
                 if not progress.handover:
@@ -308,9 +310,16 @@ class Snapshot:
             checkpoint = self._hand_over(producer, handover)
             progress.finished = True
             self._save_progress(producer)
+        except pymysql.err.MySQLError as e:
+            # e.g. the server restarted, or DDL on a table being read ("Table definition has changed")
+            message = e.args[1] if len(e.args) > 1 else str(e)
+            raise SnapshotError(f"the source server {self.settings.mysql.host}:{self.settings.mysql.port} failed "
+                                f"during snapshot {progress.snapshot_id}: {message}. Progress is kept at the last "
+                                "acknowledged chunk: re-run the same command to resume") from e
         finally:
             producer.flush(30)
-            conn.close()
+            if conn is not None:
+                conn.close()
         seconds = time.monotonic() - started
         return SnapshotResult(progress.snapshot_id, self.rows_done - rows_before, handover, checkpoint, seconds)
 
@@ -324,7 +333,6 @@ class Snapshot:
         convert = SnapshotRowConverter(plan.columns)
         names = [c.name for c in plan.columns]
         pk_index = [names.index(k) for k in plan.pk]
-        id_prefix = f"snapshot:{progress.snapshot_id}:{plan.name}:"
         while True:
             if self.stop_event.is_set():
                 raise SnapshotError("stopped: progress is saved, re-run the same command to resume")
@@ -335,7 +343,8 @@ class Snapshot:
                 row = convert(raw)
                 key = key_json(row, plan.pk)
                 flag = "last" if is_final and not more and i == len(rows) - 1 else "true"
-                self._produce(producer, topic, key, row, source, id_prefix + key.decode(), flag)
+                self._produce(producer, topic, key, row, source,
+                              snapshot_event_id(progress.snapshot_id, plan.db, plan.table, key.decode()), flag)
             self._await_acks(producer)
             # only now, with every row of the chunk acknowledged, may progress move past them
             if rows:

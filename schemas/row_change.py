@@ -57,6 +57,9 @@ def make_event_id(server_id: int, file: str | None, pos: int | None, row: int, g
     raise ValueError("an event id needs a binlog file/pos or a GTID")
 
 
-def snapshot_event_id(db: str, table: str, key_json: str) -> str:
-    """Snapshot reads have no binlog position; the row key makes them unique per table."""
-    return f"snapshot:{db}.{table}:{key_json}"
+def snapshot_event_id(snapshot_id: str, db: str, table: str, key_json: str) -> str:
+    """Snapshot reads have no binlog position; the row key makes them unique per table.
+
+    The snapshot's id (kept across its resumes) keeps a later re-snapshot from looking like a duplicate.
+    """
+    return f"snapshot:{snapshot_id}:{db}.{table}:{key_json}"

@@ -27,6 +27,7 @@ from cdc.reader import BinlogReader
 from cdc.snapshot import Snapshot, SnapshotUnfinished, earlier_position, progress_key
 from schemas.cli import cli
 from schemas.config import Config
+from schemas.row_change import RowChange
 from tests.support import (
     REPO_ROOT, consume_all, execute, isolated_config_data, mysql, remove_test_resources, wait_for, write_config,
 )
@@ -293,6 +294,8 @@ def test_snapshot_envelopes_ids_and_the_last_marker(typed: dict[str, dict[int, d
     assert sample["event_id"] == f"snapshot:{snapshot_id}:{sample['source']['db']}.f_integers:" + '{"id":1}'
     assert sample["source"]["connector"] == "mariadb" and sample["source"]["gtid"]
     assert len({e["event_id"] for e in all_events}) == len(all_events)
+    for event in all_events:
+        RowChange.model_validate(event)  # the envelope contract (schemas/row_change.py)
 
 
 def run_cli(config: Config, *args: str) -> subprocess.Popen:
@@ -306,7 +309,7 @@ def test_kill_9_mid_snapshot_then_resume_sends_every_row_with_the_same_ids(
     config = make_config(tmp_path, "snapk", {"items": TABLES["items"]})
     cleanup.append(config)
     db = config.settings.mysql.database
-    execute("INSERT INTO items SELECT seq, seq, CONCAT('r', seq) FROM seq_1_to_30000", db)
+    execute("INSERT INTO items SELECT seq, seq, CONCAT('r', seq) FROM seq_1_to_50000", db)
     store = CheckpointStore(config.settings)
     first = run_cli(config, "--chunk-size", "100")
     progress = wait_for(lambda: (p := store.load_value(progress_key(config.settings), timeout=2))
@@ -314,27 +317,27 @@ def test_kill_9_mid_snapshot_then_resume_sends_every_row_with_the_same_ids(
     first.send_signal(signal.SIGKILL)
     first.communicate(timeout=30)
     killed_at = store.load_value(progress_key(config.settings))
-    assert not killed_at["finished"] and sum(killed_at["rows"].values()) < 30000, "it finished before the kill"
+    assert not killed_at["finished"] and sum(killed_at["rows"].values()) < 50000, "it finished before the kill"
 
     # the reader refuses to stream while the snapshot is unfinished: its changes would overtake snapshot rows
     with pytest.raises(SnapshotUnfinished, match=progress["snapshot_id"]):
         BinlogReader(config.settings, config.rules, threading.Event()).run()
 
-    execute("UPDATE items SET s = 'changed' WHERE id = 29999", db)  # between the two runs
+    execute("UPDATE items SET s = 'changed' WHERE id = 49999", db)  # between the two runs
     second = run_cli(config, "--chunk-size", "100")
     out, err = second.communicate(timeout=300)
     assert second.returncode == 0, err
     assert f"resuming snapshot {progress['snapshot_id']}" in err
-    assert "30000 rows of 1 table(s) sent" in out and "rows/s" in out
+    assert "50000 rows of 1 table(s) sent" in out and "rows/s" in out
     stream = events(config, ["items"])
     by_key: dict[bytes, set[str]] = {}
     for key, event in stream:
         by_key.setdefault(key, set()).add(event["event_id"])
-    assert len(by_key) == 30000                                   # every row
+    assert len(by_key) == 50000                                   # every row
     assert all(len(ids) == 1 for ids in by_key.values())          # re-sent rows kept their ids
-    resent = len(stream) - 30000
+    resent = len(stream) - 50000
     assert 0 <= resent <= 100, f"{resent} rows re-sent: it did not resume from the last acknowledged chunk"
-    assert replay(stream)[("items", b'{"id":29999}')]["s"] == "changed"   # read by the resumed run
+    assert replay(stream)[("items", b'{"id":49999}')]["s"] == "changed"   # read by the resumed run
     # the hand-over stays the first run's consistent read
     assert store.load().gtid_set == killed_at["handover"]["gtid_set"]
 
