@@ -396,3 +396,25 @@ def test_refuses_while_the_reader_is_live_and_an_unfinished_snapshot_of_other_ta
     result = cli_snapshot(config, "pairs")
     assert result.exit_code != 0 and "unfinished snapshot abc123" in result.output and "--restart" in result.output
     assert cli_snapshot(config, "pairs", "--restart").exit_code == 0
+
+
+def test_a_full_snapshot_is_the_way_out_of_a_lost_position(stack: None, tmp_path: Path, cleanup: list[Config]) -> None:
+    config = make_config(tmp_path, "snaplost", {"items": TABLES["items"]})
+    cleanup.append(config)
+    db = config.settings.mysql.database
+    lost = f"0-1-{server_gtid_seq() + 10**9}"  # answered by the server as a purged position (error 1236)
+    store = CheckpointStore(config.settings)
+    store.ensure()
+    producer = Producer(config.settings.kafka_config())
+    store.save(producer, Position(file="mysql-bin.999999", pos=4, gtid_set=lost))
+    assert producer.flush(30) == 0
+    execute("INSERT INTO items VALUES (1, 1, 'a'), (2, 2, 'b')", db)
+    result = cli_snapshot(config)
+    assert result.exit_code == 0, result.output
+    assert store.load().gtid_set != lost and "reader resumes from" in result.output
+    with ReaderThread(config):
+        execute(["UPDATE items SET s = 'z' WHERE id = 1", "DELETE FROM items WHERE id = 2"], db)
+        stream = wait_for(lambda: (e := events(config, ["items"], idle=0.5)) and len(e) >= 4 and e, 30,
+                          what="2 snapshot rows and 2 changes")
+    assert sorted((e["op"], (e["after"] or e["before"])["id"]) for _, e in stream) == [("d", 2), ("r", 1), ("r", 2), ("u", 1)]
+    assert replay(stream) == table_contents(db, {"items": ["id"]})
