@@ -38,6 +38,7 @@ from cdc.schema_info import SchemaInfo
 from cdc.status import StatusPublisher
 from cdc.types import RowConverter, to_json_value
 from schemas.kafka_topics import ensure_topics
+from schemas.reader_ops import ReaderOps
 from schemas.rules import RulesConfig
 from schemas.settings import Settings
 
@@ -176,6 +177,8 @@ class BinlogReader:
         self.state = "starting"
         # table_id -> (the table map's column list it was built for, converter)
         self._converters: dict[int, tuple[Any, RowConverter]] = {}
+        # (db, table, op) -> row changes produced; read by /metrics (schemas/reader_ops.py)
+        self.rows_by_table_op: dict[tuple[str, str, str], int] = {}
 
     # -- positions -----------------------------------------------------------------------
     def _boundary_position(self, file: str, pos: int) -> Position:
@@ -274,6 +277,7 @@ class BinlogReader:
         log.info("watching %d table(s): %s", len(self.tables), ", ".join(f"{d}.{t}" for d, t in sorted(self.tables)))
         backoff = 0.5
         self.state = "running"
+        ops = ReaderOps(self).start()  # /metrics, /healthz, /readyz, heartbeat, lag alerts
         try:
             while not self.stop_event.is_set():
                 opened = time.monotonic()
@@ -317,6 +321,7 @@ class BinlogReader:
                 self.state = "stopped"
             self.publish_status()
             self.status.close()
+            ops.stop()
 
     def publish_status(self) -> None:
         if self.status is None:
@@ -413,6 +418,8 @@ class BinlogReader:
         }
         now_ms = int(time.time() * 1000)
         convert = self._converter(event)
+        counted = (event.schema, event.table, op)
+        self.rows_by_table_op[counted] = self.rows_by_table_op.get(counted, 0) + len(event.rows)
         for index, row in enumerate(event.rows):
             if op == "u":
                 before = convert(row["before_values"], row.get("before_none_sources"))

@@ -42,6 +42,7 @@ from schemas.errors import from_validation_error
 from schemas.invocation import Invocation
 from schemas.kafka_topics import ensure_topics
 from schemas.result import Result
+from schemas.runner_ops import RunnerOps
 from schemas.settings import Settings
 
 log = logging.getLogger("cdcflow.runner")
@@ -135,6 +136,7 @@ class Runner:
         self.followups: FollowupPublisher | None = None
         self.states = PluginStates(self.store.client, settings.redis.key_prefix)
         self.reloader: HotReloader | None = None
+        self.ops = RunnerOps(self)  # /metrics, probes, heartbeat, alerts (schemas/runner_ops.py)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def run(self, ready: threading.Event | None = None) -> int:
@@ -143,6 +145,7 @@ class Runner:
         except redis.RedisError as e:
             log.error("cannot reach Redis at %s: %s", _redacted(self.settings.redis.url.get_secret_value()), e)
             return 1
+        self.ops.start()
         found = discover(self.settings.runners.plugin_dirs)
         for problem in found.problems:
             log.error("plugin skipped: %s", problem)
@@ -165,6 +168,7 @@ class Runner:
         if not self.lanes and not self.options.watch:
             log.error("no plugin could be started; nothing to run")
             self.store.close()
+            self.ops.stop()
             return 2
         if not self.lanes:
             log.warning("no plugin could be started yet; waiting for one to appear or be fixed")
@@ -196,6 +200,7 @@ class Runner:
             log.info("runner %s consuming %s (group %s)", RUNNER_ID, ", ".join(topics), self.settings.runners.group_id)
             if ready is not None:
                 ready.set()
+            self.ops.mark_ready()
             self._loop()
         except KafkaException as e:
             log.error("Kafka error at %s: %s", self.settings.kafka.bootstrap_servers, e)
@@ -285,6 +290,7 @@ class Runner:
             self._commit(sync=True)
             self.consumer.close()
         self.store.close()
+        self.ops.stop()
         log.info("runner stopped")
 
     # -- consuming ---------------------------------------------------------------------------
@@ -345,6 +351,7 @@ class Runner:
         result = rejected_result(invocation_id, lane.plugin.name, lane.plugin.version, error_type, message,
                                  code_hash=lane.plugin.code_hash, **kw)
         assert self.sink is not None
+        self.ops.on_result(result)
         self.sink.submit(result, [ack])
 
     def _skip_done(self, d: _Dispatch) -> None:
@@ -378,6 +385,7 @@ class Runner:
             log.info("%s %s abandoned at shutdown (will be redelivered)", lane.plugin.name, job.invocation.invocation_id)
             return
         _log_result(result)
+        self.ops.on_result(result)
         assert self.sink is not None and self.followups is not None
         policy = plugin.manifest.retries
         if wants_retry(result, policy):
@@ -398,6 +406,7 @@ class Runner:
             if not self.followups.publish(self.settings.topics.dlq, iid.encode(), orjson.dumps(entry)):
                 return
             log.warning("%s %s dead-lettered after %d attempt(s)", lane.plugin.name, iid, result.attempt)
+            self.ops.on_dead_letter(entry)
             result = result.model_copy(update={"dead_lettered": True})
         self.sink.submit(result, [job.ack])
 
@@ -471,7 +480,8 @@ def _log_result(result: Result) -> None:
     level = logging.INFO if result.status == "success" else logging.WARNING
     if log.isEnabledFor(level):
         error = f" {result.error.type}: {result.error.message.splitlines()[0] if result.error.message else ''}" if result.error else ""
-        log.log(level, "%s %s %s %.2fms%s", result.plugin, result.invocation_id, result.status, result.duration_ms, error)
+        log.log(level, "%s %s %s %.2fms%s", result.plugin, result.invocation_id, result.status, result.duration_ms, error,
+                extra={"plugin": result.plugin, "invocation_id": result.invocation_id, "status": result.status})
 
 
 def _claimed_id(raw: bytes) -> str | None:

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import importlib
-import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,8 @@ SUBCOMMANDS: dict[str, str] = {
     "replay": "streams.ops_cli:replay",
     "tail": "streams.ops_cli:tail",
     "config": "schemas.config_cli:config_group",
+    "status": "schemas.status_cli:status",
+    "health": "schemas.health_cli:health",
 }
 
 
@@ -102,14 +102,15 @@ def get_config(ctx: click.Context) -> Config:
 @click.option("-c", "--config", "config_path", type=click.Path(path_type=Path), envvar="CDCFLOW_CONFIG",
               help="config file (YAML/JSON); default ./cdcflow.yaml")
 @click.option("--log-level", default="INFO", envvar="CDCFLOW_LOG_LEVEL", show_default=True)
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", envvar="CDCFLOW_LOG_FORMAT",
+              show_default=True, help="json: one JSON object per line (time, level, component, logger, message, ...)")
 @click.pass_context
-def cli(ctx: click.Context, config_path: Path | None, log_level: str) -> None:
+def cli(ctx: click.Context, config_path: Path | None, log_level: str, log_format: str) -> None:
     """cdcflow: database changes, schedules and manual triggers -> isolated plugin runs, over Kafka."""
+    from schemas.log_format import component_of, configure_logging
+
     ctx.ensure_object(dict)["config_path"] = config_path
-    logging.basicConfig(
-        level=log_level.upper(), stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(log_level, log_format, component_of(ctx.invoked_subcommand))  # type: ignore[arg-type]
 
 
 def main() -> None:

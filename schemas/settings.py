@@ -129,6 +129,48 @@ class RunnerSettings(BaseModel):
     result_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
 
 
+class ObservabilitySettings(BaseModel):
+    """Each long-running component serves /metrics, /healthz and /readyz and heartbeats to Redis."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bind: str = Field(default="127.0.0.1", description="address the components' HTTP servers listen on")
+    reader_port: int = Field(default=9464, ge=0, le=65535, description="0 = no HTTP server")
+    streams_port: int = Field(default=9465, ge=0, le=65535, description="0 = no HTTP server")
+    runners_port: int = Field(default=9466, ge=0, le=65535, description="0 = no HTTP server")
+    heartbeat_seconds: float = Field(default=1.0, gt=0)
+    stale_after_seconds: float = Field(default=5.0, gt=0, description="no heartbeat for this long = down")
+
+
+class SmtpSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str
+    port: int = 25
+    starttls: bool = False
+    ssl: bool = False
+    username: str | None = None
+    password: SecretStr | None = None
+    sender: str = "cdcflow@localhost"
+    to: list[str] = Field(min_length=1)
+
+
+class AlertSettings(BaseModel):
+    """Where alerts go and when; with neither webhook_url nor smtp, no alert is sent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    webhook_url: SecretStr | None = None
+    smtp: SmtpSettings | None = None
+    on_failure: bool = True
+    on_dead_letter: bool = True
+    long_run_seconds: float | None = Field(default=None, gt=0, description="alert on a run longer than this")
+    reader_lag_ms: int | None = Field(default=None, gt=0, description="alert when the reader lags more")
+    window_seconds: float = Field(default=60.0, gt=0, description="rate-limit window per alert kind and subject")
+    max_per_window: int = Field(default=3, ge=1, description="sent one by one per window; the rest as a summary")
+    timeout_seconds: float = Field(default=5.0, gt=0)
+
+
 class Settings(BaseSettings):
     """Infrastructure settings. Relative paths are relative to the config file's folder."""
 
@@ -141,6 +183,8 @@ class Settings(BaseSettings):
     cdc: CdcSettings = Field(default_factory=CdcSettings)
     streams: StreamsSettings = Field(default_factory=StreamsSettings)
     runners: RunnerSettings = Field(default_factory=RunnerSettings)
+    observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
 
     @classmethod
     def settings_customise_sources(

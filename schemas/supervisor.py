@@ -5,6 +5,7 @@ A child that dies is restarted with backoff; Ctrl-C / SIGTERM stops all of them 
 """
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -36,8 +37,10 @@ class Child:
 def _pump(name: str, stream: IO[bytes]) -> None:
     """Prefix each line of a child's output with its name, so interleaved logs stay readable."""
     width = max(len(n) for n in COMPONENTS)
+    # JSON log lines stay parseable: they name their component themselves
+    prefix = "" if os.environ.get("CDCFLOW_LOG_FORMAT") == "json" else f"{name:<{width}} | "
     for line in iter(stream.readline, b""):
-        sys.stderr.write(f"{name:<{width}} | {line.decode('utf-8', 'replace')}")
+        sys.stderr.write(f"{prefix}{line.decode('utf-8', 'replace')}")
         sys.stderr.flush()
 
 
@@ -103,6 +106,9 @@ def run(ctx: click.Context, only: tuple[str, ...]) -> None:
     base = [sys.executable, "-m", "schemas.cli"]
     if config.path is not None:
         base += ["--config", str(Path(config.path))]
+    log_format = ctx.find_root().params.get("log_format") or "text"
+    base += ["--log-format", log_format]
+    os.environ["CDCFLOW_LOG_FORMAT"] = log_format  # read by _pump; this process only supervises
     names = list(only) or list(COMPONENTS)
     children = [Child(name, base + COMPONENTS[name]) for name in names]
     raise SystemExit(supervise(children))

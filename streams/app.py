@@ -26,6 +26,7 @@ import orjson
 from schemas.config import Config
 from schemas.invocation import invocation_id_for
 from schemas.kafka_topics import ensure_topics
+from schemas.streams_ops import StreamsOps
 from schemas.trigger_request import ManualTriggerRequest
 from streams.kafka_auth import faust_credentials
 from streams.matcher import Matcher
@@ -101,6 +102,7 @@ def build_app(config: Config) -> faust.App:
         topic_allow_declare=True,
     )
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    ops = StreamsOps.attach(app, config)  # /metrics, probes, heartbeat (schemas/streams_ops.py)
     invoke_topics: dict[str, faust.TopicT] = {}
 
     def invoke_topic(plugin: str, priority: str = "normal") -> faust.TopicT:
@@ -113,12 +115,14 @@ def build_app(config: Config) -> faust.App:
 
     async def emit(invocation: dict[str, Any]) -> None:
         invocation["created_at"] = datetime.now(timezone.utc).isoformat()
+        ops.on_emitted(invocation)
         await invoke_topic(invocation["plugin"], invocation.get("priority", "normal")).send(key=invocation["invocation_id"].encode(), value=orjson.dumps(invocation))
 
     async def emit_and_wait(invocation: dict[str, Any]) -> None:
         # Waits for Kafka's ack: for emissions followed by a state change that says "done" (the
         # timer's last slot, a debounce entry's deletion), so the state never runs ahead of Kafka.
         invocation["created_at"] = datetime.now(timezone.utc).isoformat()
+        ops.on_emitted(invocation)
         pending = await invoke_topic(invocation["plugin"], invocation.get("priority", "normal")).send(
             key=invocation["invocation_id"].encode(), value=orjson.dumps(invocation))
         await pending
@@ -186,6 +190,7 @@ def build_app(config: Config) -> faust.App:
                               message.topic, message.partition, message.offset, e)
                     continue
                 matches = live.matcher.match(change)
+                ops.on_row_change(source, matches)
                 if not matches:
                     # Most changes match no rule: they need no de-duplication state, so skip the
                     # table read and the write (and its changelog message) on that common path.
@@ -203,7 +208,8 @@ def build_app(config: Config) -> faust.App:
                     await emit(planned.invocation)
                     log.info("row change %s on %s.%s -> %s (rule %s, invocation %s)", event_id, source["db"],
                              source["table"], planned.plugin, planned.invocation["trigger"]["rule"],
-                             planned.invocation["invocation_id"])
+                             planned.invocation["invocation_id"],
+                             extra={"event_id": event_id, "plugin": planned.plugin, "invocation_id": planned.invocation["invocation_id"]})
                 for rule, (window_ms, invocations) in held.items():
                     key = pending_key(rule, row_key)
                     debounce_pending[key] = merge_pending(debounce_pending.get(key), invocations, window_ms,
@@ -256,6 +262,7 @@ def build_app(config: Config) -> faust.App:
                 log.error("skipping malformed trigger at %s[%d]@%d: %s", message.topic, message.partition,
                           message.offset, e)
                 continue
+            ops.on_manual_trigger()
             invocation = {
                 "invocation_id": invocation_id_for("manual", request.request_id, request.plugin),
                 "plugin": request.plugin,
@@ -280,9 +287,11 @@ def run_worker(config: Config, loglevel: str = "INFO") -> None:
         # Faust, mode and aiokafka narrate every service start/stop at INFO; keep our lines readable.
         for name in ("faust", "mode", "aiokafka"):
             logging.getLogger(name).setLevel(logging.WARNING)
+    app.cdcflow_ops.start()  # type: ignore[attr-defined]
     try:
         worker.execute_from_commandline()
     except SystemExit:
+        app.cdcflow_ops.stop()  # type: ignore[attr-defined]
         if getattr(app, "restart_reason", None):
             # Same command line, new process: the new topics are subscribed from the start.
             os.execv(sys.executable, list(sys.orig_argv))

@@ -47,6 +47,8 @@ def isolated_config_data(tag: str = "t", rules: dict[str, Any] | None = None,
         "streams": {"app_id": f"test-{uid}-streams", "state_dir": str(STATE / "test-streams" / uid), "web_port": 0},
         "runners": {"group_id": f"test-{uid}-runners", "plugin_dirs": [str(p) for p in plugin_dirs or [EXAMPLES_DIR]],
                     "venv_dir": str(TEST_VENV_DIR)},
+        # no HTTP servers by default: parallel tests would fight over the ports (heartbeats still go to Redis)
+        "observability": {"reader_port": 0, "streams_port": 0, "runners_port": 0},
         **(rules or {}),
     }
 

@@ -1,0 +1,236 @@
+"""Everything `cdcflow status` shows, gathered from Redis and Kafka (so it works from any host).
+
+Each part is gathered on its own: one that cannot be read (Kafka down, say) is reported by name
+under `problems`, and the rest is still shown.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
+
+from schemas.components import KINDS, ComponentRecord, now_ms, read_records, redis_client
+from schemas.config import Config
+from schemas.settings import Settings
+
+KAFKA_TIMEOUT_SECONDS = 10.0
+
+
+def component_views(records: list[ComponentRecord], settings: Settings, at_ms: int) -> list[dict[str, Any]]:
+    stale = settings.observability.stale_after_seconds
+    return [{**r.model_dump(), "liveness": r.liveness(at_ms, stale), "heartbeat_age_s": round(r.age_seconds(at_ms), 1)}
+            for r in records]
+
+
+def consumer_lag(settings: Settings, groups: list[str]) -> list[dict[str, Any]]:
+    """Per group and topic: committed offsets against the high watermarks (sum over partitions)."""
+    admin = AdminClient(settings.kafka_config())
+    committed: dict[str, list[TopicPartition]] = {}
+    for group in groups:  # the admin API takes one group per request
+        futures = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
+                                                    request_timeout=KAFKA_TIMEOUT_SECONDS)
+        result = futures[group].result(timeout=KAFKA_TIMEOUT_SECONDS)
+        committed[group] = [tp for tp in result.topic_partitions or [] if tp.offset >= 0]
+    wanted = {TopicPartition(tp.topic, tp.partition): OffsetSpec.latest() for tps in committed.values() for tp in tps}
+    ends: dict[tuple[str, int], int] = {}
+    if wanted:
+        for tp, future in admin.list_offsets(wanted, request_timeout=KAFKA_TIMEOUT_SECONDS).items():
+            ends[(tp.topic, tp.partition)] = future.result(timeout=KAFKA_TIMEOUT_SECONDS).offset
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for group, tps in committed.items():
+        for tp in tps:
+            row = rows.setdefault((group, tp.topic), {"group": group, "topic": tp.topic, "lag": 0, "partitions": 0})
+            end = ends.get((tp.topic, tp.partition))
+            if end is not None:
+                row["lag"] += max(0, end - tp.offset)
+            row["partitions"] += 1
+    return sorted(rows.values(), key=lambda r: (r["group"], r["topic"]))
+
+
+def schedule_views(config: Config) -> list[dict[str, Any]]:
+    from streams.schedule_state import ScheduleStore
+    from streams.schedule_times import next_slot
+
+    store = ScheduleStore(config.settings)
+    now = datetime.now(timezone.utc)
+    out = []
+    for s in config.rules.schedules:
+        state = store.load(s.name)
+        anchor = state.anchor or now.replace(microsecond=0)
+        nxt = None if state.paused or not s.enabled else next_slot(s, anchor, max(filter(None, [state.last, now])))
+        out.append({"name": s.name, "plugin": s.plugin, "enabled": s.enabled, "paused": state.paused,
+                    "next_fire": nxt.isoformat() if nxt else None,
+                    "last_fire": state.last.isoformat() if state.last else None})
+    store.client.close()
+    return out
+
+
+def recent_failures(settings: Settings, limit: int) -> list[dict[str, Any]]:
+    from plugins.store import RunStore
+
+    store = RunStore(settings)
+    try:
+        results = store.list(status="failed", limit=limit) + store.list(status="timeout", limit=limit)
+    finally:
+        store.close()
+    results.sort(key=lambda r: r.finished_at, reverse=True)
+    return [{"finished_at": r.finished_at.isoformat(), "plugin": r.plugin, "invocation_id": r.invocation_id,
+             "status": r.status, "attempt": r.attempt,
+             "error": f"{r.error.type}: {r.error.message.splitlines()[0] if r.error.message else ''}" if r.error else None}
+            for r in results[:limit]]
+
+
+def plugin_views(settings: Settings) -> dict[str, dict[str, Any]]:
+    from plugins.state import PluginStates
+
+    client = redis_client(settings)
+    try:
+        return PluginStates(client, settings.redis.key_prefix).all()
+    finally:
+        client.close()
+
+
+def gather(config: Config, failures: int = 5, with_kafka: bool = True) -> dict[str, Any]:
+    settings = config.settings
+    at = now_ms()
+    report: dict[str, Any] = {"generated_at": datetime.fromtimestamp(at / 1000, timezone.utc).isoformat(),
+                              "problems": []}
+
+    def part(name: str, fn: Callable[[], Any], empty: Any) -> None:
+        try:
+            report[name] = fn()
+        except Exception as e:  # shown, not raised: the other parts are still worth seeing
+            report[name] = empty
+            report["problems"].append(f"{name}: {type(e).__name__}: {e}")
+
+    def components() -> list[dict[str, Any]]:
+        client = redis_client(settings)
+        try:
+            return component_views(read_records(client, settings.redis.key_prefix), settings, at)
+        finally:
+            client.close()
+
+    def reader() -> dict[str, Any] | None:
+        from cdc.status import read_status
+
+        return read_status(settings)
+
+    part("components", components, [])
+    part("reader", reader, None)
+    if with_kafka:
+        groups = [settings.streams.app_id, settings.runners.group_id]
+        part("consumer_lag", lambda: consumer_lag(settings, groups), [])
+    part("plugins", lambda: plugin_views(settings), {})
+    part("schedules", lambda: schedule_views(config), [])
+    part("recent_failures", lambda: recent_failures(settings, failures), [])
+    return report
+
+
+# -- health -----------------------------------------------------------------------------------
+def expected_kinds(config: Config) -> list[str]:
+    """A reader only when something is monitored; the Faust worker (manual triggers) and runners always."""
+    kinds = ["streams", "runner"]
+    if config.rules.tables() or config.settings.cdc.include_tables:
+        kinds.insert(0, "reader")
+    return kinds
+
+
+def health(components: list[dict[str, Any]], expected: list[str]) -> tuple[bool, list[str]]:
+    """(healthy, one line per expected kind): healthy when each kind has an instance up and ready."""
+    ok_all, lines = True, []
+    for kind in expected:
+        mine = [c for c in components if c["kind"] == kind]
+        good = [c for c in mine if c["liveness"] == "up" and c["state"] == "ready"]
+        if good:
+            lines.append(f"ok    {kind}: " + ", ".join(f"{c['instance']} ready" for c in good))
+            others = [c for c in mine if c not in good and c["liveness"] == "down"]
+            for c in others:
+                lines.append(f"      (also {c['instance']}: down, no heartbeat for {c['heartbeat_age_s']:.0f}s)")
+            continue
+        ok_all = False
+        if not mine:
+            lines.append(f"FAIL  {kind}: no instance has reported (never started, or gone for over 10 minutes)")
+        for c in mine:
+            lines.append(f"FAIL  {kind}: {c['instance']} {_why(c)}")
+    return ok_all, lines
+
+
+def _why(c: dict[str, Any]) -> str:
+    if c["liveness"] == "stopped":
+        return f"stopped ({c['heartbeat_age_s']:.0f}s ago)"
+    if c["liveness"] == "down":
+        return f"down: no heartbeat for {c['heartbeat_age_s']:.0f}s (killed or hung)"
+    return f"{c['state']}: {c.get('reason') or '?'}"
+
+
+# -- text --------------------------------------------------------------------------------------
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    table = [header, *rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    return ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
+
+
+def _age(ms: int | None, at_ms: int) -> str:
+    return "-" if not ms else f"{max(0.0, (at_ms - ms) / 1000):.1f}s ago"
+
+
+def format_report(report: dict[str, Any], expected: list[str]) -> str:
+    at = now_ms()
+    out = [f"cdcflow status at {report['generated_at']}", "", "COMPONENTS"]
+    rows = []
+    seen = {c["kind"] for c in report["components"]}
+    for c in report["components"]:
+        state = {"up": c["state"], "down": "DOWN", "stopped": "stopped"}[c["liveness"]]
+        detail = c.get("reason") or ""
+        if c["liveness"] == "down":
+            detail = "no heartbeat: killed or hung"
+        rows.append((c["kind"], state.upper() if state == "not ready" else state, c["host"], str(c["pid"]),
+                     str(c["port"] or "-"), f"{c['heartbeat_age_s']:.1f}s ago", detail))
+    for kind in KINDS:
+        if kind in expected and kind not in seen:
+            rows.append((kind, "MISSING", "-", "-", "-", "-", "no heartbeat ever (or over 10 min ago)"))
+    out += _table(("KIND", "STATE", "HOST", "PID", "PORT", "HEARTBEAT", "DETAIL"), rows)
+
+    reader = report.get("reader")
+    out += ["", "READER"]
+    if reader:
+        lag = reader.get("lag_ms")
+        out.append(f"  {reader.get('name')}  {reader.get('state')}  position {reader.get('position') or '-'}  "
+                   f"lag {'-' if lag is None else f'{lag} ms'}  rows/s {reader.get('rows_per_s', 0):.1f}  "
+                   f"rows acked {reader.get('rows_acked', 0)}  updated {_age(reader.get('updated_ms'), at)}")
+        out.append(f"  checkpoint {reader.get('checkpoint') or '-'}")
+        if reader.get("last_error"):
+            out.append(f"  last error: {reader['last_error']}")
+    else:
+        out.append("  (no reader status)")
+
+    out += ["", "CONSUMER LAG"]
+    lag_rows = [(r["group"], r["topic"], str(r["lag"])) for r in report.get("consumer_lag", [])]
+    out += _table(("GROUP", "TOPIC", "LAG"), lag_rows) if lag_rows else ["  (no committed offsets)"]
+
+    out += ["", "PLUGINS"]
+    plugins = report.get("plugins") or {}
+    out += _table(("NAME", "STATE", "VERSION", "LOADED", "LAST ERROR"), [
+        (name, str(p.get("state", "?")), str(p.get("version") or "-"),
+         _age(int(p["loaded_at"] * 1000) if p.get("loaded_at") else None, at),
+         (str(p.get("last_error") or "").splitlines() or [""])[0][:80])
+        for name, p in sorted(plugins.items())]) if plugins else ["  (no runner has reported plugins)"]
+
+    out += ["", "SCHEDULES"]
+    schedules = report.get("schedules") or []
+    out += _table(("NAME", "PLUGIN", "NEXT FIRE", "LAST FIRE", "PAUSED"), [
+        (s["name"], s["plugin"], s["next_fire"] or "-", s["last_fire"] or "-", "yes" if s["paused"] else "no")
+        for s in schedules]) if schedules else ["  (none)"]
+
+    out += ["", "RECENT FAILURES"]
+    failures = report.get("recent_failures") or []
+    out += _table(("FINISHED", "PLUGIN", "INVOCATION", "STATUS", "ERROR"), [
+        (f["finished_at"][:19], f["plugin"], f["invocation_id"], f"{f['status']} #{f['attempt']}", (f["error"] or "")[:80])
+        for f in failures]) if failures else ["  (none)"]
+
+    if report["problems"]:
+        out += ["", "COULD NOT READ"] + [f"  {p}" for p in report["problems"]]
+    return "\n".join(out)

@@ -1,0 +1,108 @@
+"""The Faust worker's /metrics, probes and heartbeat (hooked into streams/app.py).
+
+Ready only once Faust has recovered its tables (`app.tables.recovery.completed`, and not
+recovering again after a rebalance): before that the worker holds partitions it cannot serve
+correctly yet. Alive while its event loop turns: a timer on the loop ticks every second, and a
+loop stuck for 15 s (a blocking call in an agent) fails /healthz.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import faust
+from prometheus_client import CollectorRegistry, Counter
+
+from schemas.config import Config
+from schemas.observability import ComponentObservability
+
+LOOP_STUCK_SECONDS = 15.0
+
+
+class StreamsOps:
+    def __init__(self, config: Config):
+        self.settings = config.settings
+        self.registry = CollectorRegistry()
+        self.events = Counter("cdcflow_streams_events", "events consumed, by source (db.table or manual)",
+                              ["source"], registry=self.registry)
+        self.matches = Counter("cdcflow_streams_matches", "rule matches, by rule", ["rule"], registry=self.registry)
+        self.invocations = Counter("cdcflow_streams_invocations", "invocations emitted, by plugin and trigger kind",
+                                   ["plugin", "trigger"], registry=self.registry)
+        self.schedule_fires = Counter("cdcflow_streams_schedule_fires", "schedule fires emitted, by schedule",
+                                      ["schedule"], registry=self.registry)
+        self.app: faust.App | None = None
+        self.last_tick = time.monotonic()
+        self.observability: ComponentObservability | None = None
+
+    @classmethod
+    def attach(cls, app: faust.App, config: Config) -> "StreamsOps":
+        """Create the metrics for this app and the liveness tick on its loop (call in build_app)."""
+        ops = cls(config)
+        ops.app = app
+        app.cdcflow_ops = ops  # type: ignore[attr-defined]
+
+        @app.timer(interval=1.0, name="cdcflow_liveness_tick")
+        async def liveness_tick() -> None:
+            ops.last_tick = time.monotonic()
+
+        return ops
+
+    # -- hooks (event loop) ----------------------------------------------------------------------
+    def on_row_change(self, source: dict[str, Any], matches: Sequence[Any]) -> None:
+        self.events.labels(f"{source.get('db')}.{source.get('table')}").inc()
+        for planned in matches:
+            self.matches.labels(planned.invocation["trigger"].get("rule", "?")).inc()
+
+    def on_manual_trigger(self) -> None:
+        self.events.labels("manual").inc()
+
+    def on_emitted(self, invocation: dict[str, Any]) -> None:
+        trigger = invocation.get("trigger") or {}
+        kind = trigger.get("kind", "?")
+        self.invocations.labels(invocation.get("plugin", "?"), kind).inc()
+        if kind == "schedule":
+            self.schedule_fires.labels(trigger.get("schedule", "?")).inc()
+
+    # -- lifecycle (run_worker) ----------------------------------------------------------------
+    def start(self) -> "StreamsOps":
+        self.last_tick = time.monotonic()
+        self.observability = ComponentObservability(
+            "streams", self.settings, self.settings.observability.streams_port, self.registry,
+            ready=self._ready, live=self._live, details=self._details).start()
+        return self
+
+    def stop(self) -> None:
+        if self.observability is not None:
+            self.observability.stop()
+
+    def _live(self) -> tuple[bool, str | None]:
+        stuck = time.monotonic() - self.last_tick
+        if self.app is not None and self.app.started and stuck > LOOP_STUCK_SECONDS:
+            return False, f"event loop has not turned for {stuck:.0f} s"
+        return True, None
+
+    def _ready(self) -> tuple[bool, str | None]:
+        app = self.app
+        if app is None or not app.started:
+            return False, "starting"
+        live, why = self._live()
+        if not live:
+            return False, why
+        recovery = app.tables.recovery
+        if not recovery.completed.is_set():
+            return False, "recovering tables (waiting for the first assignment and changelog replay)"
+        if app.in_recovery:
+            return False, "recovering tables after a rebalance"
+        return True, None
+
+    def _details(self) -> dict[str, Any]:
+        app = self.app
+        info: dict[str, Any] = {"app_id": self.settings.streams.app_id}
+        if app is not None and app.started:
+            try:
+                info["leader"] = app.is_leader()
+                info["assigned"] = len(app.consumer.assignment())
+            except Exception:  # the consumer may be (re)starting
+                pass
+        return info

@@ -1,0 +1,124 @@
+"""Alerts: rate limiting (pure logic) and delivery to a real local webhook; JSON log lines."""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from schemas.alerts import Alert, Alerter, RateLimiter, summary_payload
+from schemas.log_format import JsonFormatter
+from schemas.settings import AlertSettings
+from tests.support import wait_for
+
+
+class WebhookReceiver:
+    """A local HTTP endpoint that records every JSON body POSTed to it."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        received = self.bodies
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length", 0))
+                received.append(json.loads(self.rfile.read(length)))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook/s3cr3t-token"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    r = WebhookReceiver()
+    yield r
+    r.close()
+
+
+def test_rate_limiter_sends_a_few_then_one_summary_per_window_while_the_storm_lasts() -> None:
+    limiter = RateLimiter(window_seconds=60, max_per_window=2)
+    sent = [limiter.offer(Alert("failure", "x", f"m{i}"), now=float(i) / 10) for i in range(37)]
+    assert sent[:2] == [True, True] and not any(sent[2:])
+    assert limiter.due(now=59.0) == []  # window not over
+    (key, window), = limiter.due(now=60.5)
+    summary = summary_payload(key, window, 60, "runner")
+    assert summary["count"] == 37 and summary["not_sent_individually"] == 35
+    assert summary["message"].startswith("37 failures of plugin x in the last 60 s")
+    # the storm goes on: the next window sends nothing individually, only its summary
+    assert limiter.offer(Alert("failure", "x", "again"), now=61.0) is False
+    (_, window2), = limiter.due(now=121.0)
+    assert window2.total == 1
+    # another subject has its own budget
+    assert limiter.offer(Alert("failure", "y", "other"), now=61.0) is True
+    # a quiet window ends the storm: the next alert is sent individually again
+    assert limiter.due(now=182.0) == [] and limiter.offer(Alert("failure", "x", "later"), now=183.0) is True
+
+
+def test_a_failure_storm_reaches_the_webhook_as_two_alerts_and_one_summary(receiver: WebhookReceiver) -> None:
+    settings = AlertSettings(webhook_url=SecretStr(receiver.url), window_seconds=1.5, max_per_window=2)
+    alerter = Alerter(settings, "runner").start()
+    for i in range(37):
+        alerter.alert("failure", "etl", f"etl invocation inv-{i} failed: ValueError: boom", invocation_id=f"inv-{i}")
+    summaries = wait_for(lambda: [b for b in receiver.bodies if b["summary"]], 10, what="the summary")
+    alerter.close()
+    singles = [b for b in receiver.bodies if not b["summary"]]
+    assert [b["details"]["invocation_id"] for b in singles] == ["inv-0", "inv-1"]
+    assert len(summaries) == 1 and summaries[0]["count"] == 37
+    assert summaries[0]["message"].startswith("37 failures of plugin etl in the last 1.5 s")
+    assert summaries[0]["kind"] == "failure" and summaries[0]["subject"] == "etl"
+
+
+def test_an_unreachable_webhook_is_logged_without_its_secret_url(caplog: pytest.LogCaptureFixture) -> None:
+    url = "http://127.0.0.1:9/hook/s3cr3t-token"  # port 9 (discard): connection refused
+    alerter = Alerter(AlertSettings(webhook_url=SecretStr(url), timeout_seconds=1), "runner").start()
+    with caplog.at_level(logging.WARNING, logger="cdcflow.alerts"):
+        alerter.alert("dead_letter", "etl", "dead")
+        alerter.close()
+    assert "alert not delivered by webhook to 127.0.0.1" in caplog.text
+    assert "s3cr3t" not in caplog.text
+    assert "s3cr3t" not in repr(AlertSettings(webhook_url=SecretStr(url)))
+
+
+def test_alerting_without_a_destination_does_nothing() -> None:
+    alerter = Alerter(AlertSettings(), "runner").start()
+    alerter.alert("failure", "x", "m")  # no thread, no queue growth, no error
+    assert not alerter.enabled and alerter._queue.qsize() == 0
+    alerter.close()
+
+
+def test_json_log_lines_carry_component_and_extra_fields() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter("runner"))
+    logger = logging.getLogger("test.jsonlog")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("echo %s failed", "inv-1", extra={"plugin": "echo", "invocation_id": "inv-1"})
+        try:
+            raise ValueError("boom\nsecond line")
+        except ValueError:
+            logger.exception("crashed")
+    finally:
+        logger.removeHandler(handler)
+    first, second = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert first["message"] == "echo inv-1 failed" and first["level"] == "WARNING"
+    assert first["component"] == "runner" and first["logger"] == "test.jsonlog"
+    assert first["plugin"] == "echo" and first["invocation_id"] == "inv-1" and first["time"].endswith("+00:00")
+    assert "ValueError: boom" in second["exc_info"] and "plugin" not in second

@@ -1,0 +1,250 @@
+"""`cdcflow status`/`health`, /metrics and probes, alerts and JSON logs of the real components.
+
+Each component runs as a real `cdcflow ...` process against the local stack; the test scrapes its
+HTTP endpoints, reads `status --json` and `health` as an operator would, then stops or kills it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from confluent_kafka import Producer
+from prometheus_client.parser import text_string_to_metric_families
+
+from schemas.config import Config
+from schemas.invocation import Invocation, ManualTrigger
+from schemas.kafka_topics import ensure_topics
+from tests.support import (REPO_ROOT, execute, isolated_config_data, items_config, remove_test_resources, wait_for,
+                           write_config)
+from tests.test_ops_alerts import WebhookReceiver
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def with_ops(config: Config, tmp_path: Path, **alerts: Any) -> tuple[Config, int]:
+    """The config rewritten with every component's HTTP port free, fast heartbeats and these alert settings."""
+    data = yaml.safe_load(Path(config.path).read_text())
+    port = free_port()
+    data["observability"] = {"reader_port": port, "streams_port": port, "runners_port": port,
+                             "heartbeat_seconds": 0.5, "stale_after_seconds": 2.0}
+    if alerts:
+        data["alerts"] = alerts
+    return write_config(tmp_path, data), port
+
+
+class Cdcflow:
+    """`cdcflow --config C ARGS` in the background, its stderr collected line by line."""
+
+    def __init__(self, config: Config, *args: str, log_format: str = "text"):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "schemas.cli", "--config", str(config.path), "--log-format", log_format, *args],
+            cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        threading.Thread(target=lambda: self.lines.extend(iter(self.process.stderr.readline, "")), daemon=True).start()
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+            raise AssertionError(f"{self.process.args} did not stop within 60 s of {sig}:\n{self.log()[-4000:]}") from None
+
+    def log(self) -> str:
+        return "".join(self.lines)
+
+
+def cli(config: Config, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "schemas.cli", "--config", str(config.path), *args],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    code, text = get(port, "/metrics")
+    assert code == 200, text
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def sample(port: int, name: str, **labels: str) -> float:
+    return scrape(port).get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def component(config: Config, kind: str) -> dict[str, Any] | None:
+    result = cli(config, "status", "--json", "--no-kafka")
+    assert result.returncode == 0, result.stderr
+    mine = [c for c in json.loads(result.stdout)["components"] if c["kind"] == kind]
+    return mine[0] if mine else None
+
+
+def ready_everywhere(config: Config, port: int, kind: str, pid: int) -> dict[str, Any] | None:
+    c = component(config, kind)
+    return c if c and c["state"] == "ready" and c["pid"] == pid and get(port, "/readyz")[0] == 200 else None
+
+
+# -- runner ------------------------------------------------------------------------------------
+@pytest.fixture
+def runner_config(stack: None, tmp_path: Path) -> Iterator[tuple[Config, int, WebhookReceiver]]:
+    receiver = WebhookReceiver()
+    base = write_config(tmp_path, isolated_config_data("ops"))
+    config, port = with_ops(base, tmp_path, webhook_url=receiver.url, window_seconds=3.0, max_per_window=1)
+    s = config.settings
+    topics = [s.topics.invoke("echo"), s.topics.invoke("echo", "high"), s.topics.results, s.topics.dlq]
+    ensure_topics(s, topics)
+    yield config, port, receiver
+    receiver.close()
+    remove_test_resources(s, topics)
+
+
+def produce_echo(config: Config, modes: list[str]) -> list[str]:
+    s = config.settings
+    producer = Producer(s.kafka_config(**{"acks": "all"}))
+    ids = []
+    for mode in modes:
+        now = datetime.now(timezone.utc)
+        inv = Invocation(invocation_id=str(uuid.uuid4()), plugin="echo", params={"mode": mode, "message": mode},
+                         created_at=now, trigger=ManualTrigger(requested_by="pytest", requested_at=now, request_id="r"))
+        producer.produce(s.topics.invoke("echo"), key=inv.invocation_id.encode(), value=inv.model_dump_json().encode())
+        ids.append(inv.invocation_id)
+    assert producer.flush(30) == 0
+    return ids
+
+
+def test_runner_metrics_probes_status_health_alerts_and_json_logs(runner_config) -> None:  # type: ignore[no-untyped-def]
+    config, port, receiver = runner_config
+    assert cli(config, "health", "--expect", "runner").returncode == 1  # nothing runs yet
+    runner = Cdcflow(config, "runners", "run", "--plugin", "echo", "--no-watch", log_format="json")
+    try:
+        up = wait_for(lambda: ready_everywhere(config, port, "runner", runner.process.pid), 120,
+                      interval=0.3, what="the runner ready in status and /readyz")
+        assert up["liveness"] == "up" and up["port"] == port and up["host"] == socket.gethostname()
+        assert get(port, "/healthz")[0] == 200
+        health = cli(config, "health", "--expect", "runner")
+        assert health.returncode == 0 and f"ok    runner: {up['instance']} ready" in health.stdout, health.stdout
+        assert sample(port, "cdcflow_runner_workers_alive", plugin="echo") == 2.0
+        before = sample(port, "cdcflow_runner_invocations_total", plugin="echo", status="success")
+
+        ok_ids = produce_echo(config, ["echo"])
+        failed_ids = produce_echo(config, ["raise"] * 5)
+        wait_for(lambda: sample(port, "cdcflow_runner_invocations_total", plugin="echo", status="failed") == 5, 60,
+                 interval=0.2, what="5 failed results counted")
+        assert sample(port, "cdcflow_runner_invocations_total", plugin="echo", status="success") == before + 1
+        assert sample(port, "cdcflow_runner_duration_seconds_count", plugin="echo") == 6
+        assert sample(port, "cdcflow_runner_dead_letters_total", plugin="echo") == 5
+
+        # alerts: the first failure and the first dead letter one by one, then one summary each
+        summaries = wait_for(lambda: (s := [b for b in receiver.bodies if b["summary"]]) and len(s) == 2 and s, 20,
+                             what="the two summaries")
+        singles = [b for b in receiver.bodies if not b["summary"]]
+        assert sorted(b["kind"] for b in singles) == ["dead_letter", "failure"]
+        assert all(b["details"]["invocation_id"] in failed_ids for b in singles)
+        by_kind = {b["kind"]: b for b in summaries}
+        assert by_kind["failure"]["count"] == 5 and by_kind["dead_letter"]["count"] == 5
+        assert by_kind["failure"]["message"].startswith("5 failures of plugin echo in the last 3 s")
+
+        # status shows the failures; JSON log lines parse and name the plugin and invocation
+        report = json.loads(cli(config, "status", "--json").stdout)
+        assert {f["invocation_id"] for f in report["recent_failures"]} <= set(failed_ids)
+        assert len(report["recent_failures"]) == 5 and report["plugins"]["echo"]["state"] == "serving"
+        assert any(r["topic"] == config.settings.topics.invoke("echo") for r in report["consumer_lag"]), report
+        lines = [json.loads(line) for line in runner.lines if line.startswith("{")]
+        assert lines and len(lines) == len([line for line in runner.lines if line.strip()]), runner.log()
+        done = [r for r in lines if r.get("invocation_id") == ok_ids[0]]
+        assert done and done[0]["plugin"] == "echo" and done[0]["component"] == "runner" and done[0]["level"] == "INFO"
+    finally:
+        runner.stop()
+
+    # stopped: status and health say so at once (the last heartbeat says "stopped")
+    down = component(config, "runner")
+    assert down is not None and down["liveness"] == "stopped", down
+    health = cli(config, "health", "--expect", "runner")
+    assert health.returncode == 1 and "FAIL  runner:" in health.stdout and "stopped" in health.stdout
+    assert get(port, "/healthz")[0] == 0  # the port is closed
+
+
+# -- reader --------------------------------------------------------------------------------------
+def test_reader_metrics_and_a_killed_reader_shows_down_within_seconds(stack: None, tmp_path: Path) -> None:
+    with items_config("opsr", tmp_path) as base:
+        config, port = with_ops(base, tmp_path)
+        reader = Cdcflow(config, "cdc", "run")
+        try:
+            wait_for(lambda: ready_everywhere(config, port, "reader", reader.process.pid), 60, interval=0.3,
+                     what="the reader ready")
+            assert cli(config, "health", "--expect", "reader").returncode == 0
+            db = config.settings.mysql.database
+            execute([f"INSERT INTO items VALUES ({i})" for i in range(20)] + ["UPDATE items SET id = id + 100 WHERE id < 5"], db)
+            wait_for(lambda: sample(port, "cdcflow_reader_rows_acked_total") >= 25, 30, what="25 rows acked")
+            metrics = scrape(port)
+            assert metrics[("cdcflow_reader_rows_total", (("db", db), ("op", "c"), ("table", "items")))] == 20
+            assert metrics[("cdcflow_reader_rows_total", (("db", db), ("op", "u"), ("table", "items")))] == 5
+            assert metrics[("cdcflow_reader_state", (("state", "running"),))] == 1
+            assert any(name == "cdcflow_reader_checkpoint_position" and value > 4 for (name, _), value in metrics.items())
+            assert wait_for(lambda: sample(port, "cdcflow_reader_lag_ms") == 0 or None, 10, what="lag 0 when idle") is not None
+            shown = component(config, "reader")
+            assert shown["details"]["rows_acked"] >= 25 and shown["details"]["position"].startswith("mysql-bin.")
+        finally:
+            reader.stop(signal.SIGKILL)
+        # killed: no clean "stopped" record; the heartbeat goes stale (2 s here) and health fails
+        health = wait_for(lambda: (h := cli(config, "health", "--expect", "reader")).returncode == 1 and h, 15,
+                          interval=0.5, what="health failing after kill -9")
+        assert "down: no heartbeat" in health.stdout, health.stdout
+        text = cli(config, "status", "--no-kafka").stdout
+        assert "DOWN" in text and "no heartbeat: killed or hung" in text
+
+
+# -- streams worker -------------------------------------------------------------------------------
+def test_streams_worker_is_ready_after_table_recovery_and_counts_triggers(stack: None, tmp_path: Path) -> None:
+    data = isolated_config_data("opss", {"monitored_tables": {"items": {"triggers": ["echo"]}}})
+    config, port = with_ops(write_config(tmp_path, data), tmp_path)
+    s = config.settings
+    worker = Cdcflow(config, "streams", "worker")
+    try:
+        up = wait_for(lambda: ready_everywhere(config, port, "streams", worker.process.pid), 120, interval=0.5,
+                      what="the Faust worker ready (tables recovered)")
+        assert up["details"]["app_id"] == s.streams.app_id and up["details"]["assigned"] > 0
+        assert cli(config, "health", "--expect", "streams").returncode == 0
+        triggered = cli(config, "trigger", "echo", "-p", "message=hi")
+        assert triggered.returncode == 0, triggered.stderr
+        wait_for(lambda: sample(port, "cdcflow_streams_invocations_total", plugin="echo", trigger="manual") == 1, 30,
+                 what="the manual trigger counted")
+        assert sample(port, "cdcflow_streams_events_total", source="manual") == 1
+        worker.stop()
+        assert worker.process.returncode == 0, worker.log()[-3000:]
+        health = cli(config, "health", "--expect", "streams")
+        assert health.returncode == 1 and "stopped" in health.stdout
+    finally:
+        worker.stop()
+        remove_test_resources(s, [s.topics.row_changes(s.mysql.database, "items"), s.topics.triggers,
+                                  s.topics.invoke("echo"), s.topics.invoke("echo", "high")])
