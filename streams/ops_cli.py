@@ -72,7 +72,7 @@ def _existing_topics(consumer, settings) -> set[str]:  # type: ignore[no-untyped
 @click.option("--dry-run", is_flag=True, help="count what would be replayed, send nothing")
 @click.option("--replay-id", help="name of this replay (default: derived from the arguments and resolved range); re-run with it to continue")
 @click.option("--rate", type=click.FloatRange(min=0.1), help="read at most this many source messages per second")
-@click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True, help="messages per transaction")
+@click.option("--batch-size", type=click.IntRange(min=1), default=5000, show_default=True, help="at most this many source messages (and at most 1 s) per transaction")
 @click.pass_context
 def replay(ctx: click.Context, source_topic: str, from_offsets: tuple[str, ...], to_offsets: tuple[str, ...],
            since: str | None, until: str | None, tables: tuple[str, ...], ops: tuple[str, ...],

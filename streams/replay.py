@@ -58,7 +58,7 @@ class ReplaySpec:
     filter: EventFilter
     to_topic: str | None = None
     rate: float | None = None  # source messages per second; None = as fast as possible
-    batch_size: int = 500
+    batch_size: int = 5000
     dry_run: bool = False  # count what the target would get, send nothing
 
     @property
