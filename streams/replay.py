@@ -328,7 +328,13 @@ def _done(consumer: Consumer, topic: str, partition: int, remaining: set[int], t
 def _handle(msg: Message, transformer: Transformer, spec: ReplaySpec, counts: ReplayCounts,
             producer: Producer | None, known_topics: set[str], settings: Settings,
             on_print: Callable[[Message, EventFacts], None] | None) -> None:
-    selected = transformer.select(msg)
+    try:
+        selected = transformer.select(msg)
+    except (KeyError, TypeError, ValueError) as e:
+        # A message that looks like an event but lacks a field (or a re-built invocation the model
+        # refuses): counted and named in the summary, the replay goes on.
+        counts.skipped[f"malformed ({type(e).__name__}: {' '.join(str(e).split())})"[:160]] += 1
+        return
     if selected is None:
         return
     f, invocations = selected

@@ -60,3 +60,45 @@ def test_filters_on_row_changes_and_other_events() -> None:
     result = orjson.dumps({"invocation_id": "i", "plugin": "echo", "status": "failed"})
     assert facts(result).kind == "result" and EventFilter.build(statuses=["failed"]).accepts(facts(result))
     assert facts(b"not json").kind == "unknown" and not EventFilter.build(plugins=["echo"]).accepts(facts(b"x"))
+
+
+class FakeMessage:
+    """Just what the transformer reads of a confluent_kafka.Message."""
+
+    def __init__(self, value: bytes):
+        self._value = value
+
+    def value(self) -> bytes:
+        return self._value
+
+    def key(self) -> bytes:
+        return b"k"
+
+    def topic(self) -> str:
+        return "t"
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return 1
+
+    def headers(self) -> None:
+        return None
+
+
+def test_malformed_events_are_counted_and_skipped() -> None:
+    from schemas.settings import Settings
+    from streams.matcher import Matcher
+    from streams.replay import ReplayCounts, ReplaySpec, Transformer, _handle
+
+    settings = Settings()
+    spec = ReplaySpec(topic="t", target="pipeline", filter=EventFilter.build(), dry_run=True)
+    transformer, counts = Transformer(settings, spec, "rid", Matcher()), ReplayCounts()
+    for value in ({"op": "c", "source": {}, "event_id": "e"},  # no source.db
+                  {"invocation_id": "i", "trigger": {}, "plugin": "echo", "priority": "urgent"},
+                  {"invocation_id": "i", "plugin": "echo", "status": "success"}):  # a result: not re-runnable
+        _handle(FakeMessage(orjson.dumps(value)), transformer, spec, counts, None, set(), settings, None)
+    reasons = sorted(counts.skipped)
+    assert len(reasons) == 3 and counts.selected == 1 and counts.by_topic == {}
+    assert reasons[0].startswith("cannot be re-run") and "KeyError: 'db'" in reasons[1] and "priority" in reasons[2]
