@@ -30,10 +30,10 @@ class FilterError(ValueError):
     """A pattern or the combination of patterns and rules cannot be used."""
 
 
-def parse_pattern(pattern: str) -> Table:
+def parse_pattern(pattern: str, where: str = "table pattern") -> Table:
     db, dot, table = pattern.partition(".")
     if not dot or not db or not table:
-        raise FilterError(f"table pattern {pattern!r}: expected 'db.table' (globs allowed, e.g. 'shop.*')")
+        raise FilterError(f"{where}: table pattern {pattern!r}: expected 'db.table' (globs allowed, e.g. 'shop.*')")
     return db, table
 
 
@@ -65,8 +65,8 @@ class TableSelection:
         self.rule_tables = frozenset(rule_tables)
         self.include = tuple(include)
         self.exclude = tuple(exclude)
-        self._include_parts = [parse_pattern(p) for p in self.include]
-        self._exclude_parts = [parse_pattern(p) for p in self.exclude]
+        self._include_parts = [parse_pattern(p, "cdc.include") for p in self.include]
+        self._exclude_parts = [parse_pattern(p, "cdc.exclude") for p in self.exclude]
         for db, table in sorted(self.rule_tables):
             pattern = self.excluded_by(db, table)
             if pattern is not None:

@@ -32,8 +32,10 @@ def test_excluding_a_rule_table_is_an_error_naming_both() -> None:
 
 @pytest.mark.parametrize("pattern", ["orders", ".orders", "shop."])
 def test_a_pattern_without_db_and_table_is_an_error_naming_it(pattern: str) -> None:
-    with pytest.raises(FilterError, match=f"table pattern {pattern!r}: expected 'db.table'"):
+    with pytest.raises(FilterError, match=f"cdc.include: table pattern {pattern!r}: expected 'db.table'"):
         TableSelection([], include=[pattern])
+    with pytest.raises(FilterError, match=f"cdc.exclude: table pattern {pattern!r}"):
+        TableSelection([], exclude=[pattern])
 
 
 def test_library_filters_match_schema_and_table_parts() -> None:
