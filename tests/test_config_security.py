@@ -126,6 +126,13 @@ def test_components_failing_to_connect_never_log_their_password(stack: None, tmp
     assert result.exit_code == 1
     assert "cannot reach Redis" in caplog.text
 
+    # The real Redis, with a user and password from the URL: they reach the server, which refuses them.
+    data["redis"]["url"] = f"redis://svc:{SECRETS['redis']}@127.0.0.1:6380/0"
+    auth_cfg = _write(tmp_path, data, "auth.yaml")
+    result = CliRunner().invoke(cli, ["-c", str(auth_cfg), "runners", "run", "--no-watch"])
+    assert result.exit_code == 1
+    assert "invalid username-password pair" in caplog.text
+
     # MySQL with a wrong password: the reader fails with the server's refusal.
     data = isolated_config_data("seclog", {"monitored_tables": {"orders": {"triggers": ["echo"]}}})
     data["mysql"]["password"] = SECRETS["mysql"]
