@@ -61,6 +61,9 @@ class RunnerOps:
         self.alerts = settings.alerts
         self.alerter = Alerter(settings.alerts, "runner")
         self._ready = False
+        # label children cached: .labels() validates and locks on every call, a dict lookup does not
+        self._counted: dict[tuple[str, str], Any] = {}
+        self._timed: dict[str, Any] = {}
         self.observability = ComponentObservability(
             "runner", settings, settings.observability.runners_port, self.registry,
             ready=self._ready_check, details=self._details)
@@ -80,11 +83,18 @@ class RunnerOps:
 
     # -- hooks (lane threads) --------------------------------------------------------------------
     def on_result(self, result: Result) -> None:
-        self.invocations.labels(result.plugin, result.status).inc()
+        key = (result.plugin, result.status)
+        counter = self._counted.get(key)
+        if counter is None:
+            counter = self._counted[key] = self.invocations.labels(*key)
+        counter.inc()
         if result.status == "rejected":
             return
         seconds = result.duration_ms / 1000
-        self.durations.labels(result.plugin).observe(seconds)
+        histogram = self._timed.get(result.plugin)
+        if histogram is None:
+            histogram = self._timed[result.plugin] = self.durations.labels(result.plugin)
+        histogram.observe(seconds)
         if result.status in ("failed", "timeout") and self.alerts.on_failure:
             error = f"{result.error.type}: {result.error.message.splitlines()[0] if result.error.message else ''}" \
                 if result.error else result.status

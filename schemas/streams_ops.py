@@ -24,13 +24,15 @@ class StreamsOps:
     def __init__(self, config: Config):
         self.settings = config.settings
         self.registry = CollectorRegistry()
-        self.events = Counter("cdcflow_streams_events", "events consumed, by source (db.table or manual)",
-                              ["source"], registry=self.registry)
+        self.events = Counter("cdcflow_streams_events", "events consumed: row changes by db and table; manual triggers "
+                              "as db=manual", ["db", "table"], registry=self.registry)
         self.matches = Counter("cdcflow_streams_matches", "rule matches, by rule", ["rule"], registry=self.registry)
         self.invocations = Counter("cdcflow_streams_invocations", "invocations emitted, by plugin and trigger kind",
                                    ["plugin", "trigger"], registry=self.registry)
         self.schedule_fires = Counter("cdcflow_streams_schedule_fires", "schedule fires emitted, by schedule",
                                       ["schedule"], registry=self.registry)
+        # label children cached: .labels() validates and locks on every call, a dict lookup does not
+        self._children: dict[tuple[str, ...], Any] = {}
         self.app: faust.App | None = None
         self.last_tick = time.monotonic()
         self.observability: ComponentObservability | None = None
@@ -49,20 +51,27 @@ class StreamsOps:
         return ops
 
     # -- hooks (event loop) ----------------------------------------------------------------------
+    def _child(self, metric: Counter, *labels: str) -> Any:
+        key = (metric._name, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def on_row_change(self, source: dict[str, Any], matches: Sequence[Any]) -> None:
-        self.events.labels(f"{source.get('db')}.{source.get('table')}").inc()
+        self._child(self.events, source.get("db") or "?", source.get("table") or "?").inc()
         for planned in matches:
-            self.matches.labels(planned.invocation["trigger"].get("rule", "?")).inc()
+            self._child(self.matches, planned.invocation["trigger"].get("rule", "?")).inc()
 
     def on_manual_trigger(self) -> None:
-        self.events.labels("manual").inc()
+        self._child(self.events, "manual", "").inc()
 
     def on_emitted(self, invocation: dict[str, Any]) -> None:
         trigger = invocation.get("trigger") or {}
         kind = trigger.get("kind", "?")
-        self.invocations.labels(invocation.get("plugin", "?"), kind).inc()
+        self._child(self.invocations, invocation.get("plugin", "?"), kind).inc()
         if kind == "schedule":
-            self.schedule_fires.labels(trigger.get("schedule", "?")).inc()
+            self._child(self.schedule_fires, trigger.get("schedule", "?")).inc()
 
     # -- lifecycle (run_worker) ----------------------------------------------------------------
     def start(self) -> "StreamsOps":

@@ -5,8 +5,11 @@ import io
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -122,3 +125,44 @@ def test_json_log_lines_carry_component_and_extra_fields() -> None:
     assert first["component"] == "runner" and first["logger"] == "test.jsonlog"
     assert first["plugin"] == "echo" and first["invocation_id"] == "inv-1" and first["time"].endswith("+00:00")
     assert "ValueError: boom" in second["exc_info"] and "plugin" not in second
+
+
+def test_reader_lag_above_the_threshold_raises_one_alert() -> None:
+    from cdc.reader import ReaderStats
+    from schemas.reader_ops import ReaderOps
+    from tests.support import isolated_settings
+
+    settings = isolated_settings("lag")
+    settings.alerts = AlertSettings(reader_lag_ms=1000)
+    reader = SimpleNamespace(settings=settings, stats=ReaderStats(), state="running", status=None)
+    ops = ReaderOps(reader)  # type: ignore[arg-type]
+    got: list[dict[str, Any]] = []
+    ops.alerter = Alerter(settings.alerts, "reader", senders=[got.append]).start()
+    now = int(time.time() * 1000)
+    reader.stats.last_event_ts_ms, reader.stats.last_event_seen_ms = now - 5000, now  # 5 s behind
+    ops._check_lag()
+    reader.stats.caught_up_at_ms = now + 1  # a heartbeat after the last event: caught up, lag 0
+    ops._check_lag()
+    ops.alerter.close()
+    assert len(got) == 1 and got[0]["kind"] == "reader_lag" and got[0]["subject"] == settings.cdc.name
+    assert got[0]["details"]["lag_ms"] >= 5000 and "threshold 1000 ms" in got[0]["message"]
+
+
+def test_a_run_longer_than_the_threshold_raises_a_long_run_alert() -> None:
+    from schemas.result import Result
+    from schemas.runner_ops import RunnerOps
+    from tests.support import isolated_settings
+
+    settings = isolated_settings("long")
+    settings.alerts = AlertSettings(long_run_seconds=0.5)
+    ops = RunnerOps(SimpleNamespace(settings=settings, lanes={}, paused_topics=set(), stop=threading.Event()))  # type: ignore[arg-type]
+    got: list[dict[str, Any]] = []
+    ops.alerter = Alerter(settings.alerts, "runner", senders=[got.append]).start()
+    now = datetime.now(timezone.utc)
+    for iid, ms in (("quick", 100.0), ("slow", 800.0)):
+        ops.on_result(Result(invocation_id=iid, plugin="etl", plugin_version="1", status="success",
+                             started_at=now, finished_at=now, duration_ms=ms))
+    ops.alerter.close()
+    assert [(b["kind"], b["details"]["invocation_id"]) for b in got] == [("long_run", "slow")]
+    assert "ran 0.8 s (threshold 0.5 s)" in got[0]["message"]
+    assert ops.invocations.labels("etl", "success")._value.get() == 2

@@ -239,7 +239,7 @@ def test_streams_worker_is_ready_after_table_recovery_and_counts_triggers(stack:
         assert triggered.returncode == 0, triggered.stderr
         wait_for(lambda: sample(port, "cdcflow_streams_invocations_total", plugin="echo", trigger="manual") == 1, 30,
                  what="the manual trigger counted")
-        assert sample(port, "cdcflow_streams_events_total", source="manual") == 1
+        assert sample(port, "cdcflow_streams_events_total", db="manual", table="") == 1
         worker.stop()
         assert worker.process.returncode == 0, worker.log()[-3000:]
         health = cli(config, "health", "--expect", "streams")
