@@ -338,7 +338,10 @@ class Snapshot:
         topic = self.settings.topics.row_changes(plan.db, plan.table)
         convert = SnapshotRowConverter(plan.columns)
         names = [c.name for c in plan.columns]
-        pk_index = [names.index(k) for k in plan.pk]
+        pk_index = [names.index(k) for k in plan.pk]  # key order: how the chunks page
+        # mysql-replication lists primary key columns in table order: the Kafka key must be byte-equal
+        # to streaming's (same partition, so per-key order holds), whatever the key's own order
+        key_columns = [name for name in names if name in plan.pk]
         while True:
             if self.stop_event.is_set():
                 raise SnapshotError("stopped: progress is saved, re-run the same command to resume")
@@ -347,7 +350,7 @@ class Snapshot:
             rows = rows[: self.chunk_size]
             for i, raw in enumerate(rows):
                 row = convert(raw)
-                key = key_json(row, plan.pk)
+                key = key_json(row, key_columns)
                 flag = "last" if is_final and not more and i == len(rows) - 1 else "true"
                 self._produce(producer, topic, key, row, source,
                               snapshot_event_id(progress.snapshot_id, plan.db, plan.table, key.decode()), flag)

@@ -418,3 +418,20 @@ def test_a_full_snapshot_is_the_way_out_of_a_lost_position(stack: None, tmp_path
                           what="2 snapshot rows and 2 changes")
     assert sorted((e["op"], (e["after"] or e["before"])["id"]) for _, e in stream) == [("d", 2), ("r", 1), ("r", 2), ("u", 1)]
     assert replay(stream) == table_contents(db, {"items": ["id"]})
+
+
+def test_snapshot_keys_are_byte_equal_to_streaming_keys_whatever_the_key_order(
+        stack: None, tmp_path: Path, cleanup: list[Config]) -> None:
+    config = make_config(tmp_path, "snapkey", {"rev": "a INT, b VARCHAR(5), v INT, PRIMARY KEY (b, a)"})
+    cleanup.append(config)
+    db = config.settings.mysql.database
+    execute("INSERT INTO rev VALUES (1, 'x', 1), (2, 'a', 1), (1, 'y', 1)", db)
+    Snapshot(config.settings, config.rules, chunk_size=1).run()  # pages by (b, a)
+    with ReaderThread(config):
+        execute("UPDATE rev SET v = 2", db)
+        stream = wait_for(lambda: (e := events(config, ["rev"], idle=0.5)) and len(e) >= 6 and e, 30,
+                          what="3 snapshot rows and 3 updates")
+    keys: dict[str, set[bytes]] = {}
+    for key, event in stream:
+        keys.setdefault(event["op"], set()).add(key)
+    assert keys["r"] == keys["u"] == {b'{"a":1,"b":"x"}', b'{"a":2,"b":"a"}', b'{"a":1,"b":"y"}'}
