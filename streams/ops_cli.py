@@ -4,13 +4,24 @@ from __future__ import annotations
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from schemas.cli import get_config
 from schemas.errors import ConfigError
+from schemas.settings import Settings
+
+if TYPE_CHECKING:  # the commands import Kafka and the streams modules only when they run
+    from confluent_kafka import Consumer, Message
+
+    from streams.event_filter import EventFilter
+    from streams.events import EventFacts
+    from streams.replay import ReplayCounts
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 FILTER_OPTIONS = [
     click.option("--table", "tables", multiple=True, metavar="[DB.]TABLE", help="row changes (or cdc invocations) of this table"),
@@ -22,13 +33,13 @@ FILTER_OPTIONS = [
 ]
 
 
-def filter_options(f):  # type: ignore[no-untyped-def]
+def filter_options(f: F) -> F:
     for option in reversed(FILTER_OPTIONS):
         f = option(f)
     return f
 
 
-def _event_filter(settings, **kwargs: Any):  # type: ignore[no-untyped-def]
+def _event_filter(settings: Settings, **kwargs: Any) -> EventFilter:
     from streams.event_filter import EventFilter, FilterError
 
     try:
@@ -44,13 +55,13 @@ def _event_filter(settings, **kwargs: Any):  # type: ignore[no-untyped-def]
     return event_filter
 
 
-def _metadata_consumer(settings):  # type: ignore[no-untyped-def]
+def _metadata_consumer(settings: Settings) -> Consumer:
     from confluent_kafka import Consumer
 
     return Consumer(settings.kafka_config(**{"group.id": f"cdcflow-meta-{uuid.uuid4().hex}", "enable.auto.commit": False}))
 
 
-def _existing_topics(consumer, settings) -> set[str]:  # type: ignore[no-untyped-def]
+def _existing_topics(consumer: Consumer, settings: Settings) -> set[str]:
     from confluent_kafka import KafkaException
 
     try:
@@ -159,7 +170,7 @@ def replay(ctx: click.Context, source_topic: str, from_offsets: tuple[str, ...],
     started = time.monotonic()
     shown = {"scanned": 0}
 
-    def on_print(msg, f) -> None:  # type: ignore[no-untyped-def]
+    def on_print(msg: Message, f: EventFacts) -> None:
         click.echo(format_json(msg, f) if as_json else format_line(msg, f, width))
 
     use_bar = target != "print"
@@ -167,7 +178,7 @@ def replay(ctx: click.Context, source_topic: str, from_offsets: tuple[str, ...],
                                show_pos=True, item_show_func=lambda s: s) if use_bar else None
     bar = bar_cm.__enter__() if bar_cm is not None else None
 
-    def progress(counts) -> None:  # type: ignore[no-untyped-def]
+    def progress(counts: ReplayCounts) -> None:
         if bar is None:
             return
         done = counts.scanned + counts.already_done
