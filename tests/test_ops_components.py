@@ -177,6 +177,7 @@ def test_runner_metrics_probes_status_health_alerts_and_json_logs(runner_config)
         # status shows the failures; JSON log lines parse and name the plugin and invocation
         report = json.loads(cli(config, "status", "--json").stdout)
         assert {f["invocation_id"] for f in report["recent_failures"]} <= set(failed_ids)
+        assert "s3cr3t-token" not in json.dumps(report) + runner.log()  # the webhook URL is a secret
         assert len(report["recent_failures"]) == 5 and report["plugins"]["echo"]["state"] == "serving"
         assert any(r["topic"] == config.settings.topics.invoke("echo") for r in report["consumer_lag"]), report
         lines = [json.loads(line) for line in runner.lines if line.startswith("{")]
@@ -240,6 +241,18 @@ def test_streams_worker_is_ready_after_table_recovery_and_counts_triggers(stack:
         wait_for(lambda: sample(port, "cdcflow_streams_invocations_total", plugin="echo", trigger="manual") == 1, 30,
                  what="the manual trigger counted")
         assert sample(port, "cdcflow_streams_events_total", db="manual", table="") == 1
+        # a row change of the monitored table: counted as an event, a match of its rule, a cdc invocation
+        db = s.mysql.database
+        producer = Producer(s.kafka_config())
+        producer.produce(s.topics.row_changes(db, "items"), key=b'{"id":1}', value=json.dumps({
+            "before": None, "after": {"id": 1}, "op": "c", "ts_ms": 1, "event_id": "1:mysql-bin.000001:100:0",
+            "source": {"db": db, "table": "items"}}).encode())
+        assert producer.flush(10) == 0
+        wait_for(lambda: sample(port, "cdcflow_streams_invocations_total", plugin="echo", trigger="cdc") == 1, 30,
+                 what="the row change's invocation counted")
+        metrics = scrape(port)
+        assert metrics[("cdcflow_streams_events_total", (("db", db), ("table", "items")))] == 1
+        assert sum(v for (name, _), v in metrics.items() if name == "cdcflow_streams_matches_total") == 1
         worker.stop()
         assert worker.process.returncode == 0, worker.log()[-3000:]
         health = cli(config, "health", "--expect", "streams")
