@@ -152,7 +152,9 @@ def replay(ctx: click.Context, source_topic: str, from_offsets: tuple[str, ...],
     replay_id = replay_id or derive_replay_id(spec, ranges)
     if store is not None:
         try:
-            ranges = store.load_or_create(replay_id, spec, ranges, fingerprint)
+            resolved, ranges = ranges, store.load_or_create(replay_id, spec, ranges, fingerprint)
+            if ranges != resolved:
+                click.echo(f"replay {replay_id} ran before: its range, fixed then, is used", err=True)
         except ReplayError as e:
             raise click.ClickException(str(e)) from None
         except Exception as e:  # redis errors: the plan is what makes a re-run safe, so do not start without it
