@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 import pymysql
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 from pymysqlreplication import BinLogStreamReader, binlogstream
 from pymysqlreplication.event import (
     GtidEvent,
@@ -34,10 +34,11 @@ from cdc import libfixes  # noqa: F401  (fixes the library's TIME2 decoding on i
 from cdc.checkpoint import CheckpointStore, Position
 from cdc.errors import position_lost, unknown_gtid_domain
 from cdc.filters import selection_for
+from cdc.rowdecode import NoPlan, RowDecoder, supports
 from cdc.schema_info import SchemaInfo
 from cdc.status import StatusPublisher
 from cdc.types import RowConverter, to_json_value
-from schemas.kafka_topics import ensure_topics
+from schemas.kafka_topics import ROW_CHANGE_MAX_MESSAGE_BYTES, ensure_topics
 from schemas.reader_ops import ReaderOps
 from schemas.rules import RulesConfig
 from schemas.settings import Settings
@@ -175,8 +176,8 @@ class BinlogReader:
         self.schema_info: SchemaInfo | None = None
         self.status: StatusPublisher | None = None
         self.state = "starting"
-        # table_id -> (the table map's column list it was built for, converter)
-        self._converters: dict[int, tuple[Any, RowConverter]] = {}
+        # table_id -> (the table map's column list it was built for, its row decoder)
+        self._converters: dict[int, tuple[Any, RowDecoder | RowConverter]] = {}
         # (db, table, op) -> row changes produced; read by /metrics (schemas/reader_ops.py)
         self.rows_by_table_op: dict[tuple[str, str, str], int] = {}
 
@@ -236,6 +237,12 @@ class BinlogReader:
             "acks": "all",
             "linger.ms": self.settings.cdc.linger_ms,
             "compression.type": "lz4",
+            # Bounded local queue: when Kafka is slower than the binlog, produce() raises
+            # BufferError and the reader waits (back-pressure) instead of buffering a whole
+            # transaction; a single row up to the row-change topics' limit still fits.
+            "queue.buffering.max.messages": 20_000,
+            "queue.buffering.max.kbytes": 2 * ROW_CHANGE_MAX_MESSAGE_BYTES // 1024,
+            "message.max.bytes": ROW_CHANGE_MAX_MESSAGE_BYTES,
             **self.producer_options,
         }))
 
@@ -417,51 +424,71 @@ class BinlogReader:
             "snapshot": False,
         }
         now_ms = int(time.time() * 1000)
-        convert = self._converter(event)
-        counted = (event.schema, event.table, op)
-        self.rows_by_table_op[counted] = self.rows_by_table_op.get(counted, 0) + len(event.rows)
-        for index, row in enumerate(event.rows):
-            if op == "u":
-                before = convert(row["before_values"], row.get("before_none_sources"))
-                after = convert(row["after_values"], row.get("after_none_sources"))
-            elif op == "c":
-                before, after = None, convert(row["values"], row.get("none_sources"))
-            else:
-                before, after = convert(row["values"], row.get("none_sources")), None
+        # Hot path (one pass per row): locals instead of attribute look-ups, rows decoded lazily
+        # straight into JSON values (cdc/rowdecode.py), so no transaction is ever held whole.
+        tracker = self.tracker
+        register, delivered = tracker.register, tracker.delivered
+        produce = self.producer.produce
+        dumps = orjson.dumps
+        id_prefix = f"{server_id}:{file}:{pos}:"
+        index = -1
+        for index, (before, after) in enumerate(self._decoder(event).rows(event)):
             image = after if after is not None else before
-            key = orjson.dumps({c: image.get(c) for c in pk_cols}) if pk_cols and image else None
-            event_id = f"{server_id}:{file}:{pos}:{index}"
-            value = orjson.dumps({
+            key = dumps({c: image.get(c) for c in pk_cols}) if pk_cols and image else None
+            value = dumps({
                 "before": before,
                 "after": after,
                 "op": op,
                 "ts_ms": now_ms,
                 "source": {**source_base, "row": index},
-                "event_id": event_id,
+                "event_id": id_prefix + str(index),
             })
-            seq = self.tracker.register()
-            while True:
-                try:
-                    self.producer.produce(topic, value=value, key=key, on_delivery=partial(self.tracker.delivered, seq))
-                    break
-                except BufferError:
-                    # Local queue full (Kafka slow or down): wait for librdkafka to drain instead of
-                    # dropping the row, saying so now and then.
-                    self.producer.poll(0.1)
-                    if self.tracker.failure is not None:
-                        raise KafkaDeliveryFailed(str(self.tracker.failure)) from None
-                    self._note_waiting_for_kafka()
-            self.stats.rows_produced += 1
+            on_delivery = partial(delivered, register())
+            try:
+                produce(topic, value=value, key=key, on_delivery=on_delivery)
+            except BufferError:
+                self._produce_when_room(topic, value, key, on_delivery)
+            except KafkaException as e:  # e.g. larger than message.max.bytes: stop here, checkpoint before it
+                raise RuntimeError(
+                    f"row {index} of {event.schema}.{event.table} at {file}:{pos} ({len(value)} bytes) could not be "
+                    f"produced to {topic}: {e.args[0].str()}; row-change messages may be up to "
+                    f"{ROW_CHANGE_MAX_MESSAGE_BYTES} bytes (schemas/kafka_topics.py)") from e
+        counted = (event.schema, event.table, op)
+        self.rows_by_table_op[counted] = self.rows_by_table_op.get(counted, 0) + index + 1
+        self.stats.rows_produced += index + 1
 
-    def _converter(self, event: Any) -> RowConverter:
-        """The converter of this event's table map, built once per table map, not per row."""
+    def _produce_when_room(self, topic: str, value: bytes, key: bytes | None, on_delivery: Any) -> None:
+        """The local queue is full (it is bounded; Kafka slow or down): wait for librdkafka to drain
+        it instead of dropping the row or buffering more, saying so now and then."""
+        while True:
+            self.producer.poll(0.1)
+            if self.tracker.failure is not None:
+                raise KafkaDeliveryFailed(str(self.tracker.failure)) from None
+            try:
+                self.producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+                return
+            except BufferError:
+                self._note_waiting_for_kafka()
+
+    def _decoder(self, event: Any) -> RowDecoder | RowConverter:
+        """The row decoder of this event's table map, built once per table map, not per row.
+
+        cdc/rowdecode.py where it has a plan for every column; else the library's decoding plus
+        the RowConverter of cdc/types.py (same JSON values, slower)."""
         cached = self._converters.get(event.table_id)
-        if cached is not None and cached[0] is event.columns:
+        if cached is not None and cached[0] is event.columns and (supports(event) or isinstance(cached[1], RowConverter)):
             return cached[1]
         json_columns = self.schema_info.json_columns(event.schema, event.table) if self.schema_info else frozenset()
-        converter = RowConverter(event.columns, json_columns)
-        self._converters[event.table_id] = (event.columns, converter)
-        return converter
+        decoder: RowDecoder | RowConverter
+        try:
+            if not supports(event):
+                raise NoPlan(f"event type {event.event_type}")
+            decoder = RowDecoder(event.columns, json_columns)
+        except NoPlan as e:
+            log.info("%s.%s: rows decoded by mysql-replication (%s)", event.schema, event.table, e)
+            decoder = RowConverter(event.columns, json_columns)
+        self._converters[event.table_id] = (event.columns, decoder)
+        return decoder
 
     def _note_waiting_for_kafka(self) -> None:
         now = time.monotonic()

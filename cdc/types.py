@@ -32,12 +32,13 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import struct
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from decimal import Decimal
 from typing import Any
 
 import orjson
 from pymysqlreplication.constants import FIELD_TYPE
+from pymysqlreplication.row_event import UpdateRowsEvent, WriteRowsEvent
 
 Converter = Callable[[Any], Any]
 EPOCH = dt.datetime(1970, 1, 1)
@@ -59,7 +60,9 @@ def _time(value: dt.timedelta, fsp: int = 6) -> str:
 
 
 def _datetime(value: dt.datetime, fsp: int) -> str:
-    return value.strftime("%Y-%m-%dT%H:%M:%S") + _fraction(value.microsecond, fsp)
+    # Not strftime: it drops the year's leading zeros (year 999 -> "999-...") and is slower.
+    return (f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:{value.minute:02d}:"
+            f"{value.second:02d}" + _fraction(value.microsecond, fsp))
 
 
 def _float32(value: float) -> float:
@@ -188,6 +191,20 @@ class RowConverter:
             else:
                 out[name] = conv[0](value)
         return out
+
+
+    def rows(self, event: Any) -> Iterator[tuple[dict[str, Any] | None, dict[str, Any] | None]]:
+        """(before, after) per row of a rows event, decoded by the library (cdc/rowdecode.py's fallback)."""
+        if isinstance(event, UpdateRowsEvent):
+            for row in event.rows:
+                yield (self(row["before_values"], row.get("before_none_sources")),
+                       self(row["after_values"], row.get("after_none_sources")))
+        elif isinstance(event, WriteRowsEvent):
+            for row in event.rows:
+                yield None, self(row["values"], row.get("none_sources"))
+        else:
+            for row in event.rows:
+                yield self(row["values"], row.get("none_sources")), None
 
 
 def row_to_json(row: dict[str, Any] | None) -> dict[str, Any] | None:

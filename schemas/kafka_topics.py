@@ -15,6 +15,11 @@ from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# A row change may carry a LONGBLOB/LONGTEXT of many MB (base64 makes a 16 MB blob ~22 MB of JSON),
+# and the broker's default limit is ~1 MB: row-change topics are created with this limit and
+# their producers set message.max.bytes to it (a row beyond it is refused with a clear error).
+ROW_CHANGE_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
 
 def ensure_topics(settings: Settings, topics: Iterable[str], compacted: bool = False,
                   partitions: int | None = None, timeout: float = 30.0) -> list[str]:
@@ -28,9 +33,11 @@ def ensure_topics(settings: Settings, topics: Iterable[str], compacted: bool = F
     if not missing:
         return []
     config = {"cleanup.policy": "compact"} if compacted else {}
+    row_change = {**config, "max.message.bytes": str(ROW_CHANGE_MAX_MESSAGE_BYTES)}
     futures = admin.create_topics(
         [NewTopic(t, num_partitions=1 if compacted else (partitions or settings.kafka.partitions),
-                  replication_factor=settings.kafka.replication_factor, config=config) for t in missing],
+                  replication_factor=settings.kafka.replication_factor,
+                  config=row_change if settings.topics.parse_row_changes(t) else config) for t in missing],
         operation_timeout=timeout,
     )
     created = []
