@@ -380,6 +380,7 @@ class Runner:
         # The version the lane handed out: after a hot reload, a call that started on the old code
         # finishes and is reported with the old version and code hash.
         plugin = version.plugin
+        self.ops.on_start(job.invocation)
         result = execute(plugin, version.pool, job.invocation, job.consumed_at)
         if result is None:
             log.info("%s %s abandoned at shutdown (will be redelivered)", lane.plugin.name, job.invocation.invocation_id)

@@ -6,6 +6,7 @@ venv and warm pool is up and the consumer is subscribed (Runner.run marks it).
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,7 @@ from prometheus_client.registry import Collector
 
 from schemas.alerts import Alerter
 from schemas.observability import ComponentObservability
+from schemas.invocation import Invocation
 from schemas.result import Result
 
 if TYPE_CHECKING:
@@ -64,9 +66,13 @@ class RunnerOps:
         # label children cached: .labels() validates and locks on every call, a dict lookup does not
         self._counted: dict[tuple[str, str], Any] = {}
         self._timed: dict[str, Any] = {}
+        # calls running now (only with long_run_seconds): invocation id -> (plugin, monotonic start),
+        # scanned each heartbeat so a hung call is reported while it hangs, not only when it ends
+        self._running: dict[str, tuple[str, float]] = {}
+        self._long_reported: set[str] = set()
         self.observability = ComponentObservability(
             "runner", settings, settings.observability.runners_port, self.registry,
-            ready=self._ready_check, details=self._details)
+            ready=self._ready_check, details=self._details, on_heartbeat=self._check_long_runs)
 
     def start(self) -> "RunnerOps":
         self.alerter.start()
@@ -82,6 +88,10 @@ class RunnerOps:
         self.alerter.close()
 
     # -- hooks (lane threads) --------------------------------------------------------------------
+    def on_start(self, invocation: Invocation) -> None:
+        if self.alerts.long_run_seconds is not None:
+            self._running[invocation.invocation_id] = (invocation.plugin, time.monotonic())
+
     def on_result(self, result: Result) -> None:
         key = (result.plugin, result.status)
         counter = self._counted.get(key)
@@ -103,11 +113,27 @@ class RunnerOps:
                                f"{result.status}: {error}",
                                invocation_id=result.invocation_id, attempt=result.attempt, status=result.status)
         limit = self.alerts.long_run_seconds
-        if limit is not None and seconds > limit:
+        self._running.pop(result.invocation_id, None)
+        if result.invocation_id in self._long_reported:  # already reported while it ran
+            self._long_reported.discard(result.invocation_id)
+        elif limit is not None and seconds > limit:
             self.alerter.alert("long_run", result.plugin,
                                f"plugin {result.plugin} invocation {result.invocation_id} ran {seconds:.1f} s "
                                f"(threshold {limit:g} s)",
                                invocation_id=result.invocation_id, duration_seconds=seconds, status=result.status)
+
+    def _check_long_runs(self) -> None:
+        limit = self.alerts.long_run_seconds
+        if limit is None:
+            return
+        now = time.monotonic()
+        for iid, (plugin, started) in list(self._running.items()):
+            if now - started > limit and iid not in self._long_reported:
+                self._long_reported.add(iid)
+                self.alerter.alert("long_run", plugin,
+                                   f"plugin {plugin} invocation {iid} still running after {now - started:.1f} s "
+                                   f"(threshold {limit:g} s)", invocation_id=iid, duration_seconds=now - started,
+                                   status="running")
 
     def on_dead_letter(self, entry: dict[str, Any]) -> None:
         plugin = str(entry.get("plugin"))

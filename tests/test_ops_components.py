@@ -119,7 +119,8 @@ def ready_everywhere(config: Config, port: int, kind: str, pid: int) -> dict[str
 def runner_config(stack: None, tmp_path: Path) -> Iterator[tuple[Config, int, WebhookReceiver]]:
     receiver = WebhookReceiver()
     base = write_config(tmp_path, isolated_config_data("ops"))
-    config, port = with_ops(base, tmp_path, webhook_url=receiver.url, window_seconds=3.0, max_per_window=1)
+    config, port = with_ops(base, tmp_path, webhook_url=receiver.url, window_seconds=3.0, max_per_window=1,
+                            long_run_seconds=1.0)
     s = config.settings
     topics = [s.topics.invoke("echo"), s.topics.invoke("echo", "high"), s.topics.results, s.topics.dlq]
     ensure_topics(s, topics)
@@ -128,13 +129,13 @@ def runner_config(stack: None, tmp_path: Path) -> Iterator[tuple[Config, int, We
     remove_test_resources(s, topics)
 
 
-def produce_echo(config: Config, modes: list[str]) -> list[str]:
+def produce_echo(config: Config, modes: list[str], **params: Any) -> list[str]:
     s = config.settings
     producer = Producer(s.kafka_config(**{"acks": "all"}))
     ids = []
     for mode in modes:
         now = datetime.now(timezone.utc)
-        inv = Invocation(invocation_id=str(uuid.uuid4()), plugin="echo", params={"mode": mode, "message": mode},
+        inv = Invocation(invocation_id=str(uuid.uuid4()), plugin="echo", params={"mode": mode, "message": mode, **params},
                          created_at=now, trigger=ManualTrigger(requested_by="pytest", requested_at=now, request_id="r"))
         producer.produce(s.topics.invoke("echo"), key=inv.invocation_id.encode(), value=inv.model_dump_json().encode())
         ids.append(inv.invocation_id)
@@ -178,6 +179,14 @@ def test_runner_metrics_probes_status_health_alerts_and_json_logs(runner_config)
         report = json.loads(cli(config, "status", "--json").stdout)
         assert {f["invocation_id"] for f in report["recent_failures"]} <= set(failed_ids)
         assert "s3cr3t-token" not in json.dumps(report) + runner.log()  # the webhook URL is a secret
+
+        # a run over long_run_seconds is reported while it still runs, and only once
+        slow, = produce_echo(config, ["sleep"], seconds=3)
+        long_runs = wait_for(lambda: [b for b in receiver.bodies if b["kind"] == "long_run"], 15, what="long-run alert")
+        assert sample(port, "cdcflow_runner_invocations_total", plugin="echo", status="success") == before + 1
+        assert long_runs[0]["details"]["invocation_id"] == slow and "still running after" in long_runs[0]["message"]
+        wait_for(lambda: sample(port, "cdcflow_runner_invocations_total", plugin="echo", status="success") == before + 2,
+                 30, what="the slow run's result")
         assert len(report["recent_failures"]) == 5 and report["plugins"]["echo"]["state"] == "serving"
         assert any(r["topic"] == config.settings.topics.invoke("echo") for r in report["consumer_lag"]), report
         lines = [json.loads(line) for line in runner.lines if line.startswith("{")]
@@ -187,6 +196,7 @@ def test_runner_metrics_probes_status_health_alerts_and_json_logs(runner_config)
     finally:
         runner.stop()
 
+    assert len([b for b in receiver.bodies if b["kind"] == "long_run"]) == 1
     # stopped: status and health say so at once (the last heartbeat says "stopped")
     down = component(config, "runner")
     assert down is not None and down["liveness"] == "stopped", down
