@@ -52,7 +52,7 @@ from cdc.reader import connection_settings, detect_server
 from cdc.schema_info import SchemaInfo
 from cdc.snapshot_values import TEXT_RESULTS, SnapshotColumn, SnapshotRowConverter, key_json, load_columns, quote_identifier
 from cdc.status import read_status
-from schemas.kafka_topics import ensure_topics
+from schemas.kafka_topics import ROW_CHANGE_MAX_MESSAGE_BYTES, ensure_topics
 from schemas.row_change import snapshot_event_id
 from schemas.rules import RulesConfig
 from schemas.settings import Settings
@@ -288,7 +288,7 @@ class Snapshot:
         ensure_topics(self.settings, [self.settings.topics.row_changes(p.db, p.table) for p in self.plans])
         producer = Producer(self.settings.kafka_config(**{
             "enable.idempotence": True, "acks": "all", "linger.ms": self.settings.cdc.linger_ms,
-            "compression.type": "lz4"}))
+            "compression.type": "lz4", "message.max.bytes": ROW_CHANGE_MAX_MESSAGE_BYTES}))
         rows_before = self.rows_done
         conn: pymysql.connections.Connection | None = None
         try:
