@@ -269,9 +269,13 @@ def run_replay(settings: Settings, spec: ReplaySpec, ranges: list[PartitionRange
                     p = msg.partition()
                     if msg.error() is not None:
                         if msg.error().code() == KafkaError._PARTITION_EOF and p in remaining:
-                            # The end of what is readable (committed): control records may sit below `end`.
-                            _done(consumer, spec.topic, p, remaining, touched)
-                            next_offset[p] = max(next_offset[p], end[p])
+                            # Read-committed EOF is at the last stable offset. At or past `end` (transaction
+                            # markers can fill the last offsets) the partition is done; below it, another
+                            # producer's transaction is still open there: wait for it to end.
+                            position = consumer.position([TopicPartition(spec.topic, p)])[0].offset
+                            if position >= end[p]:
+                                _done(consumer, spec.topic, p, remaining, touched)
+                                next_offset[p] = max(next_offset[p], end[p])
                         elif msg.error().fatal():
                             raise KafkaException(msg.error())
                         continue

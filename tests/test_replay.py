@@ -309,6 +309,11 @@ def test_interrupted_copy_to_another_topic_resumes_without_duplicates(config: Co
     assert third.returncode == 0 and "60 message(s) of the range were replayed by an earlier run" in third.stderr
     assert len(messages(config, target)) == 60
 
+    # the copy, written in transactions (one aborted by the kill), is itself a replay source: its
+    # committed messages are read once each, and the transaction markers at its end do not stall it
+    code, out = cdcflow(config, "replay", target, "--dry-run")
+    assert code == 0 and "scanned 60 message(s)" in out and "dry run: 60 selected, 20 message(s) would be sent" in out
+
 
 def test_rerun_of_an_interrupted_relative_time_replay_continues_it(config: Config) -> None:
     """`--since 1h` resolves to a later start a few seconds on; the same command still continues its replay."""
