@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from plugins.offsets import Ack
-from plugins.pool import WorkerPool
+from plugins.pool import PIPELINE_DEPTH, WorkerPool
 from plugins.registry import LoadedPlugin
 from schemas.invocation import Invocation, Priority
 
@@ -79,8 +79,10 @@ class PluginLane:
         self._high_backlog = 0
         self._avg_call_seconds = INITIAL_CALL_SECONDS
         self._stopping = threading.Event()
+        # PIPELINE_DEPTH threads per worker: with a fast plugin, each worker has its next request
+        # while it runs the current one (see plugins/pool.py); otherwise the extra threads wait.
         self._threads = [threading.Thread(target=self._loop, name=f"lane-{plugin.name}-{i}", daemon=True)
-                         for i in range(pool.size)]
+                         for i in range(pool.size * PIPELINE_DEPTH)]
         self._delayed: list[tuple[float, int, Job]] = []  # heap by not-before (epoch seconds)
         self._delayed_cond = threading.Condition()
         self._seq = itertools.count()
@@ -112,7 +114,7 @@ class PluginLane:
             self._versions.append(new)
             drained = self._take_drained(old)
             # A larger concurrency needs more lane threads (a smaller one just leaves some waiting on the pool).
-            while len(self._threads) < pool.size and not self._stopping.is_set():
+            while len(self._threads) < pool.size * PIPELINE_DEPTH and not self._stopping.is_set():
                 t = threading.Thread(target=self._loop, name=f"lane-{plugin.name}-{len(self._threads)}", daemon=True)
                 self._threads.append(t)
                 t.start()
@@ -198,6 +200,10 @@ class PluginLane:
             self._delayed_cond.notify_all()  # delayed jobs are abandoned uncommitted too
         for _ in self._threads:
             self._tokens.put(False)
+        with self._ready:
+            pools = [v.pool for v in self._versions]
+        for pool in pools:
+            pool.interrupt()  # threads waiting for room on a worker
 
     def join(self, timeout: float) -> bool:
         """Wait for running calls; True if all lane threads ended."""
@@ -222,14 +228,29 @@ class PluginLane:
 
     def _loop(self) -> None:
         while True:
+            with self._ready:
+                reserved_in = self.current.pool
+            # Room on a worker first, then a job: a job is never taken only to wait for a worker
+            # (where a high-priority one arriving meanwhile could not overtake it).
+            if reserved_in.reserve(stop=self._stopping) is None:  # stopping, or that pool was closed (a reload)
+                if self._stopping.is_set():
+                    return
+                with self._ready:
+                    unchanged = self.current.pool is reserved_in
+                if unchanged:
+                    self._stopping.wait(0.1)
+                continue
             job = self._take()
             if job is None:
+                reserved_in.release()
                 return
             started = time.monotonic()
             ran = False
             with self._ready:
                 version = self.current
                 version.active += 1
+            if version.pool is not reserved_in:  # swapped while we waited: the job runs on the new version
+                reserved_in.release()
             try:
                 if self._is_current(job.ack):
                     ran = True
@@ -237,6 +258,7 @@ class PluginLane:
             except Exception:  # a bug here must not kill the lane; the message stays uncommitted
                 log.exception("unexpected error running %s invocation %s", self.plugin.name, job.invocation.invocation_id)
             finally:
+                version.pool.release()  # unused if the call never reached the pool (e.g. rejected params)
                 elapsed = time.monotonic() - started
                 with self._ready:
                     version.active -= 1

@@ -13,7 +13,6 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import queue
 import select
 import signal
 import subprocess
@@ -108,6 +107,12 @@ class Worker:
         self._poller = select.poll()
         self._poller.register(self._out_fd, select.POLLIN | select.POLLHUP | select.POLLERR)
         self.hello: dict[str, Any] | None = None
+        # Pipelining state, owned by the pool: requests written and not answered, in order (the
+        # thread at the head reads the pipe), the pool's count of places taken, and retirement.
+        self.cond = threading.Condition()
+        self.order: collections.deque[_Ticket] = collections.deque()
+        self.inflight = 0
+        self.retired = False
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self._stderr_thread = threading.Thread(target=self._pump_stderr, name=f"{spec.plugin}-{self.pid}-stderr",
                                                daemon=True)
@@ -200,8 +205,31 @@ class Worker:
         return f"exited with code {code}"
 
 
+# Pipelining: a worker of a plugin whose calls are short gets its next request while it still runs
+# the current one, so it never waits for the runner's round trip (wake-up, result bookkeeping,
+# next job) between calls. The worker handles requests strictly one after the other, so a request
+# queued behind a call that times out or crashes has not started: it is sent again to another
+# worker, never reported. Slow plugins are not pipelined: a request must not wait behind a long call
+# while another worker is free.
+PIPELINE_DEPTH = 2
+PIPELINE_MAX_CALL_SECONDS = 0.005  # average call duration (EWMA) under which a plugin is pipelined
+PIPELINE_MAX_REQUEST_BYTES = 16 * 1024  # larger requests wait for an idle worker (no blocking write)
+_CALL_EWMA_WEIGHT = 0.05
+
+
+@dataclass(eq=False, slots=True)
+class _Ticket:
+    """One request written to a worker's pipe, waiting for its turn to read the answer."""
+
+    resend: bool = False  # the worker failed before starting it: send it again elsewhere
+
+
 class WorkerPool:
-    """N warm workers of one plugin; call() runs a request on an idle one (blocking until one is free)."""
+    """N warm workers of one plugin; call() runs a request on one (blocking until one has room).
+
+    A thread may reserve() a place first (the lane does, before it takes a job from its queue, so a
+    job is never taken only to wait for a worker); its next call() then uses that place.
+    """
 
     def __init__(self, spec: WorkerSpec, size: int, *, startup_timeout: float = 60.0):
         if size < 1:
@@ -209,11 +237,14 @@ class WorkerPool:
         self.spec = spec
         self.size = size
         self.startup_timeout = startup_timeout
-        self._idle: queue.LifoQueue[Worker] = queue.LifoQueue()  # LIFO: the hottest worker is reused first
+        self._live: list[Worker] = []  # workers taking calls; their `inflight` is guarded by _cond
         self._all: set[Worker] = set()
         self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._closed = False
         self._missing = 0  # slots whose replacement worker could not be started
+        self._avg_call_seconds: float | None = None  # unknown until measured: no pipelining before
+        self._reserved = threading.local()
         self.startup_error: dict[str, Any] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -244,13 +275,17 @@ class WorkerPool:
             else:
                 if not hello.get("ok") and self.startup_error is None:
                     self.startup_error = hello.get("error") or {"type": "LoadError", "message": "unknown", "traceback": None}
-            self._idle.put(w)
+            with self._cond:
+                if w in self._all:
+                    self._live.append(w)
+                self._cond.notify_all()
 
     def close(self, grace: float = 1.0) -> None:
         """Stop all workers. Calls still running return an `aborted` outcome."""
-        with self._lock:
+        with self._cond:
             self._closed = True
             workers = list(self._all)
+            self._cond.notify_all()
         threads = [threading.Thread(target=w.stop, args=(grace,), daemon=True) for w in workers]
         for t in threads:
             t.start()
@@ -260,6 +295,11 @@ class WorkerPool:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def pipelined(self) -> bool:
+        avg = self._avg_call_seconds
+        return avg is not None and avg < PIPELINE_MAX_CALL_SECONDS
 
     def pids(self) -> list[int]:
         with self._lock:
@@ -278,78 +318,149 @@ class WorkerPool:
             w.kill()
         return w
 
-    def _retire(self, w: Worker) -> Worker | None:
-        """Kill a worker and start its replacement (whose hello is awaited lazily by the next call)."""
-        with self._lock:
+    def _retire(self, w: Worker) -> None:
+        """Take a worker out of service, kill it and start its replacement (its hello is awaited by
+        the first call it gets). Requests queued behind the failed one are marked for resending."""
+        with self._cond:
             self._all.discard(w)
+            if w in self._live:
+                self._live.remove(w)
+        with w.cond:
+            w.retired = True
+            for ticket in w.order:
+                ticket.resend = True
+            w.order.clear()
+            w.cond.notify_all()
         w.kill()
         if self._closed:
-            return None
-        return self._respawn()
-
-    def _respawn(self) -> Worker | None:
+            return
         try:
-            return self._spawn()
+            replacement = self._spawn()
         except OSError as e:  # e.g. the venv was deleted: keep the slot, retry on a later call
             log.error("cannot start a worker of %s: %s", self.spec.plugin, e)
-            with self._lock:
+            with self._cond:
                 self._missing += 1
-            return None
+                self._cond.notify_all()
+            return
+        with self._cond:
+            if replacement in self._all:
+                self._live.append(replacement)
+            self._cond.notify_all()
 
-    def _claim_missing_slot(self) -> bool:
-        with self._lock:
-            if self._missing <= 0:
-                return False
-            self._missing -= 1
-            return True
+    # -- places ------------------------------------------------------------------------------
+    def reserve(self, small: bool = True, stop: threading.Event | None = None) -> Worker | None:
+        """Wait for room on a worker and hold it for this thread's next call(); None if closed or `stop` is set."""
+        self.release()
+        w = self._acquire(small, stop)
+        self._reserved.worker = w
+        return w
+
+    def release(self) -> None:
+        """Give back this thread's reservation, if it holds one."""
+        w = getattr(self._reserved, "worker", None)
+        if w is not None:
+            self._reserved.worker = None
+            self._done_with(w)
+
+    def interrupt(self) -> None:
+        """Wake the threads waiting in reserve(), so they see their stop event."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def _acquire(self, small: bool, stop: threading.Event | None = None) -> Worker | None:
+        """A worker with room for one more request (counted in its `inflight`); None if closed or stopping."""
+        while True:
+            with self._cond:
+                while True:
+                    if self._closed or (stop is not None and stop.is_set()):
+                        return None
+                    depth = PIPELINE_DEPTH if small and self.pipelined else 1
+                    best: Worker | None = None
+                    for w in self._live:
+                        room = (depth if w.hello is not None else 1) - w.inflight
+                        if room > 0 and (best is None or w.inflight < best.inflight):
+                            best = w
+                    if best is not None:
+                        best.inflight += 1
+                        return best
+                    if self._missing > 0:
+                        self._missing -= 1
+                        break
+                    self._cond.wait(0.5)
+            try:  # a slot whose replacement could not be started earlier: try again now
+                w = self._spawn()
+            except OSError as e:
+                log.error("cannot start a worker of %s: %s", self.spec.plugin, e)
+                with self._cond:
+                    self._missing += 1
+                time.sleep(0.5)
+                continue
+            with self._cond:
+                if w in self._all:
+                    self._live.append(w)
+                self._cond.notify_all()
+
+    def _done_with(self, w: Worker) -> None:
+        with self._cond:
+            w.inflight -= 1
+            self._cond.notify_all()
 
     # -- calls -------------------------------------------------------------------------------
     def call(self, request: dict[str, Any], timeout: float) -> CallOutcome:
-        if self._closed:
-            return CallOutcome("aborted", note="pool is closed")
+        payload = orjson.dumps(request)
+        reserved: Worker | None = getattr(self._reserved, "worker", None)
+        self._reserved.worker = None
         while True:
-            try:
-                worker = self._idle.get(timeout=0.5)
-                break
-            except queue.Empty:
-                if self._closed:
-                    return CallOutcome("aborted", note="pool is closed")
-                if self._missing and self._claim_missing_slot():
-                    replacement = self._respawn()
-                    if replacement is not None:
-                        worker = replacement
-                        break
-        keep: Worker | None = worker
-        try:
-            outcome, keep = self._call_on(worker, request, timeout)
-            return outcome
-        finally:
-            if keep is not None and not self._closed:
-                self._idle.put(keep)
+            if self._closed:
+                if reserved is not None:
+                    self._done_with(reserved)
+                return CallOutcome("aborted", note="pool is closed")
+            w = reserved if reserved is not None else self._acquire(len(payload) <= PIPELINE_MAX_REQUEST_BYTES)
+            reserved = None
+            if w is None:
+                return CallOutcome("aborted", note="pool is closed")
+            outcome = self._call_on(w, payload, timeout)
+            if outcome is not None:
+                return outcome
+            # it never started (the call ahead of it on that worker failed): send it again
 
-    def _call_on(self, w: Worker, request: dict[str, Any], timeout: float) -> tuple[CallOutcome, Worker | None]:
-        deadline = time.monotonic() + timeout
+    def _call_on(self, w: Worker, payload: bytes, timeout: float) -> CallOutcome | None:
+        ticket = _Ticket()
         sent_at = time.time()
+        with w.cond:
+            if w.retired:  # retired between being chosen and now: it never got the request
+                return None
+            w.order.append(ticket)
+            try:
+                w.send(payload)  # under the lock: frames reach the worker in the order of `order`
+            except WorkerDied:
+                pass  # the reader at the head of the line sees the death and retires the worker
+            while w.order and w.order[0] is not ticket and not ticket.resend:
+                w.cond.wait()
+        if ticket.resend:
+            return None
+        # Our turn: the worker starts our request as it finishes the one before, so the timeout
+        # counts from now (or from the send, when nothing was ahead).
+        deadline = time.monotonic() + timeout
         try:
             if w.hello is None:  # a replacement worker: its start-up counts against this call's timeout
                 w.wait_hello(deadline)
-            w.send(orjson.dumps(request))
             resp = w.read_frame(deadline)
         except TimeoutError:
             pid = w.pid
-            replacement = self._retire(w)
+            self._retire(w)
             if self._closed:
-                return CallOutcome("aborted", worker_pid=pid, sent_at=sent_at, received_at=time.time()), None
+                return CallOutcome("aborted", worker_pid=pid, sent_at=sent_at, received_at=time.time())
             return CallOutcome("timeout", worker_pid=pid, sent_at=sent_at, received_at=time.time(), error={
                 "type": "Timeout", "traceback": "\n".join(w.stderr_tail) or None,
                 "message": f"{self.spec.plugin} did not finish within {timeout:g}s; worker {pid} was killed and replaced",
-            }), replacement
+            })
         except (WorkerDied, ProtocolError, orjson.JSONDecodeError) as e:
             received_at = time.time()
             pid = w.pid
-            replacement = self._retire(w)  # kill (a no-op for a dead one) and reap, so the exit code is known
+            self._retire(w)  # kill (a no-op for a dead one) and reap, so the exit code is known
             if self._closed:
-                return CallOutcome("aborted", worker_pid=pid, sent_at=sent_at, received_at=received_at), None
+                return CallOutcome("aborted", worker_pid=pid, sent_at=sent_at, received_at=received_at)
             what = w.exit_description() if isinstance(e, WorkerDied) else f"broke the protocol ({e})"
             if self.spec.memory_limit_mb is not None and isinstance(e, WorkerDied):
                 # C code that cannot allocate may abort or segfault instead of raising MemoryError.
@@ -357,14 +468,22 @@ class WorkerPool:
             return CallOutcome("crashed", worker_pid=pid, sent_at=sent_at, received_at=received_at, error={
                 "type": "WorkerCrashed", "traceback": "\n".join(w.stderr_tail) or None,
                 "message": f"worker {pid} of {self.spec.plugin} {what} during the call; it was replaced",
-            }), replacement
-        if resp.get("retire"):  # the worker asks to be replaced (it hit its memory limit)
-            pid = w.pid
-            replacement = self._retire(w)
-            log.warning("worker %s of %s retired after %s; replaced", pid, self.spec.plugin,
+            })
+        received_at = time.time()
+        started, finished = resp.get("started_at"), resp.get("finished_at")
+        if started is not None and finished is not None:
+            elapsed = max(0.0, finished - started)
+            avg = self._avg_call_seconds
+            self._avg_call_seconds = elapsed if avg is None else avg + _CALL_EWMA_WEIGHT * (elapsed - avg)
+        if resp.get("retire"):  # the worker asks to be replaced (it hit its memory limit) and exits
+            self._retire(w)
+            log.warning("worker %s of %s retired after %s; replaced", w.pid, self.spec.plugin,
                         (resp.get("error") or {}).get("type"))
         else:
-            replacement = w
+            with w.cond:
+                w.order.popleft()
+                w.cond.notify_all()
+            self._done_with(w)
         return CallOutcome(
             status="success" if resp.get("ok") else "failed",
             output=resp.get("output"),
@@ -372,8 +491,8 @@ class WorkerPool:
             note=resp.get("note"),
             worker_pid=w.pid,
             sent_at=sent_at,
-            received_at=time.time(),
-            started_at=resp.get("started_at"),
+            received_at=received_at,
+            started_at=started,
             entry_called_at=resp.get("entry_called_at"),
-            finished_at=resp.get("finished_at"),
-        ), replacement
+            finished_at=finished,
+        )

@@ -294,6 +294,10 @@ def main(argv: list[str]) -> int:
         else:
             resp = plugin.call(request)
         write_all(proto_out, encode_frame(dump_response(resp)))
+        if resp.get("retire"):
+            # Leave without reading on: a request the runner pipelined behind this one must not
+            # start here (the runner sends it to the replacement).
+            return 0
 
 
 if __name__ == "__main__":

@@ -208,3 +208,82 @@ def test_missing_interpreter_is_a_startup_error(tmp_path):
     pool.start()
     assert pool.startup_error["type"] == "WorkerStartError"
     assert pool.call(_request({}), timeout=1).status == "aborted"
+
+
+# -- pipelining ------------------------------------------------------------------------------------
+RECORDER = '''import os, sys, time
+
+
+def run(mode="ok", context=None):
+    with open("calls.log", "a") as fh:
+        fh.write(context["invocation_id"] + "\\n")
+    if mode != "ok":
+        time.sleep(0.5)  # long enough for the next request to be queued behind this one
+    if mode == "hang":
+        time.sleep(3600)
+    if mode == "exit":
+        sys.exit(4)
+    if mode == "hog":
+        raise MemoryError("pretend")
+    return os.getpid()
+'''
+
+
+@pytest.fixture
+def recorder(tmp_path):
+    d = tmp_path / "recorder"
+    d.mkdir()
+    (d / "plugin.json").write_text(json.dumps({"name": "recorder", "entry_point": "main.run", "memory_limit_mb": 512}))
+    (d / "main.py").write_text(RECORDER)
+    return d
+
+
+def _calls(d) -> list[str]:
+    return (d / "calls.log").read_text().splitlines()
+
+
+def test_a_fast_plugin_is_pipelined_and_calls_stay_correct(echo_pool):
+    import threading
+
+    for i in range(50):  # measured: calls are short
+        assert echo_pool.call(_request({"message": str(i)}), timeout=5).status == "success"
+    assert echo_pool.pipelined
+    outs: dict[int, object] = {}
+
+    def caller(n: int) -> None:
+        for k in range(100):
+            out = echo_pool.call(_request({"message": f"{n}-{k}"}, invocation_id=f"{n}-{k}"), timeout=5)
+            outs[n * 1000 + k] = out
+
+    threads = [threading.Thread(target=caller, args=(n,)) for n in range(4)]  # 2 per worker
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(outs) == 400
+    for key, out in outs.items():  # every answer is the answer to its own request
+        assert out.status == "success" and out.output["message"] == f"{key // 1000}-{key % 1000}", out
+
+
+@pytest.mark.parametrize("mode,status", [("hang", "timeout"), ("exit", "crashed"), ("hog", "failed")])
+def test_a_request_queued_behind_a_failing_call_runs_once_elsewhere(recorder, mode, status):
+    """size 1: the second request sits in the worker's pipe behind the first; the first times out /
+    crashes / makes the worker retire, and the second runs once, on the replacement."""
+    import threading
+
+    with plugin_pool(load_plugin(recorder), size=1) as pool:
+        pool._avg_call_seconds = 0.0001  # as if measured: a fast plugin, pipelined
+        first: list = []
+        t = threading.Thread(target=lambda: first.append(pool.call(
+            {"invocation_id": "first", "params": {"mode": mode}, "context": {"invocation_id": "first"}}, timeout=2)))
+        t.start()
+        deadline = time.monotonic() + 10
+        while not (recorder / "calls.log").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        before = pool.pids()
+        second = pool.call({"invocation_id": "second", "params": {}, "context": {"invocation_id": "second"}}, timeout=10)
+        t.join(15)
+    assert first[0].status == status, first[0]
+    assert second.status == "success", second.error
+    assert second.output != first[0].worker_pid and before == [first[0].worker_pid]
+    assert _calls(recorder) == ["first", "second"]  # the second ran once, after the failure
