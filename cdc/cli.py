@@ -30,6 +30,8 @@ def cdc() -> None:
 @click.pass_context
 def run(ctx: click.Context, from_now: bool) -> None:
     """Stream row changes of the monitored tables to Kafka until stopped."""
+    import pymysql
+
     from cdc.errors import PositionLost
     from cdc.filters import FilterError
     from cdc.reader import BinlogReader
@@ -44,6 +46,12 @@ def run(ctx: click.Context, from_now: bool) -> None:
         BinlogReader(config.settings, config.rules, stop, from_now=from_now).run()
     except (PositionLost, FilterError, SnapshotUnfinished) as e:
         raise click.ClickException(str(e)) from None
+    except pymysql.err.OperationalError as e:
+        # Refused login, unknown host, server down at start: say where, not a traceback (the supervisor
+        # restarts the reader with backoff; a wrong password needs a person).
+        mysql = config.settings.mysql
+        raise click.ClickException(f"MySQL at {mysql.host}:{mysql.port} as {mysql.user!r} (config section mysql): "
+                                   f"{e.args[-1]}") from None
 
 
 @cdc.command("snapshot")
