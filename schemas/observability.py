@@ -143,7 +143,7 @@ class ComponentObservability:
             details = {"error": f"{type(e).__name__}: {e}"}
         return ComponentRecord(
             kind=self.kind, instance=self.instance, host=self.host, pid=self.pid, port=self.port,
-            state="stopped" if stopped else ("ready" if ok else "not ready"), reason=None if ok else why,
+            state="stopped" if stopped else ("ready" if ok else "not ready"), reason=None if ok or stopped else why,
             started_ms=self.started_ms, updated_ms=now_ms(), details=details)
 
     def _heartbeat_loop(self) -> None:

@@ -133,7 +133,7 @@ def gather(config: Config, failures: int = 5, with_kafka: bool = True) -> dict[s
 def expected_kinds(config: Config) -> list[str]:
     """A reader only when something is monitored; the Faust worker (manual triggers) and runners always."""
     kinds = ["streams", "runner"]
-    if config.rules.tables() or config.settings.cdc.include_tables:
+    if config.rules.tables() or getattr(config.settings.cdc, "include", None):
         kinds.insert(0, "reader")
     return kinds
 
@@ -177,6 +177,18 @@ def _age(ms: int | None, at_ms: int) -> str:
     return "-" if not ms else f"{max(0.0, (at_ms - ms) / 1000):.1f}s ago"
 
 
+def _summary(kind: str, d: dict[str, Any]) -> str:
+    """What a ready component is doing, in a few words."""
+    if kind == "reader":
+        return f"{d.get('name')} at {d.get('position') or '-'}, lag {d.get('lag_ms')} ms"
+    if kind == "streams":
+        return f"{'leader, ' if d.get('leader') else ''}{d.get('assigned', '?')} partition(s)"
+    if kind == "runner":
+        plugins = d.get("plugins") or {}
+        return ", ".join(f"{n} q={p.get('queued')} w={p.get('workers')}" for n, p in sorted(plugins.items())) or "-"
+    return ""
+
+
 def format_report(report: dict[str, Any], expected: list[str]) -> str:
     at = now_ms()
     out = [f"cdcflow status at {report['generated_at']}", "", "COMPONENTS"]
@@ -184,9 +196,11 @@ def format_report(report: dict[str, Any], expected: list[str]) -> str:
     seen = {c["kind"] for c in report["components"]}
     for c in report["components"]:
         state = {"up": c["state"], "down": "DOWN", "stopped": "stopped"}[c["liveness"]]
-        detail = c.get("reason") or ""
+        detail = c.get("reason") or _summary(c["kind"], c.get("details") or {})
         if c["liveness"] == "down":
             detail = "no heartbeat: killed or hung"
+        elif c["liveness"] == "stopped":
+            detail = "stopped cleanly"
         rows.append((c["kind"], state.upper() if state == "not ready" else state, c["host"], str(c["pid"]),
                      str(c["port"] or "-"), f"{c['heartbeat_age_s']:.1f}s ago", detail))
     for kind in KINDS:
