@@ -77,6 +77,7 @@ def _binary(length_bytes: int, pad_to: int = 0) -> Decoder:
 def _decimal(precision: int, scale: int) -> Decoder:
     # MySQL's packed decimal: groups of 9 digits in 4 big-endian bytes, the leftover digits of each
     # side in 1-4 bytes; the sign is the inverted top bit, negatives store every byte inverted.
+    # The whole value is read as one integer and cut into its groups with precomputed shifts.
     integral = precision - scale
     lead = DECIMAL_BYTES[integral % 9]
     int_groups = integral // 9
@@ -84,24 +85,36 @@ def _decimal(precision: int, scale: int) -> Decoder:
     tail_digits = scale % 9
     tail = DECIMAL_BYTES[tail_digits]
     size = lead + 4 * (int_groups + frac_groups) + tail
-    frac_at = lead + 4 * int_groups
+    all_ones = (1 << (8 * size)) - 1
+    sign_bit = 1 << (8 * size - 1)
+    # (shift, mask, weight): integral part = sum((v >> shift & mask) * weight), same for the fraction
+    int_parts, frac_parts = [], []
+    at = 8 * size
+    for width, digits, parts in ([(lead, integral % 9, int_parts)] if lead else []) \
+            + [(4, 9, int_parts)] * int_groups + [(4, 9, frac_parts)] * frac_groups \
+            + ([(tail, tail_digits, frac_parts)] if tail else []):
+        at -= 8 * width
+        parts.append((at, (1 << (8 * width)) - 1, digits))
+    int_spec = [(shift, mask, 10 ** sum(d for _, _, d in int_parts[i + 1:])) for i, (shift, mask, _) in enumerate(int_parts)]
+    frac_spec = [(shift, mask, 10 ** sum(d for _, _, d in frac_parts[i + 1:])) for i, (shift, mask, _) in enumerate(frac_parts)]
 
     def decode(buf: bytes, pos: int) -> tuple[Any, int]:
-        raw = bytearray(buf[pos:pos + size])
-        negative = not raw[0] & 0x80
-        raw[0] ^= 0x80
-        if negative:
-            raw = bytearray(b ^ 0xFF for b in raw)
-        digits = str(int.from_bytes(raw[:lead], "big")) if lead else ""
-        for at in range(lead, frac_at, 4):
-            digits += f"{int.from_bytes(raw[at:at + 4], 'big'):09d}"
-        text = ("-" if negative else "") + str(int(digits or "0"))
-        if scale:
-            frac = "".join(f"{int.from_bytes(raw[at:at + 4], 'big'):09d}" for at in range(frac_at, frac_at + 4 * frac_groups, 4))
-            if tail:
-                frac += f"{int.from_bytes(raw[size - tail:size], 'big'):0{tail_digits}d}"
-            text += "." + frac
-        return text, pos + size
+        v = int.from_bytes(buf[pos:pos + size], "big")
+        if v & sign_bit:
+            v ^= sign_bit
+            sign = ""
+        else:
+            v = (v ^ all_ones) ^ sign_bit  # negative: every byte inverted, sign bit included
+            sign = "-"
+        whole = 0
+        for shift, mask, weight in int_spec:
+            whole += (v >> shift & mask) * weight
+        if not scale:
+            return f"{sign}{whole}", pos + size
+        frac = 0
+        for shift, mask, weight in frac_spec:
+            frac += (v >> shift & mask) * weight
+        return f"{sign}{whole}.{frac:0{scale}d}", pos + size
     return decode
 
 
@@ -135,7 +148,7 @@ def _datetime2(fsp: int) -> Decoder:
         v = int.from_bytes(buf[pos:pos + 5], "big")
         year, month = divmod((v >> 22) & 0x1FFFF, 13)
         day = (v >> 17) & 0x1F
-        if not _valid_date(year, month, day):
+        if not (0 < day <= 28 and year and 0 < month) and not _valid_date(year, month, day):
             return None, pos + size  # zero or invalid date: the library yields None, so do we
         text = (f"{year:04d}-{month:02d}-{day:02d}T{(v >> 12) & 0x1F:02d}:{(v >> 6) & 0x3F:02d}:{v & 0x3F:02d}"
                 + (_fraction(micros(buf[pos + 5:pos + size]), fsp) if fsp else ""))
