@@ -53,11 +53,14 @@ def run_raw(config: Config, table: str, start: dict, rows: int) -> dict:
     from pymysqlreplication import BinLogStreamReader
     from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
-    from cdc.reader import connection_settings
-
     settings = config.settings
+    # plain library: none of cdcflow's patches (cdc/tablemaps.py, cdc/libfixes.py) in this process
+    patched = {"cdc.reader", "cdc.tablemaps", "cdc.libfixes", "cdc.rowdecode"} & set(sys.modules)
+    assert not patched, f"the raw side must run the library as shipped, but {patched} are imported"
+    connection = {"host": settings.mysql.host, "port": settings.mysql.port, "user": settings.mysql.user,
+                  "password": settings.mysql.password.get_secret_value(), "charset": "utf8mb4"}
     stream = BinLogStreamReader(
-        connection_settings=connection_settings(settings), server_id=settings.mysql.server_id,
+        connection_settings=connection, server_id=settings.mysql.server_id,
         # blocking=True as the reader: MariaDB 10.11 resets a non-blocking dump connection part-way
         # (seen after ~1.3k rows), and the run stops at the bench's last row anyway.
         blocking=True, only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent],

@@ -31,6 +31,7 @@ from pymysqlreplication.gtid import Gtid, GtidSet
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
 from cdc import libfixes  # noqa: F401  (fixes the library's TIME2 decoding on import)
+from cdc import tablemaps  # noqa: F401  (table maps parsed once per distinct body, on import)
 from cdc.checkpoint import CheckpointStore, Position
 from cdc.errors import position_lost, unknown_gtid_domain
 from cdc.filters import selection_for

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 from pymysqlreplication import BinLogStreamReader
-from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
+from pymysqlreplication.row_event import DeleteRowsEvent, TableMapEvent, UpdateRowsEvent, WriteRowsEvent
 
+from cdc import tablemaps
 from cdc.reader import connection_settings, detect_server
 from cdc.rowdecode import DECIMAL_BYTES, RowDecoder, decoder_for
 from cdc.schema_info import SchemaInfo
@@ -90,6 +91,38 @@ def test_fast_decoding_equals_library_decoding(binlog: tuple[Any, str, str]) -> 
     mixed = [rows for table, kind, rows in fast if table == "mixed" and kind == "WriteRowsEvent"][0]
     assert mixed[0][1]["f"] == "0999-02-03T04:05:06"  # year < 1000 keeps its leading zero
     assert mixed[1][1]["f"] is None  # an invalid date stored with sql_mode='' is null, as the library says
+
+
+def table_maps(settings: Any, db: str, gtid: str) -> list[tuple[str, Any, list[dict], int]]:
+    """(table, primary key, column definitions, the column list itself) per rows event."""
+    stream = BinLogStreamReader(
+        connection_settings=connection_settings(settings), server_id=settings.mysql.server_id + 2,
+        blocking=True, only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent], only_schemas=[db],
+        is_mariadb=True, auto_position=gtid)
+    out = []
+    try:
+        for event in stream:
+            out.append((event.table, event.primary_key, [c.data for c in event.columns], event.columns))
+            if len(out) >= EVENTS:
+                return out
+    finally:
+        stream.close()
+    return out
+
+
+def test_cached_table_maps_equal_fresh_parses(binlog: tuple[Any, str, str]) -> None:
+    cached = table_maps(*binlog)
+    TableMapEvent.__init__ = tablemaps._original_init  # type: ignore[method-assign]
+    try:
+        fresh = table_maps(*binlog)
+    finally:
+        tablemaps.apply()
+    assert len(cached) == EVENTS
+    assert [c[:3] for c in cached] == [f[:3] for f in fresh]
+    # each family's 4 statements repeat one table map: parsed once with the cache, 4 times without
+    integers = [id(c[3]) for c in cached if c[0] == "f_integers"]  # the lists are alive: ids are distinct objects
+    assert len(integers) == 4 and len(set(integers)) == 1
+    assert len({id(f[3]) for f in fresh if f[0] == "f_integers"}) == 4
 
 
 def mysql_decimal_bytes(value: Decimal, precision: int, scale: int) -> bytes:
