@@ -2,8 +2,13 @@
 
 Ready only once Faust has recovered its tables (`app.tables.recovery.completed`, and not
 recovering again after a rebalance): before that the worker holds partitions it cannot serve
-correctly yet. Alive while its event loop turns: a timer on the loop ticks every second, and a
-loop stuck for 15 s (a blocking call in an agent) fails /healthz.
+correctly yet. Alive while its event loop turns: a timer on the loop ticks every half second, and
+a loop stuck for 15 s (a blocking call in an agent) fails /healthz.
+
+Faust's state is read only by that tick, on the event loop: the HTTP and heartbeat threads read
+what it recorded. Touching the app from another thread is not harmless: Faust creates some parts
+on first access (the tables' Recovery service, the consumer), and one created early, from the
+wrong thread, left the worker hanging before it ever became ready.
 """
 from __future__ import annotations
 
@@ -35,6 +40,13 @@ class StreamsOps:
         self._children: dict[tuple[str, ...], Any] = {}
         self.app: faust.App | None = None
         self.last_tick = time.monotonic()
+        self.ticked = False
+        # written by the tick on the event loop, read by the HTTP and heartbeat threads
+        # Faust starts app timers only once the worker is up, so before the first tick it is still
+        # connecting, joining the group or recovering its tables
+        self.readiness: tuple[bool, str | None] = (False, "starting: joining the group, recovering tables")
+        self.leader = False
+        self.assigned = 0
         self.observability: ComponentObservability | None = None
 
     @classmethod
@@ -44,9 +56,9 @@ class StreamsOps:
         ops.app = app
         app.cdcflow_ops = ops  # type: ignore[attr-defined]
 
-        @app.timer(interval=1.0, name="cdcflow_liveness_tick")
+        @app.timer(interval=0.5, name="cdcflow_liveness_tick")
         async def liveness_tick() -> None:
-            ops.last_tick = time.monotonic()
+            ops.observe_app()
 
         return ops
 
@@ -85,33 +97,33 @@ class StreamsOps:
         if self.observability is not None:
             self.observability.stop()
 
+    def observe_app(self) -> None:
+        """On the event loop only (the tick)."""
+        app = self.app
+        assert app is not None
+        self.last_tick = time.monotonic()
+        self.ticked = True
+        if not app.tables.recovery.completed.is_set():
+            self.readiness = (False, "recovering tables (waiting for the first assignment and changelog replay)")
+        elif app.in_recovery:
+            self.readiness = (False, "recovering tables after a rebalance")
+        else:
+            self.readiness = (True, None)
+        try:
+            self.leader = app.is_leader()
+            self.assigned = len(app.consumer.assignment())
+        except Exception:  # the consumer may be (re)starting
+            pass
+
     def _live(self) -> tuple[bool, str | None]:
         stuck = time.monotonic() - self.last_tick
-        if self.app is not None and self.app.started and stuck > LOOP_STUCK_SECONDS:
+        if self.ticked and stuck > LOOP_STUCK_SECONDS:
             return False, f"event loop has not turned for {stuck:.0f} s"
         return True, None
 
     def _ready(self) -> tuple[bool, str | None]:
-        app = self.app
-        if app is None or not app.started:
-            return False, "starting"
         live, why = self._live()
-        if not live:
-            return False, why
-        recovery = app.tables.recovery
-        if not recovery.completed.is_set():
-            return False, "recovering tables (waiting for the first assignment and changelog replay)"
-        if app.in_recovery:
-            return False, "recovering tables after a rebalance"
-        return True, None
+        return self.readiness if live else (False, why)
 
     def _details(self) -> dict[str, Any]:
-        app = self.app
-        info: dict[str, Any] = {"app_id": self.settings.streams.app_id}
-        if app is not None and app.started:
-            try:
-                info["leader"] = app.is_leader()
-                info["assigned"] = len(app.consumer.assignment())
-            except Exception:  # the consumer may be (re)starting
-                pass
-        return info
+        return {"app_id": self.settings.streams.app_id, "leader": self.leader, "assigned": self.assigned}

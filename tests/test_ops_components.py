@@ -102,6 +102,20 @@ def sample(port: int, name: str, **labels: str) -> float:
     return scrape(port).get((name, tuple(sorted(labels.items()))), 0.0)
 
 
+def readiness_answers(port: int, timeout: float) -> list[tuple[int, str]]:
+    """Every answer of /readyz (polled fast from the process start) up to the first 200."""
+    answers: list[tuple[int, str]] = []
+
+    def ready() -> bool:
+        code, body = get(port, "/readyz")
+        if code:
+            answers.append((code, body))
+        return code == 200
+
+    wait_for(ready, timeout, interval=0.02, what="/readyz 200")
+    return answers
+
+
 def component(config: Config, kind: str) -> dict[str, Any] | None:
     result = cli(config, "status", "--json", "--no-kafka")
     assert result.returncode == 0, result.stderr
@@ -148,6 +162,8 @@ def test_runner_metrics_probes_status_health_alerts_and_json_logs(runner_config)
     assert cli(config, "health", "--expect", "runner").returncode == 1  # nothing runs yet
     runner = Cdcflow(config, "runners", "run", "--plugin", "echo", "--no-watch", log_format="json")
     try:
+        answers = readiness_answers(port, 120)
+        assert answers[0] == (503, "not ready: starting: building plugin venvs and warm pools\n"), answers[:3]
         up = wait_for(lambda: ready_everywhere(config, port, "runner", runner.process.pid), 120,
                       interval=0.3, what="the runner ready in status and /readyz")
         assert up["liveness"] == "up" and up["port"] == port and up["host"] == socket.gethostname()
@@ -242,6 +258,8 @@ def test_streams_worker_is_ready_after_table_recovery_and_counts_triggers(stack:
     s = config.settings
     worker = Cdcflow(config, "streams", "worker")
     try:
+        answers = readiness_answers(port, 120)
+        assert answers[0] == (503, "not ready: starting: joining the group, recovering tables\n"), answers[:3]
         up = wait_for(lambda: ready_everywhere(config, port, "streams", worker.process.pid), 120, interval=0.5,
                       what="the Faust worker ready (tables recovered)")
         assert up["details"]["app_id"] == s.streams.app_id and up["details"]["assigned"] > 0
