@@ -11,6 +11,7 @@ and RowConverter, which stay the reference: tests/test_cdc_types.py checks both 
 from __future__ import annotations
 
 import codecs
+from binascii import b2a_base64
 import datetime as dt
 import struct
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -21,7 +22,7 @@ from pymysql.charset import charset_by_name
 from pymysqlreplication.constants import BINLOG, FIELD_TYPE
 
 from cdc.libfixes import time2_from_bytes
-from cdc.types import EPOCH, _base64, _float32, _fraction, _time
+from cdc.types import EPOCH, _float32, _fraction, _time
 
 # A column decoder: (buffer, offset) -> (JSON value, offset after the value).
 Decoder = Callable[[bytes, int], tuple[Any, int]]
@@ -55,7 +56,7 @@ def _text(length_bytes: int, encoding: str, json_text: bool) -> Decoder:
     def decode(buf: bytes, pos: int) -> tuple[Any, int]:
         start = pos + length_bytes
         end = start + int.from_bytes(buf[pos:start], "little")
-        return buf[start:end].decode(encoding), end
+        return str(buf[start:end], encoding), end  # str(): buf may be a memoryview (large events)
 
     def decode_json(buf: bytes, pos: int) -> tuple[Any, int]:
         start = pos + length_bytes
@@ -70,7 +71,7 @@ def _binary(length_bytes: int, pad_to: int = 0) -> Decoder:
         start = pos + length_bytes
         end = start + int.from_bytes(buf[pos:start], "little")
         data = buf[start:end]
-        return _base64(data.ljust(pad_to, b"\0") if pad_to else data), end
+        return b2a_base64(bytes(data).ljust(pad_to, b"\0") if pad_to else data, newline=False).decode("ascii"), end
     return decode
 
 
@@ -319,7 +320,10 @@ class RowDecoder:
     def rows(self, event: Any) -> Iterator[tuple[Row | None, Row | None]]:
         """(before, after) per row of a Write/Update/Delete rows event whose header was read."""
         packet = event.packet
-        buf = packet.read(event.event_size - packet.read_bytes)
+        size = event.event_size - packet.read_bytes
+        buf = _view(packet, size) if size > LARGE_EVENT else None
+        if buf is None:
+            buf = packet.read(size)
         pos, end = 0, len(buf)
         kind = event.event_type
         image = self._image
@@ -342,6 +346,19 @@ class RowDecoder:
 
 
 _FULL: dict[int, bytes] = {}
+LARGE_EVENT = 1 << 20  # bytes; a larger rows event is decoded in place instead of copied first
+
+
+def _view(packet: Any, size: int) -> memoryview | None:
+    """The next `size` bytes of the event as a view of pymysql's packet (no copy of a 16 MB row), consumed."""
+    raw = getattr(packet, "packet", None)
+    data, position = getattr(raw, "_data", None), getattr(raw, "_position", None)
+    if not isinstance(data, bytes) or not isinstance(position, int) or \
+            getattr(packet, "_BinLogPacketWrapper__data_buffer", b""):
+        return None
+    view = memoryview(data)[position:position + size]
+    packet.advance(size)
+    return view
 
 
 def supports(event: Any) -> bool:
