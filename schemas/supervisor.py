@@ -5,6 +5,7 @@ A child that dies is restarted with backoff; Ctrl-C / SIGTERM stops all of them 
 """
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -16,6 +17,9 @@ from pathlib import Path
 from typing import IO
 
 import click
+
+# a logger, not click.echo: with --log-format json the supervisor's own lines are JSON too
+log = logging.getLogger("cdcflow.supervisor")
 
 COMPONENTS: dict[str, list[str]] = {
     "cdc": ["cdc", "run"],
@@ -73,12 +77,12 @@ def supervise(children: list[Child], grace_seconds: float = 20.0) -> int:
                     child.restarts = 0
                 delay = min(2 ** child.restarts, 30)
                 child.next_start = now + delay
-                click.echo(f"supervisor: {child.name} exited with code {code}; restarting in {delay}s", err=True)
+                log.warning("%s exited with code %s; restarting in %ss", child.name, code, delay)
             elif now >= child.next_start:
                 child.restarts += 1
                 child.next_start = 0.0
                 _start(child)
-    click.echo("supervisor: stopping all components", err=True)
+    log.info("stopping all components")
     for child in children:
         if child.process and child.process.poll() is None:
             child.process.send_signal(signal.SIGTERM)
@@ -89,7 +93,7 @@ def supervise(children: list[Child], grace_seconds: float = 20.0) -> int:
         try:
             child.process.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            click.echo(f"supervisor: {child.name} did not stop in {grace_seconds}s; killing it", err=True)
+            log.warning("%s did not stop in %ss; killing it", child.name, grace_seconds)
             child.process.kill()
             child.process.wait()
     return 0

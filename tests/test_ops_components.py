@@ -289,3 +289,19 @@ def test_streams_worker_is_ready_after_table_recovery_and_counts_triggers(stack:
         worker.stop()
         remove_test_resources(s, [s.topics.row_changes(s.mysql.database, "items"), s.topics.triggers,
                                   s.topics.invoke("echo"), s.topics.invoke("echo", "high")])
+
+
+# -- supervised: `cdcflow run` ---------------------------------------------------------------------
+def test_cdcflow_run_logs_json_lines_for_itself_and_its_children(runner_config) -> None:  # type: ignore[no-untyped-def]
+    config, port, _ = runner_config
+    run = Cdcflow(config, "run", "--only", "runners", log_format="json")
+    try:
+        wait_for(lambda: (c := component(config, "runner")) and c["state"] == "ready" and c["pid"] != run.process.pid,
+                 120, interval=0.3, what="the supervised runner ready")
+    finally:
+        run.stop(signal.SIGINT)
+    lines = [line for line in run.lines if line.strip()]
+    parsed = [json.loads(line) for line in lines]  # every line, the supervisor's own included
+    components = {p["component"] for p in parsed}
+    assert {"runner", "supervisor"} <= components, components
+    assert any(p["message"] == "stopping all components" for p in parsed)
