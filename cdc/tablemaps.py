@@ -14,7 +14,7 @@ from typing import Any
 from pymysqlreplication.event import BinLogEvent
 from pymysqlreplication.row_event import TableMapEvent
 
-MAX_ENTRIES = 4096  # distinct table maps kept; cleared when exceeded (a new parse costs ~0.1 ms)
+MAX_ENTRIES = 1024  # distinct table maps kept; cleared when exceeded (a new parse costs ~0.1 ms)
 # Attributes BinLogEvent.__init__ sets for the event at hand; everything else is the table map's.
 PER_EVENT = frozenset({"packet", "table_map", "event_type", "timestamp", "event_size", "_post_header_lengths",
                        "_ctl_connection", "mysql_version", "_ignore_decode_errors", "_verify_checksum",
@@ -47,6 +47,8 @@ def _cached_init(self: Any, from_packet: Any, event_size: int, table_map: dict, 
     state = _parsed.get(key)
     if state is None:
         _original_init(self, from_packet, event_size, table_map, ctl_connection, **kwargs)
+        if self._processed and not all(c.name for c in self.columns):
+            return  # names came from outside the body (information_schema), which a DDL can change
         if len(_parsed) >= MAX_ENTRIES:
             _parsed.clear()
         _parsed[key] = {k: v for k, v in self.__dict__.items() if k not in PER_EVENT}
