@@ -32,28 +32,42 @@ from schemas.settings import Settings
 # KEYS: [all-runs index, then per result: run key, marker key (done or tried), plugin index, status index,
 #        attempts list]
 # ARGV: [ttl, trim horizon ("" = no trim), then per result: invocation id, score, payload, attempt summary ("" = none)]
+# The index entries are gathered per index and added with one multi-member ZADD each: a command costs
+# Redis more than a member does, and a batch has a handful of indexes but hundreds of results.
 _RECORD_SCRIPT = """
 local ttl = tonumber(ARGV[1])
 local horizon = ARGV[2]
 local n = (#ARGV - 2) / 4
-local touched = {[KEYS[1]] = true}
+local members, indexes = {}, {}
+local function index(key, score, id)
+  local t = members[key]
+  if not t then
+    t = {}
+    members[key] = t
+    indexes[#indexes + 1] = key
+  end
+  t[#t + 1] = score
+  t[#t + 1] = id
+end
 for i = 0, n - 1 do
   local id, score, payload, summary = ARGV[3 + i * 4], ARGV[4 + i * 4], ARGV[5 + i * 4], ARGV[6 + i * 4]
   local k = 2 + i * 5
   redis.call('SET', KEYS[k], payload, 'EX', ttl)
   redis.call('SET', KEYS[k + 1], '1', 'EX', ttl)
-  redis.call('ZADD', KEYS[1], score, id)
-  redis.call('ZADD', KEYS[k + 2], score, id)
-  redis.call('ZADD', KEYS[k + 3], score, id)
+  index(KEYS[1], score, id)
+  index(KEYS[k + 2], score, id)
+  index(KEYS[k + 3], score, id)
   if summary ~= '' then
     redis.call('RPUSH', KEYS[k + 4], summary)
     redis.call('EXPIRE', KEYS[k + 4], ttl)
   end
-  touched[KEYS[k + 2]] = true
-  touched[KEYS[k + 3]] = true
 end
-if horizon ~= '' then
-  for key, _ in pairs(touched) do redis.call('ZREMRANGEBYSCORE', key, '-inf', horizon) end
+for _, key in ipairs(indexes) do
+  local t = members[key]
+  for j = 1, #t, 4000 do  -- unpack() has a stack limit; 4000 is even, so pairs stay whole
+    redis.call('ZADD', key, unpack(t, j, math.min(j + 3999, #t)))
+  end
+  if horizon ~= '' then redis.call('ZREMRANGEBYSCORE', key, '-inf', horizon) end
 end
 return n
 """
