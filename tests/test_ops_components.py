@@ -220,6 +220,12 @@ def test_runner_metrics_probes_status_health_alerts_and_json_logs(runner_config)
     assert health.returncode == 1 and "FAIL  runner:" in health.stdout and "stopped" in health.stdout
     assert get(port, "/healthz")[0] == 0  # the port is closed
 
+    # consumer-group lag: what arrives while no runner consumes is the group's lag on that topic
+    produce_echo(config, ["echo"] * 3)
+    report = json.loads(cli(config, "status", "--json").stdout)
+    lag = {(r["group"], r["topic"]): r["lag"] for r in report["consumer_lag"]}
+    assert lag[(config.settings.runners.group_id, config.settings.topics.invoke("echo"))] == 3, report["consumer_lag"]
+
 
 # -- reader --------------------------------------------------------------------------------------
 def test_reader_metrics_and_a_killed_reader_shows_down_within_seconds(stack: None, tmp_path: Path) -> None:
