@@ -32,6 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import ROOT, stack_up  # noqa: E402
 
+from confluent_kafka import Producer  # noqa: E402
+
 from cdc.checkpoint import CheckpointStore, Position  # noqa: E402
 from schemas.config import Config, load_config  # noqa: E402
 from tests.support import execute, isolated_config_data, mysql, remove_test_resources, write_config  # noqa: E402
@@ -87,7 +89,6 @@ def run_reader(config: Config, table: str, start: dict, rows: int) -> dict:
     settings = config.settings
     store = CheckpointStore(settings)
     store.ensure()
-    from confluent_kafka import Producer
     seed = Producer(settings.kafka_config())
     store.save(seed, Position(**start))  # the reader resumes right before the bench's writes
     if seed.flush(30):

@@ -161,7 +161,7 @@ def test_full_producer_queue_makes_the_reader_wait_not_drop(config: Config) -> N
     thread.start()
     try:
         wait_streaming(config, "big")
-        execute(f"INSERT INTO big (id, n, payload) SELECT seq, seq, 'p' FROM seq_1_to_3000", db)
+        execute("INSERT INTO big (id, n, payload) SELECT seq, seq, 'p' FROM seq_1_to_3000", db)
         got = wait_for(lambda: (e := [x for x in events(config, "big", idle=1.0) if x["after"]["id"] > 0])
                        and len(e) >= 3000 and e, 120, interval=1.0, what="3000 row changes")
     finally:
