@@ -406,7 +406,8 @@ class Runner:
             entry = dead_letter(job.invocation, result, [*earlier, attempt_summary(result)], lane.topic)
             if not self.followups.publish(self.settings.topics.dlq, iid.encode(), orjson.dumps(entry)):
                 return
-            log.warning("%s %s dead-lettered after %d attempt(s)", lane.plugin.name, iid, result.attempt)
+            log.warning("%s %s dead-lettered after %d attempt(s)", lane.plugin.name, iid, result.attempt,
+                        extra={"plugin": lane.plugin.name, "invocation_id": iid})
             self.ops.on_dead_letter(entry)
             result = result.model_copy(update={"dead_lettered": True})
         self.sink.submit(result, [job.ack])

@@ -274,7 +274,8 @@ def build_app(config: Config) -> faust.App:
             }
             await emit(invocation)
             log.info("manual trigger %s by %s -> %s (invocation %s)", request.request_id, request.requested_by,
-                     request.plugin, invocation["invocation_id"])
+                     request.plugin, invocation["invocation_id"],
+                     extra={"plugin": request.plugin, "invocation_id": invocation["invocation_id"]})
 
     return app
 
