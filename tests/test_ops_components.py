@@ -193,6 +193,7 @@ def test_runner_metrics_probes_status_health_alerts_and_json_logs(runner_config)
 
         # status shows the failures; JSON log lines parse and name the plugin and invocation
         report = json.loads(cli(config, "status", "--json").stdout)
+        assert report["problems"] == [] and report["reader"] is None  # every part read; this test runs no reader
         assert {f["invocation_id"] for f in report["recent_failures"]} <= set(failed_ids)
         assert "s3cr3t-token" not in json.dumps(report) + runner.log()  # the webhook URL is a secret
 
