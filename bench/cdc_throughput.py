@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -233,6 +234,7 @@ def main() -> None:
             remove_test_resources(s, [s.topics.row_changes(db, t) for _, t in config.rules.tables()]
                                   + [s.topics.cdc_checkpoints])
         remove_test_resources(base.settings, [])
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
