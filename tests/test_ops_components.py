@@ -312,3 +312,25 @@ def test_cdcflow_run_logs_json_lines_for_itself_and_its_children(runner_config) 
     components = {p["component"] for p in parsed}
     assert {"runner", "supervisor"} <= components, components
     assert any(p["message"] == "stopping all components" for p in parsed)
+
+
+def test_a_port_in_use_leaves_the_component_running_without_its_server(stack: None) -> None:
+    from schemas.components import read_records, redis_client
+    from schemas.observability import ComponentObservability
+    from tests.support import isolated_settings
+
+    settings = isolated_settings("port")
+    settings.observability.heartbeat_seconds = 0.2
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        obs = ComponentObservability("runner", settings, taken.getsockname()[1]).start()
+        try:
+            assert obs.port is None
+            client = redis_client(settings)
+            seen = wait_for(lambda: read_records(client, settings.redis.key_prefix), 10, what="a heartbeat")
+            client.close()
+            assert seen[0].state == "ready" and seen[0].port is None
+        finally:
+            obs.stop()
+            remove_test_resources(settings, [])

@@ -44,3 +44,19 @@ def test_a_reader_is_expected_only_when_tables_are_read() -> None:
     assert expected_kinds(Config(path=None, settings=settings, rules=RulesConfig())) == ["streams", "runner"]
     settings.cdc.include = ["shop.*"]
     assert expected_kinds(Config(path=None, settings=settings, rules=RulesConfig())) == ["reader", "streams", "runner"]
+
+
+def test_a_stuck_faust_event_loop_fails_liveness_and_readiness() -> None:
+    import time
+
+    from schemas.streams_ops import StreamsOps
+
+    ops = StreamsOps(Config(path=None, settings=isolated_settings("h"), rules=RulesConfig()))
+    assert ops._live() == (True, None) and ops._ready()[0] is False  # not started: alive, not ready
+    ops.ticked, ops.readiness = True, (True, None)
+    ops.last_tick = time.monotonic()
+    assert ops._ready() == (True, None)
+    ops.last_tick = time.monotonic() - 20  # no tick for 20 s: an agent blocks the loop
+    alive, why = ops._live()
+    assert not alive and why is not None and why.startswith("event loop has not turned for 2")
+    assert ops._ready() == (False, why)
