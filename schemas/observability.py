@@ -37,8 +37,6 @@ def _always_ready() -> tuple[bool, str | None]:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    owner: "ComponentObservability"
-
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         path = self.path.split("?", 1)[0]
         owner = self.server.owner  # type: ignore[attr-defined]

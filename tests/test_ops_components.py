@@ -6,7 +6,6 @@ HTTP endpoints, reads `status --json` and `health` as an operator would, then st
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
