@@ -259,7 +259,8 @@ def test_reader_metrics_and_a_killed_reader_shows_down_within_seconds(stack: Non
 
 # -- streams worker -------------------------------------------------------------------------------
 def test_streams_worker_is_ready_after_table_recovery_and_counts_triggers(stack: None, tmp_path: Path) -> None:
-    data = isolated_config_data("opss", {"monitored_tables": {"items": {"triggers": ["echo"]}}})
+    data = isolated_config_data("opss", {"monitored_tables": {"items": {"triggers": ["echo"]}},
+                                         "schedules": {"tick": {"plugin": "echo", "interval_seconds": 1}}})
     config, port = with_ops(write_config(tmp_path, data), tmp_path)
     s = config.settings
     worker = Cdcflow(config, "streams", "worker")
@@ -286,6 +287,11 @@ def test_streams_worker_is_ready_after_table_recovery_and_counts_triggers(stack:
                  what="the row change's invocation counted")
         metrics = scrape(port)
         assert metrics[("cdcflow_streams_events_total", (("db", db), ("table", "items")))] == 1
+        # the schedule fired (the leader's timer), and status shows its next fire
+        wait_for(lambda: sample(port, "cdcflow_streams_schedule_fires_total", schedule="tick") >= 1, 20,
+                 what="a schedule fire counted")
+        schedules = json.loads(cli(config, "status", "--json", "--no-kafka").stdout)["schedules"]
+        assert [s["name"] for s in schedules] == ["tick"] and schedules[0]["last_fire"] is not None
         assert sum(v for (name, _), v in metrics.items() if name == "cdcflow_streams_matches_total") == 1
         worker.stop()
         assert worker.process.returncode == 0, worker.log()[-3000:]
