@@ -7,7 +7,8 @@ its own process:
           iterate the events and their rows, nothing else;
   reader  the full cdcflow reader from a checkpoint at that position into fresh topics, rows
           counted when Kafka acknowledged them (idempotent producer, acks=all).
-Both rates run from the first row seen to the last row parsed (raw) / acknowledged (reader).
+Both rates run from the first row seen to the last row parsed (raw) / acknowledged (reader: the
+broker's append time of the first and last row change, LogAppendTime on the bench's topics).
 Finally one 200k-row transaction (INSERT ... SELECT into a second table) goes through a reader
 process whose peak RSS (VmHWM) is compared with its RSS when the first row arrived.
 Medians of the runs are printed; the last line is `cdc reader/raw-parse ratio: X.XX`.
@@ -33,10 +34,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import ROOT, stack_up  # noqa: E402
 
-from confluent_kafka import Producer  # noqa: E402
+from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
+from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 from cdc.checkpoint import CheckpointStore, Position  # noqa: E402
 from schemas.config import Config, load_config  # noqa: E402
+from schemas.kafka_topics import ROW_CHANGE_MAX_MESSAGE_BYTES  # noqa: E402
+from schemas.settings import Settings  # noqa: E402
 from tests.support import execute, isolated_config_data, mysql, remove_test_resources, write_config  # noqa: E402
 
 TABLE, BIG_TABLE = "bench_rows", "bench_big"
@@ -94,28 +98,65 @@ def run_reader(config: Config, table: str, start: dict, rows: int) -> dict:
     store.save(seed, Position(**start))  # the reader resumes right before the bench's writes
     if seed.flush(30):
         raise RuntimeError("the seed checkpoint was not acknowledged")
+    # The fresh topic is created here, with a leader before the reader starts (a topic created a
+    # moment before the first produce costs ~1 s of metadata waits), and with LogAppendTime: the
+    # broker stamps each row change when it appends it, i.e. when it can acknowledge it. The
+    # reader itself learns of acks only when it next polls, up to a heartbeat (1 s) later.
+    topics = [settings.topics.row_changes(db, t) for db, t in config.rules.tables()]
+    admin = AdminClient(settings.kafka_config())
+    for future in admin.create_topics([NewTopic(
+            t, num_partitions=settings.kafka.partitions, replication_factor=settings.kafka.replication_factor,
+            config={"message.timestamp.type": "LogAppendTime",
+                    "max.message.bytes": str(ROW_CHANGE_MAX_MESSAGE_BYTES)}) for t in topics]).values():
+        future.result()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        found = admin.list_topics(timeout=5).topics
+        if all(t in found and found[t].partitions and all(p.leader >= 0 for p in found[t].partitions.values())
+               for t in topics):
+            break
+        time.sleep(0.1)
     stop = threading.Event()
     reader = BinlogReader(settings, config.rules, stop)
     thread = threading.Thread(target=reader.run, daemon=True)
     thread.start()
-    first = 0.0
     base_kb = 0
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and thread.is_alive():
-        produced = reader.stats.rows_produced
-        if produced and not first:
-            first = time.perf_counter()
+        if reader.stats.rows_produced and not base_kb:
             base_kb = vm_kb("VmRSS")
         if reader.tracker.acked_count >= rows:
             break
         time.sleep(0.01)
-    last = time.perf_counter()
     acked = reader.tracker.acked_count
     stop.set()
     thread.join(60)
     if acked < rows:
         raise RuntimeError(f"the reader delivered {acked} of {rows} rows")
-    return {"rows": acked, "seconds": last - first, "hwm_kb": vm_kb("VmHWM"), "base_kb": base_kb}
+    first_ms, last_ms = append_times(settings, topics)
+    return {"rows": acked, "seconds": (last_ms - first_ms) / 1000, "hwm_kb": vm_kb("VmHWM"), "base_kb": base_kb}
+
+
+def append_times(settings: Settings, topics: list[str]) -> tuple[int, int]:
+    """Broker append time of the first and of the last message over the topics' partitions."""
+    consumer = Consumer(settings.kafka_config(**{"group.id": f"bench-times-{time.time_ns()}",
+                                                 "enable.auto.commit": False}))
+    first, last = [], []
+    try:
+        for topic in topics:
+            for partition in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+                for offset, into in ((low, first), (high - 1, last)):
+                    if high <= low:
+                        continue
+                    consumer.assign([TopicPartition(topic, partition, offset)])
+                    msg = consumer.poll(10)
+                    if msg is None or msg.error():
+                        raise RuntimeError(f"could not read {topic}[{partition}]@{offset}")
+                    into.append(msg.timestamp()[1])
+    finally:
+        consumer.close()
+    return min(first), max(last)
 
 
 def child(args: argparse.Namespace) -> None:
