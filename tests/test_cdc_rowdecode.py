@@ -20,7 +20,7 @@ from cdc.rowdecode import DECIMAL_BYTES, RowDecoder, decoder_for
 from cdc.schema_info import SchemaInfo
 from cdc.types import RowConverter
 from tests.support import execute, isolated_settings, mysql
-from tests.test_cdc_types import FAMILIES
+from tests.test_cdc_types import FAMILIES, insert_family_rows
 
 pytestmark = pytest.mark.integration
 
@@ -42,11 +42,8 @@ def binlog(stack: None) -> Iterator[tuple[Any, str, str]]:
         _, start = detect_server(settings)
         conn = mysql(db)
         with conn.cursor() as cur:
-            cur.execute("SET SESSION sql_mode = '', time_zone = '+08:00'")
-            for family, cols in FAMILIES.items():
-                names = ", ".join(f"c{i}" for i in range(len(cols)))
-                cur.execute(f"INSERT INTO f_{family} (id, {names}) VALUES (1, {', '.join(v for _, v, _ in cols)})")
-                cur.execute(f"INSERT INTO f_{family} (id) VALUES (2)")
+            insert_family_rows(cur)
+            for family in FAMILIES:
                 cur.execute(f"UPDATE f_{family} SET id = 3 WHERE id = 1")
                 cur.execute(f"DELETE FROM f_{family} WHERE id = 3")
             cur.execute("INSERT INTO mixed VALUES (1, NULL, 'x', -0.5, '2020-01-01 00:00:00.5', NULL, '0999-02-03 04:05:06'),"

@@ -32,7 +32,7 @@ from tests.support import (
     REPO_ROOT, consume_all, execute, isolated_config_data, mysql, remove_test_resources, wait_for, write_config,
 )
 from tests.test_cdc_reader import ReaderThread
-from tests.test_cdc_types import FAMILIES
+from tests.test_cdc_types import FAMILIES, insert_family_rows
 
 pytestmark = pytest.mark.integration
 
@@ -254,11 +254,7 @@ def typed(stack: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
     try:
         conn = mysql(db)
         with conn.cursor() as cur:
-            cur.execute("SET SESSION sql_mode = '', time_zone = '+08:00'")
-            for family, cols in FAMILIES.items():
-                names = ", ".join(f"c{i}" for i in range(len(cols)))
-                cur.execute(f"INSERT INTO f_{family} (id, {names}) VALUES (1, {', '.join(v for _, v, _ in cols)})")
-                cur.execute(f"INSERT INTO f_{family} (id) VALUES (2)")
+            insert_family_rows(cur)
         conn.close()
         Snapshot(config.settings, config.rules, chunk_size=1).run()
         out: dict[str, dict[int, dict]] = {}

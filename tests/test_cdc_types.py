@@ -9,6 +9,7 @@ import base64
 from typing import Any
 
 import orjson
+import pymysql
 import pytest
 
 from cdc.libfixes import time2_from_bytes
@@ -102,6 +103,15 @@ FAMILIES: dict[str, list[tuple[str, str, Any]]] = {
 }
 
 
+def insert_family_rows(cur: pymysql.cursors.Cursor) -> None:
+    """Per family table f_<family>: row 1 with every column set, row 2 all NULL (session zone +08:00, loose sql_mode)."""
+    cur.execute("SET SESSION sql_mode = '', time_zone = '+08:00'")
+    for family, cols in FAMILIES.items():
+        names = ", ".join(f"c{i}" for i in range(len(cols)))
+        cur.execute(f"INSERT INTO f_{family} (id, {names}) VALUES (1, {', '.join(v for _, v, _ in cols)})")
+        cur.execute(f"INSERT INTO f_{family} (id) VALUES (2)")
+
+
 @pytest.fixture(scope="module")
 def streamed(stack: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[int, dict]]:
     """{family: {row id: event}} of one insert of the values (id 1) and one of NULLs (id 2) per family."""
@@ -117,11 +127,7 @@ def streamed(stack: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
         with ReaderThread(config):
             conn = mysql(db)
             with conn.cursor() as cur:
-                cur.execute("SET SESSION sql_mode = '', time_zone = '+08:00'")
-                for family, cols in FAMILIES.items():
-                    names = ", ".join(f"c{i}" for i in range(len(cols)))
-                    cur.execute(f"INSERT INTO f_{family} (id, {names}) VALUES (1, {', '.join(v for _, v, _ in cols)})")
-                    cur.execute(f"INSERT INTO f_{family} (id) VALUES (2)")
+                insert_family_rows(cur)
             conn.close()
             topics = [config.settings.topics.row_changes(db, f"f_{f}") for f in FAMILIES]
 
