@@ -29,31 +29,16 @@ from schemas.kafka_topics import ensure_topics
 from schemas.streams_ops import StreamsOps
 from schemas.trigger_request import ManualTriggerRequest
 from streams.kafka_auth import faust_credentials
+from streams.invocation_producer import InvocationProducer
 from streams.matcher import Matcher
+from streams.row_batches import RowBatches
 from streams.validation import validated_matcher
-from streams.debounce import is_due, merge_pending, pending_key
+from streams.debounce import is_due
 from streams.reload import RulesWatcher
 from streams.schedule_state import ScheduleStore
 from streams.schedule_timer import ScheduleTimer
 
 log = logging.getLogger("cdcflow.streams")
-
-
-def binlog_order(event_id: str) -> tuple[str, int, int] | None:
-    """(file, pos, row) of a binlog event id `server:file:pos:row`; None for other ids."""
-    parts = event_id.split(":")
-    if len(parts) != 4 or not parts[2].isdigit() or not parts[3].isdigit():
-        return None
-    return parts[1], int(parts[2]), int(parts[3])
-
-
-def is_duplicate(last_seen: str | None, event_id: str) -> bool:
-    if last_seen is None:
-        return False
-    if last_seen == event_id:
-        return True
-    seen, new = binlog_order(last_seen), binlog_order(event_id)
-    return seen is not None and new is not None and new <= seen
 
 
 def kafka_brokers(bootstrap: str) -> list[str]:
@@ -67,7 +52,9 @@ class Live:
         self.matcher = matcher
 
 
-def build_app(config: Config) -> faust.App:
+def build_app(config: Config, consume_only: bool = False) -> faust.App:
+    """The app; `consume_only` (benchmarks only) makes the row-change agent ack without matching,
+    which measures Faust's own consume ceiling on the same settings."""
     settings = config.settings
     topics = settings.topics
     live = Live(validated_matcher(config))
@@ -91,7 +78,9 @@ def build_app(config: Config) -> faust.App:
         topic_partitions=settings.kafka.partitions,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
-        producer_linger=0.0,
+        # The de-dup table's changelog messages go out in batches (one produce request each, not
+        # one per message); invocations of row changes have their own producer.
+        producer_linger=0.005,
         web_enabled=False,
         # Faust's default (60 s) leaves a kill -9'd worker's partitions (and the leader role, so the
         # schedule timer) unserved for a minute before the group rebalances.
@@ -176,45 +165,20 @@ def build_app(config: Config) -> faust.App:
     debounce_pending = app.Table("debounce-pending", partitions=settings.kafka.partitions) if debouncing else {}
     flush_topic = app.topic(flush_topic_name, partitions=settings.kafka.partitions, **raw)
 
-    if row_topics:
+    if row_topics and consume_only:
+        @app.agent(app.topic(*row_topics, **raw), name="match_row_changes")
+        async def consume_row_changes(stream: faust.StreamT) -> None:
+            async for _event in stream.events():
+                pass
+
+    elif row_topics:
+        # Batched: see streams/row_batches.py (and invocation_producer.py for why not topic.send).
+        row_batches = RowBatches(live, last_position, debounce_pending, InvocationProducer(settings), topics, ops,
+                                 crash=app.crash, generation=lambda: app.consumer_generation_id)
+
         @app.agent(app.topic(*row_topics, **raw), name="match_row_changes")
         async def match_row_changes(stream: faust.StreamT) -> None:
-            async for event in stream.events():
-                message = event.message
-                try:
-                    change = orjson.loads(event.value)
-                    event_id = change["event_id"]
-                    source = change["source"]
-                except (orjson.JSONDecodeError, KeyError, TypeError) as e:
-                    log.error("skipping malformed row change at %s[%d]@%d: %s",
-                              message.topic, message.partition, message.offset, e)
-                    continue
-                matches = live.matcher.match(change)
-                ops.on_row_change(source, matches)
-                if not matches:
-                    # Most changes match no rule: they need no de-duplication state, so skip the
-                    # table read and the write (and its changelog message) on that common path.
-                    continue
-                row_key = f"{source.get('db')}.{source.get('table')}|{(event.key or b'').decode()}"
-                if is_duplicate(last_position.get(row_key), event_id):
-                    log.debug("duplicate row change %s dropped", event_id)
-                    continue
-                held: dict[str, tuple[int, list[dict[str, Any]]]] = {}
-                for planned in matches:
-                    if planned.debounce_ms:
-                        rule = planned.invocation["trigger"]["rule"]
-                        held.setdefault(rule, (planned.debounce_ms, []))[1].append(planned.invocation)
-                        continue
-                    await emit(planned.invocation)
-                    log.info("row change %s on %s.%s -> %s (rule %s, invocation %s)", event_id, source["db"],
-                             source["table"], planned.plugin, planned.invocation["trigger"]["rule"],
-                             planned.invocation["invocation_id"],
-                             extra={"event_id": event_id, "plugin": planned.plugin, "invocation_id": planned.invocation["invocation_id"]})
-                for rule, (window_ms, invocations) in held.items():
-                    key = pending_key(rule, row_key)
-                    debounce_pending[key] = merge_pending(debounce_pending.get(key), invocations, window_ms,
-                                                          int(time.time() * 1000), message.partition)
-                last_position[row_key] = event_id
+            await row_batches.run(stream)
 
     if debouncing:
         requested: dict[str, float] = {}  # key -> when a flush was requested (not re-requested for 5 s)
@@ -280,9 +244,9 @@ def build_app(config: Config) -> faust.App:
     return app
 
 
-def run_worker(config: Config, loglevel: str = "INFO") -> None:
+def run_worker(config: Config, loglevel: str = "INFO", consume_only: bool = False) -> None:
     """Run the app under faust.Worker (signals, table recovery, clean shutdown)."""
-    app = build_app(config)
+    app = build_app(config, consume_only=consume_only)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=False)
     if logging.getLevelName(loglevel.upper()) != logging.DEBUG:
         # Faust, mode and aiokafka narrate every service start/stop at INFO; keep our lines readable.

@@ -14,13 +14,15 @@ def streams() -> None:
 
 @streams.command("worker")
 @click.option("--loglevel", default="INFO", show_default=True)
+@click.option("--consume-only", is_flag=True, hidden=True,
+              help="benchmarks: consume and ack row changes without matching (Faust's own ceiling)")
 @click.pass_context
-def worker(ctx: click.Context, loglevel: str) -> None:
+def worker(ctx: click.Context, loglevel: str, consume_only: bool) -> None:
     """Run one Faust worker (start several for more throughput; they share partitions)."""
     from streams.app import run_worker
 
     try:
-        run_worker(get_config(ctx), loglevel=loglevel)
+        run_worker(get_config(ctx), loglevel=loglevel, consume_only=consume_only)
     except ConfigError as e:
         # Rules checked against the plugins at start: refuse to run rather than emit bad invocations.
         raise click.ClickException(f"bad rules:\n{e}") from None

@@ -43,6 +43,48 @@ def compile_conditions(spec: dict[str, Any] | None, path: str = "conditions") ->
     return lambda before, after: all(p(before, after) for p in preds)
 
 
+def exact_string_conjuncts(spec: dict[str, Any] | None) -> list[tuple[str, str, str]]:
+    """(side, column, value) of the top-level conditions that require a column to equal a
+    non-numeric string. Such a condition holds exactly when the column's value == the string (see
+    _eq), so a matcher may look rules up by that value instead of evaluating each of them."""
+    out = []
+    for key, value in (spec or {}).items():
+        if key in COMBINATORS:
+            continue
+        if isinstance(value, dict) and set(value) == {"eq"}:
+            value = value["eq"]
+        if isinstance(value, str) and _number(value) is None:
+            side, column = _parse_ref(key, key)
+            out.append((side, column, value))
+    return out
+
+
+def numeric_ranges(spec: dict[str, Any] | None) -> list[tuple[str, str, float, float]]:
+    """(side, column, low, high) of the top-level conditions that bound a column by numbers
+    (gt/gte/lt/lte; a missing bound is -inf/inf). Such a condition can only hold for a value whose
+    number (see _number) is within [low, high], so a matcher may look rules up by that number."""
+    out = []
+    for key, value in (spec or {}).items():
+        if key in COMBINATORS or not isinstance(value, dict) or not value or not set(value) <= OPERATORS:
+            continue
+        low, high = float("-inf"), float("inf")
+        for op, arg in value.items():
+            if op in ("gt", "gte", "lt", "lte") and isinstance(arg, (int, float)) and not isinstance(arg, bool):
+                if op in ("gt", "gte"):
+                    low = max(low, float(arg))
+                else:
+                    high = min(high, float(arg))
+        if (low, high) != (float("-inf"), float("inf")):
+            side, column = _parse_ref(key, key)
+            out.append((side, column, low, high))
+    return out
+
+
+def as_number(value: Any) -> float | None:
+    """A column value as the number ordered comparisons use (None: not a number)."""
+    return _number(value)
+
+
 def _compile_entry(key: str, value: Any, path: str) -> Predicate:
     if key in COMBINATORS:
         return _compile_combinator(key, value, path)
@@ -138,6 +180,8 @@ def _eq(value: Any, expected: Any) -> bool:
         return False
     if value == expected:
         return True
+    if isinstance(value, str) and isinstance(expected, str):
+        return False  # two different strings: never numerically equal (below), and no float() parse
     # DECIMALs arrive as strings and booleans as TINYINT: compare numerically when one side is numeric.
     num_v, num_e = _number(value), _number(expected)
     return num_v is not None and num_e is not None and num_v == num_e and not (
@@ -147,6 +191,8 @@ def _eq(value: Any, expected: Any) -> bool:
 def _ordered(value: Any, arg: Any, compare: Callable[[Any, Any], bool]) -> bool:
     if value is _MISSING or value is None:
         return False
+    if type(value) is int and type(arg) is int:
+        return compare(value, arg)  # the common case, without two float() conversions
     nv, na = _number(value), _number(arg)
     if nv is not None and na is not None:
         return compare(nv, na)
