@@ -1,7 +1,11 @@
 """Shared test helpers: per-test isolated config (own topics, db, groups, Redis keys) on the real stack."""
 from __future__ import annotations
 
+import os
 import random
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,6 +20,7 @@ import yaml
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
+from cdc.checkpoint import CheckpointStore
 from plugins.pool import WorkerPool, WorkerSpec
 from plugins.registry import LoadedPlugin, load_plugin
 from plugins.venvs import ensure_venv, venv_python
@@ -173,3 +178,28 @@ def items_config(tag: str, directory: Path) -> Iterator[Config]:
     finally:
         execute(f"DROP DATABASE IF EXISTS {db}")
         remove_test_resources(config.settings, [])
+
+
+@contextmanager
+def cdcflow_running(config: Config, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`cdcflow run` (reader, streams worker, runners) with this config, the way a user starts it.
+
+    Ready once the reader made its first checkpoint; on leaving, Ctrl-C, the log's end printed, and
+    a failure if the pipeline did not stop cleanly.
+    """
+    with log_path.open("wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "schemas.cli", "--config", str(config.path), "run"],
+                                   cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
+        try:
+            wait_for(lambda: process.poll() is None and CheckpointStore(config.settings).load(), 120,
+                     interval=0.5, what="the reader's first checkpoint")
+            yield process
+        finally:
+            process.send_signal(signal.SIGINT)
+            try:
+                code = process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                code = None
+            print(log_path.read_text(errors="replace")[-6000:])
+    assert code == 0, "`cdcflow run` did not stop cleanly on Ctrl-C"

@@ -1,20 +1,16 @@
 """One database write flowing through all four parts, started the way a user starts them (`cdcflow run`)."""
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
 
-from cdc.checkpoint import CheckpointStore
 from plugins.store import RunStore
 from schemas.config import Config
-from tests.support import REPO_ROOT, consume_all, execute, isolated_config_data, wait_for, write_config
+from tests.support import cdcflow_running, consume_all, execute, isolated_config_data, wait_for, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -37,24 +33,11 @@ def pipeline(stack: None, tmp_path: Path) -> Iterator[tuple[Config, subprocess.P
     execute([f"CREATE DATABASE {db}",
              f"CREATE TABLE {db}.teachers (id INT PRIMARY KEY, name VARCHAR(50), is_valid BOOLEAN, lessons INT)"])
     config = write_config(tmp_path, data)
-    log = (tmp_path / "pipeline.log").open("wb")
-    process = subprocess.Popen([sys.executable, "-m", "schemas.cli", "--config", str(config.path), "run"],
-                               cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
     try:
-        wait_for(lambda: process.poll() is None and CheckpointStore(config.settings).load(), 120,
-                 interval=0.5, what="the reader's first checkpoint")
-        yield config, process
+        with cdcflow_running(config, tmp_path / "pipeline.log") as process:
+            yield config, process
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            code = process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            code = None
-        log.close()
         execute(f"DROP DATABASE IF EXISTS {db}")
-        print((tmp_path / "pipeline.log").read_text(errors="replace")[-6000:])
-        assert code == 0, "`cdcflow run` did not stop cleanly on Ctrl-C"
 
 
 def test_insert_runs_the_plugin_in_its_own_venv(pipeline: tuple[Config, subprocess.Popen[bytes]]) -> None:

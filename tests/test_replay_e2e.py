@@ -2,10 +2,6 @@
 through the running pipeline (`cdcflow run`: reader, streams worker, runners) with the fixed rule."""
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -13,10 +9,11 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from cdc.checkpoint import CheckpointStore
 from plugins.store import RunStore
 from schemas.cli import cli
-from tests.support import REPO_ROOT, consume_all, execute, isolated_config_data, remove_test_resources, wait_for, write_config
+from tests.support import (
+    cdcflow_running, consume_all, execute, isolated_config_data, remove_test_resources, wait_for, write_config,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -31,46 +28,33 @@ def test_fixed_rule_replays_the_missed_changes_through_the_running_pipeline(stac
     db = data["mysql"]["database"]
     execute([f"CREATE DATABASE {db}", f"CREATE TABLE {db}.items (id INT PRIMARY KEY, ok BOOLEAN)"])
     config = write_config(tmp_path, data)
-    log_path = tmp_path / "pipeline.log"
-    log = log_path.open("wb")
-    process = subprocess.Popen([sys.executable, "-m", "schemas.cli", "--config", str(config.path), "run"],
-                               cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
     store = RunStore(config.settings)
     try:
-        wait_for(lambda: process.poll() is None and CheckpointStore(config.settings).load(), 120, interval=0.5,
-                 what="the reader's first checkpoint")
-        execute(["INSERT INTO items VALUES (1, TRUE)", "INSERT INTO items VALUES (2, TRUE)",
-                 "INSERT INTO items VALUES (3, FALSE)", "INSERT INTO items VALUES (4, TRUE)"], db)
-        first = wait_for(lambda: store.list(plugin="echo"), 180, interval=0.2, what="the buggy rule's one run")
-        assert [r.output["message"] for r in first] == ["item 3"]
+        with cdcflow_running(config, tmp_path / "pipeline.log"):
+            execute(["INSERT INTO items VALUES (1, TRUE)", "INSERT INTO items VALUES (2, TRUE)",
+                     "INSERT INTO items VALUES (3, FALSE)", "INSERT INTO items VALUES (4, TRUE)"], db)
+            first = wait_for(lambda: store.list(plugin="echo"), 180, interval=0.2, what="the buggy rule's one run")
+            assert [r.output["message"] for r in first] == ["item 3"]
 
-        write_config(tmp_path, {**data, **rules(True)})  # the fix
-        code_out = CliRunner().invoke(cli, ["-c", str(config.path), "replay", "items", "--since", "1h"])
-        assert code_out.exit_code == 0, code_out.output
-        assert "sent 3 to" in code_out.output
-        runs = wait_for(lambda: (r := store.list(plugin="echo")) and len(r) >= 4 and r, 120, interval=0.2,
-                        what="the replayed runs")
-        replayed = [r for r in runs if r.trigger_kind == "replay"]
-        assert sorted(r.output["message"] for r in replayed) == ["item 1", "item 2", "item 4"]
-        assert all(r.status == "success" for r in runs)
+            write_config(tmp_path, {**data, **rules(True)})  # the fix
+            code_out = CliRunner().invoke(cli, ["-c", str(config.path), "replay", "items", "--since", "1h"])
+            assert code_out.exit_code == 0, code_out.output
+            assert "sent 3 to" in code_out.output
+            runs = wait_for(lambda: (r := store.list(plugin="echo")) and len(r) >= 4 and r, 120, interval=0.2,
+                            what="the replayed runs")
+            replayed = [r for r in runs if r.trigger_kind == "replay"]
+            assert sorted(r.output["message"] for r in replayed) == ["item 1", "item 2", "item 4"]
+            assert all(r.status == "success" for r in runs)
 
-        # the same command again sends nothing; every invocation ran exactly once
-        again = CliRunner().invoke(cli, ["-c", str(config.path), "replay", "items", "--since", "1h"])
-        assert again.exit_code == 0 and "sent" not in again.output.replace("sent 0", "")
-        invoked = Counter(m.key() for m in consume_all(config, [config.settings.topics.invoke("echo")]))
-        assert len(invoked) == 4 and set(invoked.values()) == {1}
-        results = Counter(orjson.loads(m.value())["invocation_id"] for m in consume_all(config, [config.settings.topics.results]))
-        assert set(results) == {r.invocation_id for r in runs} and set(results.values()) == {1}
+            # the same command again sends nothing; every invocation ran exactly once
+            again = CliRunner().invoke(cli, ["-c", str(config.path), "replay", "items", "--since", "1h"])
+            assert again.exit_code == 0 and "sent" not in again.output.replace("sent 0", "")
+            invoked = Counter(m.key() for m in consume_all(config, [config.settings.topics.invoke("echo")]))
+            assert len(invoked) == 4 and set(invoked.values()) == {1}
+            results = Counter(orjson.loads(m.value())["invocation_id"]
+                              for m in consume_all(config, [config.settings.topics.results]))
+            assert set(results) == {r.invocation_id for r in runs} and set(results.values()) == {1}
     finally:
         store.close()
-        process.send_signal(signal.SIGINT)
-        try:
-            code = process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            code = None
-        log.close()
         execute(f"DROP DATABASE IF EXISTS {db}")
         remove_test_resources(config.settings, [])
-        print(log_path.read_text(errors="replace")[-4000:])
-    assert code == 0, "`cdcflow run` did not stop cleanly on Ctrl-C"
