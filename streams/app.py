@@ -31,6 +31,7 @@ from schemas.trigger_request import ManualTriggerRequest
 from streams.kafka_auth import faust_credentials
 from streams.invocation_producer import InvocationProducer
 from streams.matcher import Matcher
+from streams.offset_guard import OffsetGuard
 from streams.row_batches import RowBatches
 from streams.validation import validated_matcher
 from streams.debounce import is_due
@@ -174,7 +175,10 @@ def build_app(config: Config, consume_only: bool = False) -> faust.App:
     elif row_topics:
         # Batched: see streams/row_batches.py (and invocation_producer.py for why not topic.send).
         row_batches = RowBatches(live, last_position, debounce_pending, InvocationProducer(settings), topics, ops,
-                                 crash=app.crash, generation=lambda: app.consumer_generation_id)
+                                 crash=app.crash, generation=lambda: app.consumer_generation_id,
+                                 guard=OffsetGuard(settings, settings.streams.app_id, set(row_topics),
+                                                   lambda: app.consumer_generation_id),
+                                 consumer=lambda: app.consumer)
 
         @app.agent(app.topic(*row_topics, **raw), name="match_row_changes")
         async def match_row_changes(stream: faust.StreamT) -> None:
@@ -252,6 +256,9 @@ def run_worker(config: Config, loglevel: str = "INFO", consume_only: bool = Fals
         # Faust, mode and aiokafka narrate every service start/stop at INFO; keep our lines readable.
         for name in ("faust", "mode", "aiokafka"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        # "producer buffer full" for every 100 changelog messages of a large settled batch: the
+        # backpressure works as meant (the conductor waits for the buffer to drain), nothing to report.
+        logging.getLogger("faust.transport.producer").setLevel(logging.ERROR)
     app.cdcflow_ops.start()  # type: ignore[attr-defined]
     try:
         worker.execute_from_commandline()

@@ -35,6 +35,7 @@ from schemas.settings import TopicSettings
 from streams.debounce import merge_pending, pending_key
 from streams.invocation_producer import InvocationProducer, InvocationsNotDelivered
 from streams.matcher import Matcher
+from streams.offset_guard import OffsetGuard, Verdict
 
 log = logging.getLogger("cdcflow.streams")
 
@@ -97,7 +98,7 @@ class RowBatch:
 class RowBatches:
     def __init__(self, live: Live, last_position: Any, debounce_pending: Any, producer: InvocationProducer,
                  topics: TopicSettings, ops: Ops, crash: Callable[[BaseException], Awaitable[None]],
-                 generation: Callable[[], int]):
+                 generation: Callable[[], int], guard: OffsetGuard, consumer: Callable[[], Any]):
         self.live = live
         self.last_position = last_position
         self.debounce_pending = debounce_pending
@@ -105,6 +106,8 @@ class RowBatches:
         self.topics = topics
         self.ops = ops
         self.crash = crash
+        self.guard = guard
+        self.consumer = consumer
         self._topic_names: dict[tuple[str, str], str] = {}
         self._batch = RowBatch()
         self._in_flight: deque[tuple[RowBatch, asyncio.Future[None]]] = deque()
@@ -119,9 +122,16 @@ class RowBatches:
     async def run(self, stream: faust.StreamT) -> None:
         manual = stream.noack()  # acked when settled
         queue = manual.channel.queue
+        self.guard.install(self.consumer())
         sweeper = asyncio.create_task(self._sweep(manual))
         try:
             async for event in manual.events():
+                message = event.message
+                if await self.guard.admit(message.tp, message.offset) is not Verdict.PROCESS:
+                    # Processed before, or out of order (streams/offset_guard.py): the ack only keeps
+                    # Faust's books tidy, the guard decides what is committed.
+                    await manual.ack(event)
+                    continue
                 async with self._lock:
                     self.add(self._batch, event)
                     if queue.empty() or len(self._batch.events) >= BATCH_MAX_EVENTS \
@@ -142,6 +152,7 @@ class RowBatches:
                     await asyncio.wait([self._in_flight[0][1]], timeout=SWEEP_SECONDS)
                 else:
                     await asyncio.sleep(SWEEP_SECONDS)
+                await self.guard.reseek_stalled()
                 async with self._lock:
                     if self._batch.events and time.monotonic() - self._batch.started >= SWEEP_SECONDS:
                         await self._seal()
@@ -183,6 +194,7 @@ class RowBatches:
         for batch in settled:
             for event in batch.events:
                 await stream.ack(event)
+                self.guard.settle(event.message.tp, event.message.offset)
 
     def topic_for(self, plugin: str, priority: str) -> str:
         name = self._topic_names.get((plugin, priority))
