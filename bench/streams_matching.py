@@ -13,7 +13,7 @@ rules on that table of which about three match each change, then:
 
 Last line: `streams matching events/s: N`.
 
-    python bench/streams_matching.py [--events 200000] [--paced-rate 2000] [--paced-seconds 10]
+    python bench/streams_matching.py [--events 200000] [--paced-rate 1000] [--paced-seconds 10]
 """
 from __future__ import annotations
 
@@ -137,7 +137,7 @@ def stop(worker: subprocess.Popen[bytes]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=200_000, help="row changes for the throughput runs")
-    parser.add_argument("--paced-rate", type=int, default=2000, help="row changes/s of the latency run")
+    parser.add_argument("--paced-rate", type=int, default=1000, help="row changes/s of the latency run")
     parser.add_argument("--paced-seconds", type=float, default=10.0)
     parser.add_argument("--skip-ceiling", action="store_true", help="only the matching and latency runs")
     args = parser.parse_args()
