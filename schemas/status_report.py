@@ -225,8 +225,10 @@ def format_report(report: dict[str, Any], expected: list[str]) -> str:
     lag_rows = [(r["group"], r["topic"], str(r["lag"])) for r in report.get("consumer_lag", [])]
     out += _table(("GROUP", "TOPIC", "LAG"), lag_rows) if lag_rows else ["  (no committed offsets)"]
 
-    out += ["", "PLUGINS"]
     plugins = report.get("plugins") or {}
+    runner_up = any(c["kind"] == "runner" and c["liveness"] == "up" for c in report.get("components", []))
+    # Plugin states are what the runners last wrote: without a live runner they are history, not service.
+    out += ["", "PLUGINS" if runner_up or not plugins else "PLUGINS (as the last runner left them: no runner is up)"]
     out += _table(("NAME", "STATE", "VERSION", "LOADED", "LAST ERROR"), [
         (name, str(p.get("state", "?")), str(p.get("version") or "-"),
          _age(int(p["loaded_at"] * 1000) if p.get("loaded_at") else None, at),

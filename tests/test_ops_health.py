@@ -6,7 +6,7 @@ from typing import Any
 from schemas.components import ComponentRecord
 from schemas.config import Config
 from schemas.rules import RulesConfig
-from schemas.status_report import component_views, expected_kinds, health
+from schemas.status_report import component_views, expected_kinds, format_report, health
 from tests.support import isolated_settings
 
 NOW = 1_000_000_000
@@ -60,3 +60,17 @@ def test_a_stuck_faust_event_loop_fails_liveness_and_readiness() -> None:
     alive, why = ops._live()
     assert not alive and why is not None and why.startswith("event loop has not turned for 2")
     assert ops._ready() == (False, why)
+
+
+def test_plugin_states_without_a_live_runner_are_shown_as_history() -> None:
+    plugins = {"echo": {"state": "serving", "version": "1.0.0", "loaded_at": NOW / 1000 - 60}}
+
+    def plugins_heading(*records: ComponentRecord) -> str:
+        views = component_views(list(records), isolated_settings("h"), NOW)
+        report = {"generated_at": "now", "problems": [], "components": views, "plugins": plugins}
+        text = format_report(report, ["runner"])
+        return next(line for line in text.splitlines() if line.startswith("PLUGINS"))
+
+    assert plugins_heading(record("runner", 1)) == "PLUGINS"
+    assert plugins_heading(record("runner", 1, age_s=30)) == "PLUGINS (as the last runner left them: no runner is up)"
+    assert plugins_heading() == "PLUGINS (as the last runner left them: no runner is up)"
