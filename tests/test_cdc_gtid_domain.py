@@ -5,7 +5,6 @@ to be purged or reset to reproduce it: the checkpoint is planted with an extra, 
 """
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,11 +14,11 @@ from confluent_kafka import Producer
 
 from cdc.checkpoint import CheckpointStore, Position
 from cdc.errors import GtidDomainUnknown
-from cdc.reader import BinlogReader
 from cdc.status import read_status
 from schemas.cli import cli
 from schemas.config import Config
 from tests.support import consume_all, execute, items_config, mysql
+from tests.test_cdc_purged import run_until_it_stops
 
 pytestmark = pytest.mark.integration
 
@@ -51,14 +50,9 @@ def test_unknown_gtid_domain_stops_the_reader_naming_the_domain(config: Config) 
     gtid_set = plant_checkpoint_with_unknown_domain(config)
     domain = gtid_set.rsplit(",", 1)[1].split("-")[0]
     execute("INSERT INTO items VALUES (1)", config.settings.mysql.database)
-    outcome: list[BaseException] = []
-    reader = BinlogReader(config.settings, config.rules, threading.Event())
-    thread = threading.Thread(target=lambda: _run_into(reader, outcome), daemon=True)
-    thread.start()
-    thread.join(60)
-    assert not thread.is_alive(), "the reader resumed from a position in an unknown GTID domain"
-    assert outcome and isinstance(outcome[0], GtidDomainUnknown), outcome
-    message = str(outcome[0])
+    error = run_until_it_stops(config)  # never resumes from a position in an unknown GTID domain
+    assert isinstance(error, GtidDomainUnknown), error
+    message = str(error)
     assert f"GTID domain {domain} of the checkpoint ({domain}-1-5) is unknown to the source server" in message
     assert "cdcflow cdc snapshot" in message and "cdcflow cdc run --from-now" in message
     topic = config.settings.topics.row_changes(config.settings.mysql.database, "items")
@@ -69,10 +63,3 @@ def test_unknown_gtid_domain_stops_the_reader_naming_the_domain(config: Config) 
 
     result = CliRunner().invoke(cli, ["--config", str(config.path), "cdc", "run"])
     assert result.exit_code == 1 and f"GTID domain {domain} of the checkpoint" in result.output
-
-
-def _run_into(reader: BinlogReader, outcome: list[BaseException]) -> None:
-    try:
-        reader.run()
-    except BaseException as e:  # noqa: BLE001 - the test inspects it
-        outcome.append(e)

@@ -67,25 +67,31 @@ def test_unavailable_checkpoint_stops_with_a_clear_error(config: Config, case: s
     gtid = bogus_gtids()[case]
     plant_checkpoint(config, gtid)
     execute("INSERT INTO items VALUES (1)", config.settings.mysql.database)
-    reader = BinlogReader(config.settings, config.rules, threading.Event())
-    outcome: list[BaseException] = []
-    thread = threading.Thread(target=lambda: _run_into(reader, outcome), daemon=True)
-    thread.start()
-    thread.join(60)
-    assert not thread.is_alive(), "the reader kept retrying a position the server cannot serve"
-    assert outcome and isinstance(outcome[0], PositionLost), outcome
-    message = str(outcome[0])
+    error = run_until_it_stops(config)
+    assert isinstance(error, PositionLost), error
+    message = str(error)
     assert gtid in message and "not available on the source server" in message
     assert "cdcflow cdc snapshot" in message and "cdcflow cdc run --from-now" in message
     assert rows_on_topic(config) == []          # nothing skipped to, nothing sent
     assert CheckpointStore(config.settings).load().gtid_set == gtid  # the checkpoint is left as it was
 
 
-def _run_into(reader: BinlogReader, outcome: list[BaseException]) -> None:
-    try:
-        reader.run()
-    except BaseException as e:  # noqa: BLE001 - the test inspects it
-        outcome.append(e)
+def run_until_it_stops(config: Config) -> BaseException | None:
+    """A reader in a thread, given 60 s to stop by itself; what it raised (None if it returned)."""
+    reader = BinlogReader(config.settings, config.rules, threading.Event())
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            reader.run()
+        except BaseException as e:  # noqa: BLE001 - the test inspects it
+            outcome.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "the reader kept retrying a position the server cannot serve"
+    return outcome[0] if outcome else None
 
 
 def cli(config: Config, *args: str) -> subprocess.Popen:
