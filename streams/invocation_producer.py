@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from schemas.settings import Settings
 
@@ -82,6 +82,12 @@ class InvocationProducer:
                     break
                 except BufferError:  # librdkafka's queue is full: let it drain
                     await asyncio.sleep(0.01)
+                except KafkaException as e:
+                    # Refused before sending (e.g. over message.max.bytes): raised as a failed delivery,
+                    # so the batch is never acked and the worker stops naming it, instead of the agent
+                    # restarting past the batch.
+                    raise InvocationsNotDelivered(f"{topic}: an invocation of {len(value)} bytes was refused: "
+                                                  f"{e.args[0].str() if e.args else e}") from e
         return delivery.future
 
     def close(self, timeout: float = 10.0) -> int:

@@ -134,10 +134,10 @@ class OffsetGuard:
                                                                    "enable.auto.commit": False}))
         partition = TopicPartition(tp.topic, tp.partition)
         committed = self._kafka.committed([partition], timeout=30)[0].offset
-        if committed >= 0:
-            return committed
         low, _high = self._kafka.get_watermark_offsets(partition, timeout=30)
-        return low
+        # A committed offset that retention has deleted since: the consumer resets to the log's
+        # start, so waiting for the committed one would stall the partition for good.
+        return max(committed, low) if committed >= 0 else low
 
     def settle(self, tp: TP, offset: int) -> None:
         self.settled[tp] = offset + 1
