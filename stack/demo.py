@@ -54,6 +54,7 @@ class Timeline:
     writes: dict[str, tuple[float, str]] = field(default_factory=dict)
     trips_ms: list[float] = field(default_factory=list)
     results: int = 0
+    seen: set[str] = field(default_factory=set)  # keys of `writes` whose result arrived
 
     def at(self, ts: float) -> str:
         return f"+{max(0.0, ts - self.started):5.1f}s"
@@ -95,6 +96,7 @@ def describe(result: Result, timeline: Timeline) -> str:
     written = timeline.writes.get(f"{output.get('teacher_id')}:{output.get('lessons_pretty')}")
     if kind == "cdc" and written:
         trip_from, what = written
+        timeline.seen.add(f"{output.get('teacher_id')}:{output.get('lessons_pretty')}")
     elif kind == "schedule":
         what = "schedule demo_report (every 15 s)"
     elif kind == "manual":
@@ -176,15 +178,23 @@ def main() -> None:
     try:
         wait(lambda: CheckpointStore(config.settings).load(), 120, "the binlog reader to start", pipeline)
         consumer = wait(lambda: results_consumer(config), 120, "the results topic", pipeline)
-        say("warming up: cdcflow trigger data_processor -p operation=report --wait "
-            "(the first run builds the plugin's virtualenv; later runs take milliseconds)")
-        subprocess.run([*cli, "trigger", "data_processor", "-p", "operation=report", "--wait", "--timeout", "300"],
-                       cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-        say("writing to cdcflow_demo.teachers; each result is shown as it lands "
-            "(trip = row committed, or invocation created, -> result recorded)")
         timeline = Timeline()
         viewer = threading.Thread(target=watch, args=(consumer, timeline, stop), daemon=True)
         viewer.start()
+        # A fresh stack's first messages wait for things that happen once (the plugin's virtualenv,
+        # Kafka's producer ids, consumer-group joins): one row and one manual trigger go first.
+        say("warming up: one row and `cdcflow trigger data_processor --wait` go through first "
+            "(the first run builds the plugin's virtualenv; later runs take milliseconds)")
+        with conn.cursor() as cur:
+            cur.execute(f"INSERT INTO {db}.teachers (name, is_valid, lessons) VALUES ('warm-up', TRUE, 1)")
+            warm_up = f"{cur.lastrowid}:1"
+        timeline.writes[warm_up] = (time.time(), f"cdc: INSERT teachers id={cur.lastrowid} (warm-up)")
+        subprocess.run([*cli, "trigger", "data_processor", "-p", "operation=report", "--wait", "--timeout", "300"],
+                       cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        wait(lambda: warm_up in timeline.seen, 300, "the warm-up row's result", pipeline)
+        say("writing to cdcflow_demo.teachers; each result is shown as it lands "
+            "(trip = row committed, or invocation created, -> result recorded)")
+        timeline.started, timeline.trips_ms, timeline.results = time.time(), [], 0
         write_rows(conn, db, timeline, args.seconds, cli, stop)
         time.sleep(5)  # the last writes' results
         if timeline.trips_ms:
