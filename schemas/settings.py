@@ -5,6 +5,7 @@ serves the local stack and docker-compose.
 """
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -200,7 +201,10 @@ class Settings(BaseSettings):
 
     def kafka_config(self, **extra: Any) -> dict[str, Any]:
         """librdkafka config for a confluent-kafka client."""
-        return {"bootstrap.servers": self.kafka.bootstrap_servers, **self.kafka.client_options, **extra}
+        # librdkafka's own messages go through Python logging (served on poll), not straight to
+        # stderr, so they carry the component and honour --log-format json and secret masking.
+        return {"bootstrap.servers": self.kafka.bootstrap_servers, "logger": logging.getLogger("cdcflow.kafka"),
+                **self.kafka.client_options, **extra}
 
     def resolve_paths(self, base: Path) -> "Settings":
         def absolute(p: Path) -> Path:
