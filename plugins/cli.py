@@ -13,6 +13,7 @@ import click
 from schemas.cli import get_config, parse_param_pairs
 from schemas.invocation import Invocation, ManualTrigger, utcnow
 from schemas.result import Result
+from schemas.text_table import text_table
 
 
 def _settings():
@@ -20,10 +21,7 @@ def _settings():
 
 
 def _table(rows: list[list[str]], headers: list[str]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
-    lines = ["  ".join(str(h).ljust(w) for h, w in zip(headers, widths)).rstrip()]
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
-    return "\n".join(lines)
+    return "\n".join(text_table(headers, rows))
 
 
 # -- runners -----------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 from schemas.components import KINDS, ComponentRecord, now_ms, read_records, redis_client
 from schemas.config import Config
 from schemas.settings import Settings
+from schemas.text_table import text_table
 
 KAFKA_TIMEOUT_SECONDS = 10.0
 
@@ -168,9 +169,7 @@ def _why(c: dict[str, Any]) -> str:
 
 # -- text --------------------------------------------------------------------------------------
 def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
-    table = [header, *rows]
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    return ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
+    return text_table(header, rows, indent="  ")
 
 
 def _age(ms: int | None, at_ms: int) -> str:

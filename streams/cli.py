@@ -186,12 +186,12 @@ def schedules_list(ctx: click.Context, as_json: bool) -> None:
         for row in rows:
             click.echo(orjson.dumps(row).decode())
         return
+    from schemas.text_table import text_table
+
     header = ("NAME", "PLUGIN", "WHEN", "NEXT FIRE", "LAST FIRE", "LAST RESULT", "PAUSED", "MISSED")
-    table = [header] + [(r["name"], r["plugin"], r["when"], r["next_fire"] or "-", r["last_fire"] or "-",
-                         r["last_result"] or "-", "yes" if r["paused"] else "no", str(r["missed"])) for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for row in table:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    click.echo("\n".join(text_table(header, [
+        (r["name"], r["plugin"], r["when"], r["next_fire"] or "-", r["last_fire"] or "-", r["last_result"] or "-",
+         "yes" if r["paused"] else "no", r["missed"]) for r in rows])))
 
 
 @schedules.command("pause")
