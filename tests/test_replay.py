@@ -25,6 +25,7 @@ from schemas.config import Config
 from schemas.invocation import invocation_id_for
 from schemas.kafka_topics import ensure_topics
 from streams.matcher import Matcher
+from streams.replay import TRANSACTION_TIMEOUT
 from tests.support import REPO_ROOT, consume_all, isolated_config_data, remove_test_resources, wait_for, write_config
 
 pytestmark = pytest.mark.integration
@@ -252,10 +253,11 @@ def test_replay_of_invocations_and_dead_letters_reruns_them_under_new_ids(config
     assert code != 0 and "results carry no parameters" in out
 
 
-def _committed(config: Config, group: str, topic: str, partitions: int) -> int:
+def _committed(config: Config, group: str, topic: str, partitions: int, timeout: float = 10) -> int:
     c = Consumer(config.settings.kafka_config(**{"group.id": group}))
     try:
-        return sum(max(tp.offset, 0) for tp in c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10))
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        return sum(max(tp.offset, 0) for tp in c.committed(tps, timeout=timeout))
     finally:
         c.close()
 
@@ -276,7 +278,9 @@ def start_and_kill_mid_way(config: Config, args: list[str], source: str) -> tupl
     finally:
         if first.poll() is None:
             first.kill()
-    return rid, _committed(config, group, source, 2)
+    # Killed inside a transaction, the group's offsets stay unstable (reads wait) until the broker
+    # aborts it after the transaction timeout.
+    return rid, _committed(config, group, source, 2, timeout=TRANSACTION_TIMEOUT + 30)
 
 
 def assert_copied_once(config: Config, source: str, target: str, count: int) -> None:
