@@ -120,6 +120,11 @@ class StreamsSettings(BaseModel):
     state_dir: Path = Path(".state/streams")
     web_port: int = 6066
 
+    @property
+    def rows_group_id(self) -> str:
+        """The consumer group of the worker's row-change consumer (streams/row_changes.py)."""
+        return f"{self.app_id}-rows"
+
 
 class RunnerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -122,7 +122,8 @@ def gather(config: Config, failures: int = 5, with_kafka: bool = True) -> dict[s
     part("components", components, [])
     part("reader", reader, None)
     if with_kafka:
-        groups = [settings.streams.app_id, settings.runners.group_id]
+        # the Faust app's group (triggers, debounce), its row-change consumer's group, the runners'
+        groups = [settings.streams.app_id, settings.streams.rows_group_id, settings.runners.group_id]
         part("consumer_lag", lambda: consumer_lag(settings, groups), [])
     part("plugins", lambda: plugin_views(settings), {})
     part("schedules", lambda: schedule_views(config), [])
@@ -181,7 +182,12 @@ def _summary(kind: str, d: dict[str, Any]) -> str:
     if kind == "reader":
         return f"{d.get('name')} at {d.get('position') or '-'}, lag {d.get('lag_ms')} ms"
     if kind == "streams":
-        return f"{'leader, ' if d.get('leader') else ''}{d.get('assigned', '?')} partition(s)"
+        text = f"{'leader, ' if d.get('leader') else ''}{d.get('assigned', '?')} partition(s)"
+        rows = d.get("row_changes")
+        if rows:
+            text += (f"; row changes: {rows.get('assigned', 0)} partition(s), {rows.get('events', 0)} read, "
+                     f"{rows.get('invocations', 0)} invocation(s), {rows.get('duplicates', 0)} duplicate(s) dropped")
+        return text
     if kind == "runner":
         plugins = d.get("plugins") or {}
         return ", ".join(f"{n} q={p.get('queued')} w={p.get('workers')}" for n, p in sorted(plugins.items())) or "-"

@@ -13,7 +13,7 @@ wrong thread, left the worker hanging before it ever became ready.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import faust
@@ -48,6 +48,7 @@ class StreamsOps:
         self.leader = False
         self.assigned = 0
         self.observability: ComponentObservability | None = None
+        self.row_changes: Any = None  # streams.row_changes.RowChangeLoop, when rules watch tables
 
     @classmethod
     def attach(cls, app: faust.App, config: Config) -> "StreamsOps":
@@ -70,10 +71,15 @@ class StreamsOps:
             child = self._children[key] = metric.labels(*labels)
         return child
 
-    def on_row_change(self, source: dict[str, Any], matches: Sequence[Any]) -> None:
-        self._child(self.events, source.get("db") or "?", source.get("table") or "?").inc()
-        for planned in matches:
-            self._child(self.matches, planned.invocation["trigger"].get("rule", "?")).inc()
+    def on_row_batch(self, tables: Mapping[tuple[str, str], int], rules: Mapping[str, int],
+                     invocations: Mapping[tuple[str, str], int]) -> None:
+        """Once per committed row-change batch (from the row-change thread: counters are thread-safe)."""
+        for (db, table), n in tables.items():
+            self._child(self.events, db, table).inc(n)
+        for rule, n in rules.items():
+            self._child(self.matches, rule).inc(n)
+        for (plugin, kind), n in invocations.items():
+            self._child(self.invocations, plugin, kind).inc(n)
 
     def on_manual_trigger(self) -> None:
         self._child(self.events, "manual", "").inc()
@@ -107,6 +113,8 @@ class StreamsOps:
             self.readiness = (False, "recovering tables (waiting for the first assignment and changelog replay)")
         elif app.in_recovery:
             self.readiness = (False, "recovering tables after a rebalance")
+        elif self.row_changes is not None and not self.row_changes.running:
+            self.readiness = (False, "the row-change consumer is not running")
         else:
             self.readiness = (True, None)
         try:
@@ -126,4 +134,10 @@ class StreamsOps:
         return self.readiness if live else (False, why)
 
     def _details(self) -> dict[str, Any]:
-        return {"app_id": self.settings.streams.app_id, "leader": self.leader, "assigned": self.assigned}
+        details = {"app_id": self.settings.streams.app_id, "leader": self.leader, "assigned": self.assigned}
+        if self.row_changes is not None:
+            p = self.row_changes.progress
+            details["row_changes"] = {"assigned": p.assigned, "events": p.events, "invocations": p.emitted,
+                                      "duplicates": p.duplicates, "batches": p.batches, "aborts": p.aborts,
+                                      "last_commit": p.last_commit}
+        return details

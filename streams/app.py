@@ -1,9 +1,9 @@
 """The Faust app: row changes and manual triggers in, invocations out (one topic per plugin).
 
-At-least-once from Kafka plus de-duplication: each row's last processed binlog position is kept
-in a RocksDB table keyed by the row (the same key the source topic is partitioned by, so the
-table partition an agent sees is the one that holds the row), and invocation ids are
-deterministic, so a redelivered change never yields a second, different invocation.
+Row changes are the hot path and do not go through a Faust agent: a librdkafka consumer in a
+thread of the worker reads them in batches and commits each batch's invocations with its offsets
+in one Kafka transaction (streams/row_changes.py: exactly once per change, de-duplication of
+re-sent changes by binlog position). Manual triggers, the schedule timer and debounce are Faust.
 
 Also here, each in its own module: the schedule timer (schedule_timer.py, leader only), per-rule
 debounce (debounce.py: a table keyed like the row plus a flush agent), and hot reload of the rules
@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import faust
+import mode
 import orjson
 
 from schemas.config import Config
@@ -29,12 +30,10 @@ from schemas.kafka_topics import ensure_topics
 from schemas.streams_ops import StreamsOps
 from schemas.trigger_request import ManualTriggerRequest
 from streams.kafka_auth import faust_credentials
-from streams.invocation_producer import InvocationProducer
 from streams.matcher import Matcher
-from streams.offset_guard import OffsetGuard
-from streams.row_batches import MAX_UNSETTLED_EVENTS, RowBatches
+from streams.row_changes import RowChangeLoop, debounce_hold_topic
 from streams.validation import validated_matcher
-from streams.debounce import is_due
+from streams.debounce import is_due, merge_pending
 from streams.reload import RulesWatcher
 from streams.schedule_state import ScheduleStore
 from streams.schedule_timer import ScheduleTimer
@@ -65,8 +64,9 @@ def build_app(config: Config, consume_only: bool = False) -> faust.App:
     # Flush requests for debounced rows; same partition count as the row topics, so the flush agent
     # of partition p runs where the debounce table's partition p is (Faust co-partitions them).
     flush_topic_name = f"{settings.streams.app_id}-debounce-flush"
+    hold_topic_name = debounce_hold_topic(settings)
     ensure_topics(settings, [*row_topics, topics.triggers, *(topics.invoke(p, pr) for p in plugins for pr in ("normal", "high")),
-                             *([flush_topic_name] if debouncing else [])])
+                             *([flush_topic_name, hold_topic_name] if debouncing else [])])
 
     settings.streams.state_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -160,8 +160,6 @@ def build_app(config: Config, consume_only: bool = False) -> faust.App:
                 except Exception:
                     log.exception("rules file watch failed; retrying")
 
-    last_position = app.Table("row-last-event", partitions=settings.kafka.partitions)
-
     # Pending debounced invocations, keyed by rule and row (written in the row's partition).
     debounce_pending = app.Table("debounce-pending", partitions=settings.kafka.partitions) if debouncing else {}
     flush_topic = app.topic(flush_topic_name, partitions=settings.kafka.partitions, **raw)
@@ -173,24 +171,40 @@ def build_app(config: Config, consume_only: bool = False) -> faust.App:
                 pass
 
     elif row_topics:
-        # Batched: see streams/row_batches.py (and invocation_producer.py for why not topic.send).
-        row_batches = RowBatches(live, last_position, debounce_pending, InvocationProducer(settings), topics, ops,
-                                 crash=app.crash, generation=lambda: app.consumer_generation_id,
-                                 guard=OffsetGuard(settings, settings.streams.app_id, set(row_topics),
-                                                   lambda: app.consumer_generation_id),
-                                 consumer=lambda: app.consumer)
+        # Not a Faust agent: batches on librdkafka, one Kafka transaction each (streams/row_changes.py).
+        def stop_worker(reason: BaseException) -> None:
+            asyncio.run_coroutine_threadsafe(app.crash(reason), app.loop)
 
-        @app.agent(app.topic(*row_topics, **raw), name="match_row_changes")
-        async def match_row_changes(stream: faust.StreamT) -> None:
-            # Faust holds every incoming message while more than `max_messages` (100) changelog
-            # messages wait to be produced, flushing them one wakeup at a time: a batch settling a
-            # few hundred rows then delays the stream for good (measured: a steady +1 s at 1,000
-            # changes/s after a backlog, 4 ms without). Settled batches are bounded by
-            # MAX_UNSETTLED_EVENTS already; let the changelog buffer hold twice that.
-            app.producer.buffer.max_messages = 2 * MAX_UNSETTLED_EVENTS
-            await row_batches.run(stream)
+        row_changes = RowChangeLoop(settings, row_topics, live, ops, on_fatal=stop_worker,
+                                    debounce_topic=hold_topic_name if debouncing else None)
+        app.row_changes = row_changes  # type: ignore[attr-defined]  # for status details and tests
+        ops.row_changes = row_changes
+
+        @app.service
+        class RowChanges(mode.Service):
+            async def on_start(self) -> None:
+                row_changes.start()
+
+            async def on_stop(self) -> None:
+                await asyncio.to_thread(row_changes.stop)
 
     if debouncing:
+        @app.agent(app.topic(hold_topic_name, partitions=settings.kafka.partitions, **raw), name="hold_debounced")
+        async def hold_debounced(stream: faust.StreamT) -> None:
+            # A debounced match from the row-change loop: merged into the table partition of the
+            # row's source partition (the hold was produced there).
+            async for event in stream.events():
+                try:
+                    hold = orjson.loads(event.value)
+                    key = hold["key"]
+                    debounce_pending[key] = merge_pending(debounce_pending.get(key), hold["invocations"],
+                                                          hold["window_ms"], int(time.time() * 1000),
+                                                          event.message.partition)
+                except (orjson.JSONDecodeError, KeyError, TypeError) as e:
+                    message = event.message
+                    log.error("skipping malformed debounce hold at %s[%d]@%d: %s", message.topic,
+                              message.partition, message.offset, e)
+
         requested: dict[str, float] = {}  # key -> when a flush was requested (not re-requested for 5 s)
 
         # Every worker, not only the leader: each flushes the table partitions it holds.
@@ -262,9 +276,6 @@ def run_worker(config: Config, loglevel: str = "INFO", consume_only: bool = Fals
         # Faust, mode and aiokafka narrate every service start/stop at INFO; keep our lines readable.
         for name in ("faust", "mode", "aiokafka"):
             logging.getLogger(name).setLevel(logging.WARNING)
-        # "producer buffer full" for every 100 changelog messages of a large settled batch: the
-        # backpressure works as meant (the conductor waits for the buffer to drain), nothing to report.
-        logging.getLogger("faust.transport.producer").setLevel(logging.ERROR)
     app.cdcflow_ops.start()  # type: ignore[attr-defined]
     try:
         worker.execute_from_commandline()
