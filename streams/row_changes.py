@@ -14,11 +14,11 @@ read again by whoever owns the partition; read_committed consumers (the runners,
 default) never see aborted invocations, and invocation ids are deterministic anyway.
 
 Redelivery from the source (the reader re-sends rows after its own crash, with their original
-event ids, at later offsets of the same partition, in binlog order): each partition's highest
-binlog event id that matched a rule is committed with its offset (the offset commit's metadata,
-in the same transaction), and a matched change at or below it is a duplicate. Event ids that are
-not binlog positions (snapshot reads) are not ordered; those are de-duplicated downstream by
-invocation id (runners).
+event ids, at later offsets of the same partition, in binlog order): each partition's last binlog
+event id that matched a rule is committed with its offset (the offset commit's metadata, in the
+same transaction), and a matched change at or before it in the same binlog file is a duplicate
+(see is_resent). Event ids that are not binlog positions (snapshot reads) are not ordered; those
+are de-duplicated downstream by invocation id (runners).
 """
 from __future__ import annotations
 
@@ -51,11 +51,21 @@ TP = tuple[str, int]
 
 
 def binlog_order(event_id: str) -> tuple[str, int, int] | None:
-    """(file, pos, row) of a binlog event id `server:file:pos:row`; None for other ids."""
+    """(server:file, pos, row) of a binlog event id `server:file:pos:row`; None for other ids."""
     parts = event_id.split(":")
     if len(parts) != 4 or not parts[2].isdigit() or not parts[3].isdigit():
         return None
-    return parts[1], int(parts[2]), int(parts[3])
+    return f"{parts[0]}:{parts[1]}", int(parts[2]), int(parts[3])
+
+
+def is_resent(order: tuple[str, int, int], mark: tuple[tuple[str, int, int], str] | None) -> bool:
+    """At or before the partition's mark in the same binlog file of the same server: a re-send.
+
+    Another file is never judged a re-send: after a failover or RESET MASTER, file names and
+    positions start over and compare lower, and dropping those would lose real changes silently.
+    The cost is that a re-send spanning a file rotation passes here; its invocations carry the same
+    deterministic ids, so runners drop them."""
+    return mark is not None and order[0] == mark[0][0] and order[1:] <= mark[0][1:]
 
 
 def debounce_hold_topic(settings: Settings) -> str:
@@ -67,6 +77,43 @@ def transactional_id(settings: Settings) -> str:
     predecessor's open transaction at once instead of waiting for it to time out."""
     where = hashlib.sha1(str(settings.streams.state_dir.resolve()).encode()).hexdigest()[:10]
     return f"{settings.streams.rows_group_id}:{socket.gethostname()}:{where}"
+
+
+def retrying(call: Callable[[], None], attempts: int = 10) -> None:
+    """A transactional call again while librdkafka says its error is retriable (e.g. a timeout)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            call()
+            return
+        except KafkaException as e:
+            error = e.args[0] if e.args else None
+            if attempt == attempts or not isinstance(error, KafkaError) or not error.retriable():
+                raise
+
+
+def take_over_faust_offsets(consumer: Consumer, settings: Settings, topics: list[str]) -> None:
+    """On the first start after an upgrade from a worker whose Faust agent consumed the row changes
+    (group `<app_id>`), start where that group stopped instead of at the log's start, which would
+    match the whole retained history again. Done once: afterwards this group has offsets."""
+    metadata = consumer.list_topics(timeout=30)
+    partitions = [TopicPartition(t, p) for t in topics if t in metadata.topics for p in metadata.topics[t].partitions]
+    if not partitions or any(tp.offset >= 0 for tp in consumer.committed(partitions, timeout=60)):
+        return
+    old = Consumer(settings.kafka_config(**{"group.id": settings.streams.app_id, "enable.auto.commit": False}))
+    try:
+        found = [tp for tp in old.committed(partitions, timeout=60) if tp.offset >= 0]
+    finally:
+        old.close()
+    if not found:
+        return
+    try:
+        consumer.commit(offsets=[TopicPartition(tp.topic, tp.partition, tp.offset) for tp in found],
+                        asynchronous=False)
+    except KafkaException as e:  # e.g. another worker joined the group first and commits itself
+        log.warning("row changes: could not take over the Faust group's offsets: %s", e)
+    else:
+        log.warning("row changes: first start of group %s; took over %d partition offset(s) from the Faust "
+                    "group %s", settings.streams.rows_group_id, len(found), settings.streams.app_id)
 
 
 class Live(Protocol):
@@ -122,6 +169,8 @@ class RowChangeLoop:
         # partition -> (binlog order, event id) of the highest matched change committed
         self._highest: dict[TP, tuple[tuple[str, int, int], str] | None] = {}
         self._delivery_errors: list[str] = []
+        self._owned: set[TP] = set()
+        self._consecutive_aborts = 0
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._consumer: Consumer | None = None
@@ -175,7 +224,7 @@ class RowChangeLoop:
             "partitioner": "murmur2_random",
         }))
         self._producer.init_transactions(60)
-        self._consumer = Consumer(settings.kafka_config(**{
+        config = settings.kafka_config(**{
             "group.id": settings.streams.rows_group_id,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
@@ -184,10 +233,13 @@ class RowChangeLoop:
             # A kill -9'd worker's partitions move after 10 s, not librdkafka's default 45 s.
             "session.timeout.ms": 10_000,
             "heartbeat.interval.ms": 2_000,
-        }))
+        })
+        self._consumer = Consumer(config)
+        take_over_faust_offsets(self._consumer, settings, self.topics)
         self._consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
                                  on_lost=self._on_revoke)
-        log.info("row-change consumer joined group %s for %d topic(s)", settings.streams.rows_group_id, len(self.topics))
+        log.info("row-change consumer joined group %s for %d topic(s)", settings.streams.rows_group_id,
+                 len(self.topics))
 
     def _close(self) -> None:
         if self._consumer is not None:
@@ -196,17 +248,22 @@ class RowChangeLoop:
             except Exception as e:  # noqa: BLE001
                 log.warning("row-change consumer close: %s", e)
         if self._producer is not None:
-            self._producer.flush(5)
+            try:  # a transaction left open by a failure: abort it now rather than at its timeout
+                self._producer.abort_transaction(5)
+            except KafkaException:
+                pass  # none open (the usual case), or the producer is fenced
 
     # Rebalance callbacks run inside consume()/poll(), between two batches: no transaction is open.
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.progress.assigned += len(partitions)
+        self._owned.update((p.topic, p.partition) for p in partitions)
+        self.progress.assigned = len(self._owned)
         log.info("row changes: assigned %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.progress.assigned = max(0, self.progress.assigned - len(partitions))
         for p in partitions:
+            self._owned.discard((p.topic, p.partition))
             self._highest.pop((p.topic, p.partition), None)
+        self.progress.assigned = len(self._owned)
         log.info("row changes: revoked %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions))
 
     # -- the loop -------------------------------------------------------------------------------
@@ -222,10 +279,13 @@ class RowChangeLoop:
                 return []
             messages = [first, *consumer.consume(BATCH_MAX_EVENTS - 1, 0)]
         good = []
+        owned = self._owned
         for m in messages:
             error = m.error()
             if error is None:
-                good.append(m)
+                # The second call may have revoked the first one's partition: not ours to commit.
+                if (m.topic(), m.partition()) in owned:
+                    good.append(m)
             elif error.fatal():
                 raise KafkaException(error)
             elif error.code() != KafkaError._PARTITION_EOF:
@@ -233,48 +293,54 @@ class RowChangeLoop:
         return good
 
     def _commit_batch(self, messages: list[Message]) -> None:
-        """Produce the batch's output and commit it with its offsets; on an abortable failure, rewind
-        and do it again (so nothing is lost), at most MAX_ABORTS_PER_BATCH times."""
+        """Produce the batch's output and commit it with its offsets. On an abortable failure (a
+        refused delivery, a lost group membership) the batch is aborted and its partitions rewound,
+        and the loop polls again (rejoining the group if it was dropped): nothing is lost. After
+        MAX_ABORTS_PER_BATCH aborts in a row the worker stops, naming the failure."""
         producer, consumer = self._producer, self._consumer
         assert producer is not None and consumer is not None
         self._restore_highest({(m.topic(), m.partition()) for m in messages})
-        for attempt in range(1, MAX_ABORTS_PER_BATCH + 1):
-            self._delivery_errors.clear()
-            producer.begin_transaction()
-            try:
-                batch = self._produce(messages)
-                offsets = [TopicPartition(topic, partition, offset, self._mark(batch, (topic, partition)))
-                           for (topic, partition), offset in batch.next.items()]
-                producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 30)
-                self._commit(producer)
-            except KafkaException as e:
-                error = e.args[0] if e.args else None
-                if not isinstance(error, KafkaError) or not error.txn_requires_abort():
-                    raise RowChangesFailed(self._describe(e)) from e
-                self.progress.aborts += 1
-                log.warning("row-change batch of %d aborted (attempt %d of %d): %s", len(messages), attempt,
-                            MAX_ABORTS_PER_BATCH, self._describe(e))
-                producer.abort_transaction(30)
-                if attempt == MAX_ABORTS_PER_BATCH:
-                    raise RowChangesFailed(f"a batch of {len(messages)} row change(s) was aborted "
-                                           f"{attempt} times: {self._describe(e)}") from e
-                continue
-            except RowChangesFailed:
-                producer.abort_transaction(30)
-                raise
-            self._settled(batch)
+        self._delivery_errors.clear()
+        producer.begin_transaction()
+        batch = Batch()
+        try:
+            batch = self._produce(messages)
+            offsets = [self._offset(batch, tp, offset) for tp, offset in batch.next.items()]
+            retrying(lambda: producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 30))
+            retrying(lambda: producer.commit_transaction(30))
+        except KafkaException as e:
+            error = e.args[0] if e.args else None
+            if not isinstance(error, KafkaError) or not error.txn_requires_abort():
+                raise RowChangesFailed(self._describe(e)) from e
+            self._aborted(batch if batch.first else self._positions(messages), self._describe(e), len(messages))
             return
+        except RowChangesFailed:
+            retrying(lambda: producer.abort_transaction(30))
+            raise
+        self._consecutive_aborts = 0
+        self._settled(batch)
 
-    def _commit(self, producer: Producer) -> None:
-        while True:
-            try:
-                producer.commit_transaction(30)
-                return
+    def _positions(self, messages: list[Message]) -> Batch:
+        batch = Batch()
+        for m in messages:
+            batch.first.setdefault((m.topic(), m.partition()), m.offset())
+        return batch
+
+    def _aborted(self, batch: Batch, why: str, size: int) -> None:
+        producer, consumer = self._producer, self._consumer
+        assert producer is not None and consumer is not None
+        self.progress.aborts += 1
+        self._consecutive_aborts += 1
+        log.warning("row-change batch of %d aborted (%d in a row): %s", size, self._consecutive_aborts, why)
+        retrying(lambda: producer.abort_transaction(30))
+        if self._consecutive_aborts >= MAX_ABORTS_PER_BATCH:
+            raise RowChangesFailed(f"a batch of {size} row change(s) was aborted {self._consecutive_aborts} times "
+                                   f"in a row: {why}")
+        for (topic, partition), offset in batch.first.items():
+            try:  # read it again; a partition no longer ours is read by its new owner
+                consumer.seek(TopicPartition(topic, partition, offset))
             except KafkaException as e:
-                error = e.args[0] if e.args else None
-                if isinstance(error, KafkaError) and error.retriable():
-                    continue
-                raise
+                log.info("row changes: not rewinding %s[%d] (%s)", topic, partition, e)
 
     def _describe(self, e: KafkaException) -> str:
         error = e.args[0] if e.args else None
@@ -294,9 +360,12 @@ class RowChangeLoop:
         progress.last_commit = time.time()
         self.ops.on_row_batch(batch.tables, batch.rules, batch.invocations)
 
-    def _mark(self, batch: Batch, tp: TP) -> str | None:
+    def _offset(self, batch: Batch, tp: TP, offset: int) -> TopicPartition:
+        """The offset to commit, carrying the partition's dedup mark (a commit replaces the metadata)."""
         mark = batch.highest.get(tp) or self._highest.get(tp)
-        return mark[1] if mark else None
+        if mark is None:  # TopicPartition takes no None metadata
+            return TopicPartition(tp[0], tp[1], offset)
+        return TopicPartition(tp[0], tp[1], offset, mark[1])
 
     def _restore_highest(self, partitions: set[TP]) -> None:
         """The dedup mark of partitions new to this worker: the metadata of their committed offset
@@ -306,6 +375,8 @@ class RowChangeLoop:
             return
         assert self._consumer is not None
         for tp in self._consumer.committed(missing, timeout=60):
+            if tp.error is not None:  # guessing "no mark" would let re-sent changes through
+                raise KafkaException(tp.error)
             event_id = tp.metadata or None
             order = binlog_order(event_id) if event_id else None
             self._highest[(tp.topic, tp.partition)] = (order, event_id) if order and event_id else None
@@ -329,20 +400,22 @@ class RowChangeLoop:
                 change = orjson.loads(message.value())
                 event_id = change["event_id"]
                 source = change["source"]
+                table = (source.get("db") or "?", source.get("table") or "?")
                 matches = matcher.match(change)
-            except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
-                log.error("skipping malformed row change at %s[%d]@%d: %s", tp[0], tp[1], offset, e)
+            except Exception as e:  # noqa: BLE001 - one bad message must not stop the partition
+                log.error("skipping malformed row change at %s[%d]@%d: %s: %s", tp[0], tp[1], offset,
+                          type(e).__name__, e)
                 continue
-            batch.tables[(source.get("db") or "?", source.get("table") or "?")] += 1
+            batch.tables[table] += 1
             if not matches:
                 continue  # most changes match no rule: no de-dup state needed
             order = binlog_order(event_id)
             if order is not None:
-                highest = batch.highest.get(tp) or self._highest.get(tp)
-                if highest is not None and order <= highest[0]:
+                mark = batch.highest.get(tp) or self._highest.get(tp)
+                if is_resent(order, mark):
                     batch.duplicates += 1
-                    log.debug("duplicate row change %s dropped (%s[%d] is past %s)", event_id, tp[0], tp[1],
-                              highest[1])
+                    log.debug("re-sent row change %s dropped (%s[%d] is past %s)", event_id, tp[0], tp[1],
+                              mark[1] if mark else None)
                     continue
                 batch.highest[tp] = (order, event_id)
             held: dict[str, tuple[int, list[dict[str, Any]]]] = {}

@@ -1,7 +1,7 @@
 """Two workers and two rebalances in the middle of a stream (a second worker joins, the first
 leaves): every row change's invocation is on the plugin topic once, and the schedule, fired by
 whichever worker leads, fires every slot once. (faust-streaming 0.15.3 alone loses a fetch batch
-here now and then; streams/offset_guard.py is what makes it hold.)"""
+here now and then; the row changes now go through a librdkafka consumer with transactions.)"""
 from __future__ import annotations
 
 import threading

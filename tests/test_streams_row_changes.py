@@ -3,7 +3,9 @@ transaction per batch, de-duplication of re-sent changes across restarts, a refu
 and a committed offset that retention has deleted."""
 from __future__ import annotations
 
+import secrets
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -13,13 +15,13 @@ from pathlib import Path
 import orjson
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from schemas.config import Config
 from schemas.invocation import invocation_id_for
 from schemas.kafka_topics import ensure_topics
 from streams.matcher import Matcher
-from streams.row_changes import RowChangeLoop, RowChangesFailed, binlog_order
+from streams.row_changes import MAX_ABORTS_PER_BATCH, RowChangeLoop, RowChangesFailed, binlog_order, is_resent
 from streams.validation import validated_matcher
 from tests.support import isolated_config_data, remove_test_resources, wait_for, write_config
 from tests.test_streams_debounce import Collector
@@ -94,21 +96,42 @@ def ids(env: Env) -> list[str]:
 
 
 def test_binlog_order_parses_positions_only() -> None:
-    assert binlog_order("1:mysql-bin.000002:120:3") == ("mysql-bin.000002", 120, 3)
-    assert binlog_order("1:mysql-bin.000002:120:3") > binlog_order("1:mysql-bin.000001:9999:0")  # type: ignore[operator]
+    assert binlog_order("1:mysql-bin.000002:120:3") == ("1:mysql-bin.000002", 120, 3)
     assert binlog_order("snapshot:abc:shop.orders:{\"id\":1}") is None
 
 
+def test_a_re_send_is_at_or_before_the_mark_in_the_same_file_of_the_same_server() -> None:
+    def resent(event_id: str, mark: str | None) -> bool:
+        order = binlog_order(event_id)
+        assert order is not None
+        return is_resent(order, (binlog_order(mark), mark) if mark else None)  # type: ignore[arg-type]
+
+    assert resent("1:mysql-bin.000002:120:0", "1:mysql-bin.000002:120:0")
+    assert resent("1:mysql-bin.000002:120:0", "1:mysql-bin.000002:120:1")
+    assert resent("1:mysql-bin.000002:100:5", "1:mysql-bin.000002:120:0")
+    assert not resent("1:mysql-bin.000002:120:2", "1:mysql-bin.000002:120:1")
+    assert not resent("1:mysql-bin.000002:130:0", "1:mysql-bin.000002:120:0")
+    assert not resent("1:mysql-bin.000002:100:0", None)
+    # after a failover or RESET MASTER positions start over: never dropped
+    assert not resent("1:mysql-bin.000001:4:0", "1:mysql-bin.000412:9000:0")
+    assert not resent("2:mysql-bin.000002:100:0", "1:mysql-bin.000002:120:0")
+
+
 def test_re_sent_changes_are_dropped_across_a_restart_and_the_mark_rides_on_the_offset(env: Env) -> None:
-    expected = [env.send(pos) for pos in (100, 200, 300)]
+    env.send(50, n=-1)  # matches no rule: its batch commits an offset without a mark
     loop = env.loop()
     try:
+        wait_for(lambda: env.committed().offset == 1, 60, what="a change that matches nothing to be consumed")
+        assert env.committed().metadata in (None, "")
+        expected = [env.send(pos) for pos in (100, 200, 300)]
         wait_for(lambda: sorted(ids(env)) == sorted(expected), 60, what="three invocations")
+        env.send(310, n=-1)  # no match: the mark must survive this commit
+        wait_for(lambda: env.committed().offset == 5, 60, what="the last change to be consumed")
     finally:
         loop.stop()
     assert not env.fatal
     committed = env.committed()
-    assert (committed.offset, committed.metadata) == (3, "1:mysql-bin.000001:300:0")
+    assert (committed.offset, committed.metadata) == (5, "1:mysql-bin.000001:300:0")
 
     # The reader re-sends 200 and 300 after its own crash (same event ids, later offsets), then 400.
     env.send(200)
@@ -116,7 +139,7 @@ def test_re_sent_changes_are_dropped_across_a_restart_and_the_mark_rides_on_the_
     expected.append(env.send(400))
     loop = env.loop()  # a new loop: the mark comes back from the committed offset, not from memory
     try:
-        wait_for(lambda: env.committed().offset == 6, 60, what="the re-sent changes to be consumed")
+        wait_for(lambda: env.committed().offset == 8, 60, what="the re-sent changes to be consumed")
     finally:
         loop.stop()
     assert not env.fatal
@@ -186,3 +209,47 @@ def test_stop_leaves_the_group_and_a_second_loop_continues_without_gaps(env: Env
     assert set(got) == set(expected)
     assert all(c == 1 for c in got.values()), "an invocation was emitted twice"
     assert uuid.UUID(expected[0]).version == 5
+
+
+def test_an_invocation_the_broker_refuses_aborts_and_retries_the_batch_then_stops_naming_it(stack: None,
+                                                                                           tmp_path: Path) -> None:
+    config = write_config(tmp_path, isolated_config_data("rowr", RULES))
+    settings = config.settings
+    source, invoke = settings.topics.row_changes("shop", "orders"), settings.topics.invoke("echo")
+    ensure_topics(settings, [source], partitions=1)
+    admin = AdminClient(settings.kafka_config())
+    # the broker, not the client, refuses: the failure shows at commit, in an abortable transaction
+    admin.create_topics([NewTopic(invoke, 1, 1, config={"max.message.bytes": "2000"})])[invoke].result(30)
+    env = Env(config, source, invoke, Producer(settings.kafka_config()), Collector(config, invoke))
+    try:
+        env.send(100, blob=secrets.token_hex(5000))  # incompressible: lz4 must not shrink it under the limit
+        loop = env.loop()
+        try:
+            wait_for(lambda: bool(env.fatal), 60, what="the loop to give up")
+        finally:
+            loop.stop()
+        assert loop.progress.aborts == MAX_ABORTS_PER_BATCH  # rewound and read again each time
+        assert f"aborted {MAX_ABORTS_PER_BATCH} times" in str(env.fatal[0])
+        assert f"{invoke}: Broker: Message size too large" in str(env.fatal[0])
+        assert env.committed().offset < 0, "the refused batch's offset was committed"
+        assert ids(env) == []
+    finally:
+        env.collector.consumer.close()
+        remove_test_resources(settings, [source, invoke])
+
+
+def test_first_start_takes_over_the_offsets_of_the_faust_group_of_earlier_versions(env: Env) -> None:
+    sent = [env.send(100 + 10 * i) for i in range(5)]
+    settings = env.config.settings
+    faust_group = Consumer(settings.kafka_config(**{"group.id": settings.streams.app_id, "enable.auto.commit": False}))
+    faust_group.commit(offsets=[TopicPartition(env.source, 0, 3)], asynchronous=False)
+    faust_group.close()
+    loop = env.loop()
+    try:
+        wait_for(lambda: env.committed().offset == 5, 60, what="the rest to be consumed")
+    finally:
+        loop.stop()
+    assert not env.fatal
+    wait_for(lambda: len(ids(env)) >= 2, 30, what="the two invocations")
+    time.sleep(1)  # anything matched again would be there by now too
+    assert sorted(ids(env)) == sorted(sent[3:]), "changes the Faust group had consumed were matched again"
