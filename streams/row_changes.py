@@ -166,7 +166,7 @@ class RowChangeLoop:
         self.debounce_topic = debounce_topic
         self.progress = Progress()
         self._invoke_topics: dict[tuple[str, str], str] = {}
-        # partition -> (binlog order, event id) of the highest matched change committed
+        # partition -> (binlog order, event id) of the last matched change committed: its dedup mark
         self._highest: dict[TP, tuple[tuple[str, int, int], str] | None] = {}
         self._delivery_errors: list[str] = []
         self._owned: set[TP] = set()

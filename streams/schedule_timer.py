@@ -64,11 +64,13 @@ class ScheduleTimer:
 
     async def tick(self) -> float:
         """Handle every due slot of every schedule; return seconds until the next due slot."""
-        now = self.clock()
         wait = self.max_sleep
         for schedule in self.schedules:
             try:
-                next_due = await self._tick_one(schedule, now)
+                # Each schedule judged at its own moment: an earlier one's emission may have waited for
+                # Kafka (the first after a restart: half a second), and a `now` from before it would
+                # take a slot already past its misfire_grace_time as still within it.
+                next_due = await self._tick_one(schedule, self.clock())
             except Exception:
                 # One schedule's failure (Redis hiccup, Kafka timeout) must not stop the others.
                 log.exception("schedule %s: tick failed; retrying", schedule.name)

@@ -100,3 +100,26 @@ def test_a_changed_timing_counts_from_now_instead_of_catching_up_old_slots(store
     asyncio.run(again.tick())
     assert [i["trigger"]["fire_time"] for i in sent][2:] == ["2026-01-01T14:00:00+00:00"]
     assert store.load("s").anchor == T0 + timedelta(hours=12, minutes=30)
+
+
+def test_a_slow_emission_of_one_schedule_does_not_stretch_the_grace_time_of_the_next(store: ScheduleStore) -> None:
+    # Seen in CI: right after a restart the first emission waited ~0.5 s for Kafka, and the next
+    # schedule, judged at the moment before it, fired a slot already past its 0.5 s grace time.
+    schedules = parse_rules({"schedules": {
+        "slow": {"plugin": "p", "interval_seconds": 10, "misfire_grace_time": 3600},
+        "strict": {"plugin": "q", "interval_seconds": 10, "misfire_grace_time": 0.5, "coalesce": False},
+    }}, "t.yaml", "db").schedules
+    clock = Clock()
+    sent: list[str] = []
+
+    async def emit(invocation: dict[str, Any]) -> None:
+        if invocation["plugin"] == "p":
+            clock.now += timedelta(seconds=0.6)  # a slow first ack
+        sent.append(invocation["plugin"])
+
+    timer = ScheduleTimer(schedules, store, emit, clock=clock)
+    asyncio.run(timer.tick())  # anchors both at T0
+    clock.now = T0 + timedelta(seconds=10.1)  # both slots 0.1 s late: within both grace times
+    asyncio.run(timer.tick())
+    assert sent == ["p"]
+    assert [t.status for t in store.ticks("strict")] == ["missed"]  # 0.7 s late when its turn came
