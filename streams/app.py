@@ -3,11 +3,12 @@
 Row changes are the hot path and do not go through a Faust agent: a librdkafka consumer in a
 thread of the worker reads them in batches and commits each batch's invocations with its offsets
 in one Kafka transaction (streams/row_changes.py: exactly once per change, de-duplication of
-re-sent changes by binlog position). Manual triggers, the schedule timer and debounce are Faust.
+re-sent changes by binlog position; debounce in the same transactions, streams/debounce_pending.py).
+Manual triggers and the schedule timer are Faust.
 
-Also here, each in its own module: the schedule timer (schedule_timer.py, leader only), per-rule
-debounce (debounce.py: a table keyed like the row plus a flush agent), and hot reload of the rules
-file (reload.py: swap the matcher in place, or re-exec the worker when topics change).
+Also here, each in its own module: the schedule timer (schedule_timer.py, leader only) and hot
+reload of the rules file (reload.py: swap the matcher in place, or re-exec the worker when topics
+change).
 """
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ import logging
 import os
 import signal
 import sys
-import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -31,9 +31,9 @@ from schemas.streams_ops import StreamsOps
 from schemas.trigger_request import ManualTriggerRequest
 from streams.kafka_auth import faust_credentials
 from streams.matcher import Matcher
-from streams.row_changes import RowChangeLoop, debounce_hold_topic
+from streams.debounce_pending import PendingDebounces, pending_topic
+from streams.row_changes import RowChangeLoop
 from streams.validation import validated_matcher
-from streams.debounce import is_due, merge_pending
 from streams.reload import RulesWatcher
 from streams.schedule_state import ScheduleStore
 from streams.schedule_timer import ScheduleTimer
@@ -61,12 +61,9 @@ def build_app(config: Config, consume_only: bool = False) -> faust.App:
     row_topics = [topics.row_changes(db, table) for db, table in config.rules.tables()]
     plugins = sorted(config.rules.plugins())
     debouncing = any(r.enabled and r.debounce_ms for r in config.rules.rules)
-    # Flush requests for debounced rows; same partition count as the row topics, so the flush agent
-    # of partition p runs where the debounce table's partition p is (Faust co-partitions them).
-    flush_topic_name = f"{settings.streams.app_id}-debounce-flush"
-    hold_topic_name = debounce_hold_topic(settings)
-    ensure_topics(settings, [*row_topics, topics.triggers, *(topics.invoke(p, pr) for p in plugins for pr in ("normal", "high")),
-                             *([flush_topic_name, hold_topic_name] if debouncing else [])])
+    ensure_topics(settings, [*row_topics, topics.triggers, *(topics.invoke(p, pr) for p in plugins for pr in ("normal", "high"))])
+    if debouncing:  # partition p holds the pending entries of the row topics' partition p
+        ensure_topics(settings, [pending_topic(settings)], compacted=True, partitions=settings.kafka.partitions)
 
     settings.streams.state_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -110,7 +107,7 @@ def build_app(config: Config, consume_only: bool = False) -> faust.App:
 
     async def emit_and_wait(invocation: dict[str, Any]) -> None:
         # Waits for Kafka's ack: for emissions followed by a state change that says "done" (the
-        # timer's last slot, a debounce entry's deletion), so the state never runs ahead of Kafka.
+        # timer's last slot), so the state never runs ahead of Kafka.
         invocation["created_at"] = datetime.now(timezone.utc).isoformat()
         ops.on_emitted(invocation)
         pending = await invoke_topic(invocation["plugin"], invocation.get("priority", "normal")).send(
@@ -160,10 +157,6 @@ def build_app(config: Config, consume_only: bool = False) -> faust.App:
                 except Exception:
                     log.exception("rules file watch failed; retrying")
 
-    # Pending debounced invocations, keyed by rule and row (written in the row's partition).
-    debounce_pending = app.Table("debounce-pending", partitions=settings.kafka.partitions) if debouncing else {}
-    flush_topic = app.topic(flush_topic_name, partitions=settings.kafka.partitions, **raw)
-
     if row_topics and consume_only:
         @app.agent(app.topic(*row_topics, **raw), name="match_row_changes")
         async def consume_row_changes(stream: faust.StreamT) -> None:
@@ -176,7 +169,7 @@ def build_app(config: Config, consume_only: bool = False) -> faust.App:
             asyncio.run_coroutine_threadsafe(app.crash(reason), app.loop)
 
         row_changes = RowChangeLoop(settings, row_topics, live, ops, on_fatal=stop_worker,
-                                    debounce_topic=hold_topic_name if debouncing else None)
+                                    pending=PendingDebounces(settings) if debouncing else None)
         app.row_changes = row_changes  # type: ignore[attr-defined]  # for status details and tests
         ops.row_changes = row_changes
 
@@ -187,58 +180,6 @@ def build_app(config: Config, consume_only: bool = False) -> faust.App:
 
             async def on_stop(self) -> None:
                 await asyncio.to_thread(row_changes.stop)
-
-    if debouncing:
-        @app.agent(app.topic(hold_topic_name, partitions=settings.kafka.partitions, **raw), name="hold_debounced")
-        async def hold_debounced(stream: faust.StreamT) -> None:
-            # A debounced match from the row-change loop: merged into the table partition of the
-            # row's source partition (the hold was produced there).
-            async for event in stream.events():
-                try:
-                    hold = orjson.loads(event.value)
-                    key = hold["key"]
-                    debounce_pending[key] = merge_pending(debounce_pending.get(key), hold["invocations"],
-                                                          hold["window_ms"], int(time.time() * 1000),
-                                                          event.message.partition)
-                except (orjson.JSONDecodeError, KeyError, TypeError) as e:
-                    message = event.message
-                    log.error("skipping malformed debounce hold at %s[%d]@%d: %s", message.topic,
-                              message.partition, message.offset, e)
-
-        requested: dict[str, float] = {}  # key -> when a flush was requested (not re-requested for 5 s)
-
-        # Every worker, not only the leader: each flushes the table partitions it holds.
-        @app.timer(interval=0.05, name="request_debounce_flushes")
-        async def request_debounce_flushes() -> None:
-            # Tables can only be changed inside stream iteration (the changelog partition is the
-            # current event's), so the timer does not flush itself: it asks the flush agent, through
-            # a message on the same partition number, to emit and delete the entry.
-            try:
-                now_ms, now = int(time.time() * 1000), time.monotonic()
-                present = set()
-                for key, entry in list(debounce_pending.items()):
-                    present.add(key)
-                    if is_due(entry, now_ms) and now - requested.get(key, -1e9) > 5.0:
-                        requested[key] = now
-                        await flush_topic.send(key=key.encode(), value=b"", partition=entry["partition"])
-                for key in set(requested) - present:
-                    del requested[key]
-            except Exception:
-                log.exception("debounce flush scan failed; retrying")
-
-        @app.agent(flush_topic, name="flush_debounced")
-        async def flush_debounced(stream: faust.StreamT) -> None:
-            async for event in stream.events():
-                key = (event.key or b"").decode()
-                entry = debounce_pending.get(key)
-                # Gone (already flushed) or a new window since the request: nothing to do now.
-                if entry is None or not is_due(entry, int(time.time() * 1000)):
-                    continue
-                for invocation in entry["invocations"]:
-                    await emit_and_wait(invocation)
-                log.info("debounced %d change(s) of %s -> %d invocation(s)", entry["changes"], key,
-                         len(entry["invocations"]))
-                del debounce_pending[key]
 
     @app.agent(app.topic(topics.triggers, **raw), name="route_manual_triggers")
     async def route_manual_triggers(stream: faust.StreamT) -> None:

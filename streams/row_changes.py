@@ -38,6 +38,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from schemas.settings import Settings
 from streams.debounce import pending_key
+from streams.debounce_pending import PendingDebounces, Staged
 from streams.matcher import Matcher
 
 log = logging.getLogger("cdcflow.streams")
@@ -66,10 +67,6 @@ def is_resent(order: tuple[str, int, int], mark: tuple[tuple[str, int, int], str
     The cost is that a re-send spanning a file rotation passes here; its invocations carry the same
     deterministic ids, so runners drop them."""
     return mark is not None and order[0] == mark[0][0] and order[1:] <= mark[0][1:]
-
-
-def debounce_hold_topic(settings: Settings) -> str:
-    return f"{settings.streams.app_id}-debounce-hold"
 
 
 def transactional_id(settings: Settings) -> str:
@@ -140,6 +137,7 @@ class Batch:
     rules: Counter[str] = field(default_factory=Counter)
     invocations: Counter[tuple[str, str]] = field(default_factory=Counter)
     duplicates: int = 0
+    pending: Staged = field(default_factory=Staged)  # debounce entries merged or flushed
 
 
 @dataclass
@@ -157,13 +155,13 @@ class Progress:
 
 class RowChangeLoop:
     def __init__(self, settings: Settings, topics: list[str], live: Live, ops: Ops,
-                 on_fatal: Callable[[BaseException], None], debounce_topic: str | None = None):
+                 on_fatal: Callable[[BaseException], None], pending: PendingDebounces | None = None):
         self.settings = settings
         self.topics = topics
         self.live = live
         self.ops = ops
         self.on_fatal = on_fatal
-        self.debounce_topic = debounce_topic
+        self.pending = pending
         self.progress = Progress()
         self._invoke_topics: dict[tuple[str, str], str] = {}
         # partition -> (binlog order, event id) of the last matched change committed: its dedup mark
@@ -196,7 +194,7 @@ class RowChangeLoop:
             self._connect()
             while not self._stopping.is_set():
                 messages = self._next_batch()
-                if messages:
+                if messages or self._flush_due():
                     self._commit_batch(messages)
         except BaseException as e:  # noqa: BLE001 - any failure stops the worker, loudly
             log.error("row-change consumer stopped: %s", e)
@@ -255,14 +253,22 @@ class RowChangeLoop:
 
     # Rebalance callbacks run inside consume()/poll(), between two batches: no transaction is open.
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._owned.update((p.topic, p.partition) for p in partitions)
+        tps = [(p.topic, p.partition) for p in partitions]
+        log.info("row changes: assigned %s", ", ".join(f"{t}[{p}]" for t, p in tps))
+        # The committed offsets first: that waits until the previous owner's last transaction is
+        # committed or aborted, so the pending entries read next are exactly those it committed.
+        self._restore_highest(set(tps))
+        if self.pending is not None:
+            self.pending.restore(tps)
+        self._owned.update(tps)
         self.progress.assigned = len(self._owned)
-        log.info("row changes: assigned %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for p in partitions:
             self._owned.discard((p.topic, p.partition))
             self._highest.pop((p.topic, p.partition), None)
+        if self.pending is not None:
+            self.pending.drop([(p.topic, p.partition) for p in partitions])
         self.progress.assigned = len(self._owned)
         log.info("row changes: revoked %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions))
 
@@ -305,14 +311,18 @@ class RowChangeLoop:
         batch = Batch()
         try:
             batch = self._produce(messages)
-            offsets = [self._offset(batch, tp, offset) for tp, offset in batch.next.items()]
-            retrying(lambda: producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 30))
+            self._flush(batch)
+            if batch.next:
+                offsets = [self._offset(batch, tp, offset) for tp, offset in batch.next.items()]
+                retrying(lambda: producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(),
+                                                                      30))
             retrying(lambda: producer.commit_transaction(30))
         except KafkaException as e:
             error = e.args[0] if e.args else None
             if not isinstance(error, KafkaError) or not error.txn_requires_abort():
                 raise RowChangesFailed(self._describe(e)) from e
-            self._aborted(batch if batch.first else self._positions(messages), self._describe(e), len(messages))
+            self._aborted(batch if batch.first or not messages else self._positions(messages), self._describe(e),
+                          len(messages))
             return
         except RowChangesFailed:
             retrying(lambda: producer.abort_transaction(30))
@@ -352,6 +362,8 @@ class RowChangeLoop:
     def _settled(self, batch: Batch) -> None:
         for tp, mark in batch.highest.items():
             self._highest[tp] = mark
+        if self.pending is not None:
+            self.pending.apply(batch.pending)
         progress = self.progress
         progress.batches += 1
         progress.events += sum(batch.tables.values())
@@ -436,23 +448,47 @@ class RowChangeLoop:
                              extra={"event_id": event_id, "plugin": planned.plugin,
                                     "invocation_id": invocation["invocation_id"]})
             if held:
-                self._hold(produce, tp, source, message.key(), held, delivered)
+                self._hold(produce, batch, tp, source, message.key(), held, delivered)
         return batch
 
-    def _hold(self, produce: Callable[..., None], tp: TP, source: dict[str, Any], key: bytes | None,
+    def _hold(self, produce: Callable[..., None], batch: Batch, tp: TP, source: dict[str, Any], key: bytes | None,
               held: dict[str, tuple[int, list[dict[str, Any]]]], delivered: Callable[..., None]) -> None:
-        """Debounced matches go to the Faust app's hold topic, in the source's partition number: its
-        agent merges them into the debounce table partition of the same number (streams/app.py)."""
-        if self.debounce_topic is None:
+        """Debounced matches: merged into the row's pending entry, whose new state is written to the
+        pending topic in this transaction (streams/debounce_pending.py)."""
+        if self.pending is None:
             log.error("a debounced rule matched but the worker was started without debouncing; restart it")
             return
         row_key = f"{source.get('db')}.{source.get('table')}|{(key or b'').decode(errors='replace')}"
+        now_ms = int(time.time() * 1000)
         for rule, (window_ms, invocations) in held.items():
-            hold_key = pending_key(rule, row_key)
-            value = orjson.dumps({"key": hold_key, "window_ms": window_ms, "invocations": invocations})
-            self._send(produce, self.debounce_topic, hold_key.encode(), value, delivered, partition=tp[1])
+            record, value = self.pending.merge(batch.pending, tp, pending_key(rule, row_key), invocations, window_ms,
+                                               now_ms)
+            self._send(produce, self.pending.topic, record, value, delivered, partition=tp[1])
 
-    def _send(self, produce: Callable[..., None], topic: str, key: bytes, value: bytes,
+    def _flush_due(self) -> bool:
+        return self.pending is not None and bool(self.pending.due(Staged(), int(time.time() * 1000)))
+
+    def _flush(self, batch: Batch) -> None:
+        """Emit the pending entries whose window closed, and remove them, in this transaction."""
+        if self.pending is None:
+            return
+        producer = self._producer
+        assert producer is not None
+        created_at = datetime.now(timezone.utc).isoformat()
+        for tp, key, entry in self.pending.due(batch.pending, int(time.time() * 1000)):
+            if tp not in self._owned:
+                continue
+            for invocation in entry["invocations"]:
+                invocation["created_at"] = created_at
+                batch.invocations[(invocation["plugin"], "cdc")] += 1
+                self._send(producer.produce, self._invoke_topic(invocation["plugin"], invocation["priority"]),
+                           invocation["invocation_id"].encode(), orjson.dumps(invocation), self._delivered)
+            self._send(producer.produce, self.pending.topic, self.pending.flushed(batch.pending, tp, key), None,
+                       self._delivered, partition=tp[1])
+            log.info("debounced %d change(s) of %s -> %d invocation(s)", entry["changes"], key,
+                     len(entry["invocations"]))
+
+    def _send(self, produce: Callable[..., None], topic: str, key: bytes, value: bytes | None,
               delivered: Callable[..., None], partition: int | None = None) -> None:
         extra = {} if partition is None else {"partition": partition}
         while True:
@@ -464,7 +500,7 @@ class RowChangeLoop:
                 self._producer.poll(0.05)
             except KafkaException as e:
                 error = e.args[0] if e.args else e
-                raise RowChangesFailed(f"{topic}: a message of {len(value)} bytes was refused: "
+                raise RowChangesFailed(f"{topic}: a message of {len(value or b'')} bytes was refused: "
                                        f"{error.str() if isinstance(error, KafkaError) else error}") from e
 
     def _delivered(self, error: KafkaError | None, message: Message) -> None:
