@@ -5,11 +5,13 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
 
+from schemas.config import Config
 from schemas.kafka_topics import ensure_topics
 from tests.support import (isolated_config_data, produce_row_changes, remove_test_resources, wait_for,
                            write_config)
@@ -21,6 +23,24 @@ pytestmark = pytest.mark.integration
 RULES = {"monitored_tables": {"shop.orders": {
     "name": "r", "triggers": ["echo"], "conditions": {"n": {"gte": 0}}, "params": {"data": "{after.n}"}}}}
 ROWS, CHANGES = 20, 40  # 800 changes
+
+
+def two_workers(config: Config, tmp_path: Path) -> tuple[Worker, Worker]:
+    """Two streams workers of one app, each with its own state dir (RocksDB locks it per process,
+    and the transactional id of the row-change loop derives from it)."""
+    return tuple(Worker(config, tmp_path / f"{name}.log", {"CDCFLOW_STREAMS__STATE_DIR": str(tmp_path / name)})
+                 for name in ("w1", "w2"))  # type: ignore[return-value]
+
+
+def assert_each_once(messages: Callable[[], list[dict]], expected: list[str], after: str) -> None:
+    """Wait until every expected invocation id is there, then (3 s later) that none is there twice."""
+    wait_for(lambda: len({m["invocation_id"] for m in messages()}) >= len(expected), 180, interval=0.2,
+             what=f"every invocation {after}")
+    time.sleep(3)
+    ids = Counter(m["invocation_id"] for m in messages())
+    assert set(ids) == set(expected)
+    doubles = [i for i, c in ids.items() if c > 1]
+    assert not doubles, f"{len(doubles)} invocation(s) emitted twice"
 
 
 def test_kill_9_mid_stream_loses_and_doubles_nothing(stack: None, tmp_path: Path) -> None:
@@ -46,13 +66,7 @@ def test_kill_9_mid_stream_loses_and_doubles_nothing(stack: None, tmp_path: Path
         worker.process.wait()
         feeder.join()
         worker.start()
-        wait_for(lambda: len({m["invocation_id"] for m in collector.poll()}) >= len(expected), 180, interval=0.2,
-                 what="every invocation after the restart")
-        time.sleep(3)
-        ids = [m["invocation_id"] for m in collector.poll()]
-        assert set(ids) == set(expected)
-        doubles = {i: c for i, c in Counter(ids).items() if c > 1}
-        assert not doubles, f"{len(doubles)} invocation(s) emitted twice"
+        assert_each_once(collector.poll, expected, "after the restart")
     finally:
         assert worker.stop() == 0
         collector.consumer.close()
@@ -67,8 +81,7 @@ def test_kill_9_of_one_of_two_workers_the_other_takes_over_losing_and_doubling_n
     settings = config.settings
     source, invoke = settings.topics.row_changes("shop", "orders"), settings.topics.invoke("echo")
     ensure_topics(settings, [source, invoke])
-    first = Worker(config, tmp_path / "w1.log", {"CDCFLOW_STREAMS__STATE_DIR": str(tmp_path / "w1")})
-    second = Worker(config, tmp_path / "w2.log", {"CDCFLOW_STREAMS__STATE_DIR": str(tmp_path / "w2")})
+    first, second = two_workers(config, tmp_path)
     collector = Collector(config, invoke)
     producer = Producer(settings.kafka_config(**{"acks": "all", "enable.idempotence": True}))
     expected: list[str] = []
@@ -87,14 +100,8 @@ def test_kill_9_of_one_of_two_workers_the_other_takes_over_losing_and_doubling_n
         killed_at = time.monotonic()
         assert feeder.is_alive(), "the stream ended before the kill"
         feeder.join()
-        wait_for(lambda: len({m["invocation_id"] for m in collector.poll()}) >= len(expected), 180, interval=0.2,
-                 what="every invocation after the kill")
-        print(f"all invocations present {time.monotonic() - killed_at:.1f} s after the kill")
-        time.sleep(3)
-        ids = [m["invocation_id"] for m in collector.poll()]
-        assert set(ids) == set(expected)
-        doubles = {i: c for i, c in Counter(ids).items() if c > 1}
-        assert not doubles, f"{len(doubles)} invocation(s) emitted twice"
+        assert_each_once(collector.poll, expected, "after the kill")
+        print(f"checked {time.monotonic() - killed_at:.1f} s after the kill")
     finally:
         assert second.stop() == 0
         collector.consumer.close()

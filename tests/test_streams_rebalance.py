@@ -5,7 +5,6 @@ here now and then; the row changes now go through a librdkafka consumer with tra
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -18,7 +17,7 @@ from schemas.kafka_topics import ensure_topics
 from tests.support import (isolated_config_data, produce_row_changes, remove_test_resources, wait_for,
                            write_config)
 from tests.test_streams_debounce import Collector
-from tests.test_streams_schedules import Worker
+from tests.test_streams_kill import assert_each_once, two_workers
 
 pytestmark = pytest.mark.integration
 
@@ -36,9 +35,7 @@ def test_two_workers_and_rebalances_lose_and_double_nothing(stack: None, tmp_pat
     settings = config.settings
     source, invoke = settings.topics.row_changes("shop", "orders"), settings.topics.invoke("echo")
     ensure_topics(settings, [source, invoke])
-    # Each worker its own RocksDB directory (RocksDB locks a partition's store per process).
-    first = Worker(config, tmp_path / "w1.log", {"CDCFLOW_STREAMS__STATE_DIR": str(tmp_path / "w1")})
-    second = Worker(config, tmp_path / "w2.log", {"CDCFLOW_STREAMS__STATE_DIR": str(tmp_path / "w2")})
+    first, second = two_workers(config, tmp_path)
     collector = Collector(config, invoke)
     producer = Producer(settings.kafka_config(**{"acks": "all", "enable.idempotence": True}))
     expected: list[str] = []
@@ -61,13 +58,7 @@ def test_two_workers_and_rebalances_lose_and_double_nothing(stack: None, tmp_pat
                  what="the second worker to take a share")
         assert first.stop() == 0  # rebalance: everything moves to the second worker
         feeder.join()
-        wait_for(lambda: len({m["invocation_id"] for m in cdc()}) >= len(expected), 120, interval=0.2,
-                 what="every row change's invocation")
-        time.sleep(3)
-        ids = Counter(m["invocation_id"] for m in cdc())
-        assert set(ids) == set(expected)
-        doubles = [i for i, c in ids.items() if c > 1]
-        assert not doubles, f"{len(doubles)} cdc invocation(s) emitted twice"
+        assert_each_once(cdc, expected, "of a row change")
 
         beats = [m for m in collector.poll() if m["trigger"]["kind"] == "schedule"]
         fire_times = Counter(m["trigger"]["fire_time"] for m in beats)
