@@ -122,7 +122,7 @@ def gather(config: Config, failures: int = 5, with_kafka: bool = True) -> dict[s
     part("components", components, [])
     part("reader", reader, None)
     if with_kafka:
-        # the Faust app's group (triggers, debounce), its row-change consumer's group, the runners'
+        # the Faust app's group (manual triggers), its row-change consumer's group, the runners'
         groups = [settings.streams.app_id, settings.streams.rows_group_id, settings.runners.group_id]
         part("consumer_lag", lambda: consumer_lag(settings, groups), [])
     part("plugins", lambda: plugin_views(settings), {})

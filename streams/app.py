@@ -170,8 +170,7 @@ def build_app(config: Config, consume_only: bool = False) -> faust.App:
 
         row_changes = RowChangeLoop(settings, row_topics, live, ops, on_fatal=stop_worker,
                                     pending=PendingDebounces(settings) if debouncing else None)
-        app.row_changes = row_changes  # type: ignore[attr-defined]  # for status details and tests
-        ops.row_changes = row_changes
+        ops.row_changes = row_changes  # status details and readiness
 
         @app.service
         class RowChanges(mode.Service):

@@ -25,6 +25,7 @@ log = logging.getLogger("cdcflow.streams")
 
 TP = tuple[str, int]
 Entry = dict[str, Any]
+NEVER = 2**63
 
 
 def pending_topic(settings: Settings) -> str:
@@ -49,6 +50,9 @@ class PendingDebounces:
         self.settings = settings
         self.topic = pending_topic(settings)
         self.entries: dict[TP, dict[str, Entry]] = {}
+        # No committed entry is due before this: the loop asks on every batch and idle poll, and
+        # only a scan of all entries can say which are due. Kept at or below the true earliest.
+        self._earliest_due_ms = NEVER
 
     def get(self, staged: Staged, tp: TP, key: str) -> Entry | None:
         if (tp, key) in staged.updates:
@@ -63,14 +67,19 @@ class PendingDebounces:
         return record_key(tp, key), orjson.dumps({**entry, "source": tp[0], "key": key})
 
     def due(self, staged: Staged, now_ms: int) -> list[tuple[TP, str, Entry]]:
-        found = []
+        found = [(tp, key, entry) for (tp, key), entry in staged.updates.items()
+                 if entry is not None and is_due(entry, now_ms)]
+        if now_ms < self._earliest_due_ms:
+            return found
+        earliest = NEVER
         for tp, entries in self.entries.items():
             for key, entry in entries.items():
-                if (tp, key) not in staged.updates and is_due(entry, now_ms):
+                if (tp, key) in staged.updates:
+                    continue
+                earliest = min(earliest, entry["due_ms"])
+                if is_due(entry, now_ms):
                     found.append((tp, key, entry))
-        for (tp, key), entry in staged.updates.items():
-            if entry is not None and is_due(entry, now_ms):
-                found.append((tp, key, entry))
+        self._earliest_due_ms = earliest  # the due ones included: until flushed, they stay due
         return found
 
     def flushed(self, staged: Staged, tp: TP, key: str) -> bytes:
@@ -85,6 +94,7 @@ class PendingDebounces:
                 self.entries.get(tp, {}).pop(key, None)
             else:
                 self.entries.setdefault(tp, {})[key] = entry
+                self._earliest_due_ms = min(self._earliest_due_ms, entry["due_ms"])
 
     def drop(self, partitions: list[TP]) -> None:
         for tp in partitions:
@@ -130,6 +140,9 @@ class PendingDebounces:
         finally:
             reader.close()
         self.entries.update(restored)
+        for entries in restored.values():
+            for entry in entries.values():
+                self._earliest_due_ms = min(self._earliest_due_ms, entry["due_ms"])
         count = sum(len(e) for e in restored.values())
         if count:
             log.info("restored %d pending debounced entr%s from %s", count, "y" if count == 1 else "ies", self.topic)

@@ -49,6 +49,7 @@ IDLE_POLL_SECONDS = 0.1
 # worker instead of looping: nothing of it is committed, and the error names what was refused.
 MAX_ABORTS_PER_BATCH = 5
 TP = tuple[str, int]
+Mark = tuple[tuple[str, int, int], str]  # (binlog order, event id) of a partition's last matched change
 
 
 def binlog_order(event_id: str) -> tuple[str, int, int] | None:
@@ -59,7 +60,7 @@ def binlog_order(event_id: str) -> tuple[str, int, int] | None:
     return f"{parts[0]}:{parts[1]}", int(parts[2]), int(parts[3])
 
 
-def is_resent(order: tuple[str, int, int], mark: tuple[tuple[str, int, int], str] | None) -> bool:
+def is_resent(order: tuple[str, int, int], mark: Mark | None) -> bool:
     """At or before the partition's mark in the same binlog file of the same server: a re-send.
 
     Another file is never judged a re-send: after a failover or RESET MASTER, file names and
@@ -128,11 +129,10 @@ class RowChangesFailed(RuntimeError):
 
 @dataclass
 class Batch:
-    """One transaction's worth: what it produced and where each partition started and ends."""
+    """One transaction's worth: what it produced and where each partition ends."""
 
-    first: dict[TP, int] = field(default_factory=dict)  # partition -> first offset in the batch
     next: dict[TP, int] = field(default_factory=dict)  # partition -> offset after the batch
-    highest: dict[TP, tuple[tuple[str, int, int], str]] = field(default_factory=dict)  # staged dedup marks
+    marks: dict[TP, Mark] = field(default_factory=dict)  # staged dedup marks
     tables: Counter[tuple[str, str]] = field(default_factory=Counter)
     rules: Counter[str] = field(default_factory=Counter)
     invocations: Counter[tuple[str, str]] = field(default_factory=Counter)
@@ -164,8 +164,8 @@ class RowChangeLoop:
         self.pending = pending
         self.progress = Progress()
         self._invoke_topics: dict[tuple[str, str], str] = {}
-        # partition -> (binlog order, event id) of the last matched change committed: its dedup mark
-        self._highest: dict[TP, tuple[tuple[str, int, int], str] | None] = {}
+        # owned partition -> its committed dedup mark (None: no matched binlog change yet)
+        self._marks: dict[TP, Mark | None] = {}
         self._delivery_errors: list[str] = []
         self._owned: set[TP] = set()
         self._consecutive_aborts = 0
@@ -173,6 +173,8 @@ class RowChangeLoop:
         self._thread: threading.Thread | None = None
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
+        self._produce_one: Callable[..., None]  # the producer's produce and our delivery callback,
+        self._on_delivery: Callable[[KafkaError | None, Message], None]  # bound once in _connect
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -223,6 +225,8 @@ class RowChangeLoop:
             "partitioner": "murmur2_random",
         }))
         self._producer.init_transactions(60)
+        self._produce_one = self._producer.produce
+        self._on_delivery = self._delivered
         config = settings.kafka_config(**{
             "group.id": settings.streams.rows_group_id,
             "enable.auto.commit": False,
@@ -258,7 +262,7 @@ class RowChangeLoop:
         log.info("row changes: assigned %s", ", ".join(f"{t}[{p}]" for t, p in tps))
         # The committed offsets first: that waits until the previous owner's last transaction is
         # committed or aborted, so the pending entries read next are exactly those it committed.
-        self._restore_highest(set(tps))
+        self._restore_marks(tps)
         if self.pending is not None:
             self.pending.restore(tps)
         self._owned.update(tps)
@@ -267,7 +271,7 @@ class RowChangeLoop:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for p in partitions:
             self._owned.discard((p.topic, p.partition))
-            self._highest.pop((p.topic, p.partition), None)
+            self._marks.pop((p.topic, p.partition), None)
         if self.pending is not None:
             self.pending.drop([(p.topic, p.partition) for p in partitions])
         self.progress.assigned = len(self._owned)
@@ -306,10 +310,8 @@ class RowChangeLoop:
         MAX_ABORTS_PER_BATCH aborts in a row the worker stops, naming the failure."""
         producer, consumer = self._producer, self._consumer
         assert producer is not None and consumer is not None
-        self._restore_highest({(m.topic(), m.partition()) for m in messages})
         self._delivery_errors.clear()
         producer.begin_transaction()
-        batch = Batch()
         try:
             batch = self._produce(messages)
             self._flush(batch)
@@ -322,8 +324,7 @@ class RowChangeLoop:
             error = e.args[0] if e.args else None
             if not isinstance(error, KafkaError) or not error.txn_requires_abort():
                 raise RowChangesFailed(self._describe(e)) from e
-            self._aborted(batch if batch.first or not messages else self._positions(messages), self._describe(e),
-                          len(messages))
+            self._aborted(messages, self._describe(e))
             return
         except RowChangesFailed:
             retrying(lambda: producer.abort_transaction(30))
@@ -331,23 +332,21 @@ class RowChangeLoop:
         self._consecutive_aborts = 0
         self._settled(batch)
 
-    def _positions(self, messages: list[Message]) -> Batch:
-        batch = Batch()
-        for m in messages:
-            batch.first.setdefault((m.topic(), m.partition()), m.offset())
-        return batch
-
-    def _aborted(self, batch: Batch, why: str, size: int) -> None:
+    def _aborted(self, messages: list[Message], why: str) -> None:
         producer, consumer = self._producer, self._consumer
         assert producer is not None and consumer is not None
         self.progress.aborts += 1
         self._consecutive_aborts += 1
+        size = len(messages)
         log.warning("row-change batch of %d aborted (%d in a row): %s", size, self._consecutive_aborts, why)
         retrying(lambda: producer.abort_transaction(30))
         if self._consecutive_aborts >= MAX_ABORTS_PER_BATCH:
             raise RowChangesFailed(f"a batch of {size} row change(s) was aborted {self._consecutive_aborts} times "
                                    f"in a row: {why}")
-        for (topic, partition), offset in batch.first.items():
+        first: dict[TP, int] = {}
+        for m in messages:
+            first.setdefault((m.topic(), m.partition()), m.offset())
+        for (topic, partition), offset in first.items():
             try:  # read it again; a partition no longer ours is read by its new owner
                 consumer.seek(TopicPartition(topic, partition, offset))
             except KafkaException as e:
@@ -361,8 +360,7 @@ class RowChangeLoop:
         return text
 
     def _settled(self, batch: Batch) -> None:
-        for tp, mark in batch.highest.items():
-            self._highest[tp] = mark
+        self._marks.update(batch.marks)
         if self.pending is not None:
             self.pending.apply(batch.pending)
         progress = self.progress
@@ -375,31 +373,24 @@ class RowChangeLoop:
 
     def _offset(self, batch: Batch, tp: TP, offset: int) -> TopicPartition:
         """The offset to commit, carrying the partition's dedup mark (a commit replaces the metadata)."""
-        mark = batch.highest.get(tp) or self._highest.get(tp)
+        mark = batch.marks.get(tp) or self._marks.get(tp)
         if mark is None:  # TopicPartition takes no None metadata
             return TopicPartition(tp[0], tp[1], offset)
         return TopicPartition(tp[0], tp[1], offset, mark[1])
 
-    def _restore_highest(self, partitions: set[TP]) -> None:
-        """The dedup mark of partitions new to this worker: the metadata of their committed offset
+    def _restore_marks(self, partitions: list[TP]) -> None:
+        """The dedup marks of newly assigned partitions: the metadata of their committed offsets
         (committed in the same transaction as the offset, so the two always agree)."""
-        missing = [TopicPartition(t, p) for t, p in partitions if (t, p) not in self._highest]
-        if not missing:
-            return
         assert self._consumer is not None
-        for tp in self._consumer.committed(missing, timeout=60):
+        for tp in self._consumer.committed([TopicPartition(t, p) for t, p in partitions], timeout=60):
             if tp.error is not None:  # guessing "no mark" would let re-sent changes through
                 raise KafkaException(tp.error)
             event_id = tp.metadata or None
             order = binlog_order(event_id) if event_id else None
-            self._highest[(tp.topic, tp.partition)] = (order, event_id) if order and event_id else None
+            self._marks[(tp.topic, tp.partition)] = (order, event_id) if order and event_id else None
 
     def _produce(self, messages: list[Message]) -> Batch:
         """Parse, match, de-duplicate and produce one batch (inside the open transaction)."""
-        producer = self._producer
-        assert producer is not None
-        produce = producer.produce
-        delivered = self._delivered
         matcher = self.live.matcher  # one rules version per batch (hot reload swaps it)
         batch = Batch()
         log_each = log.isEnabledFor(logging.INFO)
@@ -407,7 +398,6 @@ class RowChangeLoop:
         for message in messages:
             tp = (message.topic(), message.partition())
             offset = message.offset()
-            batch.first.setdefault(tp, offset)
             batch.next[tp] = offset + 1
             try:
                 change = orjson.loads(message.value())
@@ -424,13 +414,13 @@ class RowChangeLoop:
                 continue  # most changes match no rule: no de-dup state needed
             order = binlog_order(event_id)
             if order is not None:
-                mark = batch.highest.get(tp) or self._highest.get(tp)
+                mark = batch.marks.get(tp) or self._marks.get(tp)
                 if is_resent(order, mark):
                     batch.duplicates += 1
                     log.debug("re-sent row change %s dropped (%s[%d] is past %s)", event_id, tp[0], tp[1],
                               mark[1] if mark else None)
                     continue
-                batch.highest[tp] = (order, event_id)
+                batch.marks[tp] = (order, event_id)
             held: dict[str, tuple[int, list[dict[str, Any]]]] = {}
             for planned in matches:
                 invocation = planned.invocation
@@ -441,19 +431,19 @@ class RowChangeLoop:
                     continue
                 invocation["created_at"] = created_at
                 batch.invocations[(planned.plugin, "cdc")] += 1
-                self._send(produce, self._invoke_topic(planned.plugin, invocation["priority"]),
-                           invocation["invocation_id"].encode(), orjson.dumps(invocation), delivered)
+                self._send(self._invoke_topic(planned.plugin, invocation["priority"]),
+                           invocation["invocation_id"].encode(), orjson.dumps(invocation))
                 if log_each:
                     log.info("row change %s on %s.%s -> %s (rule %s, invocation %s)", event_id, source["db"],
                              source["table"], planned.plugin, rule, invocation["invocation_id"],
                              extra={"event_id": event_id, "plugin": planned.plugin,
                                     "invocation_id": invocation["invocation_id"]})
             if held:
-                self._hold(produce, batch, tp, source, message.key(), held, delivered)
+                self._hold(batch, tp, source, message.key(), held)
         return batch
 
-    def _hold(self, produce: Callable[..., None], batch: Batch, tp: TP, source: dict[str, Any], key: bytes | None,
-              held: dict[str, tuple[int, list[dict[str, Any]]]], delivered: Callable[..., None]) -> None:
+    def _hold(self, batch: Batch, tp: TP, source: dict[str, Any], key: bytes | None,
+              held: dict[str, tuple[int, list[dict[str, Any]]]]) -> None:
         """Debounced matches: merged into the row's pending entry, whose new state is written to the
         pending topic in this transaction (streams/debounce_pending.py)."""
         if self.pending is None:
@@ -464,7 +454,7 @@ class RowChangeLoop:
         for rule, (window_ms, invocations) in held.items():
             record, value = self.pending.merge(batch.pending, tp, pending_key(rule, row_key), invocations, window_ms,
                                                now_ms)
-            self._send(produce, self.pending.topic, record, value, delivered, partition=tp[1])
+            self._send(self.pending.topic, record, value, partition=tp[1])
 
     def _flush_due(self) -> bool:
         return self.pending is not None and bool(self.pending.due(Staged(), int(time.time() * 1000)))
@@ -473,28 +463,23 @@ class RowChangeLoop:
         """Emit the pending entries whose window closed, and remove them, in this transaction."""
         if self.pending is None:
             return
-        producer = self._producer
-        assert producer is not None
         created_at = datetime.now(timezone.utc).isoformat()
         for tp, key, entry in self.pending.due(batch.pending, int(time.time() * 1000)):
-            if tp not in self._owned:
-                continue
             for invocation in entry["invocations"]:
                 invocation["created_at"] = created_at
                 batch.invocations[(invocation["plugin"], "cdc")] += 1
-                self._send(producer.produce, self._invoke_topic(invocation["plugin"], invocation["priority"]),
-                           invocation["invocation_id"].encode(), orjson.dumps(invocation), self._delivered)
-            self._send(producer.produce, self.pending.topic, self.pending.flushed(batch.pending, tp, key), None,
-                       self._delivered, partition=tp[1])
+                self._send(self._invoke_topic(invocation["plugin"], invocation["priority"]),
+                           invocation["invocation_id"].encode(), orjson.dumps(invocation))
+            self._send(self.pending.topic, self.pending.flushed(batch.pending, tp, key), None, partition=tp[1])
             log.info("debounced %d change(s) of %s -> %d invocation(s)", entry["changes"], key,
                      len(entry["invocations"]))
 
-    def _send(self, produce: Callable[..., None], topic: str, key: bytes, value: bytes | None,
-              delivered: Callable[..., None], partition: int | None = None) -> None:
-        extra = {} if partition is None else {"partition": partition}
+    def _send(self, topic: str, key: bytes, value: bytes | None, partition: int = -1) -> None:
+        """Into the open transaction (-1: the partitioner picks), waiting while librdkafka's queue is full."""
         while True:
             try:
-                produce(topic, value, key, on_delivery=delivered, **extra)
+                # bound once in _connect: ~3 calls per change, each lookup and bound method counts
+                self._produce_one(topic, value, key, partition, on_delivery=self._on_delivery)
                 return
             except BufferError:  # librdkafka's queue is full: let it drain
                 assert self._producer is not None

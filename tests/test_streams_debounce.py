@@ -116,3 +116,29 @@ def test_a_burst_of_changes_of_one_row_yields_one_invocation_with_the_latest_row
     assert [(m["params"]["message"], m["invocation_id"]) for m in row3] == [
         ("z", invocation_id_for("cdc", "deb", "echo", last))]
     assert len({m["invocation_id"] for m in collector.by_rule("deb")}) == 3
+
+
+def test_pending_entries_are_due_in_turn_and_none_is_missed_after_a_flush() -> None:
+    from streams.debounce_pending import PendingDebounces, Staged
+    from tests.support import isolated_settings
+
+    pending = PendingDebounces(isolated_settings("pend"))
+    tp = ("topic", 0)
+    opening = Staged()
+    pending.merge(opening, tp, "a", [{"n": 1}], 1000, now_ms=10_000)  # due at 11_000
+    pending.merge(opening, tp, "b", [{"n": 2}], 3000, now_ms=10_000)  # due at 13_000
+    assert pending.due(opening, 10_500) == []
+    pending.apply(opening)
+    assert pending.due(Staged(), 10_999) == []
+    assert [key for _, key, _ in pending.due(Staged(), 11_000)] == ["a"]
+    assert [key for _, key, _ in pending.due(Staged(), 11_500)] == ["a"]  # not flushed yet: still due
+    flush = Staged()
+    pending.flushed(flush, tp, "a")
+    assert pending.due(flush, 11_500) == []  # the batch that flushes it does not see it again
+    pending.apply(flush)
+    assert pending.due(Staged(), 12_999) == []
+    assert [key for _, key, _ in pending.due(Staged(), 13_000)] == ["b"]
+    # a change merged into a due entry: the batch flushes the merged one
+    merging = Staged()
+    pending.merge(merging, tp, "b", [{"n": 3}], 3000, now_ms=13_100)
+    assert [entry["invocations"] for _, _, entry in pending.due(merging, 13_100)] == [[{"n": 3}]]

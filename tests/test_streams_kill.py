@@ -5,8 +5,11 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import Producer
@@ -23,6 +26,36 @@ pytestmark = pytest.mark.integration
 RULES = {"monitored_tables": {"shop.orders": {
     "name": "r", "triggers": ["echo"], "conditions": {"n": {"gte": 0}}, "params": {"data": "{after.n}"}}}}
 ROWS, CHANGES = 20, 40  # 800 changes
+
+
+@dataclass
+class RowStream:
+    """A streams app's config with its row-change and invoke topics, a producer and a collector."""
+
+    config: Config
+    source: str
+    producer: Producer
+    collector: Collector
+    expected: list[str] = field(default_factory=list)  # invocation ids, filled by feed()
+
+    def feed(self, pause: float, changes: int = CHANGES) -> None:
+        """`changes` rounds of one change per row, `pause` apart."""
+        produce_row_changes(self.producer, self.source, ROWS, changes, pause, self.expected)
+
+
+@contextmanager
+def row_stream(tmp_path: Path, tag: str, rules: dict[str, Any]) -> Iterator[RowStream]:
+    config = write_config(tmp_path, isolated_config_data(tag, rules))
+    settings = config.settings
+    source, invoke = settings.topics.row_changes("shop", "orders"), settings.topics.invoke("echo")
+    ensure_topics(settings, [source, invoke])
+    stream = RowStream(config, source, Producer(settings.kafka_config(**{"acks": "all", "enable.idempotence": True})),
+                       Collector(config, invoke))
+    try:
+        yield stream
+    finally:
+        stream.collector.consumer.close()
+        remove_test_resources(settings, [source, invoke])
 
 
 def two_workers(config: Config, tmp_path: Path) -> tuple[Worker, Worker]:
@@ -44,67 +77,46 @@ def assert_each_once(messages: Callable[[], list[dict]], expected: list[str], af
 
 
 def test_kill_9_mid_stream_loses_and_doubles_nothing(stack: None, tmp_path: Path) -> None:
-    config = write_config(tmp_path, isolated_config_data("kill", RULES))
-    settings = config.settings
-    source, invoke = settings.topics.row_changes("shop", "orders"), settings.topics.invoke("echo")
-    ensure_topics(settings, [source, invoke])
-    worker = Worker(config, tmp_path / "worker.log")
-    collector = Collector(config, invoke)
-    producer = Producer(settings.kafka_config(**{"acks": "all", "enable.idempotence": True}))
-    expected: list[str] = []
-
-    def produce() -> None:
-        produce_row_changes(producer, source, ROWS, CHANGES, 0.02, expected)
-
-    worker.start()
-    try:
-        feeder = threading.Thread(target=produce)
-        feeder.start()
-        wait_for(lambda: len(collector.poll()) >= 200, 120, interval=0.01, what="some invocations")
-        assert worker.process is not None
-        worker.process.kill()  # mid-stream: the feeder is still producing
-        worker.process.wait()
-        feeder.join()
+    with row_stream(tmp_path, "kill", RULES) as stream:
+        worker = Worker(stream.config, tmp_path / "worker.log")
         worker.start()
-        assert_each_once(collector.poll, expected, "after the restart")
-    finally:
-        assert worker.stop() == 0
-        collector.consumer.close()
-        remove_test_resources(settings, [source, invoke])
+        try:
+            feeder = threading.Thread(target=stream.feed, args=(0.02,))
+            feeder.start()
+            wait_for(lambda: len(stream.collector.poll()) >= 200, 120, interval=0.01, what="some invocations")
+            assert worker.process is not None
+            worker.process.kill()  # mid-stream: the feeder is still producing
+            worker.process.wait()
+            feeder.join()
+            worker.start()
+            assert_each_once(stream.collector.poll, stream.expected, "after the restart")
+        finally:
+            assert worker.stop() == 0
 
 
 def test_kill_9_of_one_of_two_workers_the_other_takes_over_losing_and_doubling_nothing(stack: None,
                                                                                        tmp_path: Path) -> None:
     # No restart: the survivor gets the killed worker's partitions once its session expires, and
     # reads them from the committed offsets once the killed worker's open transaction is aborted.
-    config = write_config(tmp_path, isolated_config_data("kill2", RULES))
-    settings = config.settings
-    source, invoke = settings.topics.row_changes("shop", "orders"), settings.topics.invoke("echo")
-    ensure_topics(settings, [source, invoke])
-    first, second = two_workers(config, tmp_path)
-    collector = Collector(config, invoke)
-    producer = Producer(settings.kafka_config(**{"acks": "all", "enable.idempotence": True}))
-    expected: list[str] = []
-    first.start()
-    second.start()
-    try:
-        # ~12 s of changes, so the kill lands mid-stream
-        feeder = threading.Thread(target=lambda: produce_row_changes(producer, source, ROWS, CHANGES, 0.3, expected))
-        feeder.start()
-        # both serve a share before the kill
-        wait_for(lambda: all("row change" in w.log_path.read_text(errors="replace") for w in (first, second)), 120,
-                 what="both workers to emit invocations")
-        assert first.process is not None and feeder.is_alive()
-        first.process.kill()
-        first.process.wait()
-        killed_at = time.monotonic()
-        assert feeder.is_alive(), "the stream ended before the kill"
-        feeder.join()
-        assert_each_once(collector.poll, expected, "after the kill")
-        print(f"checked {time.monotonic() - killed_at:.1f} s after the kill")
-    finally:
-        assert second.stop() == 0
-        collector.consumer.close()
-        for name in ("w1.log", "w2.log"):
-            print(name, (tmp_path / name).read_text(errors="replace")[-2000:])
-        remove_test_resources(settings, [source, invoke])
+    with row_stream(tmp_path, "kill2", RULES) as stream:
+        first, second = two_workers(stream.config, tmp_path)
+        first.start()
+        second.start()
+        try:
+            feeder = threading.Thread(target=stream.feed, args=(0.3,))  # ~12 s: the kill lands mid-stream
+            feeder.start()
+            # both serve a share before the kill
+            wait_for(lambda: all("row change" in w.log_path.read_text(errors="replace") for w in (first, second)),
+                     120, what="both workers to emit invocations")
+            assert first.process is not None and feeder.is_alive()
+            first.process.kill()
+            first.process.wait()
+            killed_at = time.monotonic()
+            assert feeder.is_alive(), "the stream ended before the kill"
+            feeder.join()
+            assert_each_once(stream.collector.poll, stream.expected, "after the kill")
+            print(f"checked {time.monotonic() - killed_at:.1f} s after the kill")
+        finally:
+            assert second.stop() == 0
+            for name in ("w1.log", "w2.log"):
+                print(name, (tmp_path / name).read_text(errors="replace")[-2000:])

@@ -10,14 +10,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
 
 from schemas.invocation import invocation_id_for
-from schemas.kafka_topics import ensure_topics
-from tests.support import (isolated_config_data, produce_row_changes, remove_test_resources, wait_for,
-                           write_config)
-from tests.test_streams_debounce import Collector
-from tests.test_streams_kill import assert_each_once, two_workers
+from tests.support import wait_for
+from tests.test_streams_kill import RowStream, assert_each_once, row_stream, two_workers
 
 pytestmark = pytest.mark.integration
 
@@ -26,22 +22,17 @@ RULES = {
     "schedules": {"beat": {"plugin": "echo", "interval_seconds": 1, "coalesce": False, "misfire_grace_time": 3600,
                            "max_instances": 1000}},
 }
-ROWS, CHANGES = 20, 150  # 3000 changes over ~10 s
+CHANGES = 150  # rounds of 20 rows: 3000 changes over ~10 s
 
 
 def test_two_workers_and_rebalances_lose_and_double_nothing(stack: None, tmp_path: Path) -> None:
-    data = isolated_config_data("reb", RULES)
-    config = write_config(tmp_path, data)
-    settings = config.settings
-    source, invoke = settings.topics.row_changes("shop", "orders"), settings.topics.invoke("echo")
-    ensure_topics(settings, [source, invoke])
-    first, second = two_workers(config, tmp_path)
-    collector = Collector(config, invoke)
-    producer = Producer(settings.kafka_config(**{"acks": "all", "enable.idempotence": True}))
-    expected: list[str] = []
+    with row_stream(tmp_path, "reb", RULES) as stream:
+        rebalance_twice_mid_stream(stream, tmp_path)
 
-    def produce() -> None:
-        produce_row_changes(producer, source, ROWS, CHANGES, 0.06, expected)
+
+def rebalance_twice_mid_stream(stream: RowStream, tmp_path: Path) -> None:
+    first, second = two_workers(stream.config, tmp_path)
+    collector = stream.collector
 
     def cdc() -> list[dict]:
         return [m for m in collector.poll() if m["trigger"]["kind"] == "cdc"]
@@ -49,7 +40,7 @@ def test_two_workers_and_rebalances_lose_and_double_nothing(stack: None, tmp_pat
     first.start()
     try:
         wait_for(lambda: any(m["trigger"]["kind"] == "schedule" for m in collector.poll()), 120, what="the first beat")
-        feeder = threading.Thread(target=produce)
+        feeder = threading.Thread(target=stream.feed, args=(0.06, CHANGES))
         feeder.start()
         wait_for(lambda: len(cdc()) >= 300, 60, interval=0.02, what="some invocations")
         second.start()  # rebalance: partitions (and maybe the leader role) move to the new worker
@@ -58,7 +49,7 @@ def test_two_workers_and_rebalances_lose_and_double_nothing(stack: None, tmp_pat
                  what="the second worker to take a share")
         assert first.stop() == 0  # rebalance: everything moves to the second worker
         feeder.join()
-        assert_each_once(cdc, expected, "of a row change")
+        assert_each_once(cdc, stream.expected, "of a row change")
 
         beats = [m for m in collector.poll() if m["trigger"]["kind"] == "schedule"]
         fire_times = Counter(m["trigger"]["fire_time"] for m in beats)
@@ -71,7 +62,5 @@ def test_two_workers_and_rebalances_lose_and_double_nothing(stack: None, tmp_pat
     finally:
         for worker in (first, second):
             worker.stop()
-        collector.consumer.close()
         for name in ("w1.log", "w2.log"):
             print(name, (tmp_path / name).read_text(errors="replace")[-3000:])
-        remove_test_resources(settings, [source, invoke])
