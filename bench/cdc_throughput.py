@@ -39,7 +39,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 from cdc.checkpoint import CheckpointStore, Position  # noqa: E402
 from schemas.config import Config, load_config  # noqa: E402
-from schemas.kafka_topics import ROW_CHANGE_MAX_MESSAGE_BYTES  # noqa: E402
+from schemas.runtime.kafka_topics import ROW_CHANGE_MAX_MESSAGE_BYTES  # noqa: E402
 from schemas.settings import Settings  # noqa: E402
 from tests.support import execute, isolated_config_data, mysql, remove_test_resources, write_config  # noqa: E402
 

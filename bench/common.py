@@ -18,7 +18,7 @@ def stack_up() -> None:
 def start_cdcflow(config_path: Path, *args: str, log_path: Path) -> subprocess.Popen[bytes]:
     """`cdcflow --config CONFIG ARGS...` in the background, logging at WARNING into `log_path`."""
     with log_path.open("wb") as log:
-        return subprocess.Popen([sys.executable, "-m", "schemas.cli", "--config", str(config_path), *args],
+        return subprocess.Popen([sys.executable, "-m", "console.cli", "--config", str(config_path), *args],
                                 cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                 env={**os.environ, "CDCFLOW_LOG_LEVEL": "WARNING"})
 

@@ -19,9 +19,9 @@ from common import ROOT  # noqa: F401  (puts the repo on sys.path)
 from schemas.config import Config
 from schemas.result import Result
 from schemas.rules import RulesConfig
-from schemas.runner_ops import RunnerOps
+from plugins.runner_ops import RunnerOps
 from schemas.settings import Settings
-from schemas.streams_ops import StreamsOps
+from streams.worker_ops import StreamsOps
 
 
 def per_call_us(fn, n: int) -> float:  # type: ignore[no-untyped-def]

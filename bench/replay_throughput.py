@@ -32,7 +32,7 @@ from common import ROOT, stack_up  # noqa: E402
 import orjson  # noqa: E402
 from confluent_kafka import Producer  # noqa: E402
 
-from schemas.kafka_topics import ensure_topics  # noqa: E402
+from schemas.runtime.kafka_topics import ensure_topics  # noqa: E402
 from tests.support import isolated_config_data, remove_test_resources, write_config  # noqa: E402
 
 RULES = {"monitored_tables": {"shop.orders": {"name": "paid", "triggers": ["echo"], "operations": ["UPDATE"],
@@ -54,7 +54,7 @@ def produce(producer: Producer, topic: str, events: int) -> None:
 
 
 def replay(config_path: Path, *args: str) -> tuple[int, float]:
-    done = subprocess.run([sys.executable, "-m", "schemas.cli", "-c", str(config_path), "replay", "shop.orders", *args],
+    done = subprocess.run([sys.executable, "-m", "console.cli", "-c", str(config_path), "replay", "shop.orders", *args],
                           cwd=ROOT, capture_output=True, text=True, env={**os.environ, "CDCFLOW_LOG_LEVEL": "WARNING"})
     if done.returncode != 0:
         raise SystemExit(f"replay {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")

@@ -56,7 +56,7 @@ def main() -> None:  # noqa: C901 - a script: setup, rounds, report
 
     from bench.common import ROOT, percentile, stack_up, start_cdcflow
     from schemas.invocation import Invocation, ManualTrigger
-    from schemas.kafka_topics import ensure_topics
+    from schemas.runtime.kafka_topics import ensure_topics
     from tests.support import isolated_config_data, remove_test_resources, write_config
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

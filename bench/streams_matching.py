@@ -38,7 +38,7 @@ import orjson  # noqa: E402
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 
 from schemas.config import Config  # noqa: E402
-from schemas.kafka_topics import ensure_topics  # noqa: E402
+from schemas.runtime.kafka_topics import ensure_topics  # noqa: E402
 from streams.validation import validated_matcher  # noqa: E402
 from tests.support import isolated_config_data, write_config  # noqa: E402
 

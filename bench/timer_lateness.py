@@ -25,7 +25,7 @@ from common import percentile, stack_up, start_cdcflow  # noqa: E402
 import orjson  # noqa: E402
 from confluent_kafka import Consumer  # noqa: E402
 
-from schemas.kafka_topics import ensure_topics  # noqa: E402
+from schemas.runtime.kafka_topics import ensure_topics  # noqa: E402
 from tests.support import isolated_config_data, write_config  # noqa: E402
 
 

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from schemas.kafka_topics import ensure_topics
+from schemas.runtime.kafka_topics import ensure_topics
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)

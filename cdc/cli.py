@@ -6,7 +6,7 @@ import threading
 
 import click
 
-from schemas.cli import get_config
+from schemas.runtime.cli_support import get_config
 
 
 def stop_on_signals(stop_event: threading.Event) -> None:

@@ -39,8 +39,8 @@ from cdc.rowdecode import NoPlan, RowDecoder, supports
 from cdc.schema_info import SchemaInfo
 from cdc.status import StatusPublisher
 from cdc.types import RowConverter, to_json_value
-from schemas.kafka_topics import ROW_CHANGE_MAX_MESSAGE_BYTES, ensure_topics
-from schemas.reader_ops import ReaderOps
+from schemas.runtime.kafka_topics import ROW_CHANGE_MAX_MESSAGE_BYTES, ensure_topics
+from cdc.reader_ops import ReaderOps
 from schemas.rules import RulesConfig
 from schemas.settings import Settings
 
@@ -179,7 +179,7 @@ class BinlogReader:
         self.state = "starting"
         # table_id -> (the table map's column list it was built for, its row decoder)
         self._converters: dict[int, tuple[Any, RowDecoder | RowConverter]] = {}
-        # (db, table, op) -> row changes produced; read by /metrics (schemas/reader_ops.py)
+        # (db, table, op) -> row changes produced; read by /metrics (cdc/reader_ops.py)
         self.rows_by_table_op: dict[tuple[str, str, str], int] = {}
 
     # -- positions -----------------------------------------------------------------------
@@ -453,7 +453,7 @@ class BinlogReader:
                 raise RuntimeError(
                     f"row {index} of {event.schema}.{event.table} at {file}:{pos} ({len(value)} bytes) could not be "
                     f"produced to {topic}: {e.args[0].str()}; row-change messages may be up to "
-                    f"{ROW_CHANGE_MAX_MESSAGE_BYTES} bytes (schemas/kafka_topics.py)") from e
+                    f"{ROW_CHANGE_MAX_MESSAGE_BYTES} bytes (schemas/runtime/kafka_topics.py)") from e
         counted = (event.schema, event.table, op)
         self.rows_by_table_op[counted] = self.rows_by_table_op.get(counted, 0) + index + 1
         self.stats.rows_produced += index + 1

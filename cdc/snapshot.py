@@ -52,7 +52,7 @@ from cdc.reader import connection_settings, detect_server
 from cdc.schema_info import SchemaInfo
 from cdc.snapshot_values import TEXT_RESULTS, SnapshotColumn, SnapshotRowConverter, key_json, load_columns, quote_identifier
 from cdc.status import read_status
-from schemas.kafka_topics import ROW_CHANGE_MAX_MESSAGE_BYTES, ensure_topics
+from schemas.runtime.kafka_topics import ROW_CHANGE_MAX_MESSAGE_BYTES, ensure_topics
 from schemas.row_change import snapshot_event_id
 from schemas.rules import RulesConfig
 from schemas.settings import Settings

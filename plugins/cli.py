@@ -10,10 +10,10 @@ from typing import Any
 
 import click
 
-from schemas.cli import get_config, parse_param_pairs
+from schemas.runtime.cli_support import get_config, parse_param_pairs
 from schemas.invocation import Invocation, ManualTrigger, utcnow
 from schemas.result import Result
-from schemas.text_table import text_table
+from schemas.runtime.text_table import text_table
 
 
 def _settings():

@@ -24,7 +24,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 
 from plugins.store import RunStore
 from schemas.invocation import Invocation, ReplayTrigger, invocation_id_for
-from schemas.kafka_topics import ensure_topics
+from schemas.runtime.kafka_topics import ensure_topics
 from schemas.settings import Settings
 
 READ_TIMEOUT_SECONDS = 30.0

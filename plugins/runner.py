@@ -40,9 +40,9 @@ from plugins.venvs import VenvError, ensure_venv, venv_python
 from schemas.config import Config
 from schemas.errors import from_validation_error
 from schemas.invocation import Invocation
-from schemas.kafka_topics import ensure_topics
+from schemas.runtime.kafka_topics import ensure_topics
 from schemas.result import Result
-from schemas.runner_ops import RunnerOps
+from plugins.runner_ops import RunnerOps
 from schemas.settings import Settings
 
 log = logging.getLogger("cdcflow.runner")
@@ -136,7 +136,7 @@ class Runner:
         self.followups: FollowupPublisher | None = None
         self.states = PluginStates(self.store.client, settings.redis.key_prefix)
         self.reloader: HotReloader | None = None
-        self.ops = RunnerOps(self)  # /metrics, probes, heartbeat, alerts (schemas/runner_ops.py)
+        self.ops = RunnerOps(self)  # /metrics, probes, heartbeat, alerts (plugins/runner_ops.py)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def run(self, ready: threading.Event | None = None) -> int:

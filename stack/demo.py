@@ -171,7 +171,7 @@ def main() -> None:
 
     LOG.parent.mkdir(parents=True, exist_ok=True)
     say(f"starting the pipeline: cdcflow -c {CONFIG.relative_to(ROOT)} run   (log: {LOG.relative_to(ROOT)})")
-    cli = [sys.executable, "-m", "schemas.cli", "--config", str(CONFIG)]
+    cli = [sys.executable, "-m", "console.cli", "--config", str(CONFIG)]
     with LOG.open("ab") as log:
         pipeline = subprocess.Popen([*cli, "run"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     stop = threading.Event()

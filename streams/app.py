@@ -26,8 +26,8 @@ import orjson
 
 from schemas.config import Config
 from schemas.invocation import invocation_id_for
-from schemas.kafka_topics import ensure_topics
-from schemas.streams_ops import StreamsOps
+from schemas.runtime.kafka_topics import ensure_topics
+from streams.worker_ops import StreamsOps
 from schemas.trigger_request import ManualTriggerRequest
 from streams.kafka_auth import faust_credentials
 from streams.matcher import Matcher
@@ -89,7 +89,7 @@ def build_app(config: Config, consume_only: bool = False) -> faust.App:
         topic_allow_declare=True,
     )
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-    ops = StreamsOps.attach(app, config)  # /metrics, probes, heartbeat (schemas/streams_ops.py)
+    ops = StreamsOps.attach(app, config)  # /metrics, probes, heartbeat (streams/worker_ops.py)
     invoke_topics: dict[str, faust.TopicT] = {}
 
     def invoke_topic(plugin: str, priority: str = "normal") -> faust.TopicT:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from schemas.cli import get_config, parse_param_pairs
+from schemas.runtime.cli_support import get_config, parse_param_pairs
 from schemas.errors import ConfigError
 
 
@@ -98,7 +98,7 @@ def trigger(ctx: click.Context, plugin: str, pairs: tuple[str, ...], json_params
     from plugins.registry import discover
     from plugins.store import RunStore
     from schemas.invocation import invocation_id_for
-    from schemas.kafka_topics import ensure_topics
+    from schemas.runtime.kafka_topics import ensure_topics
     from schemas.manifest import ParamError
     from schemas.trigger_request import ManualTriggerRequest
 
@@ -186,7 +186,7 @@ def schedules_list(ctx: click.Context, as_json: bool) -> None:
         for row in rows:
             click.echo(orjson.dumps(row).decode())
         return
-    from schemas.text_table import text_table
+    from schemas.runtime.text_table import text_table
 
     header = ("NAME", "PLUGIN", "WHEN", "NEXT FIRE", "LAST FIRE", "LAST RESULT", "PAUSED", "MISSED")
     click.echo("\n".join(text_table(header, [

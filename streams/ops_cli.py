@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from schemas.cli import get_config
+from schemas.runtime.cli_support import get_config
 from schemas.errors import ConfigError
 from schemas.settings import Settings
 

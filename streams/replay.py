@@ -34,7 +34,7 @@ import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from schemas.invocation import Invocation, ReplayTrigger, invocation_id_for
-from schemas.kafka_topics import ensure_topics
+from schemas.runtime.kafka_topics import ensure_topics
 from schemas.settings import Settings
 from streams.event_filter import EventFilter
 from streams.events import EventFacts, facts

@@ -188,7 +188,7 @@ def cdcflow_running(config: Config, log_path: Path) -> Iterator[subprocess.Popen
     a failure if the pipeline did not stop cleanly.
     """
     with log_path.open("wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "schemas.cli", "--config", str(config.path), "run"],
+        process = subprocess.Popen([sys.executable, "-m", "console.cli", "--config", str(config.path), "run"],
                                    cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
         try:
             wait_for(lambda: process.poll() is None and CheckpointStore(config.settings).load(), 120,

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from schemas.cli import cli
+from console.cli import cli
 from tests.support import isolated_config_data, write_config
 
 pytestmark = pytest.mark.integration

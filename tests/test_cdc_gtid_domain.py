@@ -15,7 +15,7 @@ from confluent_kafka import Producer
 from cdc.checkpoint import CheckpointStore, Position
 from cdc.errors import GtidDomainUnknown
 from cdc.status import read_status
-from schemas.cli import cli
+from console.cli import cli
 from schemas.config import Config
 from tests.support import consume_all, execute, items_config, mysql
 from tests.test_cdc_purged import run_until_it_stops

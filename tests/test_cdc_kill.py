@@ -32,7 +32,7 @@ def config(stack: None, tmp_path: Path) -> Config:
 
 
 def start_reader(config: Config, log_path: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "schemas.cli", "--config", str(config.path), "cdc", "run"],
+    return subprocess.Popen([sys.executable, "-m", "console.cli", "--config", str(config.path), "cdc", "run"],
                             cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=log_path.open("a"),
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 

@@ -21,7 +21,7 @@ import pytest
 
 from cdc.reader import BinlogReader
 from schemas.config import Config
-from schemas.kafka_topics import ROW_CHANGE_MAX_MESSAGE_BYTES
+from schemas.runtime.kafka_topics import ROW_CHANGE_MAX_MESSAGE_BYTES
 from tests.support import (
     ADMIN, REPO_ROOT, consume_all, execute, isolated_config_data, remove_test_resources, wait_for, write_config,
 )
@@ -61,7 +61,7 @@ def config(stack: None, tmp_path: Path) -> Iterator[Config]:
 def reader_process(config: Config, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     log_path = tmp_path / "reader.log"
     with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "schemas.cli", "--config", str(config.path), "cdc", "run"],
+        proc = subprocess.Popen([sys.executable, "-m", "console.cli", "--config", str(config.path), "cdc", "run"],
                                 cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
                                 env={**os.environ, "CDCFLOW_LOG_LEVEL": "WARNING"})
     try:

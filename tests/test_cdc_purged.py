@@ -95,7 +95,7 @@ def run_until_it_stops(config: Config) -> BaseException | None:
 
 
 def cli(config: Config, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "schemas.cli", "--config", str(config.path), "cdc", "run", *args],
+    return subprocess.Popen([sys.executable, "-m", "console.cli", "--config", str(config.path), "cdc", "run", *args],
                             cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 

@@ -25,7 +25,7 @@ from confluent_kafka import Producer
 from cdc.checkpoint import CheckpointStore, Position
 from cdc.reader import BinlogReader
 from cdc.snapshot import Snapshot, SnapshotUnfinished, earlier_position, progress_key
-from schemas.cli import cli
+from console.cli import cli
 from schemas.config import Config
 from schemas.row_change import RowChange
 from tests.support import (
@@ -295,7 +295,7 @@ def test_snapshot_envelopes_ids_and_the_last_marker(typed: dict[str, dict[int, d
 
 
 def run_cli(config: Config, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "schemas.cli", "--config", str(config.path), "cdc", "snapshot", *args],
+    return subprocess.Popen([sys.executable, "-m", "console.cli", "--config", str(config.path), "cdc", "snapshot", *args],
                             cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 

@@ -31,7 +31,7 @@ def gtid_seqs(gtid_set: str) -> dict[str, int]:
 
 
 def cli_status(config: Config, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "schemas.cli", "--config", str(config.path), "cdc", "status", *args],
+    return subprocess.run([sys.executable, "-m", "console.cli", "--config", str(config.path), "cdc", "status", *args],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
 
 

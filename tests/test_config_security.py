@@ -10,8 +10,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from schemas.cli import cli
-from schemas.secrets import mask_url
+from console.cli import cli
+from schemas.runtime.secrets import mask_url
 from schemas.settings import Settings
 from streams.kafka_auth import KafkaAuthError, faust_credentials
 from tests.support import isolated_config_data

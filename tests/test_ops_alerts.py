@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from schemas.alerts import Alert, Alerter, RateLimiter, summary_payload
-from schemas.log_format import JsonFormatter
+from schemas.runtime.alerts import Alert, Alerter, RateLimiter, summary_payload
+from schemas.runtime.log_format import JsonFormatter
 from schemas.settings import AlertSettings
 from tests.support import wait_for
 
@@ -132,7 +132,7 @@ def test_json_log_lines_carry_component_and_extra_fields() -> None:
 
 def test_reader_lag_above_the_threshold_raises_one_alert() -> None:
     from cdc.reader import ReaderStats
-    from schemas.reader_ops import ReaderOps
+    from cdc.reader_ops import ReaderOps
     from tests.support import isolated_settings
 
     settings = isolated_settings("lag")
@@ -153,7 +153,7 @@ def test_reader_lag_above_the_threshold_raises_one_alert() -> None:
 
 def test_a_run_longer_than_the_threshold_raises_a_long_run_alert() -> None:
     from schemas.result import Result
-    from schemas.runner_ops import RunnerOps
+    from plugins.runner_ops import RunnerOps
     from tests.support import isolated_settings
 
     settings = isolated_settings("long")

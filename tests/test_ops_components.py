@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.config import Config
 from schemas.invocation import Invocation, ManualTrigger
-from schemas.kafka_topics import ensure_topics
+from schemas.runtime.kafka_topics import ensure_topics
 from tests.support import (REPO_ROOT, execute, isolated_config_data, items_config, remove_test_resources, wait_for,
                            write_config)
 from tests.test_ops_alerts import WebhookReceiver
@@ -56,7 +56,7 @@ class Cdcflow:
 
     def __init__(self, config: Config, *args: str, log_format: str = "text"):
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "schemas.cli", "--config", str(config.path), "--log-format", log_format, *args],
+            [sys.executable, "-m", "console.cli", "--config", str(config.path), "--log-format", log_format, *args],
             cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         threading.Thread(target=lambda: self.lines.extend(iter(self.process.stderr.readline, "")), daemon=True).start()
@@ -76,7 +76,7 @@ class Cdcflow:
 
 
 def cli(config: Config, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "schemas.cli", "--config", str(config.path), *args],
+    return subprocess.run([sys.executable, "-m", "console.cli", "--config", str(config.path), *args],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
 
 
@@ -322,8 +322,8 @@ def test_cdcflow_run_logs_json_lines_for_itself_and_its_children(runner_config) 
 
 
 def test_a_port_in_use_leaves_the_component_running_without_its_server(stack: None) -> None:
-    from schemas.components import read_records, redis_client
-    from schemas.observability import ComponentObservability
+    from schemas.runtime.components import read_records, redis_client
+    from schemas.runtime.observability import ComponentObservability
     from tests.support import isolated_settings
 
     settings = isolated_settings("port")

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas.components import ComponentRecord
+from schemas.runtime.components import ComponentRecord
 from schemas.config import Config
 from schemas.rules import RulesConfig
-from schemas.status_report import component_views, expected_kinds, format_report, health
+from console.status_report import component_views, expected_kinds, format_report, health
 from tests.support import isolated_settings
 
 NOW = 1_000_000_000
@@ -49,7 +49,7 @@ def test_a_reader_is_expected_only_when_tables_are_read() -> None:
 def test_a_stuck_faust_event_loop_fails_liveness_and_readiness() -> None:
     import time
 
-    from schemas.streams_ops import StreamsOps
+    from streams.worker_ops import StreamsOps
 
     ops = StreamsOps(Config(path=None, settings=isolated_settings("h"), rules=RulesConfig()))
     assert ops._live() == (True, None) and ops._ready()[0] is False  # not started: alive, not ready

@@ -10,7 +10,7 @@ import redis
 
 from plugins.runner import run_runner
 from schemas.config import Config
-from schemas.kafka_topics import ensure_topics
+from schemas.runtime.kafka_topics import ensure_topics
 from schemas.rules import RulesConfig
 from tests.support import example_plugin, isolated_settings, plugin_pool, remove_test_resources
 from tests.test_plugins_runner import ResultsReader, _invocation, _produce

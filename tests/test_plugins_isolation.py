@@ -10,7 +10,7 @@ import pytest
 from plugins.state import PluginStates
 from plugins.store import RunStore
 from plugins.venvs import venv_spec, venv_state
-from schemas.kafka_topics import ensure_topics
+from schemas.runtime.kafka_topics import ensure_topics
 from tests.support import isolated_config_data, remove_test_resources, wait_for, write_config
 from tests.test_plugins_reload import _result, _send, _serving
 from tests.test_plugins_retries import Runner

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from plugins.store import RunStore
-from schemas.kafka_topics import ensure_topics
+from schemas.runtime.kafka_topics import ensure_topics
 from tests.support import REPO_ROOT, consume_all, isolated_config_data, remove_test_resources, wait_for, write_config
 from tests.test_plugins_runner import _invocation, _produce
 
@@ -39,7 +39,7 @@ def _lines(folder: Path) -> list[list[str]]:
 
 
 def _start_runner(config_path: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "schemas.cli", "-c", str(config_path), "runners", "run",
+    return subprocess.Popen([sys.executable, "-m", "console.cli", "-c", str(config_path), "runners", "run",
                              "--no-watch"], cwd=REPO_ROOT, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

@@ -7,7 +7,7 @@ import pytest
 
 from plugins.registry import load_plugin
 from plugins.store import RunStore
-from schemas.kafka_topics import ensure_topics
+from schemas.runtime.kafka_topics import ensure_topics
 from tests.support import isolated_config_data, plugin_pool, remove_test_resources, write_config
 from tests.test_plugins_retries import Runner
 from tests.test_plugins_runner import ResultsReader, _invocation, _produce

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from schemas.kafka_topics import ensure_topics
+from schemas.runtime.kafka_topics import ensure_topics
 from tests.support import isolated_config_data, remove_test_resources, write_config
 from tests.test_plugins_retries import Runner
 from tests.test_plugins_runner import ResultsReader, _invocation, _produce

@@ -14,8 +14,8 @@ from plugins.registry import code_hash, load_plugin
 from plugins.state import PluginStates
 from plugins.store import RunStore
 from plugins.watcher import FolderWatcher
-from schemas.cli import cli
-from schemas.kafka_topics import ensure_topics
+from console.cli import cli
+from schemas.runtime.kafka_topics import ensure_topics
 from tests.support import EXAMPLES_DIR, isolated_config_data, plugin_pool, remove_test_resources, wait_for, write_config
 from tests.test_plugins_pool import _request
 from tests.test_plugins_retries import Runner

@@ -12,9 +12,9 @@ from click.testing import CliRunner
 from plugins.retries import backoff_seconds, retry_of
 from plugins.runner import run_runner
 from plugins.store import RunStore
-from schemas.cli import cli
+from console.cli import cli
 from schemas.config import Config
-from schemas.kafka_topics import ensure_topics
+from schemas.runtime.kafka_topics import ensure_topics
 from schemas.manifest import RetryPolicy
 from tests.support import isolated_config_data, remove_test_resources, write_config
 from tests.test_plugins_runner import ResultsReader, _invocation, _produce
@@ -206,7 +206,7 @@ def test_a_retry_survives_kill_9_of_the_runner(config):
     second.write_text(yaml.safe_dump(data))
 
     def start(path=config.path) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "schemas.cli", "-c", str(path), "runners", "run",
+        return subprocess.Popen([sys.executable, "-m", "console.cli", "-c", str(path), "runners", "run",
                                  "--plugin", "flaky"], start_new_session=True,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

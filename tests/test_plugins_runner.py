@@ -15,7 +15,7 @@ from plugins.store import RunStore
 from tests.support import isolated_settings, remove_test_resources
 from schemas.config import Config
 from schemas.invocation import Invocation, ManualTrigger
-from schemas.kafka_topics import ensure_topics
+from schemas.runtime.kafka_topics import ensure_topics
 from schemas.rules import RulesConfig
 
 pytestmark = pytest.mark.integration

@@ -6,7 +6,7 @@ import json
 from click.testing import CliRunner
 
 from plugins.registry import discover
-from schemas.cli import cli
+from console.cli import cli
 from tests.support import isolated_config_data, write_config
 
 

@@ -98,7 +98,7 @@ def test_runs_list_since(stack, tmp_path):
 
     from click.testing import CliRunner
 
-    from schemas.cli import cli
+    from console.cli import cli
     from tests.support import isolated_config_data, write_config
 
     cfg = write_config(tmp_path, isolated_config_data("since"))

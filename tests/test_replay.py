@@ -20,10 +20,10 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from plugins.runner import run_runner
 from plugins.store import RunStore
-from schemas.cli import cli
+from console.cli import cli
 from schemas.config import Config
 from schemas.invocation import invocation_id_for
-from schemas.kafka_topics import ensure_topics
+from schemas.runtime.kafka_topics import ensure_topics
 from streams.matcher import Matcher
 from streams.replay import TRANSACTION_TIMEOUT
 from tests.support import REPO_ROOT, consume_all, isolated_config_data, remove_test_resources, wait_for, write_config
@@ -297,7 +297,7 @@ def test_interrupted_copy_to_another_topic_resumes_without_duplicates(config: Co
     source = config.settings.topics.row_changes("shop", "orders")
     target = f"{config.settings.topics.results}.copy"
     produce_changes(config, [(i % 2, i, i % 3 == 0, None) for i in range(60)])
-    args = [sys.executable, "-m", "schemas.cli", "-c", str(config.path), "replay", "shop.orders",
+    args = [sys.executable, "-m", "console.cli", "-c", str(config.path), "replay", "shop.orders",
             "--to-topic", target, "--rate", "15", "--batch-size", "5"]
     rid, done_before = start_and_kill_mid_way(config, args, source)
     assert 10 <= done_before < 60, "the first run was not interrupted mid-way"
@@ -326,7 +326,7 @@ def test_rerun_of_an_interrupted_relative_time_replay_continues_it(config: Confi
     now = time.time()
     edge = int((now - 3600 + 4) * 1000)  # inside `--since 1h` now, outside of it 4 s from now
     produce_changes(config, [(0, 0, True, edge)] + [(i % 2, i, True, int((now - 600) * 1000)) for i in range(1, 45)])
-    args = [sys.executable, "-m", "schemas.cli", "-c", str(config.path), "replay", "shop.orders", "--since", "1h",
+    args = [sys.executable, "-m", "console.cli", "-c", str(config.path), "replay", "shop.orders", "--since", "1h",
             "--to-topic", target, "--rate", "15", "--batch-size", "5"]
     rid, done_before = start_and_kill_mid_way(config, args, source)
     assert 10 <= done_before < 45, "the first run was not interrupted mid-way"

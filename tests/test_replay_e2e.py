@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from plugins.store import RunStore
-from schemas.cli import cli
+from console.cli import cli
 from tests.support import (
     cdcflow_running, consume_all, execute, isolated_config_data, remove_test_resources, wait_for, write_config,
 )

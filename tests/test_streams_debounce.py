@@ -14,7 +14,7 @@ from confluent_kafka import Consumer, Producer
 
 from schemas.config import Config
 from schemas.invocation import invocation_id_for
-from schemas.kafka_topics import ensure_topics
+from schemas.runtime.kafka_topics import ensure_topics
 from streams.debounce import is_due, merge_pending
 from tests.support import isolated_config_data, remove_test_resources, wait_for, write_config
 from tests.test_streams_schedules import Worker

@@ -15,7 +15,7 @@ import pytest
 from confluent_kafka import Producer
 
 from schemas.config import Config
-from schemas.kafka_topics import ensure_topics
+from schemas.runtime.kafka_topics import ensure_topics
 from tests.support import (isolated_config_data, produce_row_changes, remove_test_resources, wait_for,
                            write_config)
 from tests.test_streams_debounce import Collector

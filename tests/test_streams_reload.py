@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from schemas.kafka_topics import ensure_topics
+from schemas.runtime.kafka_topics import ensure_topics
 from streams.reload import RulesWatcher, needs_restart
 from tests.support import isolated_config_data, remove_test_resources, wait_for, write_config
 from tests.test_streams_debounce import Collector, change

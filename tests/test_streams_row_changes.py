@@ -19,7 +19,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from schemas.config import Config
 from schemas.invocation import invocation_id_for
-from schemas.kafka_topics import ensure_topics
+from schemas.runtime.kafka_topics import ensure_topics
 from streams.matcher import Matcher
 from streams.row_changes import MAX_ABORTS_PER_BATCH, RowChangeLoop, RowChangesFailed, binlog_order, is_resent
 from streams.validation import validated_matcher

@@ -51,7 +51,7 @@ class Worker:
     def start(self) -> None:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "schemas.cli", "--config", str(self.config.path), "streams", "worker"],
+            [sys.executable, "-m", "console.cli", "--config", str(self.config.path), "streams", "worker"],
             cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env})
         log.close()
 
@@ -67,7 +67,7 @@ class Worker:
 
 
 def cli(config: Config, *args: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "schemas.cli", "--config", str(config.path), *args], cwd=REPO_ROOT,
+    out = subprocess.run([sys.executable, "-m", "console.cli", "--config", str(config.path), *args], cwd=REPO_ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return out.stdout

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from schemas.invocation import invocation_id_for
-from schemas.kafka_topics import ensure_topics
+from schemas.runtime.kafka_topics import ensure_topics
 from tests.support import REPO_ROOT, consume_all, isolated_config_data, remove_test_resources, wait_for, write_config
 from tests.test_streams_debounce import Collector
 from tests.test_streams_schedules import Worker
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 
 def trigger(config_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "schemas.cli", "--config", str(config_path), "trigger", *args],
+    return subprocess.run([sys.executable, "-m", "console.cli", "--config", str(config_path), "trigger", *args],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
 
 

@@ -60,7 +60,7 @@ def test_validated_matcher_reports_conditions_and_plugin_problems_together(tmp_p
 def test_rules_check_cli_names_file_rule_and_key(tmp_path: Path) -> None:
     config = write_config(tmp_path, isolated_config_data("val", {"monitored_tables": {
         "orders": {"triggers": ["echo"], "params": {"nope": 1}}}}))
-    out = subprocess.run([sys.executable, "-m", "schemas.cli", "--config", str(config.path), "rules", "check"],
+    out = subprocess.run([sys.executable, "-m", "console.cli", "--config", str(config.path), "rules", "check"],
                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
     assert f"{config.path}: monitored_tables.orders (rule orders).params.nope: plugin echo does not declare" in out.stderr
@@ -112,7 +112,7 @@ def test_rules_explain_cli(tmp_path: Path) -> None:
         {"name": "big", "triggers": ["echo"], "conditions": {"amount": {"gt": 100}}}]}}))
     event = tmp_path / "event.json"
     event.write_bytes(orjson.dumps(EVENT))
-    out = subprocess.run([sys.executable, "-m", "schemas.cli", "--config", str(config.path), "rules", "explain",
+    out = subprocess.run([sys.executable, "-m", "console.cli", "--config", str(config.path), "rules", "explain",
                           str(event)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()

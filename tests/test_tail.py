@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 from confluent_kafka import Producer
 
-from schemas.cli import cli
-from schemas.kafka_topics import ensure_topics
+from console.cli import cli
+from schemas.runtime.kafka_topics import ensure_topics
 from schemas.settings import Settings
 from streams.event_filter import EventFilter
 from streams.tail import tail

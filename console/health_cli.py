@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from schemas.components import KINDS
+from schemas.runtime.components import KINDS
 
 
 @click.command("health")
@@ -14,10 +14,10 @@ def health(ctx: click.Context, expect: tuple[str, ...]) -> None:
     """Probe for scripts and orchestrators: reads the components' heartbeats in Redis."""
     import redis
 
-    from schemas.cli import get_config
-    from schemas.components import now_ms, read_records, redis_client
-    from schemas.status_report import component_views, expected_kinds
-    from schemas.status_report import health as judge
+    from schemas.runtime.cli_support import get_config
+    from schemas.runtime.components import now_ms, read_records, redis_client
+    from console.status_report import component_views, expected_kinds
+    from console.status_report import health as judge
 
     config = get_config(ctx)
     settings = config.settings

@@ -14,8 +14,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from schemas.alerts import Alerter
-from schemas.observability import ComponentObservability
+from schemas.runtime.alerts import Alerter
+from schemas.runtime.observability import ComponentObservability
 from schemas.invocation import Invocation
 from schemas.result import Result
 

@@ -104,10 +104,10 @@ def supervise(children: list[Child], grace_seconds: float = 20.0) -> int:
 @click.pass_context
 def run(ctx: click.Context, only: tuple[str, ...]) -> None:
     """Run the whole pipeline (cdc reader, streams worker, runner) until Ctrl-C."""
-    from schemas.cli import get_config
+    from schemas.runtime.cli_support import get_config
 
     config = get_config(ctx)  # fail here, once, on a bad config rather than in three children
-    base = [sys.executable, "-m", "schemas.cli"]
+    base = [sys.executable, "-m", "console.cli"]
     if config.path is not None:
         base += ["--config", str(Path(config.path))]
     log_format = ctx.find_root().params.get("log_format") or "text"

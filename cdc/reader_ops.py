@@ -13,8 +13,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from schemas.alerts import Alerter
-from schemas.observability import ComponentObservability
+from schemas.runtime.alerts import Alerter
+from schemas.runtime.observability import ComponentObservability
 
 if TYPE_CHECKING:
     from cdc.reader import BinlogReader

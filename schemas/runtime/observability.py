@@ -5,7 +5,7 @@
     GET /readyz    200 once it does its job (reader streaming, Faust tables recovered, runner pools up),
                    503 with the reason otherwise
 
-The heartbeat thread writes the component's record to Redis (schemas/components.py) every
+The heartbeat thread writes the component's record to Redis (schemas/runtime/components.py) every
 `observability.heartbeat_seconds`, with the same readiness, so `cdcflow status`/`health` work from
 any host without reaching the ports. Neither thread ever touches the component's hot path: the
 figures are read when asked for. A port already in use is logged and the component runs without
@@ -23,7 +23,7 @@ from typing import Any
 import redis
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from schemas.components import ComponentRecord, Kind, now_ms, redis_client, this_instance, write_record
+from schemas.runtime.components import ComponentRecord, Kind, now_ms, redis_client, this_instance, write_record
 from schemas.settings import Settings
 
 log = logging.getLogger("cdcflow.observability")

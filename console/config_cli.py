@@ -7,10 +7,10 @@ from typing import Any
 import click
 import yaml
 
-from schemas.cli import get_config
+from schemas.runtime.cli_support import get_config
 from schemas.config import Config
 from schemas.errors import ConfigError
-from schemas.secrets import mask_value, masked_settings, redact, secret_values
+from schemas.runtime.secrets import mask_value, masked_settings, redact, secret_values
 
 
 @click.group("config")

@@ -20,7 +20,7 @@ import faust
 from prometheus_client import CollectorRegistry, Counter
 
 from schemas.config import Config
-from schemas.observability import ComponentObservability
+from schemas.runtime.observability import ComponentObservability
 
 LOOP_STUCK_SECONDS = 15.0
 

@@ -1,18 +1,19 @@
-"""The `cdcflow` command: one click group, with a subgroup per part loaded only when used."""
+"""The `cdcflow` command: one click group, with a subgroup per part loaded only when used.
+
+Each part keeps its own subcommands (cdc/cli.py, streams/cli.py, plugins/cli.py); this module only
+maps names to them, so a part never imports the console.
+"""
 from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any
 
 import click
 
-from schemas.config import Config, load_config
-from schemas.errors import ConfigError
 
 # name -> "module:attribute"; loaded lazily so `cdcflow cdc ...` never imports Faust.
 SUBCOMMANDS: dict[str, str] = {
-    "schemas": "schemas.export_cli:schemas_group",
+    "schemas": "console.export_cli:schemas_group",
     "cdc": "cdc.cli:cdc",
     "streams": "streams.cli:streams",
     "rules": "streams.cli:rules",
@@ -22,12 +23,12 @@ SUBCOMMANDS: dict[str, str] = {
     "plugins": "plugins.cli:plugins_group",
     "runs": "plugins.cli:runs",
     "dlq": "plugins.cli:dlq",
-    "run": "schemas.supervisor:run",
+    "run": "console.supervisor:run",
     "replay": "streams.ops_cli:replay",
     "tail": "streams.ops_cli:tail",
-    "config": "schemas.config_cli:config_group",
-    "status": "schemas.status_cli:status",
-    "health": "schemas.health_cli:health",
+    "config": "console.config_cli:config_group",
+    "status": "console.status_cli:status",
+    "health": "console.health_cli:health",
 }
 
 
@@ -54,50 +55,6 @@ def _unavailable(name: str, error: Exception) -> click.Command:
     return click.Command(name, callback=fail, help=f"(unavailable: {error})")
 
 
-def parse_param_pairs(pairs: tuple[str, ...], json_params: str | None) -> dict[str, Any]:
-    """`--json '{...}'` then `-p key=value` pairs (which win); values stay strings for the manifest to coerce."""
-    import json
-
-    params: dict[str, Any] = {}
-    if json_params:
-        try:
-            loaded = json.loads(json_params)
-        except ValueError as e:
-            raise click.BadParameter(f"not valid JSON: {e}", param_hint="--json") from None
-        if not isinstance(loaded, dict):
-            raise click.BadParameter("must be a JSON object", param_hint="--json")
-        params.update(loaded)
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected key=value, got {pair!r}", param_hint="-p")
-        params[key] = value
-    return params
-
-
-def get_config(ctx: click.Context) -> Config:
-    """The config named by --config / CDCFLOW_CONFIG, loaded once per command."""
-    root = ctx.find_root()
-    obj: dict[str, Any] = root.ensure_object(dict)
-    if "config" not in obj:
-        try:
-            obj["config"] = load_config(obj.get("config_path"))
-        except ConfigError as e:
-            import os
-
-            from schemas.config import default_config_path
-            from schemas.secrets import redact, secrets_in_file_and_env
-
-            # A validator may quote the value it refused: never let that be a password.
-            hidden = secrets_in_file_and_env(obj.get("config_path") or default_config_path(), os.environ)
-            raise click.ClickException(f"bad config:\n{redact(str(e), hidden)}") from None
-        from schemas.secrets import install_log_masking
-
-        # From here on, no log line of this process shows a secret of the config (password, token...).
-        install_log_masking(obj["config"].settings)
-    return obj["config"]
-
-
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-c", "--config", "config_path", type=click.Path(path_type=Path), envvar="CDCFLOW_CONFIG",
               help="config file (YAML/JSON); default ./cdcflow.yaml")
@@ -107,7 +64,7 @@ def get_config(ctx: click.Context) -> Config:
 @click.pass_context
 def cli(ctx: click.Context, config_path: Path | None, log_level: str, log_format: str) -> None:
     """cdcflow: database changes, schedules and manual triggers -> isolated plugin runs, over Kafka."""
-    from schemas.log_format import component_of, configure_logging
+    from schemas.runtime.log_format import component_of, configure_logging
 
     ctx.ensure_object(dict)["config_path"] = config_path
     configure_logging(log_level, log_format, component_of(ctx.invoked_subcommand))  # type: ignore[arg-type]

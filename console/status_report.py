@@ -12,10 +12,10 @@ from typing import Any
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from schemas.components import KINDS, ComponentRecord, now_ms, read_records, redis_client
+from schemas.runtime.components import KINDS, ComponentRecord, now_ms, read_records, redis_client
 from schemas.config import Config
 from schemas.settings import Settings
-from schemas.text_table import text_table
+from schemas.runtime.text_table import text_table
 
 KAFKA_TIMEOUT_SECONDS = 10.0
 
