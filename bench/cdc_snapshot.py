@@ -9,6 +9,7 @@ Medians of the runs; the last line is `cdc snapshot/select ratio: X.XX` (at the 
 
     python bench/cdc_snapshot.py [--rows 200000] [--runs 3] [--chunks 500,2000,10000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,9 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import stack_up  # noqa: E402
-
 import pymysql  # noqa: E402
+from common import stack_up  # noqa: E402
 
 from cdc.reader import connection_settings  # noqa: E402
 from cdc.snapshot import Snapshot  # noqa: E402
@@ -30,8 +30,10 @@ from cdc.snapshot_values import TEXT_RESULTS  # noqa: E402
 from schemas.config import Config  # noqa: E402
 from tests.support import execute, isolated_config_data, remove_test_resources, write_config  # noqa: E402
 
-COLUMNS = ("id BIGINT PRIMARY KEY, n INT NOT NULL, qty SMALLINT, name VARCHAR(64) CHARACTER SET utf8mb4, "
-           "code CHAR(8), created DATETIME(3), amount DECIMAL(12,2), note VARCHAR(255)")
+COLUMNS = (
+    "id BIGINT PRIMARY KEY, n INT NOT NULL, qty SMALLINT, name VARCHAR(64) CHARACTER SET utf8mb4, "
+    "code CHAR(8), created DATETIME(3), amount DECIMAL(12,2), note VARCHAR(255)"
+)
 
 
 def fresh_config(directory: Path, db: str | None, rows: int) -> Config:
@@ -39,9 +41,14 @@ def fresh_config(directory: Path, db: str | None, rows: int) -> Config:
     if db is None:
         db = data["mysql"]["database"]
         execute([f"CREATE DATABASE {db}", f"CREATE TABLE {db}.bench_rows ({COLUMNS})"])
-        execute([f"INSERT INTO {db}.bench_rows SELECT seq, seq % 1000, seq % 30000, CONCAT('name ', seq, ' 😀'), "
-                 f"LPAD(seq % 99999, 8, '0'), '2024-01-02 03:04:05.678' + INTERVAL seq SECOND, seq / 7, "
-                 f"REPEAT('x', seq % 100) FROM seq_1_to_{rows}"], db)
+        execute(
+            [
+                f"INSERT INTO {db}.bench_rows SELECT seq, seq % 1000, seq % 30000, CONCAT('name ', seq, ' 😀'), "
+                f"LPAD(seq % 99999, 8, '0'), '2024-01-02 03:04:05.678' + INTERVAL seq SECOND, seq / 7, "
+                f"REPEAT('x', seq % 100) FROM seq_1_to_{rows}"
+            ],
+            db,
+        )
     data["mysql"]["database"] = db
     return write_config(directory, data)
 
@@ -94,17 +101,21 @@ def main() -> None:
                     configs.append(config := fresh_config(directory, db, args.rows))  # own topics, own checkpoint
                     snaps.append(full_snapshot(config, chunk))
                 figures[chunk] = (statistics.median(selects), statistics.median(snaps))
-                print(f"chunk {chunk:>6}: bare select {figures[chunk][0]:>9,.0f} rows/s   "
-                      f"snapshot {figures[chunk][1]:>9,.0f} rows/s   ratio {figures[chunk][1] / figures[chunk][0]:.2f}"
-                      f"   (medians of {args.runs}, {args.rows} rows)")
+                print(
+                    f"chunk {chunk:>6}: bare select {figures[chunk][0]:>9,.0f} rows/s   "
+                    f"snapshot {figures[chunk][1]:>9,.0f} rows/s   ratio {figures[chunk][1] / figures[chunk][0]:.2f}"
+                    f"   (medians of {args.runs}, {args.rows} rows)"
+                )
             default = 2000 if 2000 in figures else chunks[0]
             select_rate, snapshot_rate = figures[default]
             print(f"cdc snapshot/select ratio: {snapshot_rate / select_rate:.2f}")
         finally:
             execute(f"DROP DATABASE IF EXISTS {db}")
             for config in [base, *configs]:
-                remove_test_resources(config.settings, [config.settings.topics.row_changes(db, "bench_rows"),
-                                                        config.settings.topics.cdc_checkpoints])
+                remove_test_resources(
+                    config.settings,
+                    [config.settings.topics.row_changes(db, "bench_rows"), config.settings.topics.cdc_checkpoints],
+                )
 
 
 if __name__ == "__main__":

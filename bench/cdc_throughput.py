@@ -15,6 +15,7 @@ Medians of the runs are printed; the last line is `cdc reader/raw-parse ratio: X
 
     python bench/cdc_throughput.py [--rows 200000] [--runs 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,7 +34,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import ROOT, stack_up  # noqa: E402
-
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
@@ -44,8 +44,10 @@ from schemas.settings import Settings  # noqa: E402
 from tests.support import execute, isolated_config_data, mysql, remove_test_resources, write_config  # noqa: E402
 
 TABLE, BIG_TABLE = "bench_rows", "bench_big"
-COLUMNS = ("id BIGINT PRIMARY KEY, n INT NOT NULL, qty SMALLINT, name VARCHAR(64) CHARACTER SET utf8mb4, "
-           "code CHAR(8), created DATETIME(3), amount DECIMAL(12,2), note VARCHAR(255))")
+COLUMNS = (
+    "id BIGINT PRIMARY KEY, n INT NOT NULL, qty SMALLINT, name VARCHAR(64) CHARACTER SET utf8mb4, "
+    "code CHAR(8), created DATETIME(3), amount DECIMAL(12,2), note VARCHAR(255))"
+)
 
 
 def vm_kb(field: str, pid: str = "self") -> int:
@@ -64,15 +66,26 @@ def run_raw(config: Config, table: str, start: dict, rows: int) -> dict:
     # plain library: none of cdcflow's patches (cdc/tablemaps.py, cdc/libfixes.py) in this process
     patched = {"cdc.reader", "cdc.tablemaps", "cdc.libfixes", "cdc.rowdecode"} & set(sys.modules)
     assert not patched, f"the raw side must run the library as shipped, but {patched} are imported"
-    connection = {"host": settings.mysql.host, "port": settings.mysql.port, "user": settings.mysql.user,
-                  "password": settings.mysql.password.get_secret_value(), "charset": "utf8mb4"}
+    connection = {
+        "host": settings.mysql.host,
+        "port": settings.mysql.port,
+        "user": settings.mysql.user,
+        "password": settings.mysql.password.get_secret_value(),
+        "charset": "utf8mb4",
+    }
     stream = BinLogStreamReader(
-        connection_settings=connection, server_id=settings.mysql.server_id,
+        connection_settings=connection,
+        server_id=settings.mysql.server_id,
         # blocking=True as the reader: MariaDB 10.11 resets a non-blocking dump connection part-way
         # (seen after ~1.3k rows), and the run stops at the bench's last row anyway.
-        blocking=True, only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent],
-        only_schemas=[settings.mysql.database], only_tables=[table], is_mariadb=True,
-        auto_position=start["gtid_set"], enable_logging=False)
+        blocking=True,
+        only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent],
+        only_schemas=[settings.mysql.database],
+        only_tables=[table],
+        is_mariadb=True,
+        auto_position=start["gtid_set"],
+        enable_logging=False,
+    )
     count, first = 0, 0.0
     try:
         for event in stream:
@@ -104,16 +117,28 @@ def run_reader(config: Config, table: str, start: dict, rows: int) -> dict:
     # reader itself learns of acks only when it next polls, up to a heartbeat (1 s) later.
     topics = [settings.topics.row_changes(db, t) for db, t in config.rules.tables()]
     admin = AdminClient(settings.kafka_config())
-    for future in admin.create_topics([NewTopic(
-            t, num_partitions=settings.kafka.partitions, replication_factor=settings.kafka.replication_factor,
-            config={"message.timestamp.type": "LogAppendTime",
-                    "max.message.bytes": str(ROW_CHANGE_MAX_MESSAGE_BYTES)}) for t in topics]).values():
+    for future in admin.create_topics(
+        [
+            NewTopic(
+                t,
+                num_partitions=settings.kafka.partitions,
+                replication_factor=settings.kafka.replication_factor,
+                config={
+                    "message.timestamp.type": "LogAppendTime",
+                    "max.message.bytes": str(ROW_CHANGE_MAX_MESSAGE_BYTES),
+                },
+            )
+            for t in topics
+        ]
+    ).values():
         future.result()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         found = admin.list_topics(timeout=5).topics
-        if all(t in found and found[t].partitions and all(p.leader >= 0 for p in found[t].partitions.values())
-               for t in topics):
+        if all(
+            t in found and found[t].partitions and all(p.leader >= 0 for p in found[t].partitions.values())
+            for t in topics
+        ):
             break
         time.sleep(0.1)
     stop = threading.Event()
@@ -139,8 +164,9 @@ def run_reader(config: Config, table: str, start: dict, rows: int) -> dict:
 
 def append_times(settings: Settings, topics: list[str]) -> tuple[int, int]:
     """Broker append time of the first and of the last message over the topics' partitions."""
-    consumer = Consumer(settings.kafka_config(**{"group.id": f"bench-times-{time.time_ns()}",
-                                                 "enable.auto.commit": False}))
+    consumer = Consumer(
+        settings.kafka_config(**{"group.id": f"bench-times-{time.time_ns()}", "enable.auto.commit": False})
+    )
     first, last = [], []
     try:
         for topic in topics:
@@ -167,10 +193,25 @@ def child(args: argparse.Namespace) -> None:
 
 def in_child(kind: str, config: Config, table: str, start: Position, rows: int) -> dict:
     out = subprocess.run(
-        [sys.executable, __file__, "--child", kind, "--config", str(config.path), "--table", table,
-         "--start", json.dumps({"file": start.file, "pos": start.pos, "gtid_set": start.gtid_set}),
-         "--rows", str(rows)],
-        cwd=ROOT, capture_output=True, text=True, timeout=900)
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            kind,
+            "--config",
+            str(config.path),
+            "--table",
+            table,
+            "--start",
+            json.dumps({"file": start.file, "pos": start.pos, "gtid_set": start.gtid_set}),
+            "--rows",
+            str(rows),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if out.returncode != 0:
         raise RuntimeError(f"{kind} run failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -184,10 +225,19 @@ def write_rows(db: str, rows: int, per_transaction: int) -> float:
     try:
         with conn.cursor() as cur:
             for start in range(0, rows, per_transaction):
-                batch = [(i, i * 7 % 100_000, i % 30_000, f"name-{i}-李雷", f"C{i % 9999:07d}",
-                          base + timedelta(seconds=i, milliseconds=i % 1000), Decimal(i % 100_000) / 100,
-                          f"note {i} " + "x" * (i % 40))
-                         for i in range(start, min(rows, start + per_transaction))]
+                batch = [
+                    (
+                        i,
+                        i * 7 % 100_000,
+                        i % 30_000,
+                        f"name-{i}-李雷",
+                        f"C{i % 9999:07d}",
+                        base + timedelta(seconds=i, milliseconds=i % 1000),
+                        Decimal(i % 100_000) / 100,
+                        f"note {i} " + "x" * (i % 40),
+                    )
+                    for i in range(start, min(rows, start + per_transaction))
+                ]
                 cur.execute("BEGIN")
                 cur.executemany(f"INSERT INTO {TABLE} VALUES (%s, %s, %s, %s, %s, %s, %s, %s)", batch)
                 cur.execute("COMMIT")
@@ -199,10 +249,12 @@ def write_rows(db: str, rows: int, per_transaction: int) -> float:
 def reader_config(workdir: Path, data: dict, run: str, table: str) -> Config:
     """The bench's config with its own reader name, checkpoint topic and row-change topics for one run."""
     prefix = data["topics"]["cdc_prefix"]
-    data = {**data, "topics": {**data["topics"], "cdc_prefix": f"{prefix}.{run}",
-                               "cdc_checkpoints": f"{prefix}.{run}.checkpoints"},
-            "cdc": {**data["cdc"], "name": f"{data['cdc']['name']}-{run}"},
-            "monitored_tables": {table: {"triggers": ["echo"]}}}
+    data = {
+        **data,
+        "topics": {**data["topics"], "cdc_prefix": f"{prefix}.{run}", "cdc_checkpoints": f"{prefix}.{run}.checkpoints"},
+        "cdc": {**data["cdc"], "name": f"{data['cdc']['name']}-{run}"},
+        "monitored_tables": {table: {"triggers": ["echo"]}},
+    }
     directory = workdir / run
     directory.mkdir()
     return write_config(directory, data)
@@ -229,13 +281,18 @@ def main() -> None:
     data = isolated_config_data("bcdc", {"monitored_tables": {TABLE: {"triggers": ["echo"]}}})
     db = data["mysql"]["database"]
     base = write_config(workdir, data)
-    execute([f"CREATE DATABASE {db}", f"CREATE TABLE {db}.{TABLE} ({COLUMNS}", f"CREATE TABLE {db}.{BIG_TABLE} ({COLUMNS}"])
+    execute(
+        [f"CREATE DATABASE {db}", f"CREATE TABLE {db}.{TABLE} ({COLUMNS}", f"CREATE TABLE {db}.{BIG_TABLE} ({COLUMNS}"]
+    )
     configs: list[Config] = []
     try:
         _, start = detect_server(base.settings)
         took = write_rows(db, args.rows, args.per_transaction)
-        print(f"wrote {args.rows} rows in transactions of {args.per_transaction} in {took:.1f}s "
-              f"(binlog from gtid {start.gtid_set})", file=sys.stderr)
+        print(
+            f"wrote {args.rows} rows in transactions of {args.per_transaction} in {took:.1f}s "
+            f"(binlog from gtid {start.gtid_set})",
+            file=sys.stderr,
+        )
         raw_rates, reader_rates, reader_hwm = [], [], []
         for run in range(args.runs):
             raw = in_child("raw", base, TABLE, start, args.rows)
@@ -245,8 +302,11 @@ def main() -> None:
             raw_rates.append(raw["rows"] / raw["seconds"])
             reader_rates.append(rdr["rows"] / rdr["seconds"])
             reader_hwm.append(rdr["hwm_kb"])
-            print(f"run {run + 1}: raw parse {raw_rates[-1]:,.0f} rows/s, reader {reader_rates[-1]:,.0f} rows/s "
-                  f"(acked), ratio {reader_rates[-1] / raw_rates[-1]:.2f}", file=sys.stderr)
+            print(
+                f"run {run + 1}: raw parse {raw_rates[-1]:,.0f} rows/s, reader {reader_rates[-1]:,.0f} rows/s "
+                f"(acked), ratio {reader_rates[-1] / raw_rates[-1]:.2f}",
+                file=sys.stderr,
+            )
 
         _, big_start = detect_server(base.settings)
         execute(f"INSERT INTO {BIG_TABLE} SELECT * FROM {TABLE}", db)  # one transaction of all rows
@@ -257,23 +317,32 @@ def main() -> None:
         raw_rate, reader_rate = statistics.median(raw_rates), statistics.median(reader_rates)
         ratios = [r / w for r, w in zip(reader_rates, raw_rates)]
         print(f"row changes: {args.rows} (transactions of {args.per_transaction}), runs: {args.runs}")
-        print(f"raw mysql-replication parse: {raw_rate:,.0f} rows/s (median; runs "
-              f"{', '.join(f'{r:,.0f}' for r in raw_rates)})")
-        print(f"cdc reader, Kafka-acknowledged: {reader_rate:,.0f} rows/s (median; runs "
-              f"{', '.join(f'{r:,.0f}' for r in reader_rates)})")
-        print(f"reader peak RSS, {args.rows} rows in transactions of {args.per_transaction}: "
-              f"{statistics.median(reader_hwm) / 1024:.0f} MB")
-        print(f"reader during one {args.rows}-row transaction: {big['rows'] / big['seconds']:,.0f} rows/s, "
-              f"peak RSS {big['hwm_kb'] / 1024:.0f} MB, RSS at its first row {big['base_kb'] / 1024:.0f} MB "
-              f"(growth {(big['hwm_kb'] - big['base_kb']) / 1024:.0f} MB)")
+        print(
+            f"raw mysql-replication parse: {raw_rate:,.0f} rows/s (median; runs "
+            f"{', '.join(f'{r:,.0f}' for r in raw_rates)})"
+        )
+        print(
+            f"cdc reader, Kafka-acknowledged: {reader_rate:,.0f} rows/s (median; runs "
+            f"{', '.join(f'{r:,.0f}' for r in reader_rates)})"
+        )
+        print(
+            f"reader peak RSS, {args.rows} rows in transactions of {args.per_transaction}: "
+            f"{statistics.median(reader_hwm) / 1024:.0f} MB"
+        )
+        print(
+            f"reader during one {args.rows}-row transaction: {big['rows'] / big['seconds']:,.0f} rows/s, "
+            f"peak RSS {big['hwm_kb'] / 1024:.0f} MB, RSS at its first row {big['base_kb'] / 1024:.0f} MB "
+            f"(growth {(big['hwm_kb'] - big['base_kb']) / 1024:.0f} MB)"
+        )
         print(f"per-run ratios: {', '.join(f'{r:.2f}' for r in ratios)}")
         print(f"cdc reader/raw-parse ratio: {statistics.median(ratios):.2f}")
     finally:
         execute(f"DROP DATABASE IF EXISTS {db}")
         for config in configs:
             s = config.settings
-            remove_test_resources(s, [s.topics.row_changes(db, t) for _, t in config.rules.tables()]
-                                  + [s.topics.cdc_checkpoints])
+            remove_test_resources(
+                s, [s.topics.row_changes(db, t) for _, t in config.rules.tables()] + [s.topics.cdc_checkpoints]
+            )
         remove_test_resources(base.settings, [])
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -1,4 +1,5 @@
 """What every benchmark script needs: the local stack up, a cdcflow command started, percentiles."""
+
 from __future__ import annotations
 
 import os
@@ -18,9 +19,13 @@ def stack_up() -> None:
 def start_cdcflow(config_path: Path, *args: str, log_path: Path) -> subprocess.Popen[bytes]:
     """`cdcflow --config CONFIG ARGS...` in the background, logging at WARNING into `log_path`."""
     with log_path.open("wb") as log:
-        return subprocess.Popen([sys.executable, "-m", "console.cli", "--config", str(config_path), *args],
-                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, "CDCFLOW_LOG_LEVEL": "WARNING"})
+        return subprocess.Popen(
+            [sys.executable, "-m", "console.cli", "--config", str(config_path), *args],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "CDCFLOW_LOG_LEVEL": "WARNING"},
+        )
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -7,6 +7,7 @@ echo plugin as its first statement) from the results topic. Prints p50/p90/p99 a
 
     python bench/e2e_latency.py [--rows 1000] [--rate 200]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,9 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import percentile, stack_up, start_cdcflow  # noqa: E402
-
 import orjson  # noqa: E402
+from common import percentile, stack_up, start_cdcflow  # noqa: E402
 
 from cdc.checkpoint import CheckpointStore  # noqa: E402
 from tests.support import consume_all, execute, isolated_config_data, mysql, wait_for, write_config  # noqa: E402
@@ -36,8 +36,11 @@ def main() -> None:
     args = parser.parse_args()
 
     stack_up()
-    rules = {"monitored_tables": {"pings": {"triggers": ["echo"], "operations": ["INSERT"],
-                                            "params": {"message": "{after.id}"}}}}
+    rules = {
+        "monitored_tables": {
+            "pings": {"triggers": ["echo"], "operations": ["INSERT"], "params": {"message": "{after.id}"}}
+        }
+    }
     data = isolated_config_data("bench", rules)
     data["kafka"]["partitions"] = 4
     db = data["mysql"]["database"]
@@ -81,9 +84,11 @@ def main() -> None:
             ms = [v * 1000 for v in values]
             print(f"  {name:<28} p50 {percentile(ms, 50):7.1f} ms  p99 {percentile(ms, 99):7.1f} ms")
         print(f"rows measured: {len(latencies)} at {args.rate:.0f} rows/s (missing: {failed})")
-        print(f"e2e latency p50 {percentile(latencies, 50):.1f} ms, p90 {percentile(latencies, 90):.1f} ms, "
-              f"p99 {percentile(latencies, 99):.1f} ms, max {max(latencies):.1f} ms, "
-              f"mean {statistics.fmean(latencies):.1f} ms")
+        print(
+            f"e2e latency p50 {percentile(latencies, 50):.1f} ms, p90 {percentile(latencies, 90):.1f} ms, "
+            f"p99 {percentile(latencies, 99):.1f} ms, max {max(latencies):.1f} ms, "
+            f"mean {statistics.fmean(latencies):.1f} ms"
+        )
         print(f"e2e latency p50/p99 ms: {percentile(latencies, 50):.1f} / {percentile(latencies, 99):.1f}")
     finally:
         pipeline.send_signal(signal.SIGINT)
@@ -110,8 +115,11 @@ def results(config) -> dict[int, dict[str, float]]:
 def reader_times(config, db: str) -> dict[int, float]:
     """row id -> when the reader built its envelope (`ts_ms`)."""
     topic = config.settings.topics.row_changes(db, "pings")
-    return {orjson.loads(m.value())["after"]["id"]: orjson.loads(m.value())["ts_ms"] / 1000
-            for m in consume_all(config, [topic], idle_seconds=1.0, max_seconds=60)}
+    return {
+        orjson.loads(m.value())["after"]["id"]: orjson.loads(m.value())["ts_ms"] / 1000
+        for m in consume_all(config, [topic], idle_seconds=1.0, max_seconds=60)
+    }
+
 
 if __name__ == "__main__":
     main()

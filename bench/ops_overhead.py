@@ -5,21 +5,22 @@ per-event hooks, the reader's per-row-event count, and one /metrics scrape of a 
 
 Pure CPU (no stack needed). Last line: `ops hook cost per result/event us: A / B`.
 """
+
 from __future__ import annotations
 
 import argparse
 import statistics
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 from common import ROOT  # noqa: F401  (puts the repo on sys.path)
 
+from plugins.runner_ops import RunnerOps
 from schemas.config import Config
 from schemas.result import Result
 from schemas.rules import RulesConfig
-from plugins.runner_ops import RunnerOps
 from schemas.settings import Settings
 from streams.worker_ops import StreamsOps
 
@@ -40,15 +41,27 @@ def main() -> None:
     n = parser.parse_args().n
     settings = Settings()
     runner = RunnerOps(SimpleNamespace(settings=settings, lanes={}, paused_topics=set(), stop=threading.Event()))  # type: ignore[arg-type]
-    now = datetime.now(timezone.utc)
-    results = [Result(invocation_id=f"i{i}", plugin=f"p{i % 5}", plugin_version="1", status="success",
-                      started_at=now, finished_at=now, duration_ms=1.5) for i in range(1000)]
+    now = datetime.now(UTC)
+    results = [
+        Result(
+            invocation_id=f"i{i}",
+            plugin=f"p{i % 5}",
+            plugin_version="1",
+            status="success",
+            started_at=now,
+            finished_at=now,
+            duration_ms=1.5,
+        )
+        for i in range(1000)
+    ]
     it = iter(results * (n // 1000 + 1))
     result_us = per_call_us(lambda: runner.on_result(next(it)), n // 5)
     streams = StreamsOps(Config(path=None, settings=settings, rules=RulesConfig()))
     source = {"db": "shop", "table": "orders"}
     match = [SimpleNamespace(invocation={"trigger": {"kind": "cdc", "rule": "r1"}, "plugin": "echo"})]
-    event_us = per_call_us(lambda: (streams.on_row_change(source, match), streams.on_emitted(match[0].invocation)), n // 5)
+    event_us = per_call_us(
+        lambda: (streams.on_row_change(source, match), streams.on_emitted(match[0].invocation)), n // 5
+    )
     counts: dict[tuple[str, str, str], int] = {}
     key = ("shop", "orders", "c")
 

@@ -6,6 +6,7 @@ JSON on both sides, process wake-ups).
 
     python bench/plugin_round_trip.py [--calls 20000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,11 @@ def measure_round_trip(calls: int = 20000, warmup: int = 500) -> dict[str, float
     framing, JSON on both sides and the process wake-ups).
     """
     with plugin_pool(example_plugin("echo"), size=1) as pool:
-        request = {"invocation_id": "bench", "params": {},
-                   "context": {"invocation_id": "bench", "plugin": "echo", "attempt": 1, "trigger": {"kind": "manual"}}}
+        request = {
+            "invocation_id": "bench",
+            "params": {},
+            "context": {"invocation_id": "bench", "plugin": "echo", "attempt": 1, "trigger": {"kind": "manual"}},
+        }
         for _ in range(warmup):
             pool.call(request, timeout=5)
         trips, overheads = [], []
@@ -43,9 +47,14 @@ def measure_round_trip(calls: int = 20000, warmup: int = 500) -> dict[str, float
     def pct(xs: list[float], q: float) -> float:
         return round(xs[min(len(xs) - 1, int(len(xs) * q))] * 1e6, 1)
 
-    return {"calls": calls, "round_trip_p50_us": pct(trips, 0.5), "round_trip_p99_us": pct(trips, 0.99),
-            "overhead_p50_us": pct(overheads, 0.5), "overhead_p99_us": pct(overheads, 0.99),
-            "calls_per_second_one_worker": round(calls / sum(trips))}
+    return {
+        "calls": calls,
+        "round_trip_p50_us": pct(trips, 0.5),
+        "round_trip_p99_us": pct(trips, 0.99),
+        "overhead_p50_us": pct(overheads, 0.5),
+        "overhead_p99_us": pct(overheads, 0.99),
+        "calls_per_second_one_worker": round(calls / sum(trips)),
+    }
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ Last line: `replay into pipeline msgs/s: N`.
 
     python bench/replay_throughput.py [--events 50000] [--repeat 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,35 +28,57 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, stack_up  # noqa: E402
-
 import orjson  # noqa: E402
+from common import ROOT, stack_up  # noqa: E402
 from confluent_kafka import Producer  # noqa: E402
 
 from schemas.runtime.kafka_topics import ensure_topics  # noqa: E402
 from tests.support import isolated_config_data, remove_test_resources, write_config  # noqa: E402
 
-RULES = {"monitored_tables": {"shop.orders": {"name": "paid", "triggers": ["echo"], "operations": ["UPDATE"],
-                                              "conditions": {"status": "paid"},
-                                              "params": {"message": "order {after.id}", "data": "{event_id}"}}}}
+RULES = {
+    "monitored_tables": {
+        "shop.orders": {
+            "name": "paid",
+            "triggers": ["echo"],
+            "operations": ["UPDATE"],
+            "conditions": {"status": "paid"},
+            "params": {"message": "order {after.id}", "data": "{event_id}"},
+        }
+    }
+}
 SCANNED = re.compile(r"scanned (\d+) message\(s\) in ([\d.]+)s")
 
 
 def produce(producer: Producer, topic: str, events: int) -> None:
     for i in range(events):
         row = i % 1000
-        producer.produce(topic, key=orjson.dumps({"id": row}), value=orjson.dumps({
-            "before": {"id": row, "status": "new"}, "after": {"id": row, "status": "paid" if i % 2 else "new", "n": i},
-            "op": "u", "ts_ms": 1, "event_id": f"1:mysql-bin.000001:{1000 + 10 * i}:0",
-            "source": {"server_id": 1, "db": "shop", "table": "orders", "ts_ms": 1}}))
+        producer.produce(
+            topic,
+            key=orjson.dumps({"id": row}),
+            value=orjson.dumps(
+                {
+                    "before": {"id": row, "status": "new"},
+                    "after": {"id": row, "status": "paid" if i % 2 else "new", "n": i},
+                    "op": "u",
+                    "ts_ms": 1,
+                    "event_id": f"1:mysql-bin.000001:{1000 + 10 * i}:0",
+                    "source": {"server_id": 1, "db": "shop", "table": "orders", "ts_ms": 1},
+                }
+            ),
+        )
         if i % 10000 == 0:
             producer.poll(0)
     assert producer.flush(60) == 0
 
 
 def replay(config_path: Path, *args: str) -> tuple[int, float]:
-    done = subprocess.run([sys.executable, "-m", "console.cli", "-c", str(config_path), "replay", "shop.orders", *args],
-                          cwd=ROOT, capture_output=True, text=True, env={**os.environ, "CDCFLOW_LOG_LEVEL": "WARNING"})
+    done = subprocess.run(
+        [sys.executable, "-m", "console.cli", "-c", str(config_path), "replay", "shop.orders", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CDCFLOW_LOG_LEVEL": "WARNING"},
+    )
     if done.returncode != 0:
         raise SystemExit(f"replay {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
     m = SCANNED.search(done.stderr)
@@ -81,8 +104,12 @@ def main() -> None:
         try:
             produce(Producer(s.kafka_config(**{"linger.ms": 20})), source, args.events)
             rates = {}
-            runs = (("dry run (read + re-match)", ["--dry-run"]), ("into pipeline", []),
-                    ("into pipeline, batch 500", ["--batch-size", "500"]), ("copy --to-topic", ["--to-topic", copy]))
+            runs = (
+                ("dry run (read + re-match)", ["--dry-run"]),
+                ("into pipeline", []),
+                ("into pipeline, batch 500", ["--batch-size", "500"]),
+                ("copy --to-topic", ["--to-topic", copy]),
+            )
             rates: dict[str, list[float]] = {name: [] for name, _ in runs}
             for attempt in range(args.repeat):
                 for i, (name, extra) in enumerate(runs):
@@ -91,8 +118,10 @@ def main() -> None:
                     assert scanned == args.events, (name, scanned)
                     rates[name].append(scanned / seconds)
             for name, values in rates.items():
-                print(f"{name:28s} median of {args.repeat}: {statistics.median(values):>9,.0f} msgs/s  "
-                      f"(runs: {', '.join(f'{v:,.0f}' for v in values)})")
+                print(
+                    f"{name:28s} median of {args.repeat}: {statistics.median(values):>9,.0f} msgs/s  "
+                    f"(runs: {', '.join(f'{v:,.0f}' for v in values)})"
+                )
             print(f"replay into pipeline msgs/s: {statistics.median(rates['into pipeline']):,.0f}")
         finally:
             remove_test_resources(s, topics)

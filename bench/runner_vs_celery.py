@@ -16,9 +16,11 @@ invocations arrive one by one and under the flood, and memory (RSS/PSS) per warm
 
 Last line: `runner/celery ratio: X.XX`.
 """
+
 from __future__ import annotations
 
 import os
+from datetime import UTC
 
 from celery import Celery
 
@@ -27,8 +29,14 @@ from celery import Celery
 CELERY_REDIS = os.environ.get("BENCH_CELERY_REDIS", "redis://127.0.0.1:6380")
 BROKER_DB, BACKEND_DB = 11, 12  # db 0 is cdcflow's; these two are the benchmark's own
 app = Celery("runner_vs_celery", broker=f"{CELERY_REDIS}/{BROKER_DB}", backend=f"{CELERY_REDIS}/{BACKEND_DB}")
-app.conf.update(task_serializer="json", result_serializer="json", accept_content=["json"],
-                result_expires=600, worker_hijack_root_logger=False, broker_connection_retry_on_startup=True)
+app.conf.update(
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    result_expires=600,
+    worker_hijack_root_logger=False,
+    broker_connection_retry_on_startup=True,
+)
 
 
 @app.task(name="bench.noop")
@@ -46,7 +54,7 @@ def main() -> None:  # noqa: C901 - a script: setup, rounds, report
     import tempfile
     import time
     import uuid
-    from datetime import datetime, timezone
+    from datetime import datetime
     from pathlib import Path
     from typing import Any
 
@@ -71,9 +79,17 @@ def main() -> None:  # noqa: C901 - a script: setup, rounds, report
     work = Path(tempfile.mkdtemp(prefix="bench-runner-celery-"))
     plugin_dir = work / "plugins" / "noop"
     plugin_dir.mkdir(parents=True)
-    (plugin_dir / "plugin.json").write_text(json.dumps({
-        "name": "noop", "version": "1.0.0", "entry_point": "main.noop", "concurrency": args.workers,
-        "timeout_seconds": 30}))
+    (plugin_dir / "plugin.json").write_text(
+        json.dumps(
+            {
+                "name": "noop",
+                "version": "1.0.0",
+                "entry_point": "main.noop",
+                "concurrency": args.workers,
+                "timeout_seconds": 30,
+            }
+        )
+    )
     (plugin_dir / "main.py").write_text("def noop():\n    return None\n")
     data = isolated_config_data("bench", plugin_dirs=[plugin_dir.parent])
     data["runners"]["venv_dir"] = str(ROOT / ".state" / "bench-venvs")
@@ -86,7 +102,7 @@ def main() -> None:  # noqa: C901 - a script: setup, rounds, report
     producer = Producer(s.kafka_config(**{"acks": "all", "enable.idempotence": True, "linger.ms": 5}))
 
     def invocation_payloads(n: int) -> list[tuple[bytes, bytes]]:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         trigger = ManualTrigger(requested_by="bench", requested_at=now, request_id="bench")
         out = []
         for _ in range(n):
@@ -130,19 +146,43 @@ def main() -> None:  # noqa: C901 - a script: setup, rounds, report
     queue_name = f"bench-{uuid.uuid4().hex[:8]}"
     try:
         # -- start both, warm --------------------------------------------------------------------
-        runner = start_cdcflow(config.path, "runners", "run", "--plugin", "noop", "--no-watch",
-                               log_path=work / "runner.log")
+        runner = start_cdcflow(
+            config.path, "runners", "run", "--plugin", "noop", "--no-watch", log_path=work / "runner.log"
+        )
         warm = invocation_payloads(args.workers * 10)
         produce(warm)
         wait_count(lambda: r.zcard(runs_index), len(warm), 180, "the runner to start (venv, workers, group join)")
         app.conf.task_default_queue = queue_name
-        celery_worker = None if args.no_celery else subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "runner_vs_celery", "worker", "--pool", "prefork",
-             "--concurrency", str(args.workers), "-Q", queue_name, "--loglevel", "WARNING",
-             "--without-gossip", "--without-mingle", "--without-heartbeat"],
-            cwd=Path(__file__).resolve().parent, stdout=(work / "celery.log").open("wb"), stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent)})
+        celery_worker = (
+            None
+            if args.no_celery
+            else subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "runner_vs_celery",
+                    "worker",
+                    "--pool",
+                    "prefork",
+                    "--concurrency",
+                    str(args.workers),
+                    "-Q",
+                    queue_name,
+                    "--loglevel",
+                    "WARNING",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "--without-heartbeat",
+                ],
+                cwd=Path(__file__).resolve().parent,
+                stdout=(work / "celery.log").open("wb"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent)},
+            )
+        )
         for res in [] if args.no_celery else [noop.apply_async() for _ in range(args.workers * 10)]:
             res.get(timeout=120)
         backend = redis.Redis.from_url(f"{CELERY_REDIS}/{BACKEND_DB}")
@@ -193,9 +233,16 @@ def main() -> None:  # noqa: C901 - a script: setup, rounds, report
         # -- memory per warm worker ----------------------------------------------------------------
         sample = [json.loads(x) for x in r.mget([f"{s.redis.key_prefix}:run:{k.decode()}" for k, _ in paced[-50:]])]
         runner_pids = sorted({x["worker_pid"] for x in sample if x.get("worker_pid")})
-        celery_pids = [] if celery_worker is None else [
-            int(p) for p in subprocess.run(["pgrep", "-P", str(celery_worker.pid)], capture_output=True,
-                                           text=True).stdout.split()]
+        celery_pids = (
+            []
+            if celery_worker is None
+            else [
+                int(p)
+                for p in subprocess.run(
+                    ["pgrep", "-P", str(celery_worker.pid)], capture_output=True, text=True
+                ).stdout.split()
+            ]
+        )
         runner_mem = [memory(p) for p in runner_pids if Path(f"/proc/{p}").exists()]
         celery_mem = [memory(p) for p in celery_pids]
 
@@ -203,19 +250,31 @@ def main() -> None:  # noqa: C901 - a script: setup, rounds, report
         runner_rate = statistics.median(runner_rates)
         celery_rate = statistics.median(celery_rates) if celery_rates else float("nan")
         print()
-        print(f"N={args.n} per round, W={args.workers} worker processes each, {args.rounds} alternating rounds (medians)")
-        print(f"runner (Kafka -> warm isolated worker -> Redis + results topic -> commit): {runner_rate:.0f} invocations/s"
-              f"  rounds: {', '.join(f'{x:.0f}' for x in runner_rates)}")
-        print(f"celery 5 (Redis broker, Redis result backend, prefork):              {celery_rate:.0f} tasks/s"
-              f"  rounds: {', '.join(f'{x:.0f}' for x in celery_rates)}")
-        print(f"runner overhead consumed -> entry called, one by one ({len(idle)}): "
-              f"p50 {percentile(idle, 50):.3f} ms, p99 {percentile(idle, 99):.3f} ms")
-        print(f"runner overhead consumed -> entry called, under the flood ({len(flood_overheads)} sampled, "
-              f"includes queueing): p50 {percentile(flood_overheads, 50):.1f} ms, p99 {percentile(flood_overheads, 99):.1f} ms")
+        print(
+            f"N={args.n} per round, W={args.workers} worker processes each, {args.rounds} alternating rounds (medians)"
+        )
+        print(
+            f"runner (Kafka -> warm isolated worker -> Redis + results topic -> commit): {runner_rate:.0f} invocations/s"
+            f"  rounds: {', '.join(f'{x:.0f}' for x in runner_rates)}"
+        )
+        print(
+            f"celery 5 (Redis broker, Redis result backend, prefork):              {celery_rate:.0f} tasks/s"
+            f"  rounds: {', '.join(f'{x:.0f}' for x in celery_rates)}"
+        )
+        print(
+            f"runner overhead consumed -> entry called, one by one ({len(idle)}): "
+            f"p50 {percentile(idle, 50):.3f} ms, p99 {percentile(idle, 99):.3f} ms"
+        )
+        print(
+            f"runner overhead consumed -> entry called, under the flood ({len(flood_overheads)} sampled, "
+            f"includes queueing): p50 {percentile(flood_overheads, 50):.1f} ms, p99 {percentile(flood_overheads, 99):.1f} ms"
+        )
         for label, mem in (("runner worker", runner_mem), ("celery prefork child", celery_mem)):
             if mem:
-                print(f"memory per warm {label} ({len(mem)}): RSS {statistics.median(m[0] for m in mem):.1f} MiB, "
-                      f"PSS {statistics.median(m[1] for m in mem):.1f} MiB")
+                print(
+                    f"memory per warm {label} ({len(mem)}): RSS {statistics.median(m[0] for m in mem):.1f} MiB, "
+                    f"PSS {statistics.median(m[1] for m in mem):.1f} MiB"
+                )
         if celery_rates:
             print(f"runner/celery ratio: {runner_rate / celery_rate:.2f}")
     finally:

@@ -16,6 +16,7 @@ Last line: `streams matching events/s: N`.
 
     python bench/streams_matching.py [--events 200000] [--paced-rate 1000] [--paced-seconds 10]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,9 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import percentile, stack_up, start_cdcflow  # noqa: E402
-
 import orjson  # noqa: E402
+from common import percentile, stack_up, start_cdcflow  # noqa: E402
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 
 from schemas.config import Config  # noqa: E402
@@ -58,8 +58,15 @@ def rules() -> dict:
             conditions = {"amount": {"gte": i * 20, "lt": i * 20 + 20}}
         else:
             conditions = {"status": {"changed": True}, "after.status": f"s{i % 10}", "after.region": "us"}
-        specs.append({"name": f"r{i}", "triggers": ["echo"], "operations": ["INSERT", "UPDATE"],
-                      "conditions": conditions, "params": {"message": "{after.id}"}})
+        specs.append(
+            {
+                "name": f"r{i}",
+                "triggers": ["echo"],
+                "operations": ["INSERT", "UPDATE"],
+                "conditions": conditions,
+                "params": {"message": "{after.id}"},
+            }
+        )
     return {"monitored_tables": {"orders": specs}}
 
 
@@ -67,8 +74,16 @@ def row_change(db: str, n: int) -> tuple[bytes, bytes]:
     row = n % ROWS
     before = {"id": row, "status": f"s{(n - 1) % 10}", "amount": (n * 7) % 1000, "region": "eu"}
     after = {"id": row, "status": f"s{n % 10}", "amount": (n * 13) % 1000, "region": "us" if n % 2 else "eu"}
-    value = orjson.dumps({"before": before, "after": after, "op": "u", "ts_ms": 0,
-                          "event_id": event_id(n), "source": {"db": db, "table": "orders", "server_id": 1}})
+    value = orjson.dumps(
+        {
+            "before": before,
+            "after": after,
+            "op": "u",
+            "ts_ms": 0,
+            "event_id": event_id(n),
+            "source": {"db": db, "table": "orders", "server_id": 1},
+        }
+    )
     return orjson.dumps({"id": row}), value
 
 
@@ -76,8 +91,9 @@ def event_id(n: int) -> str:
     return f"1:mysql-bin.000001:{1000 + n * 10}:0"
 
 
-def produce(producer: Producer, topic: str, db: str, numbers: range,
-            on_delivery: Callable[..., None] | None = None) -> None:
+def produce(
+    producer: Producer, topic: str, db: str, numbers: range, on_delivery: Callable[..., None] | None = None
+) -> None:
     for n in numbers:
         key, value = row_change(db, n)
         while True:
@@ -165,10 +181,13 @@ def main() -> None:
         ceiling_data["streams"]["app_id"] += "-ceiling"
         ceiling_data["streams"]["state_dir"] += "-ceiling"
         (workdir / "ceiling").mkdir()
-        ceiling, ceiling_cpu = ceiling_rate(write_config(workdir / "ceiling", ceiling_data), workdir, source,
-                                            args.events)
-        print(f"faust consume ceiling (agent does nothing) events/s: {ceiling:.0f}; "
-              f"worker CPU ms per 1000 events: {ceiling_cpu:.0f}")
+        ceiling, ceiling_cpu = ceiling_rate(
+            write_config(workdir / "ceiling", ceiling_data), workdir, source, args.events
+        )
+        print(
+            f"faust consume ceiling (agent does nothing) events/s: {ceiling:.0f}; "
+            f"worker CPU ms per 1000 events: {ceiling_cpu:.0f}"
+        )
 
     # What the worker must emit, from the same matcher in this process (a check, not only a count).
     matcher = validated_matcher(config)
@@ -213,8 +232,9 @@ def main() -> None:
                 first = consumer.poll(0.01)
                 for msg in [first, *consumer.consume(999, 0)] if first is not None else []:
                     if not msg.error():
-                        emitted.append((orjson.loads(msg.value())["trigger"]["event_id"], time.time() * 1000,
-                                        msg.timestamp()[1]))
+                        emitted.append(
+                            (orjson.loads(msg.value())["trigger"]["event_id"], time.time() * 1000, msg.timestamp()[1])
+                        )
 
         collector = threading.Thread(target=collect, daemon=True)
         collector.start()
@@ -244,10 +264,14 @@ def main() -> None:
     if ceiling:
         print(f"matching / ceiling: {rate / ceiling:.2f} (events/s); {ceiling_cpu / matching_cpu:.2f} (CPU per event)")
     if latencies:
-        print(f"latency added, row change produced -> invocation received by a read_committed consumer ({args.paced_rate}/s paced, "
-              f"{len(latencies)} invocations) p50/p99 ms: {percentile(latencies, 50):.1f} / {percentile(latencies, 99):.1f}")
-        print(f"  of which row change produced -> invocation produced (its CreateTime) p50/p99 ms: "
-              f"{percentile(to_produced, 50):.1f} / {percentile(to_produced, 99):.1f}")
+        print(
+            f"latency added, row change produced -> invocation received by a read_committed consumer ({args.paced_rate}/s paced, "
+            f"{len(latencies)} invocations) p50/p99 ms: {percentile(latencies, 50):.1f} / {percentile(latencies, 99):.1f}"
+        )
+        print(
+            f"  of which row change produced -> invocation produced (its CreateTime) p50/p99 ms: "
+            f"{percentile(to_produced, 50):.1f} / {percentile(to_produced, 99):.1f}"
+        )
     print(f"streams matching events/s: {rate:.0f}")
 
 

@@ -7,6 +7,7 @@ the fires after the first few (start-up catch-up is not lateness); last line
 
     python bench/timer_lateness.py [--fires 150] [--interval 0.2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,9 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import percentile, stack_up, start_cdcflow  # noqa: E402
-
 import orjson  # noqa: E402
+from common import percentile, stack_up, start_cdcflow  # noqa: E402
 from confluent_kafka import Consumer  # noqa: E402
 
 from schemas.runtime.kafka_topics import ensure_topics  # noqa: E402
@@ -37,15 +37,29 @@ def main() -> None:
     args = parser.parse_args()
     stack_up()
     workdir = Path(tempfile.mkdtemp(prefix="cdcflow-bench-"))
-    config = write_config(workdir, isolated_config_data("btimer", {"schedules": {
-        "tick": {"plugin": "echo", "interval_seconds": args.interval, "params": {"message": "tick"},
-                 # no runner consumes the fires here, so none ever finishes: do not hold slots back
-                 "max_instances": 1_000_000}}}))
+    config = write_config(
+        workdir,
+        isolated_config_data(
+            "btimer",
+            {
+                "schedules": {
+                    "tick": {
+                        "plugin": "echo",
+                        "interval_seconds": args.interval,
+                        "params": {"message": "tick"},
+                        # no runner consumes the fires here, so none ever finishes: do not hold slots back
+                        "max_instances": 1_000_000,
+                    }
+                }
+            },
+        ),
+    )
     invoke = config.settings.topics.invoke("echo")
     ensure_topics(config.settings, [invoke])
     worker = start_cdcflow(config.path, "streams", "worker", log_path=workdir / "worker.log")
-    consumer = Consumer(config.settings.kafka_config(**{"group.id": f"bench-{os.getpid()}",
-                                                        "auto.offset.reset": "earliest"}))
+    consumer = Consumer(
+        config.settings.kafka_config(**{"group.id": f"bench-{os.getpid()}", "auto.offset.reset": "earliest"})
+    )
     consumer.subscribe([invoke])
     lateness: dict[str, float] = {}
     wanted = args.fires + args.skip
@@ -63,12 +77,14 @@ def main() -> None:
         worker.send_signal(signal.SIGTERM)
         worker.wait(60)
         consumer.close()
-    values = list(lateness.values())[args.skip:]
+    values = list(lateness.values())[args.skip :]
     if len(values) < args.fires:
         raise SystemExit(f"only {len(values)} fires measured; see {workdir / 'worker.log'}")
     print(f"fires measured: {len(values)} every {args.interval}s (distinct ids: {len(lateness)})")
-    print(f"timer lateness p50 {percentile(values, 50):.1f} ms, p90 {percentile(values, 90):.1f} ms, "
-          f"max {max(values):.1f} ms")
+    print(
+        f"timer lateness p50 {percentile(values, 50):.1f} ms, p90 {percentile(values, 90):.1f} ms, "
+        f"max {max(values):.1f} ms"
+    )
     print(f"timer lateness p99 ms: {percentile(values, 99):.1f}")
 
 

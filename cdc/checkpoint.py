@@ -1,4 +1,5 @@
 """Reader positions, stored in a compacted Kafka topic so a reader on another host can take over."""
+
 from __future__ import annotations
 
 import logging
@@ -53,11 +54,15 @@ class CheckpointStore:
 
     def load_value(self, key: bytes, timeout: float = 10.0) -> dict | None:
         """The newest JSON value stored under `key` (the reader's position, or a snapshot's progress)."""
-        consumer = Consumer(self.settings.kafka_config(**{
-            "group.id": f"{self.settings.cdc.name}-checkpoint-reader",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }))
+        consumer = Consumer(
+            self.settings.kafka_config(
+                **{
+                    "group.id": f"{self.settings.cdc.name}-checkpoint-reader",
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                }
+            )
+        )
         try:
             latest: dict | None = None
             metadata = consumer.list_topics(self.topic, timeout=timeout).topics.get(self.topic)

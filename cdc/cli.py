@@ -1,4 +1,5 @@
 """`cdcflow cdc ...`"""
+
 from __future__ import annotations
 
 import signal
@@ -11,6 +12,7 @@ from schemas.runtime.cli_support import get_config
 
 def stop_on_signals(stop_event: threading.Event) -> None:
     """SIGTERM/SIGINT end the loop cleanly (flush, checkpoint) instead of killing it mid-write."""
+
     def handler(signum: int, _frame: object) -> None:
         stop_event.set()
 
@@ -24,9 +26,12 @@ def cdc() -> None:
 
 
 @cdc.command("run")
-@click.option("--from-now", is_flag=True,
-              help="ignore the checkpoint and start at the current end of the binlog (overwrites the "
-                   "checkpoint; changes committed before now are not sent)")
+@click.option(
+    "--from-now",
+    is_flag=True,
+    help="ignore the checkpoint and start at the current end of the binlog (overwrites the "
+    "checkpoint; changes committed before now are not sent)",
+)
 @click.pass_context
 def run(ctx: click.Context, from_now: bool) -> None:
     """Stream row changes of the monitored tables to Kafka until stopped."""
@@ -50,16 +55,26 @@ def run(ctx: click.Context, from_now: bool) -> None:
         # Refused login, unknown host, server down at start: say where, not a traceback (the supervisor
         # restarts the reader with backoff; a wrong password needs a person).
         mysql = config.settings.mysql
-        raise click.ClickException(f"MySQL at {mysql.host}:{mysql.port} as {mysql.user!r} (config section mysql): "
-                                   f"{e.args[-1]}") from None
+        raise click.ClickException(
+            f"MySQL at {mysql.host}:{mysql.port} as {mysql.user!r} (config section mysql): {e.args[-1]}"
+        ) from None
 
 
 @cdc.command("snapshot")
 @click.argument("tables", nargs=-1)
-@click.option("--where", default=None, metavar="SQL",
-              help="only rows matching this SQL condition (applied to every table), as Maxwell's bootstrap")
-@click.option("--chunk-size", default=2000, show_default=True, type=click.IntRange(min=1),
-              help="rows per keyset-paginated chunk; progress is saved after each acknowledged chunk")
+@click.option(
+    "--where",
+    default=None,
+    metavar="SQL",
+    help="only rows matching this SQL condition (applied to every table), as Maxwell's bootstrap",
+)
+@click.option(
+    "--chunk-size",
+    default=2000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="rows per keyset-paginated chunk; progress is saved after each acknowledged chunk",
+)
 @click.option("--restart", is_flag=True, help="discard an unfinished snapshot instead of resuming it")
 @click.pass_context
 def snapshot(ctx: click.Context, tables: tuple[str, ...], where: str | None, chunk_size: int, restart: bool) -> None:
@@ -89,8 +104,14 @@ def snapshot(ctx: click.Context, tables: tuple[str, ...], where: str | None, chu
             elapsed = max(time.monotonic() - started, 1e-6)
             return f"{(job.rows_done - sent_at_start) / elapsed:,.0f} rows/s  {shown['table']}"
 
-        with click.progressbar(length=max(estimate, 1), label="snapshot", show_pos=True, show_eta=True,
-                               item_show_func=rate, file=click.get_text_stream("stderr")) as bar:
+        with click.progressbar(
+            length=max(estimate, 1),
+            label="snapshot",
+            show_pos=True,
+            show_eta=True,
+            item_show_func=rate,
+            file=click.get_text_stream("stderr"),
+        ) as bar:
             bar.update(job.rows_done)
 
             def advance(rows: int, table: str) -> None:
@@ -101,11 +122,14 @@ def snapshot(ctx: click.Context, tables: tuple[str, ...], where: str | None, chu
     except (SnapshotError, FilterError) as e:
         raise click.ClickException(str(e)) from None
     except pymysql.err.MySQLError as e:
-        raise click.ClickException(f"source server {config.settings.mysql.host}:{config.settings.mysql.port}: "
-                                   f"{e.args[-1] if e.args else e}") from None
-    click.echo(f"snapshot {result.snapshot_id}: {job.rows_done} rows of {len(job.plans)} table(s) sent "
-               f"({result.rows} in this run, {result.rows / max(result.seconds, 1e-6):,.0f} rows/s); "
-               f"reader resumes from {result.checkpoint.describe()}")
+        raise click.ClickException(
+            f"source server {config.settings.mysql.host}:{config.settings.mysql.port}: {e.args[-1] if e.args else e}"
+        ) from None
+    click.echo(
+        f"snapshot {result.snapshot_id}: {job.rows_done} rows of {len(job.plans)} table(s) sent "
+        f"({result.rows} in this run, {result.rows / max(result.seconds, 1e-6):,.0f} rows/s); "
+        f"reader resumes from {result.checkpoint.describe()}"
+    )
 
 
 @cdc.command("status")
@@ -120,6 +144,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
     config = get_config(ctx)
     figures = read_status(config.settings)
     if figures is None:
-        raise click.ClickException(f"no status for reader {config.settings.cdc.name!r} "
-                                   f"(Redis key {status_key(config.settings)}): has it ever run?")
+        raise click.ClickException(
+            f"no status for reader {config.settings.cdc.name!r} "
+            f"(Redis key {status_key(config.settings)}): has it ever run?"
+        )
     click.echo(orjson.dumps(figures).decode() if as_json else format_status(figures))

@@ -1,4 +1,5 @@
 """Errors the reader cannot retry its way out of: they stop it with a message saying what to do."""
+
 from __future__ import annotations
 
 import pymysql
@@ -46,9 +47,11 @@ class GtidDomainUnknown(PositionLost):
         self.domains = domains
         self.server_state = server_state
         named = ", ".join(g for g in (position.gtid_set or "").split(",") if g.split("-", 1)[0] in domains)
-        message = (f"GTID domain {', '.join(domains)} of the checkpoint ({named}) is unknown to the source server, "
-                   f"whose binlogs hold {server_state or 'no GTIDs'}: the checkpoint was taken on another server, "
-                   "or before its binlogs were reset, so resuming from it would re-send or skip rows")
+        message = (
+            f"GTID domain {', '.join(domains)} of the checkpoint ({named}) is unknown to the source server, "
+            f"whose binlogs hold {server_state or 'no GTIDs'}: the checkpoint was taken on another server, "
+            "or before its binlogs were reset, so resuming from it would re-send or skip rows"
+        )
         super().__init__(position, message)
         self.args = (str(self).replace(f"(server said: {message})", f"({message})"),)
 

@@ -12,6 +12,7 @@ mysql-replication decides per row event, before decoding its rows, from `only_sc
 whose schema or table name no rule/include can match is skipped undecoded. What passes that coarse
 test (an excluded table whose name an include pattern matches) is dropped by the exact check.
 """
+
 from __future__ import annotations
 
 import logging
@@ -60,8 +61,13 @@ class TableSelection:
     `on_new_table` is told (the reader creates its topic then).
     """
 
-    def __init__(self, rule_tables: Iterable[Table], include: Iterable[str] = (), exclude: Iterable[str] = (),
-                 on_new_table: Callable[[str, str], None] | None = None):
+    def __init__(
+        self,
+        rule_tables: Iterable[Table],
+        include: Iterable[str] = (),
+        exclude: Iterable[str] = (),
+        on_new_table: Callable[[str, str], None] | None = None,
+    ):
         self.rule_tables = frozenset(rule_tables)
         self.include = tuple(include)
         self.exclude = tuple(exclude)
@@ -70,8 +76,10 @@ class TableSelection:
         for db, table in sorted(self.rule_tables):
             pattern = self.excluded_by(db, table)
             if pattern is not None:
-                raise FilterError(f"cdc.exclude pattern {pattern!r} excludes {db}.{table}, which a rule monitors: "
-                                  "remove the pattern or disable the rule")
+                raise FilterError(
+                    f"cdc.exclude pattern {pattern!r} excludes {db}.{table}, which a rule monitors: "
+                    "remove the pattern or disable the rule"
+                )
         self.on_new_table = on_new_table
         self._known: set[Table] = set(self.rule_tables)
         self._decided: dict[Table, bool] = {t: True for t in self.rule_tables}
@@ -86,7 +94,8 @@ class TableSelection:
         if self.excluded_by(db, table) is not None:
             return False
         return (db, table) in self.rule_tables or any(
-            fnmatchcase(db, pdb) and fnmatchcase(table, ptable) for pdb, ptable in self._include_parts)
+            fnmatchcase(db, pdb) and fnmatchcase(table, ptable) for pdb, ptable in self._include_parts
+        )
 
     def __contains__(self, key: object) -> bool:
         decided = self._decided.get(key)  # type: ignore[arg-type]
@@ -116,9 +125,11 @@ class TableSelection:
         conn = pymysql.connect(**connection_settings)
         try:
             with conn.cursor() as cur:
-                cur.execute("SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES "
-                            "WHERE TABLE_TYPE = 'BASE TABLE' "
-                            "AND TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys')")
+                cur.execute(
+                    "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES "
+                    "WHERE TABLE_TYPE = 'BASE TABLE' "
+                    "AND TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys')"
+                )
                 for db, table in cur.fetchall():
                     if self.selects(db, table):
                         self._known.add((db, table))
@@ -138,6 +149,7 @@ class TableSelection:
         }
 
 
-def selection_for(rules_tables: Iterable[Table], cdc_settings: Any,
-                  on_new_table: Callable[[str, str], None] | None = None) -> TableSelection:
+def selection_for(
+    rules_tables: Iterable[Table], cdc_settings: Any, on_new_table: Callable[[str, str], None] | None = None
+) -> TableSelection:
     return TableSelection(rules_tables, cdc_settings.include, cdc_settings.exclude, on_new_table)

@@ -3,6 +3,7 @@
 Each fix replaces one private method, so each is checked against the library version it was
 written for: a newer version with a different shape fails loudly here instead of decoding wrong.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -28,7 +29,7 @@ def time2_from_bytes(data: bytes, fsp: int) -> dt.timedelta:
         if frac_bytes == 0:
             packed = intpart << 24
         else:
-            frac = int.from_bytes(data[3:3 + frac_bytes], "big")
+            frac = int.from_bytes(data[3 : 3 + frac_bytes], "big")
             if intpart < 0 and frac:
                 intpart += 1  # the fraction borrows from the integer part of a negative value
                 frac -= 1 << (8 * frac_bytes)

@@ -4,6 +4,7 @@ Never loses a change: a position is checkpointed only at a transaction boundary 
 Kafka acknowledged every row produced before it (idempotent producer, acks=all). After a crash
 the reader resumes from the checkpoint; rows it re-sends carry the same event id as before.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -30,18 +31,20 @@ from pymysqlreplication.event import (
 from pymysqlreplication.gtid import Gtid, GtidSet
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
-from cdc import libfixes  # noqa: F401  (fixes the library's TIME2 decoding on import)
-from cdc import tablemaps  # noqa: F401  (table maps parsed once per distinct body, on import)
+from cdc import (
+    libfixes,  # noqa: F401  (fixes the library's TIME2 decoding on import)
+    tablemaps,  # noqa: F401  (table maps parsed once per distinct body, on import)
+)
 from cdc.checkpoint import CheckpointStore, Position
 from cdc.errors import position_lost, unknown_gtid_domain
 from cdc.filters import selection_for
+from cdc.reader_ops import ReaderOps
 from cdc.rowdecode import NoPlan, RowDecoder, supports
 from cdc.schema_info import SchemaInfo
 from cdc.status import StatusPublisher
 from cdc.types import RowConverter, to_json_value
-from schemas.runtime.kafka_topics import ROW_CHANGE_MAX_MESSAGE_BYTES, ensure_topics
-from cdc.reader_ops import ReaderOps
 from schemas.rules import RulesConfig
+from schemas.runtime.kafka_topics import ROW_CHANGE_MAX_MESSAGE_BYTES, ensure_topics
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -152,15 +155,24 @@ def detect_server(settings: Settings) -> tuple[bool, Position]:
 
 
 class BinlogReader:
-    def __init__(self, settings: Settings, rules: RulesConfig, stop_event: threading.Event | None = None,
-                 from_now: bool = False, producer_options: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        rules: RulesConfig,
+        stop_event: threading.Event | None = None,
+        from_now: bool = False,
+        producer_options: dict[str, Any] | None = None,
+    ):
         self.settings = settings
         self.producer_options = producer_options or {}
         # Start at the current end of the binlog even if a checkpoint exists (an explicit, logged choice).
         self.from_now = from_now
         # rules' tables + cdc.include - cdc.exclude; a table created later that include matches gets its topic then
-        self.tables = selection_for(rules.tables(), settings.cdc,
-                                    on_new_table=lambda db, t: ensure_topics(settings, [settings.topics.row_changes(db, t)]))
+        self.tables = selection_for(
+            rules.tables(),
+            settings.cdc,
+            on_new_table=lambda db, t: ensure_topics(settings, [settings.topics.row_changes(db, t)]),
+        )
         self.stop_event = stop_event or threading.Event()
         self.checkpoints = CheckpointStore(settings)
         self.stats = ReaderStats()
@@ -224,7 +236,15 @@ class BinlogReader:
             connection_settings=connection_settings(self.settings),
             server_id=self.settings.mysql.server_id,
             blocking=True,
-            only_events=[*ROW_EVENTS, XidEvent, QueryEvent, MariadbGtidEvent, GtidEvent, RotateEvent, HeartbeatLogEvent],
+            only_events=[
+                *ROW_EVENTS,
+                XidEvent,
+                QueryEvent,
+                MariadbGtidEvent,
+                GtidEvent,
+                RotateEvent,
+                HeartbeatLogEvent,
+            ],
             **self.tables.library_filters(),  # row events of other tables are skipped before decoding
             is_mariadb=self.is_mariadb,
             slave_heartbeat=1.0,
@@ -233,19 +253,23 @@ class BinlogReader:
         )
 
     def _new_producer(self) -> Producer:
-        return Producer(self.settings.kafka_config(**{
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": self.settings.cdc.linger_ms,
-            "compression.type": "lz4",
-            # Bounded local queue: when Kafka is slower than the binlog, produce() raises
-            # BufferError and the reader waits (back-pressure) instead of buffering a whole
-            # transaction; a single row up to the row-change topics' limit still fits.
-            "queue.buffering.max.messages": 20_000,
-            "queue.buffering.max.kbytes": 2 * ROW_CHANGE_MAX_MESSAGE_BYTES // 1024,
-            "message.max.bytes": ROW_CHANGE_MAX_MESSAGE_BYTES,
-            **self.producer_options,
-        }))
+        return Producer(
+            self.settings.kafka_config(
+                **{
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": self.settings.cdc.linger_ms,
+                    "compression.type": "lz4",
+                    # Bounded local queue: when Kafka is slower than the binlog, produce() raises
+                    # BufferError and the reader waits (back-pressure) instead of buffering a whole
+                    # transaction; a single row up to the row-change topics' limit still fits.
+                    "queue.buffering.max.messages": 20_000,
+                    "queue.buffering.max.kbytes": 2 * ROW_CHANGE_MAX_MESSAGE_BYTES // 1024,
+                    "message.max.bytes": ROW_CHANGE_MAX_MESSAGE_BYTES,
+                    **self.producer_options,
+                }
+            )
+        )
 
     def run(self) -> None:
         self.tables.resolve(connection_settings(self.settings))
@@ -253,6 +277,7 @@ class BinlogReader:
         ensure_topics(self.settings, topics)
         self.checkpoints.ensure()
         from cdc.snapshot import refuse_if_snapshot_unfinished  # (cdc.snapshot imports this module)
+
         refuse_if_snapshot_unfinished(self.checkpoints)  # its rows must reach Kafka before our changes
         self.is_mariadb, current = detect_server(self.settings)
         self.schema_info = SchemaInfo(connection_settings(self.settings), self.is_mariadb)
@@ -260,9 +285,13 @@ class BinlogReader:
         self.producer = producer = self._new_producer()
         position = self.checkpoints.load()
         if position is not None and self.from_now:
-            log.warning("--from-now: DISCARDING checkpoint %s of reader %r and starting at the current end of "
-                        "the binlog, %s. Changes committed in between are NOT sent.",
-                        position.describe(), self.settings.cdc.name, current.describe())
+            log.warning(
+                "--from-now: DISCARDING checkpoint %s of reader %r and starting at the current end of "
+                "the binlog, %s. Changes committed in between are NOT sent.",
+                position.describe(),
+                self.settings.cdc.name,
+                current.describe(),
+            )
             position = None
         if position is None:
             position = current
@@ -271,8 +300,11 @@ class BinlogReader:
             self.checkpoints.save(producer, position)
             if producer.flush(30) > 0:
                 raise RuntimeError("Kafka did not acknowledge the initial checkpoint within 30s")
-            log.info("no checkpoint for reader %r: starting at the current end of the binlog, %s",
-                     self.settings.cdc.name, position.describe())
+            log.info(
+                "no checkpoint for reader %r: starting at the current end of the binlog, %s",
+                self.settings.cdc.name,
+                position.describe(),
+            )
         else:
             log.info("resuming reader %r from checkpoint %s", self.settings.cdc.name, position.describe())
             lost = unknown_gtid_domain(connection_settings(self.settings), position) if self.is_mariadb else None
@@ -300,8 +332,10 @@ class BinlogReader:
                         self.state = "stopped: position lost"
                         log.error("%s", fatal)
                         raise fatal from e
-                    what = (f"source {self.settings.mysql.host}:{self.settings.mysql.port} unavailable "
-                            f"({type(e).__name__}: {e})")
+                    what = (
+                        f"source {self.settings.mysql.host}:{self.settings.mysql.port} unavailable "
+                        f"({type(e).__name__}: {e})"
+                    )
                 except KafkaDeliveryFailed as e:
                     # Rows after the last acknowledged checkpoint may be lost in the old producer:
                     # drop it and re-read the binlog from that checkpoint (same event ids).
@@ -336,19 +370,21 @@ class BinlogReader:
             return
         stats = self.stats
         now_ms = int(time.time() * 1000)
-        self.status.publish({
-            "name": self.settings.cdc.name,
-            "state": self.state,
-            "position": f"{stats.position.file}:{stats.position.pos}" if stats.position else None,
-            "gtid_set": stats.position.gtid_set if stats.position else None,
-            "checkpoint": stats.checkpoint.describe() if stats.checkpoint else None,
-            "lag_ms": stats.lag_ms(now_ms),
-            "rows_per_s": round(self.status.meter.update(stats.rows_acked), 1),
-            "rows_acked": stats.rows_acked,
-            "rows_produced": stats.rows_produced,
-            "transactions": stats.transactions,
-            "last_error": stats.last_error,
-        })
+        self.status.publish(
+            {
+                "name": self.settings.cdc.name,
+                "state": self.state,
+                "position": f"{stats.position.file}:{stats.position.pos}" if stats.position else None,
+                "gtid_set": stats.position.gtid_set if stats.position else None,
+                "checkpoint": stats.checkpoint.describe() if stats.checkpoint else None,
+                "lag_ms": stats.lag_ms(now_ms),
+                "rows_per_s": round(self.status.meter.update(stats.rows_acked), 1),
+                "rows_acked": stats.rows_acked,
+                "rows_produced": stats.rows_produced,
+                "transactions": stats.transactions,
+                "last_error": stats.last_error,
+            }
+        )
 
     def _reset_producer(self) -> None:
         old = self.producer
@@ -436,14 +472,16 @@ class BinlogReader:
         for index, (before, after) in enumerate(self._decoder(event).rows(event)):
             image = after if after is not None else before
             key = dumps({c: image.get(c) for c in pk_cols}) if pk_cols and image else None
-            value = dumps({
-                "before": before,
-                "after": after,
-                "op": op,
-                "ts_ms": now_ms,
-                "source": {**source_base, "row": index},
-                "event_id": id_prefix + str(index),
-            })
+            value = dumps(
+                {
+                    "before": before,
+                    "after": after,
+                    "op": op,
+                    "ts_ms": now_ms,
+                    "source": {**source_base, "row": index},
+                    "event_id": id_prefix + str(index),
+                }
+            )
             on_delivery = partial(delivered, register())
             try:
                 produce(topic, value=value, key=key, on_delivery=on_delivery)
@@ -453,7 +491,8 @@ class BinlogReader:
                 raise RuntimeError(
                     f"row {index} of {event.schema}.{event.table} at {file}:{pos} ({len(value)} bytes) could not be "
                     f"produced to {topic}: {e.args[0].str()}; row-change messages may be up to "
-                    f"{ROW_CHANGE_MAX_MESSAGE_BYTES} bytes (schemas/runtime/kafka_topics.py)") from e
+                    f"{ROW_CHANGE_MAX_MESSAGE_BYTES} bytes (schemas/runtime/kafka_topics.py)"
+                ) from e
         counted = (event.schema, event.table, op)
         self.rows_by_table_op[counted] = self.rows_by_table_op.get(counted, 0) + index + 1
         self.stats.rows_produced += index + 1
@@ -477,7 +516,11 @@ class BinlogReader:
         cdc/rowdecode.py where it has a plan for every column; else the library's decoding plus
         the RowConverter of cdc/types.py (same JSON values, slower)."""
         cached = self._converters.get(event.table_id)
-        if cached is not None and cached[0] is event.columns and (supports(event) or isinstance(cached[1], RowConverter)):
+        if (
+            cached is not None
+            and cached[0] is event.columns
+            and (supports(event) or isinstance(cached[1], RowConverter))
+        ):
             return cached[1]
         json_columns = self.schema_info.json_columns(event.schema, event.table) if self.schema_info else frozenset()
         decoder: RowDecoder | RowConverter
@@ -495,9 +538,12 @@ class BinlogReader:
         now = time.monotonic()
         if now - self._last_wait_log >= 10:
             self._last_wait_log = now
-            log.warning("waiting for Kafka %s to acknowledge %d row change(s); checkpoint held at %s",
-                        self.settings.kafka.bootstrap_servers, self.tracker.next_seq - self.tracker.lowest_unacked(),
-                        self.stats.checkpoint.describe() if self.stats.checkpoint else "(none)")
+            log.warning(
+                "waiting for Kafka %s to acknowledge %d row change(s); checkpoint held at %s",
+                self.settings.kafka.bootstrap_servers,
+                self.tracker.next_seq - self.tracker.lowest_unacked(),
+                self.stats.checkpoint.describe() if self.stats.checkpoint else "(none)",
+            )
 
     def _advance_checkpoint(self, force: bool = False) -> None:
         self._last_checkpoint_at = time.monotonic()

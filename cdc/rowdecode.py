@@ -8,12 +8,13 @@ so a row costs a few slices and unpacks. Columns whose encoding has no plan here
 binary form, GEOMETRY, pre-5.6 temporal types, ...) make the whole table fall back to the library
 and RowConverter, which stay the reference: tests/test_cdc_types.py checks both give the same.
 """
+
 from __future__ import annotations
 
 import codecs
-from binascii import b2a_base64
 import datetime as dt
 import struct
+from binascii import b2a_base64
 from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
 
@@ -30,8 +31,13 @@ Row = dict[str, Any]
 
 DECIMAL_BYTES = (0, 1, 1, 2, 2, 3, 3, 4, 4, 4)
 UPDATE_EVENTS = (BINLOG.UPDATE_ROWS_EVENT_V1, BINLOG.UPDATE_ROWS_EVENT_V2)
-ROW_EVENT_TYPES = (BINLOG.WRITE_ROWS_EVENT_V1, BINLOG.WRITE_ROWS_EVENT_V2, BINLOG.DELETE_ROWS_EVENT_V1,
-                   BINLOG.DELETE_ROWS_EVENT_V2, *UPDATE_EVENTS)
+ROW_EVENT_TYPES = (
+    BINLOG.WRITE_ROWS_EVENT_V1,
+    BINLOG.WRITE_ROWS_EVENT_V2,
+    BINLOG.DELETE_ROWS_EVENT_V1,
+    BINLOG.DELETE_ROWS_EVENT_V2,
+    *UPDATE_EVENTS,
+)
 
 
 class NoPlan(Exception):
@@ -48,7 +54,8 @@ def _fixed(fmt: str, convert: Callable[[Any], Any] | None = None) -> Decoder:
 
 def _int24(signed: bool) -> Decoder:
     def decode(buf: bytes, pos: int) -> tuple[Any, int]:
-        return int.from_bytes(buf[pos:pos + 3], "little", signed=signed), pos + 3
+        return int.from_bytes(buf[pos : pos + 3], "little", signed=signed), pos + 3
+
     return decode
 
 
@@ -72,6 +79,7 @@ def _binary(length_bytes: int, pad_to: int = 0) -> Decoder:
         end = start + int.from_bytes(buf[pos:start], "little")
         data = buf[start:end]
         return b2a_base64(bytes(data).ljust(pad_to, b"\0") if pad_to else data, newline=False).decode("ascii"), end
+
     return decode
 
 
@@ -91,16 +99,23 @@ def _decimal(precision: int, scale: int) -> Decoder:
     # (shift, mask, weight): integral part = sum((v >> shift & mask) * weight), same for the fraction
     int_parts, frac_parts = [], []
     at = 8 * size
-    for width, digits, parts in ([(lead, integral % 9, int_parts)] if lead else []) \
-            + [(4, 9, int_parts)] * int_groups + [(4, 9, frac_parts)] * frac_groups \
-            + ([(tail, tail_digits, frac_parts)] if tail else []):
+    for width, digits, parts in (
+        ([(lead, integral % 9, int_parts)] if lead else [])
+        + [(4, 9, int_parts)] * int_groups
+        + [(4, 9, frac_parts)] * frac_groups
+        + ([(tail, tail_digits, frac_parts)] if tail else [])
+    ):
         at -= 8 * width
         parts.append((at, (1 << (8 * width)) - 1, digits))
-    int_spec = [(shift, mask, 10 ** sum(d for _, _, d in int_parts[i + 1:])) for i, (shift, mask, _) in enumerate(int_parts)]
-    frac_spec = [(shift, mask, 10 ** sum(d for _, _, d in frac_parts[i + 1:])) for i, (shift, mask, _) in enumerate(frac_parts)]
+    int_spec = [
+        (shift, mask, 10 ** sum(d for _, _, d in int_parts[i + 1 :])) for i, (shift, mask, _) in enumerate(int_parts)
+    ]
+    frac_spec = [
+        (shift, mask, 10 ** sum(d for _, _, d in frac_parts[i + 1 :])) for i, (shift, mask, _) in enumerate(frac_parts)
+    ]
 
     def decode(buf: bytes, pos: int) -> tuple[Any, int]:
-        v = int.from_bytes(buf[pos:pos + size], "big")
+        v = int.from_bytes(buf[pos : pos + size], "big")
         if v & sign_bit:
             v ^= sign_bit
             sign = ""
@@ -116,6 +131,7 @@ def _decimal(precision: int, scale: int) -> Decoder:
         for shift, mask, weight in frac_spec:
             frac += (v >> shift & mask) * weight
         return f"{sign}{whole}.{frac:0{scale}d}", pos + size
+
     return decode
 
 
@@ -146,14 +162,16 @@ def _datetime2(fsp: int) -> Decoder:
     size = 5 + width
 
     def decode(buf: bytes, pos: int) -> tuple[Any, int]:
-        v = int.from_bytes(buf[pos:pos + 5], "big")
+        v = int.from_bytes(buf[pos : pos + 5], "big")
         year, month = divmod((v >> 22) & 0x1FFFF, 13)
         day = (v >> 17) & 0x1F
         if not (0 < day <= 28 and year and 0 < month) and not _valid_date(year, month, day):
             return None, pos + size  # zero or invalid date: the library yields None, so do we
-        text = (f"{year:04d}-{month:02d}-{day:02d}T{(v >> 12) & 0x1F:02d}:{(v >> 6) & 0x3F:02d}:{v & 0x3F:02d}"
-                + (_fraction(micros(buf[pos + 5:pos + size]), fsp) if fsp else ""))
+        text = f"{year:04d}-{month:02d}-{day:02d}T{(v >> 12) & 0x1F:02d}:{(v >> 6) & 0x3F:02d}:{v & 0x3F:02d}" + (
+            _fraction(micros(buf[pos + 5 : pos + size]), fsp) if fsp else ""
+        )
         return text, pos + size
+
     return decode
 
 
@@ -162,19 +180,23 @@ def _timestamp2(fsp: int) -> Decoder:
     size = 4 + width
 
     def decode(buf: bytes, pos: int) -> tuple[Any, int]:
-        seconds = int.from_bytes(buf[pos:pos + 4], "big")
-        micro = micros(buf[pos + 4:pos + size]) if width else 0
+        seconds = int.from_bytes(buf[pos : pos + 4], "big")
+        micro = micros(buf[pos + 4 : pos + size]) if width else 0
         if not seconds and not micro:
             return None, pos + size  # TIMESTAMP 0 is the zero date
         v = EPOCH + dt.timedelta(seconds=seconds)
-        text = (f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}"
-                + _fraction(micro, fsp) + "Z")
+        text = (
+            f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}"
+            + _fraction(micro, fsp)
+            + "Z"
+        )
         return text, pos + size
+
     return decode
 
 
 def _date(buf: bytes, pos: int) -> tuple[Any, int]:
-    v = int.from_bytes(buf[pos:pos + 3], "little")
+    v = int.from_bytes(buf[pos : pos + 3], "little")
     year, month, day = v >> 9, (v >> 5) & 0xF, v & 0x1F
     if not (year and month and day):
         return None, pos + 3
@@ -183,7 +205,7 @@ def _date(buf: bytes, pos: int) -> tuple[Any, int]:
 
 def _time2(fsp: int) -> Decoder:
     size = 3 + (fsp + 1) // 2
-    return lambda buf, pos: (_time(time2_from_bytes(buf[pos:pos + size], fsp), fsp), pos + size)
+    return lambda buf, pos: (_time(time2_from_bytes(buf[pos : pos + size], fsp), fsp), pos + size)
 
 
 def _year(buf: bytes, pos: int) -> tuple[Any, int]:
@@ -192,17 +214,18 @@ def _year(buf: bytes, pos: int) -> tuple[Any, int]:
 
 def _bit(nbytes: int, bits: int) -> Decoder:
     mask = (1 << bits) - 1
-    return lambda buf, pos: (int.from_bytes(buf[pos:pos + nbytes], "big") & mask, pos + nbytes)
+    return lambda buf, pos: (int.from_bytes(buf[pos : pos + nbytes], "big") & mask, pos + nbytes)
 
 
 def _enum(size: int, members: Sequence[str]) -> Decoder:
-    return lambda buf, pos: (members[int.from_bytes(buf[pos:pos + size], "little")], pos + size)
+    return lambda buf, pos: (members[int.from_bytes(buf[pos : pos + size], "little")], pos + size)
 
 
 def _set(size: int, members: Sequence[str]) -> Decoder:
     def decode(buf: bytes, pos: int) -> tuple[Any, int]:
-        mask = int.from_bytes(buf[pos:pos + size], "little")
+        mask = int.from_bytes(buf[pos : pos + size], "little")
         return ",".join(m for i, m in enumerate(members) if mask >> i & 1), pos + size
+
     return decode
 
 
@@ -281,7 +304,7 @@ class RowDecoder:
         n = len(columns)
         if present == self._full(n):
             width = (n + 7) >> 3
-            nulls = int.from_bytes(buf[pos:pos + width], "little")
+            nulls = int.from_bytes(buf[pos : pos + width], "little")
             pos += width
             row: Row = {}
             if not nulls:
@@ -298,7 +321,7 @@ class RowDecoder:
         flags = int.from_bytes(present, "little")
         count = bin(flags & ((1 << n) - 1)).count("1")
         width = (count + 7) >> 3
-        nulls = int.from_bytes(buf[pos:pos + width], "little")
+        nulls = int.from_bytes(buf[pos : pos + width], "little")
         pos += width
         row = {}
         bit = 0
@@ -353,10 +376,13 @@ def _view(packet: Any, size: int) -> memoryview | None:
     """The next `size` bytes of the event as a view of pymysql's packet (no copy of a 16 MB row), consumed."""
     raw = getattr(packet, "packet", None)
     data, position = getattr(raw, "_data", None), getattr(raw, "_position", None)
-    if not isinstance(data, bytes) or not isinstance(position, int) or \
-            getattr(packet, "_BinLogPacketWrapper__data_buffer", b""):
+    if (
+        not isinstance(data, bytes)
+        or not isinstance(position, int)
+        or getattr(packet, "_BinLogPacketWrapper__data_buffer", b"")
+    ):
         return None
-    view = memoryview(data)[position:position + size]
+    view = memoryview(data)[position : position + size]
     packet.advance(size)
     return view
 

@@ -4,6 +4,7 @@ MariaDB's JSON is LONGTEXT with a `CHECK (json_valid(col))` constraint: its binl
 plain utf8mb4 BLOB. The constraint is the only way to know the column holds JSON.
 The lookup reflects the table *now*; after DDL the cache is cleared so the next rows re-read it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,8 +43,11 @@ class SchemaInfo:
                 if self._conn is None:
                     self._conn = pymysql.connect(**self._settings, autocommit=True)
                 with self._conn.cursor() as cur:
-                    cur.execute("SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
-                                "WHERE CONSTRAINT_SCHEMA = %s AND TABLE_NAME = %s", (db, table))
+                    cur.execute(
+                        "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
+                        "WHERE CONSTRAINT_SCHEMA = %s AND TABLE_NAME = %s",
+                        (db, table),
+                    )
                     return frozenset(m.group(1) for (clause,) in cur.fetchall() if (m := JSON_VALID.match(clause)))
             except pymysql.err.MySQLError:
                 self.close()

@@ -29,6 +29,7 @@ has no --where, the checkpoint becomes H (a full re-snapshot also repairs a lost
 snapshot never moves the checkpoint forward (other tables' changes before H are still needed): it
 becomes the earlier of the existing checkpoint and H, so changes after H are re-sent after the rows.
 """
+
 from __future__ import annotations
 
 import base64
@@ -50,11 +51,18 @@ from cdc.checkpoint import CheckpointStore, Position
 from cdc.filters import selection_for
 from cdc.reader import connection_settings, detect_server
 from cdc.schema_info import SchemaInfo
-from cdc.snapshot_values import TEXT_RESULTS, SnapshotColumn, SnapshotRowConverter, key_json, load_columns, quote_identifier
+from cdc.snapshot_values import (
+    TEXT_RESULTS,
+    SnapshotColumn,
+    SnapshotRowConverter,
+    key_json,
+    load_columns,
+    quote_identifier,
+)
 from cdc.status import read_status
-from schemas.runtime.kafka_topics import ROW_CHANGE_MAX_MESSAGE_BYTES, ensure_topics
 from schemas.row_change import snapshot_event_id
 from schemas.rules import RulesConfig
+from schemas.runtime.kafka_topics import ROW_CHANGE_MAX_MESSAGE_BYTES, ensure_topics
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -84,7 +92,8 @@ def refuse_if_snapshot_unfinished(store: CheckpointStore) -> None:
             f"snapshot {progress.get('snapshot_id')} of {', '.join(progress.get('tables', []))} is unfinished "
             f"({done} rows sent). Streaming now could put changes ahead of snapshot rows. Finish it first: "
             "re-run `cdcflow cdc snapshot` with the same arguments (it resumes), or discard it with "
-            "`cdcflow cdc snapshot --restart ...`.")
+            "`cdcflow cdc snapshot --restart ...`."
+        )
 
 
 def _encode_key(values: list[Any]) -> list[Any]:
@@ -136,6 +145,7 @@ class SnapshotResult:
 def earlier_position(a: Position, b: Position, is_mariadb: bool) -> Position:
     """The position from which streaming re-sends everything after either of them."""
     if is_mariadb:
+
         def domains(p: Position) -> dict[str, tuple[int, str]]:
             out = {}
             for gtid in (p.gtid_set or "").split(","):
@@ -143,6 +153,7 @@ def earlier_position(a: Position, b: Position, is_mariadb: bool) -> Position:
                     domain, _server, seq = gtid.strip().split("-")
                     out[domain] = (int(seq), gtid.strip())
             return out
+
         da, db_ = domains(a), domains(b)
         merged = {d: min(x for x in (da.get(d), db_.get(d)) if x is not None)[1] for d in sorted({*da, *db_})}
         # file/pos are not used to resume on MariaDB; keep those of the earlier one when comparable
@@ -154,15 +165,24 @@ def earlier_position(a: Position, b: Position, is_mariadb: bool) -> Position:
             return a
         if gb in ga:
             return b
-        raise SnapshotError(f"cannot order the checkpoint {a.describe()} and the snapshot position {b.describe()} "
-                            "(GTID sets diverge): snapshot every selected table without --where instead")
+        raise SnapshotError(
+            f"cannot order the checkpoint {a.describe()} and the snapshot position {b.describe()} "
+            "(GTID sets diverge): snapshot every selected table without --where instead"
+        )
     return a if (a.file or "", a.pos or 0) <= (b.file or "", b.pos or 0) else b
 
 
 class Snapshot:
-    def __init__(self, settings: Settings, rules: RulesConfig, tables: list[str] | None = None,
-                 where: str | None = None, chunk_size: int = 2000, restart: bool = False,
-                 stop_event: threading.Event | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        rules: RulesConfig,
+        tables: list[str] | None = None,
+        where: str | None = None,
+        chunk_size: int = 2000,
+        restart: bool = False,
+        stop_event: threading.Event | None = None,
+    ):
         if chunk_size < 1:
             raise SnapshotError(f"--chunk-size must be at least 1, not {chunk_size}")
         self.settings = settings
@@ -200,9 +220,11 @@ class Snapshot:
                 self.plans = [self._plan(cur, schema_info, name) for name in names]
                 for plan in self.plans:
                     if plan.name not in selected:
-                        raise SnapshotError(f"table {plan.name} is not read by the reader (not monitored by a rule, "
-                                            "not matched by cdc.include, or matched by cdc.exclude): its snapshot "
-                                            "would never be followed by its changes")
+                        raise SnapshotError(
+                            f"table {plan.name} is not read by the reader (not monitored by a rule, "
+                            "not matched by cdc.include, or matched by cdc.exclude): its snapshot "
+                            "would never be followed by its changes"
+                        )
                     self._check_where(cur, plan)
         finally:
             conn.close()
@@ -215,13 +237,20 @@ class Snapshot:
                 raise SnapshotError(
                     f"an unfinished snapshot {progress.snapshot_id} of {', '.join(progress.tables)}"
                     f"{' --where ' + repr(progress.where) if progress.where else ''} exists: re-run with the same "
-                    "arguments to resume it, or add --restart to discard it")
+                    "arguments to resume it, or add --restart to discard it"
+                )
             self.progress, self.resumed = progress, True
         else:
             if stored and not stored.get("finished"):
                 log.warning("--restart: discarding unfinished snapshot %s", stored.get("snapshot_id"))
-            self.progress = Progress(snapshot_id=uuid.uuid4().hex[:12], tables=names, where=self.where, handover={},
-                                     full=full, started_ms=int(time.time() * 1000))
+            self.progress = Progress(
+                snapshot_id=uuid.uuid4().hex[:12],
+                tables=names,
+                where=self.where,
+                handover={},
+                full=full,
+                started_ms=int(time.time() * 1000),
+            )
         done = sum(self.progress.rows.values())
         return done + sum(p.estimate for p in self.plans if p.name not in self.progress.done)
 
@@ -236,20 +265,27 @@ class Snapshot:
             # the reader's own start-up check still keeps it from streaming during the snapshot
             log.warning("cannot read the reader's status from Redis (%s): not checking whether it runs", e)
             return
-        if status and status.get("state") in LIVE_STATES and \
-                int(time.time() * 1000) - int(status.get("updated_ms", 0)) < LIVE_WITHIN_MS:
+        if (
+            status
+            and status.get("state") in LIVE_STATES
+            and int(time.time() * 1000) - int(status.get("updated_ms", 0)) < LIVE_WITHIN_MS
+        ):
             raise SnapshotError(
                 f"reader {self.settings.cdc.name!r} is {status.get('state')} ({status.get('host')} pid "
                 f"{status.get('pid')}): stop it first. Its changes must follow the snapshot rows, so it resumes "
-                "from the position the snapshot hands over when the snapshot is done.")
+                "from the position the snapshot hands over when the snapshot is done."
+            )
 
     def _qualify(self, name: str) -> str:
         return name if "." in name else f"{self.settings.mysql.database}.{name}"
 
     def _plan(self, cur: Any, schema_info: SchemaInfo, name: str) -> TablePlan:
         db, _, table = name.partition(".")
-        cur.execute("SELECT TABLE_ROWS, ENGINE, TABLE_TYPE FROM information_schema.TABLES "
-                    "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s", (db, table))
+        cur.execute(
+            "SELECT TABLE_ROWS, ENGINE, TABLE_TYPE FROM information_schema.TABLES "
+            "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+            (db, table),
+        )
         found = cur.fetchone()
         if found is None:
             raise SnapshotError(f"table {name} does not exist")
@@ -257,14 +293,23 @@ class Snapshot:
         if kind != "BASE TABLE":
             raise SnapshotError(f"{name} is a {kind.lower()}, not a table: views have no binlog rows to follow")
         if engine and engine.lower() != "innodb":
-            log.warning("table %s uses engine %s: not transactional, so its rows may not be exactly as of the "
-                        "snapshot's binlog position", name, engine)
-        cur.execute("SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = %s "
-                    "AND TABLE_NAME = %s AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION", (db, table))
+            log.warning(
+                "table %s uses engine %s: not transactional, so its rows may not be exactly as of the "
+                "snapshot's binlog position",
+                name,
+                engine,
+            )
+        cur.execute(
+            "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = %s "
+            "AND TABLE_NAME = %s AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION",
+            (db, table),
+        )
         pk = [r[0] for r in cur.fetchall()]
         if not pk:
-            raise SnapshotError(f"table {name} has no primary key: the snapshot pages by primary key, "
-                                "and its row changes would have no Kafka key to order them by")
+            raise SnapshotError(
+                f"table {name} has no primary key: the snapshot pages by primary key, "
+                "and its row changes would have no Kafka key to order them by"
+            )
         columns = load_columns(cur, db, table, schema_info.json_columns(db, table))
         return TablePlan(db, table, pk, columns, int(rows or 0))
 
@@ -272,8 +317,9 @@ class Snapshot:
         if self.where is None:
             return
         try:
-            cur.execute(f"SELECT 1 FROM {quote_identifier(plan.db)}.{quote_identifier(plan.table)} "
-                        f"WHERE ({self.where}) LIMIT 0")
+            cur.execute(
+                f"SELECT 1 FROM {quote_identifier(plan.db)}.{quote_identifier(plan.table)} WHERE ({self.where}) LIMIT 0"
+            )
         except pymysql.err.MySQLError as e:
             message = e.args[1] if len(e.args) > 1 else str(e)
             raise SnapshotError(f"--where {self.where!r} is not valid for table {plan.name}: {message}") from None
@@ -286,9 +332,17 @@ class Snapshot:
         assert progress is not None
         started = time.monotonic()
         ensure_topics(self.settings, [self.settings.topics.row_changes(p.db, p.table) for p in self.plans])
-        producer = Producer(self.settings.kafka_config(**{
-            "enable.idempotence": True, "acks": "all", "linger.ms": self.settings.cdc.linger_ms,
-            "compression.type": "lz4", "message.max.bytes": ROW_CHANGE_MAX_MESSAGE_BYTES}))
+        producer = Producer(
+            self.settings.kafka_config(
+                **{
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": self.settings.cdc.linger_ms,
+                    "compression.type": "lz4",
+                    "message.max.bytes": ROW_CHANGE_MAX_MESSAGE_BYTES,
+                }
+            )
+        )
         rows_before = self.rows_done
         conn: pymysql.connections.Connection | None = None
         try:
@@ -300,18 +354,25 @@ class Snapshot:
                     log.info("snapshot %s: consistent read at %s", progress.snapshot_id, position.describe())
                     self._save_progress(producer)  # the hand-over point is fixed before the first row
                 else:
-                    log.info("resuming snapshot %s (%d rows already sent); hand-over stays at %s",
-                             progress.snapshot_id, self.rows_done, Position(**progress.handover).describe())
+                    log.info(
+                        "resuming snapshot %s (%d rows already sent); hand-over stays at %s",
+                        progress.snapshot_id,
+                        self.rows_done,
+                        Position(**progress.handover).describe(),
+                    )
                 handover = Position(**progress.handover)
                 todo = [p for p in self.plans if p.name not in progress.done]
-                last_key = {p.name: _decode_key(progress.last_key[p.name]) if p.name in progress.last_key else None
-                            for p in todo}
+                last_key = {
+                    p.name: _decode_key(progress.last_key[p.name]) if p.name in progress.last_key else None
+                    for p in todo
+                }
                 # The final row of the last table that has rows carries source.snapshot "last" (as Debezium).
                 # The read is consistent, so which table that is does not change while we read.
                 final_table = next((p.name for p in reversed(todo) if self._chunk(cur, p, last_key[p.name], 1)), None)
                 for plan in todo:
-                    self._snapshot_table(cur, producer, plan, last_key[plan.name], handover, server_id,
-                                         plan.name == final_table, on_rows)
+                    self._snapshot_table(
+                        cur, producer, plan, last_key[plan.name], handover, server_id, plan.name == final_table, on_rows
+                    )
                 cur.execute("COMMIT")
             checkpoint = self._hand_over(producer, handover)
             progress.finished = True
@@ -319,9 +380,11 @@ class Snapshot:
         except pymysql.err.MySQLError as e:
             # e.g. the server restarted, or DDL on a table being read ("Table definition has changed")
             message = e.args[1] if len(e.args) > 1 else str(e)
-            raise SnapshotError(f"the source server {self.settings.mysql.host}:{self.settings.mysql.port} failed "
-                                f"during snapshot {progress.snapshot_id}: {message}. Progress is kept at the last "
-                                "acknowledged chunk: re-run the same command to resume") from e
+            raise SnapshotError(
+                f"the source server {self.settings.mysql.host}:{self.settings.mysql.port} failed "
+                f"during snapshot {progress.snapshot_id}: {message}. Progress is kept at the last "
+                "acknowledged chunk: re-run the same command to resume"
+            ) from e
         finally:
             producer.flush(30)
             if conn is not None:
@@ -329,9 +392,17 @@ class Snapshot:
         seconds = time.monotonic() - started
         return SnapshotResult(progress.snapshot_id, self.rows_done - rows_before, handover, checkpoint, seconds)
 
-    def _snapshot_table(self, cur: Any, producer: Producer, plan: TablePlan, last: list[Any] | None,
-                        handover: Position, server_id: int, is_final: bool,
-                        on_rows: Callable[[int, str], None] | None) -> None:
+    def _snapshot_table(
+        self,
+        cur: Any,
+        producer: Producer,
+        plan: TablePlan,
+        last: list[Any] | None,
+        handover: Position,
+        server_id: int,
+        is_final: bool,
+        on_rows: Callable[[int, str], None] | None,
+    ) -> None:
         progress = self.progress
         assert progress is not None
         source = self._source_base(plan, handover, server_id)
@@ -352,8 +423,15 @@ class Snapshot:
                 row = convert(raw)
                 key = key_json(row, key_columns)
                 flag = "last" if is_final and not more and i == len(rows) - 1 else "true"
-                self._produce(producer, topic, key, row, source,
-                              snapshot_event_id(progress.snapshot_id, plan.db, plan.table, key.decode()), flag)
+                self._produce(
+                    producer,
+                    topic,
+                    key,
+                    row,
+                    source,
+                    snapshot_event_id(progress.snapshot_id, plan.db, plan.table, key.decode()),
+                    flag,
+                )
             self._await_acks(producer)
             # only now, with every row of the chunk acknowledged, may progress move past them
             if rows:
@@ -382,8 +460,10 @@ class Snapshot:
                 ors.append("(" + " AND ".join([*eqs, f"{quote_identifier(k)} > %s"]) + ")")
                 params.extend([*last[:i], last[i]])
             conditions.append("(" + " OR ".join(ors) + ")")
-        sql = (f"SELECT {columns} FROM {quote_identifier(plan.db)}.{quote_identifier(plan.table)}"
-               f"{' WHERE ' + ' AND '.join(conditions) if conditions else ''} ORDER BY {order} LIMIT {int(limit)}")
+        sql = (
+            f"SELECT {columns} FROM {quote_identifier(plan.db)}.{quote_identifier(plan.table)}"
+            f"{' WHERE ' + ' AND '.join(conditions) if conditions else ''} ORDER BY {order} LIMIT {int(limit)}"
+        )
         cur.execute(sql, tuple(params))
         return list(cur.fetchall())
 
@@ -416,14 +496,39 @@ class Snapshot:
 
     def _source_base(self, plan: TablePlan, handover: Position, server_id: int) -> dict[str, Any]:
         assert self.progress is not None
-        return {"connector": "mariadb" if self.is_mariadb else "mysql", "name": self.settings.cdc.name,
-                "server_id": server_id, "db": plan.db, "table": plan.table, "file": handover.file,
-                "pos": handover.pos, "row": 0, "gtid": handover.gtid_set, "ts_ms": self.progress.started_ms}
+        return {
+            "connector": "mariadb" if self.is_mariadb else "mysql",
+            "name": self.settings.cdc.name,
+            "server_id": server_id,
+            "db": plan.db,
+            "table": plan.table,
+            "file": handover.file,
+            "pos": handover.pos,
+            "row": 0,
+            "gtid": handover.gtid_set,
+            "ts_ms": self.progress.started_ms,
+        }
 
-    def _produce(self, producer: Producer, topic: str, key: bytes, row: dict[str, Any], source: dict[str, Any],
-                 event_id: str, snapshot: str) -> None:
-        value = orjson.dumps({"before": None, "after": row, "op": "r", "ts_ms": int(time.time() * 1000),
-                              "source": {**source, "snapshot": snapshot}, "event_id": event_id})
+    def _produce(
+        self,
+        producer: Producer,
+        topic: str,
+        key: bytes,
+        row: dict[str, Any],
+        source: dict[str, Any],
+        event_id: str,
+        snapshot: str,
+    ) -> None:
+        value = orjson.dumps(
+            {
+                "before": None,
+                "after": row,
+                "op": "r",
+                "ts_ms": int(time.time() * 1000),
+                "source": {**source, "snapshot": snapshot},
+                "event_id": event_id,
+            }
+        )
         while True:
             try:
                 producer.produce(topic, key=key, value=value, on_delivery=self._delivered)
@@ -438,14 +543,17 @@ class Snapshot:
     def _await_acks(self, producer: Producer) -> None:
         left = producer.flush(60)
         if self._failure is not None or left:
-            raise SnapshotError(f"Kafka {self.settings.kafka.bootstrap_servers} did not acknowledge the snapshot's "
-                                f"rows ({self._failure or f'{left} still waiting after 60s'}); progress is kept at "
-                                "the last acknowledged chunk, re-run the same command to resume")
+            raise SnapshotError(
+                f"Kafka {self.settings.kafka.bootstrap_servers} did not acknowledge the snapshot's "
+                f"rows ({self._failure or f'{left} still waiting after 60s'}); progress is kept at "
+                "the last acknowledged chunk, re-run the same command to resume"
+            )
 
     def _save_progress(self, producer: Producer) -> None:
         assert self.progress is not None
-        producer.produce(self.store.topic, key=self.key, value=orjson.dumps(asdict(self.progress)),
-                         on_delivery=self._delivered)
+        producer.produce(
+            self.store.topic, key=self.key, value=orjson.dumps(asdict(self.progress)), on_delivery=self._delivered
+        )
         self._await_acks(producer)
 
     def _hand_over(self, producer: Producer, handover: Position) -> Position:
@@ -455,8 +563,13 @@ class Snapshot:
             checkpoint = Position(**asdict(handover))
         else:
             checkpoint = earlier_position(existing, handover, self.is_mariadb)
-        log.info("snapshot %s done: reader %r resumes from %s (was %s)", self.progress.snapshot_id,
-                 self.settings.cdc.name, checkpoint.describe(), existing.describe() if existing else "no checkpoint")
+        log.info(
+            "snapshot %s done: reader %r resumes from %s (was %s)",
+            self.progress.snapshot_id,
+            self.settings.cdc.name,
+            checkpoint.describe(),
+            existing.describe() if existing else "no checkpoint",
+        )
         self.store.save(producer, checkpoint)
         self._await_acks(producer)  # the checkpoint is durable before the progress says finished
         return checkpoint

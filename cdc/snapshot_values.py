@@ -7,6 +7,7 @@ streaming form. FLOAT is selected as CAST(... AS DOUBLE): its text form is round
 the double is the stored float32, which cdc/types.py's _float32 renders exactly as streaming does.
 Sessions run with time_zone '+00:00', so TIMESTAMP text is UTC.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
@@ -26,9 +27,24 @@ TEXT_RESULTS = {k: v for k, v in conversions.items() if not isinstance(k, int)}
 
 INTEGERS = frozenset({"tinyint", "smallint", "mediumint", "int", "integer", "bigint"})
 TEXTS = frozenset({"char", "varchar", "tinytext", "text", "mediumtext", "longtext", "enum", "set"})
-BINARIES = frozenset({"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob", "geometry", "point",
-                      "linestring", "polygon", "multipoint", "multilinestring", "multipolygon",
-                      "geometrycollection"})
+BINARIES = frozenset(
+    {
+        "binary",
+        "varbinary",
+        "tinyblob",
+        "blob",
+        "mediumblob",
+        "longblob",
+        "geometry",
+        "point",
+        "linestring",
+        "polygon",
+        "multipoint",
+        "multilinestring",
+        "multipolygon",
+        "geometrycollection",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -93,15 +109,22 @@ class SnapshotRowConverter:
         self._converters = [converter_for(c) for c in columns]
 
     def __call__(self, row: tuple[Any, ...]) -> dict[str, Any]:
-        return {name: None if value is None else conv(value)
-                for name, conv, value in zip(self._names, self._converters, row)}
+        return {
+            name: None if value is None else conv(value)
+            for name, conv, value in zip(self._names, self._converters, row)
+        }
 
 
 def load_columns(cursor: Any, db: str, table: str, json_columns: Collection[str]) -> list[SnapshotColumn]:
-    cursor.execute("SELECT COLUMN_NAME, DATA_TYPE, CHARACTER_SET_NAME FROM information_schema.COLUMNS "
-                   "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION", (db, table))
-    return [SnapshotColumn(_s(name), _s(data_type).lower(), _s(charset) if charset else None, _s(name) in json_columns)
-            for name, data_type, charset in cursor.fetchall()]
+    cursor.execute(
+        "SELECT COLUMN_NAME, DATA_TYPE, CHARACTER_SET_NAME FROM information_schema.COLUMNS "
+        "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
+        (db, table),
+    )
+    return [
+        SnapshotColumn(_s(name), _s(data_type).lower(), _s(charset) if charset else None, _s(name) in json_columns)
+        for name, data_type, charset in cursor.fetchall()
+    ]
 
 
 def _s(value: Any) -> str:

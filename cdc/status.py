@@ -3,6 +3,7 @@
 One key per reader: `<redis.key_prefix>:cdc:status:<cdc.name>`, a JSON object rewritten about once
 a second. A status that stops changing means the reader is gone: `updated_ms` tells how long ago.
 """
+
 from __future__ import annotations
 
 import logging
@@ -47,8 +48,9 @@ class StatusPublisher:
 
     def __init__(self, settings: Settings, client: redis.Redis | None = None):
         self.key = status_key(settings)
-        self.client = client or redis.Redis.from_url(settings.redis.url.get_secret_value(),
-                                                     socket_timeout=1, socket_connect_timeout=1)
+        self.client = client or redis.Redis.from_url(
+            settings.redis.url.get_secret_value(), socket_timeout=1, socket_connect_timeout=1
+        )
         self._next_at = 0.0
         self._last_failure_log = 0.0
         self.meter = RateMeter()

@@ -7,6 +7,7 @@ id, names, column types and metadata) is the same bytes until the table changes,
 state is kept per body and the stream's filters and reused. Same bytes, same parse: a DDL changes
 the bytes (new columns, new metadata) and so gets a fresh parse. Applied on import.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -16,9 +17,23 @@ from pymysqlreplication.row_event import TableMapEvent
 
 MAX_ENTRIES = 1024  # distinct table maps kept; cleared when exceeded (a new parse costs ~0.1 ms)
 # Attributes BinLogEvent.__init__ sets for the event at hand; everything else is the table map's.
-PER_EVENT = frozenset({"packet", "table_map", "event_type", "timestamp", "event_size", "_post_header_lengths",
-                       "_ctl_connection", "mysql_version", "_ignore_decode_errors", "_verify_checksum",
-                       "_is_event_valid", "complete", "dbms"})
+PER_EVENT = frozenset(
+    {
+        "packet",
+        "table_map",
+        "event_type",
+        "timestamp",
+        "event_size",
+        "_post_header_lengths",
+        "_ctl_connection",
+        "mysql_version",
+        "_ignore_decode_errors",
+        "_verify_checksum",
+        "_is_event_valid",
+        "complete",
+        "dbms",
+    }
+)
 
 _original_init = TableMapEvent.__init__
 _parsed: dict[tuple[bytes, str], dict[str, Any]] = {}
@@ -32,18 +47,29 @@ def _body(from_packet: Any, event_size: int) -> bytes | None:
         return None
     if getattr(from_packet, "_BinLogPacketWrapper__data_buffer", b""):
         return None  # bytes pushed back into the wrapper: not a plain view of the packet
-    return bytes(data[position:position + event_size])
+    return bytes(data[position : position + event_size])
 
 
-def _cached_init(self: Any, from_packet: Any, event_size: int, table_map: dict, ctl_connection: Any,
-                 **kwargs: Any) -> None:
+def _cached_init(
+    self: Any, from_packet: Any, event_size: int, table_map: dict, ctl_connection: Any, **kwargs: Any
+) -> None:
     body = None if kwargs.get("freeze_schema") or kwargs.get("verify_checksum") else _body(from_packet, event_size)
     if body is None:
         _original_init(self, from_packet, event_size, table_map, ctl_connection, **kwargs)
         return
-    key = (body, repr((kwargs.get("only_tables"), kwargs.get("ignored_tables"), kwargs.get("only_schemas"),
-                       kwargs.get("ignored_schemas"), kwargs.get("optional_meta_data"),
-                       kwargs.get("use_column_name_cache"))))
+    key = (
+        body,
+        repr(
+            (
+                kwargs.get("only_tables"),
+                kwargs.get("ignored_tables"),
+                kwargs.get("only_schemas"),
+                kwargs.get("ignored_schemas"),
+                kwargs.get("optional_meta_data"),
+                kwargs.get("use_column_name_cache"),
+            )
+        ),
+    )
     state = _parsed.get(key)
     if state is None:
         _original_init(self, from_packet, event_size, table_map, ctl_connection, **kwargs)

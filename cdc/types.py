@@ -27,6 +27,7 @@ and SET/ENUM members). Converters are built once per table map, not per row.
 | zero dates (0000-00-00 ..., TIMESTAMP 0) | null                                                  |
 | NULL                               | null                                                        |
 """
+
 from __future__ import annotations
 
 import base64
@@ -61,8 +62,10 @@ def _time(value: dt.timedelta, fsp: int = 6) -> str:
 
 def _datetime(value: dt.datetime, fsp: int) -> str:
     # Not strftime: it drops the year's leading zeros (year 999 -> "999-...") and is slower.
-    return (f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:{value.minute:02d}:"
-            f"{value.second:02d}" + _fraction(value.microsecond, fsp))
+    return (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:{value.minute:02d}:"
+        f"{value.second:02d}" + _fraction(value.microsecond, fsp)
+    )
 
 
 def _float32(value: float) -> float:
@@ -98,7 +101,7 @@ def to_json_value(value: Any) -> Any:
         return format(value, "f")
     if isinstance(value, dt.datetime):
         if value.tzinfo is not None:
-            return value.astimezone(dt.timezone.utc).replace(tzinfo=None).isoformat() + "Z"
+            return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat() + "Z"
         return value.isoformat()
     if isinstance(value, dt.date):
         return value.isoformat()
@@ -129,8 +132,15 @@ def converter_for(column: Any, is_json: bool = False) -> Converter:
     fsp = getattr(column, "fsp", 0) or 0
     if is_json or t == FIELD_TYPE.JSON:
         return _json_text
-    if t in (FIELD_TYPE.TINY, FIELD_TYPE.SHORT, FIELD_TYPE.INT24, FIELD_TYPE.LONG, FIELD_TYPE.LONGLONG,
-             FIELD_TYPE.DOUBLE, FIELD_TYPE.ENUM):
+    if t in (
+        FIELD_TYPE.TINY,
+        FIELD_TYPE.SHORT,
+        FIELD_TYPE.INT24,
+        FIELD_TYPE.LONG,
+        FIELD_TYPE.LONGLONG,
+        FIELD_TYPE.DOUBLE,
+        FIELD_TYPE.ENUM,
+    ):
         return _identity
     if t == FIELD_TYPE.FLOAT:
         return _float32
@@ -154,8 +164,15 @@ def converter_for(column: Any, is_json: bool = False) -> Converter:
         return lambda v: ",".join(sorted(v, key=lambda m: order.get(m, len(order))))
     if t == FIELD_TYPE.GEOMETRY:
         return _base64
-    if t in (FIELD_TYPE.STRING, FIELD_TYPE.VARCHAR, FIELD_TYPE.VAR_STRING, FIELD_TYPE.BLOB,
-             FIELD_TYPE.TINY_BLOB, FIELD_TYPE.MEDIUM_BLOB, FIELD_TYPE.LONG_BLOB):
+    if t in (
+        FIELD_TYPE.STRING,
+        FIELD_TYPE.VARCHAR,
+        FIELD_TYPE.VAR_STRING,
+        FIELD_TYPE.BLOB,
+        FIELD_TYPE.TINY_BLOB,
+        FIELD_TYPE.MEDIUM_BLOB,
+        FIELD_TYPE.LONG_BLOB,
+    ):
         if getattr(column, "character_set_name", None) == "binary":
             if t == FIELD_TYPE.STRING and getattr(column, "max_length", 0):
                 # BINARY(n) is stored right-padded with 0x00; the binlog drops the padding.
@@ -182,7 +199,12 @@ class RowConverter:
             conv = by_name.get(name)
             if value is None:
                 # mysql-replication gives None for an empty SET too; it tells them apart only here.
-                if conv is not None and conv[1] == FIELD_TYPE.SET and none_sources and none_sources.get(name) == "empty set":
+                if (
+                    conv is not None
+                    and conv[1] == FIELD_TYPE.SET
+                    and none_sources
+                    and none_sources.get(name) == "empty set"
+                ):
                     out[name] = ""
                 else:
                     out[name] = None
@@ -192,13 +214,14 @@ class RowConverter:
                 out[name] = conv[0](value)
         return out
 
-
     def rows(self, event: Any) -> Iterator[tuple[dict[str, Any] | None, dict[str, Any] | None]]:
         """(before, after) per row of a rows event, decoded by the library (cdc/rowdecode.py's fallback)."""
         if isinstance(event, UpdateRowsEvent):
             for row in event.rows:
-                yield (self(row["before_values"], row.get("before_none_sources")),
-                       self(row["after_values"], row.get("after_none_sources")))
+                yield (
+                    self(row["before_values"], row.get("before_none_sources")),
+                    self(row["after_values"], row.get("after_none_sources")),
+                )
         elif isinstance(event, WriteRowsEvent):
             for row in event.rows:
                 yield None, self(row["values"], row.get("none_sources"))

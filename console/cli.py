@@ -3,13 +3,13 @@
 Each part keeps its own subcommands (cdc/cli.py, streams/cli.py, plugins/cli.py); this module only
 maps names to them, so a part never imports the console.
 """
+
 from __future__ import annotations
 
 import importlib
 from pathlib import Path
 
 import click
-
 
 # name -> "module:attribute"; loaded lazily so `cdcflow cdc ...` never imports Faust.
 SUBCOMMANDS: dict[str, str] = {
@@ -56,11 +56,23 @@ def _unavailable(name: str, error: Exception) -> click.Command:
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-c", "--config", "config_path", type=click.Path(path_type=Path), envvar="CDCFLOW_CONFIG",
-              help="config file (YAML/JSON); default ./cdcflow.yaml")
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    envvar="CDCFLOW_CONFIG",
+    help="config file (YAML/JSON); default ./cdcflow.yaml",
+)
 @click.option("--log-level", default="INFO", envvar="CDCFLOW_LOG_LEVEL", show_default=True)
-@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", envvar="CDCFLOW_LOG_FORMAT",
-              show_default=True, help="json: one JSON object per line (time, level, component, logger, message, ...)")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    envvar="CDCFLOW_LOG_FORMAT",
+    show_default=True,
+    help="json: one JSON object per line (time, level, component, logger, message, ...)",
+)
 @click.pass_context
 def cli(ctx: click.Context, config_path: Path | None, log_level: str, log_format: str) -> None:
     """cdcflow: database changes, schedules and manual triggers -> isolated plugin runs, over Kafka."""

@@ -1,4 +1,5 @@
 """`cdcflow config show|check`: the effective configuration (secrets masked), and its validation."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,9 +8,9 @@ from typing import Any
 import click
 import yaml
 
-from schemas.runtime.cli_support import get_config
 from schemas.config import Config
 from schemas.errors import ConfigError
+from schemas.runtime.cli_support import get_config
 from schemas.runtime.secrets import mask_value, masked_settings, redact, secret_values
 
 
@@ -83,5 +84,7 @@ def check(ctx: click.Context) -> None:
         problems += e.problems
     if problems:
         raise click.ClickException("config check failed:\n" + redact(str(ConfigError(source, problems)), secrets))
-    click.echo(f"{source}: ok — {len(config.rules.rules)} rule(s), {len(config.rules.schedules)} schedule(s), "
-               f"{len(manifests)} plugin(s): {', '.join(sorted(manifests)) or 'none'}")
+    click.echo(
+        f"{source}: ok — {len(config.rules.rules)} rule(s), {len(config.rules.schedules)} schedule(s), "
+        f"{len(manifests)} plugin(s): {', '.join(sorted(manifests)) or 'none'}"
+    )

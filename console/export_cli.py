@@ -1,4 +1,5 @@
 """`cdcflow schemas ...`"""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """`cdcflow health`: exit 0 when every expected component is alive and ready, 1 otherwise (and why)."""
+
 from __future__ import annotations
 
 import click
@@ -7,17 +8,22 @@ from schemas.runtime.components import KINDS
 
 
 @click.command("health")
-@click.option("--expect", "expect", multiple=True, type=click.Choice(KINDS),
-              help="check only these kinds (default: reader if tables are monitored, streams, runner)")
+@click.option(
+    "--expect",
+    "expect",
+    multiple=True,
+    type=click.Choice(KINDS),
+    help="check only these kinds (default: reader if tables are monitored, streams, runner)",
+)
 @click.pass_context
 def health(ctx: click.Context, expect: tuple[str, ...]) -> None:
     """Probe for scripts and orchestrators: reads the components' heartbeats in Redis."""
     import redis
 
-    from schemas.runtime.cli_support import get_config
-    from schemas.runtime.components import now_ms, read_records, redis_client
     from console.status_report import component_views, expected_kinds
     from console.status_report import health as judge
+    from schemas.runtime.cli_support import get_config
+    from schemas.runtime.components import now_ms, read_records, redis_client
 
     config = get_config(ctx)
     settings = config.settings

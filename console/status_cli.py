@@ -1,4 +1,5 @@
 """`cdcflow status`: one screen of the whole pipeline (components, reader, lag, plugins, schedules, failures)."""
+
 from __future__ import annotations
 
 import click
@@ -13,8 +14,8 @@ def status(ctx: click.Context, as_json: bool, failures: int, no_kafka: bool) -> 
     """Each component alive or not and where, reader position and lag, consumer lag, plugins, schedules, failures."""
     import orjson
 
-    from schemas.runtime.cli_support import get_config
     from console.status_report import expected_kinds, format_report, gather
+    from schemas.runtime.cli_support import get_config
 
     config = get_config(ctx)
     report = gather(config, failures=failures, with_kafka=not no_kafka)

@@ -3,27 +3,30 @@
 Each part is gathered on its own: one that cannot be read (Kafka down, say) is reported by name
 under `problems`, and the rest is still shown.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from schemas.runtime.components import KINDS, ComponentRecord, now_ms, read_records, redis_client
 from schemas.config import Config
-from schemas.settings import Settings
+from schemas.runtime.components import KINDS, ComponentRecord, now_ms, read_records, redis_client
 from schemas.runtime.text_table import text_table
+from schemas.settings import Settings
 
 KAFKA_TIMEOUT_SECONDS = 10.0
 
 
 def component_views(records: list[ComponentRecord], settings: Settings, at_ms: int) -> list[dict[str, Any]]:
     stale = settings.observability.stale_after_seconds
-    return [{**r.model_dump(), "liveness": r.liveness(at_ms, stale), "heartbeat_age_s": round(r.age_seconds(at_ms), 1)}
-            for r in records]
+    return [
+        {**r.model_dump(), "liveness": r.liveness(at_ms, stale), "heartbeat_age_s": round(r.age_seconds(at_ms), 1)}
+        for r in records
+    ]
 
 
 def consumer_lag(settings: Settings, groups: list[str]) -> list[dict[str, Any]]:
@@ -31,8 +34,9 @@ def consumer_lag(settings: Settings, groups: list[str]) -> list[dict[str, Any]]:
     admin = AdminClient(settings.kafka_config())
     committed: dict[str, list[TopicPartition]] = {}
     for group in groups:  # the admin API takes one group per request
-        futures = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
-                                                    request_timeout=KAFKA_TIMEOUT_SECONDS)
+        futures = admin.list_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(group)], request_timeout=KAFKA_TIMEOUT_SECONDS
+        )
         result = futures[group].result(timeout=KAFKA_TIMEOUT_SECONDS)
         committed[group] = [tp for tp in result.topic_partitions or [] if tp.offset >= 0]
     wanted = {TopicPartition(tp.topic, tp.partition): OffsetSpec.latest() for tps in committed.values() for tp in tps}
@@ -56,15 +60,22 @@ def schedule_views(config: Config) -> list[dict[str, Any]]:
     from streams.schedule_times import next_slot
 
     store = ScheduleStore(config.settings)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     out = []
     for s in config.rules.schedules:
         state = store.load(s.name)
         anchor = state.anchor or now.replace(microsecond=0)
         nxt = None if state.paused or not s.enabled else next_slot(s, anchor, max(filter(None, [state.last, now])))
-        out.append({"name": s.name, "plugin": s.plugin, "enabled": s.enabled, "paused": state.paused,
-                    "next_fire": nxt.isoformat() if nxt else None,
-                    "last_fire": state.last.isoformat() if state.last else None})
+        out.append(
+            {
+                "name": s.name,
+                "plugin": s.plugin,
+                "enabled": s.enabled,
+                "paused": state.paused,
+                "next_fire": nxt.isoformat() if nxt else None,
+                "last_fire": state.last.isoformat() if state.last else None,
+            }
+        )
     store.client.close()
     return out
 
@@ -78,10 +89,19 @@ def recent_failures(settings: Settings, limit: int) -> list[dict[str, Any]]:
     finally:
         store.close()
     results.sort(key=lambda r: r.finished_at, reverse=True)
-    return [{"finished_at": r.finished_at.isoformat(), "plugin": r.plugin, "invocation_id": r.invocation_id,
-             "status": r.status, "attempt": r.attempt,
-             "error": f"{r.error.type}: {r.error.message.splitlines()[0] if r.error.message else ''}" if r.error else None}
-            for r in results[:limit]]
+    return [
+        {
+            "finished_at": r.finished_at.isoformat(),
+            "plugin": r.plugin,
+            "invocation_id": r.invocation_id,
+            "status": r.status,
+            "attempt": r.attempt,
+            "error": f"{r.error.type}: {r.error.message.splitlines()[0] if r.error.message else ''}"
+            if r.error
+            else None,
+        }
+        for r in results[:limit]
+    ]
 
 
 def plugin_views(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -97,8 +117,7 @@ def plugin_views(settings: Settings) -> dict[str, dict[str, Any]]:
 def gather(config: Config, failures: int = 5, with_kafka: bool = True) -> dict[str, Any]:
     settings = config.settings
     at = now_ms()
-    report: dict[str, Any] = {"generated_at": datetime.fromtimestamp(at / 1000, timezone.utc).isoformat(),
-                              "problems": []}
+    report: dict[str, Any] = {"generated_at": datetime.fromtimestamp(at / 1000, UTC).isoformat(), "problems": []}
 
     def part(name: str, fn: Callable[[], Any], empty: Any) -> None:
         try:
@@ -185,8 +204,10 @@ def _summary(kind: str, d: dict[str, Any]) -> str:
         text = f"{'leader, ' if d.get('leader') else ''}{d.get('assigned', '?')} partition(s)"
         rows = d.get("row_changes")
         if rows:
-            text += (f"; row changes: {rows.get('assigned', 0)} partition(s), {rows.get('events', 0)} read, "
-                     f"{rows.get('invocations', 0)} invocation(s), {rows.get('duplicates', 0)} duplicate(s) dropped")
+            text += (
+                f"; row changes: {rows.get('assigned', 0)} partition(s), {rows.get('events', 0)} read, "
+                f"{rows.get('invocations', 0)} invocation(s), {rows.get('duplicates', 0)} duplicate(s) dropped"
+            )
         return text
     if kind == "runner":
         plugins = d.get("plugins") or {}
@@ -206,8 +227,17 @@ def format_report(report: dict[str, Any], expected: list[str]) -> str:
             detail = "no heartbeat: killed or hung"
         elif c["liveness"] == "stopped":
             detail = "stopped cleanly"
-        rows.append((c["kind"], state.upper() if state == "not ready" else state, c["host"], str(c["pid"]),
-                     str(c["port"] or "-"), f"{c['heartbeat_age_s']:.1f}s ago", detail))
+        rows.append(
+            (
+                c["kind"],
+                state.upper() if state == "not ready" else state,
+                c["host"],
+                str(c["pid"]),
+                str(c["port"] or "-"),
+                f"{c['heartbeat_age_s']:.1f}s ago",
+                detail,
+            )
+        )
     for kind in KINDS:
         if kind in expected and kind not in seen:
             rows.append((kind, "MISSING", "-", "-", "-", "-", "no heartbeat ever (or over 10 min ago)"))
@@ -217,9 +247,11 @@ def format_report(report: dict[str, Any], expected: list[str]) -> str:
     out += ["", "READER"]
     if reader:
         lag = reader.get("lag_ms")
-        out.append(f"  {reader.get('name')}  {reader.get('state')}  position {reader.get('position') or '-'}  "
-                   f"lag {'-' if lag is None else f'{lag} ms'}  rows/s {reader.get('rows_per_s', 0):.1f}  "
-                   f"rows acked {reader.get('rows_acked', 0)}  updated {_age(reader.get('updated_ms'), at)}")
+        out.append(
+            f"  {reader.get('name')}  {reader.get('state')}  position {reader.get('position') or '-'}  "
+            f"lag {'-' if lag is None else f'{lag} ms'}  rows/s {reader.get('rows_per_s', 0):.1f}  "
+            f"rows acked {reader.get('rows_acked', 0)}  updated {_age(reader.get('updated_ms'), at)}"
+        )
         out.append(f"  checkpoint {reader.get('checkpoint') or '-'}")
         if reader.get("last_error"):
             out.append(f"  last error: {reader['last_error']}")
@@ -234,23 +266,57 @@ def format_report(report: dict[str, Any], expected: list[str]) -> str:
     runner_up = any(c["kind"] == "runner" and c["liveness"] == "up" for c in report.get("components", []))
     # Plugin states are what the runners last wrote: without a live runner they are history, not service.
     out += ["", "PLUGINS" if runner_up or not plugins else "PLUGINS (as the last runner left them: no runner is up)"]
-    out += _table(("NAME", "STATE", "VERSION", "LOADED", "LAST ERROR"), [
-        (name, str(p.get("state", "?")), str(p.get("version") or "-"),
-         _age(int(p["loaded_at"] * 1000) if p.get("loaded_at") else None, at),
-         (str(p.get("last_error") or "").splitlines() or [""])[0][:80])
-        for name, p in sorted(plugins.items())]) if plugins else ["  (no runner has reported plugins)"]
+    out += (
+        _table(
+            ("NAME", "STATE", "VERSION", "LOADED", "LAST ERROR"),
+            [
+                (
+                    name,
+                    str(p.get("state", "?")),
+                    str(p.get("version") or "-"),
+                    _age(int(p["loaded_at"] * 1000) if p.get("loaded_at") else None, at),
+                    (str(p.get("last_error") or "").splitlines() or [""])[0][:80],
+                )
+                for name, p in sorted(plugins.items())
+            ],
+        )
+        if plugins
+        else ["  (no runner has reported plugins)"]
+    )
 
     out += ["", "SCHEDULES"]
     schedules = report.get("schedules") or []
-    out += _table(("NAME", "PLUGIN", "NEXT FIRE", "LAST FIRE", "PAUSED"), [
-        (s["name"], s["plugin"], s["next_fire"] or "-", s["last_fire"] or "-", "yes" if s["paused"] else "no")
-        for s in schedules]) if schedules else ["  (none)"]
+    out += (
+        _table(
+            ("NAME", "PLUGIN", "NEXT FIRE", "LAST FIRE", "PAUSED"),
+            [
+                (s["name"], s["plugin"], s["next_fire"] or "-", s["last_fire"] or "-", "yes" if s["paused"] else "no")
+                for s in schedules
+            ],
+        )
+        if schedules
+        else ["  (none)"]
+    )
 
     out += ["", "RECENT FAILURES"]
     failures = report.get("recent_failures") or []
-    out += _table(("FINISHED", "PLUGIN", "INVOCATION", "STATUS", "ERROR"), [
-        (f["finished_at"][:19], f["plugin"], f["invocation_id"], f"{f['status']} #{f['attempt']}", (f["error"] or "")[:80])
-        for f in failures]) if failures else ["  (none)"]
+    out += (
+        _table(
+            ("FINISHED", "PLUGIN", "INVOCATION", "STATUS", "ERROR"),
+            [
+                (
+                    f["finished_at"][:19],
+                    f["plugin"],
+                    f["invocation_id"],
+                    f"{f['status']} #{f['attempt']}",
+                    (f["error"] or "")[:80],
+                )
+                for f in failures
+            ],
+        )
+        if failures
+        else ["  (none)"]
+    )
 
     if report["problems"]:
         out += ["", "COULD NOT READ"] + [f"  {p}" for p in report["problems"]]

@@ -3,6 +3,7 @@
 A child that dies is restarted with backoff; Ctrl-C / SIGTERM stops all of them cleanly
 (SIGTERM, then SIGKILL after a grace period), so one command is the whole pipeline.
 """
+
 from __future__ import annotations
 
 import logging
@@ -75,7 +76,7 @@ def supervise(children: list[Child], grace_seconds: float = 20.0) -> int:
                 # A child that ran a while before dying gets a fresh backoff.
                 if now - child.started_at > 60:
                     child.restarts = 0
-                delay = min(2 ** child.restarts, 30)
+                delay = min(2**child.restarts, 30)
                 child.next_start = now + delay
                 log.warning("%s exited with code %s; restarting in %ss", child.name, code, delay)
             elif now >= child.next_start:

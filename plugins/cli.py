@@ -1,4 +1,5 @@
 """`cdcflow runners|plugins|runs|dlq ...`: the plugins part's commands."""
+
 from __future__ import annotations
 
 import getpass
@@ -10,9 +11,9 @@ from typing import Any
 
 import click
 
-from schemas.runtime.cli_support import get_config, parse_param_pairs
 from schemas.invocation import Invocation, ManualTrigger, utcnow
 from schemas.result import Result
+from schemas.runtime.cli_support import get_config, parse_param_pairs
 from schemas.runtime.text_table import text_table
 
 
@@ -33,14 +34,22 @@ def runners() -> None:
 @runners.command("run")
 @click.option("--plugin", "plugin_names", multiple=True, help="run only these plugins (repeatable); default: all")
 @click.option("--shutdown-grace", default=10.0, show_default=True, help="seconds running calls may finish on stop")
-@click.option("--watch/--no-watch", default=True, show_default=True,
-              help="hot reload: serve changed, fixed and new plugin folders without a restart")
+@click.option(
+    "--watch/--no-watch",
+    default=True,
+    show_default=True,
+    help="hot reload: serve changed, fixed and new plugin folders without a restart",
+)
 def runners_run(plugin_names: tuple[str, ...], shutdown_grace: float, watch: bool) -> None:
     """Run a runner in the foreground until SIGTERM/Ctrl-C."""
     from plugins.runner import run_runner
 
-    code = run_runner(get_config(click.get_current_context()), plugins=plugin_names or None,
-                      shutdown_grace=shutdown_grace, watch=watch)
+    code = run_runner(
+        get_config(click.get_current_context()),
+        plugins=plugin_names or None,
+        shutdown_grace=shutdown_grace,
+        watch=watch,
+    )
     sys.exit(code)
 
 
@@ -64,28 +73,51 @@ def plugins_list(as_json: bool) -> None:
     for p in found.plugins.values():
         spec = venv_spec(p.manifest.dependencies)
         live = served.get(p.name) or {}
-        items.append({
-            "name": p.name, "version": p.version, "code_hash": p.code_hash, "path": str(p.path),
-            "entry_point": p.manifest.entry_point, "dependencies": p.manifest.dependencies,
-            "concurrency": p.manifest.concurrency, "timeout_seconds": p.manifest.timeout_seconds,
-            "venv": str(venv_path(settings.runners.venv_dir, spec)),
-            "venv_state": venv_state(settings.runners.venv_dir, spec),
-            # As a runner serves it (from Redis); may lag the disk while a reload is under way.
-            "served_version": live.get("version"), "served_code_hash": live.get("code_hash"),
-            "loaded_at": live.get("loaded_at"), "state": live.get("state", "not served"),
-            "last_error": live.get("last_error"), "runner": live.get("runner"),
-        })
+        items.append(
+            {
+                "name": p.name,
+                "version": p.version,
+                "code_hash": p.code_hash,
+                "path": str(p.path),
+                "entry_point": p.manifest.entry_point,
+                "dependencies": p.manifest.dependencies,
+                "concurrency": p.manifest.concurrency,
+                "timeout_seconds": p.manifest.timeout_seconds,
+                "venv": str(venv_path(settings.runners.venv_dir, spec)),
+                "venv_state": venv_state(settings.runners.venv_dir, spec),
+                # As a runner serves it (from Redis); may lag the disk while a reload is under way.
+                "served_version": live.get("version"),
+                "served_code_hash": live.get("code_hash"),
+                "loaded_at": live.get("loaded_at"),
+                "state": live.get("state", "not served"),
+                "last_error": live.get("last_error"),
+                "runner": live.get("runner"),
+            }
+        )
     errors = [{"path": str(pr.path), "error": pr.message} for pr in found.problems]
     if as_json:
         click.echo(json.dumps({"plugins": items, "errors": errors}, indent=2))
     else:
         if items:
-            click.echo(_table([[i["name"], i["version"], i["code_hash"][:12], ", ".join(i["dependencies"]) or "-",
-                                i["venv_state"], _served(i), _when(i["loaded_at"]), i["state"],
-                                (i["last_error"] or "").splitlines()[0][:60] if i["last_error"] else ""]
-                               for i in items],
-                              ["NAME", "VERSION", "CODE", "DEPENDENCIES", "VENV", "SERVING", "LOADED AT", "STATE",
-                               "LAST ERROR"]))
+            click.echo(
+                _table(
+                    [
+                        [
+                            i["name"],
+                            i["version"],
+                            i["code_hash"][:12],
+                            ", ".join(i["dependencies"]) or "-",
+                            i["venv_state"],
+                            _served(i),
+                            _when(i["loaded_at"]),
+                            i["state"],
+                            (i["last_error"] or "").splitlines()[0][:60] if i["last_error"] else "",
+                        ]
+                        for i in items
+                    ],
+                    ["NAME", "VERSION", "CODE", "DEPENDENCIES", "VENV", "SERVING", "LOADED AT", "STATE", "LAST ERROR"],
+                )
+            )
         else:
             click.echo("no plugins found in " + ", ".join(map(str, settings.runners.plugin_dirs)))
         for e in errors:
@@ -137,8 +169,10 @@ def plugins_reload(name: str) -> None:
         store.close()
     except redis.RedisError as e:
         raise click.ClickException(f"cannot reach Redis: {e}") from None
-    click.echo(f"reload of {name} requested; runners pick it up within about a second "
-               f"(see `cdcflow plugins list` for the result)")
+    click.echo(
+        f"reload of {name} requested; runners pick it up within about a second "
+        f"(see `cdcflow plugins list` for the result)"
+    )
 
 
 @plugins_group.command("watch")
@@ -150,17 +184,17 @@ def plugins_watch(interval: float) -> None:
     """
     import time
 
-    from plugins.registry import load_plugin
+    from plugins.registry import code_hash, load_plugin
     from plugins.watcher import FolderWatcher
     from schemas.errors import ConfigError
-
-    from plugins.registry import code_hash
 
     settings = _settings()
     watcher = FolderWatcher(settings.runners.plugin_dirs)
     hashes = {f: code_hash(f) for f in watcher.known()}  # a touch without a content change is no change
-    click.echo(f"watching {len(watcher.known())} plugin folder(s) in {', '.join(map(str, settings.runners.plugin_dirs))}"
-               " (Ctrl-C to stop)")
+    click.echo(
+        f"watching {len(watcher.known())} plugin folder(s) in {', '.join(map(str, settings.runners.plugin_dirs))}"
+        " (Ctrl-C to stop)"
+    )
     try:
         while True:
             time.sleep(interval)
@@ -185,8 +219,12 @@ def plugins_watch(interval: float) -> None:
 
 @plugins_group.command("new")
 @click.argument("name")
-@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
-              help="where to create it; default: the first of runners.plugin_dirs")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="where to create it; default: the first of runners.plugin_dirs",
+)
 def plugins_new(name: str, directory: Path | None) -> None:
     """Scaffold a plugin folder NAME (plugin.json, main.py with the entry function and hooks, README.md)."""
     from plugins.scaffold import ScaffoldError, scaffold_plugin
@@ -230,13 +268,24 @@ def plugins_test(name: str, pairs: tuple[str, ...], json_params: str | None) -> 
         venv = ensure_venv(settings.runners.venv_dir, plugin.manifest.dependencies)
     except VenvError as e:
         raise click.ClickException(f"cannot build the venv of {name}:\n{e}") from None
-    pool = WorkerPool(WorkerSpec(plugin.name, venv_python(venv), plugin.path, plugin.manifest.entry_point,
-                                 memory_limit_mb=plugin.manifest.memory_limit_mb), 1)
+    pool = WorkerPool(
+        WorkerSpec(
+            plugin.name,
+            venv_python(venv),
+            plugin.path,
+            plugin.manifest.entry_point,
+            memory_limit_mb=plugin.manifest.memory_limit_mb,
+        ),
+        1,
+    )
     pool.start()  # an import error is not raised here: the call below reports it as a failed Result
     try:
         now = utcnow()
         invocation = Invocation(
-            invocation_id=str(uuid.uuid4()), plugin=name, params=params, created_at=now,
+            invocation_id=str(uuid.uuid4()),
+            plugin=name,
+            params=params,
+            created_at=now,
             trigger=ManualTrigger(requested_by=getpass.getuser(), requested_at=now, request_id=str(uuid.uuid4())),
         )
         result = execute(plugin, pool, invocation)
@@ -262,8 +311,13 @@ def _store():
 @runs.command("list")
 @click.option("--plugin", help="only this plugin's runs")
 @click.option("--status", type=click.Choice(["success", "failed", "timeout", "rejected", "skipped"]))
-@click.option("--since", "since", metavar="WHEN", help="only runs finished since WHEN: ISO time (UTC unless it "
-              "has an offset) or a duration ago like 90s, 30m, 2h, 1d, 1h30m")
+@click.option(
+    "--since",
+    "since",
+    metavar="WHEN",
+    help="only runs finished since WHEN: ISO time (UTC unless it "
+    "has an offset) or a duration ago like 90s, 30m, 2h, 1d, 1h30m",
+)
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10000))
 @click.option("--json", "as_json", is_flag=True, help="one Result JSON per line")
 def runs_list(plugin: str | None, status: str | None, since: str | None, limit: int, as_json: bool) -> None:
@@ -292,8 +346,14 @@ def runs_list(plugin: str | None, status: str | None, since: str | None, limit: 
 
 def _run_row(r: Result) -> list[str]:
     error = f"{r.error.type}: {r.error.message.splitlines()[0] if r.error.message else ''}" if r.error else ""
-    return [r.finished_at.strftime("%Y-%m-%d %H:%M:%S"), r.plugin, r.status, f"{r.duration_ms:.1f}",
-            r.invocation_id, error[:80]]
+    return [
+        r.finished_at.strftime("%Y-%m-%d %H:%M:%S"),
+        r.plugin,
+        r.status,
+        f"{r.duration_ms:.1f}",
+        r.invocation_id,
+        error[:80],
+    ]
 
 
 @runs.command("show")
@@ -345,9 +405,17 @@ def dlq_list(plugin: str | None, as_json: bool) -> None:
     for e in entries:
         err = e.get("error") or {}
         message = (err.get("message") or "").splitlines()[0] if err.get("message") else ""
-        rows.append([e.get("dead_at", "")[:19], e["plugin"], e["dlq_id"], str(len(e.get("attempts") or [])),
-                     e.get("status", ""), (done[e["dlq_id"]]["replay_id"] if e["dlq_id"] in done else "-"),
-                     f"{err.get('type', '')}: {message}"[:80]])
+        rows.append(
+            [
+                e.get("dead_at", "")[:19],
+                e["plugin"],
+                e["dlq_id"],
+                str(len(e.get("attempts") or [])),
+                e.get("status", ""),
+                (done[e["dlq_id"]]["replay_id"] if e["dlq_id"] in done else "-"),
+                f"{err.get('type', '')}: {message}"[:80],
+            ]
+        )
     click.echo(_table(rows, ["DEAD AT", "PLUGIN", "ID", "ATTEMPTS", "STATUS", "REPLAYED AS", "ERROR"]))
 
 
@@ -369,7 +437,9 @@ def dlq_replay(ids: tuple[str, ...], plugin: str | None) -> None:
         by_id = {e["dlq_id"]: e for e in entries}
         missing = [i for i in ids if i not in by_id]
         if missing:
-            raise click.ClickException(f"no dead letter {', '.join(missing)}" + (f" of plugin {plugin}" if plugin else ""))
+            raise click.ClickException(
+                f"no dead letter {', '.join(missing)}" + (f" of plugin {plugin}" if plugin else "")
+            )
         entries = [by_id[i] for i in dict.fromkeys(ids)]
     if not entries:
         click.echo("nothing to replay")
@@ -378,4 +448,6 @@ def dlq_replay(ids: tuple[str, ...], plugin: str | None) -> None:
         if inv is None:
             click.echo(f"{entry['dlq_id']}  already replayed, skipped")
         else:
-            click.echo(f"{entry['dlq_id']}  replayed as {inv.invocation_id} to {settings.topics.invoke(inv.plugin, inv.priority)}")
+            click.echo(
+                f"{entry['dlq_id']}  replayed as {inv.invocation_id} to {settings.topics.invoke(inv.plugin, inv.priority)}"
+            )

@@ -11,12 +11,13 @@ kind `replay`, attempt 1. It is safe to run twice: replayed entries are remember
 replay repeated after a crash (published, not yet remembered) is the same invocation, which the
 runners' done marker runs only once.
 """
+
 from __future__ import annotations
 
 import time
 import uuid
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -33,9 +34,15 @@ READ_TIMEOUT_SECONDS = 30.0
 def read_entries(settings: Settings, plugin: str | None = None) -> list[dict[str, Any]]:
     """Every dead letter on the topic (oldest first), de-duplicated by id."""
     topic = settings.topics.dlq
-    consumer = Consumer(settings.kafka_config(**{
-        "group.id": f"cdcflow-dlq-reader-{uuid.uuid4().hex}", "enable.auto.commit": False,
-        "enable.partition.eof": True}))
+    consumer = Consumer(
+        settings.kafka_config(
+            **{
+                "group.id": f"cdcflow-dlq-reader-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+            }
+        )
+    )
     entries: dict[str, dict[str, Any]] = {}
     try:
         meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
@@ -83,12 +90,18 @@ def replayed(store: RunStore, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
 
 def replay_invocation(settings: Settings, entry: dict[str, Any]) -> Invocation:
     original = Invocation.model_validate(entry["invocation"])
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     new_id = invocation_id_for("dlq-replay", entry["dlq_id"])
     return Invocation(
-        invocation_id=new_id, plugin=original.plugin, params=original.params, priority=original.priority,
-        attempt=1, created_at=now,
-        trigger=ReplayTrigger(source_topic=settings.topics.dlq, original_invocation_id=entry["dlq_id"], replay_id=new_id),
+        invocation_id=new_id,
+        plugin=original.plugin,
+        params=original.params,
+        priority=original.priority,
+        attempt=1,
+        created_at=now,
+        trigger=ReplayTrigger(
+            source_topic=settings.topics.dlq, original_invocation_id=entry["dlq_id"], replay_id=new_id
+        ),
     )
 
 
@@ -103,17 +116,23 @@ def replay(settings: Settings, entries: list[dict[str, Any]]) -> list[tuple[dict
             producer = Producer(settings.kafka_config(**{"acks": "all", "enable.idempotence": True}))
             errors: list[str] = []
             for _, inv in todo:
-                producer.produce(settings.topics.invoke(inv.plugin, inv.priority), key=inv.invocation_id.encode(),
-                                 value=inv.model_dump_json().encode(),
-                                 on_delivery=lambda err, msg: errors.append(str(err)) if err else None)
+                producer.produce(
+                    settings.topics.invoke(inv.plugin, inv.priority),
+                    key=inv.invocation_id.encode(),
+                    value=inv.model_dump_json().encode(),
+                    on_delivery=lambda err, msg: errors.append(str(err)) if err else None,
+                )
             if producer.flush(30) or errors:
                 raise RuntimeError(f"replay not acknowledged by Kafka: {errors or 'flush timed out'}")
             # Only after Kafka has them: remembering first would lose a replay on a crash in between.
-            store.client.hset(store.replayed_key(), mapping={
-                e["dlq_id"]: orjson.dumps({"replay_id": inv.invocation_id, "replayed_at": time.time()})
-                for e, inv in todo})
+            store.client.hset(
+                store.replayed_key(),
+                mapping={
+                    e["dlq_id"]: orjson.dumps({"replay_id": inv.invocation_id, "replayed_at": time.time()})
+                    for e, inv in todo
+                },
+            )
         done = {e["dlq_id"]: inv for e, inv in todo}
         return [(e, done.get(e["dlq_id"])) for e in entries]
     finally:
         store.close()
-

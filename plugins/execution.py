@@ -2,20 +2,20 @@
 
 Shared by the runner and `cdcflow plugins test`, so both report exactly the same way.
 """
+
 from __future__ import annotations
 
 import os
 import socket
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
-
-from schemas.invocation import Invocation
-from schemas.manifest import ParamError
-from schemas.result import ErrorInfo, Result, RunStatus
 
 from plugins.pool import CallOutcome, WorkerPool
 from plugins.registry import LoadedPlugin
+from schemas.invocation import Invocation
+from schemas.manifest import ParamError
+from schemas.result import ErrorInfo, Result, RunStatus
 
 RUNNER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -24,7 +24,7 @@ _STATUS: dict[str, RunStatus] = {"success": "success", "failed": "failed", "time
 
 
 def _dt(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, tz=timezone.utc)
+    return datetime.fromtimestamp(ts, tz=UTC)
 
 
 def build_request(invocation: Invocation, params: dict[str, Any]) -> dict[str, Any]:
@@ -40,18 +40,37 @@ def build_request(invocation: Invocation, params: dict[str, Any]) -> dict[str, A
     }
 
 
-def rejected_result(invocation_id: str, plugin: str, plugin_version: str, error_type: str, message: str, *,
-                    attempt: int = 1, trigger_kind: str | None = None, **extra: Any) -> Result:
+def rejected_result(
+    invocation_id: str,
+    plugin: str,
+    plugin_version: str,
+    error_type: str,
+    message: str,
+    *,
+    attempt: int = 1,
+    trigger_kind: str | None = None,
+    **extra: Any,
+) -> Result:
     now = _dt(time.time())
     return Result(
-        invocation_id=invocation_id, plugin=plugin, plugin_version=plugin_version, status="rejected",
-        attempt=attempt, started_at=now, finished_at=now, duration_ms=0.0,
-        error=ErrorInfo(type=error_type, message=message), trigger_kind=trigger_kind, runner=RUNNER_ID, **extra,
+        invocation_id=invocation_id,
+        plugin=plugin,
+        plugin_version=plugin_version,
+        status="rejected",
+        attempt=attempt,
+        started_at=now,
+        finished_at=now,
+        duration_ms=0.0,
+        error=ErrorInfo(type=error_type, message=message),
+        trigger_kind=trigger_kind,
+        runner=RUNNER_ID,
+        **extra,
     )
 
 
-def outcome_result(plugin: LoadedPlugin, invocation: Invocation, outcome: CallOutcome,
-                   consumed_at: float | None = None) -> Result:
+def outcome_result(
+    plugin: LoadedPlugin, invocation: Invocation, outcome: CallOutcome, consumed_at: float | None = None
+) -> Result:
     started = outcome.started_at if outcome.started_at is not None else outcome.sent_at
     finished = outcome.finished_at if outcome.finished_at is not None else outcome.received_at
     extra: dict[str, Any] = {
@@ -86,15 +105,23 @@ def outcome_result(plugin: LoadedPlugin, invocation: Invocation, outcome: CallOu
     )
 
 
-def execute(plugin: LoadedPlugin, pool: WorkerPool, invocation: Invocation,
-            consumed_at: float | None = None) -> Result | None:
+def execute(
+    plugin: LoadedPlugin, pool: WorkerPool, invocation: Invocation, consumed_at: float | None = None
+) -> Result | None:
     """Run one invocation; None when the pool was closed mid-call (the caller must not record anything)."""
     try:
         params = plugin.manifest.validate_params(invocation.params)
     except ParamError as e:
-        return rejected_result(invocation.invocation_id, plugin.name, plugin.version, "ParamError", str(e),
-                               attempt=invocation.attempt, trigger_kind=invocation.trigger.kind,
-                               code_hash=plugin.code_hash)
+        return rejected_result(
+            invocation.invocation_id,
+            plugin.name,
+            plugin.version,
+            "ParamError",
+            str(e),
+            attempt=invocation.attempt,
+            trigger_kind=invocation.trigger.kind,
+            code_hash=plugin.code_hash,
+        )
     outcome = pool.call(build_request(invocation, params), timeout=plugin.manifest.timeout_seconds)
     if outcome.status == "aborted":
         return None

@@ -5,6 +5,7 @@ A retry or a dead letter replaces the failed attempt's message: only after Kafka
 attempt blocks here for that one round trip; the result sink's delivery thread serves the
 producer's callbacks, so no second poll loop is needed.
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,8 +25,7 @@ class FollowupPublisher:
         self.producer = producer
         self.stop = stop
 
-    def publish(self, topic: str, key: bytes, value: bytes,
-                headers: Sequence[tuple[str, bytes]] = ()) -> bool:
+    def publish(self, topic: str, key: bytes, value: bytes, headers: Sequence[tuple[str, bytes]] = ()) -> bool:
         """Produce and wait for the acknowledgement; False if the runner stops first (nothing is recorded)."""
         while True:
             done = threading.Event()

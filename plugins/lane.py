@@ -10,6 +10,7 @@ Retries carry a not-before time: such a job waits in the lane's timer heap (not 
 neither occupies a worker nor counts as backlog) and joins the queue when it is due. Its offset
 stays uncommitted meanwhile, so a crash re-delivers it and the wait is resumed from the header.
 """
+
 from __future__ import annotations
 
 import collections
@@ -60,9 +61,15 @@ class Job:
 
 
 class PluginLane:
-    def __init__(self, plugin: LoadedPlugin, pool: WorkerPool,
-                 handle: Callable[["PluginLane", Job, LaneVersion], None],
-                 topic: str = "", is_current: Callable[[Ack], bool] | None = None, high_topic: str = ""):
+    def __init__(
+        self,
+        plugin: LoadedPlugin,
+        pool: WorkerPool,
+        handle: Callable[[PluginLane, Job, LaneVersion], None],
+        topic: str = "",
+        is_current: Callable[[Ack], bool] | None = None,
+        high_topic: str = "",
+    ):
         self.current = LaneVersion(plugin, pool)
         self._versions = [self.current]  # not yet closed: the current one and any still draining
         self.topic = topic
@@ -81,8 +88,10 @@ class PluginLane:
         self._stopping = threading.Event()
         # PIPELINE_DEPTH threads per worker: with a fast plugin, each worker has its next request
         # while it runs the current one (see plugins/pool.py); otherwise the extra threads wait.
-        self._threads = [threading.Thread(target=self._loop, name=f"lane-{plugin.name}-{i}", daemon=True)
-                         for i in range(pool.size * PIPELINE_DEPTH)]
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"lane-{plugin.name}-{i}", daemon=True)
+            for i in range(pool.size * PIPELINE_DEPTH)
+        ]
         self._delayed: list[tuple[float, int, Job]] = []  # heap by not-before (epoch seconds)
         self._delayed_cond = threading.Condition()
         self._seq = itertools.count()
@@ -256,7 +265,9 @@ class PluginLane:
                     ran = True
                     self._handle(self, job, version)
             except Exception:  # a bug here must not kill the lane; the message stays uncommitted
-                log.exception("unexpected error running %s invocation %s", self.plugin.name, job.invocation.invocation_id)
+                log.exception(
+                    "unexpected error running %s invocation %s", self.plugin.name, job.invocation.invocation_id
+                )
             finally:
                 version.pool.release()  # unused if the call never reached the pool (e.g. rejected params)
                 elapsed = time.monotonic() - started
@@ -274,6 +285,10 @@ class PluginLane:
 
 def _close_in_background(version: LaneVersion) -> None:
     # Closing waits for the workers to exit; a lane thread must not stall on that.
-    log.info("plugin %s %s (code %s) drained; stopping its workers", version.plugin.name, version.plugin.version,
-             version.plugin.code_hash[:12])
+    log.info(
+        "plugin %s %s (code %s) drained; stopping its workers",
+        version.plugin.name,
+        version.plugin.version,
+        version.plugin.code_hash[:12],
+    )
     threading.Thread(target=version.pool.close, name=f"close-{version.plugin.name}", daemon=True).start()

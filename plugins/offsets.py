@@ -8,6 +8,7 @@ Each assignment of a partition gets a new generation; completions of an older ge
 that was still running when the partition was revoked) are ignored. Used by the consumer thread
 only, except is_current(), which other threads may call (a single dict read).
 """
+
 from __future__ import annotations
 
 import collections

@@ -8,6 +8,7 @@ Outcomes: success, failed (the plugin raised), timeout (the worker is killed and
 crashed (the worker died: sys.exit, segfault, OOM kill — replaced), aborted (the pool was closed
 while the call ran: the caller must not record it as a result).
 """
+
 from __future__ import annotations
 
 import collections
@@ -24,7 +25,7 @@ from typing import Any, Literal
 
 import orjson
 
-from plugins.worker_main import FrameDecoder, ProtocolError, READ_CHUNK, encode_frame, write_all
+from plugins.worker_main import READ_CHUNK, FrameDecoder, ProtocolError, encode_frame, write_all
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +94,14 @@ class Worker:
     def __init__(self, spec: WorkerSpec):
         self.spec = spec
         self.proc = subprocess.Popen(
-            spec.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            cwd=spec.plugin_dir, env=spec.environment(), bufsize=0, close_fds=True,
+            spec.command(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=spec.plugin_dir,
+            env=spec.environment(),
+            bufsize=0,
+            close_fds=True,
             # Own process group: Ctrl-C in the runner's terminal does not hit the workers (the
             # runner stops them itself), and a timeout kill reaches the plugin's children too.
             start_new_session=True,
@@ -114,8 +121,9 @@ class Worker:
         self.inflight = 0
         self.retired = False
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
-        self._stderr_thread = threading.Thread(target=self._pump_stderr, name=f"{spec.plugin}-{self.pid}-stderr",
-                                               daemon=True)
+        self._stderr_thread = threading.Thread(
+            target=self._pump_stderr, name=f"{spec.plugin}-{self.pid}-stderr", daemon=True
+        )
         self._stderr_thread.start()
 
     def _pump_stderr(self) -> None:
@@ -257,8 +265,11 @@ class WorkerPool:
         try:
             workers = [self._spawn() for _ in range(self.size)]
         except OSError as e:
-            self.startup_error = {"type": "WorkerStartError", "traceback": None,
-                                  "message": f"cannot start {self.spec.python} for {self.spec.plugin}: {e}"}
+            self.startup_error = {
+                "type": "WorkerStartError",
+                "traceback": None,
+                "message": f"cannot start {self.spec.python} for {self.spec.plugin}: {e}",
+            }
             self.close()
             return
         deadline = time.monotonic() + self.startup_timeout
@@ -266,15 +277,25 @@ class WorkerPool:
             try:
                 hello = w.wait_hello(deadline)
             except TimeoutError:
-                self.startup_error = {"type": "WorkerStartTimeout", "traceback": None,
-                                      "message": f"worker {w.pid} of {self.spec.plugin} did not start within {self.startup_timeout:.0f}s"}
+                self.startup_error = {
+                    "type": "WorkerStartTimeout",
+                    "traceback": None,
+                    "message": f"worker {w.pid} of {self.spec.plugin} did not start within {self.startup_timeout:.0f}s",
+                }
             except WorkerDied:
                 w._reap(2.0)
-                self.startup_error = {"type": "WorkerCrashed", "traceback": "\n".join(w.stderr_tail) or None,
-                                      "message": f"worker {w.pid} of {self.spec.plugin} {w.exit_description()} during startup"}
+                self.startup_error = {
+                    "type": "WorkerCrashed",
+                    "traceback": "\n".join(w.stderr_tail) or None,
+                    "message": f"worker {w.pid} of {self.spec.plugin} {w.exit_description()} during startup",
+                }
             else:
                 if not hello.get("ok") and self.startup_error is None:
-                    self.startup_error = hello.get("error") or {"type": "LoadError", "message": "unknown", "traceback": None}
+                    self.startup_error = hello.get("error") or {
+                        "type": "LoadError",
+                        "message": "unknown",
+                        "traceback": None,
+                    }
             with self._cond:
                 if w in self._all:
                     self._live.append(w)
@@ -451,10 +472,17 @@ class WorkerPool:
             self._retire(w)
             if self._closed:
                 return CallOutcome("aborted", worker_pid=pid, sent_at=sent_at, received_at=time.time())
-            return CallOutcome("timeout", worker_pid=pid, sent_at=sent_at, received_at=time.time(), error={
-                "type": "Timeout", "traceback": "\n".join(w.stderr_tail) or None,
-                "message": f"{self.spec.plugin} did not finish within {timeout:g}s; worker {pid} was killed and replaced",
-            })
+            return CallOutcome(
+                "timeout",
+                worker_pid=pid,
+                sent_at=sent_at,
+                received_at=time.time(),
+                error={
+                    "type": "Timeout",
+                    "traceback": "\n".join(w.stderr_tail) or None,
+                    "message": f"{self.spec.plugin} did not finish within {timeout:g}s; worker {pid} was killed and replaced",
+                },
+            )
         except (WorkerDied, ProtocolError, orjson.JSONDecodeError) as e:
             received_at = time.time()
             pid = w.pid
@@ -465,10 +493,17 @@ class WorkerPool:
             if self.spec.memory_limit_mb is not None and isinstance(e, WorkerDied):
                 # C code that cannot allocate may abort or segfault instead of raising MemoryError.
                 what += f" (its memory limit is {self.spec.memory_limit_mb} MB)"
-            return CallOutcome("crashed", worker_pid=pid, sent_at=sent_at, received_at=received_at, error={
-                "type": "WorkerCrashed", "traceback": "\n".join(w.stderr_tail) or None,
-                "message": f"worker {pid} of {self.spec.plugin} {what} during the call; it was replaced",
-            })
+            return CallOutcome(
+                "crashed",
+                worker_pid=pid,
+                sent_at=sent_at,
+                received_at=received_at,
+                error={
+                    "type": "WorkerCrashed",
+                    "traceback": "\n".join(w.stderr_tail) or None,
+                    "message": f"worker {pid} of {self.spec.plugin} {what} during the call; it was replaced",
+                },
+            )
         received_at = time.time()
         started, finished = resp.get("started_at"), resp.get("finished_at")
         if started is not None and finished is not None:
@@ -477,8 +512,12 @@ class WorkerPool:
             self._avg_call_seconds = elapsed if avg is None else avg + _CALL_EWMA_WEIGHT * (elapsed - avg)
         if resp.get("retire"):  # the worker asks to be replaced (it hit its memory limit) and exits
             self._retire(w)
-            log.warning("worker %s of %s retired after %s; replaced", w.pid, self.spec.plugin,
-                        (resp.get("error") or {}).get("type"))
+            log.warning(
+                "worker %s of %s retired after %s; replaced",
+                w.pid,
+                self.spec.plugin,
+                (resp.get("error") or {}).get("type"),
+            )
         else:
             with w.cond:
                 w.order.popleft()

@@ -3,6 +3,7 @@
 A plugin is a folder with a plugin.json inside one of the configured plugin directories. A broken
 plugin is reported and skipped; it never hides the others.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -83,9 +84,19 @@ def load_plugin(plugin_dir: Path) -> LoadedPlugin:
     manifest_path = plugin_dir / MANIFEST_FILE
     manifest = load_manifest(manifest_path)
     if not entry_module_exists(plugin_dir, manifest):
-        raise ConfigError(manifest_path, [("entry_point", f"module {manifest.module!r} not found in {plugin_dir} "
-                                                          f"(expected {manifest.module.replace('.', '/')}.py)")])
-    return LoadedPlugin(name=manifest.name, path=plugin_dir.resolve(), manifest=manifest, code_hash=code_hash(plugin_dir))
+        raise ConfigError(
+            manifest_path,
+            [
+                (
+                    "entry_point",
+                    f"module {manifest.module!r} not found in {plugin_dir} "
+                    f"(expected {manifest.module.replace('.', '/')}.py)",
+                )
+            ],
+        )
+    return LoadedPlugin(
+        name=manifest.name, path=plugin_dir.resolve(), manifest=manifest, code_hash=code_hash(plugin_dir)
+    )
 
 
 def discover(plugin_dirs: Iterable[Path]) -> Discovery:
@@ -111,9 +122,15 @@ def discover(plugin_dirs: Iterable[Path]) -> Discovery:
                 continue
             first = found.plugins.get(plugin.name)
             if first is not None:
-                found.problems.append(PluginProblem(folder, (
-                    f"duplicate plugin name {plugin.name!r}: {folder / MANIFEST_FILE} and {first.path / MANIFEST_FILE}"
-                    f" (keeping {first.path})")))
+                found.problems.append(
+                    PluginProblem(
+                        folder,
+                        (
+                            f"duplicate plugin name {plugin.name!r}: {folder / MANIFEST_FILE} and {first.path / MANIFEST_FILE}"
+                            f" (keeping {first.path})"
+                        ),
+                    )
+                )
                 continue
             found.plugins[plugin.name] = plugin
     return found

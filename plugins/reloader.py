@@ -14,6 +14,7 @@ so they keep serving until the runner restarts.
 One thread polls the folders and the reload requests (`cdcflow plugins reload NAME`); each reload
 runs in its own short-lived thread so a slow venv build never delays another plugin's reload.
 """
+
 from __future__ import annotations
 
 import logging
@@ -40,9 +41,17 @@ BuildLane = Callable[[LoadedPlugin, WorkerPool], PluginLane]
 
 
 class HotReloader:
-    def __init__(self, settings: Settings, states: PluginStates, lanes: Callable[[], list[PluginLane]],
-                 start_pool: StartPool, build_lane: BuildLane, stop: threading.Event,
-                 only: set[str] | None = None, interval: float = 1.0):
+    def __init__(
+        self,
+        settings: Settings,
+        states: PluginStates,
+        lanes: Callable[[], list[PluginLane]],
+        start_pool: StartPool,
+        build_lane: BuildLane,
+        stop: threading.Event,
+        only: set[str] | None = None,
+        interval: float = 1.0,
+    ):
         self.settings = settings
         self.states = states
         self.lanes = lanes
@@ -70,14 +79,27 @@ class HotReloader:
 
     # -- recording ------------------------------------------------------------------------------
     def record_serving(self, plugin: LoadedPlugin, loaded_at: float) -> None:
-        self._safe_update(plugin.name, state="serving", version=plugin.version, code_hash=plugin.code_hash,
-                          loaded_at=loaded_at, path=str(plugin.path), runner=RUNNER_ID, last_error=None,
-                          error_at=None, error_code_hash=None)
+        self._safe_update(
+            plugin.name,
+            state="serving",
+            version=plugin.version,
+            code_hash=plugin.code_hash,
+            loaded_at=loaded_at,
+            path=str(plugin.path),
+            runner=RUNNER_ID,
+            last_error=None,
+            error_at=None,
+            error_code_hash=None,
+        )
 
     def record_error(self, name: str, error: str, serving: bool, code_hash: str | None = None) -> None:
         log.error("plugin %s: %s%s", name, error, "; the previous version keeps serving" if serving else "")
-        fields: dict[str, Any] = {"last_error": error, "error_at": time.time(), "error_code_hash": code_hash,
-                                  "runner": RUNNER_ID}
+        fields: dict[str, Any] = {
+            "last_error": error,
+            "error_at": time.time(),
+            "error_code_hash": code_hash,
+            "runner": RUNNER_ID,
+        }
         if not serving:
             fields["state"] = "failed"
         self._safe_update(name, **fields)
@@ -103,7 +125,9 @@ class HotReloader:
                         self._seen_requests[name] = at
                         folder = self._folder_of(name)
                         if folder is None:
-                            self.record_error(name, "reload requested, but no plugin of that name was found", serving=False)
+                            self.record_error(
+                                name, "reload requested, but no plugin of that name was found", serving=False
+                            )
                         else:
                             log.info("plugin %s: reload requested", name)
                             self._schedule(folder, forced=True)
@@ -130,8 +154,9 @@ class HotReloader:
                 self._again[folder] = self._again.get(folder, False) or forced
                 return
             self._busy.add(folder)
-        threading.Thread(target=self._reload_thread, args=(folder, forced), name=f"reload-{folder.name}",
-                         daemon=True).start()
+        threading.Thread(
+            target=self._reload_thread, args=(folder, forced), name=f"reload-{folder.name}", daemon=True
+        ).start()
 
     def _reload_thread(self, folder: Path, forced: bool) -> None:
         while True:
@@ -162,32 +187,53 @@ class HotReloader:
         if lane is None:
             other = next((x for x in self.lanes() if x.plugin.name == plugin.name), None)
             if other is not None:
-                self.record_error(plugin.name, f"duplicate plugin name in {folder} (serving {other.plugin.path})",
-                                  serving=True)
+                self.record_error(
+                    plugin.name, f"duplicate plugin name in {folder} (serving {other.plugin.path})", serving=True
+                )
                 return False
         elif plugin.name != lane.plugin.name:
-            self.record_error(name, f"{folder} now declares the name {plugin.name!r}: renaming needs a restart",
-                              serving=True)
+            self.record_error(
+                name, f"{folder} now declares the name {plugin.name!r}: renaming needs a restart", serving=True
+            )
             return False
         if lane is not None and plugin.code_hash == lane.plugin.code_hash and not forced:
             return False  # touched, not changed
-        log.info("plugin %s: loading %s (code %s)%s", plugin.name, plugin.version, plugin.code_hash[:12],
-                 " beside the serving version" if lane is not None else "")
+        log.info(
+            "plugin %s: loading %s (code %s)%s",
+            plugin.name,
+            plugin.version,
+            plugin.code_hash[:12],
+            " beside the serving version" if lane is not None else "",
+        )
         if lane is None:
-            self._safe_update(plugin.name, state="building", version=plugin.version, code_hash=plugin.code_hash,
-                              path=str(plugin.path), runner=RUNNER_ID)
+            self._safe_update(
+                plugin.name,
+                state="building",
+                version=plugin.version,
+                code_hash=plugin.code_hash,
+                path=str(plugin.path),
+                runner=RUNNER_ID,
+            )
         pool, error = self.start_pool(plugin)  # builds a new venv first if the dependencies changed
         if pool is None:
-            self.record_error(plugin.name, f"new version {plugin.version} (code {plugin.code_hash[:12]}) cannot start: {error}",
-                              serving=lane is not None, code_hash=plugin.code_hash)
+            self.record_error(
+                plugin.name,
+                f"new version {plugin.version} (code {plugin.code_hash[:12]}) cannot start: {error}",
+                serving=lane is not None,
+                code_hash=plugin.code_hash,
+            )
             return False
         if self.stop.is_set():
             pool.close()
             return False
         if lane is not None:
             version = lane.swap(plugin, pool)
-            log.info("plugin %s: now serving %s (code %s); the previous version drains", plugin.name, plugin.version,
-                     plugin.code_hash[:12])
+            log.info(
+                "plugin %s: now serving %s (code %s); the previous version drains",
+                plugin.name,
+                plugin.version,
+                plugin.code_hash[:12],
+            )
         else:
             new_lane = self.build_lane(plugin, pool)
             version = new_lane.current

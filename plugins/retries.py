@@ -10,10 +10,11 @@ Only failures the plugin itself might overcome are retried: `failed` (it raised 
 crashed) and `timeout`. A `rejected` invocation (malformed, or parameters that do not fit) would be
 rejected again, so it is final at once and is not dead-lettered (its result says why).
 """
+
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from schemas.invocation import Invocation, RetryTrigger
@@ -40,17 +41,24 @@ def is_dead(result: Result, policy: RetryPolicy) -> bool:
     return result.status in RETRYABLE and result.attempt > policy.max_retries
 
 
-def retry_of(invocation: Invocation, result: Result, policy: RetryPolicy,
-             now: float | None = None) -> tuple[Invocation, float]:
+def retry_of(
+    invocation: Invocation, result: Result, policy: RetryPolicy, now: float | None = None
+) -> tuple[Invocation, float]:
     """The next attempt's invocation and its not-before time (epoch seconds)."""
     now = time.time() if now is None else now
     error = f"{result.error.type}: {result.error.message}" if result.error else result.status
-    original = (invocation.trigger.original_invocation_id if isinstance(invocation.trigger, RetryTrigger)
-                else invocation.invocation_id)
+    original = (
+        invocation.trigger.original_invocation_id
+        if isinstance(invocation.trigger, RetryTrigger)
+        else invocation.invocation_id
+    )
     retry = Invocation(
         invocation_id=invocation.invocation_id,  # the same id: plugins key their idempotent side effects on it
-        plugin=invocation.plugin, params=invocation.params, priority=invocation.priority,
-        attempt=invocation.attempt + 1, created_at=datetime.fromtimestamp(now, tz=timezone.utc),
+        plugin=invocation.plugin,
+        params=invocation.params,
+        priority=invocation.priority,
+        attempt=invocation.attempt + 1,
+        created_at=datetime.fromtimestamp(now, tz=UTC),
         trigger=RetryTrigger(original_invocation_id=original, previous_error=error[:PREVIOUS_ERROR_CHARS]),
     )
     return retry, now + backoff_seconds(policy, invocation.attempt)
@@ -66,8 +74,9 @@ def not_before(headers: list[tuple[str, bytes | None]] | None) -> float | None:
     return None
 
 
-def dead_letter(invocation: Invocation, result: Result, attempts: list[dict[str, Any]],
-                source_topic: str) -> dict[str, Any]:
+def dead_letter(
+    invocation: Invocation, result: Result, attempts: list[dict[str, Any]], source_topic: str
+) -> dict[str, Any]:
     """The DLQ entry: the last invocation, its full error and a summary of every attempt."""
     return {
         "dlq_id": invocation.invocation_id,
@@ -77,7 +86,7 @@ def dead_letter(invocation: Invocation, result: Result, attempts: list[dict[str,
         "error": result.error.model_dump() if result.error else None,
         "attempts": attempts,
         "source_topic": source_topic,
-        "dead_at": datetime.now(timezone.utc).isoformat(),
+        "dead_at": datetime.now(UTC).isoformat(),
         "runner": result.runner,
         "plugin_version": result.plugin_version,
         "code_hash": result.code_hash,

@@ -9,6 +9,7 @@ lane has one thread per worker; the result sink has a writer and a delivery-repo
 An offset is committed only after its result is in Redis and acknowledged by Kafka, so a crash
 anywhere re-delivers (and the done marker stops a finished invocation from running twice).
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,6 +34,7 @@ from plugins.pool import WorkerPool, WorkerSpec
 from plugins.registry import LoadedPlugin, discover
 from plugins.reloader import HotReloader
 from plugins.retries import NOT_BEFORE_HEADER, dead_letter, is_dead, not_before, retry_of, wants_retry
+from plugins.runner_ops import RunnerOps
 from plugins.sink import ResultSink
 from plugins.state import PluginStates
 from plugins.store import RunStore, attempt_summary
@@ -40,9 +42,8 @@ from plugins.venvs import VenvError, ensure_venv, venv_python
 from schemas.config import Config
 from schemas.errors import from_validation_error
 from schemas.invocation import Invocation
-from schemas.runtime.kafka_topics import ensure_topics
 from schemas.result import Result
-from plugins.runner_ops import RunnerOps
+from schemas.runtime.kafka_topics import ensure_topics
 from schemas.settings import Settings
 
 log = logging.getLogger("cdcflow.runner")
@@ -73,14 +74,21 @@ class _Dispatch:
     not_before: float | None = None  # a retry's earliest start (epoch seconds)
 
 
-def start_pool(settings: Settings, plugin: LoadedPlugin, options: RunnerOptions) -> tuple[WorkerPool | None, str | None]:
+def start_pool(
+    settings: Settings, plugin: LoadedPlugin, options: RunnerOptions
+) -> tuple[WorkerPool | None, str | None]:
     """The plugin's venv (built if missing) and a started warm pool, or (None, why it cannot start)."""
     try:
         venv = ensure_venv(settings.runners.venv_dir, plugin.manifest.dependencies)
     except VenvError as e:
         return None, f"its venv could not be built: {e}"
-    spec = WorkerSpec(plugin=plugin.name, python=venv_python(venv), plugin_dir=plugin.path,
-                      entry_point=plugin.manifest.entry_point, memory_limit_mb=plugin.manifest.memory_limit_mb)
+    spec = WorkerSpec(
+        plugin=plugin.name,
+        python=venv_python(venv),
+        plugin_dir=plugin.path,
+        entry_point=plugin.manifest.entry_point,
+        memory_limit_mb=plugin.manifest.memory_limit_mb,
+    )
     pool = WorkerPool(spec, plugin.manifest.concurrency, startup_timeout=options.startup_timeout)
     pool.start()
     if pool.startup_error is not None:
@@ -91,13 +99,24 @@ def start_pool(settings: Settings, plugin: LoadedPlugin, options: RunnerOptions)
 
 
 def make_lane(settings: Settings, plugin: LoadedPlugin, pool: WorkerPool, handle: Any, is_current: Any) -> PluginLane:
-    return PluginLane(plugin, pool, handle, topic=settings.topics.invoke(plugin.name), is_current=is_current,
-                      high_topic=settings.topics.invoke(plugin.name, "high"))
+    return PluginLane(
+        plugin,
+        pool,
+        handle,
+        topic=settings.topics.invoke(plugin.name),
+        is_current=is_current,
+        high_topic=settings.topics.invoke(plugin.name, "high"),
+    )
 
 
-def start_lanes(settings: Settings, plugins: Iterable[LoadedPlugin], options: RunnerOptions,
-                handle: Any, is_current: Any = None,
-                on_error: Any = None) -> dict[str, PluginLane]:
+def start_lanes(
+    settings: Settings,
+    plugins: Iterable[LoadedPlugin],
+    options: RunnerOptions,
+    handle: Any,
+    is_current: Any = None,
+    on_error: Any = None,
+) -> dict[str, PluginLane]:
     """Venv + warm pool for each plugin; a plugin that cannot start is logged and left out.
 
     Its topic is then not consumed: its invocations wait in Kafka until the plugin is fixed,
@@ -113,8 +132,14 @@ def start_lanes(settings: Settings, plugins: Iterable[LoadedPlugin], options: Ru
             continue
         lane = make_lane(settings, plugin, pool, handle, is_current)
         lanes[lane.topic] = lane
-        log.info("plugin %s %s ready: %d worker(s), code %s, topic %s", plugin.name, plugin.version,
-                 pool.size, plugin.code_hash[:12], lane.topic)
+        log.info(
+            "plugin %s %s ready: %d worker(s), code %s, topic %s",
+            plugin.name,
+            plugin.version,
+            pool.size,
+            plugin.code_hash[:12],
+            lane.topic,
+        )
     return lanes
 
 
@@ -155,12 +180,23 @@ class Runner:
                 log.error("plugin %s not found in %s", missing, ", ".join(map(str, self.settings.runners.plugin_dirs)))
             plugins = [p for p in plugins if p.name in self.options.only]
         self.reloader = HotReloader(
-            self.settings, self.states, lambda: list(self.lanes.values()),
+            self.settings,
+            self.states,
+            lambda: list(self.lanes.values()),
             start_pool=lambda plugin: start_pool(self.settings, plugin, self.options),
-            build_lane=self._build_lane, stop=self.stop, only=self.options.only, interval=self.options.watch_interval)
-        self.lanes = start_lanes(self.settings, plugins, self.options, self._handle, self.tracker.is_current,
-                                 on_error=lambda p, e: self.reloader.record_error(p.name, e, serving=False,
-                                                                                  code_hash=p.code_hash))
+            build_lane=self._build_lane,
+            stop=self.stop,
+            only=self.options.only,
+            interval=self.options.watch_interval,
+        )
+        self.lanes = start_lanes(
+            self.settings,
+            plugins,
+            self.options,
+            self._handle,
+            self.tracker.is_current,
+            on_error=lambda p, e: self.reloader.record_error(p.name, e, serving=False, code_hash=p.code_hash),
+        )
         for problem in found.problems:
             self.reloader.record_error(problem.path.name, problem.message, serving=False)
         for lane in self.lanes.values():
@@ -181,21 +217,32 @@ class Runner:
             ensure_topics(self.settings, [*topics, self.settings.topics.results, self.settings.topics.dlq])
             if self.options.watch:
                 self.reloader.start()
-            producer = Producer(self.settings.kafka_config(**{
-                "acks": "all", "enable.idempotence": True, "linger.ms": 2, "client.id": f"cdcflow-runner-{RUNNER_ID}",
-            }))
+            producer = Producer(
+                self.settings.kafka_config(
+                    **{
+                        "acks": "all",
+                        "enable.idempotence": True,
+                        "linger.ms": 2,
+                        "client.id": f"cdcflow-runner-{RUNNER_ID}",
+                    }
+                )
+            )
             self.sink = ResultSink(self.store, producer, self.settings.topics.results, self.completions.put)
             self.sink.start()
             self.followups = FollowupPublisher(producer, self.stop)
             for lane in self.lanes.values():
                 lane.start()
-            self.consumer = Consumer(self.settings.kafka_config(**{
-                "group.id": self.settings.runners.group_id,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "client.id": f"cdcflow-runner-{RUNNER_ID}",
-                "on_commit": self._on_commit,
-            }))
+            self.consumer = Consumer(
+                self.settings.kafka_config(
+                    **{
+                        "group.id": self.settings.runners.group_id,
+                        "enable.auto.commit": False,
+                        "auto.offset.reset": "earliest",
+                        "client.id": f"cdcflow-runner-{RUNNER_ID}",
+                        "on_commit": self._on_commit,
+                    }
+                )
+            )
             self._subscribe()
             log.info("runner %s consuming %s (group %s)", RUNNER_ID, ", ".join(topics), self.settings.runners.group_id)
             if ready is not None:
@@ -277,8 +324,11 @@ class Runner:
         deadline = time.monotonic() + self.options.shutdown_grace
         for lane in self.lanes.values():
             if not lane.join(max(0.0, deadline - time.monotonic())):
-                log.warning("plugin %s: abandoning running call(s) after %.1fs grace; they stay uncommitted",
-                            lane.plugin.name, self.options.shutdown_grace)
+                log.warning(
+                    "plugin %s: abandoning running call(s) after %.1fs grace; they stay uncommitted",
+                    lane.plugin.name,
+                    self.options.shutdown_grace,
+                )
         for lane in self.lanes.values():
             lane.close_pools()  # a call still running returns `aborted` and is not recorded
         for lane in self.lanes.values():
@@ -313,16 +363,21 @@ class Runner:
                 accepted.append(_Dispatch(lane, invocation, ack, not_before(msg.headers())))
         if not accepted:
             return
-        done, retried = self._with_redis(lambda: self.store.seen(
-            [(d.invocation.invocation_id, d.invocation.attempt) for d in accepted]))
+        done, retried = self._with_redis(
+            lambda: self.store.seen([(d.invocation.invocation_id, d.invocation.attempt) for d in accepted])
+        )
         for d in accepted:
             iid = d.invocation.invocation_id
             if iid in done:
                 self._skip_done(d)
             elif (iid, d.invocation.attempt) in retried:
                 # This attempt failed before and its retry is already on the topic: nothing left to do.
-                log.info("%s %s attempt %d skipped: already failed and retried", d.lane.plugin.name, iid,
-                         d.invocation.attempt)
+                log.info(
+                    "%s %s attempt %d skipped: already failed and retried",
+                    d.lane.plugin.name,
+                    iid,
+                    d.invocation.attempt,
+                )
                 self.completions.put(d.ack)
             elif d.not_before is not None:
                 d.lane.submit_at(Job(d.invocation, d.ack, consumed_at), d.not_before)
@@ -340,16 +395,29 @@ class Runner:
             self._reject(lane, ack, _claimed_id(raw) or f"invalid:{where}", "InvalidInvocation", message)
             return None
         if invocation.plugin != lane.plugin.name:
-            self._reject(lane, ack, invocation.invocation_id, "WrongPlugin",
-                         f"{where}: invocation for plugin {invocation.plugin!r} on the topic of {lane.plugin.name!r}",
-                         attempt=invocation.attempt, trigger_kind=invocation.trigger.kind)
+            self._reject(
+                lane,
+                ack,
+                invocation.invocation_id,
+                "WrongPlugin",
+                f"{where}: invocation for plugin {invocation.plugin!r} on the topic of {lane.plugin.name!r}",
+                attempt=invocation.attempt,
+                trigger_kind=invocation.trigger.kind,
+            )
             return None
         return invocation
 
     def _reject(self, lane: PluginLane, ack: Ack, invocation_id: str, error_type: str, message: str, **kw: Any) -> None:
         log.warning("%s %s rejected: %s", lane.plugin.name, invocation_id, message)
-        result = rejected_result(invocation_id, lane.plugin.name, lane.plugin.version, error_type, message,
-                                 code_hash=lane.plugin.code_hash, **kw)
+        result = rejected_result(
+            invocation_id,
+            lane.plugin.name,
+            lane.plugin.version,
+            error_type,
+            message,
+            code_hash=lane.plugin.code_hash,
+            **kw,
+        )
         assert self.sink is not None
         self.ops.on_result(result)
         self.sink.submit(result, [ack])
@@ -383,7 +451,9 @@ class Runner:
         self.ops.on_start(job.invocation)
         result = execute(plugin, version.pool, job.invocation, job.consumed_at)
         if result is None:
-            log.info("%s %s abandoned at shutdown (will be redelivered)", lane.plugin.name, job.invocation.invocation_id)
+            log.info(
+                "%s %s abandoned at shutdown (will be redelivered)", lane.plugin.name, job.invocation.invocation_id
+            )
             return
         _log_result(result)
         self.ops.on_result(result)
@@ -393,21 +463,39 @@ class Runner:
             retry, start_after = retry_of(job.invocation, result, policy)
             result = result.model_copy(update={"next_attempt": {"attempt": retry.attempt, "not_before": start_after}})
             retry_topic = self.settings.topics.invoke(lane.plugin.name, retry.priority)
-            if not self.followups.publish(retry_topic, retry.invocation_id.encode(), retry.model_dump_json().encode(),
-                                          [(NOT_BEFORE_HEADER, repr(start_after).encode())]):
+            if not self.followups.publish(
+                retry_topic,
+                retry.invocation_id.encode(),
+                retry.model_dump_json().encode(),
+                [(NOT_BEFORE_HEADER, repr(start_after).encode())],
+            ):
                 return  # stopping before Kafka took the retry: the attempt stays uncommitted and re-runs
-            log.info("%s %s attempt %d %s; attempt %d in %.1fs", lane.plugin.name, retry.invocation_id,
-                     result.attempt, result.status, retry.attempt, max(0.0, start_after - time.time()))
+            log.info(
+                "%s %s attempt %d %s; attempt %d in %.1fs",
+                lane.plugin.name,
+                retry.invocation_id,
+                result.attempt,
+                result.status,
+                retry.attempt,
+                max(0.0, start_after - time.time()),
+            )
             self.sink.submit(result, [job.ack], final=False)
             return
         if is_dead(result, policy):
             iid = job.invocation.invocation_id
-            earlier = [a for a in self._with_redis(lambda: self.store.attempts(iid)) if a.get("attempt") != result.attempt]
+            earlier = [
+                a for a in self._with_redis(lambda: self.store.attempts(iid)) if a.get("attempt") != result.attempt
+            ]
             entry = dead_letter(job.invocation, result, [*earlier, attempt_summary(result)], lane.topic)
             if not self.followups.publish(self.settings.topics.dlq, iid.encode(), orjson.dumps(entry)):
                 return
-            log.warning("%s %s dead-lettered after %d attempt(s)", lane.plugin.name, iid, result.attempt,
-                        extra={"plugin": lane.plugin.name, "invocation_id": iid})
+            log.warning(
+                "%s %s dead-lettered after %d attempt(s)",
+                lane.plugin.name,
+                iid,
+                result.attempt,
+                extra={"plugin": lane.plugin.name, "invocation_id": iid},
+            )
             self.ops.on_dead_letter(entry)
             result = result.model_copy(update={"dead_lettered": True})
         self.sink.submit(result, [job.ack])
@@ -481,9 +569,21 @@ class Runner:
 def _log_result(result: Result) -> None:
     level = logging.INFO if result.status == "success" else logging.WARNING
     if log.isEnabledFor(level):
-        error = f" {result.error.type}: {result.error.message.splitlines()[0] if result.error.message else ''}" if result.error else ""
-        log.log(level, "%s %s %s %.2fms%s", result.plugin, result.invocation_id, result.status, result.duration_ms, error,
-                extra={"plugin": result.plugin, "invocation_id": result.invocation_id, "status": result.status})
+        error = (
+            f" {result.error.type}: {result.error.message.splitlines()[0] if result.error.message else ''}"
+            if result.error
+            else ""
+        )
+        log.log(
+            level,
+            "%s %s %s %.2fms%s",
+            result.plugin,
+            result.invocation_id,
+            result.status,
+            result.duration_ms,
+            error,
+            extra={"plugin": result.plugin, "invocation_id": result.invocation_id, "status": result.status},
+        )
 
 
 def _claimed_id(raw: bytes) -> str | None:
@@ -505,18 +605,26 @@ def _redacted(url: str) -> str:
     return f"{head.split('//')[0]}//***@{tail}" if sep else url
 
 
-def run_runner(config: Config, stop_event: threading.Event | None = None, *,
-               plugins: Iterable[str] | None = None, ready: threading.Event | None = None,
-               shutdown_grace: float = 10.0, watch: bool = True) -> int:
+def run_runner(
+    config: Config,
+    stop_event: threading.Event | None = None,
+    *,
+    plugins: Iterable[str] | None = None,
+    ready: threading.Event | None = None,
+    shutdown_grace: float = 10.0,
+    watch: bool = True,
+) -> int:
     """Run until stop_event is set (or SIGTERM/SIGINT when called from the main thread); return an exit code.
 
     `plugins` limits the runner to those plugin names; `ready` is set once it is consuming.
     """
     stop = stop_event or threading.Event()
-    options = RunnerOptions(only=set(plugins) if plugins is not None else None, shutdown_grace=shutdown_grace,
-                            watch=watch)
+    options = RunnerOptions(
+        only=set(plugins) if plugins is not None else None, shutdown_grace=shutdown_grace, watch=watch
+    )
     previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
+
         def request_stop(signum: int, frame: Any) -> None:
             log.info("received %s", signal.Signals(signum).name)
             stop.set()

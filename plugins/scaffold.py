@@ -1,4 +1,5 @@
 """`cdcflow plugins new NAME`: a new plugin folder that runs as it is (plugin.json, main.py, README.md)."""
+
 from __future__ import annotations
 
 import json
@@ -74,8 +75,10 @@ A running runner picks up changes to this folder by itself (hot reload).
 def scaffold_plugin(name: str, directory: Path) -> Path:
     """Create `directory/name` with a working plugin; the folder is new or this raises ScaffoldError."""
     if not NEW_NAME_PATTERN.match(name):
-        raise ScaffoldError(f"invalid plugin name {name!r}: use a letter first, then letters, digits, '_' or '-' "
-                            "(at most 64 characters)")
+        raise ScaffoldError(
+            f"invalid plugin name {name!r}: use a letter first, then letters, digits, '_' or '-' "
+            "(at most 64 characters)"
+        )
     folder = directory / name
     if folder.exists():
         raise ScaffoldError(f"{folder} already exists; not overwriting it")

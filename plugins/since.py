@@ -1,8 +1,9 @@
 """`--since` values: an ISO time, or a duration ago such as 90s, 30m, 2h, 1d or 1h30m."""
+
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"^(?:\d+(?:\.\d+)?[smhdw])+$")
@@ -12,12 +13,14 @@ _PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 def parse_since(value: str, now: datetime | None = None) -> datetime:
     """The moment `value` names, timezone-aware; ValueError with the accepted forms otherwise."""
     text = value.strip().lower()
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     if _DURATION.match(text):
         return now - timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in _PART.findall(text)))
     try:
         moment = datetime.fromisoformat(value.strip())
     except ValueError:
-        raise ValueError(f"{value!r} is neither a duration (90s, 30m, 2h, 1d, 1h30m) nor an ISO time "
-                         "(2026-11-24T08:00:00, 2026-11-24 08:00+01:00)") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        raise ValueError(
+            f"{value!r} is neither a duration (90s, 30m, 2h, 1d, 1h30m) nor an ISO time "
+            "(2026-11-24T08:00:00, 2026-11-24 08:00+01:00)"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

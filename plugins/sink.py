@@ -5,6 +5,7 @@ then produces each to Kafka. Only Kafka's delivery report (acks=all) releases th
 offset for commit, so a committed offset always has its result both stored and published. Batching
 keeps Redis at most one round trip per result under load, without making a lone result wait.
 """
+
 from __future__ import annotations
 
 import json
@@ -115,22 +116,31 @@ class ResultSink:
             return True
         while True:
             try:
-                self.store.record_many([i.result for i in to_store], [i.payload for i in to_store],  # type: ignore[misc]
-                                      [i.final for i in to_store])
+                self.store.record_many(
+                    [i.result for i in to_store],
+                    [i.payload for i in to_store],  # type: ignore[misc]
+                    [i.final for i in to_store],
+                )
                 return True
             except redis.RedisError as e:
                 if self._give_up_at is not None and time.monotonic() > self._give_up_at:
                     log.error("giving up on storing %d result(s) at shutdown (%s); they will be re-run", len(batch), e)
                     return False
-                log.error("cannot store %d result(s) in Redis (%s); retrying in %.0fs", len(to_store), e, RETRY_DELAY_SECONDS)
+                log.error(
+                    "cannot store %d result(s) in Redis (%s); retrying in %.0fs", len(to_store), e, RETRY_DELAY_SECONDS
+                )
                 time.sleep(RETRY_DELAY_SECONDS)
 
     def _produce(self, item: SinkItem) -> None:
         slimmed = False
         while True:
             try:
-                self.producer.produce(self.topic, key=item.key.encode(), value=item.payload,
-                                      on_delivery=lambda err, msg, item=item: self._delivered(item, err, msg))
+                self.producer.produce(
+                    self.topic,
+                    key=item.key.encode(),
+                    value=item.payload,
+                    on_delivery=lambda err, msg, item=item: self._delivered(item, err, msg),
+                )
                 return
             except BufferError:  # librdkafka's local queue is full: let deliveries drain
                 self.producer.poll(0.1)
@@ -147,7 +157,9 @@ class ResultSink:
                 # The result is stored; publish it again rather than commit an offset without it.
                 log.error("result %s not delivered to %s (%s); retrying", item.key, self.topic, err)
                 if self._give_up_at is None:
-                    payload = slim_payload(item.payload) if err.code() == KafkaError.MSG_SIZE_TOO_LARGE else item.payload
+                    payload = (
+                        slim_payload(item.payload) if err.code() == KafkaError.MSG_SIZE_TOO_LARGE else item.payload
+                    )
                     self._queue.put(SinkItem(item.key, payload, None, item.acks))
                 return
             for ack in item.acks:
@@ -161,8 +173,10 @@ def slim_payload(payload: bytes) -> bytes:
     data = json.loads(payload)
     size = len(json.dumps(data.get("output")).encode())
     data["output"] = None
-    data["output_truncated"] = {"bytes": size, "note": "output too large for the results topic; "
-                                                       "the full result is in the run history"}
+    data["output_truncated"] = {
+        "bytes": size,
+        "note": "output too large for the results topic; the full result is in the run history",
+    }
     if isinstance(data.get("error"), dict) and len(data["error"].get("traceback") or "") > 20000:
         data["error"]["traceback"] = data["error"]["traceback"][-20000:]
     return json.dumps(data).encode()

@@ -8,6 +8,7 @@ Keys (prefix = settings.redis.key_prefix):
 A reload request is a timestamp rather than a queue entry, so every runner sees it (each remembers
 the last one it acted on) and a runner started later ignores requests older than itself.
 """
+
 from __future__ import annotations
 
 import time

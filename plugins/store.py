@@ -15,6 +15,7 @@ A batch of results is written by one Lua script call: one round trip and one com
 (redis-py's per-command overhead, not Redis, is what limits throughput), and the result, its done
 marker and its index entries appear together or not at all.
 """
+
 from __future__ import annotations
 
 import threading
@@ -27,7 +28,6 @@ import redis
 
 from schemas.result import Result
 from schemas.settings import Settings
-
 
 # KEYS: [all-runs index, then per result: run key, marker key (done or tried), plugin index, status index,
 #        attempts list]
@@ -80,7 +80,9 @@ class RunStore:
         self.prefix = settings.redis.key_prefix
         self.ttl = settings.runners.result_ttl_seconds
         self.client = client or redis.Redis.from_url(
-            settings.redis.url.get_secret_value(), socket_timeout=10, socket_connect_timeout=5,
+            settings.redis.url.get_secret_value(),
+            socket_timeout=10,
+            socket_connect_timeout=5,
             health_check_interval=30,
         )
         self._record = self.client.register_script(_RECORD_SCRIPT)
@@ -114,8 +116,9 @@ class RunStore:
     def record(self, result: Result) -> None:
         self.record_many([result])
 
-    def record_many(self, results: Sequence[Result], payloads: Sequence[bytes] | None = None,
-                    finals: Sequence[bool] | None = None) -> None:
+    def record_many(
+        self, results: Sequence[Result], payloads: Sequence[bytes] | None = None, finals: Sequence[bool] | None = None
+    ) -> None:
         """Store results, their markers, attempt summaries and index entries in one round trip.
 
         `payloads` are the results' JSON if the caller already has it (it is produced to Kafka too).
@@ -133,8 +136,13 @@ class RunStore:
         for result, payload, final in zip(results, payloads, finals):
             iid = result.invocation_id
             marker = self.done_key(iid) if final else self.tried_key(iid, result.attempt)
-            keys += [self.run_key(iid), marker, self.index_key(plugin=result.plugin),
-                     self.index_key(status=result.status), self.attempts_key(iid)]
+            keys += [
+                self.run_key(iid),
+                marker,
+                self.index_key(plugin=result.plugin),
+                self.index_key(status=result.status),
+                self.attempts_key(iid),
+            ]
             summary = orjson.dumps(attempt_summary(result)) if result.status in ("failed", "timeout") else b""
             args += [iid, repr(result.finished_at.timestamp()), payload, summary]
         self._record(keys=keys, args=args)
@@ -163,8 +171,10 @@ class RunStore:
         if not ids:
             return set(), set()
         flags = self.client.mget([self.done_key(i) for i in ids] + [self.tried_key(i, a) for i, a in tries])
-        return ({i for i, f in zip(ids, flags) if f is not None},
-                {k for k, f in zip(tries, flags[len(ids):]) if f is not None})
+        return (
+            {i for i, f in zip(ids, flags) if f is not None},
+            {k for k, f in zip(tries, flags[len(ids) :]) if f is not None},
+        )
 
     def tried(self, pairs: Iterable[tuple[str, int]]) -> set[tuple[str, int]]:
         """Which (id, attempt) pairs already failed with their retry scheduled (one round trip)."""
@@ -192,8 +202,9 @@ class RunStore:
         raw = self.get_raw(invocation_id)
         return Result.model_validate_json(raw) if raw is not None else None
 
-    def list(self, plugin: str | None = None, status: str | None = None, limit: int = 20,
-             since: float | None = None) -> list[Result]:
+    def list(
+        self, plugin: str | None = None, status: str | None = None, limit: int = 20, since: float | None = None
+    ) -> list[Result]:
         """Newest first, finished at or after `since` (epoch seconds) if given.
 
         Uses the narrowest index (its score is the finish time, so `since` is a range bound) and
@@ -230,9 +241,14 @@ class RunStore:
 def attempt_summary(result: Result) -> dict[str, Any]:
     """What a dead letter shows of one attempt."""
     return {
-        "attempt": result.attempt, "status": result.status,
+        "attempt": result.attempt,
+        "status": result.status,
         "error": result.error.model_dump() if result.error else None,
-        "started_at": result.started_at.isoformat(), "finished_at": result.finished_at.isoformat(),
-        "duration_ms": result.duration_ms, "plugin_version": result.plugin_version, "code_hash": result.code_hash,
-        "worker_pid": getattr(result, "worker_pid", None), "runner": result.runner,
+        "started_at": result.started_at.isoformat(),
+        "finished_at": result.finished_at.isoformat(),
+        "duration_ms": result.duration_ms,
+        "plugin_version": result.plugin_version,
+        "code_hash": result.code_hash,
+        "worker_pid": getattr(result, "worker_pid", None),
+        "runner": result.runner,
     }

@@ -8,6 +8,7 @@ runner and a `cdcflow plugins test` started at the same time never see a half-bu
 Venvs never include the runner's site-packages: a plugin sees the standard library and its own
 dependencies only.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -21,11 +22,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,9 @@ class VenvSpec:
 
     @property
     def key(self) -> str:
-        payload = json.dumps({"deps": list(self.dependencies), "python": self.python, "layout": LAYOUT_VERSION},
-                             sort_keys=True)
+        payload = json.dumps(
+            {"deps": list(self.dependencies), "python": self.python, "layout": LAYOUT_VERSION}, sort_keys=True
+        )
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -60,8 +62,9 @@ def python_tag() -> str:
 
 def venv_spec(dependencies: Iterable[str], python: str | None = None) -> VenvSpec:
     # Sorted and de-duplicated: the order in plugin.json must not cause a rebuild.
-    return VenvSpec(dependencies=tuple(sorted({d.strip() for d in dependencies if d.strip()})),
-                    python=python or python_tag())
+    return VenvSpec(
+        dependencies=tuple(sorted({d.strip() for d in dependencies if d.strip()})), python=python or python_tag()
+    )
 
 
 def venv_path(venv_dir: Path, spec: VenvSpec) -> Path:
@@ -93,17 +96,29 @@ def ensure_venv(venv_dir: Path, dependencies: Iterable[str], *, timeout: float =
         started = time.monotonic()
         try:
             _build(tmp, spec, timeout)
-            (tmp / MARKER).write_text(json.dumps({
-                "dependencies": list(spec.dependencies), "python": spec.python, "layout": LAYOUT_VERSION,
-                "built_at": time.time(), "installer": "uv" if _uv_bin() else "pip",
-            }, indent=2))
+            (tmp / MARKER).write_text(
+                json.dumps(
+                    {
+                        "dependencies": list(spec.dependencies),
+                        "python": spec.python,
+                        "layout": LAYOUT_VERSION,
+                        "built_at": time.time(),
+                        "installer": "uv" if _uv_bin() else "pip",
+                    },
+                    indent=2,
+                )
+            )
             os.chmod(tmp, 0o755)  # mkdtemp makes it private; workers may run as another user
             os.rename(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        log.info("built venv %s for %s in %.1fs", target, list(spec.dependencies) or "no dependencies",
-                 time.monotonic() - started)
+        log.info(
+            "built venv %s for %s in %.1fs",
+            target,
+            list(spec.dependencies) or "no dependencies",
+            time.monotonic() - started,
+        )
     return target
 
 
@@ -148,8 +163,11 @@ def _build(venv: Path, spec: VenvSpec, timeout: float) -> None:
     else:
         _run([sys.executable, "-m", "venv", str(venv)], timeout, "python -m venv")
         if spec.dependencies:
-            _run([str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
-                  *spec.dependencies], timeout, "pip install")
+            _run(
+                [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-input", *spec.dependencies],
+                timeout,
+                "pip install",
+            )
 
 
 def _installer_env() -> dict[str, str]:
@@ -158,8 +176,12 @@ def _installer_env() -> dict[str, str]:
     for var in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "UV_PYTHON", "CONDA_PREFIX"):
         env.pop(var, None)
     # uv does not read pip's settings; carry the common ones over so one index/CA setup serves both.
-    for pip_var, uv_var in (("PIP_INDEX_URL", "UV_INDEX_URL"), ("PIP_EXTRA_INDEX_URL", "UV_EXTRA_INDEX_URL"),
-                            ("PIP_FIND_LINKS", "UV_FIND_LINKS"), ("PIP_CERT", "SSL_CERT_FILE")):
+    for pip_var, uv_var in (
+        ("PIP_INDEX_URL", "UV_INDEX_URL"),
+        ("PIP_EXTRA_INDEX_URL", "UV_EXTRA_INDEX_URL"),
+        ("PIP_FIND_LINKS", "UV_FIND_LINKS"),
+        ("PIP_CERT", "SSL_CERT_FILE"),
+    ):
         if env.get(pip_var) and uv_var not in env:
             env[uv_var] = env[pip_var]
     return env
@@ -167,8 +189,14 @@ def _installer_env() -> dict[str, str]:
 
 def _run(cmd: list[str], timeout: float, what: str) -> None:
     try:
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                              env=_installer_env(), timeout=timeout)
+        proc = subprocess.run(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=_installer_env(),
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired as e:
         raise VenvError(f"{what} timed out after {timeout:.0f}s\n{_tail(e.output or b'')}") from None
     except OSError as e:

@@ -6,6 +6,7 @@ the same for one more poll, so an editor's save-in-several-writes or a `cp -r` i
 reported once, when it has settled. The caller then compares content hashes (registry.code_hash), so
 a touch without a real change reloads nothing.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable

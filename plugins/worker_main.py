@@ -14,6 +14,7 @@ Wire format, both directions: a 4-byte big-endian length, then that many bytes o
   worker -> runner, per call:       {"type": "result", "ok", "output", "error", "note",
                                      "started_at", "entry_called_at", "finished_at"}
 """
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,8 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 HEADER = struct.Struct(">I")
 # A frame this large is a corrupted stream (e.g. something wrote to the protocol fd), not a payload.
@@ -62,7 +64,7 @@ class FrameDecoder:
         end = HEADER.size + size
         if len(buf) < end:
             return None
-        frame = bytes(buf[HEADER.size:end])
+        frame = bytes(buf[HEADER.size : end])
         del buf[:end]
         return frame
 
@@ -153,7 +155,9 @@ class Plugin:
             module = importlib.import_module(module_name)
             func = getattr(module, func_name, None)
             if func is None:
-                raise AttributeError(f"module {module_name!r} ({getattr(module, '__file__', '?')}) has no attribute {func_name!r}")
+                raise AttributeError(
+                    f"module {module_name!r} ({getattr(module, '__file__', '?')}) has no attribute {func_name!r}"
+                )
             if not callable(func):
                 raise TypeError(f"{entry_point} is a {type(func).__name__}, not a function")
             self.func = func
@@ -170,8 +174,12 @@ class Plugin:
 
     def call(self, request: dict[str, Any]) -> dict[str, Any]:
         started_at = time.time()
-        resp: dict[str, Any] = {"type": "result", "invocation_id": request.get("invocation_id"),
-                                "started_at": started_at, "entry_called_at": None}
+        resp: dict[str, Any] = {
+            "type": "result",
+            "invocation_id": request.get("invocation_id"),
+            "started_at": started_at,
+            "entry_called_at": None,
+        }
         if self.load_error is not None:
             resp.update(ok=False, output=None, error=self.load_error, finished_at=time.time())
             return resp
@@ -202,8 +210,9 @@ class Plugin:
             err = error_info(e, skip_frames=1)
             if self.memory_limit_mb is not None:
                 err["type"] = "MemoryLimitExceeded"
-                err["message"] = (f"the plugin exceeded its memory limit of {self.memory_limit_mb} MB"
-                                  + (f" ({err['message']})" if err["message"] else ""))
+                err["message"] = f"the plugin exceeded its memory limit of {self.memory_limit_mb} MB" + (
+                    f" ({err['message']})" if err["message"] else ""
+                )
             resp.update(ok=False, output=None, error=err, retire=True)
         except Exception as e:
             err = error_info(e, skip_frames=1)
@@ -232,7 +241,11 @@ def dump_response(resp: dict[str, Any]) -> bytes:
             text = repr(output)
         except Exception as repr_error:
             text = f"<unrepresentable {type(output).__name__}: {repr_error}>"
-        resp = dict(resp, output=text, note=f"output of type {type(output).__name__} is not JSON-serializable ({e}); stored its repr()")
+        resp = dict(
+            resp,
+            output=text,
+            note=f"output of type {type(output).__name__} is not JSON-serializable ({e}); stored its repr()",
+        )
         return json.dumps(resp, allow_nan=False, separators=(",", ":"), default=repr).encode()
 
 
@@ -272,9 +285,16 @@ def main(argv: list[str]) -> int:
     if memory_limit_mb is not None:
         limit_memory(memory_limit_mb)
     plugin = Plugin(plugin_dir, entry_point, memory_limit_mb)
-    hello = {"type": "hello", "ok": plugin.load_error is None, "pid": os.getpid(), "python": sys.version.split()[0],
-             "prefix": sys.prefix, "error": plugin.load_error, "takes_context": plugin.takes_context,
-             "hooks": sorted(plugin.hooks)}
+    hello = {
+        "type": "hello",
+        "ok": plugin.load_error is None,
+        "pid": os.getpid(),
+        "python": sys.version.split()[0],
+        "prefix": sys.prefix,
+        "error": plugin.load_error,
+        "takes_context": plugin.takes_context,
+        "hooks": sorted(plugin.hooks),
+    }
     write_all(proto_out, encode_frame(json.dumps(hello).encode()))
 
     decoder = FrameDecoder()
@@ -289,8 +309,15 @@ def main(argv: list[str]) -> int:
         try:
             request = json.loads(frame)
         except ValueError as e:
-            resp = {"type": "result", "ok": False, "output": None, "started_at": time.time(), "finished_at": time.time(),
-                    "entry_called_at": None, "error": {"type": "ProtocolError", "message": f"bad request: {e}", "traceback": None}}
+            resp = {
+                "type": "result",
+                "ok": False,
+                "output": None,
+                "started_at": time.time(),
+                "finished_at": time.time(),
+                "entry_called_at": None,
+                "error": {"type": "ProtocolError", "message": f"bad request: {e}", "traceback": None},
+            }
         else:
             resp = plugin.call(request)
         write_all(proto_out, encode_frame(dump_response(resp)))

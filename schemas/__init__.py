@@ -1,4 +1,5 @@
 """The contracts every part of cdcflow shares: events, config, plugin manifests, topic names."""
+
 from schemas.config import Config, load_config
 from schemas.errors import ConfigError
 from schemas.invocation import (
@@ -18,8 +19,28 @@ from schemas.settings import Settings
 from schemas.trigger_request import ManualTriggerRequest, ScheduleTick
 
 __all__ = [
-    "CdcTrigger", "Config", "ConfigError", "ErrorInfo", "Invocation", "ManualTrigger", "ManualTriggerRequest",
-    "ParamError", "PluginManifest", "ReplayTrigger", "Result", "RetryTrigger", "RowChange", "Rule", "RulesConfig",
-    "Schedule", "ScheduleTick", "ScheduleTrigger", "Settings", "Source", "invocation_id_for", "load_config",
-    "load_manifest", "make_event_id",
+    "CdcTrigger",
+    "Config",
+    "ConfigError",
+    "ErrorInfo",
+    "Invocation",
+    "ManualTrigger",
+    "ManualTriggerRequest",
+    "ParamError",
+    "PluginManifest",
+    "ReplayTrigger",
+    "Result",
+    "RetryTrigger",
+    "RowChange",
+    "Rule",
+    "RulesConfig",
+    "Schedule",
+    "ScheduleTick",
+    "ScheduleTrigger",
+    "Settings",
+    "Source",
+    "invocation_id_for",
+    "load_config",
+    "load_manifest",
+    "make_event_id",
 ]

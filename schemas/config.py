@@ -1,4 +1,5 @@
 """Loading the one config file (YAML or JSON): settings, monitored tables and schedules."""
+
 from __future__ import annotations
 
 import json
@@ -53,7 +54,10 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(path, [("", "the top level must be a mapping")])
     unknown = set(data) - RULE_KEYS - SETTINGS_KEYS
     if unknown:
-        raise ConfigError(path, [(k, f"unknown section (known: {', '.join(sorted(RULE_KEYS | SETTINGS_KEYS))})") for k in sorted(unknown)])
+        raise ConfigError(
+            path,
+            [(k, f"unknown section (known: {', '.join(sorted(RULE_KEYS | SETTINGS_KEYS))})") for k in sorted(unknown)],
+        )
     return data
 
 

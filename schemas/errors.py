@@ -1,4 +1,5 @@
 """Errors raised at the boundaries: they always name the place (file, key) and the reason."""
+
 from __future__ import annotations
 
 from pathlib import Path

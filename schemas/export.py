@@ -1,4 +1,5 @@
 """JSON Schema export of every contract, for consumers written in other languages."""
+
 from __future__ import annotations
 
 import json

@@ -1,9 +1,10 @@
 """Invocation events on `cdcflow.invoke.<plugin>`, and the trigger that caused each one."""
+
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
-from typing import Annotated, Any, Literal, Union
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -14,7 +15,7 @@ INVOCATION_NAMESPACE = uuid.UUID("7b0c7a1e-3c55-4a7e-9f0e-2b1f5d0c6a11")
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class CdcTrigger(BaseModel):
@@ -57,7 +58,7 @@ class RetryTrigger(BaseModel):
 
 
 Trigger = Annotated[
-    Union[CdcTrigger, ScheduleTrigger, ManualTrigger, ReplayTrigger, RetryTrigger],
+    CdcTrigger | ScheduleTrigger | ManualTrigger | ReplayTrigger | RetryTrigger,
     Field(discriminator="kind"),
 ]
 

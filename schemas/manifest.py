@@ -1,4 +1,5 @@
 """plugin.json: what a plugin is, what it needs and which parameters it takes."""
+
 from __future__ import annotations
 
 import json
@@ -58,7 +59,7 @@ class PluginManifest(BaseModel):
         return [d.strip() for d in deps]
 
     @model_validator(mode="after")
-    def _defaults_match_types(self) -> "PluginManifest":
+    def _defaults_match_types(self) -> PluginManifest:
         for pname, spec in self.parameters.items():
             if spec.default is not None and coerce_value(spec.type, spec.default) is _INVALID:
                 raise ValueError(f"parameters.{pname}.default: {spec.default!r} is not of type {spec.type}")
@@ -86,7 +87,9 @@ class PluginManifest(BaseModel):
             if pname in params and params[pname] is not None:
                 value = coerce_value(spec.type, params[pname])
                 if value is _INVALID:
-                    problems.append((pname, f"expected {spec.type}, got {type(params[pname]).__name__} {params[pname]!r}"))
+                    problems.append(
+                        (pname, f"expected {spec.type}, got {type(params[pname]).__name__} {params[pname]!r}")
+                    )
                 else:
                     out[pname] = value
             elif spec.required:
@@ -115,7 +118,11 @@ def coerce_value(ptype: str, value: Any) -> Any:
     if ptype == "any":
         return value
     if ptype == "string":
-        return value if isinstance(value, str) else (str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else _INVALID)
+        return (
+            value
+            if isinstance(value, str)
+            else (str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else _INVALID)
+        )
     if ptype == "boolean":
         if isinstance(value, bool):
             return value

@@ -1,4 +1,5 @@
 """Results on `cdcflow.results` (and in Redis run history)."""
+
 from __future__ import annotations
 
 from datetime import datetime

@@ -1,4 +1,5 @@
 """The row-change envelope published by `cdc` on `cdc.<db>.<table>` (Debezium-style, no schema wrapper)."""
+
 from __future__ import annotations
 
 from typing import Any, Literal

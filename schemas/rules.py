@@ -1,4 +1,5 @@
 """The rules part of the config file: monitored tables (what a row change triggers) and schedules."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -20,7 +21,9 @@ class RuleSpec(BaseModel):
     triggers: list[str] = Field(min_length=1, description="plugins to invoke")
     operations: list[Operation] = Field(default_factory=lambda: ["INSERT", "UPDATE", "DELETE"])
     conditions: dict[str, Any] = Field(default_factory=dict)
-    params: dict[str, Any] = Field(default_factory=dict, description="plugin params; strings may use {after.col} templates")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="plugin params; strings may use {after.col} templates"
+    )
     priority: Priority = "normal"
     debounce_ms: int | None = Field(default=None, ge=1)
     enabled: bool = True
@@ -63,7 +66,7 @@ class ScheduleSpec(BaseModel):
     enabled: bool = True
 
     @model_validator(mode="after")
-    def _exactly_one_kind(self) -> "ScheduleSpec":
+    def _exactly_one_kind(self) -> ScheduleSpec:
         kinds = [k for k in ("cron", "interval_seconds", "at") if getattr(self, k) is not None]
         if len(kinds) != 1:
             raise ValueError(f"give exactly one of cron, interval_seconds, at (got {', '.join(kinds) or 'none'})")

@@ -3,6 +3,7 @@
 Environment variables override the file (`CDCFLOW_KAFKA__BOOTSTRAP_SERVERS=...`), so the same file
 serves the local stack and docker-compose.
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,8 +39,10 @@ class MySQLTLS(BaseModel):
 
     def pymysql_ssl(self) -> dict[str, Any]:
         """pymysql's `ssl` argument (also what BinLogStreamReader passes on)."""
-        out: dict[str, Any] = {"verify_mode": self.verify_cert,
-                               "check_hostname": self.verify_cert and self.verify_identity}
+        out: dict[str, Any] = {
+            "verify_mode": self.verify_cert,
+            "check_hostname": self.verify_cert and self.verify_identity,
+        }
         if self.ca is not None:
             out["ca"] = str(self.ca)
         if self.cert is not None:
@@ -97,7 +100,7 @@ class TopicSettings(BaseModel):
         prefix = self.cdc_prefix + "."
         if not topic.startswith(prefix):
             return None
-        db, _, table = topic[len(prefix):].partition(".")
+        db, _, table = topic[len(prefix) :].partition(".")
         return (db, table) if db and table else None
 
 
@@ -108,8 +111,11 @@ class CdcSettings(BaseModel):
     linger_ms: float = 2.0
     checkpoint_interval_ms: int = 200
     # db.table globs: selected = (rules' tables + include) - exclude; exclude wins (cdc/filters.py)
-    include: list[str] = Field(default_factory=list, validation_alias=AliasChoices("include", "include_tables"),
-                               description="db.table globs read beyond the rules' tables")
+    include: list[str] = Field(
+        default_factory=list,
+        validation_alias=AliasChoices("include", "include_tables"),
+        description="db.table globs read beyond the rules' tables",
+    )
     exclude: list[str] = Field(default_factory=list, description="db.table globs never read")
 
 
@@ -208,10 +214,14 @@ class Settings(BaseSettings):
         """librdkafka config for a confluent-kafka client."""
         # librdkafka's own messages go through Python logging (served on poll), not straight to
         # stderr, so they carry the component and honour --log-format json and secret masking.
-        return {"bootstrap.servers": self.kafka.bootstrap_servers, "logger": logging.getLogger("cdcflow.kafka"),
-                **self.kafka.client_options, **extra}
+        return {
+            "bootstrap.servers": self.kafka.bootstrap_servers,
+            "logger": logging.getLogger("cdcflow.kafka"),
+            **self.kafka.client_options,
+            **extra,
+        }
 
-    def resolve_paths(self, base: Path) -> "Settings":
+    def resolve_paths(self, base: Path) -> Settings:
         def absolute(p: Path) -> Path:
             return p if p.is_absolute() else (base / p).resolve()
 

@@ -1,4 +1,5 @@
 """Messages that ask for a run: manual triggers from the CLI, and schedule ticks from the timer."""
+
 from __future__ import annotations
 
 from datetime import datetime

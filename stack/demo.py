@@ -7,6 +7,7 @@ the results topic is printed as it lands: what triggered it, the plugin, its sta
 plugin ran, and how long the whole trip took (row committed / invocation created -> result).
 `--keep` keeps writing nothing more but leaves the pipeline and the view running until Ctrl-C.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,14 @@ from schemas.result import Result
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "stack" / "cdcflow.yaml"
 LOG = ROOT / ".state" / "demo" / "pipeline.log"
-ADMIN = {"host": "127.0.0.1", "port": 3307, "user": "cdcflow", "password": "cdcflow", "charset": "utf8mb4",
-         "autocommit": True}
+ADMIN = {
+    "host": "127.0.0.1",
+    "port": 3307,
+    "user": "cdcflow",
+    "password": "cdcflow",
+    "charset": "utf8mb4",
+    "autocommit": True,
+}
 TABLE_DDL = """CREATE TABLE IF NOT EXISTS teachers (
   id INT AUTO_INCREMENT PRIMARY KEY,
   name VARCHAR(100) NOT NULL,
@@ -49,6 +56,7 @@ def say(text: str) -> None:
 @dataclass
 class Timeline:
     """What the demo did and when, so each result can be shown with its end-to-end time."""
+
     started: float = field(default_factory=time.time)
     # "teacher_id:lessons" (what data_processor's output tells) -> (committed at, what was written)
     writes: dict[str, tuple[float, str]] = field(default_factory=dict)
@@ -104,9 +112,13 @@ def describe(result: Result, timeline: Timeline) -> str:
     trip = f"{(finished - trip_from) * 1000:7.1f} ms" if trip_from else "      ?"
     if trip_from:
         timeline.trips_ms.append((finished - trip_from) * 1000)
-    detail = output.get("lessons_in_words") if result.status == "success" else (result.error.message if result.error else "")
-    return (f"{timeline.at(finished)}  {what:<44} -> {result.plugin:<15} {result.status:<8} "
-            f"ran {result.duration_ms:6.1f} ms  trip {trip}  {detail}")
+    detail = (
+        output.get("lessons_in_words") if result.status == "success" else (result.error.message if result.error else "")
+    )
+    return (
+        f"{timeline.at(finished)}  {what:<44} -> {result.plugin:<15} {result.status:<8} "
+        f"ran {result.duration_ms:6.1f} ms  trip {trip}  {detail}"
+    )
 
 
 def watch(consumer: Consumer, timeline: Timeline, stop: threading.Event) -> None:
@@ -122,8 +134,14 @@ def watch(consumer: Consumer, timeline: Timeline, stop: threading.Event) -> None
         print(describe(result, timeline), flush=True)
 
 
-def write_rows(conn: pymysql.connections.Connection, db: str, timeline: Timeline, seconds: float,
-               cli: list[str], stop: threading.Event) -> None:
+def write_rows(
+    conn: pymysql.connections.Connection,
+    db: str,
+    timeline: Timeline,
+    seconds: float,
+    cli: list[str],
+    stop: threading.Event,
+) -> None:
     """Rows at a steady pace; an update that matches, one that the rule's condition filters out; one manual trigger."""
     step, i, last_id, lessons = 3.0, 0, None, 0
     end = time.time() + seconds
@@ -132,25 +150,36 @@ def write_rows(conn: pymysql.connections.Connection, db: str, timeline: Timeline
             if i % 4 == 3 and last_id is not None:
                 valid = i % 8 != 7
                 lessons += 1
-                cur.execute(f"UPDATE {db}.teachers SET lessons = %s, is_valid = %s WHERE id = %s",
-                            (lessons, valid, last_id))
+                cur.execute(
+                    f"UPDATE {db}.teachers SET lessons = %s, is_valid = %s WHERE id = %s", (lessons, valid, last_id)
+                )
                 what = f"UPDATE teachers id={last_id}"
                 if valid:
                     timeline.writes[f"{last_id}:{lessons:,}"] = (time.time(), f"cdc: {what}")
-                print(f"{timeline.at(time.time())}  {what}{'' if valid else ' SET is_valid=false (no rule matches)'}",
-                      flush=True)
+                print(
+                    f"{timeline.at(time.time())}  {what}{'' if valid else ' SET is_valid=false (no rule matches)'}",
+                    flush=True,
+                )
             else:
                 name, lessons = NAMES[i % len(NAMES)], 7 + i * 1111
-                cur.execute(f"INSERT INTO {db}.teachers (name, is_valid, lessons) VALUES (%s, TRUE, %s)",
-                            (name, lessons))
+                cur.execute(
+                    f"INSERT INTO {db}.teachers (name, is_valid, lessons) VALUES (%s, TRUE, %s)", (name, lessons)
+                )
                 last_id = cur.lastrowid
                 timeline.writes[f"{last_id}:{lessons:,}"] = (time.time(), f"cdc: INSERT teachers id={last_id}")
                 print(f"{timeline.at(time.time())}  INSERT teachers id={last_id} ({name})", flush=True)
         if i == 4:
-            print(f"{timeline.at(time.time())}  cdcflow trigger data_processor -p operation=report -p lessons=3",
-                  flush=True)
-            subprocess.run([*cli, "trigger", "data_processor", "-p", "operation=report", "-p", "lessons=3"],
-                           cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            print(
+                f"{timeline.at(time.time())}  cdcflow trigger data_processor -p operation=report -p lessons=3",
+                flush=True,
+            )
+            subprocess.run(
+                [*cli, "trigger", "data_processor", "-p", "operation=report", "-p", "lessons=3"],
+                cwd=ROOT,
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         i += 1
         stop.wait(step)
 
@@ -183,27 +212,39 @@ def main() -> None:
         viewer.start()
         # A fresh stack's first messages wait for things that happen once (the plugin's virtualenv,
         # Kafka's producer ids, consumer-group joins): one row and one manual trigger go first.
-        say("warming up: one row and `cdcflow trigger data_processor --wait` go through first "
-            "(the first run builds the plugin's virtualenv; later runs take milliseconds)")
+        say(
+            "warming up: one row and `cdcflow trigger data_processor --wait` go through first "
+            "(the first run builds the plugin's virtualenv; later runs take milliseconds)"
+        )
         with conn.cursor() as cur:
             cur.execute(f"INSERT INTO {db}.teachers (name, is_valid, lessons) VALUES ('warm-up', TRUE, 1)")
             warm_up = f"{cur.lastrowid}:1"
         timeline.writes[warm_up] = (time.time(), f"cdc: INSERT teachers id={cur.lastrowid} (warm-up)")
-        subprocess.run([*cli, "trigger", "data_processor", "-p", "operation=report", "--wait", "--timeout", "300"],
-                       cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [*cli, "trigger", "data_processor", "-p", "operation=report", "--wait", "--timeout", "300"],
+            cwd=ROOT,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         wait(lambda: warm_up in timeline.seen, 300, "the warm-up row's result", pipeline)
-        say("writing to cdcflow_demo.teachers; each result is shown as it lands "
-            "(trip = row committed, or invocation created, -> result recorded)")
+        say(
+            "writing to cdcflow_demo.teachers; each result is shown as it lands "
+            "(trip = row committed, or invocation created, -> result recorded)"
+        )
         timeline.started, timeline.trips_ms, timeline.results = time.time(), [], 0
         write_rows(conn, db, timeline, args.seconds, cli, stop)
         time.sleep(5)  # the last writes' results
         if timeline.trips_ms:
-            say(f"{timeline.results} results; trip p50 {statistics.median(timeline.trips_ms):.1f} ms, "
-                f"max {max(timeline.trips_ms):.1f} ms")
+            say(
+                f"{timeline.results} results; trip p50 {statistics.median(timeline.trips_ms):.1f} ms, "
+                f"max {max(timeline.trips_ms):.1f} ms"
+            )
         else:
             raise SystemExit(f"demo: no result arrived; see {LOG}")
         if args.keep:
-            say("pipeline keeps running: write to cdcflow_demo.teachers in another shell and watch here. Ctrl-C stops it.")
+            say(
+                "pipeline keeps running: write to cdcflow_demo.teachers in another shell and watch here. Ctrl-C stops it."
+            )
             pipeline.wait()
     except KeyboardInterrupt:
         pass

@@ -10,6 +10,7 @@ Also here, each in its own module: the schedule timer (schedule_timer.py, leader
 reload of the rules file (reload.py: swap the matcher in place, or re-exec the worker when topics
 change).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -17,7 +18,7 @@ import logging
 import os
 import signal
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import faust
@@ -27,16 +28,16 @@ import orjson
 from schemas.config import Config
 from schemas.invocation import invocation_id_for
 from schemas.runtime.kafka_topics import ensure_topics
-from streams.worker_ops import StreamsOps
 from schemas.trigger_request import ManualTriggerRequest
+from streams.debounce_pending import PendingDebounces, pending_topic
 from streams.kafka_auth import faust_credentials
 from streams.matcher import Matcher
-from streams.debounce_pending import PendingDebounces, pending_topic
-from streams.row_changes import RowChangeLoop
-from streams.validation import validated_matcher
 from streams.reload import RulesWatcher
+from streams.row_changes import RowChangeLoop
 from streams.schedule_state import ScheduleStore
 from streams.schedule_timer import ScheduleTimer
+from streams.validation import validated_matcher
+from streams.worker_ops import StreamsOps
 
 log = logging.getLogger("cdcflow.streams")
 
@@ -61,7 +62,9 @@ def build_app(config: Config, consume_only: bool = False) -> faust.App:
     row_topics = [topics.row_changes(db, table) for db, table in config.rules.tables()]
     plugins = sorted(config.rules.plugins())
     debouncing = any(r.enabled and r.debounce_ms for r in config.rules.rules)
-    ensure_topics(settings, [*row_topics, topics.triggers, *(topics.invoke(p, pr) for p in plugins for pr in ("normal", "high"))])
+    ensure_topics(
+        settings, [*row_topics, topics.triggers, *(topics.invoke(p, pr) for p in plugins for pr in ("normal", "high"))]
+    )
     if debouncing:  # partition p holds the pending entries of the row topics' partition p
         ensure_topics(settings, [pending_topic(settings)], compacted=True, partitions=settings.kafka.partitions)
 
@@ -101,17 +104,20 @@ def build_app(config: Config, consume_only: bool = False) -> faust.App:
         return invoke_topics[name]
 
     async def emit(invocation: dict[str, Any]) -> None:
-        invocation["created_at"] = datetime.now(timezone.utc).isoformat()
+        invocation["created_at"] = datetime.now(UTC).isoformat()
         ops.on_emitted(invocation)
-        await invoke_topic(invocation["plugin"], invocation.get("priority", "normal")).send(key=invocation["invocation_id"].encode(), value=orjson.dumps(invocation))
+        await invoke_topic(invocation["plugin"], invocation.get("priority", "normal")).send(
+            key=invocation["invocation_id"].encode(), value=orjson.dumps(invocation)
+        )
 
     async def emit_and_wait(invocation: dict[str, Any]) -> None:
         # Waits for Kafka's ack: for emissions followed by a state change that says "done" (the
         # timer's last slot), so the state never runs ahead of Kafka.
-        invocation["created_at"] = datetime.now(timezone.utc).isoformat()
+        invocation["created_at"] = datetime.now(UTC).isoformat()
         ops.on_emitted(invocation)
         pending = await invoke_topic(invocation["plugin"], invocation.get("priority", "normal")).send(
-            key=invocation["invocation_id"].encode(), value=orjson.dumps(invocation))
+            key=invocation["invocation_id"].encode(), value=orjson.dumps(invocation)
+        )
         await pending
 
     if config.rules.schedules:
@@ -141,15 +147,26 @@ def build_app(config: Config, consume_only: bool = False) -> faust.App:
                     elif outcome.action == "swap":
                         assert outcome.config is not None and outcome.matcher is not None
                         new_plugins = sorted(outcome.config.rules.plugins())
-                        await asyncio.to_thread(ensure_topics, settings, [topics.invoke(p, pr) for p in new_plugins for pr in ("normal", "high")])
+                        await asyncio.to_thread(
+                            ensure_topics,
+                            settings,
+                            [topics.invoke(p, pr) for p in new_plugins for pr in ("normal", "high")],
+                        )
                         live.matcher = outcome.matcher
                         if running_timer is not None:
                             running_timer.schedules = [s for s in outcome.config.rules.schedules if s.enabled]
-                        log.info("rules reloaded from %s: %d rule(s), %d schedule(s)", config.path,
-                                 len(outcome.config.rules.rules), len(outcome.config.rules.schedules))
+                        log.info(
+                            "rules reloaded from %s: %d rule(s), %d schedule(s)",
+                            config.path,
+                            len(outcome.config.rules.rules),
+                            len(outcome.config.rules.schedules),
+                        )
                     elif outcome.action == "restart":
-                        log.warning("rules reloaded from %s: %s; restarting the worker to subscribe anew",
-                                    config.path, outcome.reason)
+                        log.warning(
+                            "rules reloaded from %s: %s; restarting the worker to subscribe anew",
+                            config.path,
+                            outcome.reason,
+                        )
                         app.restart_reason = outcome.reason  # type: ignore[attr-defined]
                         # A clean stop (partitions handed back, offsets committed); run_worker re-execs.
                         os.kill(os.getpid(), signal.SIGTERM)
@@ -158,6 +175,7 @@ def build_app(config: Config, consume_only: bool = False) -> faust.App:
                     log.exception("rules file watch failed; retrying")
 
     if row_topics and consume_only:
+
         @app.agent(app.topic(*row_topics, **raw), name="match_row_changes")
         async def consume_row_changes(stream: faust.StreamT) -> None:
             async for _event in stream.events():
@@ -168,8 +186,14 @@ def build_app(config: Config, consume_only: bool = False) -> faust.App:
         def stop_worker(reason: BaseException) -> None:
             asyncio.run_coroutine_threadsafe(app.crash(reason), app.loop)
 
-        row_changes = RowChangeLoop(settings, row_topics, live, ops, on_fatal=stop_worker,
-                                    pending=PendingDebounces(settings) if debouncing else None)
+        row_changes = RowChangeLoop(
+            settings,
+            row_topics,
+            live,
+            ops,
+            on_fatal=stop_worker,
+            pending=PendingDebounces(settings) if debouncing else None,
+        )
         ops.row_changes = row_changes  # status details and readiness
 
         @app.service
@@ -187,23 +211,33 @@ def build_app(config: Config, consume_only: bool = False) -> faust.App:
             try:
                 request = ManualTriggerRequest.model_validate_json(event.value)
             except ValueError as e:
-                log.error("skipping malformed trigger at %s[%d]@%d: %s", message.topic, message.partition,
-                          message.offset, e)
+                log.error(
+                    "skipping malformed trigger at %s[%d]@%d: %s", message.topic, message.partition, message.offset, e
+                )
                 continue
             ops.on_manual_trigger()
             invocation = {
                 "invocation_id": invocation_id_for("manual", request.request_id, request.plugin),
                 "plugin": request.plugin,
                 "params": request.params,
-                "trigger": {"kind": "manual", "requested_by": request.requested_by,
-                            "requested_at": request.requested_at.isoformat(), "request_id": request.request_id},
+                "trigger": {
+                    "kind": "manual",
+                    "requested_by": request.requested_by,
+                    "requested_at": request.requested_at.isoformat(),
+                    "request_id": request.request_id,
+                },
                 "attempt": 1,
                 "priority": request.priority,
             }
             await emit(invocation)
-            log.info("manual trigger %s by %s -> %s (invocation %s)", request.request_id, request.requested_by,
-                     request.plugin, invocation["invocation_id"],
-                     extra={"plugin": request.plugin, "invocation_id": invocation["invocation_id"]})
+            log.info(
+                "manual trigger %s by %s -> %s (invocation %s)",
+                request.request_id,
+                request.requested_by,
+                request.plugin,
+                invocation["invocation_id"],
+                extra={"plugin": request.plugin, "invocation_id": invocation["invocation_id"]},
+            )
 
     return app
 

@@ -1,10 +1,11 @@
 """`cdcflow streams|rules|schedules|trigger ...`"""
+
 from __future__ import annotations
 
 import click
 
-from schemas.runtime.cli_support import get_config, parse_param_pairs
 from schemas.errors import ConfigError
+from schemas.runtime.cli_support import get_config, parse_param_pairs
 
 
 @click.group()
@@ -14,8 +15,12 @@ def streams() -> None:
 
 @streams.command("worker")
 @click.option("--loglevel", default="INFO", show_default=True)
-@click.option("--consume-only", is_flag=True, hidden=True,
-              help="benchmarks: consume and ack row changes without matching (Faust's own ceiling)")
+@click.option(
+    "--consume-only",
+    is_flag=True,
+    hidden=True,
+    help="benchmarks: consume and ack row changes without matching (Faust's own ceiling)",
+)
 @click.pass_context
 def worker(ctx: click.Context, loglevel: str, consume_only: bool) -> None:
     """Run one Faust worker (start several for more throughput; they share partitions)."""
@@ -85,8 +90,15 @@ def explain_cmd(ctx: click.Context, event_file) -> None:  # type: ignore[no-unty
 @click.option("--wait", is_flag=True, help="wait for the result and print it")
 @click.option("--timeout", type=float, default=300.0, show_default=True, help="seconds to wait with --wait")
 @click.pass_context
-def trigger(ctx: click.Context, plugin: str, pairs: tuple[str, ...], json_params: str | None, priority: str,
-            wait: bool, timeout: float) -> None:
+def trigger(
+    ctx: click.Context,
+    plugin: str,
+    pairs: tuple[str, ...],
+    json_params: str | None,
+    priority: str,
+    wait: bool,
+    timeout: float,
+) -> None:
     """Run PLUGIN now: parameters are checked against its plugin.json before anything is sent."""
     import getpass
     import socket
@@ -98,8 +110,8 @@ def trigger(ctx: click.Context, plugin: str, pairs: tuple[str, ...], json_params
     from plugins.registry import discover
     from plugins.store import RunStore
     from schemas.invocation import invocation_id_for
-    from schemas.runtime.kafka_topics import ensure_topics
     from schemas.manifest import ParamError
+    from schemas.runtime.kafka_topics import ensure_topics
     from schemas.trigger_request import ManualTriggerRequest
 
     config = get_config(ctx)
@@ -107,16 +119,25 @@ def trigger(ctx: click.Context, plugin: str, pairs: tuple[str, ...], json_params
     found = discover(settings.runners.plugin_dirs)
     if plugin not in found.plugins:
         known = ", ".join(sorted(found.plugins)) or "none"
-        raise click.ClickException(f"unknown plugin {plugin!r} (plugins in {', '.join(map(str, settings.runners.plugin_dirs))}: {known})")
+        raise click.ClickException(
+            f"unknown plugin {plugin!r} (plugins in {', '.join(map(str, settings.runners.plugin_dirs))}: {known})"
+        )
     try:
         params = found.plugins[plugin].manifest.validate_params(parse_param_pairs(pairs, json_params))
     except ParamError as e:
         raise click.ClickException(f"refused, nothing was sent:\n{e}") from None
-    request = ManualTriggerRequest(request_id=str(uuid.uuid4()), plugin=plugin, params=params, priority=priority,  # type: ignore[arg-type]
-                                   requested_by=f"{getpass.getuser()}@{socket.gethostname()}")
+    request = ManualTriggerRequest(
+        request_id=str(uuid.uuid4()),
+        plugin=plugin,
+        params=params,
+        priority=priority,  # type: ignore[arg-type]
+        requested_by=f"{getpass.getuser()}@{socket.gethostname()}",
+    )
     ensure_topics(settings, [settings.topics.triggers])
     producer = Producer(settings.kafka_config(**{"acks": "all", "enable.idempotence": True}))
-    producer.produce(settings.topics.triggers, key=request.request_id.encode(), value=request.model_dump_json().encode())
+    producer.produce(
+        settings.topics.triggers, key=request.request_id.encode(), value=request.model_dump_json().encode()
+    )
     if producer.flush(30) > 0:
         raise click.ClickException(f"Kafka at {settings.kafka.bootstrap_servers} did not accept the trigger within 30s")
     invocation_id = invocation_id_for("manual", request.request_id, plugin)
@@ -133,8 +154,10 @@ def trigger(ctx: click.Context, plugin: str, pairs: tuple[str, ...], json_params
             result = store.get(invocation_id)
             ctx.exit(0 if result is not None and result.status == "success" else 1)
         time.sleep(0.1)
-    raise click.ClickException(f"no result for invocation {invocation_id} within {timeout:.0f}s "
-                               f"(is `cdcflow run` running? see `cdcflow runs show {invocation_id}` later)")
+    raise click.ClickException(
+        f"no result for invocation {invocation_id} within {timeout:.0f}s "
+        f"(is `cdcflow run` running? see `cdcflow runs show {invocation_id}` later)"
+    )
 
 
 @click.group()
@@ -161,8 +184,8 @@ def schedules_list(ctx: click.Context, as_json: bool) -> None:
 
     from plugins.store import RunStore
     from streams.schedule_state import ScheduleStore
-    from streams.schedule_times import next_slot
     from streams.schedule_timer import utcnow
+    from streams.schedule_times import next_slot
 
     config = get_config(ctx)
     store, runs = ScheduleStore(config.settings), RunStore(config.settings)
@@ -174,14 +197,21 @@ def schedules_list(ctx: click.Context, as_json: bool) -> None:
         nxt = None if state.paused or not s.enabled else next_slot(s, anchor, max(filter(None, [state.last, now])))
         tz = ZoneInfo(s.timezone)  # times shown in the schedule's own timezone
         result = runs.get(state.last_invocation) if state.last_invocation else None
-        rows.append({
-            "name": s.name, "plugin": s.plugin,
-            "when": s.cron and f"cron {s.cron} {s.timezone}" or (f"every {s.interval_seconds:g}s" if s.interval_seconds else f"at {s.at}"),
-            "next_fire": nxt.astimezone(tz).isoformat() if nxt else None,
-            "last_fire": state.last.astimezone(tz).isoformat() if state.last else None,
-            "last_result": result.status if result else ("pending" if state.last_invocation else None),
-            "paused": state.paused, "enabled": s.enabled, "missed": state.missed_total,
-        })
+        rows.append(
+            {
+                "name": s.name,
+                "plugin": s.plugin,
+                "when": s.cron
+                and f"cron {s.cron} {s.timezone}"
+                or (f"every {s.interval_seconds:g}s" if s.interval_seconds else f"at {s.at}"),
+                "next_fire": nxt.astimezone(tz).isoformat() if nxt else None,
+                "last_fire": state.last.astimezone(tz).isoformat() if state.last else None,
+                "last_result": result.status if result else ("pending" if state.last_invocation else None),
+                "paused": state.paused,
+                "enabled": s.enabled,
+                "missed": state.missed_total,
+            }
+        )
     if as_json:
         for row in rows:
             click.echo(orjson.dumps(row).decode())
@@ -189,9 +219,26 @@ def schedules_list(ctx: click.Context, as_json: bool) -> None:
     from schemas.runtime.text_table import text_table
 
     header = ("NAME", "PLUGIN", "WHEN", "NEXT FIRE", "LAST FIRE", "LAST RESULT", "PAUSED", "MISSED")
-    click.echo("\n".join(text_table(header, [
-        (r["name"], r["plugin"], r["when"], r["next_fire"] or "-", r["last_fire"] or "-", r["last_result"] or "-",
-         "yes" if r["paused"] else "no", r["missed"]) for r in rows])))
+    click.echo(
+        "\n".join(
+            text_table(
+                header,
+                [
+                    (
+                        r["name"],
+                        r["plugin"],
+                        r["when"],
+                        r["next_fire"] or "-",
+                        r["last_fire"] or "-",
+                        r["last_result"] or "-",
+                        "yes" if r["paused"] else "no",
+                        r["missed"],
+                    )
+                    for r in rows
+                ],
+            )
+        )
+    )
 
 
 @schedules.command("pause")

@@ -9,6 +9,7 @@ Shape (YAML/JSON), as in the original design plus operators:
       not: {deleted_at: {is_null: false}}
 Entries of one mapping must all hold (an implicit `all`).
 """
+
 from __future__ import annotations
 
 import re
@@ -145,8 +146,12 @@ def _compile_operator(op: str, arg: Any, side: str, column: str, path: str) -> P
     if op in ("gt", "gte", "lt", "lte"):
         if isinstance(arg, bool) or not isinstance(arg, (int, float, str)):
             raise ConditionError(path, f"`{op}` takes a number or a string")
-        compare = {"gt": lambda x, y: x > y, "gte": lambda x, y: x >= y,
-                   "lt": lambda x, y: x < y, "lte": lambda x, y: x <= y}[op]
+        compare = {
+            "gt": lambda x, y: x > y,
+            "gte": lambda x, y: x >= y,
+            "lt": lambda x, y: x < y,
+            "lte": lambda x, y: x <= y,
+        }[op]
         return lambda b, a: _ordered(get(b, a), arg, compare)
     if op == "is_null":
         if not isinstance(arg, bool):
@@ -184,8 +189,12 @@ def _eq(value: Any, expected: Any) -> bool:
         return False  # two different strings: never numerically equal (below), and no float() parse
     # DECIMALs arrive as strings and booleans as TINYINT: compare numerically when one side is numeric.
     num_v, num_e = _number(value), _number(expected)
-    return num_v is not None and num_e is not None and num_v == num_e and not (
-        isinstance(value, str) and isinstance(expected, str))
+    return (
+        num_v is not None
+        and num_e is not None
+        and num_v == num_e
+        and not (isinstance(value, str) and isinstance(expected, str))
+    )
 
 
 def _ordered(value: Any, arg: Any, compare: Callable[[Any, Any], bool]) -> bool:

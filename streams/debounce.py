@@ -6,6 +6,7 @@ Each matching change replaces the pending invocations, so the flush carries the 
 the latest event id (hence a deterministic invocation id). A change that does not match the rule
 leaves the pending entry alone.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -16,12 +17,18 @@ def pending_key(rule: str, row_key: str) -> str:
     return f"{rule}|{row_key}"
 
 
-def merge_pending(pending: dict[str, Any] | None, invocations: list[dict[str, Any]], window_ms: int, now_ms: int,
-                  partition: int) -> dict[str, Any]:
+def merge_pending(
+    pending: dict[str, Any] | None, invocations: list[dict[str, Any]], window_ms: int, now_ms: int, partition: int
+) -> dict[str, Any]:
     """The pending entry after one more matching change."""
     if pending is None:
-        return {"due_ms": now_ms + window_ms, "first_ms": now_ms, "changes": 1, "partition": partition,
-                "invocations": invocations}
+        return {
+            "due_ms": now_ms + window_ms,
+            "first_ms": now_ms,
+            "changes": 1,
+            "partition": partition,
+            "invocations": invocations,
+        }
     return {**pending, "changes": pending["changes"] + 1, "invocations": invocations}
 
 

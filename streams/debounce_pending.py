@@ -9,6 +9,7 @@ reads the partition's changes: no change is merged twice, none is lost, no entry
 
 A batch stages its updates (`Staged`); they reach memory only once its transaction committed.
 """
+
 from __future__ import annotations
 
 import logging
@@ -59,16 +60,20 @@ class PendingDebounces:
             return staged.updates[(tp, key)]
         return self.entries.get(tp, {}).get(key)
 
-    def merge(self, staged: Staged, tp: TP, key: str, invocations: list[dict[str, Any]], window_ms: int,
-              now_ms: int) -> tuple[bytes, bytes]:
+    def merge(
+        self, staged: Staged, tp: TP, key: str, invocations: list[dict[str, Any]], window_ms: int, now_ms: int
+    ) -> tuple[bytes, bytes]:
         """Stage one more matching change; the (key, value) record to produce in the transaction."""
         entry = merge_pending(self.get(staged, tp, key), invocations, window_ms, now_ms, tp[1])
         staged.updates[(tp, key)] = entry
         return record_key(tp, key), orjson.dumps({**entry, "source": tp[0], "key": key})
 
     def due(self, staged: Staged, now_ms: int) -> list[tuple[TP, str, Entry]]:
-        found = [(tp, key, entry) for (tp, key), entry in staged.updates.items()
-                 if entry is not None and is_due(entry, now_ms)]
+        found = [
+            (tp, key, entry)
+            for (tp, key), entry in staged.updates.items()
+            if entry is not None and is_due(entry, now_ms)
+        ]
         if now_ms < self._earliest_due_ms:
             return found
         earliest = NEVER
@@ -105,12 +110,16 @@ class PendingDebounces:
         the pending topic, from the start to the end); the number restored."""
         wanted = set(partitions)
         numbers = sorted({p for _, p in partitions})
-        reader = Consumer(self.settings.kafka_config(**{
-            "group.id": f"{self.settings.streams.app_id}-debounce-restore",  # never commits
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-        }))
+        reader = Consumer(
+            self.settings.kafka_config(
+                **{
+                    "group.id": f"{self.settings.streams.app_id}-debounce-restore",  # never commits
+                    "enable.auto.commit": False,
+                    "isolation.level": "read_committed",
+                    "enable.partition.eof": True,
+                }
+            )
+        )
         restored: dict[TP, dict[str, Entry]] = {tp: {} for tp in partitions}
         try:
             reader.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in numbers])

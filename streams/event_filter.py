@@ -7,6 +7,7 @@ on a row change, a bare column is the row (after; before for a delete) and `befo
 image. On other events (invocations, results, dead letters) FIELD is a dotted path into the JSON,
 e.g. `params.teacher_id=7` or `trigger.kind=schedule`.
 """
+
 from __future__ import annotations
 
 import re
@@ -32,8 +33,9 @@ def parse_where(text: str) -> dict[str, Any]:
     """One `--where` condition as a rules condition mapping."""
     m = WHERE.match(text)
     if not m:
-        raise FilterError(f"--where {text!r}: expected FIELD OP VALUE with OP one of = != > >= < <= ~ "
-                          "(e.g. after.is_valid=true)")
+        raise FilterError(
+            f"--where {text!r}: expected FIELD OP VALUE with OP one of = != > >= < <= ~ (e.g. after.is_valid=true)"
+        )
     key, op, raw = m.groups()
     try:
         value = yaml.safe_load(raw) if raw else ""
@@ -103,16 +105,36 @@ class EventFilter:
     status_lookup: Callable[[str], str | None] | None = None
 
     @classmethod
-    def build(cls, tables: Iterable[str] = (), ops: Iterable[str] = (), plugins: Iterable[str] = (),
-              rules: Iterable[str] = (), statuses: Iterable[str] = (), where: Iterable[str] = ()) -> "EventFilter":
+    def build(
+        cls,
+        tables: Iterable[str] = (),
+        ops: Iterable[str] = (),
+        plugins: Iterable[str] = (),
+        rules: Iterable[str] = (),
+        statuses: Iterable[str] = (),
+        where: Iterable[str] = (),
+    ) -> EventFilter:
         where = list(where)
-        return cls(_split(tables), normalise_ops(ops), _split(plugins), _split(rules), _split(statuses), where,
-                   compile_where(where))
+        return cls(
+            _split(tables),
+            normalise_ops(ops),
+            _split(plugins),
+            _split(rules),
+            _split(statuses),
+            where,
+            compile_where(where),
+        )
 
     def describe(self) -> dict[str, Any]:
         """The filter as plain data (part of a replay's identity)."""
-        return {"tables": sorted(self.tables), "ops": sorted(self.ops), "plugins": sorted(self.plugins),
-                "rules": sorted(self.rules), "statuses": sorted(self.statuses), "where": self.where}
+        return {
+            "tables": sorted(self.tables),
+            "ops": sorted(self.ops),
+            "plugins": sorted(self.plugins),
+            "rules": sorted(self.rules),
+            "statuses": sorted(self.statuses),
+            "where": self.where,
+        }
 
     def table_matches(self, table: str | None) -> bool:
         if not self.tables:

@@ -3,10 +3,11 @@
 The kind is read from the content, not the topic name, so a copy made with `replay --to-topic`
 is understood as well as the original.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
@@ -59,8 +60,13 @@ def facts(raw: bytes | None) -> EventFacts:
     kind = kind_of(value)
     if kind == "row_change":
         source = value.get("source") or {}
-        return EventFacts(kind, value, table=f"{source.get('db')}.{source.get('table')}", op=value.get("op"),
-                          event_id=value.get("event_id"))
+        return EventFacts(
+            kind,
+            value,
+            table=f"{source.get('db')}.{source.get('table')}",
+            op=value.get("op"),
+            event_id=value.get("event_id"),
+        )
     if kind == "invocation":
         return _invocation_facts(kind, value, value)
     if kind == "dead_letter":
@@ -68,8 +74,13 @@ def facts(raw: bytes | None) -> EventFacts:
         out.status, out.invocation_id = value.get("status"), value.get("dlq_id")
         return out
     if kind == "result":
-        return EventFacts(kind, value, plugin=value.get("plugin"), status=value.get("status"),
-                          invocation_id=value.get("invocation_id"))
+        return EventFacts(
+            kind,
+            value,
+            plugin=value.get("plugin"),
+            status=value.get("status"),
+            invocation_id=value.get("invocation_id"),
+        )
     if kind == "trigger":
         return EventFacts(kind, value, plugin=value.get("plugin"))
     return EventFacts(kind, value)
@@ -77,9 +88,16 @@ def facts(raw: bytes | None) -> EventFacts:
 
 def _invocation_facts(kind: Kind, value: dict[str, Any], invocation: dict[str, Any]) -> EventFacts:
     trigger = invocation.get("trigger") or {}
-    return EventFacts(kind, value, table=trigger.get("table"), op=trigger.get("op"), plugin=invocation.get("plugin"),
-                      rule=trigger.get("rule"), invocation_id=invocation.get("invocation_id"),
-                      event_id=trigger.get("event_id") or trigger.get("original_event_id"))
+    return EventFacts(
+        kind,
+        value,
+        table=trigger.get("table"),
+        op=trigger.get("op"),
+        plugin=invocation.get("plugin"),
+        rule=trigger.get("rule"),
+        invocation_id=invocation.get("invocation_id"),
+        event_id=trigger.get("event_id") or trigger.get("original_event_id"),
+    )
 
 
 def short(value: Any, width: int = 80) -> str:
@@ -96,8 +114,11 @@ def summary(f: EventFacts, raw: bytes | None, width: int = 80) -> str:
         return f"{op:<6} {f.table}  {short(row, width)}"
     if f.kind == "invocation":
         trigger = v.get("trigger") or {}
-        how = trigger.get("kind", "?") + (f"/{trigger['rule']}" if trigger.get("rule") else "") + (
-            f"/{trigger['schedule']}" if trigger.get("schedule") else "")
+        how = (
+            trigger.get("kind", "?")
+            + (f"/{trigger['rule']}" if trigger.get("rule") else "")
+            + (f"/{trigger['schedule']}" if trigger.get("schedule") else "")
+        )
         return f"invoke {f.plugin}  {how}  {short(v.get('params'), width)}  id={f.invocation_id}"
     if f.kind == "result":
         took = v.get("duration_ms")
@@ -117,4 +138,4 @@ def message_time(timestamp: tuple[int, int]) -> str:
     kind, ms = timestamp
     if kind == 0 or ms < 0:  # TIMESTAMP_NOT_AVAILABLE
         return "-"
-    return datetime.fromtimestamp(ms / 1000, timezone.utc).astimezone().strftime("%H:%M:%S.%f")[:-3]
+    return datetime.fromtimestamp(ms / 1000, UTC).astimezone().strftime("%H:%M:%S.%f")[:-3]

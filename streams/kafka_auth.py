@@ -5,6 +5,7 @@ properties; this maps the security ones so one `kafka.client_options` block conf
 component: security.protocol, sasl.mechanism(s), sasl.username/password, ssl.ca.location,
 ssl.certificate.location, ssl.key.location, ssl.key.password, ssl.endpoint.identification.algorithm.
 """
+
 from __future__ import annotations
 
 import ssl
@@ -27,8 +28,9 @@ def ssl_context(options: Mapping[str, Any]) -> ssl.SSLContext:
         ctx.verify_mode = ssl.CERT_NONE
     cert = options.get("ssl.certificate.location")
     if cert:
-        ctx.load_cert_chain(cert, keyfile=options.get("ssl.key.location") or None,
-                            password=options.get("ssl.key.password") or None)
+        ctx.load_cert_chain(
+            cert, keyfile=options.get("ssl.key.location") or None, password=options.get("ssl.key.password") or None
+        )
     return ctx
 
 
@@ -38,8 +40,10 @@ def faust_credentials(options: Mapping[str, Any]) -> faust.types.auth.Credential
     if protocol == "PLAINTEXT":
         return None
     if protocol not in ("SSL", "SASL_PLAINTEXT", "SASL_SSL"):
-        raise KafkaAuthError(f"kafka.client_options.security.protocol: {protocol!r} is not one of "
-                             "PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL")
+        raise KafkaAuthError(
+            f"kafka.client_options.security.protocol: {protocol!r} is not one of "
+            "PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL"
+        )
     context = ssl_context(options) if protocol in ("SSL", "SASL_SSL") else None
     if protocol == "SSL":
         return faust.SSLCredentials(context)
@@ -47,9 +51,17 @@ def faust_credentials(options: Mapping[str, Any]) -> faust.types.auth.Credential
     if mechanism == "GSSAPI":
         return faust.GSSAPICredentials(
             kerberos_service_name=str(options.get("sasl.kerberos.service.name", "kafka")),
-            ssl_context=context, mechanism=mechanism)
+            ssl_context=context,
+            mechanism=mechanism,
+        )
     if mechanism not in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
-        raise KafkaAuthError(f"kafka.client_options.sasl.mechanism: {mechanism!r} is not supported by the "
-                             "streams worker (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, GSSAPI)")
-    return faust.SASLCredentials(username=options.get("sasl.username"), password=options.get("sasl.password"),
-                                 ssl_context=context, mechanism=mechanism)
+        raise KafkaAuthError(
+            f"kafka.client_options.sasl.mechanism: {mechanism!r} is not supported by the "
+            "streams worker (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, GSSAPI)"
+        )
+    return faust.SASLCredentials(
+        username=options.get("sasl.username"),
+        password=options.get("sasl.password"),
+        ssl_context=context,
+        mechanism=mechanism,
+    )

@@ -4,6 +4,7 @@ A string that is exactly one placeholder keeps the value's type (`"{after.id}"` 
 inside longer strings are formatted as text. Placeholders: after.COL, before.COL, row.COL (after, or
 before for a delete), db, table, op (c/u/d/r), operation (INSERT/UPDATE/DELETE/READ), event_id, ts_ms.
 """
+
 from __future__ import annotations
 
 import re
@@ -36,7 +37,9 @@ def _resolver(ref: str, path: str) -> Resolver:
         return lambda ev: (ev.get(head) or {}).get(column)
     if head == "row" and column:
         return lambda ev: (ev.get("after") or ev.get("before") or {}).get(column)
-    raise MappingError(path, f"unknown placeholder {{{ref}}} (use after.COL, before.COL, row.COL, {', '.join(sorted(SCALARS))})")
+    raise MappingError(
+        path, f"unknown placeholder {{{ref}}} (use after.COL, before.COL, row.COL, {', '.join(sorted(SCALARS))})"
+    )
 
 
 def compile_params(params: dict[str, Any], path: str = "params") -> Callable[[dict[str, Any]], dict[str, Any]]:
@@ -60,7 +63,7 @@ def _compile_value(template: Any, path: str) -> Any:
     parts: list[Any] = []
     last = 0
     for m in PLACEHOLDER.finditer(template):
-        parts.append(template[last:m.start()])
+        parts.append(template[last : m.start()])
         parts.append(_resolver(m.group(1), path))
         last = m.end()
     parts.append(template[last:])
@@ -69,4 +72,3 @@ def _compile_value(template: Any, path: str) -> Any:
         return "".join(p if isinstance(p, str) else ("" if (v := p(event)) is None else str(v)) for p in parts)
 
     return fmt
-

@@ -1,4 +1,5 @@
 """Pure matching: a row-change envelope (plain dict) + the rules -> the invocations it causes."""
+
 from __future__ import annotations
 
 import hashlib
@@ -11,10 +12,15 @@ from schemas.errors import ConfigError
 from schemas.invocation import INVOCATION_NAMESPACE
 from schemas.row_change import OP_TO_OPERATION, OPERATION_TO_OP
 from schemas.rules import Rule, RulesConfig
-from streams.conditions import (ConditionError, Predicate, as_number, compile_conditions, exact_string_conjuncts,
-                                numeric_ranges)
+from streams.conditions import (
+    ConditionError,
+    Predicate,
+    as_number,
+    compile_conditions,
+    exact_string_conjuncts,
+    numeric_ranges,
+)
 from streams.mapping import MappingError, compile_params
-
 
 _NAMESPACE_SHA1 = hashlib.sha1(INVOCATION_NAMESPACE.bytes)
 
@@ -92,7 +98,7 @@ class RangeIndex:
     def add(self, low: float, high: float, entry: Entry) -> None:
         self.pending.append((low, high, entry))
 
-    def build(self) -> "RangeIndex":
+    def build(self) -> RangeIndex:
         self.points = sorted({p for low, high, _ in self.pending for p in (low, high) if abs(p) != INF})
         self.pieces = [[] for _ in range(2 * len(self.points) + 1)]
         for low, high, entry in self.pending:
@@ -126,7 +132,7 @@ class TableRules:
     indexes: list[tuple[Callable[[Any, Any], Any], Callable[[Any], list[Entry]]]] = field(default_factory=list)
 
     @classmethod
-    def arrange(cls, rules: list[CompiledRule]) -> "TableRules":
+    def arrange(cls, rules: list[CompiledRule]) -> TableRules:
         out = cls()
         strings: dict[tuple[str, str], StringIndex] = {}
         ranges: dict[tuple[str, str], RangeIndex] = {}
@@ -134,15 +140,21 @@ class TableRules:
             entry = (position, cr)
             if conjuncts := exact_string_conjuncts(cr.rule.conditions):
                 # Under the column that already has the most rules: fewer lookups per event.
-                side, column, value = max(conjuncts, key=lambda c: len(strings[c[:2]].by_value) if c[:2] in strings else 0)
+                side, column, value = max(
+                    conjuncts, key=lambda c: len(strings[c[:2]].by_value) if c[:2] in strings else 0
+                )
                 strings.setdefault((side, column), StringIndex()).add(value, entry)
             elif bounds := numeric_ranges(cr.rule.conditions):
-                side, column, low, high = max(bounds, key=lambda c: len(ranges[c[:2]].pending) if c[:2] in ranges else 0)
+                side, column, low, high = max(
+                    bounds, key=lambda c: len(ranges[c[:2]].pending) if c[:2] in ranges else 0
+                )
                 ranges.setdefault((side, column), RangeIndex()).add(low, high, entry)
             else:
                 out.always.append(entry)
         out.indexes = [(_column_getter(side, column), index.lookup) for (side, column), index in strings.items()]
-        out.indexes += [(_column_getter(side, column), index.build().lookup) for (side, column), index in ranges.items()]
+        out.indexes += [
+            (_column_getter(side, column), index.build().lookup) for (side, column), index in ranges.items()
+        ]
         return out
 
     def candidates(self, before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[Entry]:
@@ -170,7 +182,7 @@ class Matcher:
             self.arranged = {table: TableRules.arrange(rules) for table, rules in self.by_table.items()}
 
     @classmethod
-    def compile(cls, rules: RulesConfig, source: str = "config") -> "Matcher":
+    def compile(cls, rules: RulesConfig, source: str = "config") -> Matcher:
         problems: list[tuple[str, str]] = []
         by_table: dict[tuple[str, str], list[CompiledRule]] = {}
         for rule in rules.rules:
@@ -206,15 +218,26 @@ class Matcher:
             params = cr.params(event)
             rule = cr.rule
             for plugin in rule.triggers:
-                out.append(PlannedInvocation(plugin, {
-                    "invocation_id": cdc_invocation_id(rule.name, plugin, event["event_id"]),
-                    "plugin": plugin,
-                    "params": params,
-                    "trigger": {"kind": "cdc", "rule": rule.name, "event_id": event["event_id"],
-                                "table": f"{source['db']}.{source['table']}", "op": op},
-                    "attempt": 1,
-                    "priority": rule.priority,
-                }, rule.debounce_ms))
+                out.append(
+                    PlannedInvocation(
+                        plugin,
+                        {
+                            "invocation_id": cdc_invocation_id(rule.name, plugin, event["event_id"]),
+                            "plugin": plugin,
+                            "params": params,
+                            "trigger": {
+                                "kind": "cdc",
+                                "rule": rule.name,
+                                "event_id": event["event_id"],
+                                "table": f"{source['db']}.{source['table']}",
+                                "op": op,
+                            },
+                            "attempt": 1,
+                            "priority": rule.priority,
+                        },
+                        rule.debounce_ms,
+                    )
+                )
         return out
 
 
@@ -240,8 +263,11 @@ def explain(matcher: Matcher, rules: RulesConfig, event: dict[str, Any]) -> list
         if cr is None:
             out.append(Explanation(rule.name, False, "rule is disabled"))
         elif op not in cr.ops:
-            out.append(Explanation(rule.name, False, f"operation {OP_TO_OPERATION.get(op, op)} not in "
-                                                     f"{'/'.join(rule.operations)}"))
+            out.append(
+                Explanation(
+                    rule.name, False, f"operation {OP_TO_OPERATION.get(op, op)} not in {'/'.join(rule.operations)}"
+                )
+            )
         elif not cr.predicate(event.get("before"), event.get("after")):
             reason = explain_conditions(rule.conditions, event.get("before"), event.get("after"))
             out.append(Explanation(rule.name, False, reason or "conditions do not hold"))

@@ -12,6 +12,7 @@ rewrite is not a reload). A new version is loaded and validated exactly as at st
   simplest reliable way: partitions are handed back, offsets committed, and the new process
   subscribes to the new topics. Under `cdcflow run` the supervisor sees nothing of it.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -19,6 +19,7 @@ is fixed when first resolved) is kept in Redis under the replay id, so a re-run 
 same messages. The replay id is `--replay-id` or derived from the topic, target, filters and the
 resolved start offsets: re-running the same command resumes the same replay.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,7 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
@@ -77,8 +78,9 @@ def args_fingerprint(spec: ReplaySpec, range_args: dict[str, Any]) -> str:
 
 
 def derive_replay_id(spec: ReplaySpec, ranges: list[PartitionRange]) -> str:
-    payload = orjson.dumps({**spec.identity(), "start": {str(r.partition): r.start for r in ranges}},
-                           option=orjson.OPT_SORT_KEYS)
+    payload = orjson.dumps(
+        {**spec.identity(), "start": {str(r.partition): r.start for r in ranges}}, option=orjson.OPT_SORT_KEYS
+    )
     return "replay-" + hashlib.sha256(payload).hexdigest()[:16]
 
 
@@ -113,8 +115,9 @@ class PlanStore:
     def __init__(self, settings: Settings):
         self.prefix = settings.redis.key_prefix
         self.ttl = settings.runners.result_ttl_seconds
-        self.client = redis.Redis.from_url(settings.redis.url.get_secret_value(), socket_timeout=10,
-                                           socket_connect_timeout=5)
+        self.client = redis.Redis.from_url(
+            settings.redis.url.get_secret_value(), socket_timeout=10, socket_connect_timeout=5
+        )
 
     def key(self, replay_id: str) -> str:
         return f"{self.prefix}:replay:{replay_id}"
@@ -126,18 +129,24 @@ class PlanStore:
         raw = self.client.get(self.args_key(fingerprint))
         return raw.decode() if raw else None
 
-    def load_or_create(self, replay_id: str, spec: ReplaySpec, ranges: list[PartitionRange],
-                       fingerprint: str | None = None) -> list[PartitionRange]:
+    def load_or_create(
+        self, replay_id: str, spec: ReplaySpec, ranges: list[PartitionRange], fingerprint: str | None = None
+    ) -> list[PartitionRange]:
         """The plan's ranges: the stored ones when this replay id ran before (its end stays fixed)."""
-        plan = {"identity": spec.identity(), "ranges": [[r.partition, r.start, r.end] for r in ranges],
-                "created_at": datetime.now(timezone.utc).isoformat()}
+        plan = {
+            "identity": spec.identity(),
+            "ranges": [[r.partition, r.start, r.end] for r in ranges],
+            "created_at": datetime.now(UTC).isoformat(),
+        }
         self.client.set(self.key(replay_id), orjson.dumps(plan), nx=True, ex=self.ttl)
         if fingerprint is not None:
             self.client.set(self.args_key(fingerprint), replay_id, ex=self.ttl)
         stored = orjson.loads(self.client.get(self.key(replay_id)) or b"{}")
         if stored.get("identity") != orjson.loads(orjson.dumps(spec.identity())):
-            raise ReplayError(f"replay id {replay_id} was used for a different replay "
-                              f"({orjson.dumps(stored.get('identity')).decode()}); choose another --replay-id")
+            raise ReplayError(
+                f"replay id {replay_id} was used for a different replay "
+                f"({orjson.dumps(stored.get('identity')).decode()}); choose another --replay-id"
+            )
         return [PartitionRange(p, s, e) for p, s, e in stored["ranges"]]
 
     def finish(self, replay_id: str, fingerprint: str | None = None) -> None:
@@ -147,7 +156,7 @@ class PlanStore:
         if raw is None:
             return
         plan = orjson.loads(raw)
-        plan.setdefault("finished_at", datetime.now(timezone.utc).isoformat())
+        plan.setdefault("finished_at", datetime.now(UTC).isoformat())
         self.client.set(self.key(replay_id), orjson.dumps(plan), keepttl=True)
 
     def close(self) -> None:
@@ -173,9 +182,12 @@ class Transformer:
         if not rematch:
             return f, self._invocations(f) if self.spec.target == "pipeline" else None
         assert self.matcher is not None
-        planned = [p.invocation for p in self.matcher.match(f.value)
-                   if (not flt.plugins or p.plugin in flt.plugins)
-                   and (not flt.rules or p.invocation["trigger"]["rule"] in flt.rules)]
+        planned = [
+            p.invocation
+            for p in self.matcher.match(f.value)
+            if (not flt.plugins or p.plugin in flt.plugins)
+            and (not flt.rules or p.invocation["trigger"]["rule"] in flt.rules)
+        ]
         if (flt.plugins or flt.rules) and not planned:
             return None
         if self.spec.target != "pipeline":
@@ -194,44 +206,74 @@ class Transformer:
             return [self._replayed(v, original, None, {})]
         return None  # results carry no parameters; unknown messages are not invocations
 
-    def _replayed(self, inv: dict[str, Any], original_id: str, event_id: str | None,
-                  trigger: dict[str, Any]) -> dict[str, Any]:
+    def _replayed(
+        self, inv: dict[str, Any], original_id: str, event_id: str | None, trigger: dict[str, Any]
+    ) -> dict[str, Any]:
         new = Invocation(
             invocation_id=invocation_id_for("replay", self.replay_id, original_id),
-            plugin=inv["plugin"], params=inv.get("params") or {}, priority=inv.get("priority", "normal"),
-            attempt=1, created_at=datetime.now(timezone.utc),
-            trigger=ReplayTrigger(source_topic=self.spec.topic, original_invocation_id=original_id,
-                                  original_event_id=event_id, replay_id=self.replay_id,
-                                  rule=trigger.get("rule"), table=trigger.get("table"), op=trigger.get("op")),
+            plugin=inv["plugin"],
+            params=inv.get("params") or {},
+            priority=inv.get("priority", "normal"),
+            attempt=1,
+            created_at=datetime.now(UTC),
+            trigger=ReplayTrigger(
+                source_topic=self.spec.topic,
+                original_invocation_id=original_id,
+                original_event_id=event_id,
+                replay_id=self.replay_id,
+                rule=trigger.get("rule"),
+                table=trigger.get("table"),
+                op=trigger.get("op"),
+            ),
         )
         return new.model_dump(mode="json")
 
     def outputs(self, msg: Message, invocations: list[dict[str, Any]] | None) -> list[Output]:
-        headers = [(REPLAY_ID_HEADER, self.replay_id.encode()),
-                   (REPLAY_SOURCE_HEADER, f"{msg.topic()}/{msg.partition()}/{msg.offset()}".encode())]
+        headers = [
+            (REPLAY_ID_HEADER, self.replay_id.encode()),
+            (REPLAY_SOURCE_HEADER, f"{msg.topic()}/{msg.partition()}/{msg.offset()}".encode()),
+        ]
         if self.spec.target == "topic":
             assert self.spec.to_topic is not None
             return [Output(self.spec.to_topic, msg.key(), msg.value() or b"", [*(msg.headers() or []), *headers])]
         topics = self.settings.topics
-        return [Output(topics.invoke(inv["plugin"], inv["priority"]), inv["invocation_id"].encode(),
-                       orjson.dumps(inv), headers) for inv in invocations or []]
+        return [
+            Output(
+                topics.invoke(inv["plugin"], inv["priority"]), inv["invocation_id"].encode(), orjson.dumps(inv), headers
+            )
+            for inv in invocations or []
+        ]
 
 
 Progress = Callable[[ReplayCounts], None]
 
 
-def run_replay(settings: Settings, spec: ReplaySpec, ranges: list[PartitionRange], replay_id: str,
-               matcher: Matcher | None, progress: Progress | None = None,
-               on_print: Callable[[Message, EventFacts], None] | None = None) -> ReplayCounts:
+def run_replay(
+    settings: Settings,
+    spec: ReplaySpec,
+    ranges: list[PartitionRange],
+    replay_id: str,
+    matcher: Matcher | None,
+    progress: Progress | None = None,
+    on_print: Callable[[Message, EventFacts], None] | None = None,
+) -> ReplayCounts:
     """Replay `ranges` of `spec.topic`. For pipeline/topic targets, resumes from and commits to the
     replay's consumer group inside transactions; print and dry-run leave no trace anywhere."""
     sending = spec.sending
     transformer = Transformer(settings, spec, replay_id, matcher)
     counts = ReplayCounts(total=sum(r.size for r in ranges))
     group = f"cdcflow-replay-{replay_id}" if sending else f"cdcflow-replay-look-{time.time_ns()}"
-    consumer = Consumer(settings.kafka_config(**{
-        "group.id": group, "enable.auto.commit": False, "enable.partition.eof": True,
-        "isolation.level": "read_committed", "auto.offset.reset": "earliest"}))
+    consumer = Consumer(
+        settings.kafka_config(
+            **{
+                "group.id": group,
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",
+            }
+        )
+    )
     producer: Producer | None = None
     try:
         next_offset = {r.partition: r.start for r in ranges}
@@ -246,9 +288,15 @@ def run_replay(settings: Settings, spec: ReplaySpec, ranges: list[PartitionRange
         if not remaining:
             return counts
         if sending:
-            producer = Producer(settings.kafka_config(**{
-                "transactional.id": group, "transaction.timeout.ms": int(TRANSACTION_TIMEOUT * 1000),
-                "linger.ms": 5}))
+            producer = Producer(
+                settings.kafka_config(
+                    **{
+                        "transactional.id": group,
+                        "transaction.timeout.ms": int(TRANSACTION_TIMEOUT * 1000),
+                        "linger.ms": 5,
+                    }
+                )
+            )
             # Fences a killed earlier run of this replay id and aborts its open transaction.
             producer.init_transactions(30)
             if spec.target == "topic":
@@ -317,8 +365,10 @@ def run_replay(settings: Settings, spec: ReplaySpec, ranges: list[PartitionRange
                 producer.abort_transaction(30)
             except KafkaException:
                 pass
-        raise ReplayError(f"Kafka refused the replay: {e.args[0]}; nothing of the unfinished batch is visible. "
-                          f"Run the same command again (--replay-id {replay_id}) to continue") from None
+        raise ReplayError(
+            f"Kafka refused the replay: {e.args[0]}; nothing of the unfinished batch is visible. "
+            f"Run the same command again (--replay-id {replay_id}) to continue"
+        ) from None
     finally:
         consumer.close()
 
@@ -329,9 +379,16 @@ def _done(consumer: Consumer, topic: str, partition: int, remaining: set[int], t
     consumer.pause([TopicPartition(topic, partition)])
 
 
-def _handle(msg: Message, transformer: Transformer, spec: ReplaySpec, counts: ReplayCounts,
-            producer: Producer | None, known_topics: set[str], settings: Settings,
-            on_print: Callable[[Message, EventFacts], None] | None) -> None:
+def _handle(
+    msg: Message,
+    transformer: Transformer,
+    spec: ReplaySpec,
+    counts: ReplayCounts,
+    producer: Producer | None,
+    known_topics: set[str],
+    settings: Settings,
+    on_print: Callable[[Message, EventFacts], None] | None,
+) -> None:
     try:
         selected = transformer.select(msg)
     except (KeyError, TypeError, ValueError) as e:

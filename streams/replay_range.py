@@ -8,11 +8,12 @@ after `--since` (Kafka's offsets-for-times), else the log start. End: `--to-offs
 offset at or after `--until`, else, like every end, at most the high watermark read when the range is
 resolved: the end is fixed then, so a replay of a busy topic finishes.
 """
+
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from confluent_kafka import Consumer, TopicPartition
 
@@ -43,8 +44,10 @@ def resolve_topic(settings: Settings, name: str, existing: set[str]) -> str:
         if candidate in existing:
             return candidate
     tried = ", ".join(dict.fromkeys([name, *candidates]))
-    raise RangeError(f"no topic {name!r} in Kafka at {settings.kafka.bootstrap_servers} (tried: {tried}); "
-                     "name a topic, results, dlq, triggers, invoke:PLUGIN or a table")
+    raise RangeError(
+        f"no topic {name!r} in Kafka at {settings.kafka.bootstrap_servers} (tried: {tried}); "
+        "name a topic, results, dlq, triggers, invoke:PLUGIN or a table"
+    )
 
 
 def parse_offsets(specs: tuple[str, ...], option: str) -> dict[int | None, int]:
@@ -67,7 +70,7 @@ def parse_offsets(specs: tuple[str, ...], option: str) -> dict[int | None, int]:
 
 def parse_time(text: str, option: str, now: datetime | None = None) -> datetime:
     """ISO-8601 (naive = this machine's local time) or relative to now: `2h`, `30m`, `1d12h`, `90s`."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     m = RELATIVE.match(text.strip())
     if m and any(m.groups()):
         d, h, mi, s = (int(g or 0) for g in m.groups())
@@ -75,8 +78,9 @@ def parse_time(text: str, option: str, now: datetime | None = None) -> datetime:
     try:
         parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise RangeError(f"{option} {text!r}: expected ISO-8601 (2026-11-24T08:00:00Z) or a relative time "
-                         "(2h, 30m, 1d, 90s)") from None
+        raise RangeError(
+            f"{option} {text!r}: expected ISO-8601 (2026-11-24T08:00:00Z) or a relative time (2h, 30m, 1d, 90s)"
+        ) from None
     return parsed if parsed.tzinfo else parsed.astimezone()
 
 
@@ -105,9 +109,14 @@ def _offsets_at(consumer: Consumer, topic: str, partitions: list[int], when: dat
     return {tp.partition: tp.offset for tp in found}
 
 
-def resolve_range(consumer: Consumer, topic: str, from_offsets: dict[int | None, int] | None = None,
-                  to_offsets: dict[int | None, int] | None = None, since: datetime | None = None,
-                  until: datetime | None = None) -> list[PartitionRange]:
+def resolve_range(
+    consumer: Consumer,
+    topic: str,
+    from_offsets: dict[int | None, int] | None = None,
+    to_offsets: dict[int | None, int] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[PartitionRange]:
     from_offsets, to_offsets = from_offsets or {}, to_offsets or {}
     if from_offsets and since is not None:
         raise RangeError("give --from-offset or --since, not both")
@@ -117,8 +126,9 @@ def resolve_range(consumer: Consumer, topic: str, from_offsets: dict[int | None,
     for option, given in (("--from-offset", from_offsets), ("--to-offset", to_offsets)):
         unknown = sorted(p for p in given if p is not None and p not in partitions)
         if unknown:
-            raise RangeError(f"{option}: topic {topic} has no partition {unknown[0]} (partitions: "
-                             f"{', '.join(map(str, partitions))})")
+            raise RangeError(
+                f"{option}: topic {topic} has no partition {unknown[0]} (partitions: {', '.join(map(str, partitions))})"
+            )
     starts = _offsets_at(consumer, topic, partitions, since) if since is not None else {}
     ends = _offsets_at(consumer, topic, partitions, until) if until is not None else {}
     out = []

@@ -20,6 +20,7 @@ same transaction), and a matched change at or before it in the same binlog file 
 (see is_resent). Event ids that are not binlog positions (snapshot reads) are not ordered; those
 are de-duplicated downstream by invocation id (runners).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -30,7 +31,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
@@ -105,13 +106,16 @@ def take_over_faust_offsets(consumer: Consumer, settings: Settings, topics: list
     if not found:
         return
     try:
-        consumer.commit(offsets=[TopicPartition(tp.topic, tp.partition, tp.offset) for tp in found],
-                        asynchronous=False)
+        consumer.commit(offsets=[TopicPartition(tp.topic, tp.partition, tp.offset) for tp in found], asynchronous=False)
     except KafkaException as e:  # e.g. another worker joined the group first and commits itself
         log.warning("row changes: could not take over the Faust group's offsets: %s", e)
     else:
-        log.warning("row changes: first start of group %s; took over %d partition offset(s) from the Faust "
-                    "group %s", settings.streams.rows_group_id, len(found), settings.streams.app_id)
+        log.warning(
+            "row changes: first start of group %s; took over %d partition offset(s) from the Faust group %s",
+            settings.streams.rows_group_id,
+            len(found),
+            settings.streams.app_id,
+        )
 
 
 class Live(Protocol):
@@ -119,8 +123,9 @@ class Live(Protocol):
 
 
 class Ops(Protocol):
-    def on_row_batch(self, tables: Counter[tuple[str, str]], rules: Counter[str],
-                     invocations: Counter[tuple[str, str]]) -> None: ...
+    def on_row_batch(
+        self, tables: Counter[tuple[str, str]], rules: Counter[str], invocations: Counter[tuple[str, str]]
+    ) -> None: ...
 
 
 class RowChangesFailed(RuntimeError):
@@ -154,8 +159,15 @@ class Progress:
 
 
 class RowChangeLoop:
-    def __init__(self, settings: Settings, topics: list[str], live: Live, ops: Ops,
-                 on_fatal: Callable[[BaseException], None], pending: PendingDebounces | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        topics: list[str],
+        live: Live,
+        ops: Ops,
+        on_fatal: Callable[[BaseException], None],
+        pending: PendingDebounces | None = None,
+    ):
         self.settings = settings
         self.topics = topics
         self.live = live
@@ -206,43 +218,51 @@ class RowChangeLoop:
 
     def _connect(self) -> None:
         settings = self.settings
-        self._producer = Producer(settings.kafka_config(**{
-            "transactional.id": transactional_id(settings),
-            # A kill -9'd worker's open transaction keeps its partitions' offsets unstable (the next
-            # owner waits) until the broker aborts it: short, as batches commit within milliseconds.
-            "transaction.timeout.ms": 10_000,
-            # The broker answers CONCURRENT_TRANSACTIONS to the next batch's first request while it
-            # still writes the previous commit's markers (a few ms); librdkafka retries after
-            # retry.backoff.ms, doubling up to the max. The default of 100 ms set the latency of every
-            # batch (104 ms per transaction); starting at 1 ms, send_offsets + commit take ~3 ms
-            # (p50, at 200 batches/s), 5 ms took ~9 ms.
-            "retry.backoff.ms": 1,
-            "retry.backoff.max.ms": 100,
-            "compression.type": "lz4",
-            "linger.ms": 2,
-            # The Java client's (and aiokafka's) partitioner, so an invocation id lands in the same
-            # partition whichever client produced it.
-            "partitioner": "murmur2_random",
-        }))
+        self._producer = Producer(
+            settings.kafka_config(
+                **{
+                    "transactional.id": transactional_id(settings),
+                    # A kill -9'd worker's open transaction keeps its partitions' offsets unstable (the next
+                    # owner waits) until the broker aborts it: short, as batches commit within milliseconds.
+                    "transaction.timeout.ms": 10_000,
+                    # The broker answers CONCURRENT_TRANSACTIONS to the next batch's first request while it
+                    # still writes the previous commit's markers (a few ms); librdkafka retries after
+                    # retry.backoff.ms, doubling up to the max. The default of 100 ms set the latency of every
+                    # batch (104 ms per transaction); starting at 1 ms, send_offsets + commit take ~3 ms
+                    # (p50, at 200 batches/s), 5 ms took ~9 ms.
+                    "retry.backoff.ms": 1,
+                    "retry.backoff.max.ms": 100,
+                    "compression.type": "lz4",
+                    "linger.ms": 2,
+                    # The Java client's (and aiokafka's) partitioner, so an invocation id lands in the same
+                    # partition whichever client produced it.
+                    "partitioner": "murmur2_random",
+                }
+            )
+        )
         self._producer.init_transactions(60)
         self._produce_one = self._producer.produce
         self._on_delivery = self._delivered
-        config = settings.kafka_config(**{
-            "group.id": settings.streams.rows_group_id,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-            "partition.assignment.strategy": "cooperative-sticky",
-            # A kill -9'd worker's partitions move after 10 s, not librdkafka's default 45 s.
-            "session.timeout.ms": 10_000,
-            "heartbeat.interval.ms": 2_000,
-        })
+        config = settings.kafka_config(
+            **{
+                "group.id": settings.streams.rows_group_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+                "partition.assignment.strategy": "cooperative-sticky",
+                # A kill -9'd worker's partitions move after 10 s, not librdkafka's default 45 s.
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 2_000,
+            }
+        )
         self._consumer = Consumer(config)
         take_over_faust_offsets(self._consumer, settings, self.topics)
-        self._consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
-                                 on_lost=self._on_revoke)
-        log.info("row-change consumer joined group %s for %d topic(s)", settings.streams.rows_group_id,
-                 len(self.topics))
+        self._consumer.subscribe(
+            self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
+        )
+        log.info(
+            "row-change consumer joined group %s for %d topic(s)", settings.streams.rows_group_id, len(self.topics)
+        )
 
     def _close(self) -> None:
         if self._consumer is not None:
@@ -317,8 +337,7 @@ class RowChangeLoop:
             self._flush(batch)
             if batch.next:
                 offsets = [self._offset(batch, tp, offset) for tp, offset in batch.next.items()]
-                retrying(lambda: producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(),
-                                                                      30))
+                retrying(lambda: producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 30))
             retrying(lambda: producer.commit_transaction(30))
         except KafkaException as e:
             error = e.args[0] if e.args else None
@@ -341,8 +360,9 @@ class RowChangeLoop:
         log.warning("row-change batch of %d aborted (%d in a row): %s", size, self._consecutive_aborts, why)
         retrying(lambda: producer.abort_transaction(30))
         if self._consecutive_aborts >= MAX_ABORTS_PER_BATCH:
-            raise RowChangesFailed(f"a batch of {size} row change(s) was aborted {self._consecutive_aborts} times "
-                                   f"in a row: {why}")
+            raise RowChangesFailed(
+                f"a batch of {size} row change(s) was aborted {self._consecutive_aborts} times in a row: {why}"
+            )
         first: dict[TP, int] = {}
         for m in messages:
             first.setdefault((m.topic(), m.partition()), m.offset())
@@ -394,7 +414,7 @@ class RowChangeLoop:
         matcher = self.live.matcher  # one rules version per batch (hot reload swaps it)
         batch = Batch()
         log_each = log.isEnabledFor(logging.INFO)
-        created_at = datetime.now(timezone.utc).isoformat()
+        created_at = datetime.now(UTC).isoformat()
         for message in messages:
             tp = (message.topic(), message.partition())
             offset = message.offset()
@@ -406,8 +426,9 @@ class RowChangeLoop:
                 table = (source.get("db") or "?", source.get("table") or "?")
                 matches = matcher.match(change)
             except Exception as e:  # noqa: BLE001 - one bad message must not stop the partition
-                log.error("skipping malformed row change at %s[%d]@%d: %s: %s", tp[0], tp[1], offset,
-                          type(e).__name__, e)
+                log.error(
+                    "skipping malformed row change at %s[%d]@%d: %s: %s", tp[0], tp[1], offset, type(e).__name__, e
+                )
                 continue
             batch.tables[table] += 1
             if not matches:
@@ -417,8 +438,13 @@ class RowChangeLoop:
                 mark = batch.marks.get(tp) or self._marks.get(tp)
                 if is_resent(order, mark):
                     batch.duplicates += 1
-                    log.debug("re-sent row change %s dropped (%s[%d] is past %s)", event_id, tp[0], tp[1],
-                              mark[1] if mark else None)
+                    log.debug(
+                        "re-sent row change %s dropped (%s[%d] is past %s)",
+                        event_id,
+                        tp[0],
+                        tp[1],
+                        mark[1] if mark else None,
+                    )
                     continue
                 batch.marks[tp] = (order, event_id)
             held: dict[str, tuple[int, list[dict[str, Any]]]] = {}
@@ -431,19 +457,38 @@ class RowChangeLoop:
                     continue
                 invocation["created_at"] = created_at
                 batch.invocations[(planned.plugin, "cdc")] += 1
-                self._send(self._invoke_topic(planned.plugin, invocation["priority"]),
-                           invocation["invocation_id"].encode(), orjson.dumps(invocation))
+                self._send(
+                    self._invoke_topic(planned.plugin, invocation["priority"]),
+                    invocation["invocation_id"].encode(),
+                    orjson.dumps(invocation),
+                )
                 if log_each:
-                    log.info("row change %s on %s.%s -> %s (rule %s, invocation %s)", event_id, source["db"],
-                             source["table"], planned.plugin, rule, invocation["invocation_id"],
-                             extra={"event_id": event_id, "plugin": planned.plugin,
-                                    "invocation_id": invocation["invocation_id"]})
+                    log.info(
+                        "row change %s on %s.%s -> %s (rule %s, invocation %s)",
+                        event_id,
+                        source["db"],
+                        source["table"],
+                        planned.plugin,
+                        rule,
+                        invocation["invocation_id"],
+                        extra={
+                            "event_id": event_id,
+                            "plugin": planned.plugin,
+                            "invocation_id": invocation["invocation_id"],
+                        },
+                    )
             if held:
                 self._hold(batch, tp, source, message.key(), held)
         return batch
 
-    def _hold(self, batch: Batch, tp: TP, source: dict[str, Any], key: bytes | None,
-              held: dict[str, tuple[int, list[dict[str, Any]]]]) -> None:
+    def _hold(
+        self,
+        batch: Batch,
+        tp: TP,
+        source: dict[str, Any],
+        key: bytes | None,
+        held: dict[str, tuple[int, list[dict[str, Any]]]],
+    ) -> None:
         """Debounced matches: merged into the row's pending entry, whose new state is written to the
         pending topic in this transaction (streams/debounce_pending.py)."""
         if self.pending is None:
@@ -452,8 +497,9 @@ class RowChangeLoop:
         row_key = f"{source.get('db')}.{source.get('table')}|{(key or b'').decode(errors='replace')}"
         now_ms = int(time.time() * 1000)
         for rule, (window_ms, invocations) in held.items():
-            record, value = self.pending.merge(batch.pending, tp, pending_key(rule, row_key), invocations, window_ms,
-                                               now_ms)
+            record, value = self.pending.merge(
+                batch.pending, tp, pending_key(rule, row_key), invocations, window_ms, now_ms
+            )
             self._send(self.pending.topic, record, value, partition=tp[1])
 
     def _flush_due(self) -> bool:
@@ -463,16 +509,20 @@ class RowChangeLoop:
         """Emit the pending entries whose window closed, and remove them, in this transaction."""
         if self.pending is None:
             return
-        created_at = datetime.now(timezone.utc).isoformat()
+        created_at = datetime.now(UTC).isoformat()
         for tp, key, entry in self.pending.due(batch.pending, int(time.time() * 1000)):
             for invocation in entry["invocations"]:
                 invocation["created_at"] = created_at
                 batch.invocations[(invocation["plugin"], "cdc")] += 1
-                self._send(self._invoke_topic(invocation["plugin"], invocation["priority"]),
-                           invocation["invocation_id"].encode(), orjson.dumps(invocation))
+                self._send(
+                    self._invoke_topic(invocation["plugin"], invocation["priority"]),
+                    invocation["invocation_id"].encode(),
+                    orjson.dumps(invocation),
+                )
             self._send(self.pending.topic, self.pending.flushed(batch.pending, tp, key), None, partition=tp[1])
-            log.info("debounced %d change(s) of %s -> %d invocation(s)", entry["changes"], key,
-                     len(entry["invocations"]))
+            log.info(
+                "debounced %d change(s) of %s -> %d invocation(s)", entry["changes"], key, len(entry["invocations"])
+            )
 
     def _send(self, topic: str, key: bytes, value: bytes | None, partition: int = -1) -> None:
         """Into the open transaction (-1: the partitioner picks), waiting while librdkafka's queue is full."""
@@ -486,8 +536,10 @@ class RowChangeLoop:
                 self._producer.poll(0.05)
             except KafkaException as e:
                 error = e.args[0] if e.args else e
-                raise RowChangesFailed(f"{topic}: a message of {len(value or b'')} bytes was refused: "
-                                       f"{error.str() if isinstance(error, KafkaError) else error}") from e
+                raise RowChangesFailed(
+                    f"{topic}: a message of {len(value or b'')} bytes was refused: "
+                    f"{error.str() if isinstance(error, KafkaError) else error}"
+                ) from e
 
     def _delivered(self, error: KafkaError | None, message: Message) -> None:
         if error is not None and len(self._delivery_errors) < 10:

@@ -7,10 +7,11 @@ already the run store (results, done markers), is reachable by every worker and 
 pause written there is seen by the timer at its next wake-up (at most a second later) and survives
 restarts of every worker.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 import redis
@@ -52,8 +53,9 @@ def _dt(raw: bytes | None) -> datetime | None:
 class ScheduleStore:
     def __init__(self, settings: Settings, client: redis.Redis | None = None):
         # Short timeouts: the timer runs on the Faust event loop, a hung Redis must not stall it long.
-        self.client = client or redis.Redis.from_url(settings.redis.url.get_secret_value(),
-                                                     socket_timeout=2, socket_connect_timeout=2)
+        self.client = client or redis.Redis.from_url(
+            settings.redis.url.get_secret_value(), socket_timeout=2, socket_connect_timeout=2
+        )
         self.prefix = settings.redis.key_prefix
 
     def key(self, name: str) -> str:
@@ -69,7 +71,9 @@ class ScheduleStore:
     def load(self, name: str) -> ScheduleState:
         h = self.client.hgetall(self.key(name))
         return ScheduleState(
-            anchor=_dt(h.get(b"anchor")), last=_dt(h.get(b"last")), paused=h.get(b"paused") == b"1",
+            anchor=_dt(h.get(b"anchor")),
+            last=_dt(h.get(b"last")),
+            paused=h.get(b"paused") == b"1",
             recent=orjson.loads(h[b"recent"]) if h.get(b"recent") else [],
             last_fired_at=_dt(h.get(b"last_fired_at")),
             last_invocation=(h.get(b"last_invocation") or b"").decode() or None,
@@ -78,7 +82,7 @@ class ScheduleStore:
 
     def ensure_anchor(self, name: str, now: datetime) -> datetime:
         """The schedule's anchor, set to `now` (whole seconds) the first time any worker sees it."""
-        self.client.hsetnx(self.key(name), "anchor", now.astimezone(timezone.utc).replace(microsecond=0).isoformat())
+        self.client.hsetnx(self.key(name), "anchor", now.astimezone(UTC).replace(microsecond=0).isoformat())
         raw = self.client.hget(self.key(name), "anchor")
         assert raw is not None
         return datetime.fromisoformat(raw.decode())
@@ -91,7 +95,7 @@ class ScheduleStore:
         them, within the grace time). APScheduler's reschedule_job also counts from now. Returns the
         previous timing when it changed, else None. Atomic, so two workers agree.
         """
-        stamp = now.astimezone(timezone.utc).replace(microsecond=0).isoformat()
+        stamp = now.astimezone(UTC).replace(microsecond=0).isoformat()
         previous = self.client.eval(_SYNC_TIMING, 1, self.key(name), timing, stamp)
         return previous.decode() if previous else None
 
@@ -102,8 +106,9 @@ class ScheduleStore:
         flags = self.client.mget([self.done_key(i) for i in recent])
         return [i for i, f in zip(recent, flags) if f is None]
 
-    def record(self, name: str, last: datetime | None, ticks: list[ScheduleTick], fired: list[str],
-               missed: int) -> None:
+    def record(
+        self, name: str, last: datetime | None, ticks: list[ScheduleTick], fired: list[str], missed: int
+    ) -> None:
         """Advance `last` and append the ticks, in one transaction."""
         state = self.load(name)
         recent = (state.recent + fired)[-RECENT_KEPT:]
@@ -113,7 +118,7 @@ class ScheduleStore:
             mapping["last"] = last.isoformat()
         if fired:
             mapping["last_invocation"] = fired[-1]
-            mapping["last_fired_at"] = datetime.now(timezone.utc).isoformat()
+            mapping["last_fired_at"] = datetime.now(UTC).isoformat()
         pipe.hset(self.key(name), mapping=mapping)
         if missed:
             pipe.hincrby(self.key(name), "missed_total", missed)
@@ -131,7 +136,7 @@ class ScheduleStore:
     def resume(self, name: str, now: datetime) -> None:
         """Unpause; slots that passed while paused are not caught up (APScheduler's resume_job)."""
         pipe = self.client.pipeline(transaction=True)
-        pipe.hset(self.key(name), mapping={"paused": "0", "last": now.astimezone(timezone.utc).isoformat()})
+        pipe.hset(self.key(name), mapping={"paused": "0", "last": now.astimezone(UTC).isoformat()})
         pipe.execute()
 
     def close(self) -> None:

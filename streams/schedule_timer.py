@@ -13,13 +13,14 @@ max_instances: a slot is skipped (recorded as `skipped_max_instances`, APSchedul
 number of running instances reached") while `max_instances` invocations of the schedule still have
 no result (no done marker from the runners in Redis). A result of any status counts as finished.
 """
+
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from schemas.invocation import invocation_id_for
@@ -35,7 +36,7 @@ Clock = Callable[[], datetime]
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def schedule_invocation(schedule: Schedule, slot: datetime) -> dict[str, Any]:
@@ -51,8 +52,15 @@ def schedule_invocation(schedule: Schedule, slot: datetime) -> dict[str, Any]:
 
 
 class ScheduleTimer:
-    def __init__(self, schedules: list[Schedule], store: ScheduleStore, emit: Emit,
-                 is_leader: Callable[[], bool] = lambda: True, clock: Clock = utcnow, max_sleep: float = 1.0):
+    def __init__(
+        self,
+        schedules: list[Schedule],
+        store: ScheduleStore,
+        emit: Emit,
+        is_leader: Callable[[], bool] = lambda: True,
+        clock: Clock = utcnow,
+        max_sleep: float = 1.0,
+    ):
         self.schedules = [s for s in schedules if s.enabled]
         self.store = store
         self.emit = emit
@@ -84,8 +92,13 @@ class ScheduleTimer:
         if self._synced_timing.get(schedule.name) != timing:
             previous = self.store.sync_timing(schedule.name, timing, now)
             if previous:
-                log.warning("schedule %s: timing changed (%s -> %s); counting slots from now, earlier ones "
-                            "are neither run nor reported missed", schedule.name, previous, timing)
+                log.warning(
+                    "schedule %s: timing changed (%s -> %s); counting slots from now, earlier ones "
+                    "are neither run nor reported missed",
+                    schedule.name,
+                    previous,
+                    timing,
+                )
             self._synced_timing[schedule.name] = timing
         state = self.store.load(schedule.name)
         anchor = state.anchor or self.store.ensure_anchor(schedule.name, now)
@@ -100,28 +113,60 @@ class ScheduleTimer:
         for slot in plan.fire:
             invocation = schedule_invocation(schedule, slot)
             if len(outstanding) >= schedule.max_instances:
-                ticks.append(ScheduleTick(schedule=schedule.name, plugin=schedule.plugin, fire_time=slot,
-                                          status="skipped_max_instances", invocation_id=invocation["invocation_id"]))
-                log.warning("schedule %s: slot %s skipped, %d instance(s) still running (max_instances=%d)",
-                            schedule.name, slot_key(slot), len(outstanding), schedule.max_instances)
+                ticks.append(
+                    ScheduleTick(
+                        schedule=schedule.name,
+                        plugin=schedule.plugin,
+                        fire_time=slot,
+                        status="skipped_max_instances",
+                        invocation_id=invocation["invocation_id"],
+                    )
+                )
+                log.warning(
+                    "schedule %s: slot %s skipped, %d instance(s) still running (max_instances=%d)",
+                    schedule.name,
+                    slot_key(slot),
+                    len(outstanding),
+                    schedule.max_instances,
+                )
                 continue
             await self.emit(invocation)
             emitted = utcnow()
             self.lateness_ms.append((emitted - slot).total_seconds() * 1000)
             fired.append(invocation["invocation_id"])
             outstanding.append(invocation["invocation_id"])
-            ticks.append(ScheduleTick(schedule=schedule.name, plugin=schedule.plugin, fire_time=slot,
-                                      emitted_at=emitted, status="fired", invocation_id=invocation["invocation_id"]))
-            log.info("schedule %s fired slot %s -> %s (invocation %s, %.1f ms late)", schedule.name,
-                     slot_key(slot), schedule.plugin, invocation["invocation_id"], self.lateness_ms[-1])
+            ticks.append(
+                ScheduleTick(
+                    schedule=schedule.name,
+                    plugin=schedule.plugin,
+                    fire_time=slot,
+                    emitted_at=emitted,
+                    status="fired",
+                    invocation_id=invocation["invocation_id"],
+                )
+            )
+            log.info(
+                "schedule %s fired slot %s -> %s (invocation %s, %.1f ms late)",
+                schedule.name,
+                slot_key(slot),
+                schedule.plugin,
+                invocation["invocation_id"],
+                self.lateness_ms[-1],
+            )
         for slot in plan.missed:
             ticks.append(ScheduleTick(schedule=schedule.name, plugin=schedule.plugin, fire_time=slot, status="missed"))
         for slot in plan.coalesced:
-            ticks.append(ScheduleTick(schedule=schedule.name, plugin=schedule.plugin, fire_time=slot, status="coalesced"))
+            ticks.append(
+                ScheduleTick(schedule=schedule.name, plugin=schedule.plugin, fire_time=slot, status="coalesced")
+            )
         if plan.missed or plan.uncounted_missed:
-            log.warning("schedule %s: %d slot(s) missed beyond misfire_grace_time=%ss (latest %s)", schedule.name,
-                        len(plan.missed) + plan.uncounted_missed, schedule.misfire_grace_time,
-                        slot_key(plan.missed[-1]) if plan.missed else "-")
+            log.warning(
+                "schedule %s: %d slot(s) missed beyond misfire_grace_time=%ss (latest %s)",
+                schedule.name,
+                len(plan.missed) + plan.uncounted_missed,
+                schedule.misfire_grace_time,
+                slot_key(plan.missed[-1]) if plan.missed else "-",
+            )
         ticks.sort(key=lambda t: t.fire_time)
         self.store.record(schedule.name, plan.last, ticks, fired, len(plan.missed) + plan.uncounted_missed)
         return plan.next_due

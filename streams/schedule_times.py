@@ -16,18 +16,19 @@ Semantics (APScheduler's, stated once):
   the gap (02:30 -> 03:30 CEST), like cron does; a wall time that occurs twice (fall back) fires
   once, at its first occurrence; any slot not strictly after the previous one is dropped.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
 from schemas.rules import ScheduleSpec
 
-UTC = timezone.utc
+UTC = UTC
 # A schedule missing more than this many slots (an interval of 1 s over a week's outage) does not
 # list each one: the oldest are only counted.
 MAX_LISTED_SLOTS = 1000
@@ -67,8 +68,9 @@ def next_slot(spec: ScheduleSpec, anchor: datetime, after: datetime) -> datetime
     return None
 
 
-def due_slots(spec: ScheduleSpec, anchor: datetime, last: datetime | None, now: datetime,
-              limit: int = MAX_LISTED_SLOTS) -> tuple[list[datetime], int]:
+def due_slots(
+    spec: ScheduleSpec, anchor: datetime, last: datetime | None, now: datetime, limit: int = MAX_LISTED_SLOTS
+) -> tuple[list[datetime], int]:
     """Slots in (last or anchor, now], newest `limit` of them, and how many older ones were dropped."""
     start = _utc(last) if last is not None else _utc(anchor)
     now = _utc(now)

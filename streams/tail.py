@@ -3,6 +3,7 @@
 Reads with partitions assigned by hand and a throw-away group id that never commits, so watching
 a topic disturbs no consumer group.
 """
+
 from __future__ import annotations
 
 import threading
@@ -26,21 +27,42 @@ def format_line(msg: Message, f: EventFacts, width: int = 80) -> str:
 
 
 def format_json(msg: Message, f: EventFacts) -> str:
-    return orjson.dumps({
-        "topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset(),
-        "timestamp_ms": msg.timestamp()[1], "key": (msg.key() or b"").decode("utf-8", "replace"),
-        "kind": f.kind, "value": f.value if f.value is not None else (msg.value() or b"").decode("utf-8", "replace"),
-    }).decode()
+    return orjson.dumps(
+        {
+            "topic": msg.topic(),
+            "partition": msg.partition(),
+            "offset": msg.offset(),
+            "timestamp_ms": msg.timestamp()[1],
+            "key": (msg.key() or b"").decode("utf-8", "replace"),
+            "kind": f.kind,
+            "value": f.value if f.value is not None else (msg.value() or b"").decode("utf-8", "replace"),
+        }
+    ).decode()
 
 
-def tail(settings: Settings, topic: str, event_filter: EventFilter, emit: Callable[[str], None], *,
-         from_beginning: bool = False, limit: int | None = None, as_json: bool = False,
-         stop: threading.Event | None = None, width: int = 80) -> int:
+def tail(
+    settings: Settings,
+    topic: str,
+    event_filter: EventFilter,
+    emit: Callable[[str], None],
+    *,
+    from_beginning: bool = False,
+    limit: int | None = None,
+    as_json: bool = False,
+    stop: threading.Event | None = None,
+    width: int = 80,
+) -> int:
     """Print matching events until `limit` were printed or `stop` is set; return how many were printed."""
     stop = stop or threading.Event()
-    consumer = Consumer(settings.kafka_config(**{
-        "group.id": f"cdcflow-tail-{uuid.uuid4().hex}", "enable.auto.commit": False,
-        "auto.offset.reset": "earliest" if from_beginning else "latest"}))
+    consumer = Consumer(
+        settings.kafka_config(
+            **{
+                "group.id": f"cdcflow-tail-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest" if from_beginning else "latest",
+            }
+        )
+    )
     printed = 0
     try:
         start = OFFSET_BEGINNING if from_beginning else OFFSET_END

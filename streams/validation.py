@@ -6,6 +6,7 @@ schedule's params are literal values, so they are validated fully (types include
 manifest. Problems are `(key, reason)` pairs for ConfigError, so the message names the file,
 the rule and the key.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -22,8 +23,9 @@ def rule_where(table: str, name: str) -> str:
     return f"monitored_tables.{table} (rule {name})"
 
 
-def check_against_plugins(rules: RulesConfig, manifests: Mapping[str, PluginManifest],
-                          load_problems: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+def check_against_plugins(
+    rules: RulesConfig, manifests: Mapping[str, PluginManifest], load_problems: Mapping[str, str] | None = None
+) -> list[tuple[str, str]]:
     """Every problem of `rules` against `manifests` (plugin name -> manifest).
 
     `load_problems` (plugin folder -> why it failed to load) is quoted when a name is unknown, as the
@@ -48,12 +50,21 @@ def check_against_plugins(rules: RulesConfig, manifests: Mapping[str, PluginMani
             declared = manifest.parameters
             for pname in rule.params:
                 if pname not in declared:
-                    problems.append((f"{where}.params.{pname}", f"plugin {plugin} does not declare parameter "
-                                     f"{pname!r} (declared: {', '.join(sorted(declared)) or 'none'})"))
+                    problems.append(
+                        (
+                            f"{where}.params.{pname}",
+                            f"plugin {plugin} does not declare parameter "
+                            f"{pname!r} (declared: {', '.join(sorted(declared)) or 'none'})",
+                        )
+                    )
             for pname, spec in declared.items():
                 if spec.required and spec.default is None and pname not in rule.params:
-                    problems.append((f"{where}.params", f"plugin {plugin} requires parameter {pname!r}, "
-                                     "which the rule does not map"))
+                    problems.append(
+                        (
+                            f"{where}.params",
+                            f"plugin {plugin} requires parameter {pname!r}, which the rule does not map",
+                        )
+                    )
     for schedule in rules.schedules:
         where = f"schedules.{schedule.name}"
         manifest = manifests.get(schedule.plugin)
@@ -72,8 +83,10 @@ def discover_manifests(plugin_dirs: Iterable[Path]) -> tuple[dict[str, PluginMan
     from plugins.registry import discover
 
     found = discover(plugin_dirs)
-    return ({name: p.manifest for name, p in found.plugins.items()},
-            {str(pr.path): pr.message for pr in found.problems})
+    return (
+        {name: p.manifest for name, p in found.plugins.items()},
+        {str(pr.path): pr.message for pr in found.problems},
+    )
 
 
 def validated_matcher(config: Config) -> Matcher:

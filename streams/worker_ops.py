@@ -10,6 +10,7 @@ what it recorded. Touching the app from another thread is not harmless: Faust cr
 on first access (the tables' Recovery service, the consumer), and one created early, from the
 wrong thread, left the worker hanging before it ever became ready.
 """
+
 from __future__ import annotations
 
 import time
@@ -29,13 +30,25 @@ class StreamsOps:
     def __init__(self, config: Config):
         self.settings = config.settings
         self.registry = CollectorRegistry()
-        self.events = Counter("cdcflow_streams_events", "events consumed: row changes by db and table; manual triggers "
-                              "as db=manual", ["db", "table"], registry=self.registry)
+        self.events = Counter(
+            "cdcflow_streams_events",
+            "events consumed: row changes by db and table; manual triggers as db=manual",
+            ["db", "table"],
+            registry=self.registry,
+        )
         self.matches = Counter("cdcflow_streams_matches", "rule matches, by rule", ["rule"], registry=self.registry)
-        self.invocations = Counter("cdcflow_streams_invocations", "invocations emitted, by plugin and trigger kind",
-                                   ["plugin", "trigger"], registry=self.registry)
-        self.schedule_fires = Counter("cdcflow_streams_schedule_fires", "schedule fires emitted, by schedule",
-                                      ["schedule"], registry=self.registry)
+        self.invocations = Counter(
+            "cdcflow_streams_invocations",
+            "invocations emitted, by plugin and trigger kind",
+            ["plugin", "trigger"],
+            registry=self.registry,
+        )
+        self.schedule_fires = Counter(
+            "cdcflow_streams_schedule_fires",
+            "schedule fires emitted, by schedule",
+            ["schedule"],
+            registry=self.registry,
+        )
         # label children cached: .labels() validates and locks on every call, a dict lookup does not
         self._children: dict[tuple[str, ...], Any] = {}
         self.app: faust.App | None = None
@@ -51,7 +64,7 @@ class StreamsOps:
         self.row_changes: Any = None  # streams.row_changes.RowChangeLoop, when rules watch tables
 
     @classmethod
-    def attach(cls, app: faust.App, config: Config) -> "StreamsOps":
+    def attach(cls, app: faust.App, config: Config) -> StreamsOps:
         """Create the metrics for this app and the liveness tick on its loop (call in build_app)."""
         ops = cls(config)
         ops.app = app
@@ -71,8 +84,12 @@ class StreamsOps:
             child = self._children[key] = metric.labels(*labels)
         return child
 
-    def on_row_batch(self, tables: Mapping[tuple[str, str], int], rules: Mapping[str, int],
-                     invocations: Mapping[tuple[str, str], int]) -> None:
+    def on_row_batch(
+        self,
+        tables: Mapping[tuple[str, str], int],
+        rules: Mapping[str, int],
+        invocations: Mapping[tuple[str, str], int],
+    ) -> None:
         """Once per committed row-change batch (from the row-change thread: counters are thread-safe)."""
         for (db, table), n in tables.items():
             self._child(self.events, db, table).inc(n)
@@ -92,11 +109,17 @@ class StreamsOps:
             self._child(self.schedule_fires, trigger.get("schedule", "?")).inc()
 
     # -- lifecycle (run_worker) ----------------------------------------------------------------
-    def start(self) -> "StreamsOps":
+    def start(self) -> StreamsOps:
         self.last_tick = time.monotonic()
         self.observability = ComponentObservability(
-            "streams", self.settings, self.settings.observability.streams_port, self.registry,
-            ready=self._ready, live=self._live, details=self._details).start()
+            "streams",
+            self.settings,
+            self.settings.observability.streams_port,
+            self.registry,
+            ready=self._ready,
+            live=self._live,
+            details=self._details,
+        ).start()
         return self
 
     def stop(self) -> None:
@@ -137,7 +160,13 @@ class StreamsOps:
         details = {"app_id": self.settings.streams.app_id, "leader": self.leader, "assigned": self.assigned}
         if self.row_changes is not None:
             p = self.row_changes.progress
-            details["row_changes"] = {"assigned": p.assigned, "events": p.events, "invocations": p.emitted,
-                                      "duplicates": p.duplicates, "batches": p.batches, "aborts": p.aborts,
-                                      "last_commit": p.last_commit}
+            details["row_changes"] = {
+                "assigned": p.assigned,
+                "events": p.events,
+                "invocations": p.emitted,
+                "duplicates": p.duplicates,
+                "batches": p.batches,
+                "aborts": p.aborts,
+                "last_commit": p.last_commit,
+            }
         return details

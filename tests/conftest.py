@@ -11,6 +11,8 @@ from tests.support import REPO_ROOT
 @pytest.fixture(scope="session")
 def stack() -> None:
     """The real local stack (Kafka, MariaDB, Redis): started if it is not running."""
-    result = subprocess.run([sys.executable, str(REPO_ROOT / "stack" / "stack.py"), "up"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "stack" / "stack.py"), "up"], capture_output=True, text=True
+    )
     if result.returncode != 0:
         pytest.fail(f"the local stack did not come up:\n{result.stdout}\n{result.stderr}")

@@ -1,4 +1,5 @@
 """Shared test helpers: per-test isolated config (own topics, db, groups, Redis keys) on the real stack."""
+
 from __future__ import annotations
 
 import os
@@ -36,22 +37,37 @@ TEST_VENV_DIR = STATE / "test-venvs"
 ADMIN = {"host": "127.0.0.1", "port": 3307, "user": "cdcflow", "password": "cdcflow", "charset": "utf8mb4"}
 
 
-def isolated_config_data(tag: str = "t", rules: dict[str, Any] | None = None,
-                         plugin_dirs: list[Path] | None = None) -> dict[str, Any]:
+def isolated_config_data(
+    tag: str = "t", rules: dict[str, Any] | None = None, plugin_dirs: list[Path] | None = None
+) -> dict[str, Any]:
     """Config file contents whose topics, database, groups, state and Redis keys no other test shares."""
     uid = f"{tag}{uuid.uuid4().hex[:8]}"
     return {
         "kafka": {"bootstrap_servers": "127.0.0.1:9092", "partitions": 2},
-        "mysql": {"host": "127.0.0.1", "port": 3307, "user": "cdcflow_reader", "password": "cdcflow_reader",
-                  "database": f"t_{uid}", "server_id": random.randint(10_000, 4_000_000)},
+        "mysql": {
+            "host": "127.0.0.1",
+            "port": 3307,
+            "user": "cdcflow_reader",
+            "password": "cdcflow_reader",
+            "database": f"t_{uid}",
+            "server_id": random.randint(10_000, 4_000_000),
+        },
         "redis": {"url": "redis://127.0.0.1:6380/0", "key_prefix": f"test:{uid}"},
-        "topics": {"cdc_prefix": f"test.{uid}.cdc", "invoke_prefix": f"test.{uid}.invoke",
-                   "triggers": f"test.{uid}.triggers", "results": f"test.{uid}.results",
-                   "dlq": f"test.{uid}.dlq", "cdc_checkpoints": f"test.{uid}.checkpoints"},
+        "topics": {
+            "cdc_prefix": f"test.{uid}.cdc",
+            "invoke_prefix": f"test.{uid}.invoke",
+            "triggers": f"test.{uid}.triggers",
+            "results": f"test.{uid}.results",
+            "dlq": f"test.{uid}.dlq",
+            "cdc_checkpoints": f"test.{uid}.checkpoints",
+        },
         "cdc": {"name": f"test-{uid}", "checkpoint_interval_ms": 100},
         "streams": {"app_id": f"test-{uid}-streams", "state_dir": str(STATE / "test-streams" / uid), "web_port": 0},
-        "runners": {"group_id": f"test-{uid}-runners", "plugin_dirs": [str(p) for p in plugin_dirs or [EXAMPLES_DIR]],
-                    "venv_dir": str(TEST_VENV_DIR)},
+        "runners": {
+            "group_id": f"test-{uid}-runners",
+            "plugin_dirs": [str(p) for p in plugin_dirs or [EXAMPLES_DIR]],
+            "venv_dir": str(TEST_VENV_DIR),
+        },
         # no HTTP servers by default: parallel tests would fight over the ports (heartbeats still go to Redis)
         "observability": {"reader_port": 0, "streams_port": 0, "runners_port": 0},
         **(rules or {}),
@@ -83,7 +99,9 @@ def execute(sql: str | list[str], database: str | None = None) -> None:
         conn.close()
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05, what: str = "condition") -> Any:
+def wait_for(
+    condition: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05, what: str = "condition"
+) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
@@ -93,10 +111,19 @@ def wait_for(condition: Callable[[], Any], timeout: float = 30.0, interval: floa
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def consume_all(config: Config, topics: list[str], idle_seconds: float = 2.0, max_seconds: float = 60.0) -> Iterator[Any]:
+def consume_all(
+    config: Config, topics: list[str], idle_seconds: float = 2.0, max_seconds: float = 60.0
+) -> Iterator[Any]:
     """Every message on `topics` from the beginning, until none arrives for `idle_seconds`."""
-    consumer = Consumer(config.settings.kafka_config(**{
-        "group.id": f"test-reader-{uuid.uuid4().hex}", "auto.offset.reset": "earliest", "enable.auto.commit": False}))
+    consumer = Consumer(
+        config.settings.kafka_config(
+            **{
+                "group.id": f"test-reader-{uuid.uuid4().hex}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
+        )
+    )
     consumer.subscribe(topics)
     try:
         deadline = time.monotonic() + max_seconds
@@ -119,9 +146,16 @@ def example_plugin(name: str) -> LoadedPlugin:
 def plugin_pool(plugin: LoadedPlugin, size: int | None = None, venv_dir: Path = TEST_VENV_DIR) -> Iterator[WorkerPool]:
     """A warm pool of the plugin's workers in its own venv (built once, cached across sessions)."""
     venv = ensure_venv(venv_dir, plugin.manifest.dependencies)
-    pool = WorkerPool(WorkerSpec(plugin.name, venv_python(venv), plugin.path, plugin.manifest.entry_point,
-                                 memory_limit_mb=plugin.manifest.memory_limit_mb),
-                      size or plugin.manifest.concurrency)
+    pool = WorkerPool(
+        WorkerSpec(
+            plugin.name,
+            venv_python(venv),
+            plugin.path,
+            plugin.manifest.entry_point,
+            memory_limit_mb=plugin.manifest.memory_limit_mb,
+        ),
+        size or plugin.manifest.concurrency,
+    )
     pool.start()
     try:
         yield pool
@@ -145,8 +179,16 @@ def remove_test_resources(settings: Settings, topics: list[str]) -> None:
     client.close()
 
 
-def produce_row_changes(producer: Producer, topic: str, rows: int, changes: int, pause: float,
-                        expected: list[str], rule: str = "r", plugin: str = "echo") -> None:
+def produce_row_changes(
+    producer: Producer,
+    topic: str,
+    rows: int,
+    changes: int,
+    pause: float,
+    expected: list[str],
+    rule: str = "r",
+    plugin: str = "echo",
+) -> None:
     """`changes` rounds of one update per row of shop.orders, with increasing binlog positions.
 
     Appends to `expected` the invocation id each change must yield (rule, plugin, event id), as it
@@ -158,9 +200,20 @@ def produce_row_changes(producer: Producer, topic: str, rows: int, changes: int,
             pos += 10
             event_id = f"1:mysql-bin.000001:{pos}:0"
             expected.append(invocation_id_for("cdc", rule, plugin, event_id))
-            producer.produce(topic, key=orjson.dumps({"id": row}), value=orjson.dumps({
-                "before": None, "after": {"id": row, "n": n}, "op": "u", "ts_ms": 1, "event_id": event_id,
-                "source": {"db": "shop", "table": "orders"}}))
+            producer.produce(
+                topic,
+                key=orjson.dumps({"id": row}),
+                value=orjson.dumps(
+                    {
+                        "before": None,
+                        "after": {"id": row, "n": n},
+                        "op": "u",
+                        "ts_ms": 1,
+                        "event_id": event_id,
+                        "source": {"db": "shop", "table": "orders"},
+                    }
+                ),
+            )
         producer.flush(10)
         time.sleep(pause)
 
@@ -188,11 +241,20 @@ def cdcflow_running(config: Config, log_path: Path) -> Iterator[subprocess.Popen
     a failure if the pipeline did not stop cleanly.
     """
     with log_path.open("wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "console.cli", "--config", str(config.path), "run"],
-                                   cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
+        process = subprocess.Popen(
+            [sys.executable, "-m", "console.cli", "--config", str(config.path), "run"],
+            cwd=REPO_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ},
+        )
         try:
-            wait_for(lambda: process.poll() is None and CheckpointStore(config.settings).load(), 120,
-                     interval=0.5, what="the reader's first checkpoint")
+            wait_for(
+                lambda: process.poll() is None and CheckpointStore(config.settings).load(),
+                120,
+                interval=0.5,
+                what="the reader's first checkpoint",
+            )
             yield process
         finally:
             process.send_signal(signal.SIGINT)

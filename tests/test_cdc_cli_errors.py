@@ -1,4 +1,5 @@
 """`cdcflow cdc run` against a MySQL it cannot use: one line naming the server and the config section."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,12 +13,17 @@ from tests.support import isolated_config_data, write_config
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("change, expected", [
-    ({"password": "wrong-s3cret"}, "Access denied for user 'cdcflow_reader'"),
-    ({"port": 1}, "Can't connect to MySQL server on '127.0.0.1'"),
-], ids=["wrong-password", "nothing-listening"])
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"password": "wrong-s3cret"}, "Access denied for user 'cdcflow_reader'"),
+        ({"port": 1}, "Can't connect to MySQL server on '127.0.0.1'"),
+    ],
+    ids=["wrong-password", "nothing-listening"],
+)
 def test_unusable_mysql_is_a_clear_error_without_traceback_or_secret(
-        stack: None, tmp_path: Path, change: dict, expected: str) -> None:
+    stack: None, tmp_path: Path, change: dict, expected: str
+) -> None:
     data = isolated_config_data("cdcerr", {"monitored_tables": {"items": {"triggers": ["echo"]}}})
     data["mysql"].update(change)
     config = write_config(tmp_path, data)

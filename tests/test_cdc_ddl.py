@@ -1,4 +1,5 @@
 """DDL while the reader streams: rows after the change carry the new columns; the reader survives."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,11 +16,13 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def config(stack: None, tmp_path: Path) -> Config:
-    data = isolated_config_data("ddl", {"monitored_tables": {"items": {"triggers": ["echo"]},
-                                                             "later": {"triggers": ["echo"]}}})
+    data = isolated_config_data(
+        "ddl", {"monitored_tables": {"items": {"triggers": ["echo"]}, "later": {"triggers": ["echo"]}}}
+    )
     db = data["mysql"]["database"]
-    execute([f"CREATE DATABASE {db}",
-             f"CREATE TABLE {db}.items (id INT PRIMARY KEY, name VARCHAR(20), price DECIMAL(6,2))"])
+    execute(
+        [f"CREATE DATABASE {db}", f"CREATE TABLE {db}.items (id INT PRIMARY KEY, name VARCHAR(20), price DECIMAL(6,2))"]
+    )
     config = write_config(tmp_path, data)
     yield config
     execute(f"DROP DATABASE IF EXISTS {db}")
@@ -34,18 +37,21 @@ def events(config: Config, table: str) -> list[dict]:
 def test_alter_add_rename_drop_modify_mid_stream(config: Config) -> None:
     db = config.settings.mysql.database
     with ReaderThread(config) as reader:
-        execute([
-            "INSERT INTO items VALUES (1, 'a', 1.50)",
-            "ALTER TABLE items ADD COLUMN extra VARCHAR(10) NOT NULL DEFAULT 'd'",
-            "INSERT INTO items VALUES (2, 'b', 2.50, 'e')",
-            "ALTER TABLE items RENAME COLUMN name TO title",
-            "INSERT INTO items VALUES (3, 'c', 3.50, 'f')",
-            "ALTER TABLE items DROP COLUMN price",
-            "INSERT INTO items VALUES (4, 'd', 'g')",
-            "ALTER TABLE items MODIFY COLUMN id BIGINT UNSIGNED, ADD COLUMN doc JSON, ADD COLUMN bits BIT(4) FIRST",
-            "INSERT INTO items (bits, id, title, extra, doc) VALUES (b'1010', 18446744073709551615, 'e', 'h', '{\"k\": [1]}')",
-            "UPDATE items SET title = 'z' WHERE id = 1",
-        ], db)
+        execute(
+            [
+                "INSERT INTO items VALUES (1, 'a', 1.50)",
+                "ALTER TABLE items ADD COLUMN extra VARCHAR(10) NOT NULL DEFAULT 'd'",
+                "INSERT INTO items VALUES (2, 'b', 2.50, 'e')",
+                "ALTER TABLE items RENAME COLUMN name TO title",
+                "INSERT INTO items VALUES (3, 'c', 3.50, 'f')",
+                "ALTER TABLE items DROP COLUMN price",
+                "INSERT INTO items VALUES (4, 'd', 'g')",
+                "ALTER TABLE items MODIFY COLUMN id BIGINT UNSIGNED, ADD COLUMN doc JSON, ADD COLUMN bits BIT(4) FIRST",
+                "INSERT INTO items (bits, id, title, extra, doc) VALUES (b'1010', 18446744073709551615, 'e', 'h', '{\"k\": [1]}')",
+                "UPDATE items SET title = 'z' WHERE id = 1",
+            ],
+            db,
+        )
         got = wait_for(lambda: (e := events(config, "items")) and len(e) >= 6 and e, 30, what="six changes")
         assert reader.thread.is_alive() and reader.reader.stats.last_error is None
     by_id = {(e["op"], (e["after"] or e["before"])["id"]): e for e in got}
@@ -54,7 +60,13 @@ def test_alter_add_rename_drop_modify_mid_stream(config: Config) -> None:
     assert by_id[("c", 3)]["after"] == {"id": 3, "title": "c", "price": "3.50", "extra": "f"}
     assert by_id[("c", 4)]["after"] == {"id": 4, "title": "d", "extra": "g"}
     # new JSON column after DDL is parsed (information_schema re-read), BIT first, id now unsigned bigint
-    assert by_id[("c", 2**64 - 1)]["after"] == {"bits": 10, "id": 2**64 - 1, "title": "e", "extra": "h", "doc": {"k": [1]}}
+    assert by_id[("c", 2**64 - 1)]["after"] == {
+        "bits": 10,
+        "id": 2**64 - 1,
+        "title": "e",
+        "extra": "h",
+        "doc": {"k": [1]},
+    }
     update = by_id[("u", 1)]
     assert update["before"] == {"bits": None, "id": 1, "title": "a", "extra": "d", "doc": None}
     assert update["after"]["title"] == "z"
@@ -63,21 +75,25 @@ def test_alter_add_rename_drop_modify_mid_stream(config: Config) -> None:
 def test_create_drop_recreate_a_monitored_table_mid_stream(config: Config) -> None:
     db = config.settings.mysql.database
     with ReaderThread(config) as reader:
-        execute([
-            "CREATE TABLE later (id INT PRIMARY KEY, v VARCHAR(5))",
-            "INSERT INTO later VALUES (1, 'x')",
-            "DROP TABLE later",
-            "INSERT INTO items VALUES (1, 'between', 0)",
-            "CREATE TABLE later (k VARCHAR(5) PRIMARY KEY, n INT, s SET('b','a'))",
-            "INSERT INTO later VALUES ('a', 7, 'a,b')",
-            "RENAME TABLE later TO later_old",
-            "INSERT INTO later_old VALUES ('b', 8, '')",
-        ], db)
+        execute(
+            [
+                "CREATE TABLE later (id INT PRIMARY KEY, v VARCHAR(5))",
+                "INSERT INTO later VALUES (1, 'x')",
+                "DROP TABLE later",
+                "INSERT INTO items VALUES (1, 'between', 0)",
+                "CREATE TABLE later (k VARCHAR(5) PRIMARY KEY, n INT, s SET('b','a'))",
+                "INSERT INTO later VALUES ('a', 7, 'a,b')",
+                "RENAME TABLE later TO later_old",
+                "INSERT INTO later_old VALUES ('b', 8, '')",
+            ],
+            db,
+        )
         got = wait_for(lambda: (e := events(config, "later")) and len(e) >= 2 and e, 30, what="rows of both tables")
         assert len(wait_for(lambda: events(config, "items"), 30, what="the row between")) == 1
         assert reader.thread.is_alive() and reader.reader.stats.last_error is None
     # two keys may land on two partitions: compare without order
     assert sorted((e["after"] for e in got), key=orjson.dumps) == sorted(
-        [{"id": 1, "v": "x"}, {"k": "a", "n": 7, "s": "b,a"}], key=orjson.dumps)
+        [{"id": 1, "v": "x"}, {"k": "a", "n": 7, "s": "b,a"}], key=orjson.dumps
+    )
     # the renamed table is no longer monitored: its row is not on the topic
     assert all(e["source"]["table"] == "later" for e in got)

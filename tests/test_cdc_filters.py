@@ -1,4 +1,5 @@
 """cdc.include / cdc.exclude: which tables the reader and the snapshot read, and what is skipped undecoded."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,7 +21,7 @@ def test_include_adds_exclude_wins_rule_tables_stay() -> None:
     s = TableSelection([("shop", "orders")], include=["demo.*", "*.audit_?"], exclude=["demo.secret*", "x.audit_1"])
     assert ("shop", "orders") in s
     assert ("demo", "teachers") in s and ("crm", "audit_1") in s
-    assert ("demo", "secret_pay") not in s          # exclude beats include
+    assert ("demo", "secret_pay") not in s  # exclude beats include
     assert ("x", "audit_1") not in s and ("x", "audit_2") in s
     assert ("shop", "customers") not in s and ("Demo", "teachers") not in s  # case-sensitive, like table names
 
@@ -51,8 +52,12 @@ def config(stack: None, tmp_path: Path) -> Config:
     data = isolated_config_data("filt", {"monitored_tables": {"items": {"triggers": ["echo"]}}})
     db = data["mysql"]["database"]
     data["cdc"].update(include=[f"{db}.inc_*"], exclude=[f"{db}.inc_secret"])
-    execute([f"CREATE DATABASE {db}", *(f"CREATE TABLE {db}.{t} (id INT PRIMARY KEY)"
-                                        for t in ("items", "inc_a", "inc_secret", "other"))])
+    execute(
+        [
+            f"CREATE DATABASE {db}",
+            *(f"CREATE TABLE {db}.{t} (id INT PRIMARY KEY)" for t in ("items", "inc_a", "inc_secret", "other")),
+        ]
+    )
     config = write_config(tmp_path, data)
     yield config
     execute(f"DROP DATABASE IF EXISTS {db}")
@@ -74,10 +79,13 @@ def test_reader_streams_rule_and_included_tables_even_created_later_not_excluded
     tables = ["items", "inc_a", "inc_secret", "other", "inc_new"]
     with ReaderThread(config) as reader:
         assert sorted(reader.reader.tables) == [(db, "inc_a"), (db, "items")]
-        execute(["CREATE TABLE inc_new (id INT PRIMARY KEY)",
-                 *(f"INSERT INTO {t} VALUES (1)" for t in tables)], db)
-        got = wait_for(lambda: (g := ids_by_table(config, tables)) and len(g) >= 3 and g, 60, interval=0.5,
-                       what="rows of items, inc_a and inc_new")
+        execute(["CREATE TABLE inc_new (id INT PRIMARY KEY)", *(f"INSERT INTO {t} VALUES (1)" for t in tables)], db)
+        got = wait_for(
+            lambda: (g := ids_by_table(config, tables)) and len(g) >= 3 and g,
+            60,
+            interval=0.5,
+            what="rows of items, inc_a and inc_new",
+        )
     assert got == {"items": [("c", 1)], "inc_a": [("c", 1)], "inc_new": [("c", 1)]}
 
 
@@ -99,9 +107,15 @@ def test_row_events_of_unselected_tables_never_leave_the_library(config: Config)
     selection = TableSelection(config.rules.tables(), config.settings.cdc.include, config.settings.cdc.exclude)
     is_mariadb, position = detect_server(config.settings)
     execute(["INSERT INTO other VALUES (2)", "INSERT INTO inc_a VALUES (2)", "INSERT INTO items VALUES (2)"], db)
-    stream = BinLogStreamReader(connection_settings(config.settings), server_id=config.settings.mysql.server_id,
-                                blocking=False, only_events=[WriteRowsEvent], is_mariadb=is_mariadb,
-                                auto_position=position.gtid_set, **selection.library_filters())
+    stream = BinLogStreamReader(
+        connection_settings(config.settings),
+        server_id=config.settings.mysql.server_id,
+        blocking=False,
+        only_events=[WriteRowsEvent],
+        is_mariadb=is_mariadb,
+        auto_position=position.gtid_set,
+        **selection.library_filters(),
+    )
     try:
         seen = [(e.schema, e.table) for e in stream if e.schema == db]
     finally:

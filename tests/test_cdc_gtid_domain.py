@@ -3,6 +3,7 @@
 MariaDB itself accepts such a position (it ignores the domain), so nothing on the shared server has
 to be purged or reset to reproduce it: the checkpoint is planted with an extra, unknown domain.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -56,8 +57,8 @@ def test_unknown_gtid_domain_stops_the_reader_naming_the_domain(config: Config) 
     assert f"GTID domain {domain} of the checkpoint ({domain}-1-5) is unknown to the source server" in message
     assert "cdcflow cdc snapshot" in message and "cdcflow cdc run --from-now" in message
     topic = config.settings.topics.row_changes(config.settings.mysql.database, "items")
-    assert list(consume_all(config, [topic], idle_seconds=1.0)) == []    # nothing sent
-    assert CheckpointStore(config.settings).load().gtid_set == gtid_set   # left as it was
+    assert list(consume_all(config, [topic], idle_seconds=1.0)) == []  # nothing sent
+    assert CheckpointStore(config.settings).load().gtid_set == gtid_set  # left as it was
     status = read_status(config.settings)
     assert status["state"] == "stopped: position lost" and f"GTID domain {domain}" in status["last_error"]
 

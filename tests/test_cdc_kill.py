@@ -1,6 +1,7 @@
 """kill -9 of the reader process at random moments under a multi-table write load, restarted each
 time: every committed change is in Kafka exactly once after dedup by event id, re-sent rows keep
 their event id. Checked against the tables themselves (see test_cdc_outages.assert_exactly_once)."""
+
 from __future__ import annotations
 
 import os
@@ -32,9 +33,13 @@ def config(stack: None, tmp_path: Path) -> Config:
 
 
 def start_reader(config: Config, log_path: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "console.cli", "--config", str(config.path), "cdc", "run"],
-                            cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=log_path.open("a"),
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.Popen(
+        [sys.executable, "-m", "console.cli", "--config", str(config.path), "cdc", "run"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=log_path.open("a"),
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def test_kill_9_at_random_moments_loses_and_doubles_nothing(config: Config, tmp_path: Path) -> None:
@@ -47,8 +52,9 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(config: Config, tmp_
     # checkpoint a reader starts at "now", and rows before that are (rightly) not its business
     reader = start_reader(config, log_path)
     try:
-        wait_for(lambda: CheckpointStore(config.settings).load(timeout=2), 60, interval=0.5,
-                 what="the first checkpoint")
+        wait_for(
+            lambda: CheckpointStore(config.settings).load(timeout=2), 60, interval=0.5, what="the first checkpoint"
+        )
         with WriteLoad(db) as load:
             wait_for(lambda: load.commits >= 50, 60, what="load to start")
             for _ in range(KILLS):

@@ -3,6 +3,7 @@
 The reader runs as `cdcflow cdc run` in its own process so its memory (VmRSS/VmHWM in
 /proc/<pid>/status) is its own. What is delivered is checked by reading the topic back.
 """
+
 from __future__ import annotations
 
 import base64
@@ -23,7 +24,14 @@ from cdc.reader import BinlogReader
 from schemas.config import Config
 from schemas.runtime.kafka_topics import ROW_CHANGE_MAX_MESSAGE_BYTES
 from tests.support import (
-    ADMIN, REPO_ROOT, consume_all, execute, isolated_config_data, remove_test_resources, wait_for, write_config,
+    ADMIN,
+    REPO_ROOT,
+    consume_all,
+    execute,
+    isolated_config_data,
+    remove_test_resources,
+    wait_for,
+    write_config,
 )
 
 pytestmark = pytest.mark.integration
@@ -44,12 +52,17 @@ def vm_kb(pid: int, field: str) -> int:
 
 @pytest.fixture
 def config(stack: None, tmp_path: Path) -> Iterator[Config]:
-    data = isolated_config_data("large", {"monitored_tables": {"big": {"triggers": ["echo"]},
-                                                               "blobs": {"triggers": ["echo"]}}})
+    data = isolated_config_data(
+        "large", {"monitored_tables": {"big": {"triggers": ["echo"]}, "blobs": {"triggers": ["echo"]}}}
+    )
     db = data["mysql"]["database"]
-    execute([f"CREATE DATABASE {db}",
-             f"CREATE TABLE {db}.big (id INT PRIMARY KEY, n BIGINT, payload VARCHAR({PAYLOAD + 20}))",
-             f"CREATE TABLE {db}.blobs (id INT PRIMARY KEY, data LONGBLOB, doc LONGTEXT CHARACTER SET utf8mb4)"])
+    execute(
+        [
+            f"CREATE DATABASE {db}",
+            f"CREATE TABLE {db}.big (id INT PRIMARY KEY, n BIGINT, payload VARCHAR({PAYLOAD + 20}))",
+            f"CREATE TABLE {db}.blobs (id INT PRIMARY KEY, data LONGBLOB, doc LONGTEXT CHARACTER SET utf8mb4)",
+        ]
+    )
     config = write_config(tmp_path, data)
     yield config
     execute(f"DROP DATABASE IF EXISTS {db}")
@@ -61,9 +74,13 @@ def config(stack: None, tmp_path: Path) -> Iterator[Config]:
 def reader_process(config: Config, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     log_path = tmp_path / "reader.log"
     with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "console.cli", "--config", str(config.path), "cdc", "run"],
-                                cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, "CDCFLOW_LOG_LEVEL": "WARNING"})
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "console.cli", "--config", str(config.path), "cdc", "run"],
+            cwd=REPO_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "CDCFLOW_LOG_LEVEL": "WARNING"},
+        )
     try:
         yield proc
     finally:
@@ -102,8 +119,11 @@ def test_200k_row_transaction_is_delivered_whole_in_flat_memory(config: Config, 
         wait_streaming(config, "big")
         before_kb = vm_kb(proc.pid, "VmRSS")
         # one transaction: INSERT ... SELECT from MariaDB's sequence engine
-        execute(f"INSERT INTO big (id, n, payload) SELECT seq, seq * 1000003, "
-                f"CONCAT(seq, ':', REPEAT(CHAR(97 + seq % 26), {PAYLOAD})) FROM seq_1_to_{ROWS}", db)
+        execute(
+            f"INSERT INTO big (id, n, payload) SELECT seq, seq * 1000003, "
+            f"CONCAT(seq, ':', REPEAT(CHAR(97 + seq % 26), {PAYLOAD})) FROM seq_1_to_{ROWS}",
+            db,
+        )
 
         def delivered() -> list[dict] | None:
             got = [e for e in events(config, "big") if e["after"]["id"] > 0]
@@ -133,8 +153,12 @@ def test_16mb_rows_are_delivered_intact(config: Config, tmp_path: Path) -> None:
             for i, (blob, text) in rows.items():
                 with conn.cursor() as cur:
                     cur.execute("INSERT INTO blobs (id, data, doc) VALUES (%s, %s, %s)", (i, blob, text))
-                wait_for(lambda: any(e["after"]["id"] == i for e in events(config, "blobs", idle=0.5)), 120,
-                         interval=0.5, what=f"big row {i}")
+                wait_for(
+                    lambda: any(e["after"]["id"] == i for e in events(config, "blobs", idle=0.5)),
+                    120,
+                    interval=0.5,
+                    what=f"big row {i}",
+                )
         finally:
             conn.close()
     got = {e["after"]["id"]: e for e in events(config, "blobs") if e["after"]["id"] > 0}
@@ -148,6 +172,7 @@ def test_16mb_rows_are_delivered_intact(config: Config, tmp_path: Path) -> None:
 def test_full_producer_queue_makes_the_reader_wait_not_drop(config: Config) -> None:
     """With a local queue of 20 messages, produce() keeps raising BufferError: every row still arrives."""
     db = config.settings.mysql.database
+
     class CountingReader(BinlogReader):
         waits = 0
 
@@ -162,8 +187,14 @@ def test_full_producer_queue_makes_the_reader_wait_not_drop(config: Config) -> N
     try:
         wait_streaming(config, "big")
         execute("INSERT INTO big (id, n, payload) SELECT seq, seq, 'p' FROM seq_1_to_3000", db)
-        got = wait_for(lambda: (e := [x for x in events(config, "big", idle=1.0) if x["after"]["id"] > 0])
-                       and len(e) >= 3000 and e, 120, interval=1.0, what="3000 row changes")
+        got = wait_for(
+            lambda: (
+                (e := [x for x in events(config, "big", idle=1.0) if x["after"]["id"] > 0]) and len(e) >= 3000 and e
+            ),
+            120,
+            interval=1.0,
+            what="3000 row changes",
+        )
     finally:
         stop.set()
         thread.join(30)

@@ -5,6 +5,7 @@ the connections open at that moment (bytes are no longer relayed, nothing is clo
 a cable or a NAT entry goes away); connections made afterwards are relayed again. Without a read
 timeout the binlog socket would wait forever.
 """
+
 from __future__ import annotations
 
 import logging
@@ -17,7 +18,12 @@ import pytest
 
 from schemas.config import Config
 from tests.support import (
-    consume_all, execute, isolated_config_data, remove_test_resources, wait_for, write_config,
+    consume_all,
+    execute,
+    isolated_config_data,
+    remove_test_resources,
+    wait_for,
+    write_config,
 )
 from tests.test_cdc_reader import ReaderThread
 
@@ -94,7 +100,8 @@ def ids_in_kafka(config: Config) -> set[int]:
 
 
 def test_silent_network_drop_is_detected_and_the_reader_reconnects(
-        proxied_config: tuple[Config, BlackholingProxy], caplog: pytest.LogCaptureFixture) -> None:
+    proxied_config: tuple[Config, BlackholingProxy], caplog: pytest.LogCaptureFixture
+) -> None:
     config, proxy = proxied_config
     caplog.set_level(logging.WARNING, logger="cdc.reader")
     db = config.settings.mysql.database

@@ -7,6 +7,7 @@ can be run (or excluded) together: `pytest tests/test_cdc_outages.py`.
 The proof compares the database's own final table contents with the state rebuilt from the Kafka
 events after de-duplication by event id — not with the reader's counters or the writer's notes.
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,7 +25,14 @@ import pytest
 
 from schemas.config import Config
 from tests.support import (
-    REPO_ROOT, consume_all, execute, isolated_config_data, mysql, remove_test_resources, wait_for, write_config,
+    REPO_ROOT,
+    consume_all,
+    execute,
+    isolated_config_data,
+    mysql,
+    remove_test_resources,
+    wait_for,
+    write_config,
 )
 from tests.test_cdc_reader import ReaderThread
 
@@ -39,10 +47,14 @@ def load_config_data(tag: str) -> dict[str, Any]:
 
 
 def create_load_tables(db: str) -> None:
-    execute([f"CREATE DATABASE {db}",
-             f"CREATE TABLE {db}.orders (id INT AUTO_INCREMENT PRIMARY KEY, n INT NOT NULL, note VARCHAR(40))",
-             f"CREATE TABLE {db}.stock (id INT PRIMARY KEY, n INT NOT NULL)",
-             f"INSERT INTO {db}.stock VALUES " + ", ".join(f"({i}, 0)" for i in range(COUNTERS))])
+    execute(
+        [
+            f"CREATE DATABASE {db}",
+            f"CREATE TABLE {db}.orders (id INT AUTO_INCREMENT PRIMARY KEY, n INT NOT NULL, note VARCHAR(40))",
+            f"CREATE TABLE {db}.stock (id INT PRIMARY KEY, n INT NOT NULL)",
+            f"INSERT INTO {db}.stock VALUES " + ", ".join(f"({i}, 0)" for i in range(COUNTERS)),
+        ]
+    )
 
 
 class WriteLoad:
@@ -56,7 +68,7 @@ class WriteLoad:
         self.errors = 0
         self.thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> "WriteLoad":
+    def __enter__(self) -> WriteLoad:
         self.thread.start()
         return self
 
@@ -70,9 +82,17 @@ class WriteLoad:
         while not self.stop.is_set():
             try:
                 if conn is None:
-                    conn = pymysql.connect(host="127.0.0.1", port=3307, user="cdcflow", password="cdcflow",
-                                           database=self.db, autocommit=False, connect_timeout=2,
-                                           read_timeout=5, write_timeout=5)
+                    conn = pymysql.connect(
+                        host="127.0.0.1",
+                        port=3307,
+                        user="cdcflow",
+                        password="cdcflow",
+                        database=self.db,
+                        autocommit=False,
+                        connect_timeout=2,
+                        read_timeout=5,
+                        write_timeout=5,
+                    )
                 n += 1
                 with conn.cursor() as cur:
                     cur.execute("INSERT INTO orders (n, note) VALUES (%s, %s)", (n, f"order {n} 李😀"))
@@ -150,8 +170,12 @@ def assert_exactly_once(events: list[dict], rows: dict[str, dict[Any, dict]]) ->
 
 
 def stack_ctl(action: str, service: str) -> None:
-    result = subprocess.run([sys.executable, str(REPO_ROOT / "stack" / "stack.py"), action, service],
-                            capture_output=True, text=True, timeout=180)
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "stack" / "stack.py"), action, service],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -203,8 +227,9 @@ def test_mariadb_restart_during_load(config: Config, caplog: pytest.LogCaptureFi
 
 
 @pytest.mark.parametrize("delivery_timeout_ms", [None, 3000], ids=["broker-restart", "delivery-timeouts"])
-def test_kafka_restart_during_load(config: Config, caplog: pytest.LogCaptureFixture,
-                                   delivery_timeout_ms: int | None) -> None:
+def test_kafka_restart_during_load(
+    config: Config, caplog: pytest.LogCaptureFixture, delivery_timeout_ms: int | None
+) -> None:
     # With a 3 s message timeout the outage makes deliveries fail: the reader must drop its producer
     # and re-read from the last acknowledged checkpoint instead of losing those rows.
     caplog.set_level(logging.WARNING, logger="cdc.reader")

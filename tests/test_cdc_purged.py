@@ -3,6 +3,7 @@
 Purging binlogs on the shared MariaDB would break concurrent tests, so the checkpoint is pointed
 at GTIDs the server answers exactly as for purged ones (error 1236).
 """
+
 from __future__ import annotations
 
 import os
@@ -22,7 +23,12 @@ from cdc.errors import PositionLost
 from cdc.reader import BinlogReader
 from schemas.config import Config
 from tests.support import (
-    REPO_ROOT, consume_all, execute, items_config, mysql, wait_for,
+    REPO_ROOT,
+    consume_all,
+    execute,
+    items_config,
+    mysql,
+    wait_for,
 )
 
 pytestmark = pytest.mark.integration
@@ -58,8 +64,10 @@ def rows_on_topic(config: Config) -> list[dict]:
 
 def bogus_gtids() -> dict[str, str]:
     domain, server, seq = server_gtid()
-    return {"ahead": f"{domain}-{server}-{seq + 10**9}",          # like a checkpoint from a reset server
-            "diverged": f"{domain}-{server + 4242}-1"}            # like a GTID whose binlog was purged
+    return {
+        "ahead": f"{domain}-{server}-{seq + 10**9}",  # like a checkpoint from a reset server
+        "diverged": f"{domain}-{server + 4242}-1",
+    }  # like a GTID whose binlog was purged
 
 
 @pytest.mark.parametrize("case", ["ahead", "diverged"])
@@ -72,7 +80,7 @@ def test_unavailable_checkpoint_stops_with_a_clear_error(config: Config, case: s
     message = str(error)
     assert gtid in message and "not available on the source server" in message
     assert "cdcflow cdc snapshot" in message and "cdcflow cdc run --from-now" in message
-    assert rows_on_topic(config) == []          # nothing skipped to, nothing sent
+    assert rows_on_topic(config) == []  # nothing skipped to, nothing sent
     assert CheckpointStore(config.settings).load().gtid_set == gtid  # the checkpoint is left as it was
 
 
@@ -95,16 +103,21 @@ def run_until_it_stops(config: Config) -> BaseException | None:
 
 
 def cli(config: Config, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "console.cli", "--config", str(config.path), "cdc", "run", *args],
-                            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.Popen(
+        [sys.executable, "-m", "console.cli", "--config", str(config.path), "cdc", "run", *args],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def test_cli_refuses_then_from_now_overwrites_the_checkpoint_loudly(config: Config) -> None:
     gtid = bogus_gtids()["ahead"]
     plant_checkpoint(config, gtid)
     db = config.settings.mysql.database
-    execute("INSERT INTO items VALUES (1)", db)          # in the gap: never sent
+    execute("INSERT INTO items VALUES (1)", db)  # in the gap: never sent
 
     refused = cli(config)
     out, err = refused.communicate(timeout=90)
@@ -113,8 +126,12 @@ def test_cli_refuses_then_from_now_overwrites_the_checkpoint_loudly(config: Conf
 
     started = cli(config, "--from-now")
     try:
-        wait_for(lambda: (p := CheckpointStore(config.settings).load()) and p.gtid_set != gtid, 60,
-                 interval=0.5, what="--from-now to overwrite the checkpoint")
+        wait_for(
+            lambda: (p := CheckpointStore(config.settings).load()) and p.gtid_set != gtid,
+            60,
+            interval=0.5,
+            what="--from-now to overwrite the checkpoint",
+        )
         execute("INSERT INTO items VALUES (2)", db)
         got = wait_for(lambda: rows_on_topic(config), 30, what="the row written after --from-now")
         assert [e["after"]["id"] for e in got] == [2]

@@ -1,4 +1,5 @@
 """The binlog reader against the real MariaDB and Kafka: envelopes, keys, checkpoints, resume."""
+
 from __future__ import annotations
 
 import threading
@@ -21,7 +22,7 @@ class ReaderThread:
         self.reader = BinlogReader(config.settings, config.rules, self.stop)
         self.thread = threading.Thread(target=self.reader.run, daemon=True)
 
-    def __enter__(self) -> "ReaderThread":
+    def __enter__(self) -> ReaderThread:
         self.thread.start()
         wait_for(lambda: self.reader.stats.checkpoint is not None, 60, what="the reader to start")
         return self
@@ -36,9 +37,13 @@ class ReaderThread:
 def config(stack: None, tmp_path: Path) -> Config:
     data = isolated_config_data("cdc", {"monitored_tables": {"items": {"triggers": ["echo"]}}})
     db = data["mysql"]["database"]
-    execute([f"CREATE DATABASE {db}",
-             f"CREATE TABLE {db}.items (id INT PRIMARY KEY, name VARCHAR(50) CHARACTER SET utf8mb4, price DECIMAL(10,2))",
-             f"CREATE TABLE {db}.ignored (id INT PRIMARY KEY)"])
+    execute(
+        [
+            f"CREATE DATABASE {db}",
+            f"CREATE TABLE {db}.items (id INT PRIMARY KEY, name VARCHAR(50) CHARACTER SET utf8mb4, price DECIMAL(10,2))",
+            f"CREATE TABLE {db}.ignored (id INT PRIMARY KEY)",
+        ]
+    )
     config = write_config(tmp_path, data)
     yield config
     execute(f"DROP DATABASE IF EXISTS {db}")
@@ -58,14 +63,17 @@ def changes(config: Config) -> list[dict]:
 def test_rows_reach_kafka_as_envelopes_keyed_by_primary_key(config: Config) -> None:
     db = config.settings.mysql.database
     with ReaderThread(config):
-        execute([
-            "BEGIN",
-            "INSERT INTO items VALUES (1, '李雷 😀', 12.50), (2, 'b', NULL)",
-            "INSERT INTO ignored VALUES (1)",
-            "COMMIT",
-            "UPDATE items SET price = 99.99 WHERE id = 1",
-            "DELETE FROM items WHERE id = 2",
-        ], db)
+        execute(
+            [
+                "BEGIN",
+                "INSERT INTO items VALUES (1, '李雷 😀', 12.50), (2, 'b', NULL)",
+                "INSERT INTO ignored VALUES (1)",
+                "COMMIT",
+                "UPDATE items SET price = 99.99 WHERE id = 1",
+                "DELETE FROM items WHERE id = 2",
+            ],
+            db,
+        )
         events = wait_for(lambda: (e := changes(config)) and len(e) >= 4 and e, 30, what="4 row changes")
     by_op = {}
     for e in events:
@@ -97,8 +105,9 @@ def test_restart_resumes_from_the_checkpoint_without_loss(config: Config) -> Non
     execute(["INSERT INTO items VALUES (3, 'c', 3)", "UPDATE items SET name = 'z' WHERE id = 1"], db)
     with ReaderThread(config):
         execute("INSERT INTO items VALUES (4, 'd', 4)", db)
-        events = wait_for(lambda: (e := changes(config)) and len({x["event_id"] for x in e}) >= 5 and e, 30,
-                          what="all five changes")
+        events = wait_for(
+            lambda: (e := changes(config)) and len({x["event_id"] for x in e}) >= 5 and e, 30, what="all five changes"
+        )
     ids = {e["event_id"] for e in events}
     assert len(ids) == 5
     assert {(e["op"], e["after"]["id"]) for e in events} == {("c", 1), ("c", 2), ("c", 3), ("u", 1), ("c", 4)}

@@ -3,6 +3,7 @@
 Every type family of tests/test_cdc_types.py, as insert, update and delete, plus NULLs and the
 MINIMAL and NOBLOB row images: both decodings must give identical (before, after) rows.
 """
+
 from __future__ import annotations
 
 import random
@@ -46,8 +47,10 @@ def binlog(stack: None) -> Iterator[tuple[Any, str, str]]:
             for family in FAMILIES:
                 cur.execute(f"UPDATE f_{family} SET id = 3 WHERE id = 1")
                 cur.execute(f"DELETE FROM f_{family} WHERE id = 3")
-            cur.execute("INSERT INTO mixed VALUES (1, NULL, 'x', -0.5, '2020-01-01 00:00:00.5', NULL, '0999-02-03 04:05:06'),"
-                        " (2, 5, NULL, 999.99, NULL, 'y', '2024-02-30 00:00:00'), (3, NULL, NULL, NULL, NULL, NULL, NULL)")
+            cur.execute(
+                "INSERT INTO mixed VALUES (1, NULL, 'x', -0.5, '2020-01-01 00:00:00.5', NULL, '0999-02-03 04:05:06'),"
+                " (2, 5, NULL, 999.99, NULL, 'y', '2024-02-30 00:00:00'), (3, NULL, NULL, NULL, NULL, NULL, NULL)"
+            )
             cur.execute("SET SESSION binlog_row_image = 'MINIMAL'")
             cur.execute("UPDATE mixed SET a = 7 WHERE id < 3")
             cur.execute("DELETE FROM mixed WHERE id = 3")
@@ -62,9 +65,14 @@ def binlog(stack: None) -> Iterator[tuple[Any, str, str]]:
 def decoded(settings: Any, db: str, gtid: str, fast: bool) -> list[tuple[str, str, list]]:
     info = SchemaInfo(connection_settings(settings), True)
     stream = BinLogStreamReader(
-        connection_settings=connection_settings(settings), server_id=settings.mysql.server_id + int(fast),
-        blocking=True, only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent], only_schemas=[db],
-        is_mariadb=True, auto_position=gtid)
+        connection_settings=connection_settings(settings),
+        server_id=settings.mysql.server_id + int(fast),
+        blocking=True,
+        only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent],
+        only_schemas=[db],
+        is_mariadb=True,
+        auto_position=gtid,
+    )
     out: list[tuple[str, str, list]] = []
     try:
         for event in stream:
@@ -93,9 +101,14 @@ def test_fast_decoding_equals_library_decoding(binlog: tuple[Any, str, str]) -> 
 def table_maps(settings: Any, db: str, gtid: str) -> list[tuple[str, Any, list[dict], int]]:
     """(table, primary key, column definitions, the column list itself) per rows event."""
     stream = BinLogStreamReader(
-        connection_settings=connection_settings(settings), server_id=settings.mysql.server_id + 2,
-        blocking=True, only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent], only_schemas=[db],
-        is_mariadb=True, auto_position=gtid)
+        connection_settings=connection_settings(settings),
+        server_id=settings.mysql.server_id + 2,
+        blocking=True,
+        only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent],
+        only_schemas=[db],
+        is_mariadb=True,
+        auto_position=gtid,
+    )
     out = []
     try:
         for event in stream:
@@ -130,13 +143,13 @@ def mysql_decimal_bytes(value: Decimal, precision: int, scale: int) -> bytes:
     int_digits = int_digits.rjust(integral, "0")[-integral:] if integral else ""
     out = b""
     if integral % 9:
-        out += int(int_digits[:integral % 9]).to_bytes(DECIMAL_BYTES[integral % 9], "big")
+        out += int(int_digits[: integral % 9]).to_bytes(DECIMAL_BYTES[integral % 9], "big")
     for i in range(integral % 9, integral, 9):
-        out += int(int_digits[i:i + 9]).to_bytes(4, "big")
+        out += int(int_digits[i : i + 9]).to_bytes(4, "big")
     for i in range(0, scale - scale % 9, 9):
-        out += int(frac_digits[i:i + 9]).to_bytes(4, "big")
+        out += int(frac_digits[i : i + 9]).to_bytes(4, "big")
     if scale % 9:
-        out += int(frac_digits[scale - scale % 9:]).to_bytes(DECIMAL_BYTES[scale % 9], "big")
+        out += int(frac_digits[scale - scale % 9 :]).to_bytes(DECIMAL_BYTES[scale % 9], "big")
     packed = bytearray(b ^ 0xFF for b in out) if value.is_signed() else bytearray(out)
     packed[0] ^= 0x80
     return bytes(packed)
@@ -156,7 +169,7 @@ def test_decimal_decoder_is_exact_for_every_precision_and_scale() -> None:
         precision = rng.randint(1, 65)
         scale = rng.randint(0, min(precision, 30))
         whole = rng.randint(0, 10 ** (precision - scale) - 1) if precision > scale else 0
-        frac = rng.randint(0, 10 ** scale - 1) if scale else 0
+        frac = rng.randint(0, 10**scale - 1) if scale else 0
         sign = "-" if rng.random() < 0.5 and (whole or frac) else ""
         value = Decimal(f"{sign}{whole}.{frac:0{scale}d}" if scale else f"{sign}{whole}")
         packed = mysql_decimal_bytes(value, precision, scale)

@@ -4,6 +4,7 @@ The consistency tests write concurrently while the snapshot runs, then let the r
 the position the snapshot handed over, and replay the topics per key in Kafka order: the result must
 be exactly the tables' contents (SELECT), row for row.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,7 +30,14 @@ from console.cli import cli
 from schemas.config import Config
 from schemas.row_change import RowChange
 from tests.support import (
-    REPO_ROOT, consume_all, execute, isolated_config_data, mysql, remove_test_resources, wait_for, write_config,
+    REPO_ROOT,
+    consume_all,
+    execute,
+    isolated_config_data,
+    mysql,
+    remove_test_resources,
+    wait_for,
+    write_config,
 )
 from tests.test_cdc_reader import ReaderThread
 from tests.test_cdc_types import FAMILIES, insert_family_rows
@@ -75,8 +83,14 @@ def replay(stream: list[tuple[bytes, dict[str, Any]]]) -> dict[tuple[str, bytes]
 
 def table_contents(db: str, tables: dict[str, list[str]]) -> dict[tuple[str, bytes], dict[str, Any]]:
     """SELECT of each table (name -> primary key columns), keyed like the Kafka messages."""
-    conn = pymysql.connect(host="127.0.0.1", port=3307, user="cdcflow", password="cdcflow", database=db,
-                           cursorclass=pymysql.cursors.DictCursor)
+    conn = pymysql.connect(
+        host="127.0.0.1",
+        port=3307,
+        user="cdcflow",
+        password="cdcflow",
+        database=db,
+        cursorclass=pymysql.cursors.DictCursor,
+    )
     out = {}
     with conn.cursor() as cur:
         for table, pk in tables.items():
@@ -145,14 +159,21 @@ class Writer(threading.Thread):
         self.ops += 1
 
 
-TABLES = {"items": "id INT PRIMARY KEY, n INT NOT NULL, s VARCHAR(20)",
-          "pairs": "a INT, b VARCHAR(10), v INT NOT NULL, PRIMARY KEY (a, b)"}
+TABLES = {
+    "items": "id INT PRIMARY KEY, n INT NOT NULL, s VARCHAR(20)",
+    "pairs": "a INT, b VARCHAR(10), v INT NOT NULL, PRIMARY KEY (a, b)",
+}
 KEYS = {"items": ["id"], "pairs": ["a", "b"]}
 
 
 def fill(db: str, rows: int) -> None:
-    execute([f"INSERT INTO items SELECT seq, seq * 2, CONCAT('r', seq) FROM seq_1_to_{rows}",
-             "INSERT INTO pairs SELECT seq DIV 7, CONCAT('b', seq MOD 7), seq FROM seq_0_to_2099"], db)
+    execute(
+        [
+            f"INSERT INTO items SELECT seq, seq * 2, CONCAT('r', seq) FROM seq_1_to_{rows}",
+            "INSERT INTO pairs SELECT seq DIV 7, CONCAT('b', seq MOD 7), seq FROM seq_0_to_2099",
+        ],
+        db,
+    )
 
 
 def snapshot_while_writing(config: Config, tables: list[str] | None) -> tuple[Any, Writer, int]:
@@ -177,8 +198,12 @@ def stream_until_caught_up(config: Config, writer: Writer) -> Position:
         writer.join(30)
         assert writer.error is None, writer.error
         target = server_gtid_seq()
-        wait_for(lambda: checkpoint_seq(reader.reader.stats.checkpoint) >= target, 120, interval=0.2,
-                 what=f"the reader to checkpoint past GTID seq {target}")
+        wait_for(
+            lambda: checkpoint_seq(reader.reader.stats.checkpoint) >= target,
+            120,
+            interval=0.2,
+            what=f"the reader to checkpoint past GTID seq {target}",
+        )
         return reader.reader.stats.checkpoint
 
 
@@ -192,7 +217,8 @@ def assert_replay_equals_tables(config: Config) -> dict[str, int]:
     wrong = [(k, replayed[k], expected[k]) for k in expected if k in replayed and replayed[k] != expected[k]]
     assert not missing and not extra and not wrong, (
         f"{len(missing)} missing e.g. {missing[:3]}, {len(extra)} extra e.g. {extra[:3]}, "
-        f"{len(wrong)} wrong e.g. {wrong[:3]}")
+        f"{len(wrong)} wrong e.g. {wrong[:3]}"
+    )
     ops: dict[str, int] = {}
     for _, e in stream:
         ops[e["op"]] = ops.get(e["op"], 0) + 1
@@ -200,7 +226,8 @@ def assert_replay_equals_tables(config: Config) -> dict[str, int]:
 
 
 def test_snapshot_then_streaming_replays_to_the_table_contents_with_concurrent_writes(
-        stack: None, tmp_path: Path, cleanup: list[Config]) -> None:
+    stack: None, tmp_path: Path, cleanup: list[Config]
+) -> None:
     config = make_config(tmp_path, "snapc", TABLES)
     cleanup.append(config)
     fill(config.settings.mysql.database, 3000)
@@ -216,14 +243,19 @@ def test_snapshot_then_streaming_replays_to_the_table_contents_with_concurrent_w
 
 
 def test_partial_snapshot_after_streaming_keeps_the_earlier_checkpoint_and_replays_exactly(
-        stack: None, tmp_path: Path, cleanup: list[Config]) -> None:
+    stack: None, tmp_path: Path, cleanup: list[Config]
+) -> None:
     config = make_config(tmp_path, "snapp", TABLES)
     cleanup.append(config)
     db = config.settings.mysql.database
     with ReaderThread(config):
         fill(db, 3000)  # streamed as inserts
-        wait_for(lambda: checkpoint_seq(CheckpointStore(config.settings).load()) >= server_gtid_seq() - 50, 60,
-                 interval=0.5, what="the reader to checkpoint the fill")
+        wait_for(
+            lambda: checkpoint_seq(CheckpointStore(config.settings).load()) >= server_gtid_seq() - 50,
+            60,
+            interval=0.5,
+            what="the reader to checkpoint the fill",
+        )
     before = CheckpointStore(config.settings).load()
     result, writer, during = snapshot_while_writing(config, ["items"])  # pairs is not re-snapshotted
     assert during > 0, "no write happened while the snapshot ran: the test proves nothing"
@@ -247,8 +279,10 @@ def test_earlier_position_per_gtid_domain() -> None:
 @pytest.fixture(scope="module")
 def typed(stack: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, dict[int, dict]]]:
     """{family: {row id: snapshot event}} for the same values test_cdc_types streams."""
-    tables = {f"f_{family}": "id INT PRIMARY KEY, " + ", ".join(f"c{i} {t}" for i, (t, _, _) in enumerate(cols))
-              for family, cols in FAMILIES.items()}
+    tables = {
+        f"f_{family}": "id INT PRIMARY KEY, " + ", ".join(f"c{i} {t}" for i, (t, _, _) in enumerate(cols))
+        for family, cols in FAMILIES.items()
+    }
     config = make_config(tmp_path_factory.mktemp("snaptypes"), "snapt", tables)
     db = config.settings.mysql.database
     try:
@@ -271,8 +305,11 @@ def test_snapshot_values_are_those_streaming_gives(typed: dict[str, dict[int, di
     cols = FAMILIES[family]
     after = typed[family][1]["after"]
     expected = {"id": 1, **{f"c{i}": value for i, (_, _, value) in enumerate(cols)}}
-    mismatches = {k: (cols[int(k[1:])][0], after.get(k), v) for k, v in expected.items()
-                  if k != "id" and (after.get(k) != v or type(after.get(k)) is not type(v))}
+    mismatches = {
+        k: (cols[int(k[1:])][0], after.get(k), v)
+        for k, v in expected.items()
+        if k != "id" and (after.get(k) != v or type(after.get(k)) is not type(v))
+    }
     assert not mismatches, f"column: (type, got, expected): {mismatches}"
     assert typed[family][2]["after"] == {"id": 2, **{f"c{i}": None for i in range(len(cols))}}
 
@@ -295,21 +332,33 @@ def test_snapshot_envelopes_ids_and_the_last_marker(typed: dict[str, dict[int, d
 
 
 def run_cli(config: Config, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "console.cli", "--config", str(config.path), "cdc", "snapshot", *args],
-                            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.Popen(
+        [sys.executable, "-m", "console.cli", "--config", str(config.path), "cdc", "snapshot", *args],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def test_kill_9_mid_snapshot_then_resume_sends_every_row_with_the_same_ids(
-        stack: None, tmp_path: Path, cleanup: list[Config]) -> None:
+    stack: None, tmp_path: Path, cleanup: list[Config]
+) -> None:
     config = make_config(tmp_path, "snapk", {"items": TABLES["items"]})
     cleanup.append(config)
     db = config.settings.mysql.database
     execute("INSERT INTO items SELECT seq, seq, CONCAT('r', seq) FROM seq_1_to_50000", db)
     store = CheckpointStore(config.settings)
     first = run_cli(config, "--chunk-size", "100")
-    progress = wait_for(lambda: (p := store.load_value(progress_key(config.settings), timeout=2))
-                        and sum(p["rows"].values()) >= 2000 and p, 120, interval=0.1, what="2000 acknowledged rows")
+    progress = wait_for(
+        lambda: (
+            (p := store.load_value(progress_key(config.settings), timeout=2)) and sum(p["rows"].values()) >= 2000 and p
+        ),
+        120,
+        interval=0.1,
+        what="2000 acknowledged rows",
+    )
     first.send_signal(signal.SIGKILL)
     first.communicate(timeout=30)
     killed_at = store.load_value(progress_key(config.settings))
@@ -329,11 +378,11 @@ def test_kill_9_mid_snapshot_then_resume_sends_every_row_with_the_same_ids(
     by_key: dict[bytes, set[str]] = {}
     for key, event in stream:
         by_key.setdefault(key, set()).add(event["event_id"])
-    assert len(by_key) == 50000                                   # every row
-    assert all(len(ids) == 1 for ids in by_key.values())          # re-sent rows kept their ids
+    assert len(by_key) == 50000  # every row
+    assert all(len(ids) == 1 for ids in by_key.values())  # re-sent rows kept their ids
     resent = len(stream) - 50000
     assert 0 <= resent <= 100, f"{resent} rows re-sent: it did not resume from the last acknowledged chunk"
-    assert replay(stream)[("items", b'{"id":49999}')]["s"] == "changed"   # read by the resumed run
+    assert replay(stream)[("items", b'{"id":49999}')]["s"] == "changed"  # read by the resumed run
     # the hand-over stays the first run's consistent read
     assert store.load().gtid_set == killed_at["handover"]["gtid_set"]
 
@@ -353,16 +402,23 @@ def test_where_filter_and_a_partial_snapshot(stack: None, tmp_path: Path, cleanu
     assert got == [3, 13, 23, 33, 43]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["nosuch"], "table {db}.nosuch does not exist"),
-    (["items", "--where", "nocol = 1"], "--where 'nocol = 1' is not valid for table {db}.items: Unknown column 'nocol'"),
-    (["items", "--where", "id = = 1"], "--where 'id = = 1' is not valid for table {db}.items"),
-    (["other"], "table {db}.other is not read by the reader"),
-    (["nokey"], "table {db}.nokey has no primary key"),
-    (["items", "--chunk-size", "0"], "--chunk-size"),
-])
-def test_bad_arguments_get_an_error_naming_them(stack: None, tmp_path: Path, cleanup: list[Config],
-                                                args: list[str], message: str) -> None:
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["nosuch"], "table {db}.nosuch does not exist"),
+        (
+            ["items", "--where", "nocol = 1"],
+            "--where 'nocol = 1' is not valid for table {db}.items: Unknown column 'nocol'",
+        ),
+        (["items", "--where", "id = = 1"], "--where 'id = = 1' is not valid for table {db}.items"),
+        (["other"], "table {db}.other is not read by the reader"),
+        (["nokey"], "table {db}.nokey has no primary key"),
+        (["items", "--chunk-size", "0"], "--chunk-size"),
+    ],
+)
+def test_bad_arguments_get_an_error_naming_them(
+    stack: None, tmp_path: Path, cleanup: list[Config], args: list[str], message: str
+) -> None:
     config = make_config(tmp_path, "snape", {"items": TABLES["items"], "nokey": "x INT"})
     cleanup.append(config)
     db = config.settings.mysql.database
@@ -374,7 +430,8 @@ def test_bad_arguments_get_an_error_naming_them(stack: None, tmp_path: Path, cle
 
 
 def test_refuses_while_the_reader_is_live_and_an_unfinished_snapshot_of_other_tables(
-        stack: None, tmp_path: Path, cleanup: list[Config]) -> None:
+    stack: None, tmp_path: Path, cleanup: list[Config]
+) -> None:
     config = make_config(tmp_path, "snapl", TABLES)
     cleanup.append(config)
     with ReaderThread(config) as reader:
@@ -385,9 +442,20 @@ def test_refuses_while_the_reader_is_live_and_an_unfinished_snapshot_of_other_ta
     # an unfinished snapshot of items: a snapshot of pairs must not silently discard it
     producer = Producer(config.settings.kafka_config())
     store = CheckpointStore(config.settings)
-    producer.produce(store.topic, key=progress_key(config.settings), value=orjson.dumps({
-        "snapshot_id": "abc123", "tables": [f"{config.settings.mysql.database}.items"], "where": None,
-        "handover": {}, "full": False, "started_ms": 1}))
+    producer.produce(
+        store.topic,
+        key=progress_key(config.settings),
+        value=orjson.dumps(
+            {
+                "snapshot_id": "abc123",
+                "tables": [f"{config.settings.mysql.database}.items"],
+                "where": None,
+                "handover": {},
+                "full": False,
+                "started_ms": 1,
+            }
+        ),
+    )
     assert producer.flush(10) == 0
     result = cli_snapshot(config, "pairs")
     assert result.exit_code != 0 and "unfinished snapshot abc123" in result.output and "--restart" in result.output
@@ -410,14 +478,23 @@ def test_a_full_snapshot_is_the_way_out_of_a_lost_position(stack: None, tmp_path
     assert store.load().gtid_set != lost and "reader resumes from" in result.output
     with ReaderThread(config):
         execute(["UPDATE items SET s = 'z' WHERE id = 1", "DELETE FROM items WHERE id = 2"], db)
-        stream = wait_for(lambda: (e := events(config, ["items"], idle=0.5)) and len(e) >= 4 and e, 30,
-                          what="2 snapshot rows and 2 changes")
-    assert sorted((e["op"], (e["after"] or e["before"])["id"]) for _, e in stream) == [("d", 2), ("r", 1), ("r", 2), ("u", 1)]
+        stream = wait_for(
+            lambda: (e := events(config, ["items"], idle=0.5)) and len(e) >= 4 and e,
+            30,
+            what="2 snapshot rows and 2 changes",
+        )
+    assert sorted((e["op"], (e["after"] or e["before"])["id"]) for _, e in stream) == [
+        ("d", 2),
+        ("r", 1),
+        ("r", 2),
+        ("u", 1),
+    ]
     assert replay(stream) == table_contents(db, {"items": ["id"]})
 
 
 def test_snapshot_keys_are_byte_equal_to_streaming_keys_whatever_the_key_order(
-        stack: None, tmp_path: Path, cleanup: list[Config]) -> None:
+    stack: None, tmp_path: Path, cleanup: list[Config]
+) -> None:
     config = make_config(tmp_path, "snapkey", {"rev": "a INT, b VARCHAR(5), v INT, PRIMARY KEY (b, a)"})
     cleanup.append(config)
     db = config.settings.mysql.database
@@ -425,8 +502,11 @@ def test_snapshot_keys_are_byte_equal_to_streaming_keys_whatever_the_key_order(
     Snapshot(config.settings, config.rules, chunk_size=1).run()  # pages by (b, a)
     with ReaderThread(config):
         execute("UPDATE rev SET v = 2", db)
-        stream = wait_for(lambda: (e := events(config, ["rev"], idle=0.5)) and len(e) >= 6 and e, 30,
-                          what="3 snapshot rows and 3 updates")
+        stream = wait_for(
+            lambda: (e := events(config, ["rev"], idle=0.5)) and len(e) >= 6 and e,
+            30,
+            what="3 snapshot rows and 3 updates",
+        )
     keys: dict[str, set[bytes]] = {}
     for key, event in stream:
         keys.setdefault(event["op"], set()).add(key)

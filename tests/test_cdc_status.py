@@ -1,4 +1,5 @@
 """`cdcflow cdc status`: the reader's figures, published to Redis while it runs."""
+
 from __future__ import annotations
 
 import re
@@ -31,8 +32,13 @@ def gtid_seqs(gtid_set: str) -> dict[str, int]:
 
 
 def cli_status(config: Config, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "console.cli", "--config", str(config.path), "cdc", "status", *args],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "console.cli", "--config", str(config.path), "cdc", "status", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_status_shows_position_lag_rate_and_stops(config: Config) -> None:
@@ -46,8 +52,11 @@ def test_status_shows_position_lag_rate_and_stops(config: Config) -> None:
             cur.execute("SELECT @@last_gtid")
             domain, _server, last_seq = cur.fetchone()[0].split("-")
         conn.close()
-        live = wait_for(lambda: (s := read_status(config.settings)) and s["rows_acked"] >= 50 and s, 30,
-                        what="status with the 50 rows")
+        live = wait_for(
+            lambda: (s := read_status(config.settings)) and s["rows_acked"] >= 50 and s,
+            30,
+            what="status with the 50 rows",
+        )
         assert live["state"] == "running" and live["name"] == config.settings.cdc.name
         # Other tests' transactions move the server's GTIDs on concurrently, so the published set is
         # checked to lie between our last insert and the reader's position now.
@@ -57,8 +66,9 @@ def test_status_shows_position_lag_rate_and_stops(config: Config) -> None:
         assert live["last_error"] is None
         # idle: heartbeats say the reader is caught up, so the lag is 0, not "time since the last row"
         time.sleep(2.5)
-        idle = wait_for(lambda: (s := read_status(config.settings)) and s["lag_ms"] == 0 and s, 10,
-                        what="lag 0 once idle")
+        idle = wait_for(
+            lambda: (s := read_status(config.settings)) and s["lag_ms"] == 0 and s, 10, what="lag 0 once idle"
+        )
         assert idle["updated_ms"] > live["updated_ms"]
         shown = cli_status(config)
         assert shown.returncode == 0, shown.stderr

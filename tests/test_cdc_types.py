@@ -3,6 +3,7 @@
 One database, one table per family, one reader streaming them all (module fixture); each family
 is then its own test. Values are written with sql_mode='' so zero dates and invalid ENUMs can be stored.
 """
+
 from __future__ import annotations
 
 import base64
@@ -14,7 +15,13 @@ import pytest
 
 from cdc.libfixes import time2_from_bytes
 from tests.support import (
-    consume_all, execute, isolated_config_data, mysql, remove_test_resources, wait_for, write_config,
+    consume_all,
+    execute,
+    isolated_config_data,
+    mysql,
+    remove_test_resources,
+    wait_for,
+    write_config,
 )
 from tests.test_cdc_reader import ReaderThread
 
@@ -28,45 +35,67 @@ def b64(raw: bytes) -> str:
 # family -> [(column type, SQL literal, expected JSON value)]
 FAMILIES: dict[str, list[tuple[str, str, Any]]] = {
     "integers": [
-        ("TINYINT", "-128", -128), ("TINYINT UNSIGNED", "255", 255),
-        ("SMALLINT", "-32768", -32768), ("SMALLINT UNSIGNED", "65535", 65535),
-        ("MEDIUMINT", "-8388608", -8388608), ("MEDIUMINT UNSIGNED", "16777215", 16777215),
-        ("INT", "-2147483648", -2147483648), ("INT UNSIGNED", "4294967295", 4294967295),
+        ("TINYINT", "-128", -128),
+        ("TINYINT UNSIGNED", "255", 255),
+        ("SMALLINT", "-32768", -32768),
+        ("SMALLINT UNSIGNED", "65535", 65535),
+        ("MEDIUMINT", "-8388608", -8388608),
+        ("MEDIUMINT UNSIGNED", "16777215", 16777215),
+        ("INT", "-2147483648", -2147483648),
+        ("INT UNSIGNED", "4294967295", 4294967295),
         ("BIGINT", "-9223372036854775808", -9223372036854775808),
         ("BIGINT UNSIGNED", "18446744073709551615", 18446744073709551615),
         ("BOOLEAN", "TRUE", 1),
     ],
     "decimal": [
-        ("DECIMAL(10,2)", "-1.5", "-1.50"), ("DECIMAL(10,2)", "12345678.99", "12345678.99"),
-        ("DECIMAL(5,0)", "0", "0"), ("NUMERIC(30,10)", "-12345678901234567890.1234567890", "-12345678901234567890.1234567890"),
+        ("DECIMAL(10,2)", "-1.5", "-1.50"),
+        ("DECIMAL(10,2)", "12345678.99", "12345678.99"),
+        ("DECIMAL(5,0)", "0", "0"),
+        ("NUMERIC(30,10)", "-12345678901234567890.1234567890", "-12345678901234567890.1234567890"),
         ("DECIMAL(65,30)", "0.000000000000000000000000000001", "0.000000000000000000000000000001"),
     ],
     "float_double": [
-        ("FLOAT", "1.1", 1.1), ("FLOAT", "-3.40282e38", -3.40282e38), ("FLOAT", "0", 0.0),
-        ("DOUBLE", "1.1", 1.1), ("DOUBLE", "-1.7976931348623157e308", -1.7976931348623157e308),
+        ("FLOAT", "1.1", 1.1),
+        ("FLOAT", "-3.40282e38", -3.40282e38),
+        ("FLOAT", "0", 0.0),
+        ("DOUBLE", "1.1", 1.1),
+        ("DOUBLE", "-1.7976931348623157e308", -1.7976931348623157e308),
         ("DOUBLE", "5e-324", 5e-324),
     ],
     "bit": [
-        ("BIT(1)", "b'1'", 1), ("BIT(10)", "b'1000000001'", 513), ("BIT(8)", "b'0'", 0),
-        ("BIT(64)", "b'" + "1" * 64 + "'", 2**64 - 1), ("BIT(17)", "b'10000000000000001'", 65537),
+        ("BIT(1)", "b'1'", 1),
+        ("BIT(10)", "b'1000000001'", 513),
+        ("BIT(8)", "b'0'", 0),
+        ("BIT(64)", "b'" + "1" * 64 + "'", 2**64 - 1),
+        ("BIT(17)", "b'10000000000000001'", 65537),
     ],
     "date": [
-        ("DATE", "'2024-02-29'", "2024-02-29"), ("DATE", "'1000-01-01'", "1000-01-01"),
-        ("DATE", "'9999-12-31'", "9999-12-31"), ("DATE", "'0000-00-00'", None),
+        ("DATE", "'2024-02-29'", "2024-02-29"),
+        ("DATE", "'1000-01-01'", "1000-01-01"),
+        ("DATE", "'9999-12-31'", "9999-12-31"),
+        ("DATE", "'0000-00-00'", None),
     ],
     "time": [
-        ("TIME", "'-838:59:59'", "-838:59:59"), ("TIME", "'838:59:59'", "838:59:59"),
-        ("TIME", "'00:00:00'", "00:00:00"), ("TIME(6)", "'-838:59:58.999999'", "-838:59:58.999999"),
-        ("TIME(6)", "'-00:00:00.5'", "-00:00:00.500000"), ("TIME(3)", "'25:00:00.123'", "25:00:00.123"),
-        ("TIME(1)", "'-01:00:00.1'", "-01:00:00.1"), ("TIME(2)", "'-12:34:56.78'", "-12:34:56.78"),
-        ("TIME(4)", "'-100:00:01.0001'", "-100:00:01.0001"), ("TIME(5)", "'-00:00:01.00001'", "-00:00:01.00001"),
+        ("TIME", "'-838:59:59'", "-838:59:59"),
+        ("TIME", "'838:59:59'", "838:59:59"),
+        ("TIME", "'00:00:00'", "00:00:00"),
+        ("TIME(6)", "'-838:59:58.999999'", "-838:59:58.999999"),
+        ("TIME(6)", "'-00:00:00.5'", "-00:00:00.500000"),
+        ("TIME(3)", "'25:00:00.123'", "25:00:00.123"),
+        ("TIME(1)", "'-01:00:00.1'", "-01:00:00.1"),
+        ("TIME(2)", "'-12:34:56.78'", "-12:34:56.78"),
+        ("TIME(4)", "'-100:00:01.0001'", "-100:00:01.0001"),
+        ("TIME(5)", "'-00:00:01.00001'", "-00:00:01.00001"),
     ],
     # MariaDB truncates extra fractional digits (unless sql_mode TIME_ROUND_FRACTIONAL); MySQL rounds
     "datetime": [
-        *((f"DATETIME({fsp})", "'2024-01-02 03:04:05.123456'", f"2024-01-02T03:04:05{frac}")
-          for fsp, frac in [(0, ""), (1, ".1"), (2, ".12"), (3, ".123"), (4, ".1234"), (5, ".12345"), (6, ".123456")]),
+        *(
+            (f"DATETIME({fsp})", "'2024-01-02 03:04:05.123456'", f"2024-01-02T03:04:05{frac}")
+            for fsp, frac in [(0, ""), (1, ".1"), (2, ".12"), (3, ".123"), (4, ".1234"), (5, ".12345"), (6, ".123456")]
+        ),
         ("DATETIME(6)", "'2024-01-02 03:04:05.000001'", "2024-01-02T03:04:05.000001"),
-        ("DATETIME", "'0000-00-00 00:00:00'", None), ("DATETIME", "'1000-01-01 00:00:00'", "1000-01-01T00:00:00"),
+        ("DATETIME", "'0000-00-00 00:00:00'", None),
+        ("DATETIME", "'1000-01-01 00:00:00'", "1000-01-01T00:00:00"),
     ],
     # written with the session in +08:00: the binlog holds UTC and so must the event
     "timestamp": [
@@ -86,19 +115,26 @@ FAMILIES: dict[str, list[tuple[str, str, Any]]] = {
         ("VARCHAR(300) CHARACTER SET utf8mb4", "''", ""),
     ],
     "binary": [
-        ("BINARY(4)", "'ab'", b64(b"ab\0\0")), ("VARBINARY(10)", "x'00ff'", b64(b"\x00\xff")),
-        ("BLOB", "x'deadbeef'", b64(b"\xde\xad\xbe\xef")), ("TINYBLOB", "''", ""),
-        ("LONGBLOB", "x'00'", b64(b"\0")), ("CHAR(3) CHARACTER SET binary", "'a'", b64(b"a\0\0")),
+        ("BINARY(4)", "'ab'", b64(b"ab\0\0")),
+        ("VARBINARY(10)", "x'00ff'", b64(b"\x00\xff")),
+        ("BLOB", "x'deadbeef'", b64(b"\xde\xad\xbe\xef")),
+        ("TINYBLOB", "''", ""),
+        ("LONGBLOB", "x'00'", b64(b"\0")),
+        ("CHAR(3) CHARACTER SET binary", "'a'", b64(b"a\0\0")),
         ("MEDIUMBLOB", "'李'", b64("李".encode())),
     ],
     "json": [
         ("JSON", """'{"a": [1, "x", null, true], "k": {"z": 1.5}}'""", {"a": [1, "x", None, True], "k": {"z": 1.5}}),
-        ("JSON", "'[]'", []), ("JSON", """'"s😀"'""", "s😀"), ("JSON", "'12.5'", 12.5),
+        ("JSON", "'[]'", []),
+        ("JSON", """'"s😀"'""", "s😀"),
+        ("JSON", "'12.5'", 12.5),
     ],
     "enum": [("ENUM('x','y')", "'y'", "y"), ("ENUM('x','y')", "'nope'", ""), ("ENUM('李','😀')", "'😀'", "😀")],
     "set": [
-        ("SET('z','a','m')", "'m,z'", "z,m"), ("SET('z','a','m')", "''", ""),
-        ("SET('z','a','m')", "'a,m,z'", "z,a,m"), ("SET('b','a')", "'a'", "a"),
+        ("SET('z','a','m')", "'m,z'", "z,m"),
+        ("SET('z','a','m')", "''", ""),
+        ("SET('z','a','m')", "'a,m,z'", "z,a,m"),
+        ("SET('b','a')", "'a'", "a"),
     ],
 }
 
@@ -149,8 +185,11 @@ def test_type_family_maps_to_exact_json(streamed: dict[str, dict[int, dict]], fa
     cols = FAMILIES[family]
     after = streamed[family][1]["after"]
     expected = {"id": 1, **{f"c{i}": value for i, (_, _, value) in enumerate(cols)}}
-    mismatches = {k: (cols[int(k[1:])][0], after.get(k), v) for k, v in expected.items()
-                  if k != "id" and (after.get(k) != v or type(after.get(k)) is not type(v))}
+    mismatches = {
+        k: (cols[int(k[1:])][0], after.get(k), v)
+        for k, v in expected.items()
+        if k != "id" and (after.get(k) != v or type(after.get(k)) is not type(v))
+    }
     assert not mismatches, f"column: (type, got, expected): {mismatches}"
 
 

@@ -1,4 +1,5 @@
 """`cdcflow config show|check`, secrets kept out of output, errors and logs, TLS/SASL settings passed through."""
+
 from __future__ import annotations
 
 import logging
@@ -35,18 +36,32 @@ def _write(tmp_path: Path, data: dict, name: str = "cdcflow.yaml") -> Path:
 
 
 def _secret_config(tmp_path: Path) -> dict:
-    data = isolated_config_data("sec", {
-        "monitored_tables": {"orders": {"triggers": ["echo"], "params": {"message": "{after.id}"}}},
-        "schedules": {"nightly": {"plugin": "echo", "interval_seconds": 3600,
-                                  "params": {"message": "hi", "data": {"api_key": SECRETS["apikey"]}}}},
-    })
+    data = isolated_config_data(
+        "sec",
+        {
+            "monitored_tables": {"orders": {"triggers": ["echo"], "params": {"message": "{after.id}"}}},
+            "schedules": {
+                "nightly": {
+                    "plugin": "echo",
+                    "interval_seconds": 3600,
+                    "params": {"message": "hi", "data": {"api_key": SECRETS["apikey"]}},
+                }
+            },
+        },
+    )
     data["mysql"]["password"] = SECRETS["mysql"]
     data["mysql"]["ssl"] = {"verify_cert": False, "key_password": SECRETS["tlskey"]}
-    data["kafka"]["client_options"] = {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512",
-                                       "sasl.username": "svc", "sasl.password": SECRETS["sasl"],
-                                       "ssl.key.password": SECRETS["sslkey"]}
+    data["kafka"]["client_options"] = {
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "svc",
+        "sasl.password": SECRETS["sasl"],
+        "ssl.key.password": SECRETS["sslkey"],
+    }
     data["redis"]["url"] = f"rediss://default:{SECRETS['redis']}@redis.internal:6380/0"
-    data["alerts"] = {"webhook_url": f"https://hooks.example.com/services/T01/B02/{SECRETS['webhook']}?token={SECRETS['webhook']}"}
+    data["alerts"] = {
+        "webhook_url": f"https://hooks.example.com/services/T01/B02/{SECRETS['webhook']}?token={SECRETS['webhook']}"
+    }
     return data
 
 
@@ -78,7 +93,9 @@ def test_a_bad_config_is_named_without_its_passwords(tmp_path: Path) -> None:
     data["kafka"]["client_options"]["sasl.password"] = [SECRETS["sasl"]]
     data["mysql"]["ssl"]["verify"] = SECRETS["tlskey"]
     path = _write(tmp_path, data)
-    result = CliRunner().invoke(cli, ["-c", str(path), "config", "show"], env={"CDCFLOW_REDIS__URL": f"redis://:{SECRETS['env']}@x:1/0"})
+    result = CliRunner().invoke(
+        cli, ["-c", str(path), "config", "show"], env={"CDCFLOW_REDIS__URL": f"redis://:{SECRETS['env']}@x:1/0"}
+    )
     assert result.exit_code == 1
     assert "mysql.port: Input should be a valid integer" in result.output
     assert "kafka.client_options.sasl.password" in result.output and "mysql.ssl.verify: Extra inputs" in result.output
@@ -115,8 +132,9 @@ def test_config_check_validates_config_rules_and_plugins(tmp_path: Path) -> None
 
 
 @pytest.mark.integration
-def test_components_failing_to_connect_never_log_their_password(stack: None, tmp_path: Path,
-                                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_components_failing_to_connect_never_log_their_password(
+    stack: None, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     # Redis with a password, on a port where nothing listens: the runner gives up with an error.
     data = isolated_config_data("seclog")
@@ -167,13 +185,26 @@ def test_mysql_tls_settings_reach_the_connection(stack: None, tmp_path: Path) ->
 
 def test_kafka_sasl_and_ssl_options_become_faust_credentials(tmp_path: Path) -> None:
     assert faust_credentials({}) is None
-    sasl = faust_credentials({"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-256",
-                              "sasl.username": "svc", "sasl.password": "pw", "ssl.endpoint.identification.algorithm": "none"})
+    sasl = faust_credentials(
+        {
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanism": "SCRAM-SHA-256",
+            "sasl.username": "svc",
+            "sasl.password": "pw",
+            "ssl.endpoint.identification.algorithm": "none",
+        }
+    )
     assert isinstance(sasl, faust.SASLCredentials)
-    assert (sasl.username, sasl.password, sasl.mechanism.value, sasl.protocol.value) == ("svc", "pw", "SCRAM-SHA-256", "SASL_SSL")
+    assert (sasl.username, sasl.password, sasl.mechanism.value, sasl.protocol.value) == (
+        "svc",
+        "pw",
+        "SCRAM-SHA-256",
+        "SASL_SSL",
+    )
     assert isinstance(sasl.ssl_context, ssl.SSLContext) and sasl.ssl_context.check_hostname is False
-    plain = faust_credentials({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "PLAIN", "sasl.username": "u",
-                               "sasl.password": "p"})
+    plain = faust_credentials(
+        {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "PLAIN", "sasl.username": "u", "sasl.password": "p"}
+    )
     assert plain.protocol.value == "SASL_PLAINTEXT" and plain.ssl_context is None
     tls = faust_credentials({"security.protocol": "SSL"})
     assert isinstance(tls, faust.SSLCredentials)
@@ -186,12 +217,18 @@ def test_kafka_sasl_and_ssl_options_become_faust_credentials(tmp_path: Path) -> 
     assert s.kafka_config()["sasl.password"] == "pw"
 
 
-@pytest.mark.parametrize("url, masked", [
-    ("redis://:pw-secret@h:6380/0", "redis://:****@h:6380/0"),
-    ("rediss://user:pw-secret@h/1?ssl_cert_reqs=none", "rediss://user:****@h/1?ssl_cert_reqs=none"),
-    ("redis://127.0.0.1:6380/0", "redis://127.0.0.1:6380/0"),
-    ("https://hooks.slack.com/services/T000/B000/abcdefghij1234567890XY", "https://hooks.slack.com/services/T000/B000/****"),
-    ("https://example.com/hook?token=abc&x=1", "https://example.com/hook?token=****&x=1"),
-])
+@pytest.mark.parametrize(
+    "url, masked",
+    [
+        ("redis://:pw-secret@h:6380/0", "redis://:****@h:6380/0"),
+        ("rediss://user:pw-secret@h/1?ssl_cert_reqs=none", "rediss://user:****@h/1?ssl_cert_reqs=none"),
+        ("redis://127.0.0.1:6380/0", "redis://127.0.0.1:6380/0"),
+        (
+            "https://hooks.slack.com/services/T000/B000/abcdefghij1234567890XY",
+            "https://hooks.slack.com/services/T000/B000/****",
+        ),
+        ("https://example.com/hook?token=abc&x=1", "https://example.com/hook?token=****&x=1"),
+    ],
+)
 def test_urls_keep_their_host_and_lose_their_secrets(url: str, masked: str) -> None:
     assert mask_url(url) == masked

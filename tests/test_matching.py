@@ -1,4 +1,5 @@
 """Unit tests of params mapping and rule matching (pure logic)."""
+
 from __future__ import annotations
 
 import pytest
@@ -9,16 +10,34 @@ from streams.mapping import MappingError, compile_params
 from streams.matcher import Matcher
 
 EVENT = {
-    "before": {"id": 5, "status": "new"}, "after": {"id": 5, "status": "paid"}, "op": "u", "ts_ms": 1,
-    "event_id": "1:mysql-bin.000001:400:0", "source": {"db": "shop", "table": "orders"},
+    "before": {"id": 5, "status": "new"},
+    "after": {"id": 5, "status": "paid"},
+    "op": "u",
+    "ts_ms": 1,
+    "event_id": "1:mysql-bin.000001:400:0",
+    "source": {"db": "shop", "table": "orders"},
 }
 
 
 def test_mapping_keeps_types_for_whole_placeholders() -> None:
-    build = compile_params({"order_id": "{after.id}", "old": "{before.status}", "what": "{operation} of {table} #{row.id}",
-                            "fixed": 3, "event": "{event_id}", "db": "{db}"})
-    assert build(EVENT) == {"order_id": 5, "old": "new", "what": "UPDATE of orders #5", "fixed": 3,
-                            "event": "1:mysql-bin.000001:400:0", "db": "shop"}
+    build = compile_params(
+        {
+            "order_id": "{after.id}",
+            "old": "{before.status}",
+            "what": "{operation} of {table} #{row.id}",
+            "fixed": 3,
+            "event": "{event_id}",
+            "db": "{db}",
+        }
+    )
+    assert build(EVENT) == {
+        "order_id": 5,
+        "old": "new",
+        "what": "UPDATE of orders #5",
+        "fixed": 3,
+        "event": "1:mysql-bin.000001:400:0",
+        "db": "shop",
+    }
 
 
 def test_mapping_rejects_unknown_placeholders() -> None:
@@ -31,19 +50,30 @@ def rules(spec: dict):
 
 
 def test_match_filters_by_operation_and_condition_and_fans_out() -> None:
-    matcher = Matcher.compile(rules({
-        "orders": [
-            {"name": "paid", "triggers": ["mail", "index"], "operations": ["UPDATE"],
-             "conditions": {"status": {"changed": True}, "after.status": "paid"}, "params": {"id": "{after.id}"}},
-            {"name": "inserts", "triggers": ["mail"], "operations": ["INSERT"]},
-        ],
-    }))
+    matcher = Matcher.compile(
+        rules(
+            {
+                "orders": [
+                    {
+                        "name": "paid",
+                        "triggers": ["mail", "index"],
+                        "operations": ["UPDATE"],
+                        "conditions": {"status": {"changed": True}, "after.status": "paid"},
+                        "params": {"id": "{after.id}"},
+                    },
+                    {"name": "inserts", "triggers": ["mail"], "operations": ["INSERT"]},
+                ],
+            }
+        )
+    )
     planned = matcher.match(EVENT)
     assert [(p.plugin, p.invocation["trigger"]["rule"]) for p in planned] == [("mail", "paid"), ("index", "paid")]
     assert planned[0].invocation["params"] == {"id": 5}
     assert planned[0].invocation["invocation_id"] != planned[1].invocation["invocation_id"]
     # the same change matched again yields the same ids: downstream de-duplication works
-    assert [p.invocation["invocation_id"] for p in matcher.match(EVENT)] == [p.invocation["invocation_id"] for p in planned]
+    assert [p.invocation["invocation_id"] for p in matcher.match(EVENT)] == [
+        p.invocation["invocation_id"] for p in planned
+    ]
     assert matcher.match({**EVENT, "source": {"db": "shop", "table": "other"}}) == []
 
 

@@ -1,4 +1,5 @@
 """Alerts: rate limiting (pure logic) and delivery to a real local webhook; JSON log lines."""
+
 from __future__ import annotations
 
 import email
@@ -10,7 +11,7 @@ import socketserver
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 from typing import Any
@@ -62,13 +63,13 @@ def test_rate_limiter_sends_a_few_then_one_summary_per_window_while_the_storm_la
     sent = [limiter.offer(Alert("failure", "x", f"m{i}"), now=float(i) / 10) for i in range(37)]
     assert sent[:2] == [True, True] and not any(sent[2:])
     assert limiter.due(now=59.0) == []  # window not over
-    (key, window), = limiter.due(now=60.5)
+    ((key, window),) = limiter.due(now=60.5)
     summary = summary_payload(key, window, 60, "runner")
     assert summary["count"] == 37 and summary["not_sent_individually"] == 35
     assert summary["message"].startswith("37 failures of plugin x in the last 60 s")
     # the storm goes on: the next window sends nothing individually, only its summary
     assert limiter.offer(Alert("failure", "x", "again"), now=61.0) is False
-    (_, window2), = limiter.due(now=121.0)
+    ((_, window2),) = limiter.due(now=121.0)
     assert window2.total == 1
     # another subject has its own budget
     assert limiter.offer(Alert("failure", "y", "other"), now=61.0) is True
@@ -152,8 +153,8 @@ def test_reader_lag_above_the_threshold_raises_one_alert() -> None:
 
 
 def test_a_run_longer_than_the_threshold_raises_a_long_run_alert() -> None:
-    from schemas.result import Result
     from plugins.runner_ops import RunnerOps
+    from schemas.result import Result
     from tests.support import isolated_settings
 
     settings = isolated_settings("long")
@@ -161,10 +162,19 @@ def test_a_run_longer_than_the_threshold_raises_a_long_run_alert() -> None:
     ops = RunnerOps(SimpleNamespace(settings=settings, lanes={}, paused_topics=set(), stop=threading.Event()))  # type: ignore[arg-type]
     got: list[dict[str, Any]] = []
     ops.alerter = Alerter(settings.alerts, "runner", senders=[got.append]).start()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for iid, ms in (("quick", 100.0), ("slow", 800.0)):
-        ops.on_result(Result(invocation_id=iid, plugin="etl", plugin_version="1", status="success",
-                             started_at=now, finished_at=now, duration_ms=ms))
+        ops.on_result(
+            Result(
+                invocation_id=iid,
+                plugin="etl",
+                plugin_version="1",
+                status="success",
+                started_at=now,
+                finished_at=now,
+                duration_ms=ms,
+            )
+        )
     ops.alerter.close()
     assert [(b["kind"], b["details"]["invocation_id"]) for b in got] == [("long_run", "slow")]
     assert "ran 0.8 s (threshold 0.5 s)" in got[0]["message"]
@@ -208,11 +218,13 @@ class SmtpReceiver:
 def test_alerts_go_out_by_email_too() -> None:
     smtp = SmtpReceiver()
     try:
-        settings = AlertSettings.model_validate({"smtp": {"host": "127.0.0.1", "port": smtp.port,
-                                                          "sender": "cdcflow@test", "to": ["oncall@test"]}})
+        settings = AlertSettings.model_validate(
+            {"smtp": {"host": "127.0.0.1", "port": smtp.port, "sender": "cdcflow@test", "to": ["oncall@test"]}}
+        )
         alerter = Alerter(settings, "runner").start()
-        alerter.alert("dead_letter", "etl", "plugin etl invocation inv-9 dead-lettered after 3 attempt(s)",
-                      invocation_id="inv-9")
+        alerter.alert(
+            "dead_letter", "etl", "plugin etl invocation inv-9 dead-lettered after 3 attempt(s)", invocation_id="inv-9"
+        )
         alerter.close()
         assert len(smtp.messages) == 1 and alerter.sent == 1
         mail = email.message_from_string(smtp.messages[0], policy=email.policy.default)

@@ -3,6 +3,7 @@
 Each component runs as a real `cdcflow ...` process against the local stack; the test scrapes its
 HTTP endpoints, reads `status --json` and `health` as an operator would, then stops or kills it.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from schemas.config import Config
 from schemas.invocation import Invocation, ManualTrigger
 from schemas.runtime.kafka_topics import ensure_topics
-from tests.support import (REPO_ROOT, execute, isolated_config_data, items_config, remove_test_resources, wait_for,
-                           write_config)
+from tests.support import (
+    REPO_ROOT,
+    execute,
+    isolated_config_data,
+    items_config,
+    remove_test_resources,
+    wait_for,
+    write_config,
+)
 from tests.test_ops_alerts import WebhookReceiver
 
 pytestmark = pytest.mark.integration
@@ -44,8 +52,13 @@ def with_ops(config: Config, tmp_path: Path, **alerts: Any) -> tuple[Config, int
     """The config rewritten with every component's HTTP port free, fast heartbeats and these alert settings."""
     data = yaml.safe_load(Path(config.path).read_text())
     port = free_port()
-    data["observability"] = {"reader_port": port, "streams_port": port, "runners_port": port,
-                             "heartbeat_seconds": 0.5, "stale_after_seconds": 2.0}
+    data["observability"] = {
+        "reader_port": port,
+        "streams_port": port,
+        "runners_port": port,
+        "heartbeat_seconds": 0.5,
+        "stale_after_seconds": 2.0,
+    }
     if alerts:
         data["alerts"] = alerts
     return write_config(tmp_path, data), port
@@ -57,7 +70,11 @@ class Cdcflow:
     def __init__(self, config: Config, *args: str, log_format: str = "text"):
         self.process = subprocess.Popen(
             [sys.executable, "-m", "console.cli", "--config", str(config.path), "--log-format", log_format, *args],
-            cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            cwd=REPO_ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.lines: list[str] = []
         threading.Thread(target=lambda: self.lines.extend(iter(self.process.stderr.readline, "")), daemon=True).start()
 
@@ -69,15 +86,22 @@ class Cdcflow:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(10)
-            raise AssertionError(f"{self.process.args} did not stop within 60 s of {sig}:\n{self.log()[-4000:]}") from None
+            raise AssertionError(
+                f"{self.process.args} did not stop within 60 s of {sig}:\n{self.log()[-4000:]}"
+            ) from None
 
     def log(self) -> str:
         return "".join(self.lines)
 
 
 def cli(config: Config, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "console.cli", "--config", str(config.path), *args],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "console.cli", "--config", str(config.path), *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def get(port: int, path: str) -> tuple[int, str]:
@@ -93,8 +117,11 @@ def get(port: int, path: str) -> tuple[int, str]:
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     code, text = get(port, "/metrics")
     assert code == 200, text
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def sample(port: int, name: str, **labels: str) -> float:
@@ -132,8 +159,9 @@ def ready_everywhere(config: Config, port: int, kind: str, pid: int) -> dict[str
 def runner_config(stack: None, tmp_path: Path) -> Iterator[tuple[Config, int, WebhookReceiver]]:
     receiver = WebhookReceiver()
     base = write_config(tmp_path, isolated_config_data("ops"))
-    config, port = with_ops(base, tmp_path, webhook_url=receiver.url, window_seconds=3.0, max_per_window=1,
-                            long_run_seconds=1.0)
+    config, port = with_ops(
+        base, tmp_path, webhook_url=receiver.url, window_seconds=3.0, max_per_window=1, long_run_seconds=1.0
+    )
     s = config.settings
     topics = [s.topics.invoke("echo"), s.topics.invoke("echo", "high"), s.topics.results, s.topics.dlq]
     ensure_topics(s, topics)
@@ -147,9 +175,14 @@ def produce_echo(config: Config, modes: list[str], **params: Any) -> list[str]:
     producer = Producer(s.kafka_config(**{"acks": "all"}))
     ids = []
     for mode in modes:
-        now = datetime.now(timezone.utc)
-        inv = Invocation(invocation_id=str(uuid.uuid4()), plugin="echo", params={"mode": mode, "message": mode, **params},
-                         created_at=now, trigger=ManualTrigger(requested_by="pytest", requested_at=now, request_id="r"))
+        now = datetime.now(UTC)
+        inv = Invocation(
+            invocation_id=str(uuid.uuid4()),
+            plugin="echo",
+            params={"mode": mode, "message": mode, **params},
+            created_at=now,
+            trigger=ManualTrigger(requested_by="pytest", requested_at=now, request_id="r"),
+        )
         producer.produce(s.topics.invoke("echo"), key=inv.invocation_id.encode(), value=inv.model_dump_json().encode())
         ids.append(inv.invocation_id)
     assert producer.flush(30) == 0
@@ -163,8 +196,12 @@ def test_runner_metrics_probes_status_health_alerts_and_json_logs(runner_config)
     try:
         answers = readiness_answers(port, 120)
         assert answers[0] == (503, "not ready: starting: building plugin venvs and warm pools\n"), answers[:3]
-        up = wait_for(lambda: ready_everywhere(config, port, "runner", runner.process.pid), 120,
-                      interval=0.3, what="the runner ready in status and /readyz")
+        up = wait_for(
+            lambda: ready_everywhere(config, port, "runner", runner.process.pid),
+            120,
+            interval=0.3,
+            what="the runner ready in status and /readyz",
+        )
         assert up["liveness"] == "up" and up["port"] == port and up["host"] == socket.gethostname()
         assert get(port, "/healthz")[0] == 200
         health = cli(config, "health", "--expect", "runner")
@@ -174,15 +211,22 @@ def test_runner_metrics_probes_status_health_alerts_and_json_logs(runner_config)
 
         ok_ids = produce_echo(config, ["echo"])
         failed_ids = produce_echo(config, ["raise"] * 5)
-        wait_for(lambda: sample(port, "cdcflow_runner_invocations_total", plugin="echo", status="failed") == 5, 60,
-                 interval=0.2, what="5 failed results counted")
+        wait_for(
+            lambda: sample(port, "cdcflow_runner_invocations_total", plugin="echo", status="failed") == 5,
+            60,
+            interval=0.2,
+            what="5 failed results counted",
+        )
         assert sample(port, "cdcflow_runner_invocations_total", plugin="echo", status="success") == before + 1
         assert sample(port, "cdcflow_runner_duration_seconds_count", plugin="echo") == 6
         assert sample(port, "cdcflow_runner_dead_letters_total", plugin="echo") == 5
 
         # alerts: the first failure and the first dead letter one by one, then one summary each
-        summaries = wait_for(lambda: (s := [b for b in receiver.bodies if b["summary"]]) and len(s) == 2 and s, 20,
-                             what="the two summaries")
+        summaries = wait_for(
+            lambda: (s := [b for b in receiver.bodies if b["summary"]]) and len(s) == 2 and s,
+            20,
+            what="the two summaries",
+        )
         singles = [b for b in receiver.bodies if not b["summary"]]
         assert sorted(b["kind"] for b in singles) == ["dead_letter", "failure"]
         assert all(b["details"]["invocation_id"] in failed_ids for b in singles)
@@ -197,12 +241,15 @@ def test_runner_metrics_probes_status_health_alerts_and_json_logs(runner_config)
         assert "s3cr3t-token" not in json.dumps(report) + runner.log()  # the webhook URL is a secret
 
         # a run over long_run_seconds is reported while it still runs, and only once
-        slow, = produce_echo(config, ["sleep"], seconds=3)
+        (slow,) = produce_echo(config, ["sleep"], seconds=3)
         long_runs = wait_for(lambda: [b for b in receiver.bodies if b["kind"] == "long_run"], 15, what="long-run alert")
         assert sample(port, "cdcflow_runner_invocations_total", plugin="echo", status="success") == before + 1
         assert long_runs[0]["details"]["invocation_id"] == slow and "still running after" in long_runs[0]["message"]
-        wait_for(lambda: sample(port, "cdcflow_runner_invocations_total", plugin="echo", status="success") == before + 2,
-                 30, what="the slow run's result")
+        wait_for(
+            lambda: sample(port, "cdcflow_runner_invocations_total", plugin="echo", status="success") == before + 2,
+            30,
+            what="the slow run's result",
+        )
         assert len(report["recent_failures"]) == 5 and report["plugins"]["echo"]["state"] == "serving"
         assert any(r["topic"] == config.settings.topics.invoke("echo") for r in report["consumer_lag"]), report
         lines = [json.loads(line) for line in runner.lines if line.startswith("{")]
@@ -233,27 +280,48 @@ def test_reader_metrics_and_a_killed_reader_shows_down_within_seconds(stack: Non
         config, port = with_ops(base, tmp_path)
         reader = Cdcflow(config, "cdc", "run")
         try:
-            wait_for(lambda: ready_everywhere(config, port, "reader", reader.process.pid), 60, interval=0.3,
-                     what="the reader ready")
+            wait_for(
+                lambda: ready_everywhere(config, port, "reader", reader.process.pid),
+                60,
+                interval=0.3,
+                what="the reader ready",
+            )
             assert cli(config, "health", "--expect", "reader").returncode == 0
             db = config.settings.mysql.database
-            execute([f"INSERT INTO items VALUES ({i})" for i in range(20)] + ["UPDATE items SET id = id + 100 WHERE id < 5"], db)
+            execute(
+                [f"INSERT INTO items VALUES ({i})" for i in range(20)]
+                + ["UPDATE items SET id = id + 100 WHERE id < 5"],
+                db,
+            )
             wait_for(lambda: sample(port, "cdcflow_reader_rows_acked_total") >= 25, 30, what="25 rows acked")
             metrics = scrape(port)
             assert metrics[("cdcflow_reader_rows_total", (("db", db), ("op", "c"), ("table", "items")))] == 20
             assert metrics[("cdcflow_reader_rows_total", (("db", db), ("op", "u"), ("table", "items")))] == 5
             assert metrics[("cdcflow_reader_state", (("state", "running"),))] == 1
-            assert any(name == "cdcflow_reader_checkpoint_position" and value > 4 for (name, _), value in metrics.items())
-            assert wait_for(lambda: sample(port, "cdcflow_reader_lag_ms") == 0 or None, 10, what="lag 0 when idle") is not None
+            assert any(
+                name == "cdcflow_reader_checkpoint_position" and value > 4 for (name, _), value in metrics.items()
+            )
+            assert (
+                wait_for(lambda: sample(port, "cdcflow_reader_lag_ms") == 0 or None, 10, what="lag 0 when idle")
+                is not None
+            )
             # the Redis record is rewritten once per heartbeat (1 s), so it may trail the live metrics a little
-            shown = wait_for(lambda: (c := component(config, "reader")) and c["details"]["rows_acked"] >= 25 and c, 10,
-                             interval=0.5, what="the heartbeat record with the 25 rows")
+            shown = wait_for(
+                lambda: (c := component(config, "reader")) and c["details"]["rows_acked"] >= 25 and c,
+                10,
+                interval=0.5,
+                what="the heartbeat record with the 25 rows",
+            )
             assert shown["details"]["position"].startswith("mysql-bin.")
         finally:
             reader.stop(signal.SIGKILL)
         # killed: no clean "stopped" record; the heartbeat goes stale (2 s here) and health fails
-        health = wait_for(lambda: (h := cli(config, "health", "--expect", "reader")).returncode == 1 and h, 15,
-                          interval=0.5, what="health failing after kill -9")
+        health = wait_for(
+            lambda: (h := cli(config, "health", "--expect", "reader")).returncode == 1 and h,
+            15,
+            interval=0.5,
+            what="health failing after kill -9",
+        )
         assert "down: no heartbeat" in health.stdout, health.stdout
         text = cli(config, "status", "--no-kafka").stdout
         assert "DOWN" in text and "no heartbeat: killed or hung" in text
@@ -261,37 +329,66 @@ def test_reader_metrics_and_a_killed_reader_shows_down_within_seconds(stack: Non
 
 # -- streams worker -------------------------------------------------------------------------------
 def test_streams_worker_is_ready_after_table_recovery_and_counts_triggers(stack: None, tmp_path: Path) -> None:
-    data = isolated_config_data("opss", {"monitored_tables": {"items": {"triggers": ["echo"]}},
-                                         "schedules": {"tick": {"plugin": "echo", "interval_seconds": 1}}})
+    data = isolated_config_data(
+        "opss",
+        {
+            "monitored_tables": {"items": {"triggers": ["echo"]}},
+            "schedules": {"tick": {"plugin": "echo", "interval_seconds": 1}},
+        },
+    )
     config, port = with_ops(write_config(tmp_path, data), tmp_path)
     s = config.settings
     worker = Cdcflow(config, "streams", "worker")
     try:
         answers = readiness_answers(port, 120)
         assert answers[0] == (503, "not ready: starting: joining the group, recovering tables\n"), answers[:3]
-        up = wait_for(lambda: ready_everywhere(config, port, "streams", worker.process.pid), 120, interval=0.5,
-                      what="the Faust worker ready (tables recovered)")
+        up = wait_for(
+            lambda: ready_everywhere(config, port, "streams", worker.process.pid),
+            120,
+            interval=0.5,
+            what="the Faust worker ready (tables recovered)",
+        )
         assert up["details"]["app_id"] == s.streams.app_id and up["details"]["assigned"] > 0
         assert cli(config, "health", "--expect", "streams").returncode == 0
         triggered = cli(config, "trigger", "echo", "-p", "message=hi")
         assert triggered.returncode == 0, triggered.stderr
-        wait_for(lambda: sample(port, "cdcflow_streams_invocations_total", plugin="echo", trigger="manual") == 1, 30,
-                 what="the manual trigger counted")
+        wait_for(
+            lambda: sample(port, "cdcflow_streams_invocations_total", plugin="echo", trigger="manual") == 1,
+            30,
+            what="the manual trigger counted",
+        )
         assert sample(port, "cdcflow_streams_events_total", db="manual", table="") == 1
         # a row change of the monitored table: counted as an event, a match of its rule, a cdc invocation
         db = s.mysql.database
         producer = Producer(s.kafka_config())
-        producer.produce(s.topics.row_changes(db, "items"), key=b'{"id":1}', value=json.dumps({
-            "before": None, "after": {"id": 1}, "op": "c", "ts_ms": 1, "event_id": "1:mysql-bin.000001:100:0",
-            "source": {"db": db, "table": "items"}}).encode())
+        producer.produce(
+            s.topics.row_changes(db, "items"),
+            key=b'{"id":1}',
+            value=json.dumps(
+                {
+                    "before": None,
+                    "after": {"id": 1},
+                    "op": "c",
+                    "ts_ms": 1,
+                    "event_id": "1:mysql-bin.000001:100:0",
+                    "source": {"db": db, "table": "items"},
+                }
+            ).encode(),
+        )
         assert producer.flush(10) == 0
-        wait_for(lambda: sample(port, "cdcflow_streams_invocations_total", plugin="echo", trigger="cdc") == 1, 30,
-                 what="the row change's invocation counted")
+        wait_for(
+            lambda: sample(port, "cdcflow_streams_invocations_total", plugin="echo", trigger="cdc") == 1,
+            30,
+            what="the row change's invocation counted",
+        )
         metrics = scrape(port)
         assert metrics[("cdcflow_streams_events_total", (("db", db), ("table", "items")))] == 1
         # the schedule fired (the leader's timer), and status shows its next fire
-        wait_for(lambda: sample(port, "cdcflow_streams_schedule_fires_total", schedule="tick") >= 1, 20,
-                 what="a schedule fire counted")
+        wait_for(
+            lambda: sample(port, "cdcflow_streams_schedule_fires_total", schedule="tick") >= 1,
+            20,
+            what="a schedule fire counted",
+        )
         schedules = json.loads(cli(config, "status", "--json", "--no-kafka").stdout)["schedules"]
         assert [s["name"] for s in schedules] == ["tick"] and schedules[0]["last_fire"] is not None
         assert sum(v for (name, _), v in metrics.items() if name == "cdcflow_streams_matches_total") == 1
@@ -301,8 +398,15 @@ def test_streams_worker_is_ready_after_table_recovery_and_counts_triggers(stack:
         assert health.returncode == 1 and "stopped" in health.stdout
     finally:
         worker.stop()
-        remove_test_resources(s, [s.topics.row_changes(s.mysql.database, "items"), s.topics.triggers,
-                                  s.topics.invoke("echo"), s.topics.invoke("echo", "high")])
+        remove_test_resources(
+            s,
+            [
+                s.topics.row_changes(s.mysql.database, "items"),
+                s.topics.triggers,
+                s.topics.invoke("echo"),
+                s.topics.invoke("echo", "high"),
+            ],
+        )
 
 
 # -- supervised: `cdcflow run` ---------------------------------------------------------------------
@@ -310,8 +414,12 @@ def test_cdcflow_run_logs_json_lines_for_itself_and_its_children(runner_config) 
     config, port, _ = runner_config
     run = Cdcflow(config, "run", "--only", "runners", log_format="json")
     try:
-        wait_for(lambda: (c := component(config, "runner")) and c["state"] == "ready" and c["pid"] != run.process.pid,
-                 120, interval=0.3, what="the supervised runner ready")
+        wait_for(
+            lambda: (c := component(config, "runner")) and c["state"] == "ready" and c["pid"] != run.process.pid,
+            120,
+            interval=0.3,
+            what="the supervised runner ready",
+        )
     finally:
         run.stop(signal.SIGINT)
     lines = [line for line in run.lines if line.strip()]

@@ -1,20 +1,29 @@
 """`cdcflow health`'s judgement (pure logic over heartbeat records) and the kinds it expects."""
+
 from __future__ import annotations
 
 from typing import Any
 
-from schemas.runtime.components import ComponentRecord
+from console.status_report import component_views, expected_kinds, format_report, health
 from schemas.config import Config
 from schemas.rules import RulesConfig
-from console.status_report import component_views, expected_kinds, format_report, health
+from schemas.runtime.components import ComponentRecord
 from tests.support import isolated_settings
 
 NOW = 1_000_000_000
 
 
 def record(kind: str, pid: int, state: str = "ready", age_s: float = 0.5, reason: str | None = None) -> ComponentRecord:
-    return ComponentRecord(kind=kind, instance=f"h:{pid}", host="h", pid=pid, state=state, reason=reason,  # type: ignore[arg-type]
-                           started_ms=NOW - 60_000, updated_ms=NOW - int(age_s * 1000))
+    return ComponentRecord(
+        kind=kind,
+        instance=f"h:{pid}",
+        host="h",
+        pid=pid,
+        state=state,
+        reason=reason,  # type: ignore[arg-type]
+        started_ms=NOW - 60_000,
+        updated_ms=NOW - int(age_s * 1000),
+    )
 
 
 def judge(*records: ComponentRecord, expected: list[str]) -> tuple[bool, list[str]]:
@@ -23,18 +32,26 @@ def judge(*records: ComponentRecord, expected: list[str]) -> tuple[bool, list[st
 
 
 def test_healthy_when_each_expected_kind_has_one_live_ready_instance() -> None:
-    ok, lines = judge(record("runner", 1), record("runner", 2, age_s=30), record("streams", 3), expected=["streams", "runner"])
+    ok, lines = judge(
+        record("runner", 1), record("runner", 2, age_s=30), record("streams", 3), expected=["streams", "runner"]
+    )
     assert ok
     assert "ok    runner: h:1 ready" in lines and "      (also h:2: down, no heartbeat for 30s)" in lines
 
 
 def test_unhealthy_names_each_reason() -> None:
-    ok, lines = judge(record("reader", 1, age_s=12), record("streams", 2, state="not ready", reason="recovering tables"),
-                      record("runner", 3, state="stopped", age_s=3), expected=["reader", "streams", "runner"])
+    ok, lines = judge(
+        record("reader", 1, age_s=12),
+        record("streams", 2, state="not ready", reason="recovering tables"),
+        record("runner", 3, state="stopped", age_s=3),
+        expected=["reader", "streams", "runner"],
+    )
     assert not ok
-    assert lines == ["FAIL  reader: h:1 down: no heartbeat for 12s (killed or hung)",
-                     "FAIL  streams: h:2 not ready: recovering tables",
-                     "FAIL  runner: h:3 stopped (3s ago)"]
+    assert lines == [
+        "FAIL  reader: h:1 down: no heartbeat for 12s (killed or hung)",
+        "FAIL  streams: h:2 not ready: recovering tables",
+        "FAIL  runner: h:3 stopped (3s ago)",
+    ]
     ok, lines = judge(expected=["runner"])
     assert not ok and lines == ["FAIL  runner: no instance has reported (never started, or gone for over 10 minutes)"]
 

@@ -1,4 +1,5 @@
 """One database write flowing through all four parts, started the way a user starts them (`cdcflow run`)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -30,8 +31,12 @@ RULES = {
 def pipeline(stack: None, tmp_path: Path) -> Iterator[tuple[Config, subprocess.Popen[bytes]]]:
     data = isolated_config_data("e2e", RULES)
     db = data["mysql"]["database"]
-    execute([f"CREATE DATABASE {db}",
-             f"CREATE TABLE {db}.teachers (id INT PRIMARY KEY, name VARCHAR(50), is_valid BOOLEAN, lessons INT)"])
+    execute(
+        [
+            f"CREATE DATABASE {db}",
+            f"CREATE TABLE {db}.teachers (id INT PRIMARY KEY, name VARCHAR(50), is_valid BOOLEAN, lessons INT)",
+        ]
+    )
     config = write_config(tmp_path, data)
     try:
         with cdcflow_running(config, tmp_path / "pipeline.log") as process:
@@ -44,12 +49,17 @@ def test_insert_runs_the_plugin_in_its_own_venv(pipeline: tuple[Config, subproce
     config, _process = pipeline
     db = config.settings.mysql.database
     store = RunStore(config.settings)
-    execute(["INSERT INTO teachers VALUES (1, 'Ann', TRUE, 1200)",
-             "INSERT INTO teachers VALUES (2, 'Bob', FALSE, 3)"], db)  # is_valid false: no run
+    execute(
+        ["INSERT INTO teachers VALUES (1, 'Ann', TRUE, 1200)", "INSERT INTO teachers VALUES (2, 'Bob', FALSE, 3)"], db
+    )  # is_valid false: no run
     results = wait_for(lambda: store.list(plugin="data_processor"), 180, interval=0.2, what="the plugin's result")
     execute("UPDATE teachers SET lessons = 7 WHERE id = 1", db)
-    results = wait_for(lambda: (r := store.list(plugin="data_processor")) and len(r) >= 2 and r, 60, interval=0.2,
-                       what="the second result")
+    results = wait_for(
+        lambda: (r := store.list(plugin="data_processor")) and len(r) >= 2 and r,
+        60,
+        interval=0.2,
+        what="the second result",
+    )
     assert len(results) == 2
     by_lessons = {r.output["lessons_pretty"]: r for r in results}
     assert set(by_lessons) == {"1,200", "7"}

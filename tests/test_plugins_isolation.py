@@ -1,5 +1,6 @@
 """Dependency isolation in a running runner: conflicting versions side by side, and a dependency
 change that builds a new venv in the background while the old version keeps serving."""
+
 from __future__ import annotations
 
 import json
@@ -18,28 +19,29 @@ from tests.test_plugins_runner import ResultsReader
 
 pytestmark = pytest.mark.integration
 
-SIX_MAIN = '''import sys
+SIX_MAIN = """import sys
 import six
 
 
 def run(context=None):
     return {"six": six.__version__, "prefix": sys.prefix}
-'''
+"""
 
 # A local package whose build takes a while and says when it started: a slow venv build on demand.
-SLOW_SETUP = '''import pathlib, time
+SLOW_SETUP = """import pathlib, time
 from setuptools import setup
 
 pathlib.Path({started!r}).touch()
 time.sleep({seconds})
 setup(name="slowbuild", version="1.0", py_modules=["slowbuild"])
-'''
+"""
 
 
 def _six_plugin(folder: Path, dependencies: list[str]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "plugin.json").write_text(json.dumps({
-        "name": folder.name, "version": "1.0.0", "entry_point": "main.run", "dependencies": dependencies}))
+    (folder / "plugin.json").write_text(
+        json.dumps({"name": folder.name, "version": "1.0.0", "entry_point": "main.run", "dependencies": dependencies})
+    )
     (folder / "main.py").write_text(SIX_MAIN)
 
 

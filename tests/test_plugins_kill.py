@@ -1,4 +1,5 @@
 """kill -9 of a runner in the middle of a long invocation: after a restart it completes exactly once."""
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,7 @@ from tests.test_plugins_runner import _invocation, _produce
 pytestmark = pytest.mark.integration
 
 # Its side effect is a log: a line when a call starts and one when it completes.
-LONG_MAIN = '''import os, time
+LONG_MAIN = """import os, time
 
 
 def run(seconds=5, context=None):
@@ -30,7 +31,7 @@ def run(seconds=5, context=None):
     with open("side-effects.log", "a") as fh:
         fh.write(f"done {context['invocation_id']} {os.getpid()}\\n")
     return {"slept": seconds}
-'''
+"""
 
 
 def _lines(folder: Path) -> list[list[str]]:
@@ -39,17 +40,29 @@ def _lines(folder: Path) -> list[list[str]]:
 
 
 def _start_runner(config_path: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "console.cli", "-c", str(config_path), "runners", "run",
-                             "--no-watch"], cwd=REPO_ROOT, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "console.cli", "-c", str(config_path), "runners", "run", "--no-watch"],
+        cwd=REPO_ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def test_kill_9_mid_invocation_then_restart_completes_exactly_once(stack, tmp_path):
     folder = tmp_path / "plugins" / "long"
     folder.mkdir(parents=True)
-    (folder / "plugin.json").write_text(json.dumps({
-        "name": "long", "version": "1.0.0", "entry_point": "main.run", "timeout_seconds": 60,
-        "parameters": {"seconds": {"type": "number", "default": 5}}}))
+    (folder / "plugin.json").write_text(
+        json.dumps(
+            {
+                "name": "long",
+                "version": "1.0.0",
+                "entry_point": "main.run",
+                "timeout_seconds": 60,
+                "parameters": {"seconds": {"type": "number", "default": 5}},
+            }
+        )
+    )
     (folder / "main.py").write_text(LONG_MAIN)
     data = isolated_config_data("kill", plugin_dirs=[folder.parent])
     cfg = write_config(tmp_path, data)
@@ -90,8 +103,9 @@ def test_kill_9_mid_invocation_then_restart_completes_exactly_once(stack, tmp_pa
         assert dones == [["done", inv.invocation_id, starts[1][2]]], lines  # completed once, by the re-run
         runs = store.list(plugin="long", limit=100)
         assert [(r.invocation_id, r.status) for r in runs] == [(inv.invocation_id, "success")]
-        published = [m for m in consume_all(cfg, [s.topics.results], idle_seconds=2.0)
-                     if m.key().decode() == inv.invocation_id]
+        published = [
+            m for m in consume_all(cfg, [s.topics.results], idle_seconds=2.0) if m.key().decode() == inv.invocation_id
+        ]
         assert len(published) == 1 and json.loads(published[0].value())["status"] == "success"
     finally:
         store.close()

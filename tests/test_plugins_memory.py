@@ -1,4 +1,5 @@
 """memory_limit_mb: a plugin that allocates past its limit fails with a clear result; nothing else does."""
+
 from __future__ import annotations
 
 import json
@@ -9,11 +10,11 @@ from plugins.registry import load_plugin
 from plugins.store import RunStore
 from schemas.runtime.kafka_topics import ensure_topics
 from tests.support import isolated_config_data, plugin_pool, remove_test_resources, write_config
+from tests.test_plugins_pool import _request
 from tests.test_plugins_retries import Runner
 from tests.test_plugins_runner import ResultsReader, _invocation, _produce
-from tests.test_plugins_pool import _request
 
-HOG_MAIN = '''
+HOG_MAIN = """
 import resource
 
 def run(mode="small", mb=50):
@@ -26,14 +27,18 @@ def run(mode="small", mb=50):
         return len(chunks)
     data = b"y" * (mb * 1024 * 1024)
     return {"mb": len(data) // (1024 * 1024), "limit": resource.getrlimit(resource.RLIMIT_DATA)[0]}
-'''
+"""
 
 
 def _hog(base, limit_mb: int | None = 256):
     folder = base / "hog"
     folder.mkdir(parents=True)
-    manifest = {"name": "hog", "entry_point": "main.run", "concurrency": 1,
-                "parameters": {"mode": {"type": "string"}, "mb": {"type": "integer"}}}
+    manifest = {
+        "name": "hog",
+        "entry_point": "main.run",
+        "concurrency": 1,
+        "parameters": {"mode": {"type": "string"}, "mb": {"type": "integer"}},
+    }
     if limit_mb is not None:
         manifest["memory_limit_mb"] = limit_mb
     (folder / "plugin.json").write_text(json.dumps(manifest))
@@ -73,11 +78,15 @@ def test_a_hog_in_the_runner_leaves_other_plugins_alone(stack, tmp_path):
     s = cfg.settings
     topics = [s.topics.invoke("hog"), s.topics.invoke("echo"), s.topics.results, s.topics.dlq]
     ensure_topics(s, topics)
-    hog1, hog2, ok = (_invocation("hog", {"mode": "bytes", "mb": 2048}), _invocation("hog", {"mode": "small"}),
-                      _invocation("echo", {}))
+    hog1, hog2, ok = (
+        _invocation("hog", {"mode": "bytes", "mb": 2048}),
+        _invocation("hog", {"mode": "small"}),
+        _invocation("echo", {}),
+    )
     # One key for both hog calls: one partition, so the small one runs after the 2 GB one.
-    _produce(s, [(s.topics.invoke(i.plugin), i.plugin.encode(), i.model_dump_json().encode())
-                 for i in (hog1, hog2, ok)])
+    _produce(
+        s, [(s.topics.invoke(i.plugin), i.plugin.encode(), i.model_dump_json().encode()) for i in (hog1, hog2, ok)]
+    )
     reader = ResultsReader(s)
     store = RunStore(s)
     try:

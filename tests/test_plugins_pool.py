@@ -1,4 +1,5 @@
 """Warm worker pools running real plugins in their own venvs (real processes, real pipes)."""
+
 from __future__ import annotations
 
 import json
@@ -8,13 +9,16 @@ import pytest
 
 from plugins.pool import WorkerPool, WorkerSpec
 from plugins.registry import load_plugin
-from tests.support import TEST_VENV_DIR, example_plugin, plugin_pool
 from plugins.venvs import ensure_venv, venv_python
+from tests.support import TEST_VENV_DIR, example_plugin, plugin_pool
 
 
 def _request(params: dict, invocation_id: str = "inv-1") -> dict:
-    return {"invocation_id": invocation_id, "params": params,
-            "context": {"invocation_id": invocation_id, "plugin": "echo", "attempt": 1, "trigger": {"kind": "manual"}}}
+    return {
+        "invocation_id": invocation_id,
+        "params": params,
+        "context": {"invocation_id": invocation_id, "plugin": "echo", "attempt": 1, "trigger": {"kind": "manual"}},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +76,10 @@ def test_calls_run_concurrently_up_to_pool_size(echo_pool):
     import threading
 
     results = []
-    threads = [threading.Thread(target=lambda: results.append(echo_pool.call(_request({"mode": "sleep", "seconds": 0.5}), 5)))
-               for _ in range(2)]
+    threads = [
+        threading.Thread(target=lambda: results.append(echo_pool.call(_request({"mode": "sleep", "seconds": 0.5}), 5)))
+        for _ in range(2)
+    ]
     started = time.monotonic()
     for t in threads:
         t.start()
@@ -144,7 +150,9 @@ def test_hooks_and_context_and_plain_functions(tmp_path):
     )
     with plugin_pool(load_plugin(d), size=1) as pool:
         ok = pool.call({"invocation_id": "i1", "params": {"x": 1}, "context": {"invocation_id": "i1"}}, timeout=10)
-        failed = pool.call({"invocation_id": "i2", "params": {"x": 2, "fail": True}, "context": {"invocation_id": "i2"}}, 10)
+        failed = pool.call(
+            {"invocation_id": "i2", "params": {"x": 2, "fail": True}, "context": {"invocation_id": "i2"}}, 10
+        )
         after = pool.call({"invocation_id": "i3", "params": {"x": 3}, "context": {"invocation_id": "i3"}}, 10)
     assert ok.status == "success", ok.error
     assert ok.output["calls"] == [["before", {"x": 1}, "i1"]]  # `context` was not passed: run() does not take it
@@ -172,8 +180,14 @@ def test_data_processor_runs_in_its_own_venv_with_its_dependency():
     plugin = example_plugin("data_processor")
     venv = ensure_venv(TEST_VENV_DIR, plugin.manifest.dependencies)
     with plugin_pool(plugin) as pool:
-        out = pool.call({"invocation_id": "d1", "params": {"operation": "report", "lessons": 1234567, "teacher_id": "7"},
-                         "context": {"invocation_id": "d1"}}, timeout=30)
+        out = pool.call(
+            {
+                "invocation_id": "d1",
+                "params": {"operation": "report", "lessons": 1234567, "teacher_id": "7"},
+                "context": {"invocation_id": "d1"},
+            },
+            timeout=30,
+        )
     assert out.status == "success", out.error
     assert out.output["humanize_version"].startswith("4.")
     assert out.output["lessons_in_words"] == "1.2 million"
@@ -204,14 +218,16 @@ def test_closing_the_pool_aborts_a_running_call(tmp_path):
 
 def test_missing_interpreter_is_a_startup_error(tmp_path):
     plugin = example_plugin("echo")
-    pool = WorkerPool(WorkerSpec("echo", tmp_path / "nope" / "bin" / "python", plugin.path, plugin.manifest.entry_point), 1)
+    pool = WorkerPool(
+        WorkerSpec("echo", tmp_path / "nope" / "bin" / "python", plugin.path, plugin.manifest.entry_point), 1
+    )
     pool.start()
     assert pool.startup_error["type"] == "WorkerStartError"
     assert pool.call(_request({}), timeout=1).status == "aborted"
 
 
 # -- pipelining ------------------------------------------------------------------------------------
-RECORDER = '''import os, sys, time
+RECORDER = """import os, sys, time
 
 
 def run(mode="ok", context=None):
@@ -226,7 +242,7 @@ def run(mode="ok", context=None):
     if mode == "hog":
         raise MemoryError("pretend")
     return os.getpid()
-'''
+"""
 
 
 @pytest.fixture
@@ -274,14 +290,22 @@ def test_a_request_queued_behind_a_failing_call_runs_once_elsewhere(recorder, mo
     with plugin_pool(load_plugin(recorder), size=1) as pool:
         pool._avg_call_seconds = 0.0001  # as if measured: a fast plugin, pipelined
         first: list = []
-        t = threading.Thread(target=lambda: first.append(pool.call(
-            {"invocation_id": "first", "params": {"mode": mode}, "context": {"invocation_id": "first"}}, timeout=2)))
+        t = threading.Thread(
+            target=lambda: first.append(
+                pool.call(
+                    {"invocation_id": "first", "params": {"mode": mode}, "context": {"invocation_id": "first"}},
+                    timeout=2,
+                )
+            )
+        )
         t.start()
         deadline = time.monotonic() + 10
         while not (recorder / "calls.log").exists() and time.monotonic() < deadline:
             time.sleep(0.01)
         before = pool.pids()
-        second = pool.call({"invocation_id": "second", "params": {}, "context": {"invocation_id": "second"}}, timeout=10)
+        second = pool.call(
+            {"invocation_id": "second", "params": {}, "context": {"invocation_id": "second"}}, timeout=10
+        )
         t.join(15)
     assert first[0].status == status, first[0]
     assert second.status == "success", second.error

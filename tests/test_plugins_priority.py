@@ -1,4 +1,5 @@
 """High-priority invocations overtake a backlog of normal ones (real Kafka, real runner)."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,11 @@ def test_high_priority_overtakes_a_backlog(stack, tmp_path):
     plugins_dir = tmp_path / "plugins"
     folder = plugins_dir / "slowpoke"
     folder.mkdir(parents=True)
-    (folder / "plugin.json").write_text(json.dumps({"name": "slowpoke", "entry_point": "main.run", "concurrency": 1,
-                                                    "parameters": {"n": {"type": "integer"}}}))
+    (folder / "plugin.json").write_text(
+        json.dumps(
+            {"name": "slowpoke", "entry_point": "main.run", "concurrency": 1, "parameters": {"n": {"type": "integer"}}}
+        )
+    )
     (folder / "main.py").write_text("import time\n\ndef run(n=0):\n    time.sleep(0.02)\n    return n\n")
     cfg = write_config(tmp_path, isolated_config_data("prio", plugin_dirs=[plugins_dir]))
     s = cfg.settings

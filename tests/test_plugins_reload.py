@@ -1,4 +1,5 @@
 """Hot reload in a running runner (real Kafka, Redis, worker processes, files on disk)."""
+
 from __future__ import annotations
 
 import json
@@ -10,11 +11,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from console.cli import cli
 from plugins.registry import code_hash, load_plugin
 from plugins.state import PluginStates
 from plugins.store import RunStore
 from plugins.watcher import FolderWatcher
-from console.cli import cli
 from schemas.runtime.kafka_topics import ensure_topics
 from tests.support import EXAMPLES_DIR, isolated_config_data, plugin_pool, remove_test_resources, wait_for, write_config
 from tests.test_plugins_pool import _request
@@ -22,21 +23,29 @@ from tests.test_plugins_retries import Runner
 from tests.test_plugins_runner import ResultsReader, _invocation, _produce
 
 # Like the bundled hot_reload_demo, plus a file per started call so the test knows a call is running.
-MAIN = '''import os, time
+MAIN = """import os, time
 VERSION = {version}
 
 def run(seconds=0, context=None):
     open("started-" + context["invocation_id"], "w").close()
     time.sleep(float(seconds))
     return {{"version": VERSION, "pid": os.getpid()}}
-'''
+"""
 
 
 def _write(folder: Path, version: int, manifest_version: str | None = None, main: str | None = None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "plugin.json").write_text(json.dumps({
-        "name": folder.name, "version": manifest_version or f"{version}.0.0", "entry_point": "main.run",
-        "concurrency": 2, "parameters": {"seconds": {"type": "number", "default": 0}}}))
+    (folder / "plugin.json").write_text(
+        json.dumps(
+            {
+                "name": folder.name,
+                "version": manifest_version or f"{version}.0.0",
+                "entry_point": "main.run",
+                "concurrency": 2,
+                "parameters": {"seconds": {"type": "number", "default": 0}},
+            }
+        )
+    )
     (folder / "main.py").write_text(main if main is not None else MAIN.format(version=version))
 
 
@@ -46,8 +55,9 @@ def env(stack, tmp_path):
     _write(plugins_dir / "demo", 1)
     cfg = write_config(tmp_path, isolated_config_data("reload", plugin_dirs=[plugins_dir]))
     s = cfg.settings
-    topics = [s.topics.results, s.topics.dlq] + [s.topics.invoke(p, prio) for p in ("demo", "newbie")
-                                                 for prio in ("normal", "high")]
+    topics = [s.topics.results, s.topics.dlq] + [
+        s.topics.invoke(p, prio) for p in ("demo", "newbie") for prio in ("normal", "high")
+    ]
     ensure_topics(s, topics)
     store = RunStore(s)
     reader = ResultsReader(s)
@@ -59,14 +69,19 @@ def env(stack, tmp_path):
 
 def _send(cfg, plugin: str, params: dict):
     inv = _invocation(plugin, params)
-    _produce(cfg.settings, [(cfg.settings.topics.invoke(plugin), inv.invocation_id.encode(), inv.model_dump_json().encode())])
+    _produce(
+        cfg.settings, [(cfg.settings.topics.invoke(plugin), inv.invocation_id.encode(), inv.model_dump_json().encode())]
+    )
     return inv
 
 
 def _serving(states: PluginStates, name: str, folder: Path, timeout: float = 60.0) -> dict:
     want = code_hash(folder)
-    return wait_for(lambda: (st := states.get(name)) and st.get("code_hash") == want and st["state"] == "serving" and st,
-                    timeout=timeout, what=f"{name} serving code {want[:12]}")
+    return wait_for(
+        lambda: (st := states.get(name)) and st.get("code_hash") == want and st["state"] == "serving" and st,
+        timeout=timeout,
+        what=f"{name} serving code {want[:12]}",
+    )
 
 
 def _result(reader: ResultsReader, iid: str, timeout: float = 60.0) -> dict:
@@ -135,8 +150,11 @@ def test_broken_reloads_keep_v1_serving_and_a_fix_is_picked_up(env):
                 (folder / "main.py").write_text(breakage["main"])
             else:
                 (folder / "plugin.json").write_text(breakage["manifest"])
-            st = wait_for(lambda: (s := states.get("demo")) and (s.get("error_at") or 0) > before and s,
-                          timeout=60, what=f"the {expected} to be recorded")
+            st = wait_for(
+                lambda: (s := states.get("demo")) and (s.get("error_at") or 0) > before and s,
+                timeout=60,
+                what=f"the {expected} to be recorded",
+            )
             assert expected in st["last_error"], st["last_error"]
             assert st["state"] == "serving" and st["code_hash"] == v1["code_hash"]  # v1 still serves
             inv = _send(cfg, "demo", {})

@@ -1,4 +1,5 @@
 """Retries with backoff, dead letters and replay, against the real Kafka and Redis."""
+
 from __future__ import annotations
 
 import json
@@ -9,18 +10,18 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from console.cli import cli
 from plugins.retries import backoff_seconds, retry_of
 from plugins.runner import run_runner
 from plugins.store import RunStore
-from console.cli import cli
 from schemas.config import Config
-from schemas.runtime.kafka_topics import ensure_topics
 from schemas.manifest import RetryPolicy
+from schemas.runtime.kafka_topics import ensure_topics
 from tests.support import isolated_config_data, remove_test_resources, write_config
 from tests.test_plugins_runner import ResultsReader, _invocation, _produce
 
 # Fails until attempt `succeed_on` (or forever when 0, unless the file `fixed` exists); logs every call.
-FLAKY_MAIN = '''
+FLAKY_MAIN = """
 import json, os
 
 def run(succeed_on=0, context=None):
@@ -30,15 +31,23 @@ def run(succeed_on=0, context=None):
     if os.path.exists("fixed") or (succeed_on and context["attempt"] >= succeed_on):
         return {"attempt": context["attempt"]}
     raise RuntimeError(f"attempt {context['attempt']} failed on purpose")
-'''
+"""
 
 
 def _plugin(base: Path, name: str, retries: dict) -> Path:
     folder = base / name
     folder.mkdir(parents=True)
-    (folder / "plugin.json").write_text(json.dumps({
-        "name": name, "version": "1.2.3", "entry_point": "main.run", "retries": retries,
-        "parameters": {"succeed_on": {"type": "integer", "default": 0}}}))
+    (folder / "plugin.json").write_text(
+        json.dumps(
+            {
+                "name": name,
+                "version": "1.2.3",
+                "entry_point": "main.run",
+                "retries": retries,
+                "parameters": {"succeed_on": {"type": "integer", "default": 0}},
+            }
+        )
+    )
     (folder / "main.py").write_text(FLAKY_MAIN)
     return folder
 
@@ -66,10 +75,11 @@ class Runner:
         self.stop = threading.Event()
         self.ready = threading.Event()
         self.code: list[int] = []
-        self.thread = threading.Thread(target=lambda: self.code.append(run_runner(config, self.stop, ready=self.ready,
-                                                                                  shutdown_grace=1.0)))
+        self.thread = threading.Thread(
+            target=lambda: self.code.append(run_runner(config, self.stop, ready=self.ready, shutdown_grace=1.0))
+        )
 
-    def __enter__(self) -> "Runner":
+    def __enter__(self) -> Runner:
         self.thread.start()
         assert self.ready.wait(90), "runner did not start"
         return self
@@ -89,7 +99,9 @@ def test_a_retry_keeps_the_id_and_points_at_the_original():
     from plugins.execution import rejected_result
 
     inv = _invocation("flaky", {"succeed_on": 3})
-    failed = rejected_result(inv.invocation_id, "flaky", "1", "RuntimeError", "boom").model_copy(update={"status": "failed"})
+    failed = rejected_result(inv.invocation_id, "flaky", "1", "RuntimeError", "boom").model_copy(
+        update={"status": "failed"}
+    )
     retry, not_before = retry_of(inv, failed, RetryPolicy(max_retries=2, retry_delay=2.0), now=1000.0)
     assert (retry.invocation_id, retry.attempt, retry.trigger.kind) == (inv.invocation_id, 2, "retry")
     assert retry.trigger.original_invocation_id == inv.invocation_id and "boom" in retry.trigger.previous_error
@@ -107,7 +119,7 @@ def test_fails_twice_then_succeeds_surviving_a_runner_restart(config):
     store = RunStore(s)
     try:
         with Runner(config):
-            (_, first), = reader.wait_for(1)
+            ((_, first),) = reader.wait_for(1)
         # The runner is gone while attempt 2 waits for its backoff: the retry lives in Kafka, not in memory.
         assert json.loads(first)["status"] == "failed" and json.loads(first)["next_attempt"]["attempt"] == 2
         assert not store.is_done(inv.invocation_id)
@@ -206,14 +218,17 @@ def test_a_retry_survives_kill_9_of_the_runner(config):
     second.write_text(yaml.safe_dump(data))
 
     def start(path=config.path) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "console.cli", "-c", str(path), "runners", "run",
-                                 "--plugin", "flaky"], start_new_session=True,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return subprocess.Popen(
+            [sys.executable, "-m", "console.cli", "-c", str(path), "runners", "run", "--plugin", "flaky"],
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     reader = ResultsReader(s)
     runner = start()
     try:
-        (_, first), = reader.wait_for(1, timeout=90)
+        ((_, first),) = reader.wait_for(1, timeout=90)
         assert json.loads(first)["next_attempt"]["attempt"] == 2
         os.killpg(runner.pid, signal.SIGKILL)
         runner.wait(10)

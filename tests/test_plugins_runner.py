@@ -1,22 +1,23 @@
 """The runner end to end against the real Kafka and Redis of the local stack."""
+
 from __future__ import annotations
 
 import json
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from plugins.runner import run_runner
 from plugins.store import RunStore
-from tests.support import isolated_settings, remove_test_resources
 from schemas.config import Config
 from schemas.invocation import Invocation, ManualTrigger
-from schemas.runtime.kafka_topics import ensure_topics
 from schemas.rules import RulesConfig
+from schemas.runtime.kafka_topics import ensure_topics
+from tests.support import isolated_settings, remove_test_resources
 
 pytestmark = pytest.mark.integration
 
@@ -37,8 +38,16 @@ class RunnerThread:
         self.stop = threading.Event()
         self.ready = threading.Event()
         self.code: list[int] = []
-        self.thread = threading.Thread(target=lambda: self.code.append(run_runner(
-            Config(path=None, settings=settings, rules=RulesConfig()), self.stop, plugins=PLUGINS, ready=self.ready)))
+        self.thread = threading.Thread(
+            target=lambda: self.code.append(
+                run_runner(
+                    Config(path=None, settings=settings, rules=RulesConfig()),
+                    self.stop,
+                    plugins=PLUGINS,
+                    ready=self.ready,
+                )
+            )
+        )
 
     def __enter__(self):
         self.thread.start()
@@ -52,9 +61,14 @@ class RunnerThread:
 
 
 def _invocation(plugin: str, params: dict) -> Invocation:
-    now = datetime.now(timezone.utc)
-    return Invocation(invocation_id=str(uuid.uuid4()), plugin=plugin, params=params, created_at=now,
-                      trigger=ManualTrigger(requested_by="pytest", requested_at=now, request_id="r"))
+    now = datetime.now(UTC)
+    return Invocation(
+        invocation_id=str(uuid.uuid4()),
+        plugin=plugin,
+        params=params,
+        created_at=now,
+        trigger=ManualTrigger(requested_by="pytest", requested_at=now, request_id="r"),
+    )
 
 
 def _produce(settings, items: list[tuple[str, bytes, bytes]]) -> list[tuple[int, int]]:
@@ -62,16 +76,27 @@ def _produce(settings, items: list[tuple[str, bytes, bytes]]) -> list[tuple[int,
     producer = Producer(settings.kafka_config(**{"acks": "all", "enable.idempotence": True}))
     where: dict[int, tuple[int, int]] = {}
     for i, (topic, key, value) in enumerate(items):
-        producer.produce(topic, key=key, value=value,
-                         on_delivery=lambda err, msg, i=i: where.__setitem__(i, (msg.partition(), msg.offset())))
+        producer.produce(
+            topic,
+            key=key,
+            value=value,
+            on_delivery=lambda err, msg, i=i: where.__setitem__(i, (msg.partition(), msg.offset())),
+        )
     assert producer.flush(30) == 0
     return [where[i] for i in range(len(items))]
 
 
 class ResultsReader:
     def __init__(self, settings):
-        self.consumer = Consumer(settings.kafka_config(**{
-            "group.id": f"reader-{uuid.uuid4().hex}", "auto.offset.reset": "earliest", "enable.auto.commit": False}))
+        self.consumer = Consumer(
+            settings.kafka_config(
+                **{
+                    "group.id": f"reader-{uuid.uuid4().hex}",
+                    "auto.offset.reset": "earliest",
+                    "enable.auto.commit": False,
+                }
+            )
+        )
         self.consumer.subscribe([settings.topics.results])
         self.messages: list[tuple[str, bytes]] = []
 
@@ -110,12 +135,15 @@ def test_runner_end_to_end(settings):
     bad = _invocation("data_processor", {"operation": "report", "colour": "red", "lessons": "many"})
     malformed_id = str(uuid.uuid4())
     echo_topic, dp_topic = settings.topics.invoke("echo"), settings.topics.invoke("data_processor")
-    _produce(settings, [
-        (echo_topic, echo.invocation_id.encode(), echo.model_dump_json().encode()),
-        (dp_topic, dp.invocation_id.encode(), dp.model_dump_json().encode()),
-        (dp_topic, bad.invocation_id.encode(), bad.model_dump_json().encode()),
-        (echo_topic, b"junk", json.dumps({"invocation_id": malformed_id, "plugin": "echo"}).encode()),
-    ])
+    _produce(
+        settings,
+        [
+            (echo_topic, echo.invocation_id.encode(), echo.model_dump_json().encode()),
+            (dp_topic, dp.invocation_id.encode(), dp.model_dump_json().encode()),
+            (dp_topic, bad.invocation_id.encode(), bad.model_dump_json().encode()),
+            (echo_topic, b"junk", json.dumps({"invocation_id": malformed_id, "plugin": "echo"}).encode()),
+        ],
+    )
     reader = ResultsReader(settings)
     store = RunStore(settings)
     try:
@@ -150,7 +178,10 @@ def test_runner_end_to_end(settings):
             for iid, payload in messages:
                 assert store.get_raw(iid) == payload
             assert store.done_ids(by_id) == set(by_id)
-            assert {x.invocation_id for x in store.list(plugin="data_processor")} == {dp.invocation_id, bad.invocation_id}
+            assert {x.invocation_id for x in store.list(plugin="data_processor")} == {
+                dp.invocation_id,
+                bad.invocation_id,
+            }
 
             # A redelivered, finished invocation is not run again: its stored result is re-published as is.
             _produce(settings, [(echo_topic, echo.invocation_id.encode(), echo.model_dump_json().encode())])
@@ -159,7 +190,10 @@ def test_runner_end_to_end(settings):
 
             # Everything consumed gets committed (only after its result was stored and published).
             deadline = time.monotonic() + 15
-            while time.monotonic() < deadline and (_committed(settings, echo_topic), _committed(settings, dp_topic)) != (3, 2):
+            while time.monotonic() < deadline and (
+                _committed(settings, echo_topic),
+                _committed(settings, dp_topic),
+            ) != (3, 2):
                 time.sleep(0.3)
             assert (_committed(settings, echo_topic), _committed(settings, dp_topic)) == (3, 2)
     finally:
@@ -171,15 +205,27 @@ def test_shutdown_abandons_running_calls_without_committing_them(settings):
     hang = _invocation("echo", {"mode": "sleep", "seconds": 30})
     quick = _invocation("echo", {"message": "quick"})
     topic = settings.topics.invoke("echo")
-    (hang_partition, hang_offset), _ = _produce(settings, [
-        (topic, hang.invocation_id.encode(), hang.model_dump_json().encode()),
-        (topic, quick.invocation_id.encode(), quick.model_dump_json().encode())])
+    (hang_partition, hang_offset), _ = _produce(
+        settings,
+        [
+            (topic, hang.invocation_id.encode(), hang.model_dump_json().encode()),
+            (topic, quick.invocation_id.encode(), quick.model_dump_json().encode()),
+        ],
+    )
     store = RunStore(settings)
     try:
         runner = RunnerThread(settings)
-        runner.thread = threading.Thread(target=lambda: runner.code.append(run_runner(
-            Config(path=None, settings=settings, rules=RulesConfig()), runner.stop, plugins=["echo"],
-            ready=runner.ready, shutdown_grace=0.5)))
+        runner.thread = threading.Thread(
+            target=lambda: runner.code.append(
+                run_runner(
+                    Config(path=None, settings=settings, rules=RulesConfig()),
+                    runner.stop,
+                    plugins=["echo"],
+                    ready=runner.ready,
+                    shutdown_grace=0.5,
+                )
+            )
+        )
         with runner:
             deadline = time.monotonic() + 60
             while store.get(quick.invocation_id) is None and time.monotonic() < deadline:
@@ -208,12 +254,19 @@ def test_a_broken_plugin_does_not_stop_the_others(settings, tmp_path):
     _produce(settings, [(settings.topics.invoke("echo"), echo.invocation_id.encode(), echo.model_dump_json().encode())])
     reader = ResultsReader(settings)
     runner = RunnerThread(settings)
-    runner.thread = threading.Thread(target=lambda: runner.code.append(run_runner(
-        Config(path=None, settings=settings, rules=RulesConfig()), runner.stop, plugins=["echo", "broken"],
-        ready=runner.ready)))
+    runner.thread = threading.Thread(
+        target=lambda: runner.code.append(
+            run_runner(
+                Config(path=None, settings=settings, rules=RulesConfig()),
+                runner.stop,
+                plugins=["echo", "broken"],
+                ready=runner.ready,
+            )
+        )
+    )
     try:
         with runner:
-            (iid, payload), = reader.wait_for(1)
+            ((iid, payload),) = reader.wait_for(1)
             assert iid == echo.invocation_id and json.loads(payload)["status"] == "success"
     finally:
         reader.close()
@@ -223,8 +276,11 @@ def test_a_broken_plugin_does_not_stop_the_others(settings, tmp_path):
 def test_an_output_too_large_for_kafka_is_published_without_it(settings, tmp_path):
     big = tmp_path / "big"
     big.mkdir()
-    (big / "plugin.json").write_text(json.dumps({"name": "big", "entry_point": "main.run",
-                                                 "parameters": {"size": {"type": "integer", "required": True}}}))
+    (big / "plugin.json").write_text(
+        json.dumps(
+            {"name": "big", "entry_point": "main.run", "parameters": {"size": {"type": "integer", "required": True}}}
+        )
+    )
     (big / "main.py").write_text("def run(size):\n    return {'blob': 'x' * size}\n")
     settings.runners.plugin_dirs = [tmp_path]
     topic = settings.topics.invoke("big")
@@ -234,11 +290,14 @@ def test_an_output_too_large_for_kafka_is_published_without_it(settings, tmp_pat
     reader = ResultsReader(settings)
     store = RunStore(settings)
     runner = RunnerThread(settings)
-    runner.thread = threading.Thread(target=lambda: runner.code.append(run_runner(
-        Config(path=None, settings=settings, rules=RulesConfig()), runner.stop, ready=runner.ready)))
+    runner.thread = threading.Thread(
+        target=lambda: runner.code.append(
+            run_runner(Config(path=None, settings=settings, rules=RulesConfig()), runner.stop, ready=runner.ready)
+        )
+    )
     try:
         with runner:
-            (iid, payload), = reader.wait_for(1)
+            ((iid, payload),) = reader.wait_for(1)
             published = json.loads(payload)
             assert iid == inv.invocation_id and published["status"] == "success"
             assert published["output"] is None and published["output_truncated"]["bytes"] > 3_000_000

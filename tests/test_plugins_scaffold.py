@@ -1,12 +1,13 @@
 """`cdcflow plugins new`: a scaffolded plugin runs as it is, in its own venv and worker."""
+
 from __future__ import annotations
 
 import json
 
 from click.testing import CliRunner
 
-from plugins.registry import discover
 from console.cli import cli
+from plugins.registry import discover
 from tests.support import isolated_config_data, write_config
 
 

@@ -1,13 +1,14 @@
 """Run history and done markers in the real Redis of the local stack."""
+
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from plugins.store import RunStore
-from tests.support import isolated_settings, remove_test_resources
 from schemas.result import ErrorInfo, Result
+from tests.support import isolated_settings, remove_test_resources
 
 pytestmark = pytest.mark.integration
 
@@ -22,14 +23,22 @@ def store(stack):
 
 
 def _result(iid: str, plugin: str, status: str, finished: datetime) -> Result:
-    return Result(invocation_id=iid, plugin=plugin, plugin_version="1.0.0", status=status,
-                  started_at=finished - timedelta(milliseconds=5), finished_at=finished, duration_ms=5.0,
-                  output={"n": iid}, error=ErrorInfo(type="E", message="m") if status != "success" else None,
-                  code_hash="abc")
+    return Result(
+        invocation_id=iid,
+        plugin=plugin,
+        plugin_version="1.0.0",
+        status=status,
+        started_at=finished - timedelta(milliseconds=5),
+        finished_at=finished,
+        duration_ms=5.0,
+        output={"n": iid},
+        error=ErrorInfo(type="E", message="m") if status != "success" else None,
+        code_hash="abc",
+    )
 
 
 def test_record_get_done_and_ttl(store):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     r = _result("a1", "echo", "success", now)
     assert store.done_ids(["a1", "a2"]) == set()
     store.record(r)
@@ -42,9 +51,14 @@ def test_record_get_done_and_ttl(store):
 
 
 def test_list_is_newest_first_and_filters(store):
-    now = datetime.now(timezone.utc)
-    rows = [("r1", "echo", "success"), ("r2", "echo", "failed"), ("r3", "data_processor", "success"),
-            ("r4", "echo", "success"), ("r5", "data_processor", "rejected")]
+    now = datetime.now(UTC)
+    rows = [
+        ("r1", "echo", "success"),
+        ("r2", "echo", "failed"),
+        ("r3", "data_processor", "success"),
+        ("r4", "echo", "success"),
+        ("r5", "data_processor", "rejected"),
+    ]
     store.record_many([_result(i, p, s, now + timedelta(seconds=n)) for n, (i, p, s) in enumerate(rows)])
 
     assert [r.invocation_id for r in store.list(limit=10)] == ["r5", "r4", "r3", "r2", "r1"]
@@ -56,19 +70,18 @@ def test_list_is_newest_first_and_filters(store):
 
 
 def test_expired_runs_leave_the_index(store):
-    old = datetime.now(timezone.utc) - timedelta(seconds=store.ttl + 60)
+    old = datetime.now(UTC) - timedelta(seconds=store.ttl + 60)
     store.record(_result("old", "echo", "success", old))
     store.client.delete(store.run_key("old"))  # as if it had expired
     assert store.list() == []  # a dangling index entry is skipped
-    store.record(_result("new", "echo", "success", datetime.now(timezone.utc)))
+    store.record(_result("new", "echo", "success", datetime.now(UTC)))
     members = store.client.zrange(store.index_key(), 0, -1)
     assert members == [b"new"]  # the write trimmed entries older than the TTL
 
 
-
 def test_done_and_tried_markers_are_separate(store):
     """A failed attempt that was retried marks only (id, attempt): the retry itself is not 'done'."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     store.record_many([_result("a", "echo", "failed", now)], finals=[False])
     assert store.seen([("a", 1), ("a", 2)]) == (set(), {("a", 1)})
     assert [x["attempt"] for x in store.attempts("a")] == [1]
@@ -81,13 +94,13 @@ def test_done_and_tried_markers_are_separate(store):
 def test_parse_since_durations_and_iso_times():
     from plugins.since import parse_since
 
-    now = datetime(2026, 1, 2, 12, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 2, 12, 0, tzinfo=UTC)
     assert parse_since("2h", now) == now - timedelta(hours=2)
     assert parse_since("1h30m", now) == now - timedelta(minutes=90)
     assert parse_since("45s", now) == now - timedelta(seconds=45)
     assert parse_since("1d", now) == now - timedelta(days=1)
-    assert parse_since("2026-01-02T10:00:00", now) == datetime(2026, 1, 2, 10, tzinfo=timezone.utc)
-    assert parse_since("2026-01-02T10:00:00+02:00", now) == datetime(2026, 1, 2, 8, tzinfo=timezone.utc)
+    assert parse_since("2026-01-02T10:00:00", now) == datetime(2026, 1, 2, 10, tzinfo=UTC)
+    assert parse_since("2026-01-02T10:00:00+02:00", now) == datetime(2026, 1, 2, 8, tzinfo=UTC)
     for bad in ("yesterday", "2x", "-2h", ""):
         with pytest.raises(ValueError, match="neither a duration"):
             parse_since(bad, now)
@@ -103,11 +116,16 @@ def test_runs_list_since(stack, tmp_path):
 
     cfg = write_config(tmp_path, isolated_config_data("since"))
     store = RunStore(cfg.settings)
-    now = datetime.now(timezone.utc)
-    ages = {"h3": timedelta(hours=3), "m90": timedelta(minutes=90), "m10": timedelta(minutes=10),
-            "m1": timedelta(minutes=1)}
+    now = datetime.now(UTC)
+    ages = {
+        "h3": timedelta(hours=3),
+        "m90": timedelta(minutes=90),
+        "m10": timedelta(minutes=10),
+        "m1": timedelta(minutes=1),
+    }
     store.record_many([_result(i, "echo", "failed" if i == "m10" else "success", now - age) for i, age in ages.items()])
     try:
+
         def listed(*args: str) -> list[str]:
             out = CliRunner().invoke(cli, ["-c", str(cfg.path), "runs", "list", "--json", *args])
             assert out.exit_code == 0, out.output

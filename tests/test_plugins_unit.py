@@ -1,4 +1,5 @@
 """Pure logic of the plugins part: framing, discovery, venv cache keys, offset tracking, worker helpers."""
+
 from __future__ import annotations
 
 import json
@@ -10,6 +11,7 @@ from plugins.offsets import OffsetTracker
 from plugins.registry import code_hash, discover
 from plugins.venvs import venv_spec
 from plugins.worker_main import (
+    HEADER,
     MAX_FRAME_BYTES,
     Context,
     FrameDecoder,
@@ -17,7 +19,6 @@ from plugins.worker_main import (
     accepts_context,
     dump_response,
     encode_frame,
-    HEADER,
 )
 
 
@@ -29,7 +30,7 @@ def test_frames_round_trip_across_arbitrary_chunking():
         dec = FrameDecoder()
         out = []
         for i in range(0, len(stream), chunk):
-            dec.feed(stream[i:i + chunk])
+            dec.feed(stream[i : i + chunk])
             while (frame := dec.next_frame()) is not None:
                 out.append(frame)
         assert out == payloads
@@ -198,8 +199,9 @@ def test_partitions_are_independent():
 def test_slim_payload_drops_the_output_but_keeps_the_rest():
     from plugins.sink import slim_payload
 
-    full = json.dumps({"invocation_id": "i", "status": "success", "output": {"blob": "x" * 5000},
-                       "error": None}).encode()
+    full = json.dumps(
+        {"invocation_id": "i", "status": "success", "output": {"blob": "x" * 5000}, "error": None}
+    ).encode()
     slim = json.loads(slim_payload(full))
     assert slim["output"] is None and slim["status"] == "success" and slim["invocation_id"] == "i"
     assert slim["output_truncated"]["bytes"] > 5000

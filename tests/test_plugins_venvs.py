@@ -1,4 +1,5 @@
 """Per-plugin venvs: built once per dependency set, atomically, and isolated from the runner."""
+
 from __future__ import annotations
 
 import subprocess
@@ -68,5 +69,7 @@ def test_without_uv_falls_back_to_venv_and_pip(tmp_path, monkeypatch):
     venv = ensure_venv(tmp_path, [])
     assert venv_state(tmp_path, venv_spec([])) == "ready"
     assert '"installer": "pip"' in (venv / MARKER).read_text()
-    probe = subprocess.run([str(venv_python(venv)), "-c", "import sys; print(sys.prefix)"], capture_output=True, text=True)
+    probe = subprocess.run(
+        [str(venv_python(venv)), "-c", "import sys; print(sys.prefix)"], capture_output=True, text=True
+    )
     assert probe.stdout.strip() == str(venv)

@@ -1,4 +1,5 @@
 """`cdcflow replay` against the real Kafka and Redis, with the echo plugin run by the real runner."""
+
 from __future__ import annotations
 
 import os
@@ -10,7 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -18,9 +19,9 @@ import pytest
 from click.testing import CliRunner
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from console.cli import cli
 from plugins.runner import run_runner
 from plugins.store import RunStore
-from console.cli import cli
 from schemas.config import Config
 from schemas.invocation import invocation_id_for
 from schemas.runtime.kafka_topics import ensure_topics
@@ -30,18 +31,33 @@ from tests.support import REPO_ROOT, consume_all, isolated_config_data, remove_t
 
 pytestmark = pytest.mark.integration
 
-RULES = {"monitored_tables": {"shop.orders": [{
-    "name": "flagged", "triggers": ["echo"], "operations": ["INSERT", "UPDATE"],
-    "conditions": {"flag": True}, "params": {"message": "order {after.id}", "data": "{event_id}"},
-}]}}
+RULES = {
+    "monitored_tables": {
+        "shop.orders": [
+            {
+                "name": "flagged",
+                "triggers": ["echo"],
+                "operations": ["INSERT", "UPDATE"],
+                "conditions": {"flag": True},
+                "params": {"message": "order {after.id}", "data": "{event_id}"},
+            }
+        ]
+    }
+}
 
 
 @pytest.fixture
 def config(stack: None, tmp_path: Path) -> Iterator[Config]:
     cfg = write_config(tmp_path, isolated_config_data("replay", RULES))
     s = cfg.settings
-    topics = [s.topics.row_changes("shop", "orders"), s.topics.invoke("echo"), s.topics.invoke("echo", "high"),
-              s.topics.results, s.topics.dlq, f"{s.topics.results}.copy"]
+    topics = [
+        s.topics.row_changes("shop", "orders"),
+        s.topics.invoke("echo"),
+        s.topics.invoke("echo", "high"),
+        s.topics.results,
+        s.topics.dlq,
+        f"{s.topics.results}.copy",
+    ]
     ensure_topics(s, topics[:-1])
     yield cfg
     remove_test_resources(s, topics)
@@ -67,9 +83,14 @@ def produce_changes(config: Config, changes: list[tuple[int, int, bool, int | No
     producer = Producer(config.settings.kafka_config(**{"acks": "all", "enable.idempotence": True}))
     events = []
     for i, (partition, row, flag, ts) in enumerate(changes):
-        event = {"before": None, "after": {"id": row, "flag": flag}, "op": "c", "ts_ms": ts or 1,
-                 "event_id": f"1:mysql-bin.000001:{1000 + 10 * i}:0",
-                 "source": {"server_id": 1, "db": "shop", "table": "orders", "ts_ms": ts or 1}}
+        event = {
+            "before": None,
+            "after": {"id": row, "flag": flag},
+            "op": "c",
+            "ts_ms": ts or 1,
+            "event_id": f"1:mysql-bin.000001:{1000 + 10 * i}:0",
+            "source": {"server_id": 1, "db": "shop", "table": "orders", "ts_ms": ts or 1},
+        }
         extra = {"timestamp": ts} if ts else {}
         producer.produce(topic, key=orjson.dumps({"id": row}), value=orjson.dumps(event), partition=partition, **extra)
         events.append(event)
@@ -84,8 +105,10 @@ def publish_original_runs(config: Config, events: list[dict]) -> list[str]:
     ids = []
     for event in events:
         for planned in matcher.match(event):
-            inv = {**planned.invocation, "created_at": datetime.now(timezone.utc).isoformat()}
-            producer.produce(config.settings.topics.invoke("echo"), key=inv["invocation_id"].encode(), value=orjson.dumps(inv))
+            inv = {**planned.invocation, "created_at": datetime.now(UTC).isoformat()}
+            producer.produce(
+                config.settings.topics.invoke("echo"), key=inv["invocation_id"].encode(), value=orjson.dumps(inv)
+            )
             ids.append(inv["invocation_id"])
     assert producer.flush(30) == 0
     return ids
@@ -113,14 +136,25 @@ def results_by_id(config: Config) -> Counter:
 def wait_for_results(config: Config, ids: list[str]) -> None:
     store = RunStore(config.settings)
     try:
-        wait_for(lambda: all(store.get_raw(i) for i in ids), 120, interval=0.2, what=f"results of {len(ids)} invocation(s)")
+        wait_for(
+            lambda: all(store.get_raw(i) for i in ids), 120, interval=0.2, what=f"results of {len(ids)} invocation(s)"
+        )
     finally:
         store.close()
 
 
 def test_replay_by_offsets_into_the_pipeline_runs_each_change_again_once(config: Config) -> None:
-    events = produce_changes(config, [(0, 0, True, None), (0, 1, True, None), (0, 2, False, None),
-                                      (1, 3, True, None), (1, 4, False, None), (1, 5, True, None)])
+    events = produce_changes(
+        config,
+        [
+            (0, 0, True, None),
+            (0, 1, True, None),
+            (0, 2, False, None),
+            (1, 3, True, None),
+            (1, 4, False, None),
+            (1, 5, True, None),
+        ],
+    )
     with echo_runner(config):
         originals = publish_original_runs(config, events)
         assert len(originals) == 4
@@ -132,14 +166,19 @@ def test_replay_by_offsets_into_the_pipeline_runs_each_change_again_once(config:
         assert code == 0, out
         replay_id = replay_id_of(out)
         replayed_events = [events[1], events[3], events[5]]
-        expected = {invocation_id_for("replay", replay_id, invocation_id_for("cdc", "flagged", "echo", e["event_id"])): e
-                    for e in replayed_events}
+        expected = {
+            invocation_id_for("replay", replay_id, invocation_id_for("cdc", "flagged", "echo", e["event_id"])): e
+            for e in replayed_events
+        }
         assert f"sent 3 to {config.settings.topics.invoke('echo')}" in out
         wait_for_results(config, list(expected))
 
         invoke_topic = config.settings.topics.invoke("echo")
-        replays = [orjson.loads(m.value()) for m in messages(config, invoke_topic)
-                   if orjson.loads(m.value())["trigger"]["kind"] == "replay"]
+        replays = [
+            orjson.loads(m.value())
+            for m in messages(config, invoke_topic)
+            if orjson.loads(m.value())["trigger"]["kind"] == "replay"
+        ]
         assert {r["invocation_id"] for r in replays} == set(expected) and len(replays) == 3
         for r in replays:
             event = expected[r["invocation_id"]]
@@ -173,16 +212,27 @@ def test_replay_by_offsets_into_the_pipeline_runs_each_change_again_once(config:
 
 
 def test_replay_by_time_uses_offsets_for_times(config: Config) -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     ms = lambda d: int((now - d).timestamp() * 1000)  # noqa: E731
-    events = produce_changes(config, [(0, 10, True, ms(timedelta(hours=3))), (1, 11, True, ms(timedelta(hours=3))),
-                                      (0, 12, True, ms(timedelta(minutes=90))), (1, 13, True, ms(timedelta(minutes=80))),
-                                      (0, 14, True, ms(timedelta(minutes=10))), (1, 15, True, ms(timedelta(minutes=5)))])
+    events = produce_changes(
+        config,
+        [
+            (0, 10, True, ms(timedelta(hours=3))),
+            (1, 11, True, ms(timedelta(hours=3))),
+            (0, 12, True, ms(timedelta(minutes=90))),
+            (1, 13, True, ms(timedelta(minutes=80))),
+            (0, 14, True, ms(timedelta(minutes=10))),
+            (1, 15, True, ms(timedelta(minutes=5))),
+        ],
+    )
     with echo_runner(config):
         code, out = cdcflow(config, "replay", "shop.orders", "--since", "2h", "--until", "30m")
         assert code == 0, out
         rid = replay_id_of(out)
-        window = {invocation_id_for("replay", rid, invocation_id_for("cdc", "flagged", "echo", e["event_id"])) for e in events[2:4]}
+        window = {
+            invocation_id_for("replay", rid, invocation_id_for("cdc", "flagged", "echo", e["event_id"]))
+            for e in events[2:4]
+        }
         wait_for_results(config, list(window))
 
         # ISO bounds, only --since: the last two changes
@@ -191,7 +241,10 @@ def test_replay_by_time_uses_offsets_for_times(config: Config) -> None:
         assert code == 0, out
         rid2 = replay_id_of(out)
         assert rid2 != rid
-        recent = {invocation_id_for("replay", rid2, invocation_id_for("cdc", "flagged", "echo", e["event_id"])) for e in events[4:]}
+        recent = {
+            invocation_id_for("replay", rid2, invocation_id_for("cdc", "flagged", "echo", e["event_id"]))
+            for e in events[4:]
+        }
         wait_for_results(config, list(recent))
 
     invoked = Counter(m.key().decode() for m in messages(config, config.settings.topics.invoke("echo")))
@@ -223,11 +276,27 @@ def test_dry_run_and_print_send_nothing(config: Config) -> None:
 def test_replay_of_invocations_and_dead_letters_reruns_them_under_new_ids(config: Config) -> None:
     events = produce_changes(config, [(0, 1, True, None), (1, 2, True, None)])
     originals = publish_original_runs(config, events)
-    dead = {"dlq_id": "dead-1", "plugin": "echo", "status": "failed", "attempts": [{}, {}],
-            "error": {"type": "ValueError", "message": "boom"},
-            "invocation": {"invocation_id": "dead-1", "plugin": "echo", "params": {"message": "again"},
-                           "trigger": {"kind": "manual", "requested_by": "t", "requested_at": "2026-01-01T00:00:00Z", "request_id": "q"},
-                           "attempt": 3, "priority": "high", "created_at": "2026-01-01T00:00:00Z"}}
+    dead = {
+        "dlq_id": "dead-1",
+        "plugin": "echo",
+        "status": "failed",
+        "attempts": [{}, {}],
+        "error": {"type": "ValueError", "message": "boom"},
+        "invocation": {
+            "invocation_id": "dead-1",
+            "plugin": "echo",
+            "params": {"message": "again"},
+            "trigger": {
+                "kind": "manual",
+                "requested_by": "t",
+                "requested_at": "2026-01-01T00:00:00Z",
+                "request_id": "q",
+            },
+            "attempt": 3,
+            "priority": "high",
+            "created_at": "2026-01-01T00:00:00Z",
+        },
+    }
     producer = Producer(config.settings.kafka_config())
     producer.produce(config.settings.topics.dlq, key=b"dead-1", value=orjson.dumps(dead))
     assert producer.flush(10) == 0
@@ -242,7 +311,10 @@ def test_replay_of_invocations_and_dead_letters_reruns_them_under_new_ids(config
     normal = [orjson.loads(m.value()) for m in messages(config, config.settings.topics.invoke("echo"))]
     replays = [i for i in normal if i["trigger"]["kind"] == "replay"]
     assert [r["invocation_id"] for r in replays] == [invocation_id_for("replay", rid, originals[1])]
-    assert replays[0]["trigger"]["original_event_id"] == events[1]["event_id"] and replays[0]["trigger"]["rule"] == "flagged"
+    assert (
+        replays[0]["trigger"]["original_event_id"] == events[1]["event_id"]
+        and replays[0]["trigger"]["rule"] == "flagged"
+    )
     high = [orjson.loads(m.value()) for m in messages(config, config.settings.topics.invoke("echo", "high"))]
     assert len(high) == 1 and high[0]["invocation_id"] == invocation_id_for("replay", rid_dlq, "dead-1")
     assert high[0]["attempt"] == 1 and high[0]["params"] == {"message": "again"}
@@ -297,8 +369,21 @@ def test_interrupted_copy_to_another_topic_resumes_without_duplicates(config: Co
     source = config.settings.topics.row_changes("shop", "orders")
     target = f"{config.settings.topics.results}.copy"
     produce_changes(config, [(i % 2, i, i % 3 == 0, None) for i in range(60)])
-    args = [sys.executable, "-m", "console.cli", "-c", str(config.path), "replay", "shop.orders",
-            "--to-topic", target, "--rate", "15", "--batch-size", "5"]
+    args = [
+        sys.executable,
+        "-m",
+        "console.cli",
+        "-c",
+        str(config.path),
+        "replay",
+        "shop.orders",
+        "--to-topic",
+        target,
+        "--rate",
+        "15",
+        "--batch-size",
+        "5",
+    ]
     rid, done_before = start_and_kill_mid_way(config, args, source)
     assert 10 <= done_before < 60, "the first run was not interrupted mid-way"
 
@@ -326,8 +411,23 @@ def test_rerun_of_an_interrupted_relative_time_replay_continues_it(config: Confi
     now = time.time()
     edge = int((now - 3600 + 4) * 1000)  # inside `--since 1h` now, outside of it 4 s from now
     produce_changes(config, [(0, 0, True, edge)] + [(i % 2, i, True, int((now - 600) * 1000)) for i in range(1, 45)])
-    args = [sys.executable, "-m", "console.cli", "-c", str(config.path), "replay", "shop.orders", "--since", "1h",
-            "--to-topic", target, "--rate", "15", "--batch-size", "5"]
+    args = [
+        sys.executable,
+        "-m",
+        "console.cli",
+        "-c",
+        str(config.path),
+        "replay",
+        "shop.orders",
+        "--since",
+        "1h",
+        "--to-topic",
+        target,
+        "--rate",
+        "15",
+        "--batch-size",
+        "5",
+    ]
     rid, done_before = start_and_kill_mid_way(config, args, source)
     assert 10 <= done_before < 45, "the first run was not interrupted mid-way"
     wait_for(lambda: time.time() > now + 5, 10, what="the first change to fall out of `--since 1h`")

@@ -1,7 +1,8 @@
 """Pure parts of replay/tail: ranges, times, --where conditions, event kinds."""
+
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -10,7 +11,7 @@ from streams.event_filter import EventFilter, FilterError, parse_where
 from streams.events import facts
 from streams.replay_range import RangeError, parse_offsets, parse_time
 
-NOW = datetime(2026, 11, 24, 8, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 
 
 def test_offsets_per_partition_or_for_all() -> None:
@@ -25,7 +26,7 @@ def test_offsets_per_partition_or_for_all() -> None:
 def test_times_iso_or_relative() -> None:
     assert parse_time("2h", "--since", NOW) == NOW - timedelta(hours=2)
     assert parse_time("1d12h30m", "--since", NOW) == NOW - timedelta(days=1, hours=12, minutes=30)
-    assert parse_time("2026-11-24T06:00:00Z", "--since", NOW) == datetime(2026, 11, 24, 6, tzinfo=timezone.utc)
+    assert parse_time("2026-11-24T06:00:00Z", "--since", NOW) == datetime(2026, 11, 24, 6, tzinfo=UTC)
     assert parse_time("2026-11-24T06:00:00", "--until", NOW).tzinfo is not None  # naive = local time
     with pytest.raises(RangeError, match="--until 'soon'"):
         parse_time("soon", "--until", NOW)
@@ -42,8 +43,16 @@ def test_where_conditions_use_the_rules_language() -> None:
 
 
 def _change(op: str, before: dict | None, after: dict | None) -> bytes:
-    return orjson.dumps({"before": before, "after": after, "op": op, "ts_ms": 1, "event_id": "e",
-                         "source": {"db": "shop", "table": "orders"}})
+    return orjson.dumps(
+        {
+            "before": before,
+            "after": after,
+            "op": op,
+            "ts_ms": 1,
+            "event_id": "e",
+            "source": {"db": "shop", "table": "orders"},
+        }
+    )
 
 
 def test_filters_on_row_changes_and_other_events() -> None:
@@ -52,10 +61,18 @@ def test_filters_on_row_changes_and_other_events() -> None:
     assert not f.accepts(facts(_change("u", {"status": "old"}, {"amount": "12.50"})))
     assert not f.accepts(facts(_change("c", None, {"amount": 99})))  # op
     assert f.accepts(facts(_change("d", {"status": "new", "amount": 10}, None)))  # the row is `before` for a delete
-    inv = orjson.dumps({"invocation_id": "i", "plugin": "echo", "params": {"id": 7},
-                        "trigger": {"kind": "cdc", "rule": "r", "table": "shop.orders", "op": "u", "event_id": "e"}})
+    inv = orjson.dumps(
+        {
+            "invocation_id": "i",
+            "plugin": "echo",
+            "params": {"id": 7},
+            "trigger": {"kind": "cdc", "rule": "r", "table": "shop.orders", "op": "u", "event_id": "e"},
+        }
+    )
     assert facts(inv).kind == "invocation"
-    assert EventFilter.build(plugins=["echo"], rules=["r"], where=["params.id=7", "trigger.kind=cdc"]).accepts(facts(inv))
+    assert EventFilter.build(plugins=["echo"], rules=["r"], where=["params.id=7", "trigger.kind=cdc"]).accepts(
+        facts(inv)
+    )
     assert not EventFilter.build(where=["params.id>7"]).accepts(facts(inv))
     result = orjson.dumps({"invocation_id": "i", "plugin": "echo", "status": "failed"})
     assert facts(result).kind == "result" and EventFilter.build(statuses=["failed"]).accepts(facts(result))
@@ -95,9 +112,11 @@ def test_malformed_events_are_counted_and_skipped() -> None:
     settings = Settings()
     spec = ReplaySpec(topic="t", target="pipeline", filter=EventFilter.build(), dry_run=True)
     transformer, counts = Transformer(settings, spec, "rid", Matcher()), ReplayCounts()
-    for value in ({"op": "c", "source": {}, "event_id": "e"},  # no source.db
-                  {"invocation_id": "i", "trigger": {}, "plugin": "echo", "priority": "urgent"},
-                  {"invocation_id": "i", "plugin": "echo", "status": "success"}):  # a result: not re-runnable
+    for value in (
+        {"op": "c", "source": {}, "event_id": "e"},  # no source.db
+        {"invocation_id": "i", "trigger": {}, "plugin": "echo", "priority": "urgent"},
+        {"invocation_id": "i", "plugin": "echo", "status": "success"},
+    ):  # a result: not re-runnable
         _handle(FakeMessage(orjson.dumps(value)), transformer, spec, counts, None, set(), settings, None)
     reasons = sorted(counts.skipped)
     assert len(reasons) == 3 and counts.selected == 1 and counts.by_topic == {}

@@ -1,8 +1,9 @@
 """Unit tests of the contracts: config and manifest errors name the place, params coerce, events round-trip."""
+
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,10 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
 
 
 def test_config_defaults_rules_and_relative_paths(tmp_path: Path) -> None:
-    path = write(tmp_path, "c.yaml", """
+    path = write(
+        tmp_path,
+        "c.yaml",
+        """
 runners: {plugin_dirs: [plugins]}
 monitored_tables:
   teachers: {triggers: [a, b], conditions: {is_valid: true}, operations: [insert, update]}
@@ -31,7 +35,8 @@ monitored_tables:
     - {triggers: [b], operations: [DELETE]}
 schedules:
   nightly: {plugin: a, cron: "0 2 * * *", timezone: Asia/Shanghai}
-""")
+""",
+    )
     config = load_config(path)
     assert config.settings.runners.plugin_dirs == [tmp_path / "plugins"]
     rules = {r.name: r for r in config.rules.rules}
@@ -42,18 +47,25 @@ schedules:
     assert config.rules.schedules[0].name == "nightly"
 
 
-@pytest.mark.parametrize("text, key, reason", [
-    ("monitored_tables:\n  t: {triggers: []}\n", "monitored_tables.t.triggers", "at least 1"),
-    ("monitored_tables:\n  t: {triggers: [a], operations: [UPSERT]}\n", "monitored_tables.t.operations[0]", "INSERT"),
-    ("monitored_tables:\n  t: {triggers: [a], colour: red}\n", "monitored_tables.t.colour", "Extra inputs"),
-    ("schedules:\n  s: {plugin: a, cron: 'not cron'}\n", "schedules.s", "invalid cron"),
-    ("schedules:\n  s: {plugin: a}\n", "schedules.s", "exactly one of"),
-    ("schedules:\n  s: {plugin: a, interval_seconds: 5, timezone: Mars/Base}\n", "schedules.s", "unknown timezone"),
-    ("kafka: {partitions: zero}\n", "kafka.partitions", "integer"),
-    ("kafak: {}\n", "kafak", "unknown section"),
-    ("monitored_tables: [1, 2]\n", "monitored_tables", "mapping"),
-    ("a: [\n", "line", "invalid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, key, reason",
+    [
+        ("monitored_tables:\n  t: {triggers: []}\n", "monitored_tables.t.triggers", "at least 1"),
+        (
+            "monitored_tables:\n  t: {triggers: [a], operations: [UPSERT]}\n",
+            "monitored_tables.t.operations[0]",
+            "INSERT",
+        ),
+        ("monitored_tables:\n  t: {triggers: [a], colour: red}\n", "monitored_tables.t.colour", "Extra inputs"),
+        ("schedules:\n  s: {plugin: a, cron: 'not cron'}\n", "schedules.s", "invalid cron"),
+        ("schedules:\n  s: {plugin: a}\n", "schedules.s", "exactly one of"),
+        ("schedules:\n  s: {plugin: a, interval_seconds: 5, timezone: Mars/Base}\n", "schedules.s", "unknown timezone"),
+        ("kafka: {partitions: zero}\n", "kafka.partitions", "integer"),
+        ("kafak: {}\n", "kafak", "unknown section"),
+        ("monitored_tables: [1, 2]\n", "monitored_tables", "mapping"),
+        ("a: [\n", "line", "invalid YAML"),
+    ],
+)
 def test_config_errors_name_file_key_and_reason(tmp_path: Path, text: str, key: str, reason: str) -> None:
     path = write(tmp_path, "bad.yaml", text)
     with pytest.raises(ConfigError) as err:
@@ -71,7 +83,9 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 MANIFEST = {
-    "name": "crawler", "version": "1.2.0", "entry_point": "main.crawl",
+    "name": "crawler",
+    "version": "1.2.0",
+    "entry_point": "main.crawl",
     "parameters": {
         "url": {"type": "string", "required": True},
         "pages": {"type": "integer", "default": 10},
@@ -102,15 +116,18 @@ def test_bad_params_list_every_problem(tmp_path: Path) -> None:
     assert "colour: unknown parameter" in message
 
 
-@pytest.mark.parametrize("patch, key", [
-    ({"entry_point": "main"}, "entry_point"),
-    ({"name": "bad name!"}, "name"),
-    ({"parameters": {"n": {"type": "int"}}}, "parameters.n.type"),
-    ({"parameters": {"n": {"type": "integer", "default": "x"}}}, "parameters.n.default"),
-    ({"timeout_seconds": 0}, "timeout_seconds"),
-    ({"dependencies": ["--index-url=http://evil"]}, "dependencies"),
-    ({"retries": {"max_retries": -1}}, "retries.max_retries"),
-])
+@pytest.mark.parametrize(
+    "patch, key",
+    [
+        ({"entry_point": "main"}, "entry_point"),
+        ({"name": "bad name!"}, "name"),
+        ({"parameters": {"n": {"type": "int"}}}, "parameters.n.type"),
+        ({"parameters": {"n": {"type": "integer", "default": "x"}}}, "parameters.n.default"),
+        ({"timeout_seconds": 0}, "timeout_seconds"),
+        ({"dependencies": ["--index-url=http://evil"]}, "dependencies"),
+        ({"retries": {"max_retries": -1}}, "retries.max_retries"),
+    ],
+)
 def test_manifest_errors_name_file_and_key(tmp_path: Path, patch: dict, key: str) -> None:
     path = write(tmp_path, "plugin.json", json.dumps({**MANIFEST, **patch}))
     with pytest.raises(ConfigError) as err:
@@ -126,19 +143,40 @@ def test_manifest_invalid_json_names_line(tmp_path: Path) -> None:
 def test_invocation_round_trip_and_deterministic_ids() -> None:
     assert invocation_id_for("cdc", "r", "p", "1:f:4:0") == invocation_id_for("cdc", "r", "p", "1:f:4:0")
     assert invocation_id_for("cdc", "r", "p", "1:f:4:0") != invocation_id_for("cdc", "r", "p", "1:f:4:1")
-    inv = Invocation(invocation_id="i", plugin="p", params={"a": 1},
-                     trigger=CdcTrigger(rule="r", event_id="e", table="db.t", op="c"),
-                     created_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    inv = Invocation(
+        invocation_id="i",
+        plugin="p",
+        params={"a": 1},
+        trigger=CdcTrigger(rule="r", event_id="e", table="db.t", op="c"),
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
     again = Invocation.model_validate_json(inv.model_dump_json())
     assert again == inv and again.trigger.kind == "cdc"
 
 
 def test_row_change_reads_a_debezium_style_envelope() -> None:
-    change = RowChange.model_validate({
-        "before": None, "after": {"id": 1}, "op": "c", "ts_ms": 1, "event_id": "1:f:4:0",
-        "source": {"connector": "mariadb", "name": "x", "server_id": 1, "db": "d", "table": "t",
-                   "file": "f", "pos": 4, "row": 0, "gtid": "0-1-1", "ts_ms": 1, "snapshot": False},
-    })
+    change = RowChange.model_validate(
+        {
+            "before": None,
+            "after": {"id": 1},
+            "op": "c",
+            "ts_ms": 1,
+            "event_id": "1:f:4:0",
+            "source": {
+                "connector": "mariadb",
+                "name": "x",
+                "server_id": 1,
+                "db": "d",
+                "table": "t",
+                "file": "f",
+                "pos": 4,
+                "row": 0,
+                "gtid": "0-1-1",
+                "ts_ms": 1,
+                "snapshot": False,
+            },
+        }
+    )
     assert change.row == {"id": 1}
 
 

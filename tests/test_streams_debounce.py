@@ -1,5 +1,6 @@
 """Debounce in the real Faust worker against the real Kafka: row changes are produced straight onto
 the row-change topic (as the cdc reader would), invocations read back from the plugin's topic."""
+
 from __future__ import annotations
 
 import time
@@ -19,11 +20,21 @@ from streams.debounce import is_due, merge_pending
 from tests.support import isolated_config_data, remove_test_resources, wait_for, write_config
 from tests.test_streams_schedules import Worker
 
-RULES = {"monitored_tables": {"shop.orders": [
-    {"name": "deb", "triggers": ["echo"], "operations": ["UPDATE"], "debounce_ms": 1500,
-     "conditions": {"status": {"ne": "ignored"}}, "params": {"message": "{after.status}", "data": "{after.id}"}},
-    {"name": "now", "triggers": ["echo"], "operations": ["UPDATE"], "params": {"message": "{after.status}"}},
-]}}
+RULES = {
+    "monitored_tables": {
+        "shop.orders": [
+            {
+                "name": "deb",
+                "triggers": ["echo"],
+                "operations": ["UPDATE"],
+                "debounce_ms": 1500,
+                "conditions": {"status": {"ne": "ignored"}},
+                "params": {"message": "{after.status}", "data": "{after.id}"},
+            },
+            {"name": "now", "triggers": ["echo"], "operations": ["UPDATE"], "params": {"message": "{after.status}"}},
+        ]
+    }
+}
 
 
 def test_merge_keeps_the_window_and_the_latest_invocations() -> None:
@@ -37,8 +48,15 @@ class Collector:
     """Reads an invoke topic from the beginning, keeping every message."""
 
     def __init__(self, config: Config, topic: str):
-        self.consumer = Consumer(config.settings.kafka_config(**{
-            "group.id": f"test-reader-{uuid.uuid4().hex}", "auto.offset.reset": "earliest", "enable.auto.commit": False}))
+        self.consumer = Consumer(
+            config.settings.kafka_config(
+                **{
+                    "group.id": f"test-reader-{uuid.uuid4().hex}",
+                    "auto.offset.reset": "earliest",
+                    "enable.auto.commit": False,
+                }
+            )
+        )
         self.consumer.subscribe([topic])
         self.messages: list[dict[str, Any]] = []
 
@@ -76,19 +94,29 @@ POS = iter(range(1000, 10**9, 10))
 
 def change(producer: Producer, config: Config, row: int, status: str) -> str:
     event_id = f"1:mysql-bin.000001:{next(POS)}:0"
-    envelope = {"before": {"id": row, "status": "old"}, "after": {"id": row, "status": status}, "op": "u",
-                "ts_ms": int(time.time() * 1000), "event_id": event_id,
-                "source": {"connector": "mysql", "name": "t", "db": "shop", "table": "orders"}}
-    producer.produce(config.settings.topics.row_changes("shop", "orders"), key=orjson.dumps({"id": row}),
-                     value=orjson.dumps(envelope))
+    envelope = {
+        "before": {"id": row, "status": "old"},
+        "after": {"id": row, "status": status},
+        "op": "u",
+        "ts_ms": int(time.time() * 1000),
+        "event_id": event_id,
+        "source": {"connector": "mysql", "name": "t", "db": "shop", "table": "orders"},
+    }
+    producer.produce(
+        config.settings.topics.row_changes("shop", "orders"),
+        key=orjson.dumps({"id": row}),
+        value=orjson.dumps(envelope),
+    )
     producer.flush(10)
     return event_id
 
 
 def test_a_burst_of_changes_of_one_row_yields_one_invocation_with_the_latest_row(env) -> None:  # type: ignore[no-untyped-def]
     config, worker, collector, producer = env
-    ids = {1: [change(producer, config, 1, f"s{i}") for i in range(5)],
-           2: [change(producer, config, 2, "a"), change(producer, config, 2, "b")]}
+    ids = {
+        1: [change(producer, config, 1, f"s{i}") for i in range(5)],
+        2: [change(producer, config, 2, "a"), change(producer, config, 2, "b")],
+    }
     change(producer, config, 2, "ignored")  # does not match `deb`: leaves row 2's pending entry alone
     wait_for(lambda: len(collector.by_rule("now")) == 8, 120, what="the undebounced invocations")
     first_seen = time.monotonic()
@@ -98,7 +126,9 @@ def test_a_burst_of_changes_of_one_row_yields_one_invocation_with_the_latest_row
     debounced = collector.by_rule("deb")
     assert sorted((m["params"]["data"], m["params"]["message"]) for m in debounced) == [(1, "s4"), (2, "b")]
     assert {m["invocation_id"] for m in debounced} == {
-        invocation_id_for("cdc", "deb", "echo", ids[1][-1]), invocation_id_for("cdc", "deb", "echo", ids[2][-1])}
+        invocation_id_for("cdc", "deb", "echo", ids[1][-1]),
+        invocation_id_for("cdc", "deb", "echo", ids[2][-1]),
+    }
 
     # durable: pending changes survive a kill -9 and are flushed once after the restart
     last = [change(producer, config, 3, s) for s in ("x", "y", "z")][-1]
@@ -109,12 +139,16 @@ def test_a_burst_of_changes_of_one_row_yields_one_invocation_with_the_latest_row
     worker.process.wait()
     assert not [m for m in collector.by_rule("deb") if m["params"]["data"] == 3]
     worker.start()
-    row3 = wait_for(lambda: [m for m in collector.by_rule("deb") if m["params"]["data"] == 3], 120,
-                    what="row 3's debounced invocation after the restart")
+    row3 = wait_for(
+        lambda: [m for m in collector.by_rule("deb") if m["params"]["data"] == 3],
+        120,
+        what="row 3's debounced invocation after the restart",
+    )
     time.sleep(3)
     row3 = [m for m in collector.by_rule("deb") if m["params"]["data"] == 3]
     assert [(m["params"]["message"], m["invocation_id"]) for m in row3] == [
-        ("z", invocation_id_for("cdc", "deb", "echo", last))]
+        ("z", invocation_id_for("cdc", "deb", "echo", last))
+    ]
     assert len({m["invocation_id"] for m in collector.by_rule("deb")}) == 3
 
 

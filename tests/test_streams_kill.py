@@ -1,5 +1,6 @@
 """kill -9 of the worker in the middle of a stream of row changes, then a restart: every change's
 invocation is on the plugin topic, with its deterministic id, and none twice."""
+
 from __future__ import annotations
 
 import threading
@@ -16,15 +17,22 @@ from confluent_kafka import Producer
 
 from schemas.config import Config
 from schemas.runtime.kafka_topics import ensure_topics
-from tests.support import (isolated_config_data, produce_row_changes, remove_test_resources, wait_for,
-                           write_config)
+from tests.support import isolated_config_data, produce_row_changes, remove_test_resources, wait_for, write_config
 from tests.test_streams_debounce import Collector
 from tests.test_streams_schedules import Worker
 
 pytestmark = pytest.mark.integration
 
-RULES = {"monitored_tables": {"shop.orders": {
-    "name": "r", "triggers": ["echo"], "conditions": {"n": {"gte": 0}}, "params": {"data": "{after.n}"}}}}
+RULES = {
+    "monitored_tables": {
+        "shop.orders": {
+            "name": "r",
+            "triggers": ["echo"],
+            "conditions": {"n": {"gte": 0}},
+            "params": {"data": "{after.n}"},
+        }
+    }
+}
 ROWS, CHANGES = 20, 40  # 800 changes
 
 
@@ -49,8 +57,12 @@ def row_stream(tmp_path: Path, tag: str, rules: dict[str, Any]) -> Iterator[RowS
     settings = config.settings
     source, invoke = settings.topics.row_changes("shop", "orders"), settings.topics.invoke("echo")
     ensure_topics(settings, [source, invoke])
-    stream = RowStream(config, source, Producer(settings.kafka_config(**{"acks": "all", "enable.idempotence": True})),
-                       Collector(config, invoke))
+    stream = RowStream(
+        config,
+        source,
+        Producer(settings.kafka_config(**{"acks": "all", "enable.idempotence": True})),
+        Collector(config, invoke),
+    )
     try:
         yield stream
     finally:
@@ -61,14 +73,20 @@ def row_stream(tmp_path: Path, tag: str, rules: dict[str, Any]) -> Iterator[RowS
 def two_workers(config: Config, tmp_path: Path) -> tuple[Worker, Worker]:
     """Two streams workers of one app, each with its own state dir (RocksDB locks it per process,
     and the transactional id of the row-change loop derives from it)."""
-    return tuple(Worker(config, tmp_path / f"{name}.log", {"CDCFLOW_STREAMS__STATE_DIR": str(tmp_path / name)})
-                 for name in ("w1", "w2"))  # type: ignore[return-value]
+    return tuple(
+        Worker(config, tmp_path / f"{name}.log", {"CDCFLOW_STREAMS__STATE_DIR": str(tmp_path / name)})
+        for name in ("w1", "w2")
+    )  # type: ignore[return-value]
 
 
 def assert_each_once(messages: Callable[[], list[dict]], expected: list[str], after: str) -> None:
     """Wait until every expected invocation id is there, then (3 s later) that none is there twice."""
-    wait_for(lambda: len({m["invocation_id"] for m in messages()}) >= len(expected), 180, interval=0.2,
-             what=f"every invocation {after}")
+    wait_for(
+        lambda: len({m["invocation_id"] for m in messages()}) >= len(expected),
+        180,
+        interval=0.2,
+        what=f"every invocation {after}",
+    )
     time.sleep(3)
     ids = Counter(m["invocation_id"] for m in messages())
     assert set(ids) == set(expected)
@@ -94,8 +112,9 @@ def test_kill_9_mid_stream_loses_and_doubles_nothing(stack: None, tmp_path: Path
             assert worker.stop() == 0
 
 
-def test_kill_9_of_one_of_two_workers_the_other_takes_over_losing_and_doubling_nothing(stack: None,
-                                                                                       tmp_path: Path) -> None:
+def test_kill_9_of_one_of_two_workers_the_other_takes_over_losing_and_doubling_nothing(
+    stack: None, tmp_path: Path
+) -> None:
     # No restart: the survivor gets the killed worker's partitions once its session expires, and
     # reads them from the committed offsets once the killed worker's open transaction is aborted.
     with row_stream(tmp_path, "kill2", RULES) as stream:
@@ -106,8 +125,11 @@ def test_kill_9_of_one_of_two_workers_the_other_takes_over_losing_and_doubling_n
             feeder = threading.Thread(target=stream.feed, args=(0.3,))  # ~12 s: the kill lands mid-stream
             feeder.start()
             # both serve a share before the kill
-            wait_for(lambda: all("row change" in w.log_path.read_text(errors="replace") for w in (first, second)),
-                     120, what="both workers to emit invocations")
+            wait_for(
+                lambda: all("row change" in w.log_path.read_text(errors="replace") for w in (first, second)),
+                120,
+                what="both workers to emit invocations",
+            )
             assert first.process is not None and feeder.is_alive()
             first.process.kill()
             first.process.wait()

@@ -1,16 +1,38 @@
 """The matcher's indexes only narrow which rules are evaluated: over random rules and events, the
 indexed match yields exactly what evaluating every rule yields, in the rules file's order."""
+
 from __future__ import annotations
 
 import random
 from typing import Any
 
-from schemas.invocation import invocation_id_for
 from schemas.config import parse_rules
+from schemas.invocation import invocation_id_for
 from streams.matcher import Matcher, cdc_invocation_id
 
-VALUES: list[Any] = ["paid", "new", "12", "12.0", "1", "", "x y", 12, 12.0, 1, 0, -3, 2.5, True, False, None,
-                     [1, 2], {"a": 1}, "1e3", 1000, "nan"]
+VALUES: list[Any] = [
+    "paid",
+    "new",
+    "12",
+    "12.0",
+    "1",
+    "",
+    "x y",
+    12,
+    12.0,
+    1,
+    0,
+    -3,
+    2.5,
+    True,
+    False,
+    None,
+    [1, 2],
+    {"a": 1},
+    "1e3",
+    1000,
+    "nan",
+]
 COLUMNS = ["status", "amount", "flag", "note"]
 
 
@@ -62,14 +84,24 @@ def test_indexed_match_equals_evaluating_every_rule() -> None:
     rng = random.Random(4)
     compared = matched = 0
     for round_ in range(40):
-        specs = [{"name": f"r{i}", "triggers": ["echo", "other"][: rng.randint(1, 2)],
-                  "operations": rng.sample(["INSERT", "UPDATE", "DELETE"], rng.randint(1, 3)),
-                  "conditions": random_condition(rng)} for i in range(rng.randint(1, 30))]
+        specs = [
+            {
+                "name": f"r{i}",
+                "triggers": ["echo", "other"][: rng.randint(1, 2)],
+                "operations": rng.sample(["INSERT", "UPDATE", "DELETE"], rng.randint(1, 3)),
+                "conditions": random_condition(rng),
+            }
+            for i in range(rng.randint(1, 30))
+        ]
         matcher = Matcher.compile(parse_rules({"monitored_tables": {"orders": specs}}, "test.yaml", "db"))
         for n in range(300):
-            event = {"op": rng.choice(["c", "u", "d"]), "before": random_row(rng), "after": random_row(rng),
-                     "event_id": f"1:mysql-bin.000001:{round_ * 1000 + n}:0",
-                     "source": {"db": "db", "table": "orders"}}
+            event = {
+                "op": rng.choice(["c", "u", "d"]),
+                "before": random_row(rng),
+                "after": random_row(rng),
+                "event_id": f"1:mysql-bin.000001:{round_ * 1000 + n}:0",
+                "source": {"db": "db", "table": "orders"},
+            }
             got = [p.invocation["invocation_id"] for p in matcher.match(event)]
             assert got == brute_force(matcher, event), (specs, event)
             compared += 1

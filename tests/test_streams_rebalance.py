@@ -2,6 +2,7 @@
 leaves): every row change's invocation is on the plugin topic once, and the schedule, fired by
 whichever worker leads, fires every slot once. (faust-streaming 0.15.3 alone loses a fetch batch
 here now and then; the row changes now go through a librdkafka consumer with transactions.)"""
+
 from __future__ import annotations
 
 import threading
@@ -19,8 +20,15 @@ pytestmark = pytest.mark.integration
 
 RULES = {
     "monitored_tables": {"shop.orders": {"name": "r", "triggers": ["echo"], "params": {"data": "{after.n}"}}},
-    "schedules": {"beat": {"plugin": "echo", "interval_seconds": 1, "coalesce": False, "misfire_grace_time": 3600,
-                           "max_instances": 1000}},
+    "schedules": {
+        "beat": {
+            "plugin": "echo",
+            "interval_seconds": 1,
+            "coalesce": False,
+            "misfire_grace_time": 3600,
+            "max_instances": 1000,
+        }
+    },
 }
 CHANGES = 150  # rounds of 20 rows: 3000 changes over ~10 s
 
@@ -44,9 +52,14 @@ def rebalance_twice_mid_stream(stream: RowStream, tmp_path: Path) -> None:
         feeder.start()
         wait_for(lambda: len(cdc()) >= 300, 60, interval=0.02, what="some invocations")
         second.start()  # rebalance: partitions (and maybe the leader role) move to the new worker
-        wait_for(lambda: "row change" in second.log_path.read_text(errors="replace")
-                 or "schedule beat fired" in second.log_path.read_text(errors="replace"), 90,
-                 what="the second worker to take a share")
+        wait_for(
+            lambda: (
+                "row change" in second.log_path.read_text(errors="replace")
+                or "schedule beat fired" in second.log_path.read_text(errors="replace")
+            ),
+            90,
+            what="the second worker to take a share",
+        )
         assert first.stop() == 0  # rebalance: everything moves to the second worker
         feeder.join()
         assert_each_once(cdc, stream.expected, "of a row change")

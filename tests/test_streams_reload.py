@@ -1,4 +1,5 @@
 """Hot reload of the rules file: decisions (unit) and a running worker against the real Kafka."""
+
 from __future__ import annotations
 
 import copy
@@ -15,8 +16,16 @@ from tests.support import isolated_config_data, remove_test_resources, wait_for,
 from tests.test_streams_debounce import Collector, change
 from tests.test_streams_schedules import Worker
 
-RULES = {"monitored_tables": {"shop.orders": {
-    "name": "r", "triggers": ["echo"], "conditions": {"status": "a"}, "params": {"message": "{after.status}"}}}}
+RULES = {
+    "monitored_tables": {
+        "shop.orders": {
+            "name": "r",
+            "triggers": ["echo"],
+            "conditions": {"status": "a"},
+            "params": {"message": "{after.status}"},
+        }
+    }
+}
 
 
 def rewrite(path: Path, data: dict[str, Any]) -> None:
@@ -41,7 +50,13 @@ def test_watcher_swaps_keeps_on_error_and_asks_for_a_restart_on_a_new_table(tmp_
     rewrite(config.path, with_condition(data, "b"))
     swap = watcher.check()
     assert swap.action == "swap" and swap.matcher is not None
-    event = {"op": "u", "before": None, "after": {"status": "b"}, "event_id": "e", "source": {"db": "shop", "table": "orders"}}
+    event = {
+        "op": "u",
+        "before": None,
+        "after": {"status": "b"},
+        "event_id": "e",
+        "source": {"db": "shop", "table": "orders"},
+    }
     assert [p.invocation["params"] for p in swap.matcher.match(event)] == [{"message": "b"}]
 
     broken = with_condition(data, "b")
@@ -76,7 +91,8 @@ def test_needs_restart_for_settings_debounce_and_schedules(tmp_path: Path) -> No
 
 @pytest.mark.integration
 def test_running_worker_reloads_good_edits_keeps_rules_on_broken_ones_and_subscribes_new_tables(
-        stack: None, tmp_path: Path) -> None:
+    stack: None, tmp_path: Path
+) -> None:
     from confluent_kafka import Producer
 
     data = isolated_config_data("rl", RULES)
@@ -118,9 +134,14 @@ def test_running_worker_reloads_good_edits_keeps_rules_on_broken_ones_and_subscr
         grown["monitored_tables"]["shop.items"] = {"name": "items", "triggers": ["echo"], "params": {}}
         rewrite(config.path, grown)  # a new table: the worker restarts itself and consumes its topic
         wait_for(lambda: log_has("restarting the worker"), 20, what="the restart")
-        producer.produce(items, key=b'{"id":1}', value=(
-            b'{"before":null,"after":{"id":1},"op":"c","ts_ms":1,"event_id":"1:mysql-bin.000001:5:0",'
-            b'"source":{"db":"shop","table":"items"}}'))
+        producer.produce(
+            items,
+            key=b'{"id":1}',
+            value=(
+                b'{"before":null,"after":{"id":1},"op":"c","ts_ms":1,"event_id":"1:mysql-bin.000001:5:0",'
+                b'"source":{"db":"shop","table":"items"}}'
+            ),
+        )
         producer.flush(10)
         wait_for(lambda: "shop.items" in messages(), 120, what="the new table's invocation")
         change(producer, config, 1, "b")

@@ -1,6 +1,7 @@
 """The row-change loop (streams/row_changes.py) against the real broker, in this process: one
 transaction per batch, de-duplication of re-sent changes across restarts, a refused invocation,
 and a committed offset that retention has deleted."""
+
 from __future__ import annotations
 
 import secrets
@@ -28,8 +29,16 @@ from tests.test_streams_debounce import Collector
 
 pytestmark = pytest.mark.integration
 
-RULES = {"monitored_tables": {"shop.orders": {"name": "r", "triggers": ["echo"], "conditions": {"n": {"gte": 0}},
-                                              "params": {"data": "{after.blob}"}}}}
+RULES = {
+    "monitored_tables": {
+        "shop.orders": {
+            "name": "r",
+            "triggers": ["echo"],
+            "conditions": {"n": {"gte": 0}},
+            "params": {"data": "{after.blob}"},
+        }
+    }
+}
 
 
 @dataclass
@@ -41,8 +50,9 @@ class Live:
 class Ops:
     events: Counter[tuple[str, str]] = field(default_factory=Counter)
 
-    def on_row_batch(self, tables: Counter[tuple[str, str]], rules: Counter[str],
-                     invocations: Counter[tuple[str, str]]) -> None:
+    def on_row_batch(
+        self, tables: Counter[tuple[str, str]], rules: Counter[str], invocations: Counter[tuple[str, str]]
+    ) -> None:
         self.events.update(tables)
 
 
@@ -57,16 +67,33 @@ class Env:
     ops: Ops = field(default_factory=Ops)
 
     def loop(self) -> RowChangeLoop:
-        loop = RowChangeLoop(self.config.settings, [self.source], Live(validated_matcher(self.config)), self.ops,
-                             on_fatal=self.fatal.append)
+        loop = RowChangeLoop(
+            self.config.settings,
+            [self.source],
+            Live(validated_matcher(self.config)),
+            self.ops,
+            on_fatal=self.fatal.append,
+        )
         loop.start()
         return loop
 
     def send(self, pos: int, n: int = 0, blob: str = "") -> str:
         event_id = f"1:mysql-bin.000001:{pos}:0"
-        self.producer.produce(self.source, key=orjson.dumps({"id": pos % 3}), partition=0, value=orjson.dumps({
-            "before": None, "after": {"id": pos % 3, "n": n, "blob": blob}, "op": "u", "ts_ms": 1,
-            "event_id": event_id, "source": {"db": "shop", "table": "orders"}}))
+        self.producer.produce(
+            self.source,
+            key=orjson.dumps({"id": pos % 3}),
+            partition=0,
+            value=orjson.dumps(
+                {
+                    "before": None,
+                    "after": {"id": pos % 3, "n": n, "blob": blob},
+                    "op": "u",
+                    "ts_ms": 1,
+                    "event_id": event_id,
+                    "source": {"db": "shop", "table": "orders"},
+                }
+            ),
+        )
         assert self.producer.flush(30) == 0
         return invocation_id_for("cdc", "r", "echo", event_id)
 
@@ -97,7 +124,7 @@ def ids(env: Env) -> list[str]:
 
 def test_binlog_order_parses_positions_only() -> None:
     assert binlog_order("1:mysql-bin.000002:120:3") == ("1:mysql-bin.000002", 120, 3)
-    assert binlog_order("snapshot:abc:shop.orders:{\"id\":1}") is None
+    assert binlog_order('snapshot:abc:shop.orders:{"id":1}') is None
 
 
 def test_a_re_send_is_at_or_before_the_mark_in_the_same_file_of_the_same_server() -> None:
@@ -166,8 +193,9 @@ def test_an_invocation_kafka_refuses_stops_the_loop_naming_it_and_commits_nothin
 def test_a_committed_offset_deleted_by_retention_resumes_at_the_log_start(env: Env) -> None:
     sent = [env.send(100 + 10 * i) for i in range(10)]
     settings = env.config.settings
-    committer = Consumer(settings.kafka_config(**{"group.id": settings.streams.rows_group_id,
-                                                  "enable.auto.commit": False}))
+    committer = Consumer(
+        settings.kafka_config(**{"group.id": settings.streams.rows_group_id, "enable.auto.commit": False})
+    )
     committer.commit(offsets=[TopicPartition(env.source, 0, 3)], asynchronous=False)
     committer.close()
     # retention (here: delete-records) removes offsets 0..5: the committed 3 no longer exists
@@ -211,8 +239,9 @@ def test_stop_leaves_the_group_and_a_second_loop_continues_without_gaps(env: Env
     assert uuid.UUID(expected[0]).version == 5
 
 
-def test_an_invocation_the_broker_refuses_aborts_and_retries_the_batch_then_stops_naming_it(stack: None,
-                                                                                           tmp_path: Path) -> None:
+def test_an_invocation_the_broker_refuses_aborts_and_retries_the_batch_then_stops_naming_it(
+    stack: None, tmp_path: Path
+) -> None:
     config = write_config(tmp_path, isolated_config_data("rowr", RULES))
     settings = config.settings
     source, invoke = settings.topics.row_changes("shop", "orders"), settings.topics.invoke("echo")

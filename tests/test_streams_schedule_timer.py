@@ -1,8 +1,9 @@
 """ScheduleTimer with a fixed clock and the real Redis: failures re-emit the same slot, never skip it."""
+
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from streams.schedule_state import ScheduleStore
 from streams.schedule_timer import ScheduleTimer
 from tests.support import isolated_settings, remove_test_resources
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 class Clock:
@@ -34,10 +35,16 @@ def store(stack: None):
 
 
 def test_a_failed_emit_is_retried_with_the_same_id_and_other_schedules_still_fire(store: ScheduleStore) -> None:
-    schedules = parse_rules({"schedules": {
-        "a": {"plugin": "p", "interval_seconds": 10, "misfire_grace_time": 60},
-        "b": {"plugin": "q", "interval_seconds": 10, "misfire_grace_time": 60},
-    }}, "t.yaml", "db").schedules
+    schedules = parse_rules(
+        {
+            "schedules": {
+                "a": {"plugin": "p", "interval_seconds": 10, "misfire_grace_time": 60},
+                "b": {"plugin": "q", "interval_seconds": 10, "misfire_grace_time": 60},
+            }
+        },
+        "t.yaml",
+        "db",
+    ).schedules
     sent: list[dict[str, Any]] = []
     fail = {"p"}
 
@@ -105,10 +112,16 @@ def test_a_changed_timing_counts_from_now_instead_of_catching_up_old_slots(store
 def test_a_slow_emission_of_one_schedule_does_not_stretch_the_grace_time_of_the_next(store: ScheduleStore) -> None:
     # Seen in CI: right after a restart the first emission waited ~0.5 s for Kafka, and the next
     # schedule, judged at the moment before it, fired a slot already past its 0.5 s grace time.
-    schedules = parse_rules({"schedules": {
-        "slow": {"plugin": "p", "interval_seconds": 10, "misfire_grace_time": 3600},
-        "strict": {"plugin": "q", "interval_seconds": 10, "misfire_grace_time": 0.5, "coalesce": False},
-    }}, "t.yaml", "db").schedules
+    schedules = parse_rules(
+        {
+            "schedules": {
+                "slow": {"plugin": "p", "interval_seconds": 10, "misfire_grace_time": 3600},
+                "strict": {"plugin": "q", "interval_seconds": 10, "misfire_grace_time": 0.5, "coalesce": False},
+            }
+        },
+        "t.yaml",
+        "db",
+    ).schedules
     clock = Clock()
     sent: list[str] = []
 

@@ -1,13 +1,14 @@
 """Pure schedule logic with fixed clocks: slots, DST, misfire grace, coalesce."""
+
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from schemas.rules import ScheduleSpec
 from streams.schedule_times import due_slots, next_slot, plan_fires, slot_key
 
-UTC = timezone.utc
+UTC = UTC
 SH = ZoneInfo("Asia/Shanghai")
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -31,7 +32,9 @@ def test_cron_spring_forward_gap_fires_once_shifted_and_keeps_order() -> None:
     anchor = datetime(2026, 3, 28, 12, 0, tzinfo=BERLIN)
     slots, _ = due_slots(daily, anchor, None, datetime(2026, 3, 31, 0, 0, tzinfo=BERLIN))
     assert [s.astimezone(BERLIN).isoformat() for s in slots] == [
-        "2026-03-29T03:30:00+02:00", "2026-03-30T02:30:00+02:00"]
+        "2026-03-29T03:30:00+02:00",
+        "2026-03-30T02:30:00+02:00",
+    ]
     half_hourly = spec(cron="*/30 * * * *", timezone="Europe/Berlin")
     anchor = datetime(2026, 3, 29, 1, 10, tzinfo=BERLIN)
     slots, _ = due_slots(half_hourly, anchor, None, datetime(2026, 3, 29, 4, 0, tzinfo=BERLIN))
@@ -45,7 +48,10 @@ def test_cron_fall_back_ambiguous_hour_fires_once() -> None:
     anchor = datetime(2026, 10, 24, 12, 0, tzinfo=BERLIN)
     slots, _ = due_slots(daily, anchor, None, datetime(2026, 10, 27, 12, 0, tzinfo=BERLIN))
     assert [s.astimezone(BERLIN).isoformat() for s in slots] == [
-        "2026-10-25T02:30:00+02:00", "2026-10-26T02:30:00+01:00", "2026-10-27T02:30:00+01:00"]
+        "2026-10-25T02:30:00+02:00",
+        "2026-10-26T02:30:00+01:00",
+        "2026-10-27T02:30:00+01:00",
+    ]
     # continuing from a stored slot gives the same sequence (restart safety)
     assert next_slot(daily, anchor, slots[0]) == slots[1]
 

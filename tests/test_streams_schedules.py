@@ -5,6 +5,7 @@ restarts it, a pause survives a restart; max_instances holds a fire back until a
 a worker restart catches up a schedule inside its grace time (coalesced into one fire) and records
 the slots of a schedule outside its grace time as missed.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,11 +31,22 @@ pytestmark = pytest.mark.integration
 SCHEDULES = {
     "schedules": {
         # catch-up inside the grace time, coalesced
-        "tick": {"plugin": "echo", "interval_seconds": 1, "misfire_grace_time": 3600, "coalesce": True,
-                 "max_instances": 1000, "params": {"message": "tick"}},
+        "tick": {
+            "plugin": "echo",
+            "interval_seconds": 1,
+            "misfire_grace_time": 3600,
+            "coalesce": True,
+            "max_instances": 1000,
+            "params": {"message": "tick"},
+        },
         # slots late by more than 0.5 s are missed
-        "strict": {"plugin": "echo", "interval_seconds": 1, "misfire_grace_time": 0.5, "coalesce": False,
-                   "max_instances": 1000},
+        "strict": {
+            "plugin": "echo",
+            "interval_seconds": 1,
+            "misfire_grace_time": 0.5,
+            "coalesce": False,
+            "max_instances": 1000,
+        },
         # at most one invocation without a result
         "capped": {"plugin": "echo", "interval_seconds": 1, "max_instances": 1},
     },
@@ -52,7 +64,11 @@ class Worker:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "console.cli", "--config", str(self.config.path), "streams", "worker"],
-            cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env})
+            cwd=REPO_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
+        )
         log.close()
 
     def stop(self) -> int | None:
@@ -67,8 +83,13 @@ class Worker:
 
 
 def cli(config: Config, *args: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "console.cli", "--config", str(config.path), *args], cwd=REPO_ROOT,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "console.cli", "--config", str(config.path), *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -100,8 +121,11 @@ def test_schedules_fire_pause_resume_cap_and_survive_a_restart(scheduled: tuple[
     wait_for(lambda: len(fired(store, "tick")) >= 3, 90, interval=0.1, what="three fires of `tick`")
 
     # max_instances=1: no result for the first fire -> later slots are skipped, until a result exists
-    wait_for(lambda: sum(t.status == "skipped_max_instances" for t in store.ticks("capped")) >= 2, 10,
-             what="capped slots skipped")
+    wait_for(
+        lambda: sum(t.status == "skipped_max_instances" for t in store.ticks("capped")) >= 2,
+        10,
+        what="capped slots skipped",
+    )
     assert len(fired(store, "capped")) == 1
     first_capped = fired(store, "capped")[0].invocation_id
     store.client.set(store.done_key(first_capped), "1")  # what the runners write with a result
@@ -128,10 +152,18 @@ def test_schedules_fire_pause_resume_cap_and_survive_a_restart(scheduled: tuple[
     capped_before = len(fired(store, "capped"))
     time.sleep(4)
     worker.start()
-    wait_for(lambda: fired(store, "tick")[-1].fire_time > stopped + timedelta(seconds=3), 90, interval=0.1,
-             what="tick firing after the restart")
-    wait_for(lambda: fired(store, "tick")[-1].fire_time > stopped + timedelta(seconds=12), 60, interval=0.1,
-             what="a few regular fires after the restart")
+    wait_for(
+        lambda: fired(store, "tick")[-1].fire_time > stopped + timedelta(seconds=3),
+        90,
+        interval=0.1,
+        what="tick firing after the restart",
+    )
+    wait_for(
+        lambda: fired(store, "tick")[-1].fire_time > stopped + timedelta(seconds=12),
+        60,
+        interval=0.1,
+        what="a few regular fires after the restart",
+    )
     assert worker.stop() == 0
 
     ticks = sorted(store.ticks("tick"), key=lambda t: t.fire_time)
@@ -156,12 +188,15 @@ def test_schedules_fire_pause_resume_cap_and_survive_a_restart(scheduled: tuple[
         assert trigger["kind"] == "schedule"
         assert m["invocation_id"] == invocation_id_for("schedule", trigger["schedule"], trigger["fire_time"])
     for name in ("tick", "strict", "capped"):
-        assert {m["invocation_id"] for m in messages if m["trigger"]["schedule"] == name} == \
-            {t.invocation_id for t in fired(store, name)}, name
+        assert {m["invocation_id"] for m in messages if m["trigger"]["schedule"] == name} == {
+            t.invocation_id for t in fired(store, name)
+        }, name
     tick_params = {orjson.dumps(m["params"]) for m in messages if m["trigger"]["schedule"] == "tick"}
     assert tick_params == {orjson.dumps({"message": "tick"})}
     # slots of one schedule are whole seconds apart (anchored, not drifting with wake-ups)
-    times = sorted(datetime.fromisoformat(m["trigger"]["fire_time"]) for m in messages if m["trigger"]["schedule"] == "tick")
+    times = sorted(
+        datetime.fromisoformat(m["trigger"]["fire_time"]) for m in messages if m["trigger"]["schedule"] == "tick"
+    )
     assert all(((b - a).total_seconds()).is_integer() for a, b in zip(times, times[1:]))
     # steady-state lateness stays small (a loose bound: this is a test, not the benchmark)
     steady = [t for t in ticks if t.status == "fired" and t is not recovered and t.emitted_at is not None]

@@ -1,5 +1,6 @@
 """`cdcflow trigger`: refused before anything is sent on bad parameters; accepted ones become an
 invocation (deterministic id, manual trigger) on the plugin's topic, through the running worker."""
+
 from __future__ import annotations
 
 import subprocess
@@ -18,13 +19,19 @@ pytestmark = pytest.mark.integration
 
 
 def trigger(config_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "console.cli", "--config", str(config_path), "trigger", *args],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "console.cli", "--config", str(config_path), "trigger", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_trigger_refused_and_accepted(stack: None, tmp_path: Path) -> None:
-    config = write_config(tmp_path, isolated_config_data("trg", {"schedules": {
-        "rare": {"plugin": "echo", "cron": "0 0 1 1 *"}}}))  # makes the worker create echo's topic
+    config = write_config(
+        tmp_path, isolated_config_data("trg", {"schedules": {"rare": {"plugin": "echo", "cron": "0 0 1 1 *"}}})
+    )  # makes the worker create echo's topic
     settings = config.settings
     # a high-priority trigger must land on echo's `.high` topic, which runners consume first
     invoke = settings.topics.invoke("echo", "high")

@@ -1,4 +1,5 @@
 """`cdcflow tail` against the real Kafka: one line per event, filters, --json, bounded by -n."""
+
 from __future__ import annotations
 
 import threading
@@ -37,33 +38,78 @@ def _produce(settings: Settings, topic: str, values: list[tuple[bytes, dict]]) -
 
 
 def _change(row: int, flag: bool, op: str = "c") -> dict:
-    return {"before": None, "after": {"id": row, "flag": flag}, "op": op, "ts_ms": 1, "event_id": f"1:f:{row}:0",
-            "source": {"server_id": 1, "db": "shop", "table": "orders", "ts_ms": 1}}
+    return {
+        "before": None,
+        "after": {"id": row, "flag": flag},
+        "op": op,
+        "ts_ms": 1,
+        "event_id": f"1:f:{row}:0",
+        "source": {"server_id": 1, "db": "shop", "table": "orders", "ts_ms": 1},
+    }
 
 
 def test_tail_prints_one_line_per_event_with_filters(config) -> None:
     s = config.settings
     topic = s.topics.row_changes("shop", "orders")
-    _produce(s, topic, [(b'{"id":1}', _change(1, True)), (b'{"id":2}', _change(2, False, "u")),
-                        (b'{"id":3}', _change(3, True, "u")), (b"x", {"not": "a change"})])
-    _produce(s, s.topics.results, [(b"inv-1", {"invocation_id": "inv-1", "plugin": "echo", "status": "failed",
-                                               "duration_ms": 12.4, "error": {"type": "E", "message": "it broke"}})])
+    _produce(
+        s,
+        topic,
+        [
+            (b'{"id":1}', _change(1, True)),
+            (b'{"id":2}', _change(2, False, "u")),
+            (b'{"id":3}', _change(3, True, "u")),
+            (b"x", {"not": "a change"}),
+        ],
+    )
+    _produce(
+        s,
+        s.topics.results,
+        [
+            (
+                b"inv-1",
+                {
+                    "invocation_id": "inv-1",
+                    "plugin": "echo",
+                    "status": "failed",
+                    "duration_ms": 12.4,
+                    "error": {"type": "E", "message": "it broke"},
+                },
+            )
+        ],
+    )
     runner = CliRunner()
 
     out = runner.invoke(cli, ["-c", str(config.path), "tail", "shop.orders", "--from-beginning", "-n", "2"])
     assert out.exit_code == 0, out.output
     lines = out.stdout.splitlines()
     assert len(lines) == 2
-    assert "0@0" in lines[0] and '{"id":1}' in lines[0] and "INSERT shop.orders" in lines[0] and '"flag":true' in lines[0]
+    assert (
+        "0@0" in lines[0] and '{"id":1}' in lines[0] and "INSERT shop.orders" in lines[0] and '"flag":true' in lines[0]
+    )
     assert "0@1" in lines[1] and "UPDATE shop.orders" in lines[1]
 
-    out = runner.invoke(cli, ["-c", str(config.path), "tail", "shop.orders", "--from-beginning", "-n", "2",
-                              "--filter", "after.flag=true", "--json"])
+    out = runner.invoke(
+        cli,
+        [
+            "-c",
+            str(config.path),
+            "tail",
+            "shop.orders",
+            "--from-beginning",
+            "-n",
+            "2",
+            "--filter",
+            "after.flag=true",
+            "--json",
+        ],
+    )
     events = [orjson.loads(line) for line in out.stdout.splitlines()]
     assert [e["value"]["after"]["id"] for e in events] == [1, 3] and {e["kind"] for e in events} == {"row_change"}
     assert [e["offset"] for e in events] == [0, 2] and events[0]["key"] == '{"id":1}'
 
-    out = runner.invoke(cli, ["-c", str(config.path), "tail", "results", "--from-beginning", "-n", "1", "--status", "failed"])
+    out = runner.invoke(
+        cli, ["-c", str(config.path), "tail", "results", "--from-beginning", "-n", "1", "--status", "failed"]
+    )
     assert out.exit_code == 0, out.output
     assert "result echo failed 12ms  it broke  id=inv-1" in out.stdout
 
@@ -77,8 +123,9 @@ def test_tail_from_now_shows_only_new_events(config) -> None:
     _produce(s, topic, [(b'{"id":1}', _change(1, True))])
     lines: list[str] = []
     stop = threading.Event()
-    thread = threading.Thread(target=tail, args=(s, topic, EventFilter.build(), lines.append),
-                              kwargs={"limit": 1, "stop": stop})
+    thread = threading.Thread(
+        target=tail, args=(s, topic, EventFilter.build(), lines.append), kwargs={"limit": 1, "stop": stop}
+    )
     thread.start()
     try:
         # keep producing until the live tail (started at the end) has picked one up

@@ -8,6 +8,7 @@ last 60 s"). While a storm goes on, each following window sends only its summary
 
 The webhook URL is a secret (it often embeds a token): it is never logged, only its host.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -107,19 +108,36 @@ def summary_payload(key: tuple[str, str], w: _Window, window_seconds: float, com
     if w.last is not None:
         message += f"; latest: {w.last.message}"
     return {
-        "kind": kind, "subject": subject, "summary": True, "count": w.total, "not_sent_individually": w.suppressed,
-        "window_seconds": window_seconds, "message": message, "component": component, "host": socket.gethostname(),
-        "at": _iso(time.time()), "details": w.last.details if w.last else {},
+        "kind": kind,
+        "subject": subject,
+        "summary": True,
+        "count": w.total,
+        "not_sent_individually": w.suppressed,
+        "window_seconds": window_seconds,
+        "message": message,
+        "component": component,
+        "host": socket.gethostname(),
+        "at": _iso(time.time()),
+        "details": w.last.details if w.last else {},
     }
 
 
 def alert_payload(alert: Alert, component: str) -> dict[str, Any]:
-    return {"kind": alert.kind, "subject": alert.subject, "summary": False, "count": 1, "message": alert.message,
-            "component": component, "host": socket.gethostname(), "at": _iso(alert.at), "details": alert.details}
+    return {
+        "kind": alert.kind,
+        "subject": alert.subject,
+        "summary": False,
+        "count": 1,
+        "message": alert.message,
+        "component": component,
+        "host": socket.gethostname(),
+        "at": _iso(alert.at),
+        "details": alert.details,
+    }
 
 
 def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat()
+    return datetime.fromtimestamp(epoch, UTC).isoformat()
 
 
 # -- senders ------------------------------------------------------------------------------------
@@ -128,8 +146,12 @@ Sender = Callable[[dict[str, Any]], None]
 
 def webhook_sender(url: str, timeout: float) -> Sender:
     def send(payload: dict[str, Any]) -> None:
-        request = urllib.request.Request(url, data=json.dumps(payload, default=str).encode(), method="POST",
-                                         headers={"Content-Type": "application/json", "User-Agent": "cdcflow-alerts"})
+        request = urllib.request.Request(
+            url,
+            data=json.dumps(payload, default=str).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json", "User-Agent": "cdcflow-alerts"},
+        )
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (URL from config)
             response.read()
 
@@ -184,7 +206,7 @@ class Alerter:
     def enabled(self) -> bool:
         return bool(self.senders)
 
-    def start(self) -> "Alerter":
+    def start(self) -> Alerter:
         if self.enabled and self._thread is None:
             self._thread = threading.Thread(target=self._loop, name=f"{self.component}-alerts", daemon=True)
             self._thread.start()
@@ -229,8 +251,12 @@ class Alerter:
                 send(payload)
                 self.sent += 1
             except Exception as e:  # an alert channel down must not take the component with it
-                log.warning("alert not delivered by %s: %s: %s", getattr(send, "__name__", "sender"),
-                            type(e).__name__, _without_url(str(e)))
+                log.warning(
+                    "alert not delivered by %s: %s: %s",
+                    getattr(send, "__name__", "sender"),
+                    type(e).__name__,
+                    _without_url(str(e)),
+                )
 
 
 def _without_url(text: str) -> str:

@@ -3,6 +3,7 @@
 It lives here, not in console/, because each part keeps its own subcommands and a part must not
 import the console (console -> parts -> schemas).
 """
+
 from __future__ import annotations
 
 import json

@@ -6,6 +6,7 @@ a crashed instance shows as down for a while and then disappears. A clean stop w
 `stopped` once (an intentional stop is not an outage). The instance is host:pid, not a random id:
 a Faust worker that re-execs itself after a rules change keeps its pid and so its record.
 """
+
 from __future__ import annotations
 
 import os
@@ -55,8 +56,9 @@ def record_key(prefix: str, kind: str, instance: str) -> str:
 
 
 def redis_client(settings: Settings, timeout: float = 2.0) -> redis.Redis:
-    return redis.Redis.from_url(settings.redis.url.get_secret_value(), socket_timeout=timeout,
-                                socket_connect_timeout=timeout)
+    return redis.Redis.from_url(
+        settings.redis.url.get_secret_value(), socket_timeout=timeout, socket_connect_timeout=timeout
+    )
 
 
 def write_record(client: redis.Redis, prefix: str, record: ComponentRecord) -> None:

@@ -3,6 +3,7 @@
 Components create their own topics rather than rely on broker auto-creation: a consumer that
 subscribes to a missing topic waits silently, and auto-created topics get the broker's defaults.
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,8 +22,13 @@ log = logging.getLogger(__name__)
 ROW_CHANGE_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
-def ensure_topics(settings: Settings, topics: Iterable[str], compacted: bool = False,
-                  partitions: int | None = None, timeout: float = 30.0) -> list[str]:
+def ensure_topics(
+    settings: Settings,
+    topics: Iterable[str],
+    compacted: bool = False,
+    partitions: int | None = None,
+    timeout: float = 30.0,
+) -> list[str]:
     """Create the missing topics; return the names created. Existing topics are left as they are."""
     wanted = sorted(set(topics))
     if not wanted:
@@ -35,9 +41,15 @@ def ensure_topics(settings: Settings, topics: Iterable[str], compacted: bool = F
     config = {"cleanup.policy": "compact"} if compacted else {}
     row_change = {**config, "max.message.bytes": str(ROW_CHANGE_MAX_MESSAGE_BYTES)}
     futures = admin.create_topics(
-        [NewTopic(t, num_partitions=partitions or (1 if compacted else settings.kafka.partitions),
-                  replication_factor=settings.kafka.replication_factor,
-                  config=row_change if settings.topics.parse_row_changes(t) else config) for t in missing],
+        [
+            NewTopic(
+                t,
+                num_partitions=partitions or (1 if compacted else settings.kafka.partitions),
+                replication_factor=settings.kafka.replication_factor,
+                config=row_change if settings.topics.parse_row_changes(t) else config,
+            )
+            for t in missing
+        ],
         operation_timeout=timeout,
     )
     created = []

@@ -11,6 +11,7 @@ any host without reaching the ports. Neither thread ever touches the component's
 figures are read when asked for. A port already in use is logged and the component runs without
 its server (two runners on one host with one config must not refuse to start).
 """
+
 from __future__ import annotations
 
 import logging
@@ -63,10 +64,17 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class ComponentObservability:
-    def __init__(self, kind: Kind, settings: Settings, port: int, registry: CollectorRegistry | None = None,
-                 ready: ReadyCheck = _always_ready, live: ReadyCheck = _always_ready,
-                 details: Callable[[], dict[str, Any]] | None = None,
-                 on_heartbeat: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        kind: Kind,
+        settings: Settings,
+        port: int,
+        registry: CollectorRegistry | None = None,
+        ready: ReadyCheck = _always_ready,
+        live: ReadyCheck = _always_ready,
+        details: Callable[[], dict[str, Any]] | None = None,
+        on_heartbeat: Callable[[], None] | None = None,
+    ):
         self.kind = kind
         self.settings = settings
         self.registry = registry or CollectorRegistry()
@@ -98,22 +106,32 @@ class ComponentObservability:
             return False, f"liveness check failed: {type(e).__name__}: {e}"
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def start(self) -> "ComponentObservability":
+    def start(self) -> ComponentObservability:
         if self.requested_port:
             try:
                 server = ThreadingHTTPServer((self.settings.observability.bind, self.requested_port), _Handler)
             except OSError as e:
-                log.warning("%s: cannot serve /metrics on %s:%d (%s); running without it", self.kind,
-                            self.settings.observability.bind, self.requested_port, e)
+                log.warning(
+                    "%s: cannot serve /metrics on %s:%d (%s); running without it",
+                    self.kind,
+                    self.settings.observability.bind,
+                    self.requested_port,
+                    e,
+                )
             else:
                 server.daemon_threads = True
                 server.owner = self  # type: ignore[attr-defined]
                 self._server = server
                 self.port = server.server_address[1]
-                threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.5},
-                                 name=f"{self.kind}-http", daemon=True).start()
-                log.info("%s: /metrics, /healthz, /readyz on http://%s:%d", self.kind,
-                         self.settings.observability.bind, self.port)
+                threading.Thread(
+                    target=server.serve_forever, kwargs={"poll_interval": 0.5}, name=f"{self.kind}-http", daemon=True
+                ).start()
+                log.info(
+                    "%s: /metrics, /healthz, /readyz on http://%s:%d",
+                    self.kind,
+                    self.settings.observability.bind,
+                    self.port,
+                )
         self._redis = redis_client(self.settings)
         self._thread = threading.Thread(target=self._heartbeat_loop, name=f"{self.kind}-heartbeat", daemon=True)
         self._thread.start()
@@ -140,9 +158,17 @@ class ComponentObservability:
         except Exception as e:
             details = {"error": f"{type(e).__name__}: {e}"}
         return ComponentRecord(
-            kind=self.kind, instance=self.instance, host=self.host, pid=self.pid, port=self.port,
-            state="stopped" if stopped else ("ready" if ok else "not ready"), reason=None if ok or stopped else why,
-            started_ms=self.started_ms, updated_ms=now_ms(), details=details)
+            kind=self.kind,
+            instance=self.instance,
+            host=self.host,
+            pid=self.pid,
+            port=self.port,
+            state="stopped" if stopped else ("ready" if ok else "not ready"),
+            reason=None if ok or stopped else why,
+            started_ms=self.started_ms,
+            updated_ms=now_ms(),
+            details=details,
+        )
 
     def _heartbeat_loop(self) -> None:
         interval = self.settings.observability.heartbeat_seconds

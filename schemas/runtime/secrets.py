@@ -8,6 +8,7 @@ Two tools, both driven by the loaded Settings:
 - `install_log_masking` makes every log record (message and traceback) replace the literal secret
   values of the loaded config, as a last line of defence for a library error that quotes one.
 """
+
 from __future__ import annotations
 
 import logging

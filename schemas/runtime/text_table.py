@@ -1,4 +1,5 @@
 """Plain aligned text tables for the CLI's list and status screens."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -1,4 +1,5 @@
 """The data_processor example: a realistic plugin with a third-party dependency and lifecycle hooks."""
+
 import importlib.util
 import logging
 import sys

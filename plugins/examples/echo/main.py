@@ -1,4 +1,5 @@
 """The echo plugin: returns what it was given, plus when it was called (for latency measurement)."""
+
 import os
 import sys
 import time

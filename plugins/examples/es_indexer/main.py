@@ -7,6 +7,7 @@ a retry after a timeout whose call did finish), so each write is applied once pe
 the marker `<key_prefix>:_applied:<invocation_id>` is set in the same Lua call as the write, and
 another run of that invocation changes nothing and answers `noop` with the current version.
 """
+
 import json
 
 import redis
@@ -38,8 +39,15 @@ def _client(url):
     return _clients[url]
 
 
-def index_document(doc_id, document=None, op="index", index="documents", redis_url="redis://127.0.0.1:6380/0",
-                   key_prefix="es_indexer", context=None):
+def index_document(
+    doc_id,
+    document=None,
+    op="index",
+    index="documents",
+    redis_url="redis://127.0.0.1:6380/0",
+    key_prefix="es_indexer",
+    context=None,
+):
     if op not in ("index", "delete"):
         raise ValueError(f"unknown op {op!r} (index | delete)")
     if op == "index" and document is None:
