@@ -40,7 +40,8 @@ class LazyGroup(click.Group):
         if name in SUBCOMMANDS:
             module, attr = SUBCOMMANDS[name].split(":")
             try:
-                return getattr(importlib.import_module(module), attr)
+                command: click.Command = getattr(importlib.import_module(module), attr)
+                return command
             except (ImportError, AttributeError) as e:
                 return _unavailable(name, e)
         return super().get_command(ctx, name)

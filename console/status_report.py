@@ -6,12 +6,13 @@ under `problems`, and the rest is still shown.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
-from confluent_kafka.admin import AdminClient, OffsetSpec
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._listoffsets import OffsetSpec  # the package re-exports it without __all__
 
 from schemas.config import Config
 from schemas.runtime.components import KINDS, ComponentRecord, now_ms, read_records, redis_client
@@ -39,7 +40,8 @@ def consumer_lag(settings: Settings, groups: list[str]) -> list[dict[str, Any]]:
         )
         result = futures[group].result(timeout=KAFKA_TIMEOUT_SECONDS)
         committed[group] = [tp for tp in result.topic_partitions or [] if tp.offset >= 0]
-    wanted = {TopicPartition(tp.topic, tp.partition): OffsetSpec.latest() for tps in committed.values() for tp in tps}
+    latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]  # confluent-kafka leaves latest() unannotated
+    wanted = {TopicPartition(tp.topic, tp.partition): latest for tps in committed.values() for tp in tps}
     ends: dict[tuple[str, int], int] = {}
     if wanted:
         for tp, future in admin.list_offsets(wanted, request_timeout=KAFKA_TIMEOUT_SECONDS).items():
@@ -188,7 +190,7 @@ def _why(c: dict[str, Any]) -> str:
 
 
 # -- text --------------------------------------------------------------------------------------
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]:
     return text_table(header, rows, indent="  ")
 
 
@@ -217,107 +219,102 @@ def _summary(kind: str, d: dict[str, Any]) -> str:
 
 def format_report(report: dict[str, Any], expected: list[str]) -> str:
     at = now_ms()
-    out = [f"cdcflow status at {report['generated_at']}", "", "COMPONENTS"]
-    rows = []
-    seen = {c["kind"] for c in report["components"]}
-    for c in report["components"]:
-        state = {"up": c["state"], "down": "DOWN", "stopped": "stopped"}[c["liveness"]]
-        detail = c.get("reason") or _summary(c["kind"], c.get("details") or {})
-        if c["liveness"] == "down":
-            detail = "no heartbeat: killed or hung"
-        elif c["liveness"] == "stopped":
-            detail = "stopped cleanly"
-        rows.append(
-            (
-                c["kind"],
-                state.upper() if state == "not ready" else state,
-                c["host"],
-                str(c["pid"]),
-                str(c["port"] or "-"),
-                f"{c['heartbeat_age_s']:.1f}s ago",
-                detail,
-            )
-        )
-    for kind in KINDS:
-        if kind in expected and kind not in seen:
-            rows.append((kind, "MISSING", "-", "-", "-", "-", "no heartbeat ever (or over 10 min ago)"))
-    out += _table(("KIND", "STATE", "HOST", "PID", "PORT", "HEARTBEAT", "DETAIL"), rows)
-
-    reader = report.get("reader")
-    out += ["", "READER"]
-    if reader:
-        lag = reader.get("lag_ms")
-        out.append(
-            f"  {reader.get('name')}  {reader.get('state')}  position {reader.get('position') or '-'}  "
-            f"lag {'-' if lag is None else f'{lag} ms'}  rows/s {reader.get('rows_per_s', 0):.1f}  "
-            f"rows acked {reader.get('rows_acked', 0)}  updated {_age(reader.get('updated_ms'), at)}"
-        )
-        out.append(f"  checkpoint {reader.get('checkpoint') or '-'}")
-        if reader.get("last_error"):
-            out.append(f"  last error: {reader['last_error']}")
-    else:
-        out.append("  (no reader status)")
-
-    out += ["", "CONSUMER LAG"]
-    lag_rows = [(r["group"], r["topic"], str(r["lag"])) for r in report.get("consumer_lag", [])]
-    out += _table(("GROUP", "TOPIC", "LAG"), lag_rows) if lag_rows else ["  (no committed offsets)"]
-
-    plugins = report.get("plugins") or {}
-    runner_up = any(c["kind"] == "runner" and c["liveness"] == "up" for c in report.get("components", []))
-    # Plugin states are what the runners last wrote: without a live runner they are history, not service.
-    out += ["", "PLUGINS" if runner_up or not plugins else "PLUGINS (as the last runner left them: no runner is up)"]
-    out += (
-        _table(
-            ("NAME", "STATE", "VERSION", "LOADED", "LAST ERROR"),
-            [
-                (
-                    name,
-                    str(p.get("state", "?")),
-                    str(p.get("version") or "-"),
-                    _age(int(p["loaded_at"] * 1000) if p.get("loaded_at") else None, at),
-                    (str(p.get("last_error") or "").splitlines() or [""])[0][:80],
-                )
-                for name, p in sorted(plugins.items())
-            ],
-        )
-        if plugins
-        else ["  (no runner has reported plugins)"]
-    )
-
-    out += ["", "SCHEDULES"]
-    schedules = report.get("schedules") or []
-    out += (
-        _table(
-            ("NAME", "PLUGIN", "NEXT FIRE", "LAST FIRE", "PAUSED"),
-            [
-                (s["name"], s["plugin"], s["next_fire"] or "-", s["last_fire"] or "-", "yes" if s["paused"] else "no")
-                for s in schedules
-            ],
-        )
-        if schedules
-        else ["  (none)"]
-    )
-
-    out += ["", "RECENT FAILURES"]
-    failures = report.get("recent_failures") or []
-    out += (
-        _table(
-            ("FINISHED", "PLUGIN", "INVOCATION", "STATUS", "ERROR"),
-            [
-                (
-                    f["finished_at"][:19],
-                    f["plugin"],
-                    f["invocation_id"],
-                    f"{f['status']} #{f['attempt']}",
-                    (f["error"] or "")[:80],
-                )
-                for f in failures
-            ],
-        )
-        if failures
-        else ["  (none)"]
-    )
-
+    out = [f"cdcflow status at {report['generated_at']}"]
+    out += ["", "COMPONENTS", *_components_section(report, expected)]
+    out += ["", "READER", *_reader_section(report.get("reader"), at)]
+    out += ["", "CONSUMER LAG", *_lag_section(report.get("consumer_lag") or [])]
+    out += _plugins_section(report, at)
+    out += ["", "SCHEDULES", *_schedules_section(report.get("schedules") or [])]
+    out += ["", "RECENT FAILURES", *_failures_section(report.get("recent_failures") or [])]
     if report["problems"]:
         out += ["", "COULD NOT READ"] + [f"  {p}" for p in report["problems"]]
     return "\n".join(out)
+
+
+def _component_row(c: dict[str, Any]) -> tuple[str, ...]:
+    state = {"up": c["state"], "down": "DOWN", "stopped": "stopped"}[c["liveness"]]
+    detail = c.get("reason") or _summary(c["kind"], c.get("details") or {})
+    if c["liveness"] == "down":
+        detail = "no heartbeat: killed or hung"
+    elif c["liveness"] == "stopped":
+        detail = "stopped cleanly"
+    return (
+        c["kind"],
+        state.upper() if state == "not ready" else state,
+        c["host"],
+        str(c["pid"]),
+        str(c["port"] or "-"),
+        f"{c['heartbeat_age_s']:.1f}s ago",
+        detail,
+    )
+
+
+def _components_section(report: dict[str, Any], expected: list[str]) -> list[str]:
+    rows = [_component_row(c) for c in report["components"]]
+    seen = {c["kind"] for c in report["components"]}
+    for kind in KINDS:
+        if kind in expected and kind not in seen:
+            rows.append((kind, "MISSING", "-", "-", "-", "-", "no heartbeat ever (or over 10 min ago)"))
+    return _table(("KIND", "STATE", "HOST", "PID", "PORT", "HEARTBEAT", "DETAIL"), rows)
+
+
+def _reader_section(reader: dict[str, Any] | None, at: int) -> list[str]:
+    if not reader:
+        return ["  (no reader status)"]
+    lag = reader.get("lag_ms")
+    out = [
+        f"  {reader.get('name')}  {reader.get('state')}  position {reader.get('position') or '-'}  "
+        f"lag {'-' if lag is None else f'{lag} ms'}  rows/s {reader.get('rows_per_s', 0):.1f}  "
+        f"rows acked {reader.get('rows_acked', 0)}  updated {_age(reader.get('updated_ms'), at)}",
+        f"  checkpoint {reader.get('checkpoint') or '-'}",
+    ]
+    if reader.get("last_error"):
+        out.append(f"  last error: {reader['last_error']}")
+    return out
+
+
+def _lag_section(lags: list[dict[str, Any]]) -> list[str]:
+    rows = [(r["group"], r["topic"], str(r["lag"])) for r in lags]
+    return _table(("GROUP", "TOPIC", "LAG"), rows) if rows else ["  (no committed offsets)"]
+
+
+def _plugins_section(report: dict[str, Any], at: int) -> list[str]:
+    plugins = report.get("plugins") or {}
+    runner_up = any(c["kind"] == "runner" and c["liveness"] == "up" for c in report.get("components", []))
+    # Plugin states are what the runners last wrote: without a live runner they are history, not service.
+    title = "PLUGINS" if runner_up or not plugins else "PLUGINS (as the last runner left them: no runner is up)"
+    if not plugins:
+        return ["", title, "  (no runner has reported plugins)"]
+    rows = [
+        (
+            name,
+            str(p.get("state", "?")),
+            str(p.get("version") or "-"),
+            _age(int(p["loaded_at"] * 1000) if p.get("loaded_at") else None, at),
+            (str(p.get("last_error") or "").splitlines() or [""])[0][:80],
+        )
+        for name, p in sorted(plugins.items())
+    ]
+    return ["", title, *_table(("NAME", "STATE", "VERSION", "LOADED", "LAST ERROR"), rows)]
+
+
+def _schedules_section(schedules: list[dict[str, Any]]) -> list[str]:
+    rows = [
+        (s["name"], s["plugin"], s["next_fire"] or "-", s["last_fire"] or "-", "yes" if s["paused"] else "no")
+        for s in schedules
+    ]
+    return _table(("NAME", "PLUGIN", "NEXT FIRE", "LAST FIRE", "PAUSED"), rows) if rows else ["  (none)"]
+
+
+def _failures_section(failures: list[dict[str, Any]]) -> list[str]:
+    rows = [
+        (
+            f["finished_at"][:19],
+            f["plugin"],
+            f["invocation_id"],
+            f"{f['status']} #{f['attempt']}",
+            (f["error"] or "")[:80],
+        )
+        for f in failures
+    ]
+    return _table(("FINISHED", "PLUGIN", "INVOCATION", "STATUS", "ERROR"), rows) if rows else ["  (none)"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -113,57 +114,77 @@ _TRUE = {"true", "1", "yes", "y", "on"}
 _FALSE = {"false", "0", "no", "n", "off"}
 
 
-def coerce_value(ptype: str, value: Any) -> Any:
-    """Coerce a value (often a string from the CLI or a DB column) to a declared type, or return _INVALID."""
-    if ptype == "any":
+def _to_string(value: Any) -> Any:
+    if isinstance(value, str):
         return value
-    if ptype == "string":
-        return (
-            value
-            if isinstance(value, str)
-            else (str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else _INVALID)
-        )
-    if ptype == "boolean":
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, int) and value in (0, 1):
-            return bool(value)
-        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-            return value.strip().lower() in _TRUE
+    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else _INVALID
+
+
+def _to_boolean(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    return _INVALID
+
+
+def _to_integer(value: Any) -> Any:
+    if isinstance(value, bool):
         return _INVALID
-    if ptype == "integer":
-        if isinstance(value, bool):
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
             return _INVALID
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                return _INVALID
+    return _INVALID
+
+
+def _to_number(value: Any) -> Any:
+    if isinstance(value, bool):
         return _INVALID
-    if ptype == "number":
-        if isinstance(value, bool):
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
             return _INVALID
-        if isinstance(value, (int, float)):
-            return value
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                return _INVALID
-        return _INVALID
-    if ptype in ("object", "array"):
-        expected = dict if ptype == "object" else list
+    return _INVALID
+
+
+def _to_json_of(expected: type) -> Callable[[Any], Any]:
+    def coerce(value: Any) -> Any:
         if isinstance(value, str):
             try:
                 value = json.loads(value)
             except ValueError:
                 return _INVALID
         return value if isinstance(value, expected) else _INVALID
-    return _INVALID
+
+    return coerce
+
+
+_COERCERS: dict[str, Callable[[Any], Any]] = {
+    "any": lambda value: value,
+    "string": _to_string,
+    "boolean": _to_boolean,
+    "integer": _to_integer,
+    "number": _to_number,
+    "object": _to_json_of(dict),
+    "array": _to_json_of(list),
+}
+
+
+def coerce_value(ptype: str, value: Any) -> Any:
+    """Coerce a value (often a string from the CLI or a DB column) to a declared type, or return _INVALID."""
+    coerce = _COERCERS.get(ptype)
+    return _INVALID if coerce is None else coerce(value)
 
 
 def load_manifest(path: str | Path) -> PluginManifest:

@@ -12,6 +12,9 @@ from schemas.invocation import Priority
 Operation = Literal["INSERT", "UPDATE", "DELETE", "READ"]
 
 
+DEFAULT_OPERATIONS: tuple[Operation, ...] = ("INSERT", "UPDATE", "DELETE")
+
+
 class RuleSpec(BaseModel):
     """One rule as written under `monitored_tables.<table>` (the original design's shape, extended)."""
 
@@ -19,7 +22,7 @@ class RuleSpec(BaseModel):
 
     name: str | None = None
     triggers: list[str] = Field(min_length=1, description="plugins to invoke")
-    operations: list[Operation] = Field(default_factory=lambda: ["INSERT", "UPDATE", "DELETE"])
+    operations: list[Operation] = Field(default_factory=lambda: list(DEFAULT_OPERATIONS))
     conditions: dict[str, Any] = Field(default_factory=dict)
     params: dict[str, Any] = Field(
         default_factory=dict, description="plugin params; strings may use {after.col} templates"

@@ -49,4 +49,5 @@ def get_config(ctx: click.Context) -> Config:
             raise click.ClickException(f"bad config:\n{redact(str(e), hidden)}") from None
         # From here on, no log line of this process shows a secret of the config (password, token...).
         install_log_masking(obj["config"].settings)
-    return obj["config"]
+    config: Config = obj["config"]
+    return config

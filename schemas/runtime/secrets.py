@@ -85,7 +85,8 @@ def mask_value(key: str, value: Any) -> Any:
 def masked_settings(settings: BaseModel) -> dict[str, Any]:
     """The settings as JSON-able data, secrets masked (paths as strings)."""
     dumped = settings.model_dump(mode="python")
-    return _jsonable(mask_value("", dumped))
+    masked: dict[str, Any] = _jsonable(mask_value("", dumped))
+    return masked
 
 
 def _jsonable(value: Any) -> Any:
