@@ -154,10 +154,13 @@ def gather(config: Config, failures: int = 5, with_kafka: bool = True) -> dict[s
 
 # -- health -----------------------------------------------------------------------------------
 def expected_kinds(config: Config) -> list[str]:
-    """A reader only when something is monitored; the Faust worker (manual triggers) and runners always."""
+    """A reader only when something is monitored; the Faust worker (manual triggers) and runners always;
+    the API server when `api.enabled` (then `cdcflow run` starts it)."""
     kinds = ["streams", "runner"]
     if config.rules.tables() or getattr(config.settings.cdc, "include", None):
         kinds.insert(0, "reader")
+    if config.settings.api.enabled:
+        kinds.append("api")
     return kinds
 
 
@@ -179,6 +182,17 @@ def health(components: list[dict[str, Any]], expected: list[str]) -> tuple[bool,
         for c in mine:
             lines.append(f"FAIL  {kind}: {c['instance']} {_why(c)}")
     return ok_all, lines
+
+
+def check_health(config: Config, expect: list[str] | None = None) -> tuple[bool, list[str]]:
+    """What `cdcflow health` and `GET /api/health` say; a Redis error is raised (the caller says how)."""
+    settings = config.settings
+    client = redis_client(settings, timeout=5.0)
+    try:
+        records = read_records(client, settings.redis.key_prefix)
+    finally:
+        client.close()
+    return health(component_views(records, settings, now_ms()), expect or expected_kinds(config))
 
 
 def _why(c: dict[str, Any]) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -183,6 +183,32 @@ class AlertSettings(BaseModel):
     timeout_seconds: float = Field(default=5.0, gt=0)
 
 
+class ApiToken(BaseModel):
+    """A token given in the config file, by the sha256 of its text only (`cdcflow api token hash`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
+    scopes: list[Literal["read", "trigger", "admin"]] = Field(min_length=1)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="hex sha256 of the token text")
+
+
+class ApiSettings(BaseModel):
+    """The HTTP API and dashboard (`cdcflow api serve`, or `cdcflow run` when enabled)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(default=False, description="`cdcflow run` starts the API server too")
+    bind: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    tokens: list[ApiToken] = Field(default_factory=list, description="tokens besides those made with `api token`")
+    cors_origins: list[str] = Field(default_factory=list, description="empty = CORS off")
+    rate_limit_per_second: float = Field(default=50.0, gt=0, description="requests per token, sustained")
+    rate_limit_burst: int = Field(default=200, ge=1, description="requests per token, at once")
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    wait_max_seconds: float = Field(default=300.0, gt=0, description="longest `?wait=` of a trigger")
+
+
 class Settings(BaseSettings):
     """Infrastructure settings. Relative paths are relative to the config file's folder."""
 
@@ -197,6 +223,7 @@ class Settings(BaseSettings):
     runners: RunnerSettings = Field(default_factory=RunnerSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -20,8 +20,8 @@ from pydantic import BaseModel, Field
 
 from schemas.settings import Settings
 
-Kind = Literal["reader", "streams", "runner"]
-KINDS: tuple[Kind, ...] = ("reader", "streams", "runner")
+Kind = Literal["reader", "streams", "runner", "api"]
+KINDS: tuple[Kind, ...] = ("reader", "streams", "runner", "api")
 RECORD_TTL_SECONDS = 600
 
 
