@@ -1,18 +1,17 @@
+"""Tests under tests/integration/ need the real local stack and are marked `integration` by their
+folder (tests/integration/conftest.py starts the stack); tests under tests/unit/ need no service."""
+
 from __future__ import annotations
 
-import subprocess
-import sys
+from pathlib import Path
 
 import pytest
 
-from tests.support import REPO_ROOT
+INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
 
 
-@pytest.fixture(scope="session")
-def stack() -> None:
-    """The real local stack (Kafka, MariaDB, Redis): started if it is not running."""
-    result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "stack" / "stack.py"), "up"], capture_output=True, text=True
-    )
-    if result.returncode != 0:
-        pytest.fail(f"the local stack did not come up:\n{result.stdout}\n{result.stderr}")
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if INTEGRATION_DIR in item.path.parents:
+            item.add_marker(pytest.mark.integration)

@@ -1,0 +1,137 @@
+"""The bundled es_indexer example: Kafka -> runner -> plugin (own venv with `redis`) -> document read back."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+
+import pytest
+import redis
+
+from plugins.runner import run_runner
+from schemas.config import Config
+from schemas.rules import RulesConfig
+from schemas.runtime.kafka_topics import ensure_topics
+from tests.support import example_plugin, isolated_settings, plugin_pool, remove_test_resources
+from tests.support.plugins import ResultsReader, new_invocation, produce_messages
+
+
+@pytest.fixture
+def settings(stack):
+    s = isolated_settings("es")
+    topics = [s.topics.invoke("es_indexer"), s.topics.results, s.topics.dlq]
+    ensure_topics(s, topics)
+    yield s
+    remove_test_resources(s, [*topics, s.topics.invoke("es_indexer", "high")])
+
+
+def _doc(client: redis.Redis, prefix: str, doc_id: str) -> dict | None:
+    raw = client.hgetall(f"{prefix}:documents:{doc_id}")
+    if not raw:
+        return None
+    return {
+        "_source": json.loads(raw[b"_source"]),
+        "_version": int(raw[b"_version"]),
+        "_invocation_id": raw[b"_invocation_id"].decode(),
+    }
+
+
+def test_documents_indexed_through_the_runner_once_per_invocation(settings):
+    prefix = f"{settings.redis.key_prefix}:es"
+    client = redis.Redis.from_url(settings.redis.url.get_secret_value())
+    common = {"key_prefix": prefix, "redis_url": settings.redis.url.get_secret_value()}
+    first = new_invocation("es_indexer", {**common, "doc_id": "42", "document": {"title": "hello", "n": [1, 2.5]}})
+    second = new_invocation("es_indexer", {**common, "doc_id": "42", "document": {"title": "again"}})
+    gone = new_invocation("es_indexer", {**common, "doc_id": "7", "document": {"title": "short-lived"}})
+    delete = new_invocation("es_indexer", {**common, "doc_id": "7", "op": "delete"})
+    topic = settings.topics.invoke("es_indexer")
+
+    def send(*invs):
+        produce_messages(settings, [(topic, i.invocation_id.encode(), i.model_dump_json().encode()) for i in invs])
+
+    stop, ready = threading.Event(), threading.Event()
+    thread = threading.Thread(
+        target=run_runner,
+        args=(Config(path=None, settings=settings, rules=RulesConfig()), stop),
+        kwargs={"plugins": ["es_indexer"], "ready": ready, "shutdown_grace": 2.0},
+    )
+    reader = ResultsReader(settings)
+    thread.start()
+    try:
+        assert ready.wait(180), "runner did not start (venv with redis, workers)"
+        send(first)
+        ((key, value),) = reader.wait_for(1)
+        result = json.loads(value)
+        assert key == first.invocation_id and result["status"] == "success", result
+        assert result["output"] == {"_index": "documents", "_id": "42", "result": "created", "_version": 1}
+        assert _doc(client, prefix, "42") == {
+            "_source": {"title": "hello", "n": [1, 2.5]},
+            "_version": 1,
+            "_invocation_id": first.invocation_id,
+        }
+
+        send(second, gone)
+        results = {k: json.loads(v) for k, v in reader.wait_for(3)}
+        assert results[second.invocation_id]["output"]["result"] == "updated"
+        assert results[gone.invocation_id]["output"]["result"] == "created"
+        send(delete)
+        results = {k: json.loads(v) for k, v in reader.wait_for(4)}
+        assert results[delete.invocation_id]["output"] == {
+            "_index": "documents",
+            "_id": "7",
+            "result": "deleted",
+            "_version": 2,
+        }
+        assert _doc(client, prefix, "7") is None
+
+        send(first)  # redelivered: done, so not run again; its stored result is published again
+        again = reader.wait_for(5)[4]
+        assert again[0] == first.invocation_id and json.loads(again[1])["output"]["result"] == "created"
+        assert _doc(client, prefix, "42") == {
+            "_source": {"title": "again"},
+            "_version": 2,
+            "_invocation_id": second.invocation_id,
+        }
+    finally:
+        stop.set()
+        thread.join(60)
+        reader.close()
+        client.close()
+    assert not thread.is_alive()
+
+
+def test_a_second_run_of_one_invocation_changes_nothing(stack):
+    """Even when the runner does run an invocation twice (two copies in flight), the plugin writes once."""
+    settings = isolated_settings("es")
+    prefix = f"{settings.redis.key_prefix}:es"
+    url = settings.redis.url.get_secret_value()
+    iid = str(uuid.uuid4())
+    request = {
+        "invocation_id": iid,
+        "params": {
+            "doc_id": "a",
+            "document": {"v": 1},
+            "key_prefix": prefix,
+            "redis_url": url,
+            "op": "index",
+            "index": "documents",
+        },
+        "context": {"invocation_id": iid, "plugin": "es_indexer", "attempt": 1, "trigger": {"kind": "manual"}},
+    }
+    client = redis.Redis.from_url(url)
+    try:
+        with plugin_pool(example_plugin("es_indexer"), size=2) as pool:
+            outs = [pool.call(request, timeout=30) for _ in range(2)]
+            assert [o.output["result"] for o in outs] == ["created", "noop"], [o.error for o in outs]
+            assert [o.output["_version"] for o in outs] == [1, 1]
+            other = {**request, "params": {**request["params"], "document": {"v": 2}}}
+            other["context"] = {**request["context"], "invocation_id": "another"}
+            assert pool.call(other, timeout=30).output["result"] == "updated"
+            assert _doc(client, prefix, "a") == {"_source": {"v": 2}, "_version": 2, "_invocation_id": "another"}
+            bad = {**request, "params": {**request["params"], "op": "upsert"}}
+            out = pool.call(bad, timeout=30)
+            assert out.status == "failed" and "unknown op" in out.error["message"]
+    finally:
+        client.close()
+        remove_test_resources(settings, [])

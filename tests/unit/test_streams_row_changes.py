@@ -1,0 +1,28 @@
+"""Binlog order of event ids and what counts as a re-sent change (the row-change loop against the real
+broker: tests/integration/test_streams_row_changes.py)."""
+
+from __future__ import annotations
+
+from streams.row_changes import binlog_order, is_resent
+
+
+def test_binlog_order_parses_positions_only() -> None:
+    assert binlog_order("1:mysql-bin.000002:120:3") == ("1:mysql-bin.000002", 120, 3)
+    assert binlog_order('snapshot:abc:shop.orders:{"id":1}') is None
+
+
+def test_a_re_send_is_at_or_before_the_mark_in_the_same_file_of_the_same_server() -> None:
+    def resent(event_id: str, mark: str | None) -> bool:
+        order = binlog_order(event_id)
+        assert order is not None
+        return is_resent(order, (binlog_order(mark), mark) if mark else None)  # type: ignore[arg-type]
+
+    assert resent("1:mysql-bin.000002:120:0", "1:mysql-bin.000002:120:0")
+    assert resent("1:mysql-bin.000002:120:0", "1:mysql-bin.000002:120:1")
+    assert resent("1:mysql-bin.000002:100:5", "1:mysql-bin.000002:120:0")
+    assert not resent("1:mysql-bin.000002:120:2", "1:mysql-bin.000002:120:1")
+    assert not resent("1:mysql-bin.000002:130:0", "1:mysql-bin.000002:120:0")
+    assert not resent("1:mysql-bin.000002:100:0", None)
+    # after a failover or RESET MASTER positions start over: never dropped
+    assert not resent("1:mysql-bin.000001:4:0", "1:mysql-bin.000412:9000:0")
+    assert not resent("2:mysql-bin.000002:100:0", "1:mysql-bin.000002:120:0")
