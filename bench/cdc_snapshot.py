@@ -7,28 +7,25 @@ size, alternating, in this process:
             the chunk's acks, save progress.
 Medians of the runs; the last line is `cdc snapshot/select ratio: X.XX` (at the default chunk size).
 
-    python bench/cdc_snapshot.py [--rows 200000] [--runs 3] [--chunks 500,2000,10000]
+    python -m bench.cdc_snapshot [--rows 200000] [--runs 3] [--chunks 500,2000,10000]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import pymysql
 
-import pymysql  # noqa: E402
-from common import stack_up  # noqa: E402
-
-from cdc.reader import connection_settings  # noqa: E402
-from cdc.snapshot import Snapshot  # noqa: E402
-from cdc.snapshot_values import TEXT_RESULTS  # noqa: E402
-from schemas.config import Config  # noqa: E402
-from tests.support import execute, isolated_config_data, remove_test_resources, write_config  # noqa: E402
+from bench.common import stack_up
+from cdc.reader import connection_settings
+from cdc.snapshot import Snapshot
+from cdc.snapshot_values import TEXT_RESULTS
+from schemas.config import Config
+from tests.support import execute, isolated_config_data, remove_test_resources, write_config
 
 COLUMNS = (
     "id BIGINT PRIMARY KEY, n INT NOT NULL, qty SMALLINT, name VARCHAR(64) CHARACTER SET utf8mb4, "

@@ -13,7 +13,7 @@ Finally one 200k-row transaction (INSERT ... SELECT into a second table) goes th
 process whose peak RSS (VmHWM) is compared with its RSS when the first row arrived.
 Medians of the runs are printed; the last line is `cdc reader/raw-parse ratio: X.XX`.
 
-    python bench/cdc_throughput.py [--rows 200000] [--runs 3]
+    python -m bench.cdc_throughput [--rows 200000] [--runs 3]
 """
 
 from __future__ import annotations
@@ -31,17 +31,15 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
-from common import ROOT, stack_up  # noqa: E402
-from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
-from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
-
-from cdc.checkpoint import CheckpointStore, Position  # noqa: E402
-from schemas.config import Config, load_config  # noqa: E402
-from schemas.runtime.kafka_topics import ROW_CHANGE_MAX_MESSAGE_BYTES  # noqa: E402
-from schemas.settings import Settings  # noqa: E402
-from tests.support import execute, isolated_config_data, mysql, remove_test_resources, write_config  # noqa: E402
+from bench.common import ROOT, stack_up
+from cdc.checkpoint import CheckpointStore, Position
+from schemas.config import Config, load_config
+from schemas.runtime.kafka_topics import ROW_CHANGE_MAX_MESSAGE_BYTES
+from schemas.settings import Settings
+from tests.support import execute, isolated_config_data, mysql, remove_test_resources, write_config
 
 TABLE, BIG_TABLE = "bench_rows", "bench_big"
 COLUMNS = (
@@ -195,7 +193,8 @@ def in_child(kind: str, config: Config, table: str, start: Position, rows: int) 
     out = subprocess.run(
         [
             sys.executable,
-            __file__,
+            "-m",
+            "bench.cdc_throughput",
             "--child",
             kind,
             "--config",
@@ -315,7 +314,7 @@ def main() -> None:
         big = in_child("reader", big_config, BIG_TABLE, big_start, args.rows)
 
         raw_rate, reader_rate = statistics.median(raw_rates), statistics.median(reader_rates)
-        ratios = [r / w for r, w in zip(reader_rates, raw_rates)]
+        ratios = [r / w for r, w in zip(reader_rates, raw_rates, strict=True)]
         print(f"row changes: {args.rows} (transactions of {args.per_transaction}), runs: {args.runs}")
         print(
             f"raw mysql-replication parse: {raw_rate:,.0f} rows/s (median; runs "

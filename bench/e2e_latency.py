@@ -5,7 +5,7 @@ writes single-row transactions at a steady rate, and reads each run's `called_at
 echo plugin as its first statement) from the results topic. Prints p50/p90/p99 and, last,
 `e2e latency p50/p99 ms: A / B`.
 
-    python bench/e2e_latency.py [--rows 1000] [--rate 200]
+    python -m bench.e2e_latency [--rows 1000] [--rate 200]
 """
 
 from __future__ import annotations
@@ -19,13 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import orjson
 
-import orjson  # noqa: E402
-from common import percentile, stack_up, start_cdcflow  # noqa: E402
-
-from cdc.checkpoint import CheckpointStore  # noqa: E402
-from tests.support import consume_all, execute, isolated_config_data, mysql, wait_for, write_config  # noqa: E402
+from bench.common import percentile, stack_up, start_cdcflow
+from cdc.checkpoint import CheckpointStore
+from tests.support import consume_all, execute, isolated_config_data, mysql, wait_for, write_config
 
 
 def main() -> None:

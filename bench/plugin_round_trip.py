@@ -4,20 +4,16 @@
 spent between receiving the request and having the response ready (so: the pipe, the framing,
 JSON on both sides, process wake-ups).
 
-    python bench/plugin_round_trip.py [--calls 20000]
+    python -m bench.plugin_round_trip [--calls 20000]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from tests.support import example_plugin, plugin_pool  # noqa: E402
+from tests.support import example_plugin, plugin_pool
 
 
 def measure_round_trip(calls: int = 20000, warmup: int = 500) -> dict[str, float]:

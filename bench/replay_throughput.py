@@ -8,11 +8,11 @@ matches half of them, then runs the real command (each run a new replay id):
    (default --batch-size 5000, and 500: ten times the transactions);
 3. `--to-topic`: copy every message (key, value, headers) in Kafka transactions.
 
-Rates (median of --repeat runs) are source messages per second over the command's own replay loop ("scanned N message(s) in
-T s"), so process start-up and metadata look-ups are not counted.
+Rates (median of --repeat runs) are source messages per second over the command's own replay loop
+("scanned N message(s) in T s"), so process start-up and metadata look-ups are not counted.
 Last line: `replay into pipeline msgs/s: N`.
 
-    python bench/replay_throughput.py [--events 50000] [--repeat 3]
+    python -m bench.replay_throughput [--events 50000] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -26,14 +26,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import orjson
+from confluent_kafka import Producer
 
-import orjson  # noqa: E402
-from common import ROOT, stack_up  # noqa: E402
-from confluent_kafka import Producer  # noqa: E402
-
-from schemas.runtime.kafka_topics import ensure_topics  # noqa: E402
-from tests.support import isolated_config_data, remove_test_resources, write_config  # noqa: E402
+from bench.common import ROOT, stack_up
+from schemas.runtime.kafka_topics import ensure_topics
+from tests.support import isolated_config_data, remove_test_resources, write_config
 
 RULES = {
     "monitored_tables": {

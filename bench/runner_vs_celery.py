@@ -12,7 +12,7 @@ Rounds alternate (runner, celery, runner, ...); medians are printed. Also: the r
 per-invocation overhead (consumed -> entry function called, from the run records' timings) when
 invocations arrive one by one and under the flood, and memory (RSS/PSS) per warm worker of both.
 
-    python bench/runner_vs_celery.py [--n 10000] [--workers 2] [--rounds 3]
+    python -m bench.runner_vs_celery [--n 10000] [--workers 2] [--rounds 3]
 
 Last line: `runner/celery ratio: X.XX`.
 """
@@ -24,7 +24,7 @@ from datetime import UTC
 
 from celery import Celery
 
-# The Celery side's app: this module is also what `celery -A runner_vs_celery worker` imports, so
+# The Celery side's app: this module is also what `celery -A bench.runner_vs_celery worker` imports, so
 # nothing above main() may be heavier than this.
 CELERY_REDIS = os.environ.get("BENCH_CELERY_REDIS", "redis://127.0.0.1:6380")
 BROKER_DB, BACKEND_DB = 11, 12  # db 0 is cdcflow's; these two are the benchmark's own
@@ -58,7 +58,6 @@ def main() -> None:  # noqa: C901 - a script: setup, rounds, report
     from pathlib import Path
     from typing import Any
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import redis
     from confluent_kafka import Producer
 
@@ -162,7 +161,7 @@ def main() -> None:  # noqa: C901 - a script: setup, rounds, report
                     "-m",
                     "celery",
                     "-A",
-                    "runner_vs_celery",
+                    "bench.runner_vs_celery",
                     "worker",
                     "--pool",
                     "prefork",
@@ -176,11 +175,10 @@ def main() -> None:  # noqa: C901 - a script: setup, rounds, report
                     "--without-mingle",
                     "--without-heartbeat",
                 ],
-                cwd=Path(__file__).resolve().parent,
+                cwd=ROOT,
                 stdout=(work / "celery.log").open("wb"),
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent)},
             )
         )
         for res in [] if args.no_celery else [noop.apply_async() for _ in range(args.workers * 10)]:
@@ -208,7 +206,7 @@ def main() -> None:  # noqa: C901 - a script: setup, rounds, report
             while pending:  # all results stored; results come roughly in order: check the oldest 500
                 chunk = pending[:500]
                 flags = backend.mget([f"celery-task-meta-{i}" for i in chunk])
-                left = [i for i, f in zip(chunk, flags) if f is None]
+                left = [i for i, f in zip(chunk, flags, strict=True) if f is None]
                 if len(left) == len(chunk):
                     time.sleep(0.005)
                 pending = left + pending[500:]
@@ -254,7 +252,8 @@ def main() -> None:  # noqa: C901 - a script: setup, rounds, report
             f"N={args.n} per round, W={args.workers} worker processes each, {args.rounds} alternating rounds (medians)"
         )
         print(
-            f"runner (Kafka -> warm isolated worker -> Redis + results topic -> commit): {runner_rate:.0f} invocations/s"
+            "runner (Kafka -> warm isolated worker -> Redis + results topic -> commit): "
+            f"{runner_rate:.0f} invocations/s"
             f"  rounds: {', '.join(f'{x:.0f}' for x in runner_rates)}"
         )
         print(
@@ -267,7 +266,8 @@ def main() -> None:  # noqa: C901 - a script: setup, rounds, report
         )
         print(
             f"runner overhead consumed -> entry called, under the flood ({len(flood_overheads)} sampled, "
-            f"includes queueing): p50 {percentile(flood_overheads, 50):.1f} ms, p99 {percentile(flood_overheads, 99):.1f} ms"
+            f"includes queueing): p50 {percentile(flood_overheads, 50):.1f} ms, "
+            f"p99 {percentile(flood_overheads, 99):.1f} ms"
         )
         for label, mem in (("runner worker", runner_mem), ("celery prefork child", celery_mem)):
             if mem:

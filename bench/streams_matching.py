@@ -14,7 +14,7 @@ rules on that table of which about three match each change, then:
 
 Last line: `streams matching events/s: N`.
 
-    python bench/streams_matching.py [--events 200000] [--paced-rate 1000] [--paced-seconds 10]
+    python -m bench.streams_matching [--events 200000] [--paced-rate 1000] [--paced-seconds 10]
 """
 
 from __future__ import annotations
@@ -31,16 +31,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import orjson
+from confluent_kafka import Consumer, Producer, TopicPartition
 
-import orjson  # noqa: E402
-from common import percentile, stack_up, start_cdcflow  # noqa: E402
-from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
-
-from schemas.config import Config  # noqa: E402
-from schemas.runtime.kafka_topics import ensure_topics  # noqa: E402
-from streams.validation import validated_matcher  # noqa: E402
-from tests.support import isolated_config_data, write_config  # noqa: E402
+from bench.common import percentile, stack_up, start_cdcflow
+from schemas.config import Config
+from schemas.runtime.kafka_topics import ensure_topics
+from streams.validation import validated_matcher
+from tests.support import isolated_config_data, write_config
 
 RULES = 50
 ROWS = 1000
@@ -152,6 +150,20 @@ def stop(worker: subprocess.Popen[bytes]) -> None:
         worker.wait()
 
 
+def faust_ceiling(data: dict, workdir: Path, source: str, events: int) -> tuple[float, float]:
+    """ceiling_rate with the same topics and settings, its own consumer group and state."""
+    ceiling_data = copy.deepcopy(data)
+    ceiling_data["streams"]["app_id"] += "-ceiling"
+    ceiling_data["streams"]["state_dir"] += "-ceiling"
+    (workdir / "ceiling").mkdir()
+    ceiling, ceiling_cpu = ceiling_rate(write_config(workdir / "ceiling", ceiling_data), workdir, source, events)
+    print(
+        f"faust consume ceiling (agent does nothing) events/s: {ceiling:.0f}; "
+        f"worker CPU ms per 1000 events: {ceiling_cpu:.0f}"
+    )
+    return ceiling, ceiling_cpu
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=200_000, help="row changes for the throughput runs")
@@ -174,20 +186,7 @@ def main() -> None:
     producer.flush(120)
     print(f"produced {args.events} row changes in {time.perf_counter() - started:.1f}s", file=sys.stderr)
 
-    ceiling = 0.0
-    if not args.skip_ceiling:
-        # Same topics and settings, its own consumer group and state.
-        ceiling_data = copy.deepcopy(data)
-        ceiling_data["streams"]["app_id"] += "-ceiling"
-        ceiling_data["streams"]["state_dir"] += "-ceiling"
-        (workdir / "ceiling").mkdir()
-        ceiling, ceiling_cpu = ceiling_rate(
-            write_config(workdir / "ceiling", ceiling_data), workdir, source, args.events
-        )
-        print(
-            f"faust consume ceiling (agent does nothing) events/s: {ceiling:.0f}; "
-            f"worker CPU ms per 1000 events: {ceiling_cpu:.0f}"
-        )
+    ceiling, ceiling_cpu = (0.0, 0.0) if args.skip_ceiling else faust_ceiling(data, workdir, source, args.events)
 
     # What the worker must emit, from the same matcher in this process (a check, not only a count).
     matcher = validated_matcher(config)
@@ -265,8 +264,9 @@ def main() -> None:
         print(f"matching / ceiling: {rate / ceiling:.2f} (events/s); {ceiling_cpu / matching_cpu:.2f} (CPU per event)")
     if latencies:
         print(
-            f"latency added, row change produced -> invocation received by a read_committed consumer ({args.paced_rate}/s paced, "
-            f"{len(latencies)} invocations) p50/p99 ms: {percentile(latencies, 50):.1f} / {percentile(latencies, 99):.1f}"
+            "latency added, row change produced -> invocation received by a read_committed consumer "
+            f"({args.paced_rate}/s paced, {len(latencies)} invocations) p50/p99 ms: "
+            f"{percentile(latencies, 50):.1f} / {percentile(latencies, 99):.1f}"
         )
         print(
             f"  of which row change produced -> invocation produced (its CreateTime) p50/p99 ms: "

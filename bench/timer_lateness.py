@@ -5,7 +5,7 @@ emitted invocations: lateness = invocation.created_at - trigger.fire_time. Print
 the fires after the first few (start-up catch-up is not lateness); last line
 `timer lateness p99 ms: N`.
 
-    python bench/timer_lateness.py [--fires 150] [--interval 0.2]
+    python -m bench.timer_lateness [--fires 150] [--interval 0.2]
 """
 
 from __future__ import annotations
@@ -13,20 +13,17 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import sys
 import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import orjson
+from confluent_kafka import Consumer
 
-import orjson  # noqa: E402
-from common import percentile, stack_up, start_cdcflow  # noqa: E402
-from confluent_kafka import Consumer  # noqa: E402
-
-from schemas.runtime.kafka_topics import ensure_topics  # noqa: E402
-from tests.support import isolated_config_data, write_config  # noqa: E402
+from bench.common import percentile, stack_up, start_cdcflow
+from schemas.runtime.kafka_topics import ensure_topics
+from tests.support import isolated_config_data, write_config
 
 
 def main() -> None:
