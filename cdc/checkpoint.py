@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -52,7 +53,7 @@ class CheckpointStore:
         value = self.load_value(self.key, timeout)
         return Position(**value) if value is not None else None
 
-    def load_value(self, key: bytes, timeout: float = 10.0) -> dict | None:
+    def load_value(self, key: bytes, timeout: float = 10.0) -> dict[str, Any] | None:
         """The newest JSON value stored under `key` (the reader's position, or a snapshot's progress)."""
         consumer = Consumer(
             self.settings.kafka_config(
@@ -64,7 +65,7 @@ class CheckpointStore:
             )
         )
         try:
-            latest: dict | None = None
+            latest: dict[str, Any] | None = None
             metadata = consumer.list_topics(self.topic, timeout=timeout).topics.get(self.topic)
             if metadata is None or not metadata.partitions:
                 return None
@@ -79,8 +80,10 @@ class CheckpointStore:
                     if msg is None or msg.error():
                         continue
                     if msg.key() == key:
-                        latest = orjson.loads(msg.value()) if msg.value() else None  # None: a tombstone
-                    if msg.offset() >= high - 1:
+                        value = msg.value()
+                        latest = orjson.loads(value) if value else None  # None: a tombstone
+                    offset = msg.offset()
+                    if offset is not None and offset >= high - 1:
                         break
             return latest
         finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pymysql
 
 from cdc.checkpoint import Position
@@ -56,7 +58,7 @@ class GtidDomainUnknown(PositionLost):
         self.args = (str(self).replace(f"(server said: {message})", f"({message})"),)
 
 
-def unknown_gtid_domain(connection_settings: dict, position: Position) -> GtidDomainUnknown | None:
+def unknown_gtid_domain(connection_settings: dict[str, Any], position: Position) -> GtidDomainUnknown | None:
     """The GtidDomainUnknown of a MariaDB checkpoint whose domains the server does not know, else None."""
     wanted = {g.strip().split("-", 1)[0] for g in (position.gtid_set or "").split(",") if g.strip()}
     if not wanted:

@@ -44,12 +44,12 @@ class _NameMatcher:
     def __init__(self, exact: Iterable[str], globs: Iterable[str]):
         self._exact = frozenset(exact)
         self._globs = tuple(globs)
-        self._cache: dict[str, bool] = {}
+        self._cache: dict[object, bool] = {}  # keyed by what the library asks about (names, in practice)
 
     def __contains__(self, name: object) -> bool:
-        hit = self._cache.get(name)  # type: ignore[arg-type]
+        hit = self._cache.get(name)
         if hit is None:
-            hit = self._cache[name] = name in self._exact or any(fnmatchcase(str(name), g) for g in self._globs)  # type: ignore[index]
+            hit = self._cache[name] = name in self._exact or any(fnmatchcase(str(name), g) for g in self._globs)
         return hit
 
 
@@ -82,10 +82,11 @@ class TableSelection:
                 )
         self.on_new_table = on_new_table
         self._known: set[Table] = set(self.rule_tables)
-        self._decided: dict[Table, bool] = {t: True for t in self.rule_tables}
+        # keyed by what `in` is asked about ((db, table) in practice), so the hot path looks up as given
+        self._decided: dict[object, bool] = {t: True for t in self.rule_tables}
 
     def excluded_by(self, db: str, table: str) -> str | None:
-        for pattern, (pdb, ptable) in zip(self.exclude, self._exclude_parts):
+        for pattern, (pdb, ptable) in zip(self.exclude, self._exclude_parts, strict=True):
             if fnmatchcase(db, pdb) and fnmatchcase(table, ptable):
                 return pattern
         return None
@@ -98,16 +99,24 @@ class TableSelection:
         )
 
     def __contains__(self, key: object) -> bool:
-        decided = self._decided.get(key)  # type: ignore[arg-type]
+        decided = self._decided.get(key)
         if decided is None:
-            db, table = key  # type: ignore[misc]
-            decided = self._decided[key] = self.selects(db, table)  # type: ignore[index]
-            if decided and key not in self._known:
-                self._known.add(key)  # type: ignore[arg-type]
-                log.info("table %s.%s matches cdc.include: now watched", db, table)
-                if self.on_new_table is not None:
-                    self.on_new_table(db, table)
+            decided = self._decided[key] = self._decide(key)
         return decided
+
+    def _decide(self, key: object) -> bool:
+        """First time a table is asked about: is it selected? A newly selected one becomes known."""
+        if not (isinstance(key, tuple) and len(key) == 2 and all(isinstance(part, str) for part in key)):
+            return False  # not a (db, table) name pair: no table of ours
+        db, table = key
+        if not self.selects(db, table):
+            return False
+        if (db, table) not in self._known:
+            self._known.add((db, table))
+            log.info("table %s.%s matches cdc.include: now watched", db, table)
+            if self.on_new_table is not None:
+                self.on_new_table(db, table)
+        return True
 
     def __iter__(self) -> Iterator[Table]:
         return iter(sorted(self._known))
@@ -142,11 +151,16 @@ class TableSelection:
         if not self.rule_tables and not self.include:
             return {}
         parts = [*self.rule_tables, *self._include_parts]
-        is_glob = lambda s: any(c in s for c in "*?[")  # noqa: E731
         return {
-            "only_schemas": _NameMatcher((d for d, _ in parts if not is_glob(d)), (d for d, _ in parts if is_glob(d))),
-            "only_tables": _NameMatcher((t for _, t in parts if not is_glob(t)), (t for _, t in parts if is_glob(t))),
+            "only_schemas": _NameMatcher(
+                (d for d, _ in parts if not _is_glob(d)), (d for d, _ in parts if _is_glob(d))
+            ),
+            "only_tables": _NameMatcher((t for _, t in parts if not _is_glob(t)), (t for _, t in parts if _is_glob(t))),
         }
+
+
+def _is_glob(part: str) -> bool:
+    return any(c in part for c in "*?[")
 
 
 def selection_for(

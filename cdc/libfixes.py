@@ -15,7 +15,7 @@ TIMEF_OFS = 0x800000000000
 TIMEF_INT_OFS = 0x800000
 
 
-def time2_from_bytes(data: bytes, fsp: int) -> dt.timedelta:
+def time2_from_bytes(data: bytes | memoryview, fsp: int) -> dt.timedelta:
     """Decode a TIME2 value as MySQL's my_time_packed_from_binary does.
 
     mysql-replication 1.0.17 negates the integer part and the fraction separately, so a negative

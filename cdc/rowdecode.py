@@ -25,8 +25,10 @@ from pymysqlreplication.constants import BINLOG, FIELD_TYPE
 from cdc.libfixes import time2_from_bytes
 from cdc.types import EPOCH, _float32, _fraction, _time
 
+# A rows event's body: bytes, or for a large event a view of pymysql's packet (no copy).
+Buffer = bytes | memoryview
 # A column decoder: (buffer, offset) -> (JSON value, offset after the value).
-Decoder = Callable[[bytes, int], tuple[Any, int]]
+Decoder = Callable[[Buffer, int], tuple[Any, int]]
 Row = dict[str, Any]
 
 DECIMAL_BYTES = (0, 1, 1, 2, 2, 3, 3, 4, 4, 4)
@@ -53,19 +55,19 @@ def _fixed(fmt: str, convert: Callable[[Any], Any] | None = None) -> Decoder:
 
 
 def _int24(signed: bool) -> Decoder:
-    def decode(buf: bytes, pos: int) -> tuple[Any, int]:
+    def decode(buf: Buffer, pos: int) -> tuple[Any, int]:
         return int.from_bytes(buf[pos : pos + 3], "little", signed=signed), pos + 3
 
     return decode
 
 
 def _text(length_bytes: int, encoding: str, json_text: bool) -> Decoder:
-    def decode(buf: bytes, pos: int) -> tuple[Any, int]:
+    def decode(buf: Buffer, pos: int) -> tuple[Any, int]:
         start = pos + length_bytes
         end = start + int.from_bytes(buf[pos:start], "little")
         return str(buf[start:end], encoding), end  # str(): buf may be a memoryview (large events)
 
-    def decode_json(buf: bytes, pos: int) -> tuple[Any, int]:
+    def decode_json(buf: Buffer, pos: int) -> tuple[Any, int]:
         start = pos + length_bytes
         end = start + int.from_bytes(buf[pos:start], "little")
         return (orjson.loads(buf[start:end]) if end > start else None), end
@@ -74,7 +76,7 @@ def _text(length_bytes: int, encoding: str, json_text: bool) -> Decoder:
 
 
 def _binary(length_bytes: int, pad_to: int = 0) -> Decoder:
-    def decode(buf: bytes, pos: int) -> tuple[Any, int]:
+    def decode(buf: Buffer, pos: int) -> tuple[Any, int]:
         start = pos + length_bytes
         end = start + int.from_bytes(buf[pos:start], "little")
         data = buf[start:end]
@@ -97,7 +99,8 @@ def _decimal(precision: int, scale: int) -> Decoder:
     all_ones = (1 << (8 * size)) - 1
     sign_bit = 1 << (8 * size - 1)
     # (shift, mask, weight): integral part = sum((v >> shift & mask) * weight), same for the fraction
-    int_parts, frac_parts = [], []
+    int_parts: list[tuple[int, int, int]] = []
+    frac_parts: list[tuple[int, int, int]] = []
     at = 8 * size
     for width, digits, parts in (
         ([(lead, integral % 9, int_parts)] if lead else [])
@@ -114,7 +117,7 @@ def _decimal(precision: int, scale: int) -> Decoder:
         (shift, mask, 10 ** sum(d for _, _, d in frac_parts[i + 1 :])) for i, (shift, mask, _) in enumerate(frac_parts)
     ]
 
-    def decode(buf: bytes, pos: int) -> tuple[Any, int]:
+    def decode(buf: Buffer, pos: int) -> tuple[Any, int]:
         v = int.from_bytes(buf[pos : pos + size], "big")
         if v & sign_bit:
             v ^= sign_bit
@@ -135,7 +138,7 @@ def _decimal(precision: int, scale: int) -> Decoder:
     return decode
 
 
-def _micros(fsp: int) -> tuple[int, Callable[[bytes], int]]:
+def _micros(fsp: int) -> tuple[int, Callable[[Buffer], int]]:
     width = (fsp + 1) // 2
     scale = 10 ** (6 - fsp)
     if not width:
@@ -161,7 +164,7 @@ def _datetime2(fsp: int) -> Decoder:
     width, micros = _micros(fsp)
     size = 5 + width
 
-    def decode(buf: bytes, pos: int) -> tuple[Any, int]:
+    def decode(buf: Buffer, pos: int) -> tuple[Any, int]:
         v = int.from_bytes(buf[pos : pos + 5], "big")
         year, month = divmod((v >> 22) & 0x1FFFF, 13)
         day = (v >> 17) & 0x1F
@@ -179,7 +182,7 @@ def _timestamp2(fsp: int) -> Decoder:
     width, micros = _micros(fsp)
     size = 4 + width
 
-    def decode(buf: bytes, pos: int) -> tuple[Any, int]:
+    def decode(buf: Buffer, pos: int) -> tuple[Any, int]:
         seconds = int.from_bytes(buf[pos : pos + 4], "big")
         micro = micros(buf[pos + 4 : pos + size]) if width else 0
         if not seconds and not micro:
@@ -195,7 +198,7 @@ def _timestamp2(fsp: int) -> Decoder:
     return decode
 
 
-def _date(buf: bytes, pos: int) -> tuple[Any, int]:
+def _date(buf: Buffer, pos: int) -> tuple[Any, int]:
     v = int.from_bytes(buf[pos : pos + 3], "little")
     year, month, day = v >> 9, (v >> 5) & 0xF, v & 0x1F
     if not (year and month and day):
@@ -208,7 +211,7 @@ def _time2(fsp: int) -> Decoder:
     return lambda buf, pos: (_time(time2_from_bytes(buf[pos : pos + size], fsp), fsp), pos + size)
 
 
-def _year(buf: bytes, pos: int) -> tuple[Any, int]:
+def _year(buf: Buffer, pos: int) -> tuple[Any, int]:
     return (buf[pos] + 1900 if buf[pos] else None), pos + 1
 
 
@@ -222,7 +225,7 @@ def _enum(size: int, members: Sequence[str]) -> Decoder:
 
 
 def _set(size: int, members: Sequence[str]) -> Decoder:
-    def decode(buf: bytes, pos: int) -> tuple[Any, int]:
+    def decode(buf: Buffer, pos: int) -> tuple[Any, int]:
         mask = int.from_bytes(buf[pos : pos + size], "little")
         return ",".join(m for i, m in enumerate(members) if mask >> i & 1), pos + size
 
@@ -245,48 +248,65 @@ def _encoding(column: Any) -> str | None:
     return encoding
 
 
-def decoder_for(column: Any, is_json: bool = False) -> Decoder:
+def _no_plan(column: Any) -> NoPlan:
+    return NoPlan(f"column {column.name!r} of type {column.type}")
+
+
+def _integer(signed_format: str, unsigned_format: str) -> Callable[[Any], Decoder]:
+    return lambda column: _fixed(unsigned_format if getattr(column, "unsigned", False) else signed_format)
+
+
+def _enum_column(column: Any) -> Decoder:
+    if not column.enum_values:
+        raise _no_plan(column)
+    return _enum(column.size, column.enum_values)
+
+
+def _set_column(column: Any) -> Decoder:
+    if not column.set_values:
+        raise _no_plan(column)
+    return _set(column.size, column.set_values)
+
+
+# field type -> the decoder of a column of that type, from its definition (text types: _string_column)
+_DECODERS: dict[int, Callable[[Any], Decoder]] = {
+    FIELD_TYPE.TINY: _integer("<b", "<B"),
+    FIELD_TYPE.SHORT: _integer("<h", "<H"),
+    FIELD_TYPE.INT24: lambda column: _int24(not getattr(column, "unsigned", False)),
+    FIELD_TYPE.LONG: _integer("<i", "<I"),
+    FIELD_TYPE.LONGLONG: _integer("<q", "<Q"),
+    FIELD_TYPE.FLOAT: lambda _column: _fixed("<f", _float32),
+    FIELD_TYPE.DOUBLE: lambda _column: _fixed("<d"),
+    FIELD_TYPE.NEWDECIMAL: lambda column: _decimal(column.precision, column.decimals),
+    FIELD_TYPE.DATETIME2: lambda column: _datetime2(column.fsp or 0),
+    FIELD_TYPE.TIMESTAMP2: lambda column: _timestamp2(column.fsp or 0),
+    FIELD_TYPE.TIME2: lambda column: _time2(column.fsp or 0),
+    FIELD_TYPE.DATE: lambda _column: _date,
+    FIELD_TYPE.YEAR: lambda _column: _year,
+    FIELD_TYPE.BIT: lambda column: _bit(column.bytes, column.bits),
+    FIELD_TYPE.ENUM: _enum_column,
+    FIELD_TYPE.SET: _set_column,
+}
+_STRING_TYPES = (FIELD_TYPE.VARCHAR, FIELD_TYPE.STRING, FIELD_TYPE.BLOB)
+
+
+def _string_column(column: Any, is_json: bool) -> Decoder:
     t = column.type
-    unsigned = bool(getattr(column, "unsigned", False))
-    if t == FIELD_TYPE.TINY:
-        return _fixed("<B" if unsigned else "<b")
-    if t == FIELD_TYPE.SHORT:
-        return _fixed("<H" if unsigned else "<h")
-    if t == FIELD_TYPE.INT24:
-        return _int24(not unsigned)
-    if t == FIELD_TYPE.LONG:
-        return _fixed("<I" if unsigned else "<i")
-    if t == FIELD_TYPE.LONGLONG:
-        return _fixed("<Q" if unsigned else "<q")
-    if t == FIELD_TYPE.FLOAT:
-        return _fixed("<f", _float32)
-    if t == FIELD_TYPE.DOUBLE:
-        return _fixed("<d")
-    if t == FIELD_TYPE.NEWDECIMAL:
-        return _decimal(column.precision, column.decimals)
-    if t == FIELD_TYPE.DATETIME2:
-        return _datetime2(column.fsp or 0)
-    if t == FIELD_TYPE.TIMESTAMP2:
-        return _timestamp2(column.fsp or 0)
-    if t == FIELD_TYPE.TIME2:
-        return _time2(column.fsp or 0)
-    if t == FIELD_TYPE.DATE:
-        return _date
-    if t == FIELD_TYPE.YEAR:
-        return _year
-    if t == FIELD_TYPE.BIT:
-        return _bit(column.bytes, column.bits)
-    if t == FIELD_TYPE.ENUM and column.enum_values:
-        return _enum(column.size, column.enum_values)
-    if t == FIELD_TYPE.SET and column.set_values:
-        return _set(column.size, column.set_values)
-    if t in (FIELD_TYPE.VARCHAR, FIELD_TYPE.STRING, FIELD_TYPE.BLOB):
-        length_bytes = column.length_size if t == FIELD_TYPE.BLOB else (2 if column.max_length > 255 else 1)
-        encoding = _encoding(column)
-        if encoding is None:
-            return _binary(length_bytes, column.max_length if t == FIELD_TYPE.STRING else 0)
-        return _text(length_bytes, encoding, is_json)
-    raise NoPlan(f"column {column.name!r} of type {t}")
+    length_bytes = column.length_size if t == FIELD_TYPE.BLOB else (2 if column.max_length > 255 else 1)
+    encoding = _encoding(column)
+    if encoding is None:
+        return _binary(length_bytes, column.max_length if t == FIELD_TYPE.STRING else 0)
+    return _text(length_bytes, encoding, is_json)
+
+
+def decoder_for(column: Any, is_json: bool = False) -> Decoder:
+    """The decoder of one binlog column definition (a pymysqlreplication Column); NoPlan if there is none."""
+    build = _DECODERS.get(column.type)
+    if build is not None:
+        return build(column)
+    if column.type in _STRING_TYPES:
+        return _string_column(column, is_json)
+    raise _no_plan(column)
 
 
 class RowDecoder:
@@ -297,9 +317,9 @@ class RowDecoder:
             raise NoPlan("column names missing (binlog_row_metadata is not FULL)")
         self.names = [c.name for c in columns]
         self.decoders = [decoder_for(c, c.name in json_columns) for c in columns]
-        self._all = list(zip(self.names, self.decoders))
+        self._all = list(zip(self.names, self.decoders, strict=True))
 
-    def _image(self, buf: bytes, pos: int, present: bytes) -> tuple[Row, int]:
+    def _image(self, buf: Buffer, pos: int, present: bytes) -> tuple[Row, int]:
         columns = self._all
         n = len(columns)
         if present == self._full(n):
@@ -376,11 +396,8 @@ def _view(packet: Any, size: int) -> memoryview | None:
     """The next `size` bytes of the event as a view of pymysql's packet (no copy of a 16 MB row), consumed."""
     raw = getattr(packet, "packet", None)
     data, position = getattr(raw, "_data", None), getattr(raw, "_position", None)
-    if (
-        not isinstance(data, bytes)
-        or not isinstance(position, int)
-        or getattr(packet, "_BinLogPacketWrapper__data_buffer", b"")
-    ):
+    pushed_back: object = getattr(packet, "_BinLogPacketWrapper__data_buffer", b"")
+    if not isinstance(data, bytes) or not isinstance(position, int) or pushed_back:
         return None
     view = memoryview(data)[position : position + size]
     packet.advance(size)

@@ -23,7 +23,9 @@ Converter = Callable[[Any], Any]
 
 # pymysql `conv` keeping the encoders (keyed by python type, for query parameters) and dropping every
 # decoder (keyed by field type): result values stay as the server's text, or bytes for binary columns.
-TEXT_RESULTS = {k: v for k, v in conversions.items() if not isinstance(k, int)}
+TEXT_RESULTS: dict[int | type[Any], Callable[[Any], str] | Callable[[str], Any]] = {
+    k: v for k, v in conversions.items() if not isinstance(k, int)
+}
 
 INTEGERS = frozenset({"tinyint", "smallint", "mediumint", "int", "integer", "bigint"})
 TEXTS = frozenset({"char", "varchar", "tinytext", "text", "mediumtext", "longtext", "enum", "set"})
@@ -111,7 +113,7 @@ class SnapshotRowConverter:
     def __call__(self, row: tuple[Any, ...]) -> dict[str, Any]:
         return {
             name: None if value is None else conv(value)
-            for name, conv, value in zip(self._names, self._converters, row)
+            for name, conv, value in zip(self._names, self._converters, row, strict=True)
         }
 
 

@@ -51,7 +51,7 @@ def _body(from_packet: Any, event_size: int) -> bytes | None:
 
 
 def _cached_init(
-    self: Any, from_packet: Any, event_size: int, table_map: dict, ctl_connection: Any, **kwargs: Any
+    self: Any, from_packet: Any, event_size: int, table_map: dict[int, Any], ctl_connection: Any, **kwargs: Any
 ) -> None:
     body = None if kwargs.get("freeze_schema") or kwargs.get("verify_checksum") else _body(from_packet, event_size)
     if body is None:
@@ -88,7 +88,7 @@ def _cached_init(
 
 def apply() -> None:
     if TableMapEvent.__init__ is not _cached_init:
-        TableMapEvent.__init__ = _cached_init  # type: ignore[method-assign]
+        TableMapEvent.__init__ = _cached_init
 
 
 apply()

@@ -126,61 +126,111 @@ def _identity(value: Any) -> Any:
     return value
 
 
+def _decimal_text(value: Decimal) -> str:
+    return format(value, "f")
+
+
+def _bit_number(value: Any) -> int:
+    return int(value, 2) if isinstance(value, str) else int.from_bytes(value, "big")
+
+
+def _year(value: int) -> int | None:
+    return None if value == 1900 else value  # the library decodes YEAR 0000 as 1900 (never a valid YEAR)
+
+
+def _iso_date(value: dt.date) -> str:
+    return value.isoformat()
+
+
+def _fsp(column: Any) -> int:
+    return getattr(column, "fsp", 0) or 0
+
+
+def _time_column(column: Any) -> Converter:
+    fsp = _fsp(column)
+    return lambda v: _time(v, fsp)
+
+
+def _datetime_column(column: Any) -> Converter:
+    fsp = _fsp(column)
+    return lambda v: _datetime(v, fsp)
+
+
+def _timestamp_column(column: Any) -> Converter:
+    fsp = _fsp(column)
+    # A real TIMESTAMP starts at 1970-01-01 00:00:01 UTC, so epoch 0 is the zero date.
+    return lambda v: None if v == EPOCH else _datetime(v, fsp) + "Z"
+
+
+def _set_column(column: Any) -> Converter:
+    order = {m: i for i, m in enumerate(column.set_values or ())}
+    return lambda v: ",".join(sorted(v, key=lambda m: order.get(m, len(order))))
+
+
+def _string_column(column: Any) -> Converter:
+    if getattr(column, "character_set_name", None) == "binary":
+        if column.type == FIELD_TYPE.STRING and getattr(column, "max_length", 0):
+            # BINARY(n) is stored right-padded with 0x00; the binlog drops the padding.
+            width = column.max_length
+            return lambda v: _base64(bytes(v).ljust(width, b"\0") if isinstance(v, bytes) else v)
+        return _base64
+    return lambda v: v if isinstance(v, str) else to_json_value(v)
+
+
+def _always(converter: Converter) -> Callable[[Any], Converter]:
+    return lambda _column: converter
+
+
+# field type -> the converter of a column of that type, from its definition (other types: to_json_value)
+_CONVERTERS: dict[int, Callable[[Any], Converter]] = {
+    **dict.fromkeys(
+        (
+            FIELD_TYPE.TINY,
+            FIELD_TYPE.SHORT,
+            FIELD_TYPE.INT24,
+            FIELD_TYPE.LONG,
+            FIELD_TYPE.LONGLONG,
+            FIELD_TYPE.DOUBLE,
+            FIELD_TYPE.ENUM,
+        ),
+        _always(_identity),
+    ),
+    FIELD_TYPE.FLOAT: _always(_float32),
+    FIELD_TYPE.NEWDECIMAL: _always(_decimal_text),
+    FIELD_TYPE.DECIMAL: _always(_decimal_text),
+    FIELD_TYPE.BIT: _always(_bit_number),
+    FIELD_TYPE.YEAR: _always(_year),
+    FIELD_TYPE.DATE: _always(_iso_date),
+    FIELD_TYPE.NEWDATE: _always(_iso_date),
+    FIELD_TYPE.TIME: _time_column,
+    FIELD_TYPE.TIME2: _time_column,
+    FIELD_TYPE.DATETIME: _datetime_column,
+    FIELD_TYPE.DATETIME2: _datetime_column,
+    FIELD_TYPE.TIMESTAMP: _timestamp_column,
+    FIELD_TYPE.TIMESTAMP2: _timestamp_column,
+    FIELD_TYPE.SET: _set_column,
+    FIELD_TYPE.GEOMETRY: _always(_base64),
+    **dict.fromkeys(
+        (
+            FIELD_TYPE.STRING,
+            FIELD_TYPE.VARCHAR,
+            FIELD_TYPE.VAR_STRING,
+            FIELD_TYPE.BLOB,
+            FIELD_TYPE.TINY_BLOB,
+            FIELD_TYPE.MEDIUM_BLOB,
+            FIELD_TYPE.LONG_BLOB,
+        ),
+        _string_column,
+    ),
+}
+
+
 def converter_for(column: Any, is_json: bool = False) -> Converter:
     """The converter of one binlog column definition (a pymysqlreplication Column)."""
-    t = column.type
-    fsp = getattr(column, "fsp", 0) or 0
-    if is_json or t == FIELD_TYPE.JSON:
+    if is_json or column.type == FIELD_TYPE.JSON:
         return _json_text
-    if t in (
-        FIELD_TYPE.TINY,
-        FIELD_TYPE.SHORT,
-        FIELD_TYPE.INT24,
-        FIELD_TYPE.LONG,
-        FIELD_TYPE.LONGLONG,
-        FIELD_TYPE.DOUBLE,
-        FIELD_TYPE.ENUM,
-    ):
-        return _identity
-    if t == FIELD_TYPE.FLOAT:
-        return _float32
-    if t in (FIELD_TYPE.NEWDECIMAL, FIELD_TYPE.DECIMAL):
-        return lambda v: format(v, "f")
-    if t == FIELD_TYPE.BIT:
-        return lambda v: int(v, 2) if isinstance(v, str) else int.from_bytes(v, "big")
-    if t == FIELD_TYPE.YEAR:
-        return lambda v: None if v == 1900 else v  # the library decodes YEAR 0000 as 1900 (never a valid YEAR)
-    if t in (FIELD_TYPE.DATE, FIELD_TYPE.NEWDATE):
-        return lambda v: v.isoformat()
-    if t in (FIELD_TYPE.TIME, FIELD_TYPE.TIME2):
-        return lambda v: _time(v, fsp)
-    if t in (FIELD_TYPE.DATETIME, FIELD_TYPE.DATETIME2):
-        return lambda v: _datetime(v, fsp)
-    if t in (FIELD_TYPE.TIMESTAMP, FIELD_TYPE.TIMESTAMP2):
-        # A real TIMESTAMP starts at 1970-01-01 00:00:01 UTC, so epoch 0 is the zero date.
-        return lambda v: None if v == EPOCH else _datetime(v, fsp) + "Z"
-    if t == FIELD_TYPE.SET:
-        order = {m: i for i, m in enumerate(column.set_values or ())}
-        return lambda v: ",".join(sorted(v, key=lambda m: order.get(m, len(order))))
-    if t == FIELD_TYPE.GEOMETRY:
-        return _base64
-    if t in (
-        FIELD_TYPE.STRING,
-        FIELD_TYPE.VARCHAR,
-        FIELD_TYPE.VAR_STRING,
-        FIELD_TYPE.BLOB,
-        FIELD_TYPE.TINY_BLOB,
-        FIELD_TYPE.MEDIUM_BLOB,
-        FIELD_TYPE.LONG_BLOB,
-    ):
-        if getattr(column, "character_set_name", None) == "binary":
-            if t == FIELD_TYPE.STRING and getattr(column, "max_length", 0):
-                # BINARY(n) is stored right-padded with 0x00; the binlog drops the padding.
-                width = column.max_length
-                return lambda v: _base64(bytes(v).ljust(width, b"\0") if isinstance(v, bytes) else v)
-            return _base64
-        return lambda v: v if isinstance(v, str) else to_json_value(v)
-    return to_json_value
+    build = _CONVERTERS.get(column.type)
+    return build(column) if build is not None else to_json_value
 
 
 class RowConverter:
