@@ -41,6 +41,8 @@ from cdc.filters import selection_for
 from cdc.reader_ops import ReaderOps
 from cdc.rowdecode import NoPlan, RowDecoder, supports
 from cdc.schema_info import SchemaInfo
+from cdc.snapshot import refuse_if_snapshot_unfinished
+from cdc.source import connection_settings, detect_server
 from cdc.status import StatusPublisher
 from cdc.types import RowConverter, to_json_value
 from schemas.rules import RulesConfig
@@ -113,47 +115,6 @@ class DeliveryTracker:
         return self._pending[0] if self._pending else self.next_seq
 
 
-def connection_settings(settings: Settings) -> dict[str, Any]:
-    return {
-        "host": settings.mysql.host,
-        "port": settings.mysql.port,
-        "user": settings.mysql.user,
-        "password": settings.mysql.password.get_secret_value(),
-        "charset": "utf8mb4",
-        "connect_timeout": 10,
-        "read_timeout": settings.mysql.read_timeout_s,
-        "write_timeout": settings.mysql.read_timeout_s,
-        # mysql.ssl: pymysql then requires TLS (refuses a server without it) for every connection.
-        **({"ssl": settings.mysql.ssl.pymysql_ssl()} if settings.mysql.ssl is not None else {}),
-    }
-
-
-def detect_server(settings: Settings) -> tuple[bool, Position]:
-    """(is_mariadb, current end of the binlog) — where a reader with no checkpoint starts."""
-    conn = pymysql.connect(**connection_settings(settings), cursorclass=pymysql.cursors.DictCursor)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT VERSION() AS v")
-            is_mariadb = "mariadb" in cur.fetchone()["v"].lower()
-            if settings.mysql.is_mariadb is not None:
-                is_mariadb = settings.mysql.is_mariadb
-            try:
-                cur.execute("SHOW MASTER STATUS")
-            except pymysql.err.ProgrammingError:  # MySQL 8.4 renamed it
-                cur.execute("SHOW BINARY LOG STATUS")
-            status = cur.fetchone()
-            if status is None:
-                raise RuntimeError("binary logging is off on the source server (log_bin)")
-            if is_mariadb:
-                cur.execute("SELECT @@global.gtid_binlog_pos AS g")
-                gtid = cur.fetchone()["g"] or ""
-            else:
-                gtid = status.get("Executed_Gtid_Set") or None
-            return is_mariadb, Position(file=status["File"], pos=int(status["Position"]), gtid_set=gtid)
-    finally:
-        conn.close()
-
-
 class BinlogReader:
     def __init__(
         self,
@@ -168,11 +129,7 @@ class BinlogReader:
         # Start at the current end of the binlog even if a checkpoint exists (an explicit, logged choice).
         self.from_now = from_now
         # rules' tables + cdc.include - cdc.exclude; a table created later that include matches gets its topic then
-        self.tables = selection_for(
-            rules.tables(),
-            settings.cdc,
-            on_new_table=lambda db, t: ensure_topics(settings, [settings.topics.row_changes(db, t)]),
-        )
+        self.tables = selection_for(rules.tables(), settings.cdc, on_new_table=self._create_topic)
         self.stop_event = stop_event or threading.Event()
         self.checkpoints = CheckpointStore(settings)
         self.stats = ReaderStats()
@@ -194,8 +151,13 @@ class BinlogReader:
         # (db, table, op) -> row changes produced; read by /metrics (cdc/reader_ops.py)
         self.rows_by_table_op: dict[tuple[str, str, str], int] = {}
 
+    def _create_topic(self, db: str, table: str) -> None:
+        """A table created later that cdc.include selects: its topic, on its first row event."""
+        ensure_topics(self.settings, [self.settings.topics.row_changes(db, table)])
+
     # -- positions -----------------------------------------------------------------------
     def _boundary_position(self, file: str, pos: int) -> Position:
+        gtid_set: str | None
         if self.is_mariadb:
             gtid_set = ",".join(self._gtid_domains[d] for d in sorted(self._gtid_domains))
         else:
@@ -272,17 +234,38 @@ class BinlogReader:
         )
 
     def run(self) -> None:
+        current = self._prepare()
+        position = self._start_position(current)
+        self.stats.checkpoint = position
+        self._resume_from = position
+        log.info("watching %d table(s): %s", len(self.tables), ", ".join(f"{d}.{t}" for d, t in sorted(self.tables)))
+        self.state = "running"
+        ops = ReaderOps(self).start()  # /metrics, /healthz, /readyz, heartbeat, lag alerts
+        try:
+            self._stream_until_stopped()
+        except Exception as e:
+            if self.stats.last_error is None or not self.state.startswith("stopped"):
+                self.stats.last_error = f"{type(e).__name__}: {e}"
+                self.state = "crashed"
+            raise
+        finally:
+            self._shut_down(ops)
+
+    def _prepare(self) -> Position:
+        """Topics, checkpoint store, source server, status and producer made ready; returns the binlog's end now."""
         self.tables.resolve(connection_settings(self.settings))
         topics = [self.settings.topics.row_changes(db, t) for db, t in sorted(self.tables)]
         ensure_topics(self.settings, topics)
         self.checkpoints.ensure()
-        from cdc.snapshot import refuse_if_snapshot_unfinished  # (cdc.snapshot imports this module)
-
         refuse_if_snapshot_unfinished(self.checkpoints)  # its rows must reach Kafka before our changes
         self.is_mariadb, current = detect_server(self.settings)
         self.schema_info = SchemaInfo(connection_settings(self.settings), self.is_mariadb)
         self.status = StatusPublisher(self.settings)
-        self.producer = producer = self._new_producer()
+        self.producer = self._new_producer()
+        return current
+
+    def _start_position(self, current: Position) -> Position:
+        """The checkpoint to resume from, or `current` (checkpointed at once) without one or with --from-now."""
         position = self.checkpoints.load()
         if position is not None and self.from_now:
             log.warning(
@@ -294,76 +277,83 @@ class BinlogReader:
             )
             position = None
         if position is None:
-            position = current
             # Checkpoint the starting point at once: a reader that crashes before its first
             # transaction must resume here, not at a later "now" that would skip rows.
-            self.checkpoints.save(producer, position)
-            if producer.flush(30) > 0:
+            self.checkpoints.save(self.producer, current)
+            if self.producer.flush(30) > 0:
                 raise RuntimeError("Kafka did not acknowledge the initial checkpoint within 30s")
             log.info(
                 "no checkpoint for reader %r: starting at the current end of the binlog, %s",
                 self.settings.cdc.name,
-                position.describe(),
+                current.describe(),
             )
-        else:
-            log.info("resuming reader %r from checkpoint %s", self.settings.cdc.name, position.describe())
-            lost = unknown_gtid_domain(connection_settings(self.settings), position) if self.is_mariadb else None
-            if lost is not None:  # MariaDB would accept it and silently re-send or skip: stop, say why
-                self.stats.last_error, self.state = str(lost), "stopped: position lost"
-                self.publish_status()
-                raise lost
-        self.stats.checkpoint = position
-        self._resume_from = position
-        log.info("watching %d table(s): %s", len(self.tables), ", ".join(f"{d}.{t}" for d, t in sorted(self.tables)))
-        backoff = 0.5
-        self.state = "running"
-        ops = ReaderOps(self).start()  # /metrics, /healthz, /readyz, heartbeat, lag alerts
-        try:
-            while not self.stop_event.is_set():
-                opened = time.monotonic()
-                try:
-                    self._stream_from(self._resume_from)
-                    backoff = 0.5
-                    continue
-                except (pymysql.err.OperationalError, pymysql.err.InterfaceError, ConnectionError, OSError) as e:
-                    fatal = position_lost(e, self._resume_from)
-                    if fatal is not None:
-                        self.stats.last_error = str(fatal)
-                        self.state = "stopped: position lost"
-                        log.error("%s", fatal)
-                        raise fatal from e
-                    what = (
-                        f"source {self.settings.mysql.host}:{self.settings.mysql.port} unavailable "
-                        f"({type(e).__name__}: {e})"
-                    )
-                except KafkaDeliveryFailed as e:
-                    # Rows after the last acknowledged checkpoint may be lost in the old producer:
-                    # drop it and re-read the binlog from that checkpoint (same event ids).
-                    what = f"Kafka did not acknowledge a row change ({e})"
-                    self._reset_producer()
-                if time.monotonic() - opened > 60:
-                    backoff = 0.5  # it worked for a while: this is a new outage, not the same one
-                self.stats.last_error = what
-                self.state = "waiting"
-                self.publish_status()
-                log.warning("%s; reconnecting from %s in %.1fs", what, self._resume_from.describe(), backoff)
-                self.stop_event.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
-        except Exception as e:
-            if self.stats.last_error is None or not self.state.startswith("stopped"):
-                self.stats.last_error = f"{type(e).__name__}: {e}"
-                self.state = "crashed"
-            raise
-        finally:
-            self.producer.flush(30)
-            self._advance_checkpoint(force=True)
-            self.producer.flush(10)
-            self.schema_info.close()
-            if self.state == "running" or self.state == "waiting":
-                self.state = "stopped"
+            return current
+        log.info("resuming reader %r from checkpoint %s", self.settings.cdc.name, position.describe())
+        lost = unknown_gtid_domain(connection_settings(self.settings), position) if self.is_mariadb else None
+        if lost is not None:  # MariaDB would accept it and silently re-send or skip: stop, say why
+            self.stats.last_error, self.state = str(lost), "stopped: position lost"
             self.publish_status()
+            raise lost
+        return position
+
+    def _stream_until_stopped(self) -> None:
+        """Stream, and after a source outage or a Kafka failure reconnect from the last safe boundary."""
+        backoff = 0.5
+        while not self.stop_event.is_set():
+            opened = time.monotonic()
+            try:
+                self._stream_from(self.resume_from)
+                backoff = 0.5
+                continue
+            except (pymysql.err.OperationalError, pymysql.err.InterfaceError, ConnectionError, OSError) as e:
+                what = self._source_failure(e)
+            except KafkaDeliveryFailed as e:
+                # Rows after the last acknowledged checkpoint may be lost in the old producer:
+                # drop it and re-read the binlog from that checkpoint (same event ids).
+                what = f"Kafka did not acknowledge a row change ({e})"
+                self._reset_producer()
+            if time.monotonic() - opened > 60:
+                backoff = 0.5  # it worked for a while: this is a new outage, not the same one
+            self.stats.last_error = what
+            self.state = "waiting"
+            self.publish_status()
+            log.warning("%s; reconnecting from %s in %.1fs", what, self.resume_from.describe(), backoff)
+            self.stop_event.wait(backoff)
+            backoff = min(backoff * 2, 30.0)
+
+    @property
+    def resume_from(self) -> Position:
+        """Where streaming (re)starts: the last transaction boundary read, or after a Kafka failure the
+        last checkpoint Kafka acknowledged."""
+        if self._resume_from is None:
+            raise RuntimeError("the reader has no position yet: run() sets it before streaming")
+        return self._resume_from
+
+    def _source_failure(self, error: BaseException) -> str:
+        """What a lost connection to the source means: raises PositionLost if the server cannot serve
+        the position to resume from (retrying would spin forever), else says what to log before retrying."""
+        fatal = position_lost(error, self.resume_from)
+        if fatal is not None:
+            self.stats.last_error = str(fatal)
+            self.state = "stopped: position lost"
+            log.error("%s", fatal)
+            raise fatal from error
+        mysql = self.settings.mysql
+        return f"source {mysql.host}:{mysql.port} unavailable ({type(error).__name__}: {error})"
+
+    def _shut_down(self, ops: ReaderOps) -> None:
+        """Flush, checkpoint what Kafka acknowledged, publish the final state and close everything."""
+        self.producer.flush(30)
+        self._advance_checkpoint(force=True)
+        self.producer.flush(10)
+        if self.schema_info is not None:
+            self.schema_info.close()
+        if self.state == "running" or self.state == "waiting":
+            self.state = "stopped"
+        self.publish_status()
+        if self.status is not None:
             self.status.close()
-            ops.stop()
+        ops.stop()
 
     def publish_status(self) -> None:
         if self.status is None:
@@ -415,7 +405,8 @@ class BinlogReader:
                         # DDL: column definitions may have changed; the next table map rebuilds
                         # converters, and what information_schema told us must be re-read.
                         self._converters.clear()
-                        self.schema_info.invalidate()
+                        if self.schema_info is not None:
+                            self.schema_info.invalidate()
                     boundary = self._boundary_position(stream.log_file, event.packet.log_pos)
                     self._boundaries.append((tracker.next_seq - 1, boundary))
                     # A reconnect resumes here: rows of a half-read transaction are re-read whole.
@@ -434,7 +425,7 @@ class BinlogReader:
                     raise KafkaDeliveryFailed(str(tracker.failure))
                 if time.monotonic() - self._last_checkpoint_at >= self.settings.cdc.checkpoint_interval_ms / 1000:
                     self._advance_checkpoint()
-                    if self.status.due():
+                    if self.status is not None and self.status.due():
                         self.publish_status()
                 if self.stop_event.is_set():
                     break

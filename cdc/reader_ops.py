@@ -8,21 +8,54 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from cdc.checkpoint import Position
+from cdc.status import StatusPublisher
 from schemas.runtime.alerts import Alerter
 from schemas.runtime.observability import ComponentObservability
+from schemas.settings import Settings
 
-if TYPE_CHECKING:
-    from cdc.reader import BinlogReader
+
+class ReaderFigures(Protocol):
+    """What is read of the reader's counters (cdc.reader.ReaderStats)."""
+
+    @property
+    def rows_acked(self) -> int: ...
+    @property
+    def rows_produced(self) -> int: ...
+    @property
+    def transactions(self) -> int: ...
+    @property
+    def position(self) -> Position | None: ...
+    @property
+    def checkpoint(self) -> Position | None: ...
+    @property
+    def last_error(self) -> str | None: ...
+    def lag_ms(self, now_ms: int) -> int | None: ...
+
+
+class Reader(Protocol):
+    """What is read of the reader (cdc.reader.BinlogReader): its settings, counters and state, at scrape time."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def stats(self) -> ReaderFigures: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def status(self) -> StatusPublisher | None: ...
+    @property
+    def rows_by_table_op(self) -> dict[tuple[str, str, str], int]: ...
 
 
 class ReaderCollector(Collector):
-    def __init__(self, reader: BinlogReader):
+    def __init__(self, reader: Reader):
         self.reader = reader
 
     def collect(self) -> Iterator[Metric]:
@@ -35,7 +68,7 @@ class ReaderCollector(Collector):
         by_table = CounterMetricFamily(
             "cdcflow_reader_rows", "row changes produced, by table and operation", labels=["db", "table", "op"]
         )
-        for (db, table, op), n in getattr(reader, "rows_by_table_op", {}).copy().items():
+        for (db, table, op), n in reader.rows_by_table_op.copy().items():
             by_table.add_metric([db, table, op], n)
         yield by_table
         yield CounterMetricFamily(
@@ -53,8 +86,9 @@ class ReaderCollector(Collector):
         checkpoint = GaugeMetricFamily(
             "cdcflow_reader_checkpoint_position", "binlog position of the last durable checkpoint", labels=["file"]
         )
-        if stats.checkpoint is not None:
-            checkpoint.add_metric([stats.checkpoint.file], stats.checkpoint.pos)
+        at = stats.checkpoint
+        if at is not None and at.file is not None and at.pos is not None:
+            checkpoint.add_metric([at.file], at.pos)
         yield checkpoint
         state = GaugeMetricFamily("cdcflow_reader_state", "1 for the reader's current state", labels=["state"])
         state.add_metric([reader.state.split(":")[0]], 1)
@@ -62,7 +96,7 @@ class ReaderCollector(Collector):
 
 
 class ReaderOps:
-    def __init__(self, reader: BinlogReader):
+    def __init__(self, reader: Reader):
         self.reader = reader
         settings = reader.settings
         registry = CollectorRegistry()

@@ -49,7 +49,6 @@ from pymysqlreplication.gtid import GtidSet
 
 from cdc.checkpoint import CheckpointStore, Position
 from cdc.filters import selection_for
-from cdc.reader import connection_settings, detect_server
 from cdc.schema_info import SchemaInfo
 from cdc.snapshot_values import (
     TEXT_RESULTS,
@@ -59,6 +58,7 @@ from cdc.snapshot_values import (
     load_columns,
     quote_identifier,
 )
+from cdc.source import connection_settings, detect_server
 from cdc.status import read_status
 from schemas.row_change import snapshot_event_id
 from schemas.rules import RulesConfig
@@ -332,47 +332,14 @@ class Snapshot:
         assert progress is not None
         started = time.monotonic()
         ensure_topics(self.settings, [self.settings.topics.row_changes(p.db, p.table) for p in self.plans])
-        producer = Producer(
-            self.settings.kafka_config(
-                **{
-                    "enable.idempotence": True,
-                    "acks": "all",
-                    "linger.ms": self.settings.cdc.linger_ms,
-                    "compression.type": "lz4",
-                    "message.max.bytes": ROW_CHANGE_MAX_MESSAGE_BYTES,
-                }
-            )
-        )
+        producer = self._new_producer()
         rows_before = self.rows_done
         conn: pymysql.connections.Connection | None = None
         try:
             conn = pymysql.connect(**connection_settings(self.settings), conv=TEXT_RESULTS)
             with conn.cursor() as cur:
-                position, server_id = self._begin_consistent_read(cur)
-                if not progress.handover:
-                    progress.handover = asdict(position)
-                    log.info("snapshot %s: consistent read at %s", progress.snapshot_id, position.describe())
-                    self._save_progress(producer)  # the hand-over point is fixed before the first row
-                else:
-                    log.info(
-                        "resuming snapshot %s (%d rows already sent); hand-over stays at %s",
-                        progress.snapshot_id,
-                        self.rows_done,
-                        Position(**progress.handover).describe(),
-                    )
-                handover = Position(**progress.handover)
-                todo = [p for p in self.plans if p.name not in progress.done]
-                last_key = {
-                    p.name: _decode_key(progress.last_key[p.name]) if p.name in progress.last_key else None
-                    for p in todo
-                }
-                # The final row of the last table that has rows carries source.snapshot "last" (as Debezium).
-                # The read is consistent, so which table that is does not change while we read.
-                final_table = next((p.name for p in reversed(todo) if self._chunk(cur, p, last_key[p.name], 1)), None)
-                for plan in todo:
-                    self._snapshot_table(
-                        cur, producer, plan, last_key[plan.name], handover, server_id, plan.name == final_table, on_rows
-                    )
+                handover, server_id = self._fix_handover(cur, producer)
+                self._snapshot_tables(cur, producer, handover, server_id, on_rows)
                 cur.execute("COMMIT")
             checkpoint = self._hand_over(producer, handover)
             progress.finished = True
@@ -391,6 +358,61 @@ class Snapshot:
                 conn.close()
         seconds = time.monotonic() - started
         return SnapshotResult(progress.snapshot_id, self.rows_done - rows_before, handover, checkpoint, seconds)
+
+    def _new_producer(self) -> Producer:
+        return Producer(
+            self.settings.kafka_config(
+                **{
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": self.settings.cdc.linger_ms,
+                    "compression.type": "lz4",
+                    "message.max.bytes": ROW_CHANGE_MAX_MESSAGE_BYTES,
+                }
+            )
+        )
+
+    def _fix_handover(self, cur: Any, producer: Producer) -> tuple[Position, int]:
+        """Starts the consistent read; returns the hand-over position (that of the first run's read,
+        stored before the first row) and the server id."""
+        progress = self.progress
+        assert progress is not None
+        position, server_id = self._begin_consistent_read(cur)
+        if not progress.handover:
+            progress.handover = asdict(position)
+            log.info("snapshot %s: consistent read at %s", progress.snapshot_id, position.describe())
+            self._save_progress(producer)  # the hand-over point is fixed before the first row
+        else:
+            log.info(
+                "resuming snapshot %s (%d rows already sent); hand-over stays at %s",
+                progress.snapshot_id,
+                self.rows_done,
+                Position(**progress.handover).describe(),
+            )
+        return Position(**progress.handover), server_id
+
+    def _snapshot_tables(
+        self,
+        cur: Any,
+        producer: Producer,
+        handover: Position,
+        server_id: int,
+        on_rows: Callable[[int, str], None] | None,
+    ) -> None:
+        """Every table not done yet, each from where its acknowledged rows end."""
+        progress = self.progress
+        assert progress is not None
+        todo = [p for p in self.plans if p.name not in progress.done]
+        last_key = {
+            p.name: _decode_key(progress.last_key[p.name]) if p.name in progress.last_key else None for p in todo
+        }
+        # The final row of the last table that has rows carries source.snapshot "last" (as Debezium).
+        # The read is consistent, so which table that is does not change while we read.
+        final_table = next((p.name for p in reversed(todo) if self._chunk(cur, p, last_key[p.name], 1)), None)
+        for plan in todo:
+            self._snapshot_table(
+                cur, producer, plan, last_key[plan.name], handover, server_id, plan.name == final_table, on_rows
+            )
 
     def _snapshot_table(
         self,
@@ -446,7 +468,7 @@ class Snapshot:
             if not more:
                 return
 
-    def _chunk(self, cur: Any, plan: TablePlan, last: list[Any] | None, limit: int) -> list[tuple]:
+    def _chunk(self, cur: Any, plan: TablePlan, last: list[Any] | None, limit: int) -> list[tuple[Any, ...]]:
         columns = ", ".join(c.select_expression() for c in plan.columns)
         order = ", ".join(quote_identifier(k) for k in plan.pk)
         # the query always goes through parameter formatting, so a literal % of --where is doubled
@@ -488,7 +510,7 @@ class Snapshot:
             except pymysql.err.ProgrammingError:
                 cur.execute("SHOW BINARY LOG STATUS")
             names = [d[0] for d in cur.description]
-            status = dict(zip(names, cur.fetchone()))
+            status = dict(zip(names, cur.fetchone(), strict=True))
         finally:
             cur.execute("UNLOCK TABLES")
         gtid_set = (status.get("Executed_Gtid_Set") or "").replace("\n", "") or None
