@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
 # Makes a fresh Debian machine ready: system packages, Kafka jars, the three servers, and the
 # project's virtualenv (.venv). Idempotent and quick the second time.
+# --venv-only: the virtualenv alone, no server installed or started (what the unit tests need).
 set -euo pipefail
+SERVICES=1
+case "${1:-}" in
+  --venv-only) SERVICES=0 ;;
+  "") ;;
+  *) echo "usage: bash stack/bootstrap.sh [--venv-only]" >&2; exit 2 ;;
+esac
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
@@ -10,7 +17,9 @@ if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
 fi
 
-python3 stack/stack.py up
+if [ "$SERVICES" = 1 ]; then
+  python3 stack/stack.py up
+fi
 
 VENV="$ROOT/.venv"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"

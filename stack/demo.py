@@ -243,7 +243,8 @@ def main() -> None:
             raise SystemExit(f"demo: no result arrived; see {LOG}")
         if args.keep:
             say(
-                "pipeline keeps running: write to cdcflow_demo.teachers in another shell and watch here. Ctrl-C stops it."
+                "pipeline keeps running: write to cdcflow_demo.teachers in another shell and watch here."
+                " Ctrl-C stops it."
             )
             pipeline.wait()
     except KeyboardInterrupt:
