@@ -21,9 +21,9 @@ from pathlib import Path
 import pymysql
 
 from bench.common import stack_up
-from cdc.reader import connection_settings
 from cdc.snapshot import Snapshot
 from cdc.snapshot_values import TEXT_RESULTS
+from cdc.source import connection_settings
 from schemas.config import Config
 from tests.support import execute, isolated_config_data, remove_test_resources, write_config
 

@@ -273,7 +273,7 @@ def main() -> None:
         child(args)
         return
 
-    from cdc.reader import detect_server
+    from cdc.source import detect_server
 
     stack_up()
     workdir = Path(tempfile.mkdtemp(prefix="cdcflow-bench-"))

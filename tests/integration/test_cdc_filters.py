@@ -11,8 +11,8 @@ from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.row_event import WriteRowsEvent
 
 from cdc.filters import TableSelection
-from cdc.reader import connection_settings, detect_server
 from cdc.snapshot import Snapshot
+from cdc.source import connection_settings, detect_server
 from schemas.config import Config
 from tests.support import consume_all, execute, isolated_config_data, remove_test_resources, wait_for, write_config
 from tests.support.cdc import ReaderThread

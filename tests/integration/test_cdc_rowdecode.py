@@ -14,9 +14,9 @@ from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.row_event import DeleteRowsEvent, TableMapEvent, UpdateRowsEvent, WriteRowsEvent
 
 from cdc import tablemaps
-from cdc.reader import connection_settings, detect_server
 from cdc.rowdecode import RowDecoder
 from cdc.schema_info import SchemaInfo
+from cdc.source import connection_settings, detect_server
 from cdc.types import RowConverter
 from tests.support import execute, isolated_settings, mysql
 from tests.support.cdc import FAMILIES, insert_family_rows
