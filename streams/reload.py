@@ -15,17 +15,33 @@ rewrite is not a reload). A new version is loaded and validated exactly as at st
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
+import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from schemas.config import Config, load_config
 from schemas.errors import ConfigError
+from schemas.runtime.kafka_topics import ensure_topics
 from streams.matcher import Matcher
+from streams.schedule_timer import ScheduleTimer
 from streams.validation import validated_matcher
 
+log = logging.getLogger("cdcflow.streams")
+
 Action = Literal["unchanged", "invalid", "swap", "restart"]
+
+
+@dataclass
+class Live:
+    """What hot reload swaps while the worker runs (read once per batch or event, so a swap is atomic
+    for each)."""
+
+    matcher: Matcher
 
 
 @dataclass
@@ -99,3 +115,48 @@ class RulesWatcher:
         if why:
             return Reload("restart", why, config, matcher)
         return Reload("swap", "", config, matcher)
+
+
+class RulesReload:
+    """The worker's watch task: once a second, check the file and apply a new version."""
+
+    def __init__(self, config: Config, live: Live, timer: ScheduleTimer | None):
+        self.watcher = RulesWatcher(config)
+        self.settings = config.settings  # a swap keeps them (a change of settings restarts)
+        self.live = live
+        self.timer = timer
+        self.restart_reason: str | None = None  # set when a rules edit needs a new process
+
+    async def run(self) -> None:
+        while self.restart_reason is None:
+            await asyncio.sleep(1.0)
+            try:
+                # Off the event loop: loading validates against every plugin.json on disk.
+                await self.apply(await asyncio.to_thread(self.watcher.check))
+            except Exception:
+                log.exception("rules file watch failed; retrying")
+
+    async def apply(self, outcome: Reload) -> None:
+        path = self.watcher.path
+        if outcome.action == "invalid":
+            log.error("rules file changed but is not valid; keeping the running rules:\n%s", outcome.reason)
+        elif outcome.action == "swap":
+            assert outcome.config is not None and outcome.matcher is not None
+            await self._swap(outcome.config, outcome.matcher)
+            rules = outcome.config.rules
+            log.info("rules reloaded from %s: %d rule(s), %d schedule(s)", path, len(rules.rules), len(rules.schedules))
+        elif outcome.action == "restart":
+            log.warning("rules reloaded from %s: %s; restarting the worker to subscribe anew", path, outcome.reason)
+            self.restart_reason = outcome.reason
+            # A clean stop (partitions handed back, offsets committed); run_worker re-execs.
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    async def _swap(self, config: Config, matcher: Matcher) -> None:
+        topics = self.settings.topics
+        plugins = sorted(config.rules.plugins())
+        await asyncio.to_thread(
+            ensure_topics, self.settings, [topics.invoke(p, pr) for p in plugins for pr in ("normal", "high")]
+        )
+        self.live.matcher = matcher
+        if self.timer is not None:
+            self.timer.schedules = [s for s in config.rules.schedules if s.enabled]

@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faust
 from prometheus_client import CollectorRegistry, Counter
 
 from schemas.config import Config
 from schemas.runtime.observability import ComponentObservability
+from streams.faust_app import add_timer, tables_recovered
+
+if TYPE_CHECKING:
+    from streams.row_changes import RowChangeLoop
 
 LOOP_STUCK_SECONDS = 15.0
 
@@ -61,19 +65,18 @@ class StreamsOps:
         self.leader = False
         self.assigned = 0
         self.observability: ComponentObservability | None = None
-        self.row_changes: Any = None  # streams.row_changes.RowChangeLoop, when rules watch tables
+        self.row_changes: RowChangeLoop | None = None  # when rules watch tables
 
     @classmethod
     def attach(cls, app: faust.App, config: Config) -> StreamsOps:
         """Create the metrics for this app and the liveness tick on its loop (call in build_app)."""
         ops = cls(config)
         ops.app = app
-        app.cdcflow_ops = ops  # type: ignore[attr-defined]
 
-        @app.timer(interval=0.5, name="cdcflow_liveness_tick")
         async def liveness_tick() -> None:
             ops.observe_app()
 
+        add_timer(app, 0.5, "cdcflow_liveness_tick", liveness_tick)
         return ops
 
     # -- hooks (event loop) ----------------------------------------------------------------------
@@ -132,7 +135,7 @@ class StreamsOps:
         assert app is not None
         self.last_tick = time.monotonic()
         self.ticked = True
-        if not app.tables.recovery.completed.is_set():
+        if not tables_recovered(app):
             self.readiness = (False, "recovering tables (waiting for the first assignment and changelog replay)")
         elif app.in_recovery:
             self.readiness = (False, "recovering tables after a rebalance")
