@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import shutil
 import time
-import uuid
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from schemas.errors import ConfigError
 from schemas.runtime.cli_support import get_config
 from schemas.settings import Settings
 
 if TYPE_CHECKING:  # the commands import Kafka and the streams modules only when they run
-    from confluent_kafka import Consumer, Message
+    from confluent_kafka import Message
 
+    from schemas.config import Config
     from streams.event_filter import EventFilter
     from streams.events import EventFacts
-    from streams.replay import ReplayCounts
+    from streams.replay import ReplayCounts, ReplayPlan, ReplayRequest, Target
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -51,7 +50,8 @@ FILTER_OPTIONS = [
         "--status",
         "statuses",
         multiple=True,
-        help="results / dead letters with this status (success failed timeout rejected skipped); invocations whose recorded run has it (or pending)",
+        help="results / dead letters with this status (success failed timeout rejected skipped); "
+        "invocations whose recorded run has it (or pending)",
     ),
     click.option(
         "--where",
@@ -83,23 +83,6 @@ def _event_filter(settings: Settings, **kwargs: Any) -> EventFilter:
         store = RunStore(settings)
         event_filter.status_lookup = lambda iid: r.status if (r := store.get(iid)) is not None else None
     return event_filter
-
-
-def _metadata_consumer(settings: Settings) -> Consumer:
-    from confluent_kafka import Consumer
-
-    return Consumer(
-        settings.kafka_config(**{"group.id": f"cdcflow-meta-{uuid.uuid4().hex}", "enable.auto.commit": False})
-    )
-
-
-def _existing_topics(consumer: Consumer, settings: Settings) -> set[str]:
-    from confluent_kafka import KafkaException
-
-    try:
-        return set(consumer.list_topics(timeout=10).topics)
-    except KafkaException as e:
-        raise click.ClickException(f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {e.args[0]}") from None
 
 
 @click.command("replay")
@@ -163,97 +146,64 @@ def replay(
     invocations get trigger kind `replay` with the original ids, and new ids. Safe to interrupt:
     the same command (or --replay-id) continues where it stopped and never sends a message twice.
     """
-    from streams.replay import PlanStore, ReplayError, ReplaySpec, args_fingerprint, derive_replay_id, run_replay
-    from streams.replay_range import RangeError, parse_offsets, parse_time, resolve_range, resolve_topic
-    from streams.tail import format_json, format_line
-    from streams.validation import validated_matcher
+    from streams.replay import ReplayRequest
 
     if to_topic and print_only:
         raise click.UsageError("choose --to-topic or --print")
-    target = "topic" if to_topic else "print" if print_only else "pipeline"
+    target: Target = "topic" if to_topic else "print" if print_only else "pipeline"
     config = get_config(ctx)
-    settings = config.settings
-    event_filter = _event_filter(
-        settings, tables=tables, ops=ops, plugins=plugins, rules=rules, statuses=statuses, where=where
-    )
-    consumer = _metadata_consumer(settings)
-    try:
-        topic = resolve_topic(settings, source_topic, _existing_topics(consumer, settings))
-        if target == "pipeline" and topic == settings.topics.results:
-            raise click.UsageError(
-                f"{topic}: results carry no parameters, so they cannot be re-run; replay "
-                f"{settings.topics.dlq} (failed runs) or invoke:PLUGIN, or use --to-topic/--print"
-            )
-        if to_topic is not None and to_topic == topic:
-            raise click.UsageError("--to-topic must differ from the source topic")
-        ranges = resolve_range(
-            consumer,
-            topic,
-            parse_offsets(from_offsets, "--from-offset"),
-            parse_offsets(to_offsets, "--to-offset"),
-            parse_time(since, "--since") if since else None,
-            parse_time(until, "--until") if until else None,
-        )
-    except RangeError as e:
-        raise click.BadParameter(str(e)) from None
-    finally:
-        consumer.close()
-
-    matcher = None
-    is_row_topic = settings.topics.parse_row_changes(topic) is not None
-    if target == "pipeline" or plugins or rules:
-        try:
-            matcher = validated_matcher(config)
-        except ConfigError as e:
-            if is_row_topic:
-                raise click.ClickException(
-                    f"row changes are re-matched against the current rules, which are bad:\n{e}"
-                ) from None
-            from streams.matcher import Matcher
-
-            matcher = Matcher()  # no row changes expected here: an empty matcher replays none
-
-    spec = ReplaySpec(
-        topic=topic,
+    request = ReplayRequest(
+        source=source_topic,
         target=target,
-        filter=event_filter,
+        filter=_event_filter(
+            config.settings, tables=tables, ops=ops, plugins=plugins, rules=rules, statuses=statuses, where=where
+        ),
         to_topic=to_topic,
-        rate=rate,  # type: ignore[arg-type]
+        from_offsets=from_offsets,
+        to_offsets=to_offsets,
+        since=since,
+        until=until,
+        rate=rate,
         batch_size=batch_size,
         dry_run=dry_run,
+        replay_id=replay_id,
     )
-    fingerprint = (
-        None
-        if replay_id
-        else args_fingerprint(
-            spec, {"from": sorted(from_offsets), "to": sorted(to_offsets), "since": since, "until": until}
-        )
-    )
-    store = PlanStore(settings) if spec.sending else None
-    if store is not None and fingerprint is not None:
-        try:
-            replay_id = store.unfinished(fingerprint)
-        except Exception as e:
-            raise click.ClickException(f"cannot read replay plans from Redis: {e}") from None
-        if replay_id:
-            click.echo(f"continuing the unfinished replay {replay_id} of this same command", err=True)
-    replay_id = replay_id or derive_replay_id(spec, ranges)
-    if store is not None:
-        try:
-            resolved, ranges = ranges, store.load_or_create(replay_id, spec, ranges, fingerprint)
-            if ranges != resolved:
-                click.echo(f"replay {replay_id} ran before: its range, fixed then, is used", err=True)
-        except ReplayError as e:
-            raise click.ClickException(str(e)) from None
-        except Exception as e:  # redis errors: the plan is what makes a re-run safe, so do not start without it
-            raise click.ClickException(f"cannot store the replay plan in Redis: {e}") from None
+    plan = _plan(config, request)
+    _echo_plan(plan)
+    started = time.monotonic()
+    counts = _run_with_progress(config.settings, plan, as_json, started)
+    _echo_summary(plan, counts, time.monotonic() - started)
 
-    total = sum(r.size for r in ranges)
-    where_to = {"pipeline": "the pipeline (current rules; invoke topics)", "topic": to_topic, "print": "the screen"}[
-        target
-    ]
-    click.echo(f"replay {replay_id}: {topic} -> {where_to}{' (dry run: nothing is sent)' if dry_run else ''}", err=True)
-    for r in ranges:
+
+def _plan(config: Config, request: ReplayRequest) -> ReplayPlan:
+    from streams.replay import ReplayError, ReplayUsageError, plan_replay
+    from streams.replay_range import KafkaUnreachable, RangeError
+
+    try:
+        return plan_replay(config, request)
+    except RangeError as e:
+        raise click.BadParameter(str(e)) from None
+    except ReplayUsageError as e:
+        raise click.UsageError(str(e)) from None
+    except (ReplayError, KafkaUnreachable) as e:
+        raise click.ClickException(str(e)) from None
+
+
+def _echo_plan(plan: ReplayPlan) -> None:
+    for note in plan.notes:
+        click.echo(note, err=True)
+    spec = plan.spec
+    where_to = {
+        "pipeline": "the pipeline (current rules; invoke topics)",
+        "topic": spec.to_topic,
+        "print": "the screen",
+    }
+    click.echo(
+        f"replay {plan.replay_id}: {spec.topic} -> {where_to[spec.target]}"
+        f"{' (dry run: nothing is sent)' if spec.dry_run else ''}",
+        err=True,
+    )
+    for r in plan.ranges:
         click.echo(
             f"  partition {r.partition}: offsets {r.start}..{r.end - 1} ({r.size} message(s))"
             if r.size
@@ -261,23 +211,27 @@ def replay(
             err=True,
         )
 
+
+def _run_with_progress(settings: Settings, plan: ReplayPlan, as_json: bool, started: float) -> ReplayCounts:
+    """The replay with a progress bar on stderr (none when printing the messages to stdout)."""
+    from streams.replay import ReplayError, execute_replay
+    from streams.tail import format_json, format_line
+
     width = max(40, shutil.get_terminal_size((120, 20)).columns - 60)
-    started = time.monotonic()
     shown = {"scanned": 0}
 
     def on_print(msg: Message, f: EventFacts) -> None:
         click.echo(format_json(msg, f) if as_json else format_line(msg, f, width))
 
-    use_bar = target != "print"
     bar_cm = (
         click.progressbar(
-            length=max(total, 1),
+            length=max(plan.total, 1),
             label="replaying",
             file=click.get_text_stream("stderr"),
             show_pos=True,
             item_show_func=lambda s: s,
         )
-        if use_bar
+        if plan.spec.target != "print"
         else None
     )
     bar = bar_cm.__enter__() if bar_cm is not None else None
@@ -291,35 +245,36 @@ def replay(
         bar.update(step, f"selected {counts.selected}  sent {counts.sent}  {counts.scanned / elapsed:,.0f} msg/s")
 
     try:
-        counts = run_replay(settings, spec, ranges, replay_id, matcher, progress=progress, on_print=on_print)
+        counts = execute_replay(settings, plan, progress=progress, on_print=on_print)
         progress(counts)
+        return counts
     except ReplayError as e:
         raise click.ClickException(str(e)) from None
     except KeyboardInterrupt:
         raise click.ClickException(
-            f"interrupted; run the same command again (--replay-id {replay_id}) to continue: nothing is sent twice"
+            f"interrupted; run the same command again (--replay-id {plan.replay_id}) to continue: nothing is sent twice"
         ) from None
     finally:
         if bar_cm is not None:
             bar_cm.__exit__(None, None, None)
-    if store is not None:
-        store.finish(replay_id, fingerprint)
-        store.close()
 
-    elapsed = time.monotonic() - started
+
+def _echo_summary(plan: ReplayPlan, counts: ReplayCounts, elapsed: float) -> None:
     click.echo(f"scanned {counts.scanned} message(s) in {elapsed:.1f}s, selected {counts.selected}", err=True)
     if counts.already_done:
         click.echo(
-            f"{counts.already_done} message(s) of the range were replayed by an earlier run of {replay_id}", err=True
+            f"{counts.already_done} message(s) of the range were replayed by an earlier run of {plan.replay_id}",
+            err=True,
         )
-    verb = "would send" if dry_run else "sent"
+    verb = "would send" if plan.spec.dry_run else "sent"
     for name, n in sorted(counts.by_topic.items()):
         click.echo(f"  {verb} {n} to {name}", err=True)
     for reason, n in counts.skipped.items():
         click.echo(f"  skipped {n}: {reason}", err=True)
-    if dry_run:
+    if plan.spec.dry_run:
         click.echo(
-            f"dry run: {counts.selected} selected, {sum(counts.by_topic.values())} message(s) would be sent; nothing sent"
+            f"dry run: {counts.selected} selected, {sum(counts.by_topic.values())} message(s) would be sent; "
+            "nothing sent"
         )
 
 
@@ -353,16 +308,18 @@ def tail(
     as_json: bool,
 ) -> None:
     """Live view of TOPIC (a topic, results, dlq, triggers, invoke:PLUGIN or a [DB.]TABLE): one line per event."""
-    from streams.replay_range import RangeError, resolve_topic
+    from streams.replay_range import KafkaUnreachable, RangeError, existing_topics, metadata_consumer, resolve_topic
     from streams.tail import tail as run_tail
 
     settings = get_config(ctx).settings
     event_filter = _event_filter(settings, tables=tables, ops=ops, plugins=plugins, statuses=statuses, where=where)
-    consumer = _metadata_consumer(settings)
+    consumer = metadata_consumer(settings)
     try:
-        name = resolve_topic(settings, topic, _existing_topics(consumer, settings))
+        name = resolve_topic(settings, topic, existing_topics(consumer, settings))
     except RangeError as e:
         raise click.BadParameter(str(e)) from None
+    except KafkaUnreachable as e:
+        raise click.ClickException(str(e)) from None
     finally:
         consumer.close()
     click.echo(

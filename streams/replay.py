@@ -18,6 +18,10 @@ default) never see its messages. The plan (topic, filters, target and the resolv
 is fixed when first resolved) is kept in Redis under the replay id, so a re-run covers exactly the
 same messages. The replay id is `--replay-id` or derived from the topic, target, filters and the
 resolved start offsets: re-running the same command resumes the same replay.
+
+`cdcflow replay` (streams/ops_cli.py) only parses its options into a ReplayRequest, calls
+plan_replay (topic and range resolution, the plan in Redis) and execute_replay, and prints what
+they return.
 """
 
 from __future__ import annotations
@@ -34,13 +38,24 @@ import orjson
 import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from schemas.config import Config
+from schemas.errors import ConfigError
 from schemas.invocation import Invocation, ReplayTrigger, invocation_id_for
 from schemas.runtime.kafka_topics import ensure_topics
 from schemas.settings import Settings
 from streams.event_filter import EventFilter
 from streams.events import EventFacts, facts
 from streams.matcher import Matcher
-from streams.replay_range import PartitionRange
+from streams.replay_range import (
+    PartitionRange,
+    existing_topics,
+    metadata_consumer,
+    parse_offsets,
+    parse_time,
+    resolve_range,
+    resolve_topic,
+)
+from streams.validation import validated_matcher
 
 Target = Literal["pipeline", "topic", "print"]
 REPLAY_ID_HEADER = "cdcflow-replay-id"
@@ -89,7 +104,7 @@ class Output:
     topic: str
     key: bytes | None
     value: bytes
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    headers: list[tuple[str, str | bytes | None]] = field(default_factory=list)
 
 
 @dataclass
@@ -126,8 +141,8 @@ class PlanStore:
         return f"{self.prefix}:replay-args:{fingerprint}"
 
     def unfinished(self, fingerprint: str) -> str | None:
-        raw = self.client.get(self.args_key(fingerprint))
-        return raw.decode() if raw else None
+        raw = self.client.get(self.args_key(fingerprint))  # bytes: the client does not decode responses
+        return (raw.decode() if isinstance(raw, bytes) else raw) or None
 
     def load_or_create(
         self, replay_id: str, spec: ReplaySpec, ranges: list[PartitionRange], fingerprint: str | None = None
@@ -229,7 +244,7 @@ class Transformer:
         return new.model_dump(mode="json")
 
     def outputs(self, msg: Message, invocations: list[dict[str, Any]] | None) -> list[Output]:
-        headers = [
+        headers: list[tuple[str, str | bytes | None]] = [
             (REPLAY_ID_HEADER, self.replay_id.encode()),
             (REPLAY_SOURCE_HEADER, f"{msg.topic()}/{msg.partition()}/{msg.offset()}".encode()),
         ]
@@ -246,6 +261,7 @@ class Transformer:
 
 
 Progress = Callable[[ReplayCounts], None]
+OnPrint = Callable[[Message, EventFacts], None]
 
 
 def run_replay(
@@ -255,15 +271,45 @@ def run_replay(
     replay_id: str,
     matcher: Matcher | None,
     progress: Progress | None = None,
-    on_print: Callable[[Message, EventFacts], None] | None = None,
+    on_print: OnPrint | None = None,
 ) -> ReplayCounts:
     """Replay `ranges` of `spec.topic`. For pipeline/topic targets, resumes from and commits to the
     replay's consumer group inside transactions; print and dry-run leave no trace anywhere."""
-    sending = spec.sending
-    transformer = Transformer(settings, spec, replay_id, matcher)
     counts = ReplayCounts(total=sum(r.size for r in ranges))
-    group = f"cdcflow-replay-{replay_id}" if sending else f"cdcflow-replay-look-{time.time_ns()}"
-    consumer = Consumer(
+    group = f"cdcflow-replay-{replay_id}" if spec.sending else f"cdcflow-replay-look-{time.time_ns()}"
+    consumer = _replay_consumer(settings, group)
+    producer: Producer | None = None
+    try:
+        positions = _Positions(spec.topic, ranges)
+        if spec.sending:
+            positions.resume(consumer, counts)
+        if not positions.remaining:
+            return counts
+        if spec.sending:
+            producer = _transactional_producer(settings, spec, group)
+        transformer = Transformer(settings, spec, replay_id, matcher)
+        known_topics: set[str] = set()
+
+        def handle(msg: Message) -> None:
+            _handle(msg, transformer, spec, counts, producer, known_topics, settings, on_print)
+
+        _ReplayLoop(consumer, producer, spec, positions, counts, handle).run(progress)
+        return counts
+    except KeyboardInterrupt:
+        _abort(producer, 10)  # a re-run would abort it too; this just frees it sooner
+        raise
+    except KafkaException as e:
+        _abort(producer, 30)
+        raise ReplayError(
+            f"Kafka refused the replay: {e.args[0]}; nothing of the unfinished batch is visible. "
+            f"Run the same command again (--replay-id {replay_id}) to continue"
+        ) from None
+    finally:
+        consumer.close()
+
+
+def _replay_consumer(settings: Settings, group: str) -> Consumer:
+    return Consumer(
         settings.kafka_config(
             **{
                 "group.id": group,
@@ -274,109 +320,153 @@ def run_replay(
             }
         )
     )
-    producer: Producer | None = None
-    try:
-        next_offset = {r.partition: r.start for r in ranges}
-        end = {r.partition: r.end for r in ranges}
-        if sending:
-            committed = consumer.committed([TopicPartition(spec.topic, r.partition) for r in ranges], timeout=30)
-            for tp in committed:
-                if tp.offset >= 0 and tp.offset > next_offset[tp.partition]:
-                    counts.already_done += min(tp.offset, end[tp.partition]) - next_offset[tp.partition]
-                    next_offset[tp.partition] = tp.offset
-        remaining = {p for p in next_offset if next_offset[p] < end[p]}
-        if not remaining:
-            return counts
-        if sending:
-            producer = Producer(
-                settings.kafka_config(
-                    **{
-                        "transactional.id": group,
-                        "transaction.timeout.ms": int(TRANSACTION_TIMEOUT * 1000),
-                        "linger.ms": 5,
-                    }
-                )
-            )
-            # Fences a killed earlier run of this replay id and aborts its open transaction.
-            producer.init_transactions(30)
-            if spec.target == "topic":
-                assert spec.to_topic is not None
-                ensure_topics(settings, [spec.to_topic])
-        consumer.assign([TopicPartition(spec.topic, p, next_offset[p]) for p in sorted(remaining)])
-        known_topics: set[str] = set()
-        started = time.monotonic()
-        scanned_at_start = counts.scanned
-        while remaining:
-            if producer is not None:
-                producer.begin_transaction()
-            batch, batch_deadline = 0, time.monotonic() + 1.0
-            touched: set[int] = set()
-            while remaining and batch < spec.batch_size and time.monotonic() < batch_deadline:
-                want = min(500, spec.batch_size - batch, max(1, int(spec.rate)) if spec.rate else 500)
-                for msg in consumer.consume(num_messages=want, timeout=0.2):
-                    p = msg.partition()
-                    if msg.error() is not None:
-                        if msg.error().code() == KafkaError._PARTITION_EOF and p in remaining:
-                            # Read-committed EOF is at the last stable offset. At or past `end` (transaction
-                            # markers can fill the last offsets) the partition is done; below it, another
-                            # producer's transaction is still open there: wait for it to end.
-                            position = consumer.position([TopicPartition(spec.topic, p)])[0].offset
-                            if position >= end[p]:
-                                _done(consumer, spec.topic, p, remaining, touched)
-                                next_offset[p] = max(next_offset[p], end[p])
-                        elif msg.error().fatal():
-                            raise KafkaException(msg.error())
-                        continue
-                    if p not in remaining:
-                        continue
-                    if msg.offset() >= end[p]:
-                        next_offset[p] = end[p]
-                        _done(consumer, spec.topic, p, remaining, touched)
-                        continue
-                    next_offset[p] = msg.offset() + 1
-                    touched.add(p)
-                    if next_offset[p] >= end[p]:
-                        _done(consumer, spec.topic, p, remaining, touched)
-                    counts.scanned += 1
-                    batch += 1
-                    _handle(msg, transformer, spec, counts, producer, known_topics, settings, on_print)
-                    if spec.rate:
-                        ahead = (counts.scanned - scanned_at_start) / spec.rate - (time.monotonic() - started)
-                        if ahead > 0:
-                            time.sleep(ahead)
-            if producer is not None:
-                offsets = [TopicPartition(spec.topic, p, min(next_offset[p], end[p])) for p in sorted(touched)]
+
+
+def _transactional_producer(settings: Settings, spec: ReplaySpec, group: str) -> Producer:
+    producer = Producer(
+        settings.kafka_config(
+            **{
+                "transactional.id": group,
+                "transaction.timeout.ms": int(TRANSACTION_TIMEOUT * 1000),
+                "linger.ms": 5,
+            }
+        )
+    )
+    # Fences a killed earlier run of this replay id and aborts its open transaction.
+    producer.init_transactions(30)
+    if spec.target == "topic":
+        assert spec.to_topic is not None
+        ensure_topics(settings, [spec.to_topic])
+    return producer
+
+
+def _abort(producer: Producer | None, timeout: float) -> None:
+    if producer is not None:
+        try:
+            producer.abort_transaction(timeout)
+        except KafkaException:
+            pass
+
+
+class _Positions:
+    """Where each partition of the range is: the next offset to read, the end, which are not done."""
+
+    def __init__(self, topic: str, ranges: list[PartitionRange]):
+        self.topic = topic
+        self.next = {r.partition: r.start for r in ranges}
+        self.end = {r.partition: r.end for r in ranges}
+        self.remaining = {p for p in self.next if self.next[p] < self.end[p]}
+
+    def resume(self, consumer: Consumer, counts: ReplayCounts) -> None:
+        """From the offsets an earlier run of the replay committed."""
+        committed = consumer.committed([TopicPartition(self.topic, p) for p in self.next], timeout=30)
+        for tp in committed:
+            if tp.offset >= 0 and tp.offset > self.next[tp.partition]:
+                counts.already_done += min(tp.offset, self.end[tp.partition]) - self.next[tp.partition]
+                self.next[tp.partition] = tp.offset
+        self.remaining = {p for p in self.next if self.next[p] < self.end[p]}
+
+    def offsets(self, partitions: set[int]) -> list[TopicPartition]:
+        return [TopicPartition(self.topic, p, min(self.next[p], self.end[p])) for p in sorted(partitions)]
+
+
+class _ReplayLoop:
+    """Reads the range in batches of at most `batch_size` messages and 1 s, one transaction each when
+    sending (its messages and the source offsets reached), paced to `rate` if given."""
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        producer: Producer | None,
+        spec: ReplaySpec,
+        positions: _Positions,
+        counts: ReplayCounts,
+        handle: Callable[[Message], None],
+    ):
+        self.consumer = consumer
+        self.producer = producer
+        self.spec = spec
+        self.positions = positions
+        self.counts = counts
+        self.handle = handle
+        self.started = time.monotonic()
+        self.scanned_at_start = counts.scanned
+
+    def run(self, progress: Progress | None) -> None:
+        positions = self.positions
+        self.consumer.assign(
+            [TopicPartition(self.spec.topic, p, positions.next[p]) for p in sorted(positions.remaining)]
+        )
+        self.started, self.scanned_at_start = time.monotonic(), self.counts.scanned
+        while positions.remaining:
+            if self.producer is not None:
+                self.producer.begin_transaction()
+            touched = self._read_batch()
+            if self.producer is not None:
+                offsets = positions.offsets(touched)
                 if offsets:
-                    producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 30)
-                producer.commit_transaction(TRANSACTION_TIMEOUT)
+                    self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
+                self.producer.commit_transaction(TRANSACTION_TIMEOUT)
             if progress is not None:
-                progress(counts)
-        return counts
-    except KeyboardInterrupt:
-        if producer is not None:
-            try:
-                producer.abort_transaction(10)  # a re-run would abort it too; this just frees it sooner
-            except KafkaException:
-                pass
-        raise
-    except KafkaException as e:
-        if producer is not None:
-            try:
-                producer.abort_transaction(30)
-            except KafkaException:
-                pass
-        raise ReplayError(
-            f"Kafka refused the replay: {e.args[0]}; nothing of the unfinished batch is visible. "
-            f"Run the same command again (--replay-id {replay_id}) to continue"
-        ) from None
-    finally:
-        consumer.close()
+                progress(self.counts)
 
+    def _read_batch(self) -> set[int]:
+        """The partitions it moved on."""
+        spec, remaining = self.spec, self.positions.remaining
+        batch, batch_deadline = 0, time.monotonic() + 1.0
+        touched: set[int] = set()
+        while remaining and batch < spec.batch_size and time.monotonic() < batch_deadline:
+            want = min(500, spec.batch_size - batch, max(1, int(spec.rate)) if spec.rate else 500)
+            for msg in self.consumer.consume(num_messages=want, timeout=0.2):
+                if not self._advance(msg, touched):
+                    continue
+                self.counts.scanned += 1
+                batch += 1
+                self.handle(msg)
+                if spec.rate:
+                    ahead = (self.counts.scanned - self.scanned_at_start) / spec.rate - (
+                        time.monotonic() - self.started
+                    )
+                    if ahead > 0:
+                        time.sleep(ahead)
+        return touched
 
-def _done(consumer: Consumer, topic: str, partition: int, remaining: set[int], touched: set[int]) -> None:
-    remaining.discard(partition)
-    touched.add(partition)
-    consumer.pause([TopicPartition(topic, partition)])
+    def _advance(self, msg: Message, touched: set[int]) -> bool:
+        """Move the partition's position past `msg`; True when `msg` is in the range (to be handled)."""
+        positions, p, offset, error = self.positions, msg.partition(), msg.offset(), msg.error()
+        if error is not None:
+            self._on_error(error, p, touched)
+            return False
+        if p is None or offset is None or p not in positions.remaining:
+            return False
+        end = positions.end[p]
+        if offset >= end:
+            positions.next[p] = end
+            self._done(p, touched)
+            return False
+        positions.next[p] = offset + 1
+        touched.add(p)
+        if positions.next[p] >= end:
+            self._done(p, touched)
+        return True
+
+    def _on_error(self, error: KafkaError, p: int | None, touched: set[int]) -> None:
+        positions = self.positions
+        if error.code() == KafkaError._PARTITION_EOF and p is not None and p in positions.remaining:
+            # Read-committed EOF is at the last stable offset. At or past `end` (transaction markers
+            # can fill the last offsets) the partition is done; below it, another producer's
+            # transaction is still open there: wait for it to end.
+            position = self.consumer.position([TopicPartition(self.spec.topic, p)])[0].offset
+            if position >= positions.end[p]:
+                self._done(p, touched)
+                positions.next[p] = max(positions.next[p], positions.end[p])
+        elif error.fatal():
+            raise KafkaException(error)
+
+    def _done(self, partition: int, touched: set[int]) -> None:
+        self.positions.remaining.discard(partition)
+        touched.add(partition)
+        self.consumer.pause([TopicPartition(self.spec.topic, partition)])
 
 
 def _handle(
@@ -425,3 +515,153 @@ def _handle(
                 producer.poll(0.1)
         counts.sent += 1
     producer.poll(0)
+
+
+class ReplayUsageError(ReplayError):
+    """The request combines what cannot go together (the command's usage error)."""
+
+
+@dataclass
+class ReplayRequest:
+    """A replay as asked for: nothing resolved yet."""
+
+    source: str  # a topic, results, dlq, triggers, invoke:PLUGIN or a [DB.]TABLE
+    target: Target
+    filter: EventFilter
+    to_topic: str | None = None
+    from_offsets: tuple[str, ...] = ()  # [P:]OFFSET each
+    to_offsets: tuple[str, ...] = ()
+    since: str | None = None  # ISO-8601 or relative (2h)
+    until: str | None = None
+    rate: float | None = None
+    batch_size: int = 5000
+    dry_run: bool = False
+    replay_id: str | None = None  # None: the unfinished replay of the same request, else derived
+
+    def range_args(self) -> dict[str, Any]:
+        """The range options as typed (relative times unresolved), for the args fingerprint."""
+        return {
+            "from": sorted(self.from_offsets),
+            "to": sorted(self.to_offsets),
+            "since": self.since,
+            "until": self.until,
+        }
+
+
+@dataclass
+class ReplayPlan:
+    replay_id: str
+    spec: ReplaySpec
+    ranges: list[PartitionRange]  # when the replay id ran before: the range fixed then
+    matcher: Matcher | None  # the current rules, when row changes are re-matched
+    fingerprint: str | None = None  # of the request's arguments, when no replay id was given
+    store: PlanStore | None = None  # the plan in Redis, when the replay sends
+    notes: list[str] = field(default_factory=list)  # for the operator: a continued replay, an older range
+
+    @property
+    def total(self) -> int:
+        return sum(r.size for r in self.ranges)
+
+
+def plan_replay(config: Config, request: ReplayRequest) -> ReplayPlan:
+    """Resolve the source topic and range, load the rules when needed and, when the replay sends,
+    fix its plan in Redis (continuing an unfinished replay of the same request).
+
+    Raises RangeError (a bad topic or range option), ReplayUsageError, ReplayError and
+    KafkaUnreachable; the messages name the option or the way on."""
+    settings = config.settings
+    topic, ranges = _resolve_range(settings, request)
+    spec = ReplaySpec(
+        topic=topic,
+        target=request.target,
+        filter=request.filter,
+        to_topic=request.to_topic,
+        rate=request.rate,
+        batch_size=request.batch_size,
+        dry_run=request.dry_run,
+    )
+    fingerprint = None if request.replay_id else args_fingerprint(spec, request.range_args())
+    plan = ReplayPlan(request.replay_id or "", spec, ranges, _current_rules(config, request, topic), fingerprint)
+    if not spec.sending:
+        plan.replay_id = plan.replay_id or derive_replay_id(spec, ranges)
+        return plan
+    plan.store = PlanStore(settings)
+    try:
+        _fix_plan(plan, plan.store)
+    except BaseException:
+        plan.store.close()
+        raise
+    return plan
+
+
+def execute_replay(
+    settings: Settings, plan: ReplayPlan, progress: Progress | None = None, on_print: OnPrint | None = None
+) -> ReplayCounts:
+    """Run the plan; once the whole range is replayed, its plan in Redis is marked finished."""
+    try:
+        counts = run_replay(settings, plan.spec, plan.ranges, plan.replay_id, plan.matcher, progress, on_print)
+        if plan.store is not None:
+            plan.store.finish(plan.replay_id, plan.fingerprint)
+        return counts
+    finally:
+        if plan.store is not None:
+            plan.store.close()
+
+
+def _resolve_range(settings: Settings, request: ReplayRequest) -> tuple[str, list[PartitionRange]]:
+    consumer = metadata_consumer(settings)
+    try:
+        topic = resolve_topic(settings, request.source, existing_topics(consumer, settings))
+        if request.target == "pipeline" and topic == settings.topics.results:
+            raise ReplayUsageError(
+                f"{topic}: results carry no parameters, so they cannot be re-run; replay "
+                f"{settings.topics.dlq} (failed runs) or invoke:PLUGIN, or use --to-topic/--print"
+            )
+        if request.to_topic is not None and request.to_topic == topic:
+            raise ReplayUsageError("--to-topic must differ from the source topic")
+        ranges = resolve_range(
+            consumer,
+            topic,
+            parse_offsets(request.from_offsets, "--from-offset"),
+            parse_offsets(request.to_offsets, "--to-offset"),
+            parse_time(request.since, "--since") if request.since else None,
+            parse_time(request.until, "--until") if request.until else None,
+        )
+    finally:
+        consumer.close()
+    return topic, ranges
+
+
+def _current_rules(config: Config, request: ReplayRequest, topic: str) -> Matcher | None:
+    """The matcher of the current rules, when row changes are re-matched (into the pipeline, or to
+    filter them by plugin or rule)."""
+    if request.target != "pipeline" and not request.filter.plugins and not request.filter.rules:
+        return None
+    try:
+        return validated_matcher(config)
+    except ConfigError as e:
+        if config.settings.topics.parse_row_changes(topic) is not None:
+            raise ReplayError(f"row changes are re-matched against the current rules, which are bad:\n{e}") from e
+        return Matcher()  # no row changes expected here: an empty matcher replays none
+
+
+def _fix_plan(plan: ReplayPlan, store: PlanStore) -> None:
+    """The replay id (the unfinished replay of the same arguments, or derived) and its range in Redis."""
+    if plan.fingerprint is not None:
+        try:
+            unfinished = store.unfinished(plan.fingerprint)
+        except Exception as e:
+            raise ReplayError(f"cannot read replay plans from Redis: {e}") from e
+        if unfinished:
+            plan.replay_id = unfinished
+            plan.notes.append(f"continuing the unfinished replay {unfinished} of this same command")
+    plan.replay_id = plan.replay_id or derive_replay_id(plan.spec, plan.ranges)
+    try:
+        ranges = store.load_or_create(plan.replay_id, plan.spec, plan.ranges, plan.fingerprint)
+    except ReplayError:
+        raise
+    except Exception as e:  # redis errors: the plan is what makes a re-run safe, so do not start without it
+        raise ReplayError(f"cannot store the replay plan in Redis: {e}") from e
+    if ranges != plan.ranges:
+        plan.notes.append(f"replay {plan.replay_id} ran before: its range, fixed then, is used")
+        plan.ranges = ranges

@@ -12,10 +12,11 @@ resolved: the end is fixed then, so a replay of a busy topic finishes.
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from schemas.settings import Settings
 
@@ -25,6 +26,24 @@ METADATA_TIMEOUT = 10.0
 
 class RangeError(ValueError):
     """A topic or range that cannot be used; the message names the option."""
+
+
+class KafkaUnreachable(RuntimeError):
+    """The topics could not be listed; the message names the bootstrap servers."""
+
+
+def metadata_consumer(settings: Settings) -> Consumer:
+    """For topic lists, partitions and offsets only (joins no group, commits nothing)."""
+    return Consumer(
+        settings.kafka_config(**{"group.id": f"cdcflow-meta-{uuid.uuid4().hex}", "enable.auto.commit": False})
+    )
+
+
+def existing_topics(consumer: Consumer, settings: Settings) -> set[str]:
+    try:
+        return set(consumer.list_topics(timeout=METADATA_TIMEOUT).topics)
+    except KafkaException as e:
+        raise KafkaUnreachable(f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {e.args[0]}") from None
 
 
 def resolve_topic(settings: Settings, name: str, existing: set[str]) -> str:
