@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, BinaryIO
+
 import click
 
 from schemas.errors import ConfigError
 from schemas.runtime.cli_support import get_config, parse_param_pairs
+
+if TYPE_CHECKING:
+    from schemas.config import Config
+    from schemas.rules import Schedule
 
 
 @click.group()
@@ -57,7 +63,7 @@ def check(ctx: click.Context) -> None:
 @rules.command("explain")
 @click.argument("event_file", type=click.File("rb"), metavar="EVENT.json")
 @click.pass_context
-def explain_cmd(ctx: click.Context, event_file) -> None:  # type: ignore[no-untyped-def]
+def explain_cmd(ctx: click.Context, event_file: BinaryIO) -> None:
     """Which rules match the row change in EVENT.json (`-` = stdin), and why the others do not."""
     import orjson
 
@@ -69,7 +75,9 @@ def explain_cmd(ctx: click.Context, event_file) -> None:  # type: ignore[no-unty
         table = (event["source"]["db"], event["source"]["table"])
         event["op"]
     except (orjson.JSONDecodeError, KeyError, TypeError) as e:
-        raise click.ClickException(f"{event_file.name}: not a row-change event (need source.db, source.table, op): {e}")
+        raise click.ClickException(
+            f"{event_file.name}: not a row-change event (need source.db, source.table, op): {e}"
+        ) from None
     try:
         matcher = Matcher.compile(config.rules, str(config.path or "config"))
     except ConfigError as e:
@@ -102,62 +110,30 @@ def trigger(
     """Run PLUGIN now: parameters are checked against its plugin.json before anything is sent."""
     import getpass
     import socket
-    import time
-    import uuid
 
-    from confluent_kafka import Producer
+    from streams.manual_trigger import TriggerError, plugin_manifest, send_trigger, trigger_request, wait_for_result
 
-    from plugins.registry import discover
-    from plugins.store import RunStore
-    from schemas.invocation import invocation_id_for
-    from schemas.manifest import ParamError
-    from schemas.runtime.kafka_topics import ensure_topics
-    from schemas.trigger_request import ManualTriggerRequest
-
-    config = get_config(ctx)
-    settings = config.settings
-    found = discover(settings.runners.plugin_dirs)
-    if plugin not in found.plugins:
-        known = ", ".join(sorted(found.plugins)) or "none"
-        raise click.ClickException(
-            f"unknown plugin {plugin!r} (plugins in {', '.join(map(str, settings.runners.plugin_dirs))}: {known})"
-        )
+    settings = get_config(ctx).settings
     try:
-        params = found.plugins[plugin].manifest.validate_params(parse_param_pairs(pairs, json_params))
-    except ParamError as e:
-        raise click.ClickException(f"refused, nothing was sent:\n{e}") from None
-    request = ManualTriggerRequest(
-        request_id=str(uuid.uuid4()),
-        plugin=plugin,
-        params=params,
-        priority=priority,  # type: ignore[arg-type]
-        requested_by=f"{getpass.getuser()}@{socket.gethostname()}",
-    )
-    ensure_topics(settings, [settings.topics.triggers])
-    producer = Producer(settings.kafka_config(**{"acks": "all", "enable.idempotence": True}))
-    producer.produce(
-        settings.topics.triggers, key=request.request_id.encode(), value=request.model_dump_json().encode()
-    )
-    if producer.flush(30) > 0:
-        raise click.ClickException(f"Kafka at {settings.kafka.bootstrap_servers} did not accept the trigger within 30s")
-    invocation_id = invocation_id_for("manual", request.request_id, plugin)
+        manifest = plugin_manifest(settings, plugin)
+        params = parse_param_pairs(pairs, json_params)
+        request = trigger_request(plugin, manifest, params, priority, f"{getpass.getuser()}@{socket.gethostname()}")
+        invocation_id = send_trigger(settings, request)
+    except TriggerError as e:
+        raise click.ClickException(str(e)) from None
     click.echo(f"triggered {plugin}: invocation {invocation_id}", err=True)
     if not wait:
         click.echo(invocation_id)
         return
-    store = RunStore(settings)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        raw = store.get_raw(invocation_id)
-        if raw is not None:
-            click.echo(raw.decode())
-            result = store.get(invocation_id)
-            ctx.exit(0 if result is not None and result.status == "success" else 1)
-        time.sleep(0.1)
-    raise click.ClickException(
-        f"no result for invocation {invocation_id} within {timeout:.0f}s "
-        f"(is `cdcflow run` running? see `cdcflow runs show {invocation_id}` later)"
-    )
+    found = wait_for_result(settings, invocation_id, timeout)
+    if found is None:
+        raise click.ClickException(
+            f"no result for invocation {invocation_id} within {timeout:.0f}s "
+            f"(is `cdcflow run` running? see `cdcflow runs show {invocation_id}` later)"
+        )
+    raw, result = found
+    click.echo(raw.decode())
+    ctx.exit(0 if result is not None and result.status == "success" else 1)
 
 
 @click.group()
@@ -165,7 +141,7 @@ def schedules() -> None:
     """Schedules: list them, pause and resume them (state in Redis, so it survives restarts)."""
 
 
-def _schedule_or_fail(config, name: str):  # type: ignore[no-untyped-def]
+def _schedule_or_fail(config: Config, name: str) -> Schedule:
     for schedule in config.rules.schedules:
         if schedule.name == name:
             return schedule
@@ -178,67 +154,32 @@ def _schedule_or_fail(config, name: str):  # type: ignore[no-untyped-def]
 @click.pass_context
 def schedules_list(ctx: click.Context, as_json: bool) -> None:
     """Name, plugin, next fire, last fire, last result, paused, missed."""
-    from zoneinfo import ZoneInfo
-
     import orjson
 
-    from plugins.store import RunStore
-    from streams.schedule_state import ScheduleStore
+    from schemas.runtime.text_table import text_table
+    from streams.schedule_report import schedule_rows
     from streams.schedule_timer import utcnow
-    from streams.schedule_times import next_slot
 
-    config = get_config(ctx)
-    store, runs = ScheduleStore(config.settings), RunStore(config.settings)
-    now = utcnow()
-    rows = []
-    for s in config.rules.schedules:
-        state = store.load(s.name)
-        anchor = state.anchor or now.replace(microsecond=0)  # what the timer will store on first sight
-        nxt = None if state.paused or not s.enabled else next_slot(s, anchor, max(filter(None, [state.last, now])))
-        tz = ZoneInfo(s.timezone)  # times shown in the schedule's own timezone
-        result = runs.get(state.last_invocation) if state.last_invocation else None
-        rows.append(
-            {
-                "name": s.name,
-                "plugin": s.plugin,
-                "when": s.cron
-                and f"cron {s.cron} {s.timezone}"
-                or (f"every {s.interval_seconds:g}s" if s.interval_seconds else f"at {s.at}"),
-                "next_fire": nxt.astimezone(tz).isoformat() if nxt else None,
-                "last_fire": state.last.astimezone(tz).isoformat() if state.last else None,
-                "last_result": result.status if result else ("pending" if state.last_invocation else None),
-                "paused": state.paused,
-                "enabled": s.enabled,
-                "missed": state.missed_total,
-            }
-        )
+    rows = schedule_rows(get_config(ctx), utcnow())
     if as_json:
         for row in rows:
             click.echo(orjson.dumps(row).decode())
         return
-    from schemas.runtime.text_table import text_table
-
     header = ("NAME", "PLUGIN", "WHEN", "NEXT FIRE", "LAST FIRE", "LAST RESULT", "PAUSED", "MISSED")
-    click.echo(
-        "\n".join(
-            text_table(
-                header,
-                [
-                    (
-                        r["name"],
-                        r["plugin"],
-                        r["when"],
-                        r["next_fire"] or "-",
-                        r["last_fire"] or "-",
-                        r["last_result"] or "-",
-                        "yes" if r["paused"] else "no",
-                        r["missed"],
-                    )
-                    for r in rows
-                ],
-            )
+    cells = [
+        (
+            r["name"],
+            r["plugin"],
+            r["when"],
+            r["next_fire"] or "-",
+            r["last_fire"] or "-",
+            r["last_result"] or "-",
+            "yes" if r["paused"] else "no",
+            r["missed"],
         )
-    )
+        for r in rows
+    ]
+    click.echo("\n".join(text_table(header, cells)))
 
 
 @schedules.command("pause")

@@ -12,12 +12,14 @@ Entries of one mapping must all hold (an implicit `all`).
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Callable
 from typing import Any
 
 Row = dict[str, Any] | None
 Predicate = Callable[[Row, Row], bool]
+Getter = Callable[[Row, Row], Any]
 
 OPERATORS = frozenset({"eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "is_null", "like", "regex", "changed"})
 COMBINATORS = frozenset({"all", "any", "not"})
@@ -122,7 +124,7 @@ def _parse_ref(key: str, path: str) -> tuple[str, str]:
     return "row", key
 
 
-def _getter(side: str, column: str) -> Callable[[Row, Row], Any]:
+def _getter(side: str, column: str) -> Getter:
     if side == "after":
         return lambda before, after: after.get(column, _MISSING) if after is not None else _MISSING
     if side == "before":
@@ -132,52 +134,85 @@ def _getter(side: str, column: str) -> Callable[[Row, Row], Any]:
 
 
 def _compile_operator(op: str, arg: Any, side: str, column: str, path: str) -> Predicate:
-    get = _getter(side, column)
-    if op == "eq":
-        return lambda b, a: _eq(get(b, a), arg)
-    if op == "ne":
-        return lambda b, a: (v := get(b, a)) is not _MISSING and not _eq(v, arg)
-    if op in ("in", "not_in"):
-        if not isinstance(arg, list):
-            raise ConditionError(path, f"`{op}` takes a list")
-        if op == "in":
-            return lambda b, a: any(_eq(get(b, a), x) for x in arg)
-        return lambda b, a: (v := get(b, a)) is not _MISSING and not any(_eq(v, x) for x in arg)
-    if op in ("gt", "gte", "lt", "lte"):
-        if isinstance(arg, bool) or not isinstance(arg, (int, float, str)):
-            raise ConditionError(path, f"`{op}` takes a number or a string")
-        compare = {
-            "gt": lambda x, y: x > y,
-            "gte": lambda x, y: x >= y,
-            "lt": lambda x, y: x < y,
-            "lte": lambda x, y: x <= y,
-        }[op]
-        return lambda b, a: _ordered(get(b, a), arg, compare)
-    if op == "is_null":
-        if not isinstance(arg, bool):
-            raise ConditionError(path, "`is_null` takes true or false")
-        return lambda b, a: ((v := get(b, a)) is None or v is _MISSING) == arg
-    if op in ("like", "regex"):
-        if not isinstance(arg, str):
-            raise ConditionError(path, f"`{op}` takes a string pattern")
-        try:
-            pattern = re.compile(_like_to_regex(arg) if op == "like" else arg, re.S)
-        except re.error as e:
-            raise ConditionError(path, f"invalid pattern: {e}") from None
-        match = pattern.fullmatch if op == "like" else pattern.search
-        return lambda b, a: isinstance(v := get(b, a), str) and match(v) is not None
-    if op == "changed":
-        if not isinstance(arg, bool):
-            raise ConditionError(path, "`changed` takes true or false")
+    build = _OPERATOR_BUILDERS.get(op)
+    if build is None:
+        raise ConditionError(path, f"unknown operator {op!r}")
+    return build(op, arg, _getter(side, column), column, path)
 
-        def changed(b: Row, a: Row) -> bool:
-            # An insert or delete changes every column; an update only those that differ.
-            if b is None or a is None:
-                return arg
-            return (b.get(column, _MISSING) != a.get(column, _MISSING)) == arg
 
-        return changed
-    raise ConditionError(path, f"unknown operator {op!r}")
+def _op_eq(op: str, arg: Any, get: Getter, column: str, path: str) -> Predicate:
+    return lambda b, a: _eq(get(b, a), arg)
+
+
+def _op_ne(op: str, arg: Any, get: Getter, column: str, path: str) -> Predicate:
+    return lambda b, a: (v := get(b, a)) is not _MISSING and not _eq(v, arg)
+
+
+def _op_in(op: str, arg: Any, get: Getter, column: str, path: str) -> Predicate:
+    if not isinstance(arg, list):
+        raise ConditionError(path, f"`{op}` takes a list")
+    if op == "in":
+        return lambda b, a: any(_eq(get(b, a), x) for x in arg)
+    return lambda b, a: (v := get(b, a)) is not _MISSING and not any(_eq(v, x) for x in arg)
+
+
+def _op_ordered(op: str, arg: Any, get: Getter, column: str, path: str) -> Predicate:
+    if isinstance(arg, bool) or not isinstance(arg, (int, float, str)):
+        raise ConditionError(path, f"`{op}` takes a number or a string")
+    compare = _COMPARISONS[op]
+    return lambda b, a: _ordered(get(b, a), arg, compare)
+
+
+def _op_is_null(op: str, arg: Any, get: Getter, column: str, path: str) -> Predicate:
+    if not isinstance(arg, bool):
+        raise ConditionError(path, "`is_null` takes true or false")
+    return lambda b, a: ((v := get(b, a)) is None or v is _MISSING) == arg
+
+
+def _op_pattern(op: str, arg: Any, get: Getter, column: str, path: str) -> Predicate:
+    if not isinstance(arg, str):
+        raise ConditionError(path, f"`{op}` takes a string pattern")
+    try:
+        pattern = re.compile(_like_to_regex(arg) if op == "like" else arg, re.S)
+    except re.error as e:
+        raise ConditionError(path, f"invalid pattern: {e}") from None
+    match = pattern.fullmatch if op == "like" else pattern.search
+    return lambda b, a: isinstance(v := get(b, a), str) and match(v) is not None
+
+
+def _op_changed(op: str, arg: Any, get: Getter, column: str, path: str) -> Predicate:
+    if not isinstance(arg, bool):
+        raise ConditionError(path, "`changed` takes true or false")
+    expected: bool = arg
+
+    def changed(b: Row, a: Row) -> bool:
+        # An insert or delete changes every column; an update only those that differ.
+        if b is None or a is None:
+            return expected
+        differs: bool = b.get(column, _MISSING) != a.get(column, _MISSING)
+        return differs == expected
+
+    return changed
+
+
+_COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
+    "gt": operator.gt,
+    "gte": operator.ge,
+    "lt": operator.lt,
+    "lte": operator.le,
+}
+# operator -> its compiler (the argument checked, the predicate built); OPERATORS lists the same names
+_OPERATOR_BUILDERS: dict[str, Callable[[str, Any, Getter, str, str], Predicate]] = {
+    "eq": _op_eq,
+    "ne": _op_ne,
+    "in": _op_in,
+    "not_in": _op_in,
+    **dict.fromkeys(_COMPARISONS, _op_ordered),
+    "is_null": _op_is_null,
+    "like": _op_pattern,
+    "regex": _op_pattern,
+    "changed": _op_changed,
+}
 
 
 def _eq(value: Any, expected: Any) -> bool:

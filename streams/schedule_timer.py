@@ -88,18 +88,7 @@ class ScheduleTimer:
         return max(0.0, wait)
 
     async def _tick_one(self, schedule: Schedule, now: datetime) -> datetime | None:
-        timing = schedule.timing()
-        if self._synced_timing.get(schedule.name) != timing:
-            previous = self.store.sync_timing(schedule.name, timing, now)
-            if previous:
-                log.warning(
-                    "schedule %s: timing changed (%s -> %s); counting slots from now, earlier ones "
-                    "are neither run nor reported missed",
-                    schedule.name,
-                    previous,
-                    timing,
-                )
-            self._synced_timing[schedule.name] = timing
+        self._sync_timing(schedule, now)
         state = self.store.load(schedule.name)
         anchor = state.anchor or self.store.ensure_anchor(schedule.name, now)
         if state.paused:
@@ -107,58 +96,11 @@ class ScheduleTimer:
         plan = plan_fires(schedule, anchor, state.last, now)
         if not (plan.fire or plan.missed or plan.coalesced):
             return plan.next_due
-        ticks: list[ScheduleTick] = []
-        fired: list[str] = []
-        outstanding = self.store.outstanding(state.recent) if plan.fire else []
-        for slot in plan.fire:
-            invocation = schedule_invocation(schedule, slot)
-            if len(outstanding) >= schedule.max_instances:
-                ticks.append(
-                    ScheduleTick(
-                        schedule=schedule.name,
-                        plugin=schedule.plugin,
-                        fire_time=slot,
-                        status="skipped_max_instances",
-                        invocation_id=invocation["invocation_id"],
-                    )
-                )
-                log.warning(
-                    "schedule %s: slot %s skipped, %d instance(s) still running (max_instances=%d)",
-                    schedule.name,
-                    slot_key(slot),
-                    len(outstanding),
-                    schedule.max_instances,
-                )
-                continue
-            await self.emit(invocation)
-            emitted = utcnow()
-            self.lateness_ms.append((emitted - slot).total_seconds() * 1000)
-            fired.append(invocation["invocation_id"])
-            outstanding.append(invocation["invocation_id"])
-            ticks.append(
-                ScheduleTick(
-                    schedule=schedule.name,
-                    plugin=schedule.plugin,
-                    fire_time=slot,
-                    emitted_at=emitted,
-                    status="fired",
-                    invocation_id=invocation["invocation_id"],
-                )
-            )
-            log.info(
-                "schedule %s fired slot %s -> %s (invocation %s, %.1f ms late)",
-                schedule.name,
-                slot_key(slot),
-                schedule.plugin,
-                invocation["invocation_id"],
-                self.lateness_ms[-1],
-            )
-        for slot in plan.missed:
-            ticks.append(ScheduleTick(schedule=schedule.name, plugin=schedule.plugin, fire_time=slot, status="missed"))
-        for slot in plan.coalesced:
-            ticks.append(
-                ScheduleTick(schedule=schedule.name, plugin=schedule.plugin, fire_time=slot, status="coalesced")
-            )
+        ticks, fired = await self._fire(schedule, plan.fire, state.recent)
+        for status, slots in (("missed", plan.missed), ("coalesced", plan.coalesced)):
+            ticks += [
+                ScheduleTick(schedule=schedule.name, plugin=schedule.plugin, fire_time=s, status=status) for s in slots
+            ]
         if plan.missed or plan.uncounted_missed:
             log.warning(
                 "schedule %s: %d slot(s) missed beyond misfire_grace_time=%ss (latest %s)",
@@ -170,6 +112,77 @@ class ScheduleTimer:
         ticks.sort(key=lambda t: t.fire_time)
         self.store.record(schedule.name, plan.last, ticks, fired, len(plan.missed) + plan.uncounted_missed)
         return plan.next_due
+
+    def _sync_timing(self, schedule: Schedule, now: datetime) -> None:
+        """Check the schedule's timing against Redis once per timing (a change restarts the count)."""
+        timing = schedule.timing()
+        if self._synced_timing.get(schedule.name) == timing:
+            return
+        previous = self.store.sync_timing(schedule.name, timing, now)
+        if previous:
+            log.warning(
+                "schedule %s: timing changed (%s -> %s); counting slots from now, earlier ones "
+                "are neither run nor reported missed",
+                schedule.name,
+                previous,
+                timing,
+            )
+        self._synced_timing[schedule.name] = timing
+
+    async def _fire(
+        self, schedule: Schedule, slots: list[datetime], recent: list[str]
+    ) -> tuple[list[ScheduleTick], list[str]]:
+        """Emit each slot, or skip it while max_instances invocations have no result; the ticks and
+        the invocation ids emitted."""
+        ticks: list[ScheduleTick] = []
+        fired: list[str] = []
+        outstanding = self.store.outstanding(recent) if slots else []
+        for slot in slots:
+            invocation = schedule_invocation(schedule, slot)
+            invocation_id = invocation["invocation_id"]
+            if len(outstanding) >= schedule.max_instances:
+                ticks.append(
+                    ScheduleTick(
+                        schedule=schedule.name,
+                        plugin=schedule.plugin,
+                        fire_time=slot,
+                        status="skipped_max_instances",
+                        invocation_id=invocation_id,
+                    )
+                )
+                log.warning(
+                    "schedule %s: slot %s skipped, %d instance(s) still running (max_instances=%d)",
+                    schedule.name,
+                    slot_key(slot),
+                    len(outstanding),
+                    schedule.max_instances,
+                )
+                continue
+            ticks.append(await self._emit(schedule, slot, invocation))
+            fired.append(invocation_id)
+            outstanding.append(invocation_id)
+        return ticks, fired
+
+    async def _emit(self, schedule: Schedule, slot: datetime, invocation: dict[str, Any]) -> ScheduleTick:
+        await self.emit(invocation)
+        emitted = utcnow()
+        self.lateness_ms.append((emitted - slot).total_seconds() * 1000)
+        log.info(
+            "schedule %s fired slot %s -> %s (invocation %s, %.1f ms late)",
+            schedule.name,
+            slot_key(slot),
+            schedule.plugin,
+            invocation["invocation_id"],
+            self.lateness_ms[-1],
+        )
+        return ScheduleTick(
+            schedule=schedule.name,
+            plugin=schedule.plugin,
+            fire_time=slot,
+            emitted_at=emitted,
+            status="fired",
+            invocation_id=invocation["invocation_id"],
+        )
 
     async def run(self) -> None:
         """Forever: fire what is due while leader. Never raises (but lets cancellation through)."""

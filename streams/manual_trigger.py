@@ -1,0 +1,80 @@
+"""`cdcflow trigger`, the logic: check the parameters against the plugin's manifest, publish the
+request to the triggers topic (the Faust app turns it into an invocation), wait for its result."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from confluent_kafka import Producer
+
+from plugins.registry import discover
+from plugins.store import RunStore
+from schemas.invocation import invocation_id_for
+from schemas.manifest import ParamError, PluginManifest
+from schemas.result import Result
+from schemas.runtime.kafka_topics import ensure_topics
+from schemas.settings import Settings
+from schemas.trigger_request import ManualTriggerRequest
+
+SEND_TIMEOUT = 30.0
+
+
+class TriggerError(RuntimeError):
+    """Nothing was sent (unknown plugin, refused parameters, Kafka did not accept); the message says why."""
+
+
+def plugin_manifest(settings: Settings, plugin: str) -> PluginManifest:
+    found = discover(settings.runners.plugin_dirs)
+    if plugin not in found.plugins:
+        known = ", ".join(sorted(found.plugins)) or "none"
+        raise TriggerError(
+            f"unknown plugin {plugin!r} (plugins in {', '.join(map(str, settings.runners.plugin_dirs))}: {known})"
+        )
+    return found.plugins[plugin].manifest
+
+
+def trigger_request(
+    plugin: str, manifest: PluginManifest, params: dict[str, Any], priority: str, requested_by: str
+) -> ManualTriggerRequest:
+    """The request, its parameters validated (and coerced) by the manifest, its priority by the model."""
+    try:
+        checked = manifest.validate_params(params)
+    except ParamError as e:
+        raise TriggerError(f"refused, nothing was sent:\n{e}") from None
+    return ManualTriggerRequest.model_validate(
+        {
+            "request_id": str(uuid.uuid4()),
+            "plugin": plugin,
+            "params": checked,
+            "priority": priority,
+            "requested_by": requested_by,
+        }
+    )
+
+
+def send_trigger(settings: Settings, request: ManualTriggerRequest) -> str:
+    """Publish the request (acknowledged by every in-sync replica); returns the invocation id it becomes."""
+    ensure_topics(settings, [settings.topics.triggers])
+    producer = Producer(settings.kafka_config(**{"acks": "all", "enable.idempotence": True}))
+    producer.produce(
+        settings.topics.triggers, key=request.request_id.encode(), value=request.model_dump_json().encode()
+    )
+    if producer.flush(SEND_TIMEOUT) > 0:
+        raise TriggerError(
+            f"Kafka at {settings.kafka.bootstrap_servers} did not accept the trigger within {SEND_TIMEOUT:.0f}s"
+        )
+    return invocation_id_for("manual", request.request_id, request.plugin)
+
+
+def wait_for_result(settings: Settings, invocation_id: str, timeout: float) -> tuple[bytes, Result | None] | None:
+    """The run's recorded result (raw, and parsed) once there is one; None after `timeout` seconds."""
+    store = RunStore(settings)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        raw = store.get_raw(invocation_id)
+        if raw is not None:
+            return raw, store.get(invocation_id)
+        time.sleep(0.1)
+    return None
