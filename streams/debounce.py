@@ -33,4 +33,5 @@ def merge_pending(
 
 
 def is_due(pending: dict[str, Any], now_ms: int) -> bool:
-    return pending["due_ms"] <= now_ms
+    due_ms: int = pending["due_ms"]
+    return due_ms <= now_ms

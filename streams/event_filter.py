@@ -73,7 +73,7 @@ def flatten(value: Any, prefix: str = "", out: dict[str, Any] | None = None) -> 
 
 
 def normalise_ops(ops: Iterable[str]) -> frozenset[str]:
-    out = set()
+    out: set[str] = set()
     for item in ops:
         for op in item.split(","):
             op = op.strip()

@@ -127,7 +127,10 @@ def summary(f: EventFacts, raw: bytes | None, width: int = 80) -> str:
         return f"result {f.plugin} {f.status} {took_text}  {short(detail, width)}  id={f.invocation_id}"
     if f.kind == "dead_letter":
         message = (v.get("error") or {}).get("message")
-        return f"DEAD   {f.plugin} {f.status} after {len(v.get('attempts') or [])} attempt(s)  {short(message, width)}  id={f.invocation_id}"
+        attempts = len(v.get("attempts") or [])
+        return (
+            f"DEAD   {f.plugin} {f.status} after {attempts} attempt(s)  {short(message, width)}  id={f.invocation_id}"
+        )
     if f.kind == "trigger":
         return f"trigger {f.plugin} by {v.get('requested_by')}  {short(v.get('params'), width)}"
     return short((raw or b"").decode("utf-8", "replace"), width)

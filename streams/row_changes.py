@@ -40,7 +40,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from schemas.settings import Settings
 from streams.debounce import pending_key
 from streams.debounce_pending import PendingDebounces, Staged
-from streams.matcher import Matcher
+from streams.matcher import Matcher, PlannedInvocation
 
 log = logging.getLogger("cdcflow.streams")
 
@@ -51,6 +51,8 @@ IDLE_POLL_SECONDS = 0.1
 MAX_ABORTS_PER_BATCH = 5
 TP = tuple[str, int]
 Mark = tuple[tuple[str, int, int], str]  # (binlog order, event id) of a partition's last matched change
+Received = tuple[TP, int, Message]  # a row change of an owned partition, with its partition and offset
+Held = dict[str, tuple[int, list[dict[str, Any]]]]  # rule -> (debounce window, its invocations of one change)
 
 
 def binlog_order(event_id: str) -> tuple[str, int, int] | None:
@@ -138,6 +140,7 @@ class Batch:
 
     next: dict[TP, int] = field(default_factory=dict)  # partition -> offset after the batch
     marks: dict[TP, Mark] = field(default_factory=dict)  # staged dedup marks
+    created_at: str = ""  # of the batch's invocations
     tables: Counter[tuple[str, str]] = field(default_factory=Counter)
     rules: Counter[str] = field(default_factory=Counter)
     invocations: Counter[tuple[str, str]] = field(default_factory=Counter)
@@ -298,7 +301,7 @@ class RowChangeLoop:
         log.info("row changes: revoked %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions))
 
     # -- the loop -------------------------------------------------------------------------------
-    def _next_batch(self) -> list[Message]:
+    def _next_batch(self) -> list[Received]:
         """What is queued now (up to BATCH_MAX_EVENTS), or the first message to arrive within
         IDLE_POLL_SECONDS: a lone change is not held back waiting for a full batch."""
         consumer = self._consumer
@@ -309,21 +312,24 @@ class RowChangeLoop:
             if first is None:
                 return []
             messages = [first, *consumer.consume(BATCH_MAX_EVENTS - 1, 0)]
-        good = []
+        good: list[Received] = []
         owned = self._owned
         for m in messages:
             error = m.error()
             if error is None:
-                # The second call may have revoked the first one's partition: not ours to commit.
-                if (m.topic(), m.partition()) in owned:
-                    good.append(m)
+                # librdkafka sets all three on a message that is not an error. The second call may have
+                # revoked the first one's partition: not ours to commit.
+                topic, partition, offset = m.topic(), m.partition(), m.offset()
+                if topic is not None and partition is not None and offset is not None:
+                    if (tp := (topic, partition)) in owned:
+                        good.append((tp, offset, m))
             elif error.fatal():
                 raise KafkaException(error)
             elif error.code() != KafkaError._PARTITION_EOF:
                 log.warning("row-change consumer: %s", error.str())
         return good
 
-    def _commit_batch(self, messages: list[Message]) -> None:
+    def _commit_batch(self, messages: list[Received]) -> None:
         """Produce the batch's output and commit it with its offsets. On an abortable failure (a
         refused delivery, a lost group membership) the batch is aborted and its partitions rewound,
         and the loop polls again (rejoining the group if it was dropped): nothing is lost. After
@@ -351,7 +357,7 @@ class RowChangeLoop:
         self._consecutive_aborts = 0
         self._settled(batch)
 
-    def _aborted(self, messages: list[Message], why: str) -> None:
+    def _aborted(self, messages: list[Received], why: str) -> None:
         producer, consumer = self._producer, self._consumer
         assert producer is not None and consumer is not None
         self.progress.aborts += 1
@@ -364,8 +370,8 @@ class RowChangeLoop:
                 f"a batch of {size} row change(s) was aborted {self._consecutive_aborts} times in a row: {why}"
             )
         first: dict[TP, int] = {}
-        for m in messages:
-            first.setdefault((m.topic(), m.partition()), m.offset())
+        for tp, offset, _ in messages:
+            first.setdefault(tp, offset)
         for (topic, partition), offset in first.items():
             try:  # read it again; a partition no longer ours is read by its new owner
                 consumer.seek(TopicPartition(topic, partition, offset))
@@ -409,18 +415,15 @@ class RowChangeLoop:
             order = binlog_order(event_id) if event_id else None
             self._marks[(tp.topic, tp.partition)] = (order, event_id) if order and event_id else None
 
-    def _produce(self, messages: list[Message]) -> Batch:
+    def _produce(self, messages: list[Received]) -> Batch:
         """Parse, match, de-duplicate and produce one batch (inside the open transaction)."""
         matcher = self.live.matcher  # one rules version per batch (hot reload swaps it)
-        batch = Batch()
+        batch = Batch(created_at=datetime.now(UTC).isoformat())
         log_each = log.isEnabledFor(logging.INFO)
-        created_at = datetime.now(UTC).isoformat()
-        for message in messages:
-            tp = (message.topic(), message.partition())
-            offset = message.offset()
+        for tp, offset, message in messages:
             batch.next[tp] = offset + 1
             try:
-                change = orjson.loads(message.value())
+                change = orjson.loads(message.value() or b"")
                 event_id = change["event_id"]
                 source = change["source"]
                 table = (source.get("db") or "?", source.get("table") or "?")
@@ -447,39 +450,46 @@ class RowChangeLoop:
                     )
                     continue
                 batch.marks[tp] = (order, event_id)
-            held: dict[str, tuple[int, list[dict[str, Any]]]] = {}
-            for planned in matches:
-                invocation = planned.invocation
-                rule = invocation["trigger"]["rule"]
-                batch.rules[rule] += 1
-                if planned.debounce_ms:
-                    held.setdefault(rule, (planned.debounce_ms, []))[1].append(invocation)
-                    continue
-                invocation["created_at"] = created_at
-                batch.invocations[(planned.plugin, "cdc")] += 1
-                self._send(
-                    self._invoke_topic(planned.plugin, invocation["priority"]),
-                    invocation["invocation_id"].encode(),
-                    orjson.dumps(invocation),
-                )
-                if log_each:
-                    log.info(
-                        "row change %s on %s.%s -> %s (rule %s, invocation %s)",
-                        event_id,
-                        source["db"],
-                        source["table"],
-                        planned.plugin,
-                        rule,
-                        invocation["invocation_id"],
-                        extra={
-                            "event_id": event_id,
-                            "plugin": planned.plugin,
-                            "invocation_id": invocation["invocation_id"],
-                        },
-                    )
+            held = self._emit(batch, event_id, source, matches, log_each)
             if held:
                 self._hold(batch, tp, source, message.key(), held)
         return batch
+
+    def _emit(
+        self, batch: Batch, event_id: str, source: dict[str, Any], matches: list[PlannedInvocation], log_each: bool
+    ) -> Held:
+        """Produce a matched change's invocations; return those of debounced rules, to hold instead."""
+        held: Held = {}
+        for planned in matches:
+            invocation = planned.invocation
+            rule = invocation["trigger"]["rule"]
+            batch.rules[rule] += 1
+            if planned.debounce_ms:
+                held.setdefault(rule, (planned.debounce_ms, []))[1].append(invocation)
+                continue
+            invocation["created_at"] = batch.created_at
+            batch.invocations[(planned.plugin, "cdc")] += 1
+            self._send(
+                self._invoke_topic(planned.plugin, invocation["priority"]),
+                invocation["invocation_id"].encode(),
+                orjson.dumps(invocation),
+            )
+            if log_each:
+                log.info(
+                    "row change %s on %s.%s -> %s (rule %s, invocation %s)",
+                    event_id,
+                    source["db"],
+                    source["table"],
+                    planned.plugin,
+                    rule,
+                    invocation["invocation_id"],
+                    extra={
+                        "event_id": event_id,
+                        "plugin": planned.plugin,
+                        "invocation_id": invocation["invocation_id"],
+                    },
+                )
+        return held
 
     def _hold(
         self,
@@ -487,7 +497,7 @@ class RowChangeLoop:
         tp: TP,
         source: dict[str, Any],
         key: bytes | None,
-        held: dict[str, tuple[int, list[dict[str, Any]]]],
+        held: Held,
     ) -> None:
         """Debounced matches: merged into the row's pending entry, whose new state is written to the
         pending topic in this transaction (streams/debounce_pending.py)."""

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 import orjson
 import redis
+from redis.typing import EncodableT, FieldT
 
 from schemas.settings import Settings
 from schemas.trigger_request import ScheduleTick
@@ -46,8 +47,14 @@ class ScheduleState:
     missed_total: int = 0
 
 
-def _dt(raw: bytes | None) -> datetime | None:
-    return datetime.fromisoformat(raw.decode()) if raw else None
+def _text(raw: bytes | str | None) -> str | None:
+    """A Redis reply as text (bytes from this client, which does not decode responses)."""
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def _dt(raw: bytes | str | None) -> datetime | None:
+    text = _text(raw)
+    return datetime.fromisoformat(text) if text else None
 
 
 class ScheduleStore:
@@ -76,16 +83,16 @@ class ScheduleStore:
             paused=h.get(b"paused") == b"1",
             recent=orjson.loads(h[b"recent"]) if h.get(b"recent") else [],
             last_fired_at=_dt(h.get(b"last_fired_at")),
-            last_invocation=(h.get(b"last_invocation") or b"").decode() or None,
+            last_invocation=_text(h.get(b"last_invocation")) or None,
             missed_total=int(h.get(b"missed_total") or 0),
         )
 
     def ensure_anchor(self, name: str, now: datetime) -> datetime:
         """The schedule's anchor, set to `now` (whole seconds) the first time any worker sees it."""
         self.client.hsetnx(self.key(name), "anchor", now.astimezone(UTC).replace(microsecond=0).isoformat())
-        raw = self.client.hget(self.key(name), "anchor")
-        assert raw is not None
-        return datetime.fromisoformat(raw.decode())
+        anchor = _dt(self.client.hget(self.key(name), "anchor"))
+        assert anchor is not None
+        return anchor
 
     def sync_timing(self, name: str, timing: str, now: datetime) -> str | None:
         """Record the schedule's timing; if it differs from the stored one, restart anchor and last at `now`.
@@ -104,7 +111,7 @@ class ScheduleStore:
         if not recent:
             return []
         flags = self.client.mget([self.done_key(i) for i in recent])
-        return [i for i, f in zip(recent, flags) if f is None]
+        return [i for i, f in zip(recent, flags, strict=True) if f is None]  # one reply per key
 
     def record(
         self, name: str, last: datetime | None, ticks: list[ScheduleTick], fired: list[str], missed: int
@@ -113,7 +120,7 @@ class ScheduleStore:
         state = self.load(name)
         recent = (state.recent + fired)[-RECENT_KEPT:]
         pipe = self.client.pipeline(transaction=True)
-        mapping: dict[str, str] = {"recent": orjson.dumps(recent).decode()}
+        mapping: dict[FieldT, EncodableT] = {"recent": orjson.dumps(recent).decode()}
         if last is not None:
             mapping["last"] = last.isoformat()
         if fired:

@@ -82,8 +82,8 @@ def due_slots(
             return [], 0
         total = math.floor((now - first).total_seconds() / spec.interval_seconds) + 1
         skip = max(0, total - limit)
-        slots = [first + timedelta(seconds=(skip + i) * spec.interval_seconds) for i in range(total - skip)]
-        return [s for s in slots if s <= now], skip
+        listed = [first + timedelta(seconds=(skip + i) * spec.interval_seconds) for i in range(total - skip)]
+        return [s for s in listed if s <= now], skip
     slots: list[datetime] = []
     dropped = 0
     cursor = start

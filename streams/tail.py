@@ -23,7 +23,8 @@ def format_line(msg: Message, f: EventFacts, width: int = 80) -> str:
     key = (msg.key() or b"").decode("utf-8", "replace")
     if len(key) > 20:  # invocation ids are keys too, and the summary shows them whole
         key = key[:19] + "…"
-    return f"{message_time(msg.timestamp())}  {msg.partition()}@{msg.offset():<6} {key:<20} {summary(f, msg.value(), width)}"
+    where = f"{msg.partition()}@{msg.offset():<6}"
+    return f"{message_time(msg.timestamp())}  {where} {key:<20} {summary(f, msg.value(), width)}"
 
 
 def format_json(msg: Message, f: EventFacts) -> str:
