@@ -29,6 +29,7 @@ SUBCOMMANDS: dict[str, str] = {
     "config": "console.config_cli:config_group",
     "status": "console.status_cli:status",
     "health": "console.health_cli:health",
+    "api": "console.api_cli:api",
 }
 
 

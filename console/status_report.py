@@ -58,28 +58,9 @@ def consumer_lag(settings: Settings, groups: list[str]) -> list[dict[str, Any]]:
 
 
 def schedule_views(config: Config) -> list[dict[str, Any]]:
-    from streams.schedule_state import ScheduleStore
-    from streams.schedule_times import next_slot
+    from streams.schedule_report import schedule_rows
 
-    store = ScheduleStore(config.settings)
-    now = datetime.now(UTC)
-    out = []
-    for s in config.rules.schedules:
-        state = store.load(s.name)
-        anchor = state.anchor or now.replace(microsecond=0)
-        nxt = None if state.paused or not s.enabled else next_slot(s, anchor, max(filter(None, [state.last, now])))
-        out.append(
-            {
-                "name": s.name,
-                "plugin": s.plugin,
-                "enabled": s.enabled,
-                "paused": state.paused,
-                "next_fire": nxt.isoformat() if nxt else None,
-                "last_fire": state.last.isoformat() if state.last else None,
-            }
-        )
-    store.client.close()
-    return out
+    return schedule_rows(config, datetime.now(UTC))
 
 
 def recent_failures(settings: Settings, limit: int) -> list[dict[str, Any]]:

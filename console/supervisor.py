@@ -26,6 +26,7 @@ COMPONENTS: dict[str, list[str]] = {
     "cdc": ["cdc", "run"],
     "streams": ["streams", "worker"],
     "runners": ["runners", "run"],
+    "api": ["api", "serve"],  # only when api.enabled (or named in --only)
 }
 
 
@@ -104,7 +105,7 @@ def supervise(children: list[Child], grace_seconds: float = 20.0) -> int:
 @click.option("--only", multiple=True, type=click.Choice(sorted(COMPONENTS)), help="run only these components")
 @click.pass_context
 def run(ctx: click.Context, only: tuple[str, ...]) -> None:
-    """Run the whole pipeline (cdc reader, streams worker, runner) until Ctrl-C."""
+    """Run the whole pipeline (cdc reader, streams worker, runner; the API when api.enabled) until Ctrl-C."""
     from schemas.runtime.cli_support import get_config
 
     config = get_config(ctx)  # fail here, once, on a bad config rather than in three children
@@ -114,6 +115,6 @@ def run(ctx: click.Context, only: tuple[str, ...]) -> None:
     log_format = ctx.find_root().params.get("log_format") or "text"
     base += ["--log-format", log_format]
     os.environ["CDCFLOW_LOG_FORMAT"] = log_format  # read by _pump; this process only supervises
-    names = list(only) or list(COMPONENTS)
+    names = list(only) or [n for n in COMPONENTS if n != "api" or config.settings.api.enabled]
     children = [Child(name, base + COMPONENTS[name]) for name in names]
     raise SystemExit(supervise(children))

@@ -40,8 +40,14 @@ def read_config_file(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(path, [("", "config file not found")]) from None
+    return parse_config_text(text, path, as_json=path.suffix == ".json")
+
+
+def parse_config_text(text: str, source: str | Path, as_json: bool = False) -> dict[str, Any]:
+    """The sections of a config text (YAML, or JSON), checked for shape; errors name `source`."""
+    path = source
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if as_json else yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1} column {mark.column + 1}" if mark else ""
@@ -114,6 +120,13 @@ def parse_rules(data: dict[str, Any], source: str | Path, default_db: str) -> Ru
     if problems:
         raise ConfigError(source, problems)
     return RulesConfig(rules=rules, schedules=schedules)
+
+
+def config_from_text(text: str, source: str, base: Path) -> Config:
+    """A config given as text (e.g. posted to the API), relative paths taken from `base`."""
+    data = parse_config_text(text, source)
+    settings = parse_settings(data, source, base)
+    return Config(path=None, settings=settings, rules=parse_rules(data, source, settings.mysql.database))
 
 
 def load_config(path: str | Path | None = None) -> Config:

@@ -19,6 +19,7 @@ from schemas.settings import Settings
 from schemas.trigger_request import ManualTriggerRequest
 
 SEND_TIMEOUT = 30.0
+IDEMPOTENCY_NAMESPACE = uuid.UUID("5c3b7e52-8d0e-4f0a-a0c1-6f1d2e9b4a77")
 
 
 class TriggerError(RuntimeError):
@@ -36,16 +37,24 @@ def plugin_manifest(settings: Settings, plugin: str) -> PluginManifest:
 
 
 def trigger_request(
-    plugin: str, manifest: PluginManifest, params: dict[str, Any], priority: str, requested_by: str
+    plugin: str,
+    manifest: PluginManifest,
+    params: dict[str, Any],
+    priority: str,
+    requested_by: str,
+    idempotency_key: str | None = None,
 ) -> ManualTriggerRequest:
-    """The request, its parameters validated (and coerced) by the manifest, its priority by the model."""
+    """The request, its parameters validated (and coerced) by the manifest, its priority by the model.
+
+    With an idempotency key the request id (and so the invocation id) is derived from it: sending the
+    same key twice gives the same invocation, which the runners run once."""
     try:
         checked = manifest.validate_params(params)
     except ParamError as e:
         raise TriggerError(f"refused, nothing was sent:\n{e}") from None
     return ManualTriggerRequest.model_validate(
         {
-            "request_id": str(uuid.uuid4()),
+            "request_id": str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, idempotency_key) if idempotency_key else uuid.uuid4()),
             "plugin": plugin,
             "params": checked,
             "priority": priority,

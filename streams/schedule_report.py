@@ -31,23 +31,26 @@ def describe_timing(schedule: Schedule) -> str:
 def schedule_rows(config: Config, now: datetime) -> list[dict[str, Any]]:
     """One row per schedule, times in the schedule's own timezone."""
     store, runs = ScheduleStore(config.settings), RunStore(config.settings)
-    rows = []
-    for s in config.rules.schedules:
-        state = store.load(s.name)
-        nxt = next_fire(s, state, now)
-        tz = ZoneInfo(s.timezone)
-        result = runs.get(state.last_invocation) if state.last_invocation else None
-        rows.append(
-            {
-                "name": s.name,
-                "plugin": s.plugin,
-                "when": describe_timing(s),
-                "next_fire": nxt.astimezone(tz).isoformat() if nxt else None,
-                "last_fire": state.last.astimezone(tz).isoformat() if state.last else None,
-                "last_result": result.status if result else ("pending" if state.last_invocation else None),
-                "paused": state.paused,
-                "enabled": s.enabled,
-                "missed": state.missed_total,
-            }
-        )
-    return rows
+    try:
+        return [_row(s, store, runs, now) for s in config.rules.schedules]
+    finally:
+        store.close()
+        runs.close()
+
+
+def _row(s: Schedule, store: ScheduleStore, runs: RunStore, now: datetime) -> dict[str, Any]:
+    state = store.load(s.name)
+    nxt = next_fire(s, state, now)
+    tz = ZoneInfo(s.timezone)
+    result = runs.get(state.last_invocation) if state.last_invocation else None
+    return {
+        "name": s.name,
+        "plugin": s.plugin,
+        "when": describe_timing(s),
+        "next_fire": nxt.astimezone(tz).isoformat() if nxt else None,
+        "last_fire": state.last.astimezone(tz).isoformat() if state.last else None,
+        "last_result": result.status if result else ("pending" if state.last_invocation else None),
+        "paused": state.paused,
+        "enabled": s.enabled,
+        "missed": state.missed_total,
+    }

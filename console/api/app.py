@@ -1,0 +1,143 @@
+"""The HTTP API's FastAPI application: routers, error handling, limits, metrics and the audit trail.
+
+Middleware order matters: the body limit refuses an oversized request before anything reads it;
+the outer layer times every request and, for mutating calls, writes the audit entry with the
+status the client actually got (so refused and failed calls are recorded too).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import redis
+from confluent_kafka import KafkaException
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from console.api import routes_ops, routes_plugins, routes_rules, routes_runs
+from console.api.context import ApiContext
+from console.api.events import EventHub
+from console.api.problems import (
+    ApiProblem,
+    Problem,
+    on_api_problem,
+    on_http_error,
+    on_validation_error,
+    problem_response,
+)
+from schemas.config import Config
+from schemas.runtime.observability import ComponentObservability
+
+MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+def create_app(config: Config, ctx: ApiContext | None = None) -> FastAPI:
+    app = FastAPI(
+        lifespan=_lifespan,
+        title="cdcflow API",
+        version="1",
+        description="Trigger plugins, read runs, steer schedules, dead letters and replays. "
+        "Every call needs `Authorization: Bearer <token>` (`cdcflow api token create`).",
+    )
+    app.state.ctx = ctx or ApiContext.create(config)
+    app.state.events = EventHub(config)
+    _install_errors(app)
+    for router in (routes_ops.router, routes_plugins.router, routes_runs.router, routes_rules.router):
+        app.include_router(router)
+    app.middleware("http")(_observe)
+    api = config.settings.api
+    if api.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=api.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(BodyLimit, max_bytes=api.max_body_bytes)
+    return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """The event hub's thread and the heartbeat (kind `api`) live as long as the server."""
+    ctx: ApiContext = app.state.ctx
+    obs = ComponentObservability("api", ctx.config.settings, port=0).start()
+    app.state.events.start()
+    try:
+        yield
+    finally:
+        app.state.events.stop()
+        obs.stop()
+
+
+def _install_errors(app: FastAPI) -> None:
+    app.add_exception_handler(ApiProblem, on_api_problem)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(redis.RedisError, _redis_down)
+    app.add_exception_handler(KafkaException, _kafka_down)
+
+
+async def _redis_down(request: Request, exc: Exception) -> Response:
+    # the error text may carry the URL; say which service, not how to reach it
+    return problem_response(
+        Problem(title="Service unavailable", status=503, detail=f"Redis is unreachable ({type(exc).__name__})")
+    )
+
+
+async def _kafka_down(request: Request, exc: Exception) -> Response:
+    return problem_response(Problem(title="Service unavailable", status=503, detail=f"Kafka: {exc}"))
+
+
+async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    started = time.perf_counter()
+    response = await call_next(request)
+    ctx: ApiContext = request.app.state.ctx
+    route = request.scope.get("route")
+    template = getattr(route, "path", "unmatched")
+    ctx.metrics.observe(template, request.method, response.status_code, time.perf_counter() - started)
+    if request.method in MUTATING and template.startswith("/api/"):
+        principal = getattr(request.state, "principal", None)
+        who = f"{principal.name} ({principal.token_id})" if principal else "anonymous"
+        detail = getattr(request.state, "audit_detail", "")
+        ctx.audit.record(who, f"{request.method} {template}", request.url.path, response.status_code, detail)
+    return response
+
+
+class BodyLimit:
+    """Refuses a request body over `max_bytes` (413), by its Content-Length or as it streams in."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            await self._refuse(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise ApiProblem(413, "Payload too large", f"the request body is over {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        problem = Problem(
+            title="Payload too large", status=413, detail=f"the request body is over {self.max_bytes} bytes"
+        )
+        await problem_response(problem)(scope, receive, send)

@@ -1,0 +1,60 @@
+"""The audit log: every mutating API call (who, what, when, result), in a capped Redis stream.
+
+Stream ids are time-ordered and unique, so they double as the stable cursor of `GET /api/audit`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, cast
+
+import redis
+from pydantic import BaseModel
+
+AUDIT_KEPT = 100_000
+
+
+class AuditEntry(BaseModel):
+    id: str
+    at: float
+    token: str
+    action: str
+    target: str
+    status: int
+    detail: str = ""
+
+
+class AuditLog:
+    def __init__(self, client: redis.Redis, prefix: str):
+        self.client = client
+        self.key = f"{prefix}:api:audit"
+
+    def record(self, token: str, action: str, target: str, status: int, detail: str = "") -> None:
+        fields: dict[Any, Any] = {
+            "at": repr(time.time()),
+            "token": token,
+            "action": action,
+            "target": target,
+            "status": status,
+            "detail": detail[:500],
+        }
+        self.client.xadd(self.key, fields, maxlen=AUDIT_KEPT, approximate=True)
+
+    def page(self, limit: int, before: str | None = None) -> list[AuditEntry]:
+        """Newest first; `before` is the id of the last entry of the previous page."""
+        high = f"({before}" if before else "+"
+        entries = cast(list[tuple[bytes, dict[bytes, bytes]]], self.client.xrevrange(self.key, high, "-", count=limit))
+        return [_entry(i, f) for i, f in entries]
+
+
+def _entry(stream_id: bytes, fields: dict[bytes, bytes]) -> AuditEntry:
+    text = {k.decode(): v.decode() for k, v in fields.items()}
+    return AuditEntry(
+        id=stream_id.decode(),
+        at=float(text["at"]),
+        token=text["token"],
+        action=text["action"],
+        target=text["target"],
+        status=int(text["status"]),
+        detail=text.get("detail", ""),
+    )

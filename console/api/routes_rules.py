@@ -1,0 +1,132 @@
+"""Rules (list, check a config text, explain a row change) and schedules (list, pause, resume)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+
+from console.api.context import ApiContext, context, require
+from console.api.problems import ApiProblem
+from console.api.tokens import Principal
+from console.status_report import schedule_views
+from schemas.config import config_from_text
+from schemas.errors import ConfigError
+from schemas.rules import Rule, Schedule
+from streams.matcher import Matcher, explain
+from streams.schedule_state import ScheduleStore
+from streams.validation import validated_matcher
+
+router = APIRouter()
+Reader = Annotated[Principal, Depends(require("read"))]
+Admin = Annotated[Principal, Depends(require("admin"))]
+Ctx = Annotated[ApiContext, Depends(context)]
+
+
+class RulesOut(BaseModel):
+    rules: list[Rule]
+    schedules: list[Schedule]
+
+
+class CheckRequest(BaseModel):
+    config: str = Field(max_length=512 * 1024, description="a config file's text (YAML or JSON)")
+
+
+class ConfigProblem(BaseModel):
+    where: str
+    problem: str
+
+
+class CheckOut(BaseModel):
+    ok: bool
+    rules: int
+    schedules: int
+    problems: list[ConfigProblem]
+
+
+class TableRef(BaseModel):
+    db: str = Field(min_length=1, max_length=200)
+    table: str = Field(min_length=1, max_length=200)
+
+
+class ExplainRequest(BaseModel):
+    """A row change as on a cdc topic (other envelope fields may be present and are ignored)."""
+
+    op: Literal["c", "u", "d", "r"]
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+    source: TableRef
+
+
+class RuleVerdict(BaseModel):
+    rule: str
+    matched: bool
+    reason: str
+
+
+class ScheduleView(BaseModel):
+    name: str
+    plugin: str
+    when: str = Field(description="cron, interval or one-off time, in words")
+    enabled: bool
+    paused: bool
+    next_fire: str | None = Field(description="in the schedule's timezone; null when paused or disabled")
+    last_fire: str | None
+    last_result: str | None = Field(description="status of the last fire's run; pending until it lands")
+    missed: int = Field(description="slots skipped by misfire grace or max_instances, in total")
+
+
+@router.get("/api/rules", response_model=RulesOut, tags=["rules"])
+def list_rules(_: Reader, ctx: Ctx) -> RulesOut:
+    """The monitored-table rules and schedules the server's config holds."""
+    return RulesOut(rules=ctx.config.rules.rules, schedules=ctx.config.rules.schedules)
+
+
+@router.post("/api/rules/check", response_model=CheckOut, tags=["rules"])
+def check_rules(_: Reader, ctx: Ctx, body: CheckRequest) -> CheckOut:
+    """What `cdcflow rules check` says of a config text, against the server's plugins."""
+    try:
+        candidate = config_from_text(body.config, "config", ctx.config.path.parent if ctx.config.path else Path.cwd())
+        candidate.settings.runners.plugin_dirs = ctx.config.settings.runners.plugin_dirs
+        validated_matcher(candidate)
+    except ConfigError as e:
+        problems = [ConfigProblem(where=k or "(top)", problem=p) for k, p in e.problems]
+        return CheckOut(ok=False, rules=0, schedules=0, problems=problems)
+    rules = candidate.rules
+    return CheckOut(ok=True, rules=len(rules.rules), schedules=len(rules.schedules), problems=[])
+
+
+@router.post("/api/rules/explain", response_model=list[RuleVerdict], tags=["rules"])
+def explain_change(_: Reader, ctx: Ctx, body: ExplainRequest) -> list[RuleVerdict]:
+    """Which rules on the change's table match it, and for the others the check that failed."""
+    try:
+        matcher = Matcher.compile(ctx.config.rules, str(ctx.config.path or "config"))
+    except ConfigError as e:
+        raise ApiProblem(409, "Conflict", f"the server's rules do not compile: {e}") from None
+    verdicts = explain(matcher, ctx.config.rules, body.model_dump())
+    return [RuleVerdict(rule=v.rule, matched=v.matched, reason=v.reason) for v in verdicts]
+
+
+@router.get("/api/schedules", response_model=list[ScheduleView], tags=["schedules"])
+def list_schedules(_: Reader, ctx: Ctx) -> list[ScheduleView]:
+    """Each schedule: paused or not, next and last fire."""
+    return [ScheduleView.model_validate(v) for v in schedule_views(ctx.config)]
+
+
+@router.post("/api/schedules/{name}/{action}", response_model=ScheduleView, tags=["schedules"])
+def pause_or_resume(
+    _: Admin, ctx: Ctx, name: str, action: Literal["pause", "resume"], request: Request
+) -> ScheduleView:
+    """Pause (no fires until resumed) or resume a schedule; the state is in Redis, seen by every worker."""
+    if name not in {s.name for s in ctx.config.rules.schedules}:
+        raise ApiProblem(404, "Not found", f"no schedule {name!r} in the config")
+    store = ScheduleStore(ctx.config.settings, client=ctx.redis)
+    if action == "pause":
+        store.pause(name)
+    else:
+        store.resume(name, datetime.now(UTC))
+    request.state.audit_detail = f"{action} {name}"
+    return next(ScheduleView.model_validate(v) for v in schedule_views(ctx.config) if v["name"] == name)

@@ -1,0 +1,150 @@
+"""Run history, one invocation's status, and dead letters."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field
+
+from console.api.context import ApiContext, context, require
+from console.api.problems import ApiProblem, FieldProblem
+from console.api.tokens import Principal
+from plugins import dlq
+from plugins.cli import NotFoundError, dead_letters_to_replay
+from plugins.run_query import BadCursor, RunFilter, query_runs
+from plugins.store import RunStore
+from schemas.result import Result
+
+router = APIRouter(tags=["runs"])
+Reader = Annotated[Principal, Depends(require("read"))]
+Admin = Annotated[Principal, Depends(require("admin"))]
+Ctx = Annotated[ApiContext, Depends(context)]
+RunStatus = Literal["success", "failed", "timeout", "rejected", "skipped"]
+TriggerKind = Literal["cdc", "schedule", "manual", "replay", "retry"]
+Name = Annotated[str, Query(min_length=1, max_length=200)]
+Cursor = Annotated[str, Query(min_length=1, max_length=400)]
+
+
+class RunPageOut(BaseModel):
+    runs: list[Result]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null at the end")
+
+
+class RunDetail(BaseModel):
+    result: Result
+    attempts: list[dict[str, Any]] = Field(description="summaries of the failed attempts before this result")
+
+
+class InvocationStatus(BaseModel):
+    invocation_id: str
+    status: Literal["pending", "success", "failed", "timeout", "rejected", "skipped"]
+    result: Result | None = None
+
+
+def run_store(ctx: ApiContext) -> RunStore:
+    return RunStore(ctx.config.settings, client=ctx.redis)
+
+
+@router.get("/api/runs", response_model=RunPageOut)
+def list_runs(
+    _: Reader,
+    ctx: Ctx,
+    plugin: Name | None = None,
+    status: RunStatus | None = None,
+    trigger_kind: TriggerKind | None = None,
+    rule: Name | None = None,
+    schedule: Name | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Cursor | None = None,
+) -> RunPageOut:
+    """Newest first. Pages are stable: runs that finish while you page do not shift them."""
+    if since and until and since > until:
+        raise ApiProblem(
+            422, "Invalid request", "since is after until", [FieldProblem(field="since", message="after until")]
+        )
+    where = RunFilter(
+        plugin,
+        status,
+        trigger_kind,
+        rule,
+        schedule,
+        since.timestamp() if since else None,
+        until.timestamp() if until else None,
+    )
+    try:
+        page = query_runs(run_store(ctx), where, limit, cursor)
+    except BadCursor as e:
+        raise ApiProblem(422, "Invalid request", str(e), [FieldProblem(field="cursor", message=str(e))]) from None
+    return RunPageOut(runs=page.runs, next_cursor=page.next_cursor)
+
+
+@router.get("/api/runs/{invocation_id}", response_model=RunDetail)
+def get_run(_: Reader, ctx: Ctx, invocation_id: str) -> RunDetail:
+    """One run: params, output, error and traceback, timings, the trigger that caused it, failed attempts."""
+    store = run_store(ctx)
+    result = store.get(invocation_id)
+    if result is None:
+        raise ApiProblem(404, "Not found", f"no recorded run {invocation_id!r} (pending, unknown or expired)")
+    return RunDetail(result=result, attempts=store.attempts(invocation_id))
+
+
+@router.get("/api/invocations/{invocation_id}", response_model=InvocationStatus)
+def get_invocation(_: Reader, ctx: Ctx, invocation_id: str) -> InvocationStatus:
+    """`pending` until a result is recorded, then the result's status and the result."""
+    result = run_store(ctx).get(invocation_id)
+    if result is None:
+        return InvocationStatus(invocation_id=invocation_id, status="pending")
+    return InvocationStatus(invocation_id=invocation_id, status=result.status, result=result)
+
+
+class DeadLetterPage(BaseModel):
+    entries: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+class DlqReplayRequest(BaseModel):
+    ids: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=list, max_length=1000)
+    plugin: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class DlqReplayed(BaseModel):
+    dlq_id: str
+    replayed_as: str | None = Field(description="the new invocation id; null: it was replayed before")
+
+
+@router.get("/api/dlq", response_model=DeadLetterPage, tags=["dead letters"])
+def list_dead_letters(
+    _: Reader,
+    ctx: Ctx,
+    plugin: Name | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Cursor | None = None,
+) -> DeadLetterPage:
+    """Oldest first, with `replayed` set for those replayed already. The cursor is the last id seen."""
+    settings = ctx.config.settings
+    entries = dlq.read_entries(settings, plugin)
+    if cursor:
+        ids = [e["dlq_id"] for e in entries]
+        entries = entries[ids.index(cursor) + 1 :] if cursor in ids else []
+    page = entries[:limit]
+    done = dlq.replayed(run_store(ctx), [e["dlq_id"] for e in page])
+    out = [{**e, "replayed": done.get(e["dlq_id"])} for e in page]
+    return DeadLetterPage(entries=out, next_cursor=page[-1]["dlq_id"] if len(entries) > limit else None)
+
+
+@router.post("/api/dlq/replay", response_model=list[DlqReplayed], tags=["dead letters"])
+def replay_dead_letters(_: Admin, ctx: Ctx, body: DlqReplayRequest, request: Request) -> list[DlqReplayed]:
+    """Publish dead letters again (new invocation id, trigger kind `replay`); replayed ones are skipped."""
+    if not body.ids and not body.plugin:
+        raise ApiProblem(422, "Invalid request", "name ids or a plugin", [FieldProblem(field="ids", message="empty")])
+    try:
+        entries = dead_letters_to_replay(ctx.config.settings, tuple(body.ids), body.plugin)
+    except NotFoundError as e:
+        raise ApiProblem(404, "Not found", str(e)) from None
+    request.state.audit_detail = f"{len(entries)} dead letter(s)"
+    replayed = dlq.replay(ctx.config.settings, entries) if entries else []
+    return [DlqReplayed(dlq_id=e["dlq_id"], replayed_as=inv.invocation_id if inv else None) for e, inv in replayed]

@@ -1,0 +1,81 @@
+"""A real API server for tests: `cdcflow api serve` in its own process on a free port, with an
+isolated config, and one token per scope made through the same TokenStore the CLI uses."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from console.api.tokens import TokenStore
+from schemas.config import Config
+from schemas.runtime.components import redis_client
+from tests.support import REPO_ROOT, wait_for
+
+
+@dataclass
+class ApiServer:
+    base_url: str
+    config: Config
+    tokens: dict[str, str] = field(default_factory=dict)  # scope -> token text
+    process: subprocess.Popen[bytes] | None = None
+
+    def client(self, scope: str | None = "admin", token: str | None = None) -> httpx.Client:
+        """A client sending the token of `scope` (or `token`; neither: no Authorization header)."""
+        token = token or (self.tokens[scope] if scope else None)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=30.0)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def token_store(config: Config) -> TokenStore:
+    settings = config.settings
+    return TokenStore(redis_client(settings, timeout=5.0), settings.redis.key_prefix, settings.api)
+
+
+@contextmanager
+def api_server(config: Config, log_path: Path) -> Iterator[ApiServer]:
+    """The API server for `config`, ready (OpenAPI served), with tokens `read`, `trigger`, `admin`."""
+    port = free_port()
+    store = token_store(config)
+    server = ApiServer(f"http://127.0.0.1:{port}", config)
+    for scope in ("read", "trigger", "admin"):
+        server.tokens[scope] = store.create(f"test-{scope}", [scope])[0]  # type: ignore[list-item]
+    with log_path.open("wb") as log:
+        server.process = subprocess.Popen(
+            [sys.executable, "-m", "console.cli", "--config", str(config.path), "api", "serve", "--port", str(port)],
+            cwd=REPO_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for(lambda: _serving(server), 60, interval=0.2, what="the API server")
+            yield server
+        finally:
+            server.process.terminate()
+            try:
+                server.process.wait(20)
+            except subprocess.TimeoutExpired:
+                server.process.kill()
+            print(log_path.read_text(errors="replace")[-4000:])
+
+
+def _serving(server: ApiServer) -> bool:
+    assert server.process is not None
+    if server.process.poll() is not None:
+        raise AssertionError(f"the API server exited with code {server.process.returncode}")
+    try:
+        return httpx.get(f"{server.base_url}/openapi.json", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
