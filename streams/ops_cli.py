@@ -70,19 +70,13 @@ def filter_options(f: F) -> F:
 
 
 def _event_filter(settings: Settings, **kwargs: Any) -> EventFilter:
-    from streams.event_filter import EventFilter, FilterError
+    from streams.event_filter import FilterError
+    from streams.replay import event_filter
 
     try:
-        event_filter = EventFilter.build(**kwargs)
+        return event_filter(settings, **kwargs)
     except FilterError as e:
         raise click.BadParameter(str(e)) from None
-    if event_filter.statuses:
-        # --status on invocations: the status of the run recorded for each (pending when none yet)
-        from plugins.store import RunStore
-
-        store = RunStore(settings)
-        event_filter.status_lookup = lambda iid: r.status if (r := store.get(iid)) is not None else None
-    return event_filter
 
 
 @click.command("replay")

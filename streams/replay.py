@@ -38,6 +38,7 @@ import orjson
 import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from plugins.store import RunStore
 from schemas.config import Config
 from schemas.errors import ConfigError
 from schemas.invocation import Invocation, ReplayTrigger, invocation_id_for
@@ -515,6 +516,16 @@ def _handle(
                 producer.poll(0.1)
         counts.sent += 1
     producer.poll(0)
+
+
+def event_filter(settings: Settings, **options: Any) -> EventFilter:
+    """The filter of a replay or tail (EventFilter.build's options; FilterError names a bad one)."""
+    built = EventFilter.build(**options)
+    if built.statuses:
+        # a status filter on invocations: the status of the run recorded for each (pending when none yet)
+        store = RunStore(settings)
+        built.status_lookup = lambda iid: r.status if (r := store.get(iid)) is not None else None
+    return built
 
 
 class ReplayUsageError(ReplayError):

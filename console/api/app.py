@@ -19,7 +19,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from console.api import routes_ops, routes_plugins, routes_rules, routes_runs
+from console.api import routes_ops, routes_plugins, routes_replays, routes_rules, routes_runs
 from console.api.context import ApiContext
 from console.api.events import EventHub
 from console.api.problems import (
@@ -30,6 +30,7 @@ from console.api.problems import (
     on_validation_error,
     problem_response,
 )
+from console.api.replays import Replays
 from schemas.config import Config
 from schemas.runtime.observability import ComponentObservability
 
@@ -46,9 +47,10 @@ def create_app(config: Config, ctx: ApiContext | None = None) -> FastAPI:
     )
     app.state.ctx = ctx or ApiContext.create(config)
     app.state.events = EventHub(config)
+    app.state.replays = Replays(config, app.state.ctx.redis)
     _install_errors(app)
-    for router in (routes_ops.router, routes_plugins.router, routes_runs.router, routes_rules.router):
-        app.include_router(router)
+    for router in (routes_ops, routes_plugins, routes_runs, routes_rules, routes_replays):
+        app.include_router(router.router)
     app.middleware("http")(_observe)
     api = config.settings.api
     if api.cors_origins:

@@ -3,6 +3,7 @@ isolated config, and one token per scope made through the same TokenStore the CL
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -79,3 +80,29 @@ def _serving(server: ApiServer) -> bool:
         return httpx.get(f"{server.base_url}/openapi.json", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+@contextmanager
+def pipeline_running(config: Config, log_path: Path, only: tuple[str, ...] = ("streams", "runners")) -> Iterator[None]:
+    """`cdcflow run --only ...` as a user starts it, ready once its components report ready."""
+    from console.status_report import check_health
+
+    kinds = ["streams" if name == "streams" else "runner" for name in only if name != "cdc"]
+    args = [arg for name in only for arg in ("--only", name)]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "console.cli", "--config", str(config.path), "run", *args],
+            cwd=REPO_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for(lambda: check_health(config, kinds)[0], 120, interval=0.5, what=f"{', '.join(kinds)} ready")
+            yield
+        finally:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            print(log_path.read_text(errors="replace")[-4000:])
