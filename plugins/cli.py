@@ -1,23 +1,47 @@
-"""`cdcflow runners|plugins|runs|dlq ...`: the plugins part's commands."""
+"""`cdcflow runners|plugins|runs|dlq ...`: the plugins part's commands.
+
+The Redis and Kafka clients (redis, plugins.store, plugins.state, plugins.dlq, plugins.runner) are
+imported by the commands that use them, when they run: `--help`, `plugins new|test|watch` and the
+other parts' commands do not pay for them. Where a command has logic of its own, it is a plain
+function (plugin_listing, try_plugin, dead_letters, dead_letters_to_replay) and the command prints.
+"""
 
 from __future__ import annotations
 
 import getpass
 import json
 import sys
+import time
 import uuid
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from plugins.execution import execute
+from plugins.pool import WorkerPool, WorkerSpec
+from plugins.registry import LoadedPlugin, code_hash, discover, load_plugin
+from plugins.scaffold import ScaffoldError, scaffold_plugin
+from plugins.since import parse_since
+from plugins.venvs import VenvError, ensure_venv, venv_path, venv_python, venv_spec, venv_state
+from plugins.watcher import FolderWatcher
+from schemas.errors import ConfigError
 from schemas.invocation import Invocation, ManualTrigger, utcnow
 from schemas.result import Result
 from schemas.runtime.cli_support import get_config, parse_param_pairs
 from schemas.runtime.text_table import text_table
+from schemas.settings import Settings
+
+if TYPE_CHECKING:  # imported when a command runs (see above)
+    from plugins.store import RunStore
 
 
-def _settings():
+class NotFoundError(LookupError):
+    """A plugin or dead letter asked for by name or id does not exist; the message says which."""
+
+
+def _settings() -> Settings:
     return get_config(click.get_current_context()).settings
 
 
@@ -42,7 +66,7 @@ def runners() -> None:
 )
 def runners_run(plugin_names: tuple[str, ...], shutdown_grace: float, watch: bool) -> None:
     """Run a runner in the foreground until SIGTERM/Ctrl-C."""
-    from plugins.runner import run_runner
+    from plugins.runner import run_runner  # lazy: Kafka and Redis clients
 
     code = run_runner(
         get_config(click.get_current_context()),
@@ -63,73 +87,76 @@ def plugins_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def plugins_list(as_json: bool) -> None:
     """Every plugin: on disk (version, code hash, dependencies, venv) and as served (loaded at, state, last error)."""
-    from plugins.registry import discover
-    from plugins.venvs import venv_path, venv_spec, venv_state
-
     settings = _settings()
-    found = discover(settings.runners.plugin_dirs)
-    served = _served_states()
-    items: list[dict[str, Any]] = []
-    for p in found.plugins.values():
-        spec = venv_spec(p.manifest.dependencies)
-        live = served.get(p.name) or {}
-        items.append(
-            {
-                "name": p.name,
-                "version": p.version,
-                "code_hash": p.code_hash,
-                "path": str(p.path),
-                "entry_point": p.manifest.entry_point,
-                "dependencies": p.manifest.dependencies,
-                "concurrency": p.manifest.concurrency,
-                "timeout_seconds": p.manifest.timeout_seconds,
-                "venv": str(venv_path(settings.runners.venv_dir, spec)),
-                "venv_state": venv_state(settings.runners.venv_dir, spec),
-                # As a runner serves it (from Redis); may lag the disk while a reload is under way.
-                "served_version": live.get("version"),
-                "served_code_hash": live.get("code_hash"),
-                "loaded_at": live.get("loaded_at"),
-                "state": live.get("state", "not served"),
-                "last_error": live.get("last_error"),
-                "runner": live.get("runner"),
-            }
-        )
-    errors = [{"path": str(pr.path), "error": pr.message} for pr in found.problems]
+    items, errors = plugin_listing(settings, _served_states())
     if as_json:
         click.echo(json.dumps({"plugins": items, "errors": errors}, indent=2))
     else:
         if items:
-            click.echo(
-                _table(
-                    [
-                        [
-                            i["name"],
-                            i["version"],
-                            i["code_hash"][:12],
-                            ", ".join(i["dependencies"]) or "-",
-                            i["venv_state"],
-                            _served(i),
-                            _when(i["loaded_at"]),
-                            i["state"],
-                            (i["last_error"] or "").splitlines()[0][:60] if i["last_error"] else "",
-                        ]
-                        for i in items
-                    ],
-                    ["NAME", "VERSION", "CODE", "DEPENDENCIES", "VENV", "SERVING", "LOADED AT", "STATE", "LAST ERROR"],
-                )
-            )
+            click.echo(_table([_plugin_row(i) for i in items], PLUGIN_COLUMNS))
         else:
             click.echo("no plugins found in " + ", ".join(map(str, settings.runners.plugin_dirs)))
-        for e in errors:
-            click.secho(f"error: {e['error']}", fg="red", err=True)
+        for error in errors:
+            click.secho(f"error: {error['error']}", fg="red", err=True)
     if errors:
         sys.exit(1)
 
 
-def _served_states() -> dict[str, dict[str, Any]]:
-    import redis
+PLUGIN_COLUMNS = ["NAME", "VERSION", "CODE", "DEPENDENCIES", "VENV", "SERVING", "LOADED AT", "STATE", "LAST ERROR"]
 
-    from plugins.state import PluginStates
+
+def plugin_listing(
+    settings: Settings, served: dict[str, dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """Every plugin found on disk, with how runners serve it (`served`: PluginStates.all()), and
+    the folders that are not valid plugins (path, error)."""
+    found = discover(settings.runners.plugin_dirs)
+    items = [_plugin_item(settings, p, served.get(p.name) or {}) for p in found.plugins.values()]
+    errors = [{"path": str(pr.path), "error": pr.message} for pr in found.problems]
+    return items, errors
+
+
+def _plugin_item(settings: Settings, p: LoadedPlugin, live: dict[str, Any]) -> dict[str, Any]:
+    spec = venv_spec(p.manifest.dependencies)
+    return {
+        "name": p.name,
+        "version": p.version,
+        "code_hash": p.code_hash,
+        "path": str(p.path),
+        "entry_point": p.manifest.entry_point,
+        "dependencies": p.manifest.dependencies,
+        "concurrency": p.manifest.concurrency,
+        "timeout_seconds": p.manifest.timeout_seconds,
+        "venv": str(venv_path(settings.runners.venv_dir, spec)),
+        "venv_state": venv_state(settings.runners.venv_dir, spec),
+        # As a runner serves it (from Redis); may lag the disk while a reload is under way.
+        "served_version": live.get("version"),
+        "served_code_hash": live.get("code_hash"),
+        "loaded_at": live.get("loaded_at"),
+        "state": live.get("state", "not served"),
+        "last_error": live.get("last_error"),
+        "runner": live.get("runner"),
+    }
+
+
+def _plugin_row(item: dict[str, Any]) -> list[str]:
+    return [
+        item["name"],
+        item["version"],
+        item["code_hash"][:12],
+        ", ".join(item["dependencies"]) or "-",
+        item["venv_state"],
+        _served(item),
+        _when(item["loaded_at"]),
+        item["state"],
+        (item["last_error"] or "").splitlines()[0][:60] if item["last_error"] else "",
+    ]
+
+
+def _served_states() -> dict[str, dict[str, Any]]:
+    import redis  # lazy: Redis client
+
+    from plugins.state import PluginStates  # lazy: Redis client
 
     try:
         store = _store()
@@ -150,8 +177,6 @@ def _served(item: dict[str, Any]) -> str:
 
 
 def _when(ts: float | None) -> str:
-    from datetime import datetime
-
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
 
 
@@ -159,9 +184,9 @@ def _when(ts: float | None) -> str:
 @click.argument("name")
 def plugins_reload(name: str) -> None:
     """Ask every running runner to reload NAME now (new workers on the current code; old ones drain)."""
-    import redis
+    import redis  # lazy: Redis client
 
-    from plugins.state import PluginStates
+    from plugins.state import PluginStates  # lazy: Redis client
 
     try:
         store = _store()
@@ -182,12 +207,6 @@ def plugins_watch(interval: float) -> None:
 
     Runners reload by themselves; this shows what they will see, e.g. while editing a plugin.
     """
-    import time
-
-    from plugins.registry import code_hash, load_plugin
-    from plugins.watcher import FolderWatcher
-    from schemas.errors import ConfigError
-
     settings = _settings()
     watcher = FolderWatcher(settings.runners.plugin_dirs)
     hashes = {f: code_hash(f) for f in watcher.known()}  # a touch without a content change is no change
@@ -227,8 +246,6 @@ def plugins_watch(interval: float) -> None:
 )
 def plugins_new(name: str, directory: Path | None) -> None:
     """Scaffold a plugin folder NAME (plugin.json, main.py with the entry function and hooks, README.md)."""
-    from plugins.scaffold import ScaffoldError, scaffold_plugin
-
     if directory is None:
         dirs = _settings().runners.plugin_dirs
         if not dirs:
@@ -251,23 +268,30 @@ def plugins_test(name: str, pairs: tuple[str, ...], json_params: str | None) -> 
 
     Needs neither Kafka nor Redis: nothing is recorded.
     """
-    from plugins.execution import execute
-    from plugins.pool import WorkerPool, WorkerSpec
-    from plugins.registry import discover
-    from plugins.venvs import VenvError, ensure_venv, venv_python
-
     settings = _settings()
     params = parse_param_pairs(pairs, json_params)
+    try:
+        result = try_plugin(settings, name, params)
+    except NotFoundError as e:
+        raise click.ClickException(str(e)) from None
+    except VenvError as e:
+        raise click.ClickException(f"cannot build the venv of {name}:\n{e}") from None
+    click.echo(json.dumps(result.model_dump(mode="json"), indent=2))
+    sys.exit(0 if result.status == "success" else 1)
+
+
+def try_plugin(settings: Settings, name: str, params: dict[str, Any]) -> Result:
+    """One manual invocation of plugin `name` in its venv (built if missing) and a one-worker pool.
+
+    Nothing is recorded. NotFoundError if there is no such plugin; VenvError if its venv cannot be built.
+    """
     found = discover(settings.runners.plugin_dirs)
     plugin = found.plugins.get(name)
     if plugin is None:
         related = [pr.message for pr in found.problems if pr.path.name == name or f"'{name}'" in pr.message]
         detail = ("\n" + "\n".join(related)) if related else f" (known: {', '.join(sorted(found.plugins)) or 'none'})"
-        raise click.ClickException(f"plugin {name!r} not found{detail}")
-    try:
-        venv = ensure_venv(settings.runners.venv_dir, plugin.manifest.dependencies)
-    except VenvError as e:
-        raise click.ClickException(f"cannot build the venv of {name}:\n{e}") from None
+        raise NotFoundError(f"plugin {name!r} not found{detail}")
+    venv = ensure_venv(settings.runners.venv_dir, plugin.manifest.dependencies)
     pool = WorkerPool(
         WorkerSpec(
             plugin.name,
@@ -291,9 +315,8 @@ def plugins_test(name: str, pairs: tuple[str, ...], json_params: str | None) -> 
         result = execute(plugin, pool, invocation)
     finally:
         pool.close()
-    assert result is not None
-    click.echo(json.dumps(result.model_dump(mode="json"), indent=2))
-    sys.exit(0 if result.status == "success" else 1)
+    assert result is not None  # None only for a call aborted by closing the pool, which happens after it
+    return result
 
 
 # -- runs ------------------------------------------------------------------------------------
@@ -302,8 +325,8 @@ def runs() -> None:
     """Run history (from Redis)."""
 
 
-def _store():
-    from plugins.store import RunStore
+def _store() -> RunStore:
+    from plugins.store import RunStore  # lazy: Redis client
 
     return RunStore(_settings())
 
@@ -322,9 +345,7 @@ def _store():
 @click.option("--json", "as_json", is_flag=True, help="one Result JSON per line")
 def runs_list(plugin: str | None, status: str | None, since: str | None, limit: int, as_json: bool) -> None:
     """Most recent runs first."""
-    import redis
-
-    from plugins.since import parse_since
+    import redis  # lazy: Redis client
 
     try:
         since_ts = parse_since(since).timestamp() if since else None
@@ -360,7 +381,7 @@ def _run_row(r: Result) -> list[str]:
 @click.argument("invocation_id")
 def runs_show(invocation_id: str) -> None:
     """The full Result of one run."""
-    import redis
+    import redis  # lazy: Redis client
 
     try:
         result = _store().get(invocation_id)
@@ -382,41 +403,49 @@ def dlq() -> None:
 @click.option("--json", "as_json", is_flag=True, help="one entry JSON per line")
 def dlq_list(plugin: str | None, as_json: bool) -> None:
     """Dead letters on the DLQ topic, oldest first, and whether each was replayed."""
-    import redis
+    import redis  # lazy: Redis client
 
-    from plugins.dlq import read_entries, replayed
-
-    settings = _settings()
-    entries = read_entries(settings, plugin)
     try:
-        store = _store()
-        done = replayed(store, [e["dlq_id"] for e in entries])
-        store.close()
+        entries, done = dead_letters(_settings(), plugin)
     except redis.RedisError as e:
         raise click.ClickException(f"cannot read replay marks from Redis: {e}") from None
     if as_json:
-        for e in entries:
-            click.echo(json.dumps({**e, "replayed": done.get(e["dlq_id"])}))
+        for entry in entries:
+            click.echo(json.dumps({**entry, "replayed": done.get(entry["dlq_id"])}))
         return
     if not entries:
         click.echo("no dead letters")
         return
-    rows = []
-    for e in entries:
-        err = e.get("error") or {}
-        message = (err.get("message") or "").splitlines()[0] if err.get("message") else ""
-        rows.append(
-            [
-                e.get("dead_at", "")[:19],
-                e["plugin"],
-                e["dlq_id"],
-                str(len(e.get("attempts") or [])),
-                e.get("status", ""),
-                (done[e["dlq_id"]]["replay_id"] if e["dlq_id"] in done else "-"),
-                f"{err.get('type', '')}: {message}"[:80],
-            ]
-        )
+    rows = [_dead_letter_row(entry, done) for entry in entries]
     click.echo(_table(rows, ["DEAD AT", "PLUGIN", "ID", "ATTEMPTS", "STATUS", "REPLAYED AS", "ERROR"]))
+
+
+def dead_letters(
+    settings: Settings, plugin: str | None = None
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The dead letters on the DLQ topic (oldest first; only `plugin`'s if given), and the replays of
+    those already replayed (by dead letter id). Raises redis.RedisError if the replays cannot be read."""
+    from plugins.dlq import read_entries, replayed  # lazy: Kafka and Redis clients
+
+    entries = read_entries(settings, plugin)
+    store = _store()
+    done = replayed(store, [entry["dlq_id"] for entry in entries])
+    store.close()
+    return entries, done
+
+
+def _dead_letter_row(entry: dict[str, Any], done: dict[str, dict[str, Any]]) -> list[str]:
+    err = entry.get("error") or {}
+    message = (err.get("message") or "").splitlines()[0] if err.get("message") else ""
+    return [
+        entry.get("dead_at", "")[:19],
+        entry["plugin"],
+        entry["dlq_id"],
+        str(len(entry.get("attempts") or [])),
+        entry.get("status", ""),
+        (done[entry["dlq_id"]]["replay_id"] if entry["dlq_id"] in done else "-"),
+        f"{err.get('type', '')}: {message}"[:80],
+    ]
 
 
 @dlq.command("replay")
@@ -427,20 +456,15 @@ def dlq_replay(ids: tuple[str, ...], plugin: str | None) -> None:
 
     An entry already replayed is skipped, so running the same command twice replays nothing twice.
     """
-    from plugins.dlq import read_entries, replay
+    from plugins.dlq import replay  # lazy: Kafka and Redis clients
 
     if not ids and not plugin:
         raise click.UsageError("name dead-letter IDs or --plugin NAME")
     settings = _settings()
-    entries = read_entries(settings, plugin)
-    if ids:
-        by_id = {e["dlq_id"]: e for e in entries}
-        missing = [i for i in ids if i not in by_id]
-        if missing:
-            raise click.ClickException(
-                f"no dead letter {', '.join(missing)}" + (f" of plugin {plugin}" if plugin else "")
-            )
-        entries = [by_id[i] for i in dict.fromkeys(ids)]
+    try:
+        entries = dead_letters_to_replay(settings, ids, plugin)
+    except NotFoundError as e:
+        raise click.ClickException(str(e)) from None
     if not entries:
         click.echo("nothing to replay")
         return
@@ -448,6 +472,20 @@ def dlq_replay(ids: tuple[str, ...], plugin: str | None) -> None:
         if inv is None:
             click.echo(f"{entry['dlq_id']}  already replayed, skipped")
         else:
-            click.echo(
-                f"{entry['dlq_id']}  replayed as {inv.invocation_id} to {settings.topics.invoke(inv.plugin, inv.priority)}"
-            )
+            topic = settings.topics.invoke(inv.plugin, inv.priority)
+            click.echo(f"{entry['dlq_id']}  replayed as {inv.invocation_id} to {topic}")
+
+
+def dead_letters_to_replay(settings: Settings, ids: tuple[str, ...], plugin: str | None) -> list[dict[str, Any]]:
+    """The dead letters named by `ids` (in that order, once each; of `plugin` if given), or without
+    ids all of `plugin`'s. NotFoundError names the ids that are not on the DLQ topic."""
+    from plugins.dlq import read_entries  # lazy: Kafka client
+
+    entries = read_entries(settings, plugin)
+    if not ids:
+        return entries
+    by_id = {entry["dlq_id"]: entry for entry in entries}
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        raise NotFoundError(f"no dead letter {', '.join(missing)}" + (f" of plugin {plugin}" if plugin else ""))
+    return [by_id[i] for i in dict.fromkeys(ids)]

@@ -62,12 +62,15 @@ def read_entries(settings: Settings, plugin: str | None = None) -> list[dict[str
             msg = consumer.poll(0.5)
             if msg is None:
                 continue
-            if msg.error() is not None:
-                if msg.error().code() == KafkaError._PARTITION_EOF:
-                    remaining.discard(msg.partition())
+            err, partition, offset = msg.error(), msg.partition(), msg.offset()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF and partition is not None:
+                    remaining.discard(partition)
                 continue
-            if msg.offset() + 1 >= ends[msg.partition()]:
-                remaining.discard(msg.partition())
+            if partition is None or offset is None:  # a fetched message has both (the stubs make them optional)
+                continue
+            if offset + 1 >= ends[partition]:
+                remaining.discard(partition)
             try:
                 entry = orjson.loads(msg.value() or b"")
             except orjson.JSONDecodeError:
@@ -85,7 +88,7 @@ def replayed(store: RunStore, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
     if not ids:
         return {}
     raws = store.client.hmget(store.replayed_key(), ids)
-    return {i: orjson.loads(r) for i, r in zip(ids, raws) if r is not None}
+    return {i: orjson.loads(r) for i, r in zip(ids, raws, strict=True) if r is not None}
 
 
 def replay_invocation(settings: Settings, entry: dict[str, Any]) -> Invocation:

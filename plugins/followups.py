@@ -20,6 +20,20 @@ WAIT_SLICE_SECONDS = 0.5
 RETRY_SECONDS = 1.0
 
 
+class _Delivery:
+    """The delivery report of one produce, waited for by the publishing thread."""
+
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.error: KafkaError | None = None
+
+    def __call__(self, err: KafkaError | None, msg: Message) -> None:
+        self.error = err
+        self.done.set()
+
+
 class FollowupPublisher:
     def __init__(self, producer: Producer, stop: threading.Event):
         self.producer = producer
@@ -28,15 +42,9 @@ class FollowupPublisher:
     def publish(self, topic: str, key: bytes, value: bytes, headers: Sequence[tuple[str, bytes]] = ()) -> bool:
         """Produce and wait for the acknowledgement; False if the runner stops first (nothing is recorded)."""
         while True:
-            done = threading.Event()
-            outcome: list[KafkaError | None] = []
-
-            def delivered(err: KafkaError | None, msg: Message) -> None:
-                outcome.append(err)
-                done.set()
-
+            delivery = _Delivery()
             try:
-                self.producer.produce(topic, key=key, value=value, headers=list(headers), on_delivery=delivered)
+                self.producer.produce(topic, key=key, value=value, headers=list(headers), on_delivery=delivery)
             except BufferError:
                 self.producer.poll(0.1)
                 continue
@@ -45,11 +53,11 @@ class FollowupPublisher:
                 if self.stop.wait(RETRY_SECONDS):
                     return False
                 continue
-            while not done.wait(WAIT_SLICE_SECONDS):
-                if self.stop.is_set() and not done.wait(5.0):  # give an in-flight ack a moment at shutdown
+            while not delivery.done.wait(WAIT_SLICE_SECONDS):
+                if self.stop.is_set() and not delivery.done.wait(5.0):  # give an in-flight ack a moment at shutdown
                     return False
-            if outcome[0] is None:
+            if delivery.error is None:
                 return True
-            log.error("message to %s not delivered (%s); retrying", topic, outcome[0])
+            log.error("message to %s not delivered (%s); retrying", topic, delivery.error)
             if self.stop.wait(RETRY_SECONDS):
                 return False

@@ -140,7 +140,8 @@ class Worker:
         while True:
             frame = self._decoder.next_frame()
             if frame is not None:
-                return orjson.loads(frame)
+                message: dict[str, Any] = orjson.loads(frame)
+                return message
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError
@@ -446,6 +447,7 @@ class WorkerPool:
             # it never started (the call ahead of it on that worker failed): send it again
 
     def _call_on(self, w: Worker, payload: bytes, timeout: float) -> CallOutcome | None:
+        """The call's outcome on worker w; None if it never started there (to be sent again)."""
         ticket = _Ticket()
         sent_at = time.time()
         with w.cond:
@@ -468,42 +470,13 @@ class WorkerPool:
                 w.wait_hello(deadline)
             resp = w.read_frame(deadline)
         except TimeoutError:
-            pid = w.pid
-            self._retire(w)
-            if self._closed:
-                return CallOutcome("aborted", worker_pid=pid, sent_at=sent_at, received_at=time.time())
-            return CallOutcome(
-                "timeout",
-                worker_pid=pid,
-                sent_at=sent_at,
-                received_at=time.time(),
-                error={
-                    "type": "Timeout",
-                    "traceback": "\n".join(w.stderr_tail) or None,
-                    "message": f"{self.spec.plugin} did not finish within {timeout:g}s; worker {pid} was killed and replaced",
-                },
-            )
+            return self._timed_out(w, timeout, sent_at)
         except (WorkerDied, ProtocolError, orjson.JSONDecodeError) as e:
-            received_at = time.time()
-            pid = w.pid
-            self._retire(w)  # kill (a no-op for a dead one) and reap, so the exit code is known
-            if self._closed:
-                return CallOutcome("aborted", worker_pid=pid, sent_at=sent_at, received_at=received_at)
-            what = w.exit_description() if isinstance(e, WorkerDied) else f"broke the protocol ({e})"
-            if self.spec.memory_limit_mb is not None and isinstance(e, WorkerDied):
-                # C code that cannot allocate may abort or segfault instead of raising MemoryError.
-                what += f" (its memory limit is {self.spec.memory_limit_mb} MB)"
-            return CallOutcome(
-                "crashed",
-                worker_pid=pid,
-                sent_at=sent_at,
-                received_at=received_at,
-                error={
-                    "type": "WorkerCrashed",
-                    "traceback": "\n".join(w.stderr_tail) or None,
-                    "message": f"worker {pid} of {self.spec.plugin} {what} during the call; it was replaced",
-                },
-            )
+            return self._crashed(w, e, sent_at)
+        return self._answered(w, resp, sent_at)
+
+    def _answered(self, w: Worker, resp: dict[str, Any], sent_at: float) -> CallOutcome:
+        """The outcome of a call the worker answered; frees its place (or retires it when it asks)."""
         received_at = time.time()
         started, finished = resp.get("started_at"), resp.get("finished_at")
         if started is not None and finished is not None:
@@ -534,4 +507,47 @@ class WorkerPool:
             started_at=started,
             entry_called_at=resp.get("entry_called_at"),
             finished_at=finished,
+        )
+
+    def _timed_out(self, w: Worker, timeout: float, sent_at: float) -> CallOutcome:
+        """The call ran past its timeout: the worker is killed and replaced."""
+        pid = w.pid
+        self._retire(w)
+        if self._closed:
+            return CallOutcome("aborted", worker_pid=pid, sent_at=sent_at, received_at=time.time())
+        return CallOutcome(
+            "timeout",
+            worker_pid=pid,
+            sent_at=sent_at,
+            received_at=time.time(),
+            error={
+                "type": "Timeout",
+                "traceback": "\n".join(w.stderr_tail) or None,
+                "message": (
+                    f"{self.spec.plugin} did not finish within {timeout:g}s; worker {pid} was killed and replaced"
+                ),
+            },
+        )
+
+    def _crashed(self, w: Worker, e: Exception, sent_at: float) -> CallOutcome:
+        """The worker died or broke the protocol during the call: it is replaced."""
+        received_at = time.time()
+        pid = w.pid
+        self._retire(w)  # kill (a no-op for a dead one) and reap, so the exit code is known
+        if self._closed:
+            return CallOutcome("aborted", worker_pid=pid, sent_at=sent_at, received_at=received_at)
+        what = w.exit_description() if isinstance(e, WorkerDied) else f"broke the protocol ({e})"
+        if self.spec.memory_limit_mb is not None and isinstance(e, WorkerDied):
+            # C code that cannot allocate may abort or segfault instead of raising MemoryError.
+            what += f" (its memory limit is {self.spec.memory_limit_mb} MB)"
+        return CallOutcome(
+            "crashed",
+            worker_pid=pid,
+            sent_at=sent_at,
+            received_at=received_at,
+            error={
+                "type": "WorkerCrashed",
+                "traceback": "\n".join(w.stderr_tail) or None,
+                "message": f"worker {pid} of {self.spec.plugin} {what} during the call; it was replaced",
+            },
         )

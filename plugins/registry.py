@@ -126,8 +126,8 @@ def discover(plugin_dirs: Iterable[Path]) -> Discovery:
                     PluginProblem(
                         folder,
                         (
-                            f"duplicate plugin name {plugin.name!r}: {folder / MANIFEST_FILE} and {first.path / MANIFEST_FILE}"
-                            f" (keeping {first.path})"
+                            f"duplicate plugin name {plugin.name!r}: {folder / MANIFEST_FILE} and "
+                            f"{first.path / MANIFEST_FILE} (keeping {first.path})"
                         ),
                     )
                 )

@@ -123,14 +123,14 @@ class HotReloader:
                 for name, at in self._requests().items():
                     if at > self._seen_requests.get(name, self._started_at):
                         self._seen_requests[name] = at
-                        folder = self._folder_of(name)
-                        if folder is None:
+                        requested = self._folder_of(name)
+                        if requested is None:
                             self.record_error(
                                 name, "reload requested, but no plugin of that name was found", serving=False
                             )
                         else:
                             log.info("plugin %s: reload requested", name)
-                            self._schedule(folder, forced=True)
+                            self._schedule(requested, forced=True)
             except Exception:
                 log.exception("plugin watcher error (continuing)")
 
@@ -176,25 +176,8 @@ class HotReloader:
         """Load the folder's current code and switch to it; True if a new version now serves."""
         folder = folder.resolve()
         lane = next((lane for lane in self.lanes() if lane.plugin.path == folder), None)
-        name = lane.plugin.name if lane is not None else folder.name
-        try:
-            plugin = load_plugin(folder)
-        except (ConfigError, OSError) as e:
-            self.record_error(name, f"invalid new version: {e}", serving=lane is not None)
-            return False
-        if self.only is not None and plugin.name not in self.only:
-            return False
-        if lane is None:
-            other = next((x for x in self.lanes() if x.plugin.name == plugin.name), None)
-            if other is not None:
-                self.record_error(
-                    plugin.name, f"duplicate plugin name in {folder} (serving {other.plugin.path})", serving=True
-                )
-                return False
-        elif plugin.name != lane.plugin.name:
-            self.record_error(
-                name, f"{folder} now declares the name {plugin.name!r}: renaming needs a restart", serving=True
-            )
+        plugin = self._load_new_version(folder, lane)
+        if plugin is None:
             return False
         if lane is not None and plugin.code_hash == lane.plugin.code_hash and not forced:
             return False  # touched, not changed
@@ -226,6 +209,38 @@ class HotReloader:
         if self.stop.is_set():
             pool.close()
             return False
+        self._serve(plugin, pool, lane)
+        return True
+
+    def _load_new_version(self, folder: Path, lane: PluginLane | None) -> LoadedPlugin | None:
+        """The folder's plugin if this runner may serve it (in `lane`, or as a new plugin); else None.
+
+        Why not is recorded as the plugin's last error, unless it is just not one this runner serves (`only`).
+        """
+        name = lane.plugin.name if lane is not None else folder.name
+        try:
+            plugin = load_plugin(folder)
+        except (ConfigError, OSError) as e:
+            self.record_error(name, f"invalid new version: {e}", serving=lane is not None)
+            return None
+        if self.only is not None and plugin.name not in self.only:
+            return None
+        if lane is None:
+            other = next((x for x in self.lanes() if x.plugin.name == plugin.name), None)
+            if other is not None:
+                self.record_error(
+                    plugin.name, f"duplicate plugin name in {folder} (serving {other.plugin.path})", serving=True
+                )
+                return None
+        elif plugin.name != lane.plugin.name:
+            self.record_error(
+                name, f"{folder} now declares the name {plugin.name!r}: renaming needs a restart", serving=True
+            )
+            return None
+        return plugin
+
+    def _serve(self, plugin: LoadedPlugin, pool: WorkerPool, lane: PluginLane | None) -> None:
+        """Switch the lane to the started pool, or hand a new plugin's lane to the consumer thread."""
         if lane is not None:
             version = lane.swap(plugin, pool)
             log.info(
@@ -240,4 +255,3 @@ class HotReloader:
             self.new_lanes.put(new_lane)
             log.info("plugin %s: new plugin %s (code %s) starting", plugin.name, plugin.version, plugin.code_hash[:12])
         self.record_serving(plugin, version.loaded_at)
-        return True

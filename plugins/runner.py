@@ -171,6 +171,26 @@ class Runner:
             log.error("cannot reach Redis at %s: %s", _redacted(self.settings.redis.url.get_secret_value()), e)
             return 1
         self.ops.start()
+        self._start_plugins()
+        if not self.lanes and not self.options.watch:
+            log.error("no plugin could be started; nothing to run")
+            self.store.close()
+            self.ops.stop()
+            return 2
+        if not self.lanes:
+            log.warning("no plugin could be started yet; waiting for one to appear or be fixed")
+        try:
+            self._start_consuming(ready)
+            self._loop()
+        except KafkaException as e:
+            log.error("Kafka error at %s: %s", self.settings.kafka.bootstrap_servers, e)
+            return 1
+        finally:
+            self._shutdown()
+        return 0
+
+    def _start_plugins(self) -> None:
+        """The plugins found (or those of --plugin) started in their lanes, and the hot reloader to follow them."""
         found = discover(self.settings.runners.plugin_dirs)
         for problem in found.problems:
             log.error("plugin skipped: %s", problem)
@@ -179,7 +199,7 @@ class Runner:
             for missing in sorted(self.options.only - set(found.plugins)):
                 log.error("plugin %s not found in %s", missing, ", ".join(map(str, self.settings.runners.plugin_dirs)))
             plugins = [p for p in plugins if p.name in self.options.only]
-        self.reloader = HotReloader(
+        reloader = self.reloader = HotReloader(
             self.settings,
             self.states,
             lambda: list(self.lanes.values()),
@@ -195,66 +215,55 @@ class Runner:
             self.options,
             self._handle,
             self.tracker.is_current,
-            on_error=lambda p, e: self.reloader.record_error(p.name, e, serving=False, code_hash=p.code_hash),
+            on_error=lambda p, e: reloader.record_error(p.name, e, serving=False, code_hash=p.code_hash),
         )
         for problem in found.problems:
-            self.reloader.record_error(problem.path.name, problem.message, serving=False)
+            reloader.record_error(problem.path.name, problem.message, serving=False)
         for lane in self.lanes.values():
-            self.reloader.record_serving(lane.plugin, lane.current.loaded_at)
-        if not self.lanes and not self.options.watch:
-            log.error("no plugin could be started; nothing to run")
-            self.store.close()
-            self.ops.stop()
-            return 2
-        if not self.lanes:
-            log.warning("no plugin could be started yet; waiting for one to appear or be fixed")
-        try:
-            # Each plugin has a normal and a high-priority topic. Both feed one lane, which runs high
-            # first; the normal topic is paused when the lane is full, the high one only when the
-            # lane is full of high work, so a high invocation never waits behind a Kafka backlog.
-            self.by_topic = {t: lane for lane in self.lanes.values() for t in (lane.topic, lane.high_topic)}
-            topics = sorted(self.by_topic)
-            ensure_topics(self.settings, [*topics, self.settings.topics.results, self.settings.topics.dlq])
-            if self.options.watch:
-                self.reloader.start()
-            producer = Producer(
-                self.settings.kafka_config(
-                    **{
-                        "acks": "all",
-                        "enable.idempotence": True,
-                        "linger.ms": 2,
-                        "client.id": f"cdcflow-runner-{RUNNER_ID}",
-                    }
-                )
+            reloader.record_serving(lane.plugin, lane.current.loaded_at)
+
+    def _start_consuming(self, ready: threading.Event | None) -> None:
+        """Topics, result sink, lane threads and the subscribed consumer; then the runner is ready."""
+        assert self.reloader is not None
+        # Each plugin has a normal and a high-priority topic. Both feed one lane, which runs high
+        # first; the normal topic is paused when the lane is full, the high one only when the
+        # lane is full of high work, so a high invocation never waits behind a Kafka backlog.
+        self.by_topic = {t: lane for lane in self.lanes.values() for t in (lane.topic, lane.high_topic)}
+        topics = sorted(self.by_topic)
+        ensure_topics(self.settings, [*topics, self.settings.topics.results, self.settings.topics.dlq])
+        if self.options.watch:
+            self.reloader.start()
+        producer = Producer(
+            self.settings.kafka_config(
+                **{
+                    "acks": "all",
+                    "enable.idempotence": True,
+                    "linger.ms": 2,
+                    "client.id": f"cdcflow-runner-{RUNNER_ID}",
+                }
             )
-            self.sink = ResultSink(self.store, producer, self.settings.topics.results, self.completions.put)
-            self.sink.start()
-            self.followups = FollowupPublisher(producer, self.stop)
-            for lane in self.lanes.values():
-                lane.start()
-            self.consumer = Consumer(
-                self.settings.kafka_config(
-                    **{
-                        "group.id": self.settings.runners.group_id,
-                        "enable.auto.commit": False,
-                        "auto.offset.reset": "earliest",
-                        "client.id": f"cdcflow-runner-{RUNNER_ID}",
-                        "on_commit": self._on_commit,
-                    }
-                )
+        )
+        self.sink = ResultSink(self.store, producer, self.settings.topics.results, self.completions.put)
+        self.sink.start()
+        self.followups = FollowupPublisher(producer, self.stop)
+        for lane in self.lanes.values():
+            lane.start()
+        self.consumer = Consumer(
+            self.settings.kafka_config(
+                **{
+                    "group.id": self.settings.runners.group_id,
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "client.id": f"cdcflow-runner-{RUNNER_ID}",
+                    "on_commit": self._on_commit,
+                }
             )
-            self._subscribe()
-            log.info("runner %s consuming %s (group %s)", RUNNER_ID, ", ".join(topics), self.settings.runners.group_id)
-            if ready is not None:
-                ready.set()
-            self.ops.mark_ready()
-            self._loop()
-        except KafkaException as e:
-            log.error("Kafka error at %s: %s", self.settings.kafka.bootstrap_servers, e)
-            return 1
-        finally:
-            self._shutdown()
-        return 0
+        )
+        self._subscribe()
+        log.info("runner %s consuming %s (group %s)", RUNNER_ID, ", ".join(topics), self.settings.runners.group_id)
+        if ready is not None:
+            ready.set()
+        self.ops.mark_ready()
 
     def _loop(self) -> None:
         consumer = self.consumer
@@ -353,14 +362,18 @@ class Runner:
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.error("consumer error: %s", err)
                 continue
-            ack = self.tracker.start(msg.topic(), msg.partition(), msg.offset())
-            lane = self.by_topic.get(msg.topic())
+            # The stubs make every getter optional; a consumed message without error() has all three.
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            ack = self.tracker.start(topic, partition, offset)  # type: ignore[arg-type]  # never None here
+            lane = self.by_topic.get(topic)  # type: ignore[arg-type]  # never None here
             if lane is None:  # not subscribed any more (cannot happen today; hot reload will)
                 self.completions.put(ack)
                 continue
             invocation = self._parse(msg, lane, ack)
             if invocation is not None:
-                accepted.append(_Dispatch(lane, invocation, ack, not_before(msg.headers())))
+                headers = msg.headers()  # consumed: a list or None (the stubs add the produce-side dict)
+                after = not_before(headers)  # type: ignore[arg-type]  # never a dict here
+                accepted.append(_Dispatch(lane, invocation, ack, after))
         if not accepted:
             return
         done, retried = self._with_redis(
@@ -515,7 +528,10 @@ class Runner:
             return
         offsets = [TopicPartition(t, p, o) for t, p, o in commits]
         try:
-            self.consumer.commit(offsets=offsets, asynchronous=not sync)
+            if sync:
+                self.consumer.commit(offsets=offsets, asynchronous=False)
+            else:
+                self.consumer.commit(offsets=offsets, asynchronous=True)
         except KafkaException as e:
             log.warning("commit of %s failed: %s (will be redelivered and skipped as done)", offsets, e)
 
@@ -622,7 +638,7 @@ def run_runner(
     options = RunnerOptions(
         only=set(plugins) if plugins is not None else None, shutdown_grace=shutdown_grace, watch=watch
     )
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}  # the handlers to restore
     if threading.current_thread() is threading.main_thread():
 
         def request_stop(signum: int, frame: Any) -> None:
@@ -634,5 +650,5 @@ def run_runner(
     try:
         return Runner(config.settings, stop, options).run(ready)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

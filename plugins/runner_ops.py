@@ -3,31 +3,51 @@
 Per result (lane threads): two metric updates, and an alert put on a queue if one is due. Queue
 depth and workers alive are read from the lanes at scrape time. Ready only once every plugin's
 venv and warm pool is up and the consumer is subscribed (Runner.run marks it).
+
+The runner is seen through RunnerView, the few attributes read here, so this module does not
+import plugins.runner (which imports it).
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Collection, Iterator, Mapping
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from plugins.execution import RUNNER_ID
+from plugins.lane import PluginLane
 from schemas.invocation import Invocation
 from schemas.result import Result
 from schemas.runtime.alerts import Alerter
 from schemas.runtime.observability import ComponentObservability
-
-if TYPE_CHECKING:
-    from plugins.runner import Runner
+from schemas.settings import Settings
 
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0)
 
 
+class RunnerView(Protocol):
+    """What the ops read from the runner (plugins.runner.Runner)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def lanes(self) -> Mapping[str, PluginLane]: ...
+
+    @property
+    def paused_topics(self) -> Collection[str]: ...
+
+    @property
+    def stop(self) -> threading.Event: ...
+
+
 class LaneCollector(Collector):
-    def __init__(self, runner: Runner):
+    def __init__(self, runner: RunnerView):
         self.runner = runner
 
     def collect(self) -> Iterator[Metric]:
@@ -56,7 +76,7 @@ class LaneCollector(Collector):
 
 
 class RunnerOps:
-    def __init__(self, runner: Runner):
+    def __init__(self, runner: RunnerView):
         self.runner = runner
         settings = runner.settings
         self.registry = CollectorRegistry()
@@ -198,8 +218,6 @@ class RunnerOps:
         return True, None
 
     def _details(self) -> dict[str, Any]:
-        from plugins.execution import RUNNER_ID
-
         return {
             "runner_id": RUNNER_ID,
             "group": self.runner.settings.runners.group_id,

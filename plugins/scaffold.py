@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 from plugins.registry import load_plugin
 from schemas.errors import ConfigError
@@ -18,7 +19,7 @@ class ScaffoldError(Exception):
     """The plugin cannot be created (bad name, folder exists); nothing was written."""
 
 
-def manifest_for(name: str) -> dict:
+def manifest_for(name: str) -> dict[str, Any]:
     return {
         "name": name,
         "version": "0.1.0",

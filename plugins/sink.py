@@ -8,6 +8,7 @@ keeps Redis at most one round trip per result under load, without making a lone 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import queue
@@ -38,7 +39,8 @@ class SinkItem:
     final: bool = True  # False: a failed attempt whose retry is already on Kafka (no done marker)
 
 
-_STOP = object()
+# Put on the queue by close(): the writer finishes the batch it is building and stops.
+_STOP = SinkItem("", b"", None, ())
 
 
 class ResultSink:
@@ -47,7 +49,7 @@ class ResultSink:
         self.producer = producer
         self.topic = topic
         self.on_acked = on_acked
-        self._queue: queue.SimpleQueue[SinkItem | object] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[SinkItem] = queue.SimpleQueue()
         self._give_up_at: float | None = None  # set by close(): stop retrying Redis after this
         self._polling = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name="result-writer", daemon=True)
@@ -86,7 +88,7 @@ class ResultSink:
         while True:
             first = self._queue.get()
             stop = first is _STOP
-            batch: list[SinkItem] = [] if stop else [first]  # type: ignore[list-item]
+            batch: list[SinkItem] = [] if stop else [first]
             while len(batch) < MAX_BATCH:
                 try:
                     nxt = self._queue.get_nowait()
@@ -95,7 +97,7 @@ class ResultSink:
                 if nxt is _STOP:
                     stop = True
                     break
-                batch.append(nxt)  # type: ignore[arg-type]
+                batch.append(nxt)
             # Never let the writer die on an unexpected error: everything after it would stall.
             try:
                 stored = bool(batch) and self._store(batch)
@@ -111,23 +113,21 @@ class ResultSink:
                 return
 
     def _store(self, batch: list[SinkItem]) -> bool:
-        to_store = [i for i in batch if i.result is not None]
-        if not to_store:
+        results = [i.result for i in batch if i.result is not None]
+        if not results:
             return True
+        payloads = [i.payload for i in batch if i.result is not None]
+        finals = [i.final for i in batch if i.result is not None]
         while True:
             try:
-                self.store.record_many(
-                    [i.result for i in to_store],
-                    [i.payload for i in to_store],  # type: ignore[misc]
-                    [i.final for i in to_store],
-                )
+                self.store.record_many(results, payloads, finals)
                 return True
             except redis.RedisError as e:
                 if self._give_up_at is not None and time.monotonic() > self._give_up_at:
                     log.error("giving up on storing %d result(s) at shutdown (%s); they will be re-run", len(batch), e)
                     return False
                 log.error(
-                    "cannot store %d result(s) in Redis (%s); retrying in %.0fs", len(to_store), e, RETRY_DELAY_SECONDS
+                    "cannot store %d result(s) in Redis (%s); retrying in %.0fs", len(results), e, RETRY_DELAY_SECONDS
                 )
                 time.sleep(RETRY_DELAY_SECONDS)
 
@@ -139,7 +139,7 @@ class ResultSink:
                     self.topic,
                     key=item.key.encode(),
                     value=item.payload,
-                    on_delivery=lambda err, msg, item=item: self._delivered(item, err, msg),
+                    on_delivery=functools.partial(self._delivered, item),
                 )
                 return
             except BufferError:  # librdkafka's local queue is full: let deliveries drain

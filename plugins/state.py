@@ -31,7 +31,7 @@ class PluginStates:
         return orjson.loads(raw) if raw is not None else None
 
     def all(self) -> dict[str, dict[str, Any]]:
-        return {k.decode(): orjson.loads(v) for k, v in self.client.hgetall(self.state_key).items()}
+        return {_as_text(k): orjson.loads(v) for k, v in self.client.hgetall(self.state_key).items()}
 
     def update(self, name: str, **fields: Any) -> dict[str, Any]:
         """Merge fields into the plugin's record (read-modify-write; only runners write it)."""
@@ -46,4 +46,9 @@ class PluginStates:
         return at
 
     def reload_requests(self) -> dict[str, float]:
-        return {k.decode(): float(v) for k, v in self.client.hgetall(self.reload_key).items()}
+        return {_as_text(k): float(v) for k, v in self.client.hgetall(self.reload_key).items()}
+
+
+def _as_text(key: bytes | str) -> str:
+    # redis-py types replies as bytes | str (str with decode_responses=True, which these clients never set)
+    return key.decode() if isinstance(key, bytes) else key

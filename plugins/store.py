@@ -133,7 +133,7 @@ class RunStore:
             finals = [True] * len(results)
         keys: list[str] = [self.index_key()]
         args: list[str | bytes | int] = [self.ttl, self._trim_horizon()]
-        for result, payload, final in zip(results, payloads, finals):
+        for result, payload, final in zip(results, payloads, finals, strict=True):
             iid = result.invocation_id
             marker = self.done_key(iid) if final else self.tried_key(iid, result.attempt)
             keys += [
@@ -162,7 +162,7 @@ class RunStore:
         if not ids:
             return set()
         flags = self.client.mget([self.done_key(i) for i in ids])
-        return {i for i, flag in zip(ids, flags) if flag is not None}
+        return {i for i, flag in zip(ids, flags, strict=True) if flag is not None}
 
     def seen(self, pairs: Sequence[tuple[str, int]]) -> tuple[set[str], set[tuple[str, int]]]:
         """(ids that are done, (id, attempt) pairs already failed and retried), in one round trip."""
@@ -172,8 +172,8 @@ class RunStore:
             return set(), set()
         flags = self.client.mget([self.done_key(i) for i in ids] + [self.tried_key(i, a) for i, a in tries])
         return (
-            {i for i, f in zip(ids, flags) if f is not None},
-            {k for k, f in zip(tries, flags[len(ids) :]) if f is not None},
+            {i for i, f in zip(ids, flags, strict=False) if f is not None},  # flags: the ids', then the tries'
+            {k for k, f in zip(tries, flags[len(ids) :], strict=True) if f is not None},
         )
 
     def tried(self, pairs: Iterable[tuple[str, int]]) -> set[tuple[str, int]]:
@@ -182,7 +182,7 @@ class RunStore:
         if not keys:
             return set()
         flags = self.client.mget([self.tried_key(i, a) for i, a in keys])
-        return {k for k, flag in zip(keys, flags) if flag is not None}
+        return {k for k, flag in zip(keys, flags, strict=True) if flag is not None}
 
     def attempts(self, invocation_id: str) -> list[dict[str, Any]]:
         """Summaries of the recorded failed attempts, one per attempt number (a re-run keeps the last)."""
@@ -196,7 +196,8 @@ class RunStore:
         return bool(self.done_ids([invocation_id]))
 
     def get_raw(self, invocation_id: str) -> bytes | None:
-        return self.client.get(self.run_key(invocation_id))
+        raw = self.client.get(self.run_key(invocation_id))
+        return _as_bytes(raw) if raw is not None else None
 
     def get(self, invocation_id: str) -> Result | None:
         raw = self.get_raw(invocation_id)
@@ -219,7 +220,7 @@ class RunStore:
             if not ids:
                 break
             start += page
-            raws = self.client.mget([self.run_key(i.decode()) for i in ids])
+            raws = self.client.mget([self.run_key(_as_text(i)) for i in ids])
             for raw in raws:
                 if raw is None:  # expired between the index read and now
                     continue
@@ -236,6 +237,15 @@ class RunStore:
 
     def close(self) -> None:
         self.client.close()
+
+
+# redis-py types replies as bytes | str (str with decode_responses=True, which this client never sets).
+def _as_bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
+
+
+def _as_text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def attempt_summary(result: Result) -> dict[str, Any]:

@@ -143,7 +143,7 @@ def _remove_leftovers(venv_dir: Path, key: str, target: Path) -> None:
 
 def _uv_bin() -> str | None:
     try:
-        from uv import find_uv_bin
+        from uv import find_uv_bin  # optional dependency: without it, venv + pip
     except ImportError:
         return None
     try:

@@ -17,8 +17,11 @@ Wire format, both directions: a 4-byte big-endian length, then that many bytes o
 
 from __future__ import annotations
 
+import faulthandler
+import importlib
 import json
 import os
+import resource
 import struct
 import sys
 import threading
@@ -106,13 +109,11 @@ def limit_memory(limit_mb: int) -> None:
     unprivileged plugin cannot raise it back. Set here, before the plugin is imported, rather than in
     a preexec_fn: the runner is multi-threaded and fork+preexec_fn is not safe there.
     """
-    import resource
-
     limit = limit_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
 
 
-class Context(dict):
+class Context(dict[str, Any]):
     """The invocation context handed to the plugin: usable as context["attempt"] and context.attempt."""
 
     def __getattr__(self, name: str) -> Any:
@@ -123,7 +124,7 @@ class Context(dict):
 
 
 def accepts_context(func: Callable[..., Any]) -> bool:
-    import inspect
+    import inspect  # lazy: a few ms, paid once per worker at load, never by the runner (which imports this file)
 
     try:
         sig = inspect.signature(func)
@@ -148,8 +149,6 @@ class Plugin:
         self.load_error: dict[str, Any] | None = None
         module_name, _, func_name = entry_point.rpartition(".")
         try:
-            import importlib
-
             # The plugin folder first, so `import helpers` inside the plugin finds its own files.
             sys.path.insert(0, plugin_dir)
             module = importlib.import_module(module_name)
@@ -180,7 +179,8 @@ class Plugin:
             "started_at": started_at,
             "entry_called_at": None,
         }
-        if self.load_error is not None:
+        func = self.func
+        if self.load_error is not None or func is None:
             resp.update(ok=False, output=None, error=self.load_error, finished_at=time.time())
             return resp
         params = request.get("params") or {}
@@ -195,9 +195,9 @@ class Plugin:
             if before is not None:
                 before(params, context)
             resp["entry_called_at"] = time.time()
-            output = self.func(**kwargs)  # type: ignore[misc]
+            output = func(**kwargs)
             if hasattr(output, "__await__"):
-                import asyncio
+                import asyncio  # lazy: heavy, and needed only by plugins with an async entry point
 
                 output = asyncio.run(_awaited(output))
             after = self.hooks.get("after_execution")
@@ -263,18 +263,7 @@ def main(argv: list[str]) -> int:
         return 2
     plugin_dir, entry_point = os.path.abspath(argv[1]), argv[2]
     memory_limit_mb = int(argv[3]) if len(argv) == 4 else None
-
-    # Keep private copies of the protocol pipes, then point fds 0/1 elsewhere: the plugin's print(),
-    # input() and even C-level writes to fd 1 can no longer corrupt the protocol stream.
-    proto_in, proto_out = os.dup(0), os.dup(1)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-
-    import faulthandler
-
+    proto_in, proto_out = _take_protocol_pipes()
     faulthandler.enable(file=sys.stderr)  # a segfault leaves a Python traceback in the crash report
     threading.Thread(target=_watch_parent, args=(os.getppid(),), name="parent-watch", daemon=True).start()
 
@@ -285,7 +274,26 @@ def main(argv: list[str]) -> int:
     if memory_limit_mb is not None:
         limit_memory(memory_limit_mb)
     plugin = Plugin(plugin_dir, entry_point, memory_limit_mb)
-    hello = {
+    write_all(proto_out, encode_frame(json.dumps(hello_message(plugin)).encode()))
+    return serve(plugin, proto_in, proto_out)
+
+
+def _take_protocol_pipes() -> tuple[int, int]:
+    """Private copies of the protocol pipes (stdin, stdout); fds 0/1 then point elsewhere.
+
+    The plugin's print(), input() and even C-level writes to fd 1 can no longer corrupt the protocol stream.
+    """
+    proto_in, proto_out = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return proto_in, proto_out
+
+
+def hello_message(plugin: Plugin) -> dict[str, Any]:
+    return {
         "type": "hello",
         "ok": plugin.load_error is None,
         "pid": os.getpid(),
@@ -295,8 +303,10 @@ def main(argv: list[str]) -> int:
         "takes_context": plugin.takes_context,
         "hooks": sorted(plugin.hooks),
     }
-    write_all(proto_out, encode_frame(json.dumps(hello).encode()))
 
+
+def serve(plugin: Plugin, proto_in: int, proto_out: int) -> int:
+    """Answer requests one after the other until the runner closes our stdin (or we must retire)."""
     decoder = FrameDecoder()
     while True:
         frame = decoder.next_frame()
@@ -309,15 +319,7 @@ def main(argv: list[str]) -> int:
         try:
             request = json.loads(frame)
         except ValueError as e:
-            resp = {
-                "type": "result",
-                "ok": False,
-                "output": None,
-                "started_at": time.time(),
-                "finished_at": time.time(),
-                "entry_called_at": None,
-                "error": {"type": "ProtocolError", "message": f"bad request: {e}", "traceback": None},
-            }
+            resp = _bad_request(e)
         else:
             resp = plugin.call(request)
         write_all(proto_out, encode_frame(dump_response(resp)))
@@ -325,6 +327,18 @@ def main(argv: list[str]) -> int:
             # Leave without reading on: a request the runner pipelined behind this one must not
             # start here (the runner sends it to the replacement).
             return 0
+
+
+def _bad_request(error: ValueError) -> dict[str, Any]:
+    return {
+        "type": "result",
+        "ok": False,
+        "output": None,
+        "started_at": time.time(),
+        "finished_at": time.time(),
+        "entry_called_at": None,
+        "error": {"type": "ProtocolError", "message": f"bad request: {error}", "traceback": None},
+    }
 
 
 if __name__ == "__main__":
