@@ -10,8 +10,7 @@ go on from, instead of reading the whole history in one request.
 
 from __future__ import annotations
 
-import base64
-import binascii
+import re
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -54,17 +53,20 @@ class RunPage:
     next_cursor: str | None
 
 
-def encode_cursor(score: float, member: str) -> str:
-    return base64.urlsafe_b64encode(f"{score!r} {member}".encode()).decode().rstrip("=")
+# score, then the member in hex: every string of this shape is a cursor (no 'valid-looking but refused')
+CURSOR_PATTERN = r"^[0-9]{1,20}(\.[0-9]{1,20})?_([0-9a-f]{2}){1,200}$"
+_CURSOR = re.compile(CURSOR_PATTERN)
 
 
-def decode_cursor(cursor: str) -> tuple[float, str]:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        score, member = text.split(" ", 1)
-        return float(score), member
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise BadCursor(f"not a cursor of this API: {cursor[:40]!r}") from None
+def encode_cursor(score: float, member: bytes) -> str:
+    return f"{score!r}_{member.hex()}"
+
+
+def decode_cursor(cursor: str) -> tuple[float, bytes]:
+    if not _CURSOR.match(cursor):
+        raise BadCursor(f"not a cursor of this API: {cursor[:40]!r}")
+    score, _, member = cursor.partition("_")
+    return float(score), bytes.fromhex(member)
 
 
 def query_runs(store: RunStore, where: RunFilter, limit: int, cursor: str | None = None) -> RunPage:
@@ -77,7 +79,7 @@ def query_runs(store: RunStore, where: RunFilter, limit: int, cursor: str | None
     low = "-inf" if where.since is None else repr(where.since)
     runs: list[Result] = []
     scanned, offset, page = 0, 0, max(limit * 2, 100)
-    last: tuple[float, str] | None = None
+    last: tuple[float, bytes] | None = None
     while scanned < MAX_SCANNED:
         entries = cast(
             list[tuple[bytes, float]],
@@ -87,8 +89,9 @@ def query_runs(store: RunStore, where: RunFilter, limit: int, cursor: str | None
             return RunPage(runs, None)
         offset += len(entries)
         # an equal score below the cursor's member was shown on an earlier page
-        fresh = [(s, m.decode()) for m, s in entries if after is None or s != high or m.decode() < after]
-        raws = cast(list[bytes | None], store.client.mget([store.run_key(m) for _, m in fresh]) if fresh else [])
+        fresh = [(s, m) for m, s in entries if after is None or s != high or m < after]
+        keys = [store.run_key(m.decode()) for _, m in fresh]
+        raws = cast(list[bytes | None], store.client.mget(keys) if keys else [])
         for (score, member), raw in zip(fresh, raws, strict=True):
             scanned += 1
             last = (score, member)

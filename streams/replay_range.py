@@ -28,6 +28,10 @@ class RangeError(ValueError):
     """A topic or range that cannot be used; the message names the option."""
 
 
+class UnknownTopic(RangeError):
+    """The source names no topic that exists."""
+
+
 class KafkaUnreachable(RuntimeError):
     """The topics could not be listed; the message names the bootstrap servers."""
 
@@ -63,7 +67,7 @@ def resolve_topic(settings: Settings, name: str, existing: set[str]) -> str:
         if candidate in existing:
             return candidate
     tried = ", ".join(dict.fromkeys([name, *candidates]))
-    raise RangeError(
+    raise UnknownTopic(
         f"no topic {name!r} in Kafka at {settings.kafka.bootstrap_servers} (tried: {tried}); "
         "name a topic, results, dlq, triggers, invoke:PLUGIN or a table"
     )
@@ -117,7 +121,7 @@ class PartitionRange:
 def partitions_of(consumer: Consumer, topic: str) -> list[int]:
     meta = consumer.list_topics(topic, timeout=METADATA_TIMEOUT).topics.get(topic)
     if meta is None or meta.error is not None:
-        raise RangeError(f"topic {topic!r} not found: {meta.error if meta else 'no metadata'}")
+        raise UnknownTopic(f"topic {topic!r} not found: {meta.error if meta else 'no metadata'}")
     return sorted(meta.partitions)
 
 

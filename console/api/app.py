@@ -81,7 +81,9 @@ def _install_errors(app: FastAPI) -> None:
     app.add_exception_handler(ApiProblem, on_api_problem)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
-    app.add_exception_handler(redis.RedisError, _redis_down)
+    # unreachable or timing out: a 503; any other Redis error is a bug of ours, and stays a 500
+    app.add_exception_handler(redis.ConnectionError, _redis_down)
+    app.add_exception_handler(redis.TimeoutError, _redis_down)
     app.add_exception_handler(KafkaException, _kafka_down)
 
 

@@ -41,10 +41,27 @@ class AuditLog:
         self.client.xadd(self.key, fields, maxlen=AUDIT_KEPT, approximate=True)
 
     def page(self, limit: int, before: str | None = None) -> list[AuditEntry]:
-        """Newest first; `before` is the id of the last entry of the previous page."""
-        high = f"({before}" if before else "+"
+        """Newest first; `before` is the id of the last entry of the previous page (BadCursor if it is
+        not a stream id)."""
+        high = "+"
+        if before is not None:
+            ms, seq = _stream_id(before)
+            if ms == seq == 0:
+                return []  # nothing is older than the first possible id
+            high = f"({ms}-{seq}"
         entries = cast(list[tuple[bytes, dict[bytes, bytes]]], self.client.xrevrange(self.key, high, "-", count=limit))
         return [_entry(i, f) for i, f in entries]
+
+
+class BadCursor(ValueError):
+    pass
+
+
+def _stream_id(text: str) -> tuple[int, int]:
+    ms, sep, seq = text.partition("-")
+    if not (sep and ms.isdigit() and seq.isdigit() and int(ms) < 2**64 and int(seq) < 2**64):
+        raise BadCursor(f"not an audit cursor: {text[:40]!r}")
+    return int(ms), int(seq)
 
 
 def _entry(stream_id: bytes, fields: dict[bytes, bytes]) -> AuditEntry:

@@ -68,9 +68,31 @@ async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    title = {401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed"}.get(
-        exc.status_code, "Error"
-    )
+    title = {
+        400: "Bad request",
+        401: "Unauthorized",
+        403: "Forbidden",
+        404: "Not found",
+        405: "Method not allowed",
+    }.get(exc.status_code, "Error")
     return problem_response(
         Problem(title=title, status=exc.status_code, detail=str(exc.detail)), getattr(exc, "headers", None)
     )
+
+
+def _problem(description: str) -> dict[str, Any]:
+    schema = {"$ref": "#/components/schemas/Problem"}
+    return {"description": description, "model": Problem, "content": {PROBLEM_JSON: {"schema": schema}}}
+
+
+# What any route may answer besides its own success (documented so clients and fuzzers know them).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _problem("the body could not be read as JSON"),
+    401: _problem("no token, or an unknown or revoked one"),
+    403: _problem("the token lacks the scope"),
+    404: _problem("no such resource"),
+    413: _problem("request body over the size limit"),
+    422: _problem("invalid request: `errors` names each field"),
+    429: _problem("over the token's rate limit; see Retry-After"),
+    503: _problem("Kafka or Redis unreachable: `detail` says which"),
+}

@@ -8,12 +8,13 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from console.api.audit import AuditEntry
+from console.api.audit import AuditEntry, BadCursor
 from console.api.context import ApiContext, context, require
+from console.api.problems import ERROR_RESPONSES, ApiProblem, FieldProblem
 from console.api.tokens import Principal
 from console.status_report import check_health, gather
 
-router = APIRouter()
+router = APIRouter(responses=ERROR_RESPONSES)
 Reader = Annotated[Principal, Depends(require("read"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
 Ctx = Annotated[ApiContext, Depends(context)]
@@ -30,10 +31,10 @@ class AuditPage(BaseModel):
 
 
 @router.get("/api/health", response_model=HealthReport, tags=["operations"])
-def get_health(_: Reader, ctx: Ctx, response: Response) -> HealthReport:
-    """What `cdcflow health` says: 200 when every expected component is up and ready, else 503."""
+def get_health(_: Reader, ctx: Ctx) -> HealthReport:
+    """What `cdcflow health` says: `healthy` when every expected component is up and ready, and one
+    line per component kind. The status is 200 either way (a 5xx would say the API itself failed)."""
     ok, lines = check_health(ctx.config)
-    response.status_code = 200 if ok else 503
     return HealthReport(healthy=ok, lines=lines)
 
 
@@ -48,10 +49,13 @@ def get_audit(
     _: Admin,
     ctx: Ctx,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=40, pattern=r"^\d{1,20}-\d{1,20}$")] = None,
+    cursor: Annotated[str | None, Query(max_length=40, pattern=r"^[0-9]{1,19}-[0-9]{1,19}$")] = None,
 ) -> AuditPage:
     """Mutating calls, newest first: who (token name and id), what, the path, the status returned."""
-    entries = ctx.audit.page(limit, cursor)
+    try:
+        entries = ctx.audit.page(limit, cursor)
+    except BadCursor as e:
+        raise ApiProblem(422, "Invalid request", str(e), [FieldProblem(field="cursor", message=str(e))]) from None
     return AuditPage(entries=entries, next_cursor=entries[-1].id if len(entries) == limit else None)
 
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from console.api.context import ApiContext, context, require
-from console.api.problems import ApiProblem, FieldProblem
+from console.api.problems import ERROR_RESPONSES, ApiProblem, FieldProblem
 from console.api.routes_runs import InvocationStatus, run_store
 from console.api.tokens import Principal
 from plugins.cli import plugin_listing
@@ -20,7 +20,7 @@ from schemas.manifest import ParamError, PluginManifest
 from schemas.runtime.components import now_ms, read_records
 from streams.manual_trigger import TriggerError, send_trigger, trigger_request
 
-router = APIRouter(tags=["plugins"])
+router = APIRouter(tags=["plugins"], responses=ERROR_RESPONSES)
 Reader = Annotated[Principal, Depends(require("read"))]
 Triggerer = Annotated[Principal, Depends(require("trigger"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
@@ -115,7 +115,14 @@ async def invoke_plugin(
     body: InvocationRequest,
     request: Request,
     response: Response,
-    wait: Annotated[float, Query(ge=0, description="seconds to wait for the result (200 when it lands)")] = 0,
+    wait: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=3600,
+            description="seconds to wait for the result (200 when it lands; api.wait_max_seconds at most)",
+        ),
+    ] = 0,
 ) -> InvocationStatus:
     """Run the plugin: parameters are checked against plugin.json before anything is published (422
     naming the parameter). 202 with the invocation id; with `wait`, 200 and the result if it lands in time."""

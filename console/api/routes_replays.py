@@ -8,14 +8,14 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
 from console.api.context import ApiContext, context, require
-from console.api.problems import ApiProblem, FieldProblem
+from console.api.problems import ERROR_RESPONSES, ApiProblem, FieldProblem
 from console.api.replays import ReplayProgress, Replays
 from console.api.tokens import Principal
 from streams.event_filter import EventFilter, FilterError
 from streams.replay import ReplayError, ReplayRequest, ReplayUsageError, event_filter, plan_replay
-from streams.replay_range import KafkaUnreachable, RangeError
+from streams.replay_range import KafkaUnreachable, RangeError, UnknownTopic
 
-router = APIRouter(tags=["replays"])
+router = APIRouter(tags=["replays"], responses=ERROR_RESPONSES)
 Reader = Annotated[Principal, Depends(require("read"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
 Ctx = Annotated[ApiContext, Depends(context)]
@@ -66,6 +66,8 @@ def start_replay(_: Admin, ctx: Ctx, body: ReplayStart, request: Request) -> Rep
     try:
         flt = event_filter(ctx.config.settings, **body.filters.model_dump())
         plan = plan_replay(ctx.config, _request(body, flt))
+    except UnknownTopic as e:
+        raise ApiProblem(404, "Not found", str(e)) from None
     except (FilterError, RangeError, ReplayUsageError) as e:
         raise ApiProblem(422, "Invalid request", str(e)) from None
     except KafkaUnreachable as e:

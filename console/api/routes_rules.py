@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
 from console.api.context import ApiContext, context, require
-from console.api.problems import ApiProblem
+from console.api.problems import ERROR_RESPONSES, ApiProblem
 from console.api.tokens import Principal
 from console.status_report import schedule_views
 from schemas.config import config_from_text
@@ -20,7 +20,7 @@ from streams.matcher import Matcher, explain
 from streams.schedule_state import ScheduleStore
 from streams.validation import validated_matcher
 
-router = APIRouter()
+router = APIRouter(responses=ERROR_RESPONSES)
 Reader = Annotated[Principal, Depends(require("read"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
 Ctx = Annotated[ApiContext, Depends(context)]

@@ -6,25 +6,25 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from console.api.context import ApiContext, context, require
-from console.api.problems import ApiProblem, FieldProblem
+from console.api.problems import ERROR_RESPONSES, ApiProblem, FieldProblem
 from console.api.tokens import Principal
 from plugins import dlq
 from plugins.cli import NotFoundError, dead_letters_to_replay
-from plugins.run_query import BadCursor, RunFilter, query_runs
+from plugins.run_query import CURSOR_PATTERN, BadCursor, RunFilter, query_runs
 from plugins.store import RunStore
 from schemas.result import Result
 
-router = APIRouter(tags=["runs"])
+router = APIRouter(tags=["runs"], responses=ERROR_RESPONSES)
 Reader = Annotated[Principal, Depends(require("read"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
 Ctx = Annotated[ApiContext, Depends(context)]
 RunStatus = Literal["success", "failed", "timeout", "rejected", "skipped"]
 TriggerKind = Literal["cdc", "schedule", "manual", "replay", "retry"]
 Name = Annotated[str, Query(min_length=1, max_length=200)]
-Cursor = Annotated[str, Query(min_length=1, max_length=400)]
+Cursor = Annotated[str, Query(max_length=500, pattern=CURSOR_PATTERN)]
 
 
 class RunPageOut(BaseModel):
@@ -106,9 +106,19 @@ class DeadLetterPage(BaseModel):
     next_cursor: str | None
 
 
-class DlqReplayRequest(BaseModel):
-    ids: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=list, max_length=1000)
+class DlqReplayIds(BaseModel):
+    """These dead letters (of `plugin`, if given)."""
+
+    ids: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(min_length=1, max_length=1000)
     plugin: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class DlqReplayPlugin(BaseModel):
+    """Every dead letter of the plugin not replayed yet."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    plugin: str = Field(min_length=1, max_length=200)
 
 
 class DlqReplayed(BaseModel):
@@ -122,7 +132,7 @@ def list_dead_letters(
     ctx: Ctx,
     plugin: Name | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Cursor | None = None,
+    cursor: Annotated[str | None, Query(min_length=1, max_length=200, description="the last id seen")] = None,
 ) -> DeadLetterPage:
     """Oldest first, with `replayed` set for those replayed already. The cursor is the last id seen."""
     settings = ctx.config.settings
@@ -137,12 +147,13 @@ def list_dead_letters(
 
 
 @router.post("/api/dlq/replay", response_model=list[DlqReplayed], tags=["dead letters"])
-def replay_dead_letters(_: Admin, ctx: Ctx, body: DlqReplayRequest, request: Request) -> list[DlqReplayed]:
+def replay_dead_letters(
+    _: Admin, ctx: Ctx, body: DlqReplayIds | DlqReplayPlugin, request: Request
+) -> list[DlqReplayed]:
     """Publish dead letters again (new invocation id, trigger kind `replay`); replayed ones are skipped."""
-    if not body.ids and not body.plugin:
-        raise ApiProblem(422, "Invalid request", "name ids or a plugin", [FieldProblem(field="ids", message="empty")])
+    ids = tuple(body.ids) if isinstance(body, DlqReplayIds) else ()
     try:
-        entries = dead_letters_to_replay(ctx.config.settings, tuple(body.ids), body.plugin)
+        entries = dead_letters_to_replay(ctx.config.settings, ids, body.plugin)
     except NotFoundError as e:
         raise ApiProblem(404, "Not found", str(e)) from None
     request.state.audit_detail = f"{len(entries)} dead letter(s)"
