@@ -75,6 +75,8 @@ def outcome_result(
     finished = outcome.finished_at if outcome.finished_at is not None else outcome.received_at
     extra: dict[str, Any] = {
         "code_hash": plugin.code_hash,
+        "params": invocation.params,
+        "trigger": invocation.trigger.model_dump(mode="json"),
         "worker_pid": outcome.worker_pid,
         # Epoch seconds along the way; entry_called_at - created_at is the end-to-end trigger latency.
         "timings": {
@@ -121,6 +123,8 @@ def execute(
             attempt=invocation.attempt,
             trigger_kind=invocation.trigger.kind,
             code_hash=plugin.code_hash,
+            params=invocation.params,
+            trigger=invocation.trigger.model_dump(mode="json"),
         )
     outcome = pool.call(build_request(invocation, params), timeout=plugin.manifest.timeout_seconds)
     if outcome.status == "aborted":

@@ -41,7 +41,7 @@ class RunFilter:
             return False
         if self.trigger_kind is not None and result.trigger_kind != self.trigger_kind:
             return False
-        trigger: dict[str, Any] = (result.model_extra or {}).get("trigger") or {}
+        trigger: dict[str, Any] = result.trigger or {}
         if self.rule is not None and trigger.get("rule") != self.rule:
             return False
         return self.schedule is None or trigger.get("schedule") == self.schedule

@@ -35,3 +35,7 @@ class Result(BaseModel):
     # timestamps along the way (created_at, consumed_at, sent_at, entry_called_at, finished_at, received_at).
     code_hash: str | None = None
     timings: dict[str, float | None] | None = None
+    # What was asked for, so a run explains itself (the API's and dashboard's run page, filters by rule
+    # or schedule): the invocation's parameters and its trigger (rule and event id, schedule and slot...).
+    params: dict[str, Any] | None = None
+    trigger: dict[str, Any] | None = None

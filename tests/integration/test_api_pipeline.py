@@ -4,6 +4,7 @@ key gives one invocation, and a replay started over HTTP runs each replayed invo
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -35,6 +36,9 @@ def test_trigger_with_wait_returns_the_plugins_result(api: ApiServer) -> None:
         assert failing.json()["status"] == "failed"
         assert "echo was asked to fail" in failing.json()["result"]["error"]["message"]
         assert client.get(f"/api/invocations/{body['invocation_id']}").json()["status"] == "success"
+        run = client.get(f"/api/runs/{body['invocation_id']}").json()["result"]
+        assert run["params"]["message"] == "hi"
+        assert run["trigger"]["kind"] == "manual" and run["trigger"]["requested_by"] == "api:test-trigger"
 
 
 def test_bad_parameters_are_refused_before_anything_is_sent(api: ApiServer) -> None:
@@ -102,3 +106,17 @@ def test_a_replay_started_over_http_runs_each_invocation_once(api: ApiServer) ->
         )
         assert second["state"] == "finished" and second["sent"] == 0, second
         assert len(replayed()) == 3, "a replay run twice must not run anything twice"
+
+
+def test_events_stream_results_as_they_land(api: ApiServer) -> None:
+    with api.client("trigger") as client, client.stream("GET", "/api/events", timeout=30) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        lines = stream.iter_lines()
+        assert next(lines) == ": connected"
+        sent = client.post("/api/plugins/echo/invocations", json={"params": {"message": "live"}}).json()
+        event = None
+        for line in lines:
+            if line.startswith("data: ") and sent["invocation_id"] in line:
+                event = json.loads(line[len("data: ") :])
+                break
+        assert event is not None and event["status"] == "success" and event["plugin"] == "echo"
