@@ -341,18 +341,34 @@ def _store() -> RunStore:
     help="only runs finished since WHEN: ISO time (UTC unless it "
     "has an offset) or a duration ago like 90s, 30m, 2h, 1d, 1h30m",
 )
+@click.option("--until", "until", metavar="WHEN", help="only runs finished until WHEN (as --since)")
+@click.option("--trigger-kind", type=click.Choice(["cdc", "schedule", "manual", "replay", "retry"]))
+@click.option("--rule", help="only runs of invocations this rule made")
+@click.option("--schedule", help="only runs of this schedule's fires")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10000))
 @click.option("--json", "as_json", is_flag=True, help="one Result JSON per line")
-def runs_list(plugin: str | None, status: str | None, since: str | None, limit: int, as_json: bool) -> None:
-    """Most recent runs first."""
+def runs_list(
+    plugin: str | None,
+    status: str | None,
+    since: str | None,
+    until: str | None,
+    trigger_kind: str | None,
+    rule: str | None,
+    schedule: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Most recent runs first (the same query as GET /api/runs)."""
     import redis  # lazy: Redis client
 
+    from plugins.run_query import RunFilter, query_runs  # lazy: Redis client
+
+    bounds = [_when_option(since, "--since"), _when_option(until, "--until")]
+    if bounds[0] is not None and bounds[1] is not None and bounds[0] > bounds[1]:
+        raise click.BadParameter("is after --until", param_hint="--since")
+    where = RunFilter(plugin, status, trigger_kind, rule, schedule, *bounds)
     try:
-        since_ts = parse_since(since).timestamp() if since else None
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--since") from None
-    try:
-        results = _store().list(plugin=plugin, status=status, limit=limit, since=since_ts)
+        results = query_runs(_store(), where, limit).runs
     except redis.RedisError as e:
         raise click.ClickException(f"cannot read run history from Redis: {e}") from None
     if as_json:
@@ -363,6 +379,13 @@ def runs_list(plugin: str | None, status: str | None, since: str | None, limit: 
         click.echo("no runs")
         return
     click.echo(_table([_run_row(r) for r in results], ["FINISHED", "PLUGIN", "STATUS", "MS", "INVOCATION", "ERROR"]))
+
+
+def _when_option(text: str | None, option: str) -> float | None:
+    try:
+        return parse_since(text).timestamp() if text else None
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint=option) from None
 
 
 def _run_row(r: Result) -> list[str]:
