@@ -3,7 +3,8 @@
 The Redis and Kafka clients (redis, plugins.store, plugins.state, plugins.dlq, plugins.runner) are
 imported by the commands that use them, when they run: `--help`, `plugins new|test|watch` and the
 other parts' commands do not pay for them. Where a command has logic of its own, it is a plain
-function (plugin_listing, try_plugin, dead_letters, dead_letters_to_replay) and the command prints.
+function the HTTP API calls too (plugins/listing.py plugin_listing, plugins/dlq.py dead_letters and
+dead_letters_to_replay, try_plugin here) and the command prints.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from plugins.execution import execute
+from plugins.listing import plugin_listing
 from plugins.pool import WorkerPool, WorkerSpec
-from plugins.registry import LoadedPlugin, code_hash, discover, load_plugin
+from plugins.registry import NotFoundError, code_hash, discover, load_plugin
 from plugins.scaffold import ScaffoldError, scaffold_plugin
 from plugins.since import parse_since
-from plugins.venvs import VenvError, ensure_venv, venv_path, venv_python, venv_spec, venv_state
+from plugins.venvs import VenvError, ensure_venv, venv_python
 from plugins.watcher import FolderWatcher
 from schemas.errors import ConfigError
 from schemas.invocation import Invocation, ManualTrigger, utcnow
@@ -35,10 +37,6 @@ from schemas.settings import Settings
 
 if TYPE_CHECKING:  # imported when a command runs (see above)
     from plugins.store import RunStore
-
-
-class NotFoundError(LookupError):
-    """A plugin or dead letter asked for by name or id does not exist; the message says which."""
 
 
 def _settings() -> Settings:
@@ -103,40 +101,6 @@ def plugins_list(as_json: bool) -> None:
 
 
 PLUGIN_COLUMNS = ["NAME", "VERSION", "CODE", "DEPENDENCIES", "VENV", "SERVING", "LOADED AT", "STATE", "LAST ERROR"]
-
-
-def plugin_listing(
-    settings: Settings, served: dict[str, dict[str, Any]]
-) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
-    """Every plugin found on disk, with how runners serve it (`served`: PluginStates.all()), and
-    the folders that are not valid plugins (path, error)."""
-    found = discover(settings.runners.plugin_dirs)
-    items = [_plugin_item(settings, p, served.get(p.name) or {}) for p in found.plugins.values()]
-    errors = [{"path": str(pr.path), "error": pr.message} for pr in found.problems]
-    return items, errors
-
-
-def _plugin_item(settings: Settings, p: LoadedPlugin, live: dict[str, Any]) -> dict[str, Any]:
-    spec = venv_spec(p.manifest.dependencies)
-    return {
-        "name": p.name,
-        "version": p.version,
-        "code_hash": p.code_hash,
-        "path": str(p.path),
-        "entry_point": p.manifest.entry_point,
-        "dependencies": p.manifest.dependencies,
-        "concurrency": p.manifest.concurrency,
-        "timeout_seconds": p.manifest.timeout_seconds,
-        "venv": str(venv_path(settings.runners.venv_dir, spec)),
-        "venv_state": venv_state(settings.runners.venv_dir, spec),
-        # As a runner serves it (from Redis); may lag the disk while a reload is under way.
-        "served_version": live.get("version"),
-        "served_code_hash": live.get("code_hash"),
-        "loaded_at": live.get("loaded_at"),
-        "state": live.get("state", "not served"),
-        "last_error": live.get("last_error"),
-        "runner": live.get("runner"),
-    }
 
 
 def _plugin_row(item: dict[str, Any]) -> list[str]:
@@ -428,6 +392,8 @@ def dlq_list(plugin: str | None, as_json: bool) -> None:
     """Dead letters on the DLQ topic, oldest first, and whether each was replayed."""
     import redis  # lazy: Redis client
 
+    from plugins.dlq import dead_letters  # lazy: Kafka and Redis clients
+
     try:
         entries, done = dead_letters(_settings(), plugin)
     except redis.RedisError as e:
@@ -441,20 +407,6 @@ def dlq_list(plugin: str | None, as_json: bool) -> None:
         return
     rows = [_dead_letter_row(entry, done) for entry in entries]
     click.echo(_table(rows, ["DEAD AT", "PLUGIN", "ID", "ATTEMPTS", "STATUS", "REPLAYED AS", "ERROR"]))
-
-
-def dead_letters(
-    settings: Settings, plugin: str | None = None
-) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
-    """The dead letters on the DLQ topic (oldest first; only `plugin`'s if given), and the replays of
-    those already replayed (by dead letter id). Raises redis.RedisError if the replays cannot be read."""
-    from plugins.dlq import read_entries, replayed  # lazy: Kafka and Redis clients
-
-    entries = read_entries(settings, plugin)
-    store = _store()
-    done = replayed(store, [entry["dlq_id"] for entry in entries])
-    store.close()
-    return entries, done
 
 
 def _dead_letter_row(entry: dict[str, Any], done: dict[str, dict[str, Any]]) -> list[str]:
@@ -479,7 +431,7 @@ def dlq_replay(ids: tuple[str, ...], plugin: str | None) -> None:
 
     An entry already replayed is skipped, so running the same command twice replays nothing twice.
     """
-    from plugins.dlq import replay  # lazy: Kafka and Redis clients
+    from plugins.dlq import dead_letters_to_replay, replay  # lazy: Kafka and Redis clients
 
     if not ids and not plugin:
         raise click.UsageError("name dead-letter IDs or --plugin NAME")
@@ -497,18 +449,3 @@ def dlq_replay(ids: tuple[str, ...], plugin: str | None) -> None:
         else:
             topic = settings.topics.invoke(inv.plugin, inv.priority)
             click.echo(f"{entry['dlq_id']}  replayed as {inv.invocation_id} to {topic}")
-
-
-def dead_letters_to_replay(settings: Settings, ids: tuple[str, ...], plugin: str | None) -> list[dict[str, Any]]:
-    """The dead letters named by `ids` (in that order, once each; of `plugin` if given), or without
-    ids all of `plugin`'s. NotFoundError names the ids that are not on the DLQ topic."""
-    from plugins.dlq import read_entries  # lazy: Kafka client
-
-    entries = read_entries(settings, plugin)
-    if not ids:
-        return entries
-    by_id = {entry["dlq_id"]: entry for entry in entries}
-    missing = [i for i in ids if i not in by_id]
-    if missing:
-        raise NotFoundError(f"no dead letter {', '.join(missing)}" + (f" of plugin {plugin}" if plugin else ""))
-    return [by_id[i] for i in dict.fromkeys(ids)]

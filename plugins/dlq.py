@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
+from plugins.registry import NotFoundError
 from plugins.store import RunStore
 from schemas.invocation import Invocation, ReplayTrigger, invocation_id_for
 from schemas.runtime.kafka_topics import ensure_topics
@@ -139,3 +140,29 @@ def replay(settings: Settings, entries: list[dict[str, Any]]) -> list[tuple[dict
         return [(e, done.get(e["dlq_id"])) for e in entries]
     finally:
         store.close()
+
+
+def dead_letters(
+    settings: Settings, plugin: str | None = None
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The dead letters on the DLQ topic (oldest first; only `plugin`'s if given), and the replays of
+    those already replayed (by dead letter id). Raises redis.RedisError if the replays cannot be read."""
+    entries = read_entries(settings, plugin)
+    store = RunStore(settings)
+    try:
+        return entries, replayed(store, [entry["dlq_id"] for entry in entries])
+    finally:
+        store.close()
+
+
+def dead_letters_to_replay(settings: Settings, ids: tuple[str, ...], plugin: str | None) -> list[dict[str, Any]]:
+    """The dead letters named by `ids` (in that order, once each; of `plugin` if given), or without
+    ids all of `plugin`'s. NotFoundError names the ids that are not on the DLQ topic."""
+    entries = read_entries(settings, plugin)
+    if not ids:
+        return entries
+    by_id = {entry["dlq_id"]: entry for entry in entries}
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        raise NotFoundError(f"no dead letter {', '.join(missing)}" + (f" of plugin {plugin}" if plugin else ""))
+    return [by_id[i] for i in dict.fromkeys(ids)]

@@ -23,6 +23,10 @@ HASHED_SUFFIXES = (".py", ".json")
 SKIPPED_DIRS = {"__pycache__", ".venv", "venv", ".git", "node_modules", ".mypy_cache", ".pytest_cache"}
 
 
+class NotFoundError(LookupError):
+    """A plugin or dead letter asked for by name or id does not exist; the message says which."""
+
+
 @dataclass(frozen=True)
 class LoadedPlugin:
     name: str

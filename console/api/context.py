@@ -17,6 +17,7 @@ from console.api.metrics import ApiMetrics
 from console.api.problems import ApiProblem
 from console.api.rate_limit import RateLimiter
 from console.api.tokens import Principal, Scope, TokenStore
+from console.web.session import SessionStore
 from schemas.config import Config
 from schemas.runtime.components import redis_client
 
@@ -45,6 +46,11 @@ class ApiContext:
             limiter=RateLimiter(api.rate_limit_per_second, api.rate_limit_burst),
         )
 
+    @property
+    def sessions(self) -> SessionStore:
+        """The dashboard's sign-in sessions (console/web/session.py), over the same Redis and tokens."""
+        return SessionStore(self.redis, self.config.settings.redis.key_prefix, self.tokens)
+
 
 def context(request: Request) -> ApiContext:
     ctx: ApiContext = request.app.state.ctx
@@ -57,8 +63,14 @@ _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 def authenticate(request: Request, credentials: HTTPAuthorizationCredentials | None, ctx: ApiContext) -> Principal:
     if credentials is None:
-        raise ApiProblem(401, "Unauthorized", "an Authorization: Bearer <token> header is required", headers=_CHALLENGE)
-    principal = ctx.tokens.authenticate(credentials.credentials)
+        # a dashboard page calling the API: its session cookie (and, to mutate, the CSRF header) instead
+        signed_in = ctx.sessions.from_request(request)
+        if signed_in is None:
+            detail = "an Authorization: Bearer <token> header (or a dashboard session) is required"
+            raise ApiProblem(401, "Unauthorized", detail, headers=_CHALLENGE)
+        principal: Principal | None = signed_in.principal
+    else:
+        principal = ctx.tokens.authenticate(credentials.credentials)
     if principal is None:
         raise ApiProblem(401, "Unauthorized", "the token is unknown or revoked", headers=_CHALLENGE)
     request.state.principal = principal

@@ -13,7 +13,7 @@ from console.api.context import ApiContext, context, require
 from console.api.problems import ERROR_RESPONSES, ApiProblem, FieldProblem
 from console.api.routes_runs import InvocationStatus, run_store
 from console.api.tokens import Principal
-from plugins.cli import plugin_listing
+from plugins.listing import plugin_listing
 from plugins.registry import discover
 from plugins.state import PluginStates
 from schemas.manifest import ParamError, PluginManifest

@@ -12,7 +12,8 @@ from console.api.context import ApiContext, context, require
 from console.api.problems import ERROR_RESPONSES, ApiProblem, FieldProblem
 from console.api.tokens import Principal
 from plugins import dlq
-from plugins.cli import NotFoundError, dead_letters_to_replay
+from plugins.dlq import dead_letters_to_replay
+from plugins.registry import NotFoundError
 from plugins.run_query import CURSOR_PATTERN, BadCursor, RunFilter, query_runs
 from plugins.store import RunStore
 from schemas.result import Result
