@@ -3,11 +3,12 @@ request to the triggers topic (the Faust app turns it into an invocation), wait 
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from typing import Any
 
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, Producer
 
 from plugins.registry import discover
 from plugins.store import RunStore
@@ -63,18 +64,46 @@ def trigger_request(
     )
 
 
-def send_trigger(settings: Settings, request: ManualTriggerRequest) -> str:
-    """Publish the request (acknowledged by every in-sync replica); returns the invocation id it becomes."""
-    ensure_topics(settings, [settings.topics.triggers])
-    producer = Producer(settings.kafka_config(**{"acks": "all", "enable.idempotence": True}))
-    producer.produce(
-        settings.topics.triggers, key=request.request_id.encode(), value=request.model_dump_json().encode()
-    )
-    if producer.flush(SEND_TIMEOUT) > 0:
-        raise TriggerError(
-            f"Kafka at {settings.kafka.bootstrap_servers} did not accept the trigger within {SEND_TIMEOUT:.0f}s"
+class TriggerSender:
+    """Publishes trigger requests; one per process (the API server keeps one: a producer and the
+    topic check cost milliseconds, a request should not pay them)."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        ensure_topics(settings, [settings.topics.triggers])
+        self.producer = Producer(settings.kafka_config(**{"acks": "all", "enable.idempotence": True, "linger.ms": 0}))
+        self._lock = threading.Lock()
+
+    def send(self, request: ManualTriggerRequest) -> str:
+        """Publish the request (acknowledged by every in-sync replica); returns the invocation id it becomes."""
+        settings = self.settings
+        delivered: list[KafkaError | None] = []
+        self.producer.produce(
+            settings.topics.triggers,
+            key=request.request_id.encode(),
+            value=request.model_dump_json().encode(),
+            on_delivery=lambda error, _msg: delivered.append(error),
         )
-    return invocation_id_for("manual", request.request_id, request.plugin)
+        deadline = time.monotonic() + SEND_TIMEOUT
+        while not delivered and time.monotonic() < deadline:
+            with self._lock:  # one thread serves the delivery callbacks at a time
+                self.producer.poll(0.05)
+        if not delivered or delivered[0] is not None:
+            why = delivered[0] if delivered else f"no answer within {SEND_TIMEOUT:.0f}s"
+            raise TriggerError(f"Kafka at {settings.kafka.bootstrap_servers} did not accept the trigger: {why}")
+        return invocation_id_for("manual", request.request_id, request.plugin)
+
+    def close(self) -> None:
+        self.producer.flush(5)
+
+
+def send_trigger(settings: Settings, request: ManualTriggerRequest) -> str:
+    """Publish one request with a sender made for it (the CLI's case)."""
+    sender = TriggerSender(settings)
+    try:
+        return sender.send(request)
+    finally:
+        sender.close()
 
 
 def wait_for_result(settings: Settings, invocation_id: str, timeout: float) -> tuple[bytes, Result | None] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Annotated, Any, Literal
 
@@ -18,7 +19,7 @@ from plugins.registry import discover
 from plugins.state import PluginStates
 from schemas.manifest import ParamError, PluginManifest
 from schemas.runtime.components import now_ms, read_records
-from streams.manual_trigger import TriggerError, send_trigger, trigger_request
+from streams.manual_trigger import TriggerError, TriggerSender, trigger_request
 
 router = APIRouter(tags=["plugins"], responses=ERROR_RESPONSES)
 Reader = Annotated[Principal, Depends(require("read"))]
@@ -138,7 +139,7 @@ async def invoke_plugin(
     key = f"{principal.token_id}:{body.idempotency_key}" if body.idempotency_key else None
     trigger = trigger_request(name, plugin.manifest, body.params, body.priority, f"api:{principal.name}", key)
     try:
-        invocation_id = await asyncio.to_thread(send_trigger, settings, trigger)
+        invocation_id = await asyncio.to_thread(_sender(request).send, trigger)
     except TriggerError as e:
         raise ApiProblem(503, "Service unavailable", str(e)) from None
     request.state.audit_detail = f"invocation {invocation_id}"
@@ -148,6 +149,18 @@ async def invoke_plugin(
             response.status_code = 200
             return landed
     return InvocationStatus(invocation_id=invocation_id, status="pending")
+
+
+_sender_lock = threading.Lock()
+
+
+def _sender(request: Request) -> TriggerSender:
+    """The server's one trigger producer, made on the first trigger (startup does not wait for Kafka)."""
+    with _sender_lock:
+        sender: TriggerSender | None = getattr(request.app.state, "trigger_sender", None)
+        if sender is None:
+            sender = request.app.state.trigger_sender = TriggerSender(request.app.state.ctx.config.settings)
+        return sender
 
 
 async def _wait_for_result(ctx: ApiContext, invocation_id: str, seconds: float) -> InvocationStatus | None:
