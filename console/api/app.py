@@ -31,6 +31,7 @@ from console.api.problems import (
     problem_response,
 )
 from console.api.replays import Replays
+from console.web.install import install as install_dashboard
 from schemas.config import Config
 from schemas.runtime.observability import ComponentObservability
 
@@ -51,6 +52,7 @@ def create_app(config: Config, ctx: ApiContext | None = None) -> FastAPI:
     _install_errors(app)
     for router in (routes_ops, routes_plugins, routes_runs, routes_rules, routes_replays):
         app.include_router(router.router)
+    install_dashboard(app)  # the web dashboard at / (console/web)
     app.middleware("http")(_observe)
     api = config.settings.api
     if api.cors_origins:
@@ -66,13 +68,16 @@ def create_app(config: Config, ctx: ApiContext | None = None) -> FastAPI:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """The event hub's thread and the heartbeat (kind `api`) live as long as the server."""
+    """The event hub's thread, the dashboard's chart sampler and the heartbeat (kind `api`) live as long
+    as the server."""
     ctx: ApiContext = app.state.ctx
     obs = ComponentObservability("api", ctx.config.settings, port=0).start()
     app.state.events.start()
+    app.state.sampler.start()
     try:
         yield
     finally:
+        app.state.sampler.stop()
         app.state.events.stop()
         obs.stop()
 
