@@ -135,16 +135,30 @@ async def runs_stream(request: Request, who: Who, ctx: Ctx) -> StreamingResponse
     return StreamingResponse(_rows(hub.stream(request), store, where), media_type="text/event-stream", headers=NO_STORE)
 
 
+def live_match(where: RunFilter, run: dict[str, Any]) -> bool:
+    """Whether a stored run (its JSON) passes the filters other than the time range."""
+    found = run.get("trigger")
+    trigger: dict[str, Any] = found if isinstance(found, dict) else {}
+    wanted = {
+        "plugin": (where.plugin, run.get("plugin")),
+        "status": (where.status, run.get("status")),
+        "trigger_kind": (where.trigger_kind, run.get("trigger_kind")),
+        "rule": (where.rule, trigger.get("rule")),
+        "schedule": (where.schedule, trigger.get("schedule")),
+    }
+    return all(want is None or want == have for want, have in wanted.values())
+
+
 async def _rows(frames: AsyncIterator[bytes], store: RunStore, where: RunFilter) -> AsyncIterator[bytes]:
     async for frame in frames:
         if not frame.startswith(b"event: result\n"):
             yield frame  # comments: connected, keep-alive
             continue
         summary = orjson.loads(frame.split(b"\ndata: ", 1)[1])
-        result = await asyncio.to_thread(store.get, str(summary.get("invocation_id")))
-        if result is None or not where.accepts(result):
+        raw = await asyncio.to_thread(store.get_raw, str(summary.get("invocation_id")))
+        if raw is None or not live_match(where, orjson.loads(raw)):
             continue
-        row = render("_run_row.html", run=result, trigger_of=trigger_of, fresh=True)
+        row = render("_run_row.html", run=Result.model_validate_json(raw), trigger_of=trigger_of, fresh=True)
         yield b"event: run\ndata: " + " ".join(row.split()).encode() + b"\n\n"
 
 
