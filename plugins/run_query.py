@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, cast
 
+import orjson
+
 from plugins.store import RunStore
 from schemas.result import Result
 
@@ -22,6 +24,9 @@ MAX_SCANNED = 20_000
 
 class BadCursor(ValueError):
     pass
+
+
+_FILTERED_FIELDS = {"status", "plugin", "trigger_kind", "trigger"}
 
 
 @dataclass(frozen=True)
@@ -34,14 +39,21 @@ class RunFilter:
     since: float | None = None  # epoch seconds, finished at or after
     until: float | None = None  # epoch seconds, finished at or before
 
-    def accepts(self, result: Result) -> bool:
-        if self.status is not None and result.status != self.status:
+    @property
+    def needs_reading(self) -> bool:
+        """Whether a run must be read to judge it; else the index chosen already did the filtering."""
+        return bool((self.plugin and self.status) or self.trigger_kind or self.rule or self.schedule)
+
+    def accepts(self, run: Result | dict[str, Any]) -> bool:
+        """`run`: a Result, or a stored one as plain JSON data (parsed with orjson: a page is sent on as is)."""
+        result = run if isinstance(run, dict) else run.model_dump(include=_FILTERED_FIELDS)
+        if self.status is not None and result.get("status") != self.status:
             return False
-        if self.plugin is not None and result.plugin != self.plugin:
+        if self.plugin is not None and result.get("plugin") != self.plugin:
             return False
-        if self.trigger_kind is not None and result.trigger_kind != self.trigger_kind:
+        if self.trigger_kind is not None and result.get("trigger_kind") != self.trigger_kind:
             return False
-        trigger: dict[str, Any] = result.trigger or {}
+        trigger: dict[str, Any] = result.get("trigger") or {}
         if self.rule is not None and trigger.get("rule") != self.rule:
             return False
         return self.schedule is None or trigger.get("schedule") == self.schedule
@@ -49,8 +61,16 @@ class RunFilter:
 
 @dataclass(frozen=True)
 class RunPage:
-    runs: list[Result]
+    raw: list[bytes]  # each run's stored JSON, as it is in Redis
     next_cursor: str | None
+
+    @property
+    def runs(self) -> list[Result]:
+        return [Result.model_validate_json(r) for r in self.raw]
+
+    def json(self) -> bytes:
+        """`{"runs": [...], "next_cursor": ...}` without parsing the runs again."""
+        return b'{"runs":[' + b",".join(self.raw) + b'],"next_cursor":' + orjson.dumps(self.next_cursor) + b"}"
 
 
 # score, then the member in hex: every string of this shape is a cursor (no 'valid-looking but refused')
@@ -77,8 +97,9 @@ def query_runs(store: RunStore, where: RunFilter, limit: int, cursor: str | None
         high, after = decode_cursor(cursor)
     top = "+inf" if high is None else repr(high)
     low = "-inf" if where.since is None else repr(where.since)
-    runs: list[Result] = []
-    scanned, offset, page = 0, 0, max(limit * 2, 100)
+    runs: list[bytes] = []
+    scanned, offset = 0, 0
+    page = max(limit * 2, 100) if where.needs_reading else limit + 1
     last: tuple[float, bytes] | None = None
     while scanned < MAX_SCANNED:
         entries = cast(
@@ -95,9 +116,10 @@ def query_runs(store: RunStore, where: RunFilter, limit: int, cursor: str | None
         for (score, member), raw in zip(fresh, raws, strict=True):
             scanned += 1
             last = (score, member)
-            result = None if raw is None else Result.model_validate_json(raw)  # None: expired meanwhile
-            if result is not None and where.accepts(result):
-                runs.append(result)
+            if raw is None:  # expired between the index read and now
+                continue
+            if not where.needs_reading or where.accepts(orjson.loads(raw)):
+                runs.append(raw)
                 if len(runs) == limit:
                     return RunPage(runs, encode_cursor(score, member))
     return RunPage(runs, encode_cursor(*last) if last else None)

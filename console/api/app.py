@@ -7,8 +7,7 @@ status the client actually got (so refused and failed calls are recorded too).
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis
@@ -22,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from console.api import routes_ops, routes_plugins, routes_replays, routes_rules, routes_runs
 from console.api.context import ApiContext
 from console.api.events import EventHub
+from console.api.observe import Observe
 from console.api.problems import (
     ApiProblem,
     Problem,
@@ -34,8 +34,6 @@ from console.api.replays import Replays
 from console.web.install import install as install_dashboard
 from schemas.config import Config
 from schemas.runtime.observability import ComponentObservability
-
-MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 
 
 def create_app(config: Config, ctx: ApiContext | None = None) -> FastAPI:
@@ -53,7 +51,7 @@ def create_app(config: Config, ctx: ApiContext | None = None) -> FastAPI:
     for router in (routes_ops, routes_plugins, routes_runs, routes_rules, routes_replays):
         app.include_router(router.router)
     install_dashboard(app)  # the web dashboard at / (console/web)
-    app.middleware("http")(_observe)
+    app.add_middleware(Observe)
     api = config.settings.api
     if api.cors_origins:
         app.add_middleware(
@@ -101,21 +99,6 @@ async def _redis_down(request: Request, exc: Exception) -> Response:
 
 async def _kafka_down(request: Request, exc: Exception) -> Response:
     return problem_response(Problem(title="Service unavailable", status=503, detail=f"Kafka: {exc}"))
-
-
-async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    started = time.perf_counter()
-    response = await call_next(request)
-    ctx: ApiContext = request.app.state.ctx
-    route = request.scope.get("route")
-    template = getattr(route, "path", "unmatched")
-    ctx.metrics.observe(template, request.method, response.status_code, time.perf_counter() - started)
-    if request.method in MUTATING and template.startswith("/api/"):
-        principal = getattr(request.state, "principal", None)
-        who = f"{principal.name} ({principal.token_id})" if principal else "anonymous"
-        detail = getattr(request.state, "audit_detail", "")
-        ctx.audit.record(who, f"{request.method} {template}", request.url.path, response.status_code, detail)
-    return response
 
 
 class BodyLimit:

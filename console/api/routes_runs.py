@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from console.api.context import ApiContext, context, require
@@ -61,7 +61,7 @@ def list_runs(
     until: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Cursor | None = None,
-) -> RunPageOut:
+) -> Response:
     """Newest first. Pages are stable: runs that finish while you page do not shift them."""
     if since and until and since > until:
         raise ApiProblem(
@@ -80,7 +80,8 @@ def list_runs(
         page = query_runs(run_store(ctx), where, limit, cursor)
     except BadCursor as e:
         raise ApiProblem(422, "Invalid request", str(e), [FieldProblem(field="cursor", message=str(e))]) from None
-    return RunPageOut(runs=page.runs, next_cursor=page.next_cursor)
+    # the stored runs are sent as they are (they were validated as Results when recorded)
+    return Response(page.json(), media_type="application/json")
 
 
 @router.get("/api/runs/{invocation_id}", response_model=RunDetail)

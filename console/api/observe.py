@@ -1,0 +1,49 @@
+"""Every request timed into /metrics by route template, and every mutating one written to the audit
+log with the status the client got (refused and failed calls included).
+
+A plain ASGI middleware, not Starlette's BaseHTTPMiddleware: that one runs each request's app in a
+task of its own and copies the response through a stream, which cost ~40% of a small request here.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+class Observe:
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            _record(scope, status, time.perf_counter() - started)
+
+
+def _record(scope: Scope, status: int, seconds: float) -> None:
+    ctx: Any = scope["app"].state.ctx
+    template = getattr(scope.get("route"), "path", "unmatched")
+    method = scope["method"]
+    ctx.metrics.observe(template, method, status, seconds)
+    if method in MUTATING and template.startswith("/api/"):
+        state = scope.get("state") or {}
+        principal = state.get("principal")
+        who = f"{principal.name} ({principal.token_id})" if principal else "anonymous"
+        ctx.audit.record(who, f"{method} {template}", scope["path"], status, state.get("audit_detail", ""))
