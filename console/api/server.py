@@ -15,4 +15,8 @@ log = logging.getLogger(__name__)
 def serve_forever(config: Config, host: str, port: int) -> None:
     app = create_app(config)
     log.info("API on http://%s:%s (OpenAPI at /docs)", host, port)
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, server_header=False)
+    # keep-alive longer than clients' and proxies' usual idle timeouts (uvicorn's 5 s default makes a
+    # pooled client reuse a connection the server is closing: a failed request, not a slow one)
+    uvicorn.run(
+        app, host=host, port=port, log_config=None, access_log=False, server_header=False, timeout_keep_alive=75
+    )
