@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from console.api import routes_ops, routes_plugins, routes_replays, routes_rules, routes_runs
 from console.api.context import ApiContext
+from console.api.docs import install_docs
 from console.api.events import EventHub
 from console.api.observe import Observe
 from console.api.problems import (
@@ -39,6 +40,8 @@ from schemas.runtime.observability import ComponentObservability
 def create_app(config: Config, ctx: ApiContext | None = None) -> FastAPI:
     app = FastAPI(
         lifespan=_lifespan,
+        docs_url=None,  # served by console/api/docs.py from vendored assets, not a CDN
+        redoc_url=None,
         title="cdcflow API",
         version="1",
         description="Trigger plugins, read runs, steer schedules, dead letters and replays. "
@@ -48,6 +51,7 @@ def create_app(config: Config, ctx: ApiContext | None = None) -> FastAPI:
     app.state.events = EventHub(config)
     app.state.replays = Replays(config, app.state.ctx.redis)
     _install_errors(app)
+    install_docs(app)
     for router in (routes_ops, routes_plugins, routes_runs, routes_rules, routes_replays):
         app.include_router(router.router)
     install_dashboard(app)  # the web dashboard at / (console/web)

@@ -230,3 +230,16 @@ def test_token_cli_prints_once_and_lists_without_the_token(tmp_path: Path) -> No
         assert principal is not None and principal.may("trigger") and not principal.may("admin")
     finally:
         remove_test_resources(config.settings, [])
+
+
+def test_docs_are_served_from_the_package_not_a_cdn(api: ApiServer) -> None:
+    with api.client(None) as anonymous:
+        page = anonymous.get("/docs")
+        assert page.status_code == 200 and "/openapi.json" in page.text
+        assets = [
+            line.split('"')[1] for line in page.text.splitlines() if ("src=" in line or "href=" in line) and '"' in line
+        ]
+        assert assets and all(a.startswith("/docs-static/") for a in assets if a.endswith((".js", ".css"))), assets
+        assert "http" not in "".join(a for a in assets if a.endswith((".js", ".css")))
+        assert anonymous.get("/docs-static/swagger-ui-bundle.js").status_code == 200
+        assert anonymous.get("/openapi.json").json()["info"]["title"] == "cdcflow API"
