@@ -120,3 +120,45 @@ def test_events_stream_results_as_they_land(api: ApiServer) -> None:
                 event = json.loads(line[len("data: ") :])
                 break
         assert event is not None and event["status"] == "success" and event["plugin"] == "echo"
+
+
+def test_health_status_and_dead_letters(api: ApiServer) -> None:
+    with api.client("admin") as admin:
+        health = admin.get("/api/health").json()
+        assert health["healthy"] is True, health
+        assert any(line.startswith("ok    runner") for line in health["lines"])
+        status = admin.get("/api/status").json()
+        assert {c["kind"] for c in status["components"]} >= {"streams", "runner", "api"}
+        assert "echo" in status["plugins"]
+        failed = admin.post("/api/plugins/echo/invocations", params={"wait": 60}, json={"params": {"mode": "raise"}})
+        dead_id = failed.json()["invocation_id"]
+        assert failed.json()["status"] == "failed"
+
+        def dead_letter() -> dict | None:
+            entries = admin.get("/api/dlq", params={"plugin": "echo"}).json()["entries"]
+            return next((e for e in entries if e["dlq_id"] == dead_id), None)
+
+        entry = wait_for(dead_letter, 60, what="the dead letter")
+        assert entry["replayed"] is None and "echo was asked to fail" in entry["error"]["message"]
+        replayed = admin.post("/api/dlq/replay", json={"ids": [dead_id]}).json()
+        assert replayed[0]["dlq_id"] == dead_id and replayed[0]["replayed_as"]
+        assert admin.post("/api/dlq/replay", json={"ids": [dead_id]}).json()[0]["replayed_as"] is None
+        assert admin.post("/api/dlq/replay", json={"ids": ["no-such-id"]}).status_code == 404
+        assert wait_for(lambda: (dead_letter() or {}).get("replayed"), 30, what="the replay mark")
+
+
+def test_a_replay_can_be_stopped(api: ApiServer) -> None:
+    with api.client("admin") as admin:
+        for i in range(4):
+            admin.post("/api/plugins/echo/invocations", params={"wait": 60}, json={"params": {"message": f"s{i}"}})
+        started = admin.post("/api/replays", json={"source": "invoke:echo", "rate": 1, "dry_run": True})
+        assert started.status_code == 202, started.text
+        replay_id = started.json()["replay_id"]
+        assert admin.delete(f"/api/replays/{replay_id}").status_code == 202
+        final = wait_for(
+            lambda: (p := admin.get(f"/api/replays/{replay_id}").json())["state"] != "running" and p,
+            30,
+            what="the replay to stop",
+        )
+        assert final["state"] == "stopped" and final["scanned"] < final["total"], final
+        assert admin.delete("/api/replays/no-such-replay").status_code == 404
