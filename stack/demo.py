@@ -6,6 +6,10 @@ manual trigger, and lets the `demo_report` schedule (every 15 s) fire. Every res
 the results topic is printed as it lands: what triggered it, the plugin, its status, how long the
 plugin ran, and how long the whole trip took (row committed / invocation created -> result).
 `--keep` keeps writing nothing more but leaves the pipeline and the view running until Ctrl-C.
+
+The config enables the HTTP API, so `cdcflow run` also serves the web dashboard: the demo makes an
+admin token for it (console.api.tokens.TokenStore), prints the dashboard's URL and the token once
+(on this terminal only, never in a log), and revokes the token when the demo ends.
 """
 
 from __future__ import annotations
@@ -20,13 +24,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import orjson
 import pymysql
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
 from cdc.checkpoint import CheckpointStore
+from console.api.tokens import TokenStore
 from schemas.config import Config, load_config
 from schemas.result import Result
+from schemas.runtime.components import redis_client
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "stack" / "cdcflow.yaml"
@@ -79,6 +86,21 @@ def wait(condition, timeout: float, what: str, pipeline: subprocess.Popen[bytes]
         time.sleep(0.2)
     tail = LOG.read_text(errors="replace")[-3000:] if LOG.exists() else ""
     raise SystemExit(f"demo: timed out after {timeout:.0f}s waiting for {what}; last lines of {LOG}:\n{tail}")
+
+
+def dashboard_token(config: Config) -> tuple[TokenStore, str, str]:
+    """(store, token id, token text) of a new admin token for this demo's dashboard."""
+    settings = config.settings
+    store = TokenStore(redis_client(settings, timeout=5.0), settings.redis.key_prefix, settings.api)
+    text, record = store.create("demo-dashboard", ["admin"])
+    return store, record.id, text
+
+
+def dashboard_up(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}login", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def results_consumer(config: Config) -> Consumer | None:
@@ -204,7 +226,12 @@ def main() -> None:
     with LOG.open("ab") as log:
         pipeline = subprocess.Popen([*cli, "run"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     stop = threading.Event()
+    tokens, token_id, token = dashboard_token(config)
+    api = config.settings.api
+    url = f"http://{api.bind}:{api.port}/"
     try:
+        wait(lambda: dashboard_up(url), 60, f"the dashboard at {url}", pipeline)
+        say(f"dashboard: {url}  sign in with this admin token (revoked when the demo ends):\n\n    {token}\n")
         wait(lambda: CheckpointStore(config.settings).load(), 120, "the binlog reader to start", pipeline)
         consumer = wait(lambda: results_consumer(config), 120, "the results topic", pipeline)
         timeline = Timeline()
@@ -243,14 +270,15 @@ def main() -> None:
             raise SystemExit(f"demo: no result arrived; see {LOG}")
         if args.keep:
             say(
-                "pipeline keeps running: write to cdcflow_demo.teachers in another shell and watch here."
-                " Ctrl-C stops it."
+                "pipeline keeps running: write to cdcflow_demo.teachers in another shell and watch here"
+                f" or on {url}. Ctrl-C stops it."
             )
             pipeline.wait()
     except KeyboardInterrupt:
         pass
     finally:
         stop.set()
+        tokens.revoke(token_id)
         if pipeline.poll() is None:
             pipeline.send_signal(signal.SIGINT)
             pipeline.wait(60)
