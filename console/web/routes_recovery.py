@@ -53,7 +53,10 @@ def recent_replays(ctx: ApiContext, registry: Replays) -> list[ReplayProgress]:
 def replays_page(request: Request, who: Who, ctx: Ctx, id: str | None = None) -> HTMLResponse:
     registry: Replays = request.app.state.replays
     watched = registry.get(id) if id else None
-    sources = ["results", "dlq", "triggers", *sorted({f"{r.db}.{r.table}" for r in ctx.config.rules.rules})]
+    rules = ctx.config.rules
+    tables = sorted({f"{r.db}.{r.table}" for r in rules.rules})
+    plugins = sorted({p for r in rules.rules for p in r.triggers} | {s.plugin for s in rules.schedules})
+    sources = [*tables, "dlq", "triggers", *(f"invoke:{p}" for p in plugins)]
     return page(
         request,
         "replays.html",
