@@ -97,7 +97,7 @@ class Sampler:
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=15)
+            self._thread.join(timeout=3)  # a daemon: a Kafka read under way ends with the process
 
     def _run(self) -> None:
         self._guarded("backfill", self.backfill)
