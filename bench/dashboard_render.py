@@ -90,6 +90,7 @@ def signed_in(base_url: str, token: str) -> httpx.Client:
 
 
 def timed(client: httpx.Client, path: str, repeat: int) -> list[float]:
+    """Times of `repeat` requests of `path` (after a warm-up); a Runs page must list runs."""
     for _ in range(3):  # warm-up: imports, template compilation, connection
         client.get(path)
     times = []
@@ -99,6 +100,9 @@ def timed(client: httpx.Client, path: str, repeat: int) -> list[float]:
         times.append((time.perf_counter() - started) * 1000)
         if response.status_code != 200 or "<main" not in response.text:
             raise SystemExit(f"GET {path}: HTTP {response.status_code}")
+    rows = response.text.count('data-testid="run-row"')
+    if path.startswith("/runs") and rows == 0:
+        raise SystemExit(f"GET {path}: no run in the page")
     return times
 
 

@@ -18,7 +18,6 @@ from console.web.sampler import Sampler
 from plugins.state import PluginStates
 from plugins.store import RunStore
 from schemas.result import Result
-from schemas.runtime.components import read_records
 
 RECENT_SECONDS = 15 * 60
 READER_LAG_WARN_MS = 60_000
@@ -51,7 +50,7 @@ def gather_overview(ctx: ApiContext, sampler: Sampler) -> Overview:
     settings = ctx.config.settings
     prefix = settings.redis.key_prefix
     at_ms = int(time.time() * 1000)
-    components = component_views(read_records(ctx.redis, prefix), settings, at_ms)
+    components = component_views(sampler.components(), settings, at_ms)
     expected = expected_kinds(ctx.config)
     raw_reader = cast(bytes | None, ctx.redis.get(status_key(settings)))
     store = RunStore(settings, client=ctx.redis)

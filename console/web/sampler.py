@@ -30,7 +30,7 @@ import redis
 
 from console.status_report import consumer_lag
 from schemas.config import Config
-from schemas.runtime.components import read_records
+from schemas.runtime.components import KINDS, ComponentRecord, read_records
 
 log = logging.getLogger(__name__)
 SAMPLE_SECONDS = 5.0
@@ -84,6 +84,9 @@ class Sampler:
         self.samples: deque[Sample] = deque(maxlen=int(WINDOW_SECONDS / SAMPLE_SECONDS))
         self.lag = LagState()
         self._counters: dict[str, dict[str, int]] = {"rows": {}, "created": {}}
+        # the heartbeat records' keys as of the last sample: finding them takes a SCAN of the whole
+        # keyspace (run history included), reading them one MGET, so pages read them by these keys
+        self.component_keys: list[bytes] | None = None
         self._last_at: float | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -123,6 +126,23 @@ class Sampler:
         names = ("at", "rows_per_s", "created_per_s", "finished_per_s", "failures_per_min", "p50_ms", "p99_ms")
         return {name: [r[name] for r in rows] for name in names}
 
+    def components(self) -> list[ComponentRecord]:
+        """The heartbeat records, read fresh by the keys of the last sample (a component that started
+        since shows within SAMPLE_SECONDS); before the first sample, found by a scan."""
+        keys = self.component_keys
+        if keys is None:
+            return read_records(self.client, self.prefix)
+        raws = cast(list[bytes | None], self.client.mget(keys) if keys else [])
+        records = []
+        for raw in raws:
+            if raw is None:  # expired since the sample: gone for over 10 minutes
+                continue
+            try:
+                records.append(ComponentRecord.model_validate_json(raw))
+            except ValueError:
+                continue  # a record of another version: not ours to judge
+        return sorted(records, key=lambda r: (KINDS.index(r.kind), r.instance))
+
     def latest(self) -> Sample | None:
         with self._lock:
             return self.samples[-1] if self.samples else None
@@ -142,7 +162,8 @@ class Sampler:
 
     def _counter_rates(self, interval: float | None) -> tuple[float | None, float | None]:
         totals: dict[str, dict[str, int]] = {"rows": {}, "created": {}}
-        for record in read_records(self.client, self.prefix):
+        self.component_keys = sorted(self.client.scan_iter(match=f"{self.prefix}:components:*", count=1000))
+        for record in self.components():
             if record.kind == "reader" and "rows_acked" in record.details:
                 totals["rows"][record.instance] = int(record.details.get("rows_acked") or 0)
             elif record.kind == "streams" and record.details.get("row_changes"):
