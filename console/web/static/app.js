@@ -66,7 +66,8 @@
       var body = { source: f.source.value.trim(), dry_run: f.dry_run.checked, filters: {} };
       ["since", "until", "replay_id"].forEach(function (k) { if (f[k].value.trim()) { body[k] = f[k].value.trim(); } });
       ["from_offsets", "to_offsets"].forEach(function (k) { if (f[k].value.trim()) { body[k] = list(f[k].value); } });
-      if (f.rate.value.trim()) { body.rate = Number(f.rate.value); }
+      var rate = f.rate.value.trim();
+      if (rate) { body.rate = isNaN(Number(rate)) ? rate : Number(rate); }  // not a number: the API says so
       ["tables", "ops", "plugins", "rules", "statuses", "where"].forEach(function (k) {
         var v = f["filters." + k].value;
         if (v.trim()) { body.filters[k] = k === "where" ? v.split("\n").map(function (s) { return s.trim(); }).filter(Boolean) : list(v); }
