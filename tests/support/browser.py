@@ -40,11 +40,11 @@ T = TypeVar("T")
 Locator = tuple[str, str]
 
 
-def testid(value: str) -> Locator:
+def by_testid(value: str) -> Locator:
     return (By.CSS_SELECTOR, f'[data-testid="{value}"]')
 
 
-def element_id(value: str) -> Locator:
+def by_id(value: str) -> Locator:
     return (By.ID, value)
 
 
@@ -76,6 +76,21 @@ def chromium_options(width: int = WIDTH, height: int = HEIGHT) -> webdriver.Chro
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return options
+
+
+# Run in every page before its own scripts: remembers each EventSource the page opens.
+WATCH_EVENT_SOURCES = """
+(() => {
+  const Native = window.EventSource;
+  if (!Native || Native.__watched) return;
+  window.__eventSources = [];
+  class Watched extends Native {
+    constructor(url, init) { super(url, init); window.__eventSources.push(this); }
+  }
+  Watched.__watched = true;
+  window.EventSource = Watched;
+})();
+"""
 
 
 class Browser:
@@ -179,15 +194,34 @@ class Browser:
 
     # ------------------------------------------------------------------ sign in
 
-    def sign_in(self, token: str) -> None:
-        """Signs in through the dashboard's sign-in form (not by setting a cookie)."""
-        self.open("/")
-        self.fill(element_id("token"), token)
-        self.click(testid("sign-in-submit"))
+    def submit_sign_in(self, token: str, path: str = "/") -> None:
+        """Opens `path` (which sends a signed-out browser to the sign-in form) and submits `token`."""
+        self.open(path)
+        self.wait_path("/login")
+        self.fill(by_id("token"), token)
+        self.click(by_id("login-submit"))
+
+    def sign_in(self, token: str, path: str = "/") -> None:
+        """Signs in through the dashboard's sign-in form (not by setting a cookie); back on `path`."""
+        self.submit_sign_in(token, path)
+        self.element(by_id("signed-in-as"))
+        self.wait_path(path)
+
+    def sign_out(self) -> None:
+        self.click(by_id("logout"))
+        self.wait_path("/login")
 
     def session_cookie(self) -> dict[str, Any] | None:
         cookies = [c for c in self.driver.get_cookies() if "session" in c["name"].lower()]
         return cookies[0] if cookies else None
+
+    # ------------------------------------------------------------------ server-sent events
+
+    def wait_event_source(self, url_part: str, timeout: float | None = None) -> None:
+        """Waits until the page holds an open EventSource whose URL contains `url_part` (see
+        WATCH_EVENT_SOURCES), so a test knows the page listens before it makes something happen."""
+        script = "return (window.__eventSources || []).some(s => s.url.includes(arguments[0]) && s.readyState === 1)"
+        self.wait(lambda d: d.execute_script(script, url_part), timeout, what=f"an open EventSource on {url_part}")
 
     # ------------------------------------------------------------------ evidence
 
@@ -200,8 +234,13 @@ class Browser:
         return path
 
     def console_errors(self) -> list[str]:
-        """Severe browser console entries since the last call (JS errors, failed loads)."""
-        return [e["message"] for e in self.driver.get_log("browser") if e.get("level") == "SEVERE"]
+        """Severe browser console entries since the last call: JS errors, failed loads of the page's
+        own resources (not chromium's own /favicon.ico probe, which a page without an icon 404s)."""
+        return [
+            e["message"]
+            for e in self.driver.get_log("browser")
+            if e.get("level") == "SEVERE" and "/favicon.ico " not in e["message"]
+        ]
 
     def horizontal_overflow(self) -> int:
         """How many CSS pixels the page is wider than its viewport (0: nothing overflows sideways)."""
@@ -231,6 +270,7 @@ def browser(base_url: str, width: int = WIDTH, height: int = HEIGHT, log_path: P
     driver = new_driver(width, height, log_path)
     try:
         driver.set_page_load_timeout(30)
+        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": WATCH_EVENT_SOURCES})
         session = Browser(driver, base_url)
         session.resize(width, height)
         yield session
