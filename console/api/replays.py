@@ -54,6 +54,7 @@ class Replays:
         self.config = config
         self.client = client
         self.prefix = f"{config.settings.redis.key_prefix}:api:replay"
+        self.index = f"{config.settings.redis.key_prefix}:api:replays"  # zset: id by start time
         self._stops: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
 
@@ -125,4 +126,14 @@ class Replays:
 
     def _save(self, progress: ReplayProgress) -> None:
         progress.updated_at = time.time()
-        self.client.set(self.key(progress.replay_id), orjson.dumps(progress.model_dump()), ex=KEPT_SECONDS)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(self.key(progress.replay_id), orjson.dumps(progress.model_dump()), ex=KEPT_SECONDS)
+        pipe.zadd(self.index, {progress.replay_id: progress.started_at})
+        pipe.zremrangebyscore(self.index, "-inf", progress.updated_at - KEPT_SECONDS)
+        pipe.execute()
+
+    def recent(self, limit: int) -> list[ReplayProgress]:
+        """Replays started over the API (by any server), newest first."""
+        ids = cast(list[bytes], self.client.zrevrange(self.index, 0, limit - 1))
+        raws = cast(list[bytes | None], self.client.mget([self.key(i.decode()) for i in ids]) if ids else [])
+        return [ReplayProgress.model_validate_json(raw) for raw in raws if raw is not None]

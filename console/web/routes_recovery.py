@@ -3,7 +3,7 @@ stop it). Reads go through the API's own functions; the actions post to the API.
 
 from __future__ import annotations
 
-from typing import Annotated, cast
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import HTMLResponse
@@ -43,10 +43,7 @@ def dlq_page(
 
 def recent_replays(ctx: ApiContext, registry: Replays) -> list[ReplayProgress]:
     """Replays started over the API (any server), newest first."""
-    keys = list(ctx.redis.scan_iter(match=f"{registry.prefix}:*", count=1000))[:500]
-    raws = cast(list[bytes | None], ctx.redis.mget(keys) if keys else [])
-    found = [ReplayProgress.model_validate_json(raw) for raw in raws if raw is not None]
-    return sorted(found, key=lambda p: p.started_at, reverse=True)[:RECENT_REPLAYS]
+    return registry.recent(RECENT_REPLAYS)
 
 
 @router.get("/replays", response_class=HTMLResponse)

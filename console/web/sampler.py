@@ -30,7 +30,7 @@ import redis
 
 from console.status_report import consumer_lag
 from schemas.config import Config
-from schemas.runtime.components import KINDS, ComponentRecord, read_records
+from schemas.runtime.components import KINDS, ComponentRecord, index_key, read_records
 
 log = logging.getLogger(__name__)
 SAMPLE_SECONDS = 5.0
@@ -162,7 +162,7 @@ class Sampler:
 
     def _counter_rates(self, interval: float | None) -> tuple[float | None, float | None]:
         totals: dict[str, dict[str, int]] = {"rows": {}, "created": {}}
-        self.component_keys = sorted(self.client.scan_iter(match=f"{self.prefix}:components:*", count=1000))
+        self.component_keys = sorted(cast(set[bytes], self.client.smembers(index_key(self.prefix))))
         for record in self.components():
             if record.kind == "reader" and "rows_acked" in record.details:
                 totals["rows"][record.instance] = int(record.details.get("rows_acked") or 0)

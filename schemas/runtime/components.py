@@ -1,6 +1,7 @@
 """Heartbeat records of the long-running components, in Redis, so `cdcflow status` sees them from any host.
 
-One key per component instance: `<redis.key_prefix>:components:<kind>:<host>:<pid>`, a JSON object
+One key per component instance: `<redis.key_prefix>:components:<kind>:<host>:<pid>` (listed in the
+set `<redis.key_prefix>:components`), a JSON object
 rewritten every `observability.heartbeat_seconds` and expiring 10 minutes after the last write, so
 a crashed instance shows as down for a while and then disappears. A clean stop writes state
 `stopped` once (an intentional stop is not an outage). The instance is host:pid, not a random id:
@@ -12,7 +13,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import orjson
 import redis
@@ -61,17 +62,28 @@ def redis_client(settings: Settings, timeout: float = 2.0) -> redis.Redis:
     )
 
 
+def index_key(prefix: str) -> str:
+    """The set of record keys: reading them is one SMEMBERS, not a SCAN of a keyspace that holds the
+    whole run history."""
+    return f"{prefix}:components"
+
+
 def write_record(client: redis.Redis, prefix: str, record: ComponentRecord) -> None:
-    client.set(record_key(prefix, record.kind, record.instance), record.model_dump_json(), ex=RECORD_TTL_SECONDS)
+    key = record_key(prefix, record.kind, record.instance)
+    pipe = client.pipeline(transaction=False)
+    pipe.set(key, record.model_dump_json(), ex=RECORD_TTL_SECONDS)
+    pipe.sadd(index_key(prefix), key)
+    pipe.execute()
 
 
 def read_records(client: redis.Redis, prefix: str) -> list[ComponentRecord]:
-    keys = sorted(client.scan_iter(match=f"{prefix}:components:*", count=500))
+    keys = sorted(cast(set[bytes], client.smembers(index_key(prefix))))
     if not keys:
         return []
     out = []
-    for raw in client.mget(keys):
-        if raw is None:  # expired between scan and read
+    for key, raw in zip(keys, cast(list[bytes | None], client.mget(keys)), strict=True):
+        if raw is None:  # expired: its instance is gone for good
+            client.srem(index_key(prefix), key)
             continue
         try:
             out.append(ComponentRecord.model_validate(orjson.loads(raw)))

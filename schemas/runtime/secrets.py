@@ -26,7 +26,9 @@ from schemas.settings import Settings
 MASK = "****"
 # Keys whose value is a secret. Not every `sasl.*`/`ssl.key.*` key is one: sasl.username and
 # ssl.key.location (a path) are shown, so an operator can see which account and files are used.
-SECRET_KEY = re.compile(r"(password|passwd|secret|token|sha256|api[_-]?key|private|credential|ssl\.key\.pem|sasl\.jaas)", re.I)
+SECRET_KEY = re.compile(
+    r"(password|passwd|secret|token|sha256|api[_-]?key|private|credential|ssl\.key\.pem|sasl\.jaas)", re.I
+)
 # Query parameters of webhook/API URLs that carry credentials.
 SECRET_QUERY_PATTERN = re.compile(r"(token|key|secret|sig|signature|password|pass|auth|code|credential)", re.I)
 # A path segment that looks like a credential (Slack/Discord/Teams webhook paths carry them): long,
