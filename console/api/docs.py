@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 ASSETS = Path(__file__).parent / "docs_static"
@@ -15,6 +15,10 @@ ASSETS = Path(__file__).parent / "docs_static"
 
 def install_docs(app: FastAPI) -> None:
     app.mount("/docs-static", StaticFiles(directory=ASSETS), name="docs-static")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:
+        return FileResponse(ASSETS / "favicon-32x32.png", media_type="image/png")
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
