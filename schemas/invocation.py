@@ -24,6 +24,10 @@ class CdcTrigger(BaseModel):
     event_id: str
     table: str
     op: str
+    # The row as it was and as it became, so a run shows what changed (the dashboard's run page):
+    # carried when the change's message is small (streams' ROW_IN_TRIGGER_MAX_BYTES), else None.
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
 
 
 class ScheduleTrigger(BaseModel):

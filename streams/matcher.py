@@ -204,7 +204,8 @@ class Matcher:
             raise ConfigError(source, problems)
         return cls(by_table)
 
-    def match(self, event: dict[str, Any]) -> list[PlannedInvocation]:
+    def match(self, event: dict[str, Any], carry_row: bool = False) -> list[PlannedInvocation]:
+        """The invocations `event` yields; `carry_row`: their triggers carry its before/after images."""
         source = event["source"]
         table = self.arranged.get((source["db"], source["table"]))
         if table is None:
@@ -215,30 +216,41 @@ class Matcher:
         for _, cr in table.candidates(before, after):
             if op not in cr.ops or not cr.predicate(before, after):
                 continue
-            params = cr.params(event)
-            rule = cr.rule
-            for plugin in rule.triggers:
-                out.append(
-                    PlannedInvocation(
-                        plugin,
-                        {
-                            "invocation_id": cdc_invocation_id(rule.name, plugin, event["event_id"]),
-                            "plugin": plugin,
-                            "params": params,
-                            "trigger": {
-                                "kind": "cdc",
-                                "rule": rule.name,
-                                "event_id": event["event_id"],
-                                "table": f"{source['db']}.{source['table']}",
-                                "op": op,
-                            },
-                            "attempt": 1,
-                            "priority": rule.priority,
-                        },
-                        rule.debounce_ms,
-                    )
-                )
+            out += _planned(cr, event, _trigger(cr.rule.name, event, carry_row))
         return out
+
+
+def _trigger(rule: str, event: dict[str, Any], carry_row: bool) -> dict[str, Any]:
+    source = event["source"]
+    trigger = {
+        "kind": "cdc",
+        "rule": rule,
+        "event_id": event["event_id"],
+        "table": f"{source['db']}.{source['table']}",
+        "op": event["op"],
+    }
+    if carry_row:
+        trigger["before"], trigger["after"] = event.get("before"), event.get("after")
+    return trigger
+
+
+def _planned(cr: CompiledRule, event: dict[str, Any], trigger: dict[str, Any]) -> list[PlannedInvocation]:
+    params, rule = cr.params(event), cr.rule
+    return [
+        PlannedInvocation(
+            plugin,
+            {
+                "invocation_id": cdc_invocation_id(rule.name, plugin, event["event_id"]),
+                "plugin": plugin,
+                "params": params,
+                "trigger": trigger,
+                "attempt": 1,
+                "priority": rule.priority,
+            },
+            rule.debounce_ms,
+        )
+        for plugin in rule.triggers
+    ]
 
 
 @dataclass
