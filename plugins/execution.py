@@ -14,7 +14,7 @@ from typing import Any
 from plugins.pool import CallOutcome, WorkerPool
 from plugins.registry import LoadedPlugin
 from schemas.invocation import Invocation
-from schemas.manifest import ParamError
+from schemas.manifest import ParamError, json_unsafe
 from schemas.result import ErrorInfo, Result, RunStatus
 
 RUNNER_ID = f"{socket.gethostname()}:{os.getpid()}"
@@ -123,7 +123,8 @@ def execute(
             attempt=invocation.attempt,
             trigger_kind=invocation.trigger.kind,
             code_hash=plugin.code_hash,
-            params=invocation.params,
+            # the params as asked for, unless they are what was wrong (a result must always encode)
+            params=invocation.params if json_unsafe(invocation.params) is None else None,
             trigger=invocation.trigger.model_dump(mode="json"),
         )
     outcome = pool.call(build_request(invocation, params), timeout=plugin.manifest.timeout_seconds)

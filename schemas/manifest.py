@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -88,9 +89,10 @@ class PluginManifest(BaseModel):
             if pname in params and params[pname] is not None:
                 value = coerce_value(spec.type, params[pname])
                 if value is _INVALID:
-                    problems.append(
-                        (pname, f"expected {spec.type}, got {type(params[pname]).__name__} {params[pname]!r}")
-                    )
+                    got = repr(params[pname])[:80]
+                    problems.append((pname, f"expected {spec.type}, got {type(params[pname]).__name__} {got}"))
+                elif (why := json_unsafe(value)) is not None:
+                    problems.append((pname, why))
                 else:
                     out[pname] = value
             elif spec.required:
@@ -100,6 +102,23 @@ class PluginManifest(BaseModel):
         if problems:
             raise ParamError(self.name, problems)
         return out
+
+
+INT64 = 2**63
+
+
+def json_unsafe(value: Any, path: str = "") -> str | None:
+    """Why `value` cannot travel as strict JSON to every part and back (NaN, infinity, an integer past
+    64 bits: orjson refuses them, JavaScript and Java lose them), or None. Walks into lists and dicts."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{path + ' is ' if path else ''}{value}, which JSON cannot represent"
+    if isinstance(value, int) and not isinstance(value, bool) and not -INT64 <= value < INT64:
+        return f"{path + ' is ' if path else ''}an integer beyond 64 bits ({str(value)[:24]}...)"
+    children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in children:
+        if (why := json_unsafe(child, f"{path}[{key!r}]" if path else f"[{key!r}]")) is not None:
+            return why
+    return None
 
 
 class ParamError(ConfigError):

@@ -48,6 +48,16 @@ def test_bad_parameters_are_refused_before_anything_is_sent(api: ApiServer) -> N
         fields = {e["field"] for e in bad.json()["errors"]}
         assert {"params.seconds", "params.nope"} <= fields, bad.text
         assert client.post("/api/plugins/nope/invocations", json={}).status_code == 404
+        for raw, field in (
+            (b'{"params": {"seconds": NaN}}', "params.seconds"),
+            (b'{"params": {"data": [1e999]}}', "params.data"),
+            (b'{"params": {"data": 99999999999999999999999999}}', "params.data"),
+        ):
+            refused = client.post(
+                "/api/plugins/echo/invocations", content=raw, headers={"content-type": "application/json"}
+            )
+            assert refused.status_code == 422, refused.text
+            assert [e["field"] for e in refused.json()["errors"]] == [field]
     with api.client("read") as reader:
         assert reader.post("/api/plugins/echo/invocations", json={}).status_code == 403
 
