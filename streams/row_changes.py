@@ -49,6 +49,9 @@ IDLE_POLL_SECONDS = 0.1
 # A batch that keeps being aborted (e.g. the broker refuses one of its invocations) stops the
 # worker instead of looping: nothing of it is committed, and the error names what was refused.
 MAX_ABORTS_PER_BATCH = 5
+# A change this small carries its before/after images in its invocations' triggers (so a run's page
+# shows the row diff); a larger one (a blob, a long text) only its ids, not copies per plugin and run.
+ROW_IN_TRIGGER_MAX_BYTES = 8 * 1024
 TP = tuple[str, int]
 Mark = tuple[tuple[str, int, int], str]  # (binlog order, event id) of a partition's last matched change
 Held = dict[str, tuple[int, list[dict[str, Any]]]]  # rule -> (debounce window, its invocations of one change)
@@ -432,11 +435,12 @@ class RowChangeLoop:
             tp = (topic, partition)
             batch.next[tp] = offset + 1
             try:
-                change = orjson.loads(message.value() or b"")
+                raw = message.value() or b""
+                change = orjson.loads(raw)
                 event_id = change["event_id"]
                 source = change["source"]
                 table = (source.get("db") or "?", source.get("table") or "?")
-                matches = matcher.match(change)
+                matches = matcher.match(change, carry_row=len(raw) <= ROW_IN_TRIGGER_MAX_BYTES)
             except Exception as e:  # noqa: BLE001 - one bad message must not stop the partition
                 log.error(
                     "skipping malformed row change at %s[%d]@%d: %s: %s", tp[0], tp[1], offset, type(e).__name__, e

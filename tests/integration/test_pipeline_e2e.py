@@ -68,6 +68,11 @@ def test_insert_runs_the_plugin_in_its_own_venv(pipeline: tuple[Config, subproce
     assert first.output["humanize_version"]
     assert first.output["runner_packages_visible"] == []
     assert Path(first.output["python_prefix"]).resolve().is_relative_to(config.settings.runners.venv_dir.resolve())
+    # the run records what caused it: its trigger carries the row before and after the change
+    update = by_lessons["7"]
+    assert update.trigger and update.trigger["kind"] == "cdc" and update.trigger["op"] == "u"
+    assert update.trigger["before"]["lessons"] == 1200 and update.trigger["after"]["lessons"] == 7
+    assert update.params == {"operation": "validate", "teacher_id": 1, "lessons": 7}  # as the rule made them
     assert first.trigger_kind == "cdc"
     # every result is also on the results topic
     published = [orjson.loads(m.value()) for m in consume_all(config, [config.settings.topics.results])]
