@@ -51,6 +51,9 @@ class LaneVersion:
     active: int = 0
     retired: bool = False
     closed: bool = False
+    # Set when it is retired (or the lane stops): lane threads waiting for a place in its pool give
+    # up and wait in the current pool instead, so new work never waits for the old calls to end.
+    leaving: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass(slots=True)
@@ -120,6 +123,7 @@ class PluginLane:
                 return new
             old, self.current = self.current, new
             old.retired = True
+            old.leaving.set()
             self._versions.append(new)
             drained = self._take_drained(old)
             # A larger concurrency needs more lane threads (a smaller one just leaves some waiting on the pool).
@@ -127,6 +131,7 @@ class PluginLane:
                 t = threading.Thread(target=self._loop, name=f"lane-{plugin.name}-{len(self._threads)}", daemon=True)
                 self._threads.append(t)
                 t.start()
+        old.pool.interrupt()  # wake the lane threads waiting for a place in it, so they move to the new pool
         if drained:
             _close_in_background(old)
         return new
@@ -210,9 +215,10 @@ class PluginLane:
         for _ in self._threads:
             self._tokens.put(False)
         with self._ready:
-            pools = [v.pool for v in self._versions]
-        for pool in pools:
-            pool.interrupt()  # threads waiting for room on a worker
+            versions = list(self._versions)
+        for v in versions:
+            v.leaving.set()
+            v.pool.interrupt()  # threads waiting for room on a worker
 
     def join(self, timeout: float) -> bool:
         """Wait for running calls; True if all lane threads ended."""
@@ -235,17 +241,23 @@ class PluginLane:
                 except IndexError:
                     continue
 
+    def _requeue(self, job: Job) -> None:
+        """Hand a taken job back, first in its priority's line (it keeps its turn; still counted as backlog)."""
+        self._queues[job.invocation.priority].appendleft(job)
+        self._tokens.put(True)
+
     def _loop(self) -> None:
         while True:
             with self._ready:
-                reserved_in = self.current.pool
+                reserved_for = self.current
+            reserved_in = reserved_for.pool
             # Room on a worker first, then a job: a job is never taken only to wait for a worker
             # (where a high-priority one arriving meanwhile could not overtake it).
-            if reserved_in.reserve(stop=self._stopping) is None:  # stopping, or that pool was closed (a reload)
+            if reserved_in.reserve(stop=reserved_for.leaving) is None:  # stopping, retired or closed (a reload)
                 if self._stopping.is_set():
                     return
                 with self._ready:
-                    unchanged = self.current.pool is reserved_in
+                    unchanged = self.current is reserved_for
                 if unchanged:
                     self._stopping.wait(0.1)
                 continue
@@ -253,34 +265,42 @@ class PluginLane:
             if job is None:
                 reserved_in.release()
                 return
-            started = time.monotonic()
-            ran = False
             with self._ready:
                 version = self.current
-                version.active += 1
-            if version.pool is not reserved_in:  # swapped while we waited: the job runs on the new version
+                if version.pool is reserved_in:
+                    version.active += 1
+            if version.pool is not reserved_in:
+                # Swapped while this thread waited for a job: its place is in the retired pool. It must
+                # not run the job without a place in the new one: the other lane threads may hold every
+                # place there while they wait for a job, and the call would wait for them forever.
+                self._requeue(job)
                 reserved_in.release()
-            try:
-                if self._is_current(job.ack):
-                    ran = True
-                    self._handle(self, job, version)
-            except Exception:  # a bug here must not kill the lane; the message stays uncommitted
-                log.exception(
-                    "unexpected error running %s invocation %s", self.plugin.name, job.invocation.invocation_id
-                )
-            finally:
-                version.pool.release()  # unused if the call never reached the pool (e.g. rejected params)
-                elapsed = time.monotonic() - started
-                with self._ready:
-                    version.active -= 1
-                    drained = self._take_drained(version)
-                    self._backlog -= 1
-                    if job.invocation.priority == "high":
-                        self._high_backlog -= 1
-                    if ran:
-                        self._avg_call_seconds += 0.05 * (elapsed - self._avg_call_seconds)
-                if drained:
-                    _close_in_background(version)
+                continue
+            self._run(job, version)
+
+    def _run(self, job: Job, version: LaneVersion) -> None:
+        """Run a taken job on `version`, whose pool holds this thread's place (counted in its `active`)."""
+        started = time.monotonic()
+        ran = False
+        try:
+            if self._is_current(job.ack):
+                ran = True
+                self._handle(self, job, version)
+        except Exception:  # a bug here must not kill the lane; the message stays uncommitted
+            log.exception("unexpected error running %s invocation %s", self.plugin.name, job.invocation.invocation_id)
+        finally:
+            version.pool.release()  # unused if the call never reached the pool (e.g. rejected params)
+            elapsed = time.monotonic() - started
+            with self._ready:
+                version.active -= 1
+                drained = self._take_drained(version)
+                self._backlog -= 1
+                if job.invocation.priority == "high":
+                    self._high_backlog -= 1
+                if ran:
+                    self._avg_call_seconds += 0.05 * (elapsed - self._avg_call_seconds)
+            if drained:
+                _close_in_background(version)
 
 
 def _close_in_background(version: LaneVersion) -> None:

@@ -4,18 +4,32 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
+from confluent_kafka import Consumer, TopicPartition
 
 from console.cli import cli
 from plugins.state import PluginStates
 from plugins.store import RunStore
 from schemas.runtime.kafka_topics import ensure_topics
-from tests.support import isolated_config_data, remove_test_resources, wait_for, write_config
+from tests.support import (
+    EXAMPLES_DIR,
+    REPO_ROOT,
+    isolated_config_data,
+    remove_test_resources,
+    wait_for,
+    write_config,
+)
 from tests.support.plugins import (
     ResultsReader,
     Runner,
+    new_invocation,
+    produce_messages,
     result_for,
     send_invocation,
     wait_serving,
@@ -119,3 +133,144 @@ def test_a_new_plugin_folder_is_served_and_reload_restarts_workers(env):
         wait_serving(states, "newbie", newbie)
         r = result_for(reader, send_invocation(cfg, "newbie", {}).invocation_id, timeout=60)
         assert r["status"] == "success" and r["plugin"] == "newbie" and r["output"]["version"] == 1
+
+
+def test_reload_while_every_worker_is_busy_serves_the_next_at_once(env):
+    cfg, folder, states, reader = env
+    with Runner(cfg):
+        v1 = wait_serving(states, "demo", folder)
+        slow = [send_invocation(cfg, "demo", {"seconds": 8}) for _ in range(2)]  # both of its workers
+        wait_for(
+            lambda: all((folder / f"started-{inv.invocation_id}").exists() for inv in slow),
+            timeout=30,
+            what="both slow calls to start",
+        )
+        out = CliRunner().invoke(cli, ["-c", str(cfg.path), "plugins", "reload", "demo"])
+        assert out.exit_code == 0, out.output
+        wait_for(lambda: states.get("demo")["loaded_at"] > v1["loaded_at"], timeout=15, what="the requested reload")
+        quick = send_invocation(cfg, "demo", {})
+        r = result_for(reader, quick.invocation_id, timeout=30)
+        old = [result_for(reader, inv.invocation_id) for inv in slow]
+        assert all(x["status"] == "success" for x in [r, *old]), [r, *old]
+        # it ran on a new worker before either old call ended: it did not wait for a place in the old pool
+        assert r["output"]["pid"] not in {x["output"]["pid"] for x in old}
+        assert r["timings"]["finished_at"] < min(x["timings"]["finished_at"] for x in old)
+
+
+# -- reloads of an idle or busy plugin, in a real runner process ------------------------------------
+# Found by the dashboard's browser test: a reload of a plugin that had not run anything yet left its
+# next invocation unrun until the runner stopped (lane threads still holding places in the old pool
+# took the job, while the threads holding every place of the new pool waited for a job).
+
+NAME = "hot_reload_demo"
+
+
+@pytest.fixture
+def demo_runner(stack, tmp_path):
+    """The bundled hot_reload_demo (a copy) served by a `cdcflow runners run` process."""
+    folder = tmp_path / "plugins" / "hot_reload_demo"
+    shutil.copytree(EXAMPLES_DIR / "hot_reload_demo", folder, ignore=shutil.ignore_patterns("__pycache__"))
+    cfg = write_config(tmp_path, isolated_config_data("reloadidle", plugin_dirs=[folder.parent]))
+    s = cfg.settings
+    topics = [s.topics.results, s.topics.dlq, s.topics.invoke(NAME), s.topics.invoke(NAME, "high")]
+    ensure_topics(s, topics)
+    store = RunStore(s)
+    reader = ResultsReader(s)
+    with (tmp_path / "runner.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "console.cli", "-c", str(cfg.path), "runners", "run"],
+            cwd=REPO_ROOT,
+            start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        states = PluginStates(store.client, s.redis.key_prefix)
+        yield cfg, states, reader, wait_serving(states, NAME, folder)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        reader.close()
+        store.close()
+        remove_test_resources(s, topics)
+
+
+def _reload(cfg, states: PluginStates, after: dict) -> dict:
+    out = CliRunner().invoke(cli, ["-c", str(cfg.path), "plugins", "reload", NAME])
+    assert out.exit_code == 0, out.output
+    return wait_for(
+        lambda: (st := states.get(NAME)) and st["loaded_at"] > after["loaded_at"] and st,
+        timeout=30,
+        what="the requested reload",
+    )
+
+
+def _results_by_id(reader: ResultsReader) -> dict[str, list[dict]]:
+    by_id: dict[str, list[dict]] = {}
+    for key, value in reader.messages:
+        by_id.setdefault(key, []).append(json.loads(value))
+    return by_id
+
+
+def test_reload_before_the_first_invocation_then_it_runs(demo_runner):
+    cfg, states, reader, v1 = demo_runner
+    _reload(cfg, states, v1)  # nothing has run yet
+    for _ in range(3):  # each lane thread that held a place in the old pool takes its turn
+        inv = send_invocation(cfg, NAME, {})
+        r = result_for(reader, inv.invocation_id, timeout=15)
+        assert r["status"] == "success" and r["output"]["invocation_id"] == inv.invocation_id, r
+
+
+def test_reload_while_idle_after_running_then_the_next_runs(demo_runner):
+    cfg, states, reader, v1 = demo_runner
+    # A call long enough that the pool is not pipelined (one place per worker), as for most plugins.
+    before = result_for(reader, send_invocation(cfg, NAME, {"seconds": 0.05}).invocation_id, timeout=30)
+    v2 = _reload(cfg, states, v1)
+    after = [send_invocation(cfg, NAME, {"seconds": 0.05}) for _ in range(3)]
+    pids = {result_for(reader, inv.invocation_id, timeout=15)["output"]["pid"] for inv in after}
+    assert before["output"]["pid"] not in pids  # served by the new workers
+    _reload(cfg, states, v2)  # and once more, now that the new pool has run something
+    inv = send_invocation(cfg, NAME, {})
+    assert result_for(reader, inv.invocation_id, timeout=15)["status"] == "success"
+
+
+def test_reload_with_invocations_queued_runs_each_once(demo_runner):
+    cfg, states, reader, v1 = demo_runner
+    store = RunStore(cfg.settings)
+    try:
+        queued = [new_invocation(NAME, {"seconds": 1}) for _ in range(8)]  # 2 workers: 2 run, 6 wait
+        topic = cfg.settings.topics.invoke(NAME)
+        messages = [(topic, i.invocation_id.encode(), i.model_dump_json().encode()) for i in queued]
+        produce_messages(cfg.settings, messages)  # in one batch: a producer each would take seconds
+        # The first done (in any partition), watched in Redis: the results reader only joins its group
+        # (seconds) when first polled.
+        wait_for(lambda: store.seen([(i.invocation_id, 1) for i in queued])[0], timeout=30, what="a first one done")
+        _reload(cfg, states, v1)
+        late = [send_invocation(cfg, NAME, {}) for _ in range(2)]
+        results = [result_for(reader, inv.invocation_id, timeout=30) for inv in queued + late]
+        assert all(r["status"] == "success" for r in results), results
+        # the queued ones ran on both pools: the old one's 2 workers, then the new one's
+        assert len({r["output"]["pid"] for r in results[: len(queued)]}) > 2
+        with pytest.raises(AssertionError):  # and no second result of any of them comes later
+            reader.wait_for(len(reader.messages) + 1, timeout=3)
+        by_id = _results_by_id(reader)
+        assert all(len(by_id[inv.invocation_id]) == 1 for inv in queued + late), by_id
+        done, _ = store.seen([(inv.invocation_id, 1) for inv in queued + late])
+        assert done == {inv.invocation_id for inv in queued + late}
+    finally:
+        store.close()
+    wait_for(lambda: _all_committed(cfg, cfg.settings.topics.invoke(NAME)), timeout=15, what="every offset committed")
+
+
+def _all_committed(cfg, topic: str) -> bool:
+    """Whether the runners' group committed every partition of `topic` up to its end (asked without joining it)."""
+    consumer = Consumer(cfg.settings.kafka_config(**{"group.id": cfg.settings.runners.group_id}))
+    try:
+        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        committed = consumer.committed([TopicPartition(topic, p) for p in parts], timeout=10)
+        return all(tp.offset == consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in committed)
+    finally:
+        consumer.close()
