@@ -20,11 +20,11 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import percentile, stack_up, start_cdcflow
+from bench.common import percentile, stack_up
 from plugins.store import RunStore
 from schemas.result import Result
-from tests.support import isolated_config_data, remove_test_resources, wait_for, write_config
-from tests.support.api import free_port, token_store
+from tests.support import isolated_config_data, remove_test_resources, write_config
+from tests.support.api import api_server
 
 RUNS_IN_REDIS = 5000
 
@@ -62,13 +62,19 @@ async def paced(
     start = time.perf_counter() + 0.2
 
     async def one(due: float) -> None:
-        await asyncio.sleep(max(0.0, due - time.perf_counter()))
         response = await client.request(method, url, json=body)
         latencies.append((time.perf_counter() - due) * 1000)
         if response.status_code >= 300:
             failures.append(response.status_code)
 
-    await asyncio.gather(*(one(start + i / rate) for i in range(int(rate * seconds))))
+    # each request is started when it is due (not all queued up front: httpx's pool slows down with
+    # thousands of waiting requests, which would measure the client, not the server)
+    tasks = []
+    for i in range(int(rate * seconds)):
+        due = start + i / rate
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        tasks.append(asyncio.create_task(one(due)))
+    await asyncio.gather(*tasks)
     if failures:
         raise SystemExit(f"{method} {url}: {len(failures)} failed requests, e.g. status {failures[0]}")
     return latencies
@@ -82,7 +88,8 @@ def report(name: str, latencies: list[float]) -> float:
 
 async def measure(base_url: str, token: str, rate: float, seconds: float) -> tuple[float, float]:
     headers = {"Authorization": f"Bearer {token}"}
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    # a small pool: httpcore scans every connection per request (200 of them cost more than the server)
+    limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
     async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=30, limits=limits) as client:
         await paced(client, "GET", "/api/runs?limit=50", None, rate, 1)  # warm-up
         await paced(client, "POST", "/api/plugins/echo/invocations", {"params": {"message": "w"}}, rate, 1)
@@ -105,25 +112,12 @@ def main() -> None:
         data = isolated_config_data("apibench", {"api": {"rate_limit_per_second": 100000, "rate_limit_burst": 100000}})
         config = write_config(Path(tmp), data)
         fill_runs(config.settings, RUNS_IN_REDIS)
-        token = token_store(config).create("bench", ["trigger"])[0]
-        port = free_port()
-        server = start_cdcflow(config.path, "api", "serve", "--port", str(port), log_path=Path(tmp) / "api.log")  # type: ignore[arg-type]
         try:
-            base_url = f"http://127.0.0.1:{port}"
-            wait_for(lambda: _up(base_url), 60, interval=0.2, what="the API server")
-            get, post = asyncio.run(measure(base_url, token, args.rate, args.seconds))
+            with api_server(config, Path(tmp) / "api.log", show_log=False) as server:
+                get, post = asyncio.run(measure(server.base_url, server.tokens["trigger"], args.rate, args.seconds))
         finally:
-            server.terminate()
-            server.wait(20)
             remove_test_resources(config.settings, [])
     print(f"api p99 ms: GET {get:.1f} / POST {post:.1f}")
-
-
-def _up(base_url: str) -> bool:
-    try:
-        return httpx.get(f"{base_url}/openapi.json", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 if __name__ == "__main__":

@@ -23,12 +23,12 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import percentile, stack_up, start_cdcflow
+from bench.common import percentile, stack_up
 from plugins.store import RunStore
 from schemas.result import ErrorInfo, Result
 from schemas.settings import Settings
-from tests.support import isolated_config_data, remove_test_resources, wait_for, write_config
-from tests.support.api import free_port, token_store
+from tests.support import isolated_config_data, remove_test_resources, write_config
+from tests.support.api import api_server
 
 RULES = {
     "monitored_tables": {
@@ -136,27 +136,11 @@ def main() -> None:
             started = time.perf_counter()
             fill_runs(config.settings, args.runs)
             print(f"{args.runs} runs written in {time.perf_counter() - started:.1f} s")
-            token = token_store(config).create("bench", ["read"])[0]
-            port = free_port()
-            assert config.path is not None
-            server = start_cdcflow(config.path, "api", "serve", "--port", str(port), log_path=Path(tmp) / "api.log")
-            try:
-                base_url = f"http://127.0.0.1:{port}"
-                wait_for(lambda: _up(base_url), 60, interval=0.2, what="the API server")
-                overview, runs = measure(base_url, token, args.repeat)
-            finally:
-                server.terminate()
-                server.wait(20)
+            with api_server(config, Path(tmp) / "api.log", show_log=False) as server:
+                overview, runs = measure(server.base_url, server.tokens["read"], args.repeat)
         finally:
             remove_test_resources(config.settings, [])
     print(f"dashboard render ms p50: overview {overview:.1f} / runs {runs:.1f}")
-
-
-def _up(base_url: str) -> bool:
-    try:
-        return httpx.get(f"{base_url}/openapi.json", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 if __name__ == "__main__":

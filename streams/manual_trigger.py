@@ -86,8 +86,9 @@ class TriggerSender:
         )
         deadline = time.monotonic() + SEND_TIMEOUT
         while not delivered and time.monotonic() < deadline:
-            with self._lock:  # one thread serves the delivery callbacks at a time
-                self.producer.poll(0.05)
+            with self._lock:  # one thread serves the delivery callbacks (its own and the others')
+                if not delivered:  # served meanwhile by the thread that held the lock
+                    self.producer.poll(0.005)
         if not delivered or delivered[0] is not None:
             why = delivered[0] if delivered else f"no answer within {SEND_TIMEOUT:.0f}s"
             raise TriggerError(f"Kafka at {settings.kafka.bootstrap_servers} did not accept the trigger: {why}")

@@ -7,6 +7,7 @@ status the client actually got (so refused and failed calls are recorded too).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -35,6 +36,8 @@ from console.api.replays import Replays
 from console.web.install import install as install_dashboard
 from schemas.config import Config
 from schemas.runtime.observability import ComponentObservability
+
+log = logging.getLogger(__name__)
 
 
 def create_app(config: Config, ctx: ApiContext | None = None) -> FastAPI:
@@ -95,13 +98,16 @@ def _install_errors(app: FastAPI) -> None:
 
 
 async def _redis_down(request: Request, exc: Exception) -> Response:
-    # the error text may carry the URL; say which service, not how to reach it
+    # the log says what happened (secrets are masked in every log line); the client learns which
+    # service failed, not how to reach it (the error text may carry the URL)
+    log.warning("%s %s: Redis: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
     return problem_response(
         Problem(title="Service unavailable", status=503, detail=f"Redis is unreachable ({type(exc).__name__})")
     )
 
 
 async def _kafka_down(request: Request, exc: Exception) -> Response:
+    log.warning("%s %s: Kafka: %s", request.method, request.url.path, exc)
     return problem_response(Problem(title="Service unavailable", status=503, detail=f"Kafka: {exc}"))
 
 

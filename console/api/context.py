@@ -11,6 +11,7 @@ from typing import Annotated
 import redis
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from redis.asyncio import Redis as AsyncRedis
 
 from console.api.audit import AuditLog
 from console.api.metrics import ApiMetrics
@@ -26,6 +27,9 @@ from schemas.runtime.components import redis_client
 class ApiContext:
     config: Config
     redis: redis.Redis
+    # for what every request does in the event loop itself (authenticate, audit): waiting for Redis
+    # there must not hold up the other requests, as a blocking client would
+    aredis: AsyncRedis
     tokens: TokenStore
     audit: AuditLog
     limiter: RateLimiter
@@ -38,9 +42,11 @@ class ApiContext:
         client = redis_client(settings, timeout=5.0)
         prefix = settings.redis.key_prefix
         api = settings.api
+        url = settings.redis.url.get_secret_value()
         return cls(
             config=config,
             redis=client,
+            aredis=AsyncRedis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0),
             tokens=TokenStore(client, prefix, api),
             audit=AuditLog(client, prefix),
             limiter=RateLimiter(api.rate_limit_per_second, api.rate_limit_burst),
@@ -61,7 +67,9 @@ _bearer = HTTPBearer(auto_error=False, description="a token from `cdcflow api to
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
-def authenticate(request: Request, credentials: HTTPAuthorizationCredentials | None, ctx: ApiContext) -> Principal:
+async def authenticate(
+    request: Request, credentials: HTTPAuthorizationCredentials | None, ctx: ApiContext
+) -> Principal:
     if credentials is None:
         # a dashboard page calling the API: its session cookie (and, to mutate, the CSRF header) instead
         signed_in = ctx.sessions.from_request(request)
@@ -70,7 +78,7 @@ def authenticate(request: Request, credentials: HTTPAuthorizationCredentials | N
             raise ApiProblem(401, "Unauthorized", detail, headers=_CHALLENGE)
         principal: Principal | None = signed_in.principal
     else:
-        principal = ctx.tokens.authenticate(credentials.credentials)
+        principal = await ctx.tokens.authenticate_async(credentials.credentials, ctx.aredis)
     if principal is None:
         raise ApiProblem(401, "Unauthorized", "the token is unknown or revoked", headers=_CHALLENGE)
     request.state.principal = principal
@@ -86,13 +94,14 @@ def authenticate(request: Request, credentials: HTTPAuthorizationCredentials | N
 def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
     """A dependency: the request's principal, which must hold `scope` (or a wider one)."""
 
-    # async, so a request does not hop to the thread pool for it: its Redis read takes ~0.1 ms
+    # async (with the asyncio Redis client), so a request neither hops to the thread pool for it nor
+    # blocks the event loop while Redis answers
     async def dependency(
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
         ctx: Annotated[ApiContext, Depends(context)],
     ) -> Principal:
-        principal = authenticate(request, credentials, ctx)
+        principal = await authenticate(request, credentials, ctx)
         if not principal.may(scope):
             raise ApiProblem(403, "Forbidden", f"token {principal.name!r} lacks the {scope!r} scope")
         return principal

@@ -34,10 +34,10 @@ class Observe:
         try:
             await self.app(scope, receive, sending)
         finally:
-            _record(scope, status, time.perf_counter() - started)
+            await _record(scope, status, time.perf_counter() - started)
 
 
-def _record(scope: Scope, status: int, seconds: float) -> None:
+async def _record(scope: Scope, status: int, seconds: float) -> None:
     ctx: Any = scope["app"].state.ctx
     template = getattr(scope.get("route"), "path", "unmatched")
     method = scope["method"]
@@ -46,4 +46,5 @@ def _record(scope: Scope, status: int, seconds: float) -> None:
         state = scope.get("state") or {}
         principal = state.get("principal")
         who = f"{principal.name} ({principal.token_id})" if principal else "anonymous"
-        ctx.audit.record(who, f"{method} {template}", scope["path"], status, state.get("audit_detail", ""))
+        action, detail = f"{method} {template}", state.get("audit_detail", "")
+        await ctx.audit.record_async(ctx.aredis, who, action, scope["path"], status, detail)

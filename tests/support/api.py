@@ -46,8 +46,9 @@ def token_store(config: Config) -> TokenStore:
 
 
 @contextmanager
-def api_server(config: Config, log_path: Path) -> Iterator[ApiServer]:
-    """The API server for `config`, ready (OpenAPI served), with tokens `read`, `trigger`, `admin`."""
+def api_server(config: Config, log_path: Path, show_log: bool = True) -> Iterator[ApiServer]:
+    """The API server for `config`, ready (OpenAPI served), with tokens `read`, `trigger`, `admin`;
+    the end of its log printed when it stops (for a failing test), unless `show_log` is False."""
     port = free_port()
     store = token_store(config)
     server = ApiServer(f"http://127.0.0.1:{port}", config)
@@ -69,7 +70,8 @@ def api_server(config: Config, log_path: Path) -> Iterator[ApiServer]:
                 server.process.wait(20)
             except subprocess.TimeoutExpired:
                 server.process.kill()
-            print(log_path.read_text(errors="replace")[-4000:])
+            if show_log:
+                print(log_path.read_text(errors="replace")[-4000:])
 
 
 def _serving(server: ApiServer) -> bool:
