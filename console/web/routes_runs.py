@@ -18,7 +18,7 @@ from console.api.context import ApiContext, context
 from console.api.events import EventHub
 from console.web.auth import Who
 from console.web.render import NO_STORE, page, render
-from console.web.row_change import column_changes, extra_field, row_change
+from console.web.row_change import column_changes, row_change
 from plugins.run_query import BadCursor, RunFilter, query_runs
 from plugins.state import PluginStates
 from plugins.store import RunStore
@@ -94,7 +94,7 @@ def _choices(ctx: ApiContext) -> dict[str, list[str]]:
 
 
 def trigger_of(result: Result) -> dict[str, Any]:
-    trigger = extra_field(result, "trigger")
+    trigger = result.trigger
     return trigger if isinstance(trigger, dict) else {}
 
 
@@ -167,9 +167,11 @@ def run_page(request: Request, who: Who, ctx: Ctx, invocation_id: str) -> HTMLRe
     store = RunStore(ctx.config.settings, client=ctx.redis)
     result = store.get(invocation_id)
     if result is None:
-        return page(request, "run_pending.html", who, "runs", 404, invocation_id=invocation_id)
+        # 200, not 404: pending is a state of the run (its page polls itself, and htmx swaps only
+        # successful answers); an unknown or expired id reads the same, as the page says
+        return page(request, "run_pending.html", who, "runs", 200, invocation_id=invocation_id)
     change = row_change(result)
-    params = extra_field(result, "params")
+    params = result.params
     return page(
         request,
         "run.html",

@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ import httpx
 import pytest
 from selenium.webdriver.common.by import By
 
+from plugins.store import RunStore
+from schemas.result import Result
 from tests.support import REPO_ROOT, isolated_config_data, remove_test_resources, wait_for, write_config
 from tests.support.api import ApiServer, api_server, pipeline_running
 from tests.support.browser import Browser, browser, by_id, by_testid, css
@@ -435,3 +438,37 @@ def test_sign_out_ends_the_session(admin: Browser, api: ApiServer) -> None:
     answer = httpx.get(f"{api.base_url}/runs", cookies={cookie["name"]: cookie["value"]}, follow_redirects=False)
     assert answer.status_code == 303 and answer.headers["location"].startswith("/login")
     assert not admin.elements((By.ID, "signed-in-as"))
+
+
+def test_a_row_change_runs_page_marks_the_changed_columns(admin: Browser, api: ApiServer) -> None:
+    # a cdc run as the runner records it: its trigger carries the row before and after the change
+    at = datetime.now(UTC)
+    trigger = {
+        "kind": "cdc",
+        "rule": "paid_orders",
+        "event_id": "1:binlog.000001:4:0",
+        "table": "shop.orders",
+        "op": "u",
+        "before": {"id": 7, "status": "new", "amount": 120},
+        "after": {"id": 7, "status": "paid", "amount": 120},
+    }
+    result = Result(
+        invocation_id="row-diff-run",
+        plugin="echo",
+        plugin_version="1.0.0",
+        status="success",
+        started_at=at,
+        finished_at=at,
+        duration_ms=1.0,
+        trigger_kind="cdc",
+        trigger=trigger,
+        params={"message": "order 7"},
+    )
+    RunStore(api.config.settings).record(result)
+    admin.open("/runs/row-diff-run")
+    rows = {
+        r.get_attribute("data-column"): r.get_attribute("data-changed")
+        for r in admin.elements(css("#row-change tr[data-column]"))
+    }
+    assert rows == {"id": "false", "status": "true", "amount": "false"}, rows
+    assert "changed" in admin.element(css('#row-change tr[data-column="status"]')).text
