@@ -94,6 +94,8 @@ def replayed(store: RunStore, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
 
 def replay_invocation(settings: Settings, entry: dict[str, Any]) -> Invocation:
     original = Invocation.model_validate(entry["invocation"])
+    if entry.get("params_omitted"):  # too large for the DLQ topic when it died: the params are at the source
+        original.params = source_invocation(settings, entry).params
     now = datetime.now(UTC)
     new_id = invocation_id_for("dlq-replay", entry["dlq_id"])
     return Invocation(
@@ -107,6 +109,30 @@ def replay_invocation(settings: Settings, entry: dict[str, Any]) -> Invocation:
             source_topic=settings.topics.dlq, original_invocation_id=entry["dlq_id"], replay_id=new_id
         ),
     )
+
+
+def source_invocation(settings: Settings, entry: dict[str, Any]) -> Invocation:
+    """The invocation as it was on its topic, read at the entry's source partition and offset."""
+    topic, partition, offset = entry.get("source_topic"), entry.get("source_partition"), entry.get("source_offset")
+    where = f"{topic}[{partition}]@{offset}"
+    if not isinstance(topic, str) or not isinstance(partition, int) or not isinstance(offset, int):
+        raise NotFoundError(f"dead letter {entry.get('dlq_id')} has no params and names no source message")
+    consumer = Consumer(
+        settings.kafka_config(**{"group.id": f"cdcflow-dlq-reader-{uuid.uuid4().hex}", "enable.auto.commit": False})
+    )
+    try:
+        consumer.assign([TopicPartition(topic, partition, offset)])
+        deadline = time.monotonic() + READ_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error() is None and msg.offset() == offset:
+                invocation = Invocation.model_validate_json(msg.value() or b"")
+                if invocation.invocation_id != entry.get("dlq_id"):
+                    break
+                return invocation
+    finally:
+        consumer.close()
+    raise NotFoundError(f"dead letter {entry.get('dlq_id')}: its invocation is no longer at {where}")
 
 
 def replay(settings: Settings, entries: list[dict[str, Any]]) -> list[tuple[dict[str, Any], Invocation | None]]:

@@ -14,7 +14,7 @@ from typing import Any
 from plugins.pool import CallOutcome, WorkerPool
 from plugins.registry import LoadedPlugin
 from schemas.invocation import Invocation
-from schemas.manifest import ParamError, json_unsafe
+from schemas.manifest import UINT64, ParamError, json_unsafe
 from schemas.result import ErrorInfo, Result, RunStatus
 
 RUNNER_ID = f"{socket.gethostname()}:{os.getpid()}"
@@ -40,6 +40,10 @@ def build_request(invocation: Invocation, params: dict[str, Any]) -> dict[str, A
     }
 
 
+# A rejected result names what was wrong, never carries it whole: the reason may quote a huge value.
+REJECTION_MESSAGE_MAX_CHARS = 4000
+
+
 def rejected_result(
     invocation_id: str,
     plugin: str,
@@ -49,21 +53,29 @@ def rejected_result(
     *,
     attempt: int = 1,
     trigger_kind: str | None = None,
+    params: dict[str, Any] | None = None,
+    trigger: dict[str, Any] | None = None,
     **extra: Any,
 ) -> Result:
+    """A `rejected` result that always encodes, whatever the invocation held: params, trigger and
+    attempt are kept only when JSON can carry them (what was wrong with them is in the message)."""
     now = _dt(time.time())
+    if len(message) > REJECTION_MESSAGE_MAX_CHARS:
+        message = message[:REJECTION_MESSAGE_MAX_CHARS] + f"... ({len(message)} characters in all)"
     return Result(
         invocation_id=invocation_id,
         plugin=plugin,
         plugin_version=plugin_version,
         status="rejected",
-        attempt=attempt,
+        attempt=attempt if json_unsafe(attempt) is None else 1,
         started_at=now,
         finished_at=now,
         duration_ms=0.0,
         error=ErrorInfo(type=error_type, message=message),
         trigger_kind=trigger_kind,
         runner=RUNNER_ID,
+        params=params if json_unsafe(params) is None else None,
+        trigger=trigger if json_unsafe(trigger, max_int=UINT64) is None else None,
         **extra,
     )
 
@@ -123,8 +135,7 @@ def execute(
             attempt=invocation.attempt,
             trigger_kind=invocation.trigger.kind,
             code_hash=plugin.code_hash,
-            # the params as asked for, unless they are what was wrong (a result must always encode)
-            params=invocation.params if json_unsafe(invocation.params) is None else None,
+            params=invocation.params,  # as asked for, unless they are what was wrong (rejected_result drops them)
             trigger=invocation.trigger.model_dump(mode="json"),
         )
     outcome = pool.call(build_request(invocation, params), timeout=plugin.manifest.timeout_seconds)

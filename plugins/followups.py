@@ -20,6 +20,15 @@ WAIT_SLICE_SECONDS = 0.5
 RETRY_SECONDS = 1.0
 
 
+# Errors that publishing the same message again cannot cure: waiting for them would hold the
+# invocation's partition forever. The caller decides what to publish instead.
+PERMANENT = frozenset({KafkaError.MSG_SIZE_TOO_LARGE})
+
+
+class Unpublishable(Exception):
+    """Kafka refuses this message for good (e.g. too large for the topic); the message says why."""
+
+
 class _Delivery:
     """The delivery report of one produce, waited for by the publishing thread."""
 
@@ -40,7 +49,9 @@ class FollowupPublisher:
         self.stop = stop
 
     def publish(self, topic: str, key: bytes, value: bytes, headers: Sequence[tuple[str, bytes]] = ()) -> bool:
-        """Produce and wait for the acknowledgement; False if the runner stops first (nothing is recorded)."""
+        """Produce and wait for the acknowledgement; False if the runner stops first (nothing is recorded).
+
+        Raises Unpublishable when Kafka refuses the message for good (PERMANENT)."""
         while True:
             delivery = _Delivery()
             try:
@@ -49,6 +60,7 @@ class FollowupPublisher:
                 self.producer.poll(0.1)
                 continue
             except KafkaException as e:
+                _raise_if_permanent(topic, len(value), e.args[0] if e.args else None)
                 log.error("cannot publish to %s: %s; retrying", topic, e)
                 if self.stop.wait(RETRY_SECONDS):
                     return False
@@ -58,6 +70,12 @@ class FollowupPublisher:
                     return False
             if delivery.error is None:
                 return True
+            _raise_if_permanent(topic, len(value), delivery.error)
             log.error("message to %s not delivered (%s); retrying", topic, delivery.error)
             if self.stop.wait(RETRY_SECONDS):
                 return False
+
+
+def _raise_if_permanent(topic: str, size: int, error: object) -> None:
+    if isinstance(error, KafkaError) and error.code() in PERMANENT:
+        raise Unpublishable(f"{topic} refuses a message of {size} bytes: {error.str()}")

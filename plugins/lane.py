@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 TARGET_QUEUE_SECONDS = 5.0
 MAX_QUEUED = 2000
 INITIAL_CALL_SECONDS = 0.01
+MAX_TIMER_WAIT_SECONDS = 3600.0
 
 
 @dataclass
@@ -175,7 +176,9 @@ class PluginLane:
                     continue
                 wait = self._delayed[0][0] - time.time()
                 if wait > 0:
-                    self._delayed_cond.wait(wait)
+                    # At most an hour at a time: a wait past the platform's time_t raises in wait()
+                    # and would end this thread, and every delayed job of the plugin with it.
+                    self._delayed_cond.wait(min(wait, MAX_TIMER_WAIT_SECONDS))
                     continue
                 _, _, job = heapq.heappop(self._delayed)
                 self.submit(job)

@@ -13,10 +13,12 @@ rejected again, so it is final at once and is not dead-lettered (its result says
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import UTC, datetime
 from typing import Any
 
+from plugins.offsets import Ack
 from schemas.invocation import Invocation, RetryTrigger
 from schemas.manifest import RetryPolicy
 from schemas.result import Result
@@ -25,6 +27,7 @@ from schemas.result import Result
 NOT_BEFORE_HEADER = "cdcflow-not-before"
 RETRYABLE = frozenset({"failed", "timeout"})
 PREVIOUS_ERROR_CHARS = 500
+SHORT_ERROR_CHARS = 4000  # of each error message and traceback in a dead letter slimmed to fit its topic
 
 
 def backoff_seconds(policy: RetryPolicy, attempt: int) -> float:
@@ -65,19 +68,30 @@ def retry_of(
 
 
 def not_before(headers: list[tuple[str, bytes | None]] | None) -> float | None:
+    """The not-before time of a retry message; None when there is none, or it is not a finite number
+    (garbage: a NaN or an infinity would park the message, and its partition, forever)."""
     for key, value in headers or ():
         if key == NOT_BEFORE_HEADER and value:
             try:
-                return float(value.decode())
-            except ValueError:
+                when = float(value.decode())
+            except (ValueError, UnicodeDecodeError):
                 return None
+            return when if math.isfinite(when) else None
     return None
 
 
+def start_at(after: float, now: float, policy: RetryPolicy) -> float:
+    """When a retry message may start: its not-before, but never later than the longest wait the
+    policy allows from now (a retry is published at most max_delay ahead; a later one is garbage
+    whose wait would hold its partition's commits)."""
+    return min(after, now + policy.max_delay)
+
+
 def dead_letter(
-    invocation: Invocation, result: Result, attempts: list[dict[str, Any]], source_topic: str
+    invocation: Invocation, result: Result, attempts: list[dict[str, Any]], source_topic: str, source: Ack | None = None
 ) -> dict[str, Any]:
-    """The DLQ entry: the last invocation, its full error and a summary of every attempt."""
+    """The DLQ entry: the last invocation, its full error and a summary of every attempt, and where the
+    invocation's message is (`source`: its topic, partition and offset)."""
     return {
         "dlq_id": invocation.invocation_id,
         "plugin": invocation.plugin,
@@ -85,9 +99,38 @@ def dead_letter(
         "status": result.status,
         "error": result.error.model_dump() if result.error else None,
         "attempts": attempts,
-        "source_topic": source_topic,
+        "source_topic": source.topic if source is not None else source_topic,
+        "source_partition": source.partition if source is not None else None,
+        "source_offset": source.offset if source is not None else None,
         "dead_at": datetime.now(UTC).isoformat(),
         "runner": result.runner,
         "plugin_version": result.plugin_version,
         "code_hash": result.code_hash,
+    }
+
+
+def slim_dead_letter(entry: dict[str, Any]) -> dict[str, Any]:
+    """The entry for a DLQ topic that cannot take it whole: errors cut short, and the invocation without
+    its params, which stay in the message at source_topic/source_partition/source_offset (replay that)."""
+    out = dict(entry)
+    out["error"] = _short_error(entry.get("error"))
+    out["attempts"] = [{**a, "error": _short_error(a.get("error"))} for a in entry.get("attempts") or []]
+    invocation = dict(entry.get("invocation") or {})
+    invocation["params"] = {}
+    out["invocation"] = invocation
+    out["params_omitted"] = (
+        "too large for the DLQ topic; the invocation is at "
+        f"{entry.get('source_topic')}[{entry.get('source_partition')}]@{entry.get('source_offset')}"
+    )
+    return out
+
+
+def _short_error(error: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not error:
+        return error
+    message, trace = str(error.get("message") or ""), error.get("traceback")
+    return {
+        **error,
+        "message": message[:SHORT_ERROR_CHARS],
+        "traceback": trace[-SHORT_ERROR_CHARS:] if isinstance(trace, str) else trace,
     }

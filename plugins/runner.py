@@ -17,6 +17,7 @@ import queue
 import signal
 import threading
 import time
+import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -27,13 +28,22 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from pydantic import ValidationError
 
 from plugins.execution import RUNNER_ID, execute, rejected_result
-from plugins.followups import FollowupPublisher
+from plugins.followups import FollowupPublisher, Unpublishable
 from plugins.lane import Job, LaneVersion, PluginLane
 from plugins.offsets import Ack, OffsetTracker
 from plugins.pool import WorkerPool, WorkerSpec
 from plugins.registry import LoadedPlugin, discover
 from plugins.reloader import HotReloader
-from plugins.retries import NOT_BEFORE_HEADER, dead_letter, is_dead, not_before, retry_of, wants_retry
+from plugins.retries import (
+    NOT_BEFORE_HEADER,
+    dead_letter,
+    is_dead,
+    not_before,
+    retry_of,
+    slim_dead_letter,
+    start_at,
+    wants_retry,
+)
 from plugins.runner_ops import RunnerOps
 from plugins.sink import ResultSink
 from plugins.state import PluginStates
@@ -42,8 +52,9 @@ from plugins.venvs import VenvError, ensure_venv, venv_python
 from schemas.config import Config
 from schemas.errors import from_validation_error
 from schemas.invocation import Invocation
+from schemas.manifest import UINT64, RetryPolicy, json_unsafe
 from schemas.result import Result
-from schemas.runtime.kafka_topics import ensure_topics
+from schemas.runtime.kafka_topics import DLQ_MAX_MESSAGE_BYTES, ensure_topics
 from schemas.settings import Settings
 
 log = logging.getLogger("cdcflow.runner")
@@ -51,6 +62,7 @@ log = logging.getLogger("cdcflow.runner")
 POLL_TIMEOUT_SECONDS = 0.1
 MAX_POLL_BATCH = 500
 REDIS_RETRY_SECONDS = 1.0
+MAX_INVOCATION_ID_CHARS = 256  # ids are uuids or derived from them; see _usable_id
 
 
 class _Stopping(Exception):
@@ -240,6 +252,9 @@ class Runner:
                     "enable.idempotence": True,
                     "linger.ms": 2,
                     "client.id": f"cdcflow-runner-{RUNNER_ID}",
+                    # Dead letters may be larger than the invocations they hold (the DLQ topic takes them);
+                    # a result too large for its topic is refused by the broker and slimmed (plugins/sink.py).
+                    "message.max.bytes": DLQ_MAX_MESSAGE_BYTES,
                 }
             )
         )
@@ -371,9 +386,7 @@ class Runner:
                 continue
             invocation = self._parse(msg, lane, ack)
             if invocation is not None:
-                headers = msg.headers()  # consumed: a list or None (the stubs add the produce-side dict)
-                after = not_before(headers)  # type: ignore[arg-type]  # never a dict here
-                accepted.append(_Dispatch(lane, invocation, ack, after))
+                accepted.append(_Dispatch(lane, invocation, ack, _not_before_of(msg, lane, consumed_at)))
         if not accepted:
             return
         done, retried = self._with_redis(
@@ -407,21 +420,31 @@ class Runner:
             message = str(from_validation_error(where, e))
             self._reject(lane, ack, _claimed_id(raw) or f"invalid:{where}", "InvalidInvocation", message)
             return None
-        if invocation.plugin != lane.plugin.name:
-            self._reject(
-                lane,
-                ack,
-                invocation.invocation_id,
-                "WrongPlugin",
-                f"{where}: invocation for plugin {invocation.plugin!r} on the topic of {lane.plugin.name!r}",
-                attempt=invocation.attempt,
-                trigger_kind=invocation.trigger.kind,
-            )
+        problem = _unrunnable(invocation, lane.plugin.name)
+        if problem is not None:
+            iid = invocation.invocation_id if _usable_id(invocation.invocation_id) else f"invalid:{where}"
+            self._reject(lane, ack, iid, problem[0], f"{where}: {problem[1]}", invocation)
             return None
         return invocation
 
-    def _reject(self, lane: PluginLane, ack: Ack, invocation_id: str, error_type: str, message: str, **kw: Any) -> None:
-        log.warning("%s %s rejected: %s", lane.plugin.name, invocation_id, message)
+    def _reject(
+        self,
+        lane: PluginLane,
+        ack: Ack,
+        invocation_id: str,
+        error_type: str,
+        message: str,
+        invocation: Invocation | None = None,
+    ) -> None:
+        log.warning("%s %s rejected: %s", lane.plugin.name, invocation_id, _clip(message))
+        asked: dict[str, Any] = {}
+        if invocation is not None:  # what was asked for, as far as JSON can carry it (rejected_result checks)
+            asked = {
+                "attempt": invocation.attempt,
+                "trigger_kind": invocation.trigger.kind,
+                "params": invocation.params,
+                "trigger": _trigger_of(invocation),
+            }
         result = rejected_result(
             invocation_id,
             lane.plugin.name,
@@ -429,7 +452,7 @@ class Runner:
             error_type,
             message,
             code_hash=lane.plugin.code_hash,
-            **kw,
+            **asked,
         )
         assert self.sink is not None
         self.ops.on_result(result)
@@ -458,6 +481,19 @@ class Runner:
 
     # -- running (lane threads) -----------------------------------------------------------------
     def _handle(self, lane: PluginLane, job: Job, version: LaneVersion) -> None:
+        # Whatever goes wrong while handling the invocation, it ends with a result: an exception left
+        # to the lane would leave its offset uncommitted, and with it every later one of its partition.
+        try:
+            done = self._run_job(lane, job, version)
+        except Exception as e:
+            log.exception("%s %s: unexpected error; recorded as failed", lane.plugin.name, job.invocation.invocation_id)
+            done = self._runner_error(version.plugin, job.invocation, e), True
+        if done is not None:
+            assert self.sink is not None
+            self.sink.submit(done[0], [job.ack], final=done[1])
+
+    def _run_job(self, lane: PluginLane, job: Job, version: LaneVersion) -> tuple[Result, bool] | None:
+        """The result to record and whether it is final; None when nothing may be recorded (stopping)."""
         # The version the lane handed out: after a hot reload, a call that started on the old code
         # finishes and is reported with the old version and code hash.
         plugin = version.plugin
@@ -467,51 +503,98 @@ class Runner:
             log.info(
                 "%s %s abandoned at shutdown (will be redelivered)", lane.plugin.name, job.invocation.invocation_id
             )
-            return
+            return None
         _log_result(result)
         self.ops.on_result(result)
-        assert self.sink is not None and self.followups is not None
         policy = plugin.manifest.retries
         if wants_retry(result, policy):
-            retry, start_after = retry_of(job.invocation, result, policy)
-            result = result.model_copy(update={"next_attempt": {"attempt": retry.attempt, "not_before": start_after}})
-            retry_topic = self.settings.topics.invoke(lane.plugin.name, retry.priority)
-            if not self.followups.publish(
-                retry_topic,
-                retry.invocation_id.encode(),
-                retry.model_dump_json().encode(),
-                [(NOT_BEFORE_HEADER, repr(start_after).encode())],
-            ):
-                return  # stopping before Kafka took the retry: the attempt stays uncommitted and re-runs
-            log.info(
-                "%s %s attempt %d %s; attempt %d in %.1fs",
-                lane.plugin.name,
-                retry.invocation_id,
-                result.attempt,
-                result.status,
-                retry.attempt,
-                max(0.0, start_after - time.time()),
-            )
-            self.sink.submit(result, [job.ack], final=False)
-            return
-        if is_dead(result, policy):
-            iid = job.invocation.invocation_id
-            earlier = [
-                a for a in self._with_redis(lambda: self.store.attempts(iid)) if a.get("attempt") != result.attempt
-            ]
-            entry = dead_letter(job.invocation, result, [*earlier, attempt_summary(result)], lane.topic)
-            if not self.followups.publish(self.settings.topics.dlq, iid.encode(), orjson.dumps(entry)):
-                return
-            log.warning(
-                "%s %s dead-lettered after %d attempt(s)",
-                lane.plugin.name,
-                iid,
-                result.attempt,
-                extra={"plugin": lane.plugin.name, "invocation_id": iid},
-            )
-            self.ops.on_dead_letter(entry)
-            result = result.model_copy(update={"dead_lettered": True})
-        self.sink.submit(result, [job.ack])
+            try:
+                retried = self._retry(lane, job, result, policy)
+            except Unpublishable as e:  # e.g. the retry is too large for the topic: it can never be retried
+                log.warning(
+                    "%s %s: its retry cannot be published (%s); dead-lettered",
+                    lane.plugin.name,
+                    result.invocation_id,
+                    e,
+                )
+            else:
+                return None if retried is None else (retried, False)
+        if wants_retry(result, policy) or is_dead(result, policy):
+            dead = self._dead_letter(lane, job, result)
+            if dead is None:
+                return None
+            result = dead
+        return result, True
+
+    def _retry(self, lane: PluginLane, job: Job, result: Result, policy: RetryPolicy) -> Result | None:
+        """Publish the next attempt; the failed attempt's result to record (None: stopping first)."""
+        assert self.followups is not None
+        retry, start_after = retry_of(job.invocation, result, policy)
+        result = result.model_copy(update={"next_attempt": {"attempt": retry.attempt, "not_before": start_after}})
+        retry_topic = self.settings.topics.invoke(lane.plugin.name, retry.priority)
+        if not self.followups.publish(
+            retry_topic,
+            retry.invocation_id.encode(),
+            retry.model_dump_json().encode(),
+            [(NOT_BEFORE_HEADER, repr(start_after).encode())],
+        ):
+            return None  # stopping before Kafka took the retry: the attempt stays uncommitted and re-runs
+        log.info(
+            "%s %s attempt %d %s; attempt %d in %.1fs",
+            lane.plugin.name,
+            retry.invocation_id,
+            result.attempt,
+            result.status,
+            retry.attempt,
+            max(0.0, start_after - time.time()),
+        )
+        return result
+
+    def _dead_letter(self, lane: PluginLane, job: Job, result: Result) -> Result | None:
+        """Publish the dead letter; the final result to record (None: stopping first)."""
+        assert self.followups is not None
+        iid = job.invocation.invocation_id
+        earlier = [a for a in self._with_redis(lambda: self.store.attempts(iid)) if a.get("attempt") != result.attempt]
+        entry = dead_letter(job.invocation, result, [*earlier, attempt_summary(result)], lane.topic, job.ack)
+        try:
+            published = self.followups.publish(self.settings.topics.dlq, iid.encode(), orjson.dumps(entry))
+        except Unpublishable as e:
+            # Too large for the topic (created before it took large entries): the entry without the
+            # invocation's params, which stay on the source topic at the offset the entry names.
+            log.warning("%s %s: dead letter too large (%s); publishing it without params", lane.plugin.name, iid, e)
+            entry = slim_dead_letter(entry)
+            published = self.followups.publish(self.settings.topics.dlq, iid.encode(), orjson.dumps(entry))
+        if not published:
+            return None
+        log.warning(
+            "%s %s dead-lettered after %d attempt(s)",
+            lane.plugin.name,
+            iid,
+            result.attempt,
+            extra={"plugin": lane.plugin.name, "invocation_id": iid},
+        )
+        self.ops.on_dead_letter(entry)
+        return result.model_copy(update={"dead_lettered": True})
+
+    def _runner_error(self, plugin: LoadedPlugin, invocation: Invocation, error: Exception) -> Result:
+        """A final `failed` result for an invocation the runner itself could not see through."""
+        result = rejected_result(
+            invocation.invocation_id,
+            plugin.name,
+            plugin.version,
+            "RunnerError",
+            f"the runner could not handle this invocation: {type(error).__name__}: {error}",
+            attempt=invocation.attempt,
+            trigger_kind=invocation.trigger.kind,
+            params=invocation.params,
+            trigger=_trigger_of(invocation),
+            code_hash=plugin.code_hash,
+        )
+        assert result.error is not None
+        result.error.traceback = traceback.format_exc()[-20000:]
+        result = result.model_copy(update={"status": "failed"})
+        self.ops.on_result(result)
+        return result
 
     # -- committing --------------------------------------------------------------------------
     def _drain_completions(self) -> None:
@@ -586,7 +669,7 @@ def _log_result(result: Result) -> None:
     level = logging.INFO if result.status == "success" else logging.WARNING
     if log.isEnabledFor(level):
         error = (
-            f" {result.error.type}: {result.error.message.splitlines()[0] if result.error.message else ''}"
+            f" {result.error.type}: {_clip(result.error.message.splitlines()[0]) if result.error.message else ''}"
             if result.error
             else ""
         )
@@ -602,6 +685,21 @@ def _log_result(result: Result) -> None:
         )
 
 
+def _not_before_of(msg: Message, lane: PluginLane, now: float) -> float | None:
+    """A retry message's start time: its header's, within what the plugin's policy allows."""
+    headers = msg.headers()  # consumed: a list or None (the stubs add the produce-side dict)
+    after = not_before(headers)  # type: ignore[arg-type]  # never a dict here
+    where = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
+    if after is None:
+        if isinstance(headers, list) and any(k == NOT_BEFORE_HEADER for k, _ in headers):
+            log.warning("%s: its %s header is not a finite time; running it now", where, NOT_BEFORE_HEADER)
+        return None
+    latest = start_at(after, now, lane.plugin.manifest.retries)
+    if latest < after:
+        log.warning("%s: its %s header is further ahead than the retry policy allows; capped", where, NOT_BEFORE_HEADER)
+    return latest
+
+
 def _claimed_id(raw: bytes) -> str | None:
     """The invocation_id a malformed message claims, so its sender can find the rejection."""
     try:
@@ -609,7 +707,39 @@ def _claimed_id(raw: bytes) -> str | None:
     except orjson.JSONDecodeError:
         return None
     iid = data.get("invocation_id") if isinstance(data, dict) else None
-    return iid if isinstance(iid, str) and iid.strip() else None
+    return iid if isinstance(iid, str) and _usable_id(iid) else None
+
+
+def _usable_id(invocation_id: str) -> bool:
+    # The id is a Kafka key and part of Redis keys: a blank one would be shared by every such
+    # message (the first one's done marker would swallow the others), a huge one outgrow the topic.
+    return bool(invocation_id.strip()) and len(invocation_id) <= MAX_INVOCATION_ID_CHARS
+
+
+def _unrunnable(invocation: Invocation, plugin: str) -> tuple[str, str] | None:
+    """(error type, why) when a well-formed invocation still cannot be run or recorded here."""
+    if not _usable_id(invocation.invocation_id):
+        return "InvalidInvocation", f"invocation_id must be 1 to {MAX_INVOCATION_ID_CHARS} characters, not blank"
+    if invocation.plugin != plugin:
+        return "WrongPlugin", f"invocation for plugin {_clip(invocation.plugin, 100)!r} on the topic of {plugin!r}"
+    # Parameters are checked against the manifest when the invocation runs; these could not even be
+    # handed to the worker or recorded (orjson refuses integers past 64 bits, NaN would become null).
+    why = json_unsafe(invocation.attempt, "attempt") or json_unsafe(
+        invocation.trigger.model_dump(), "trigger", max_int=UINT64
+    )
+    return ("InvalidInvocation", why) if why is not None else None
+
+
+def _trigger_of(invocation: Invocation) -> dict[str, Any] | None:
+    """The trigger as JSON, or None when JSON cannot carry it (mode="json" would turn NaN into null)."""
+    if json_unsafe(invocation.trigger.model_dump(), max_int=UINT64) is not None:
+        return None
+    return invocation.trigger.model_dump(mode="json")
+
+
+def _clip(text: str, limit: int = 300) -> str:
+    """A log line names a value, it does not carry it: a message may quote a megabyte."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _fmt(partitions: list[TopicPartition]) -> str:

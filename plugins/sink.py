@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 500
 RETRY_DELAY_SECONDS = 1.0
+SLIM_ERROR_CHARS = 20000  # of a slimmed result's error message
+SLIM_FIELD_MAX_BYTES = 64 * 1024  # params or trigger larger than this leave a slimmed result
 
 
 @dataclass(slots=True)
@@ -147,7 +149,7 @@ class ResultSink:
             except KafkaException as e:
                 if e.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE or slimmed:
                     raise
-                log.warning("result %s is too large for %s; publishing it without its output", item.key, self.topic)
+                log.warning("result %s is too large for %s; publishing it slimmed", item.key, self.topic)
                 item = SinkItem(item.key, slim_payload(item.payload), None, item.acks)
                 slimmed = True
 
@@ -155,11 +157,13 @@ class ResultSink:
         try:
             if err is not None:
                 # The result is stored; publish it again rather than commit an offset without it.
-                log.error("result %s not delivered to %s (%s); retrying", item.key, self.topic, err)
+                too_large = err.code() == KafkaError.MSG_SIZE_TOO_LARGE
+                if too_large:  # the producer takes dead-letter sizes; the broker judges the results topic
+                    log.warning("result %s is too large for %s; publishing it slimmed", item.key, self.topic)
+                else:
+                    log.error("result %s not delivered to %s (%s); retrying", item.key, self.topic, err)
                 if self._give_up_at is None:
-                    payload = (
-                        slim_payload(item.payload) if err.code() == KafkaError.MSG_SIZE_TOO_LARGE else item.payload
-                    )
+                    payload = slim_payload(item.payload) if too_large else item.payload
                     self._queue.put(SinkItem(item.key, payload, None, item.acks))
                 return
             for ack in item.acks:
@@ -169,14 +173,24 @@ class ResultSink:
 
 
 def slim_payload(payload: bytes) -> bytes:
-    """The result without its output, for a results topic that cannot take the full size (Redis keeps it)."""
+    """The result for a results topic that cannot take it whole (Redis keeps it whole): without its
+    output, its error cut short, and its params and trigger only when small, so that it fits any topic
+    (a second slimming must not fail the same way: the offset would never be committed)."""
     data = json.loads(payload)
-    size = len(json.dumps(data.get("output")).encode())
+    if "output_truncated" not in data:
+        data["output_truncated"] = {"bytes": len(json.dumps(data.get("output")).encode()), "note": _NOTE}
     data["output"] = None
-    data["output_truncated"] = {
-        "bytes": size,
-        "note": "output too large for the results topic; the full result is in the run history",
-    }
-    if isinstance(data.get("error"), dict) and len(data["error"].get("traceback") or "") > 20000:
-        data["error"]["traceback"] = data["error"]["traceback"][-20000:]
+    error = data.get("error")
+    if isinstance(error, dict):
+        error["message"] = str(error.get("message") or "")[:SLIM_ERROR_CHARS]
+        if len(error.get("traceback") or "") > 20000:
+            error["traceback"] = error["traceback"][-20000:]
+    for name in ("params", "trigger"):
+        size = len(json.dumps(data.get(name)).encode())
+        if size > SLIM_FIELD_MAX_BYTES:
+            data[name] = None
+            data[f"{name}_truncated"] = {"bytes": size, "note": _NOTE}
     return json.dumps(data).encode()
+
+
+_NOTE = "too large for the results topic; the full result is in the run history"

@@ -105,18 +105,24 @@ class PluginManifest(BaseModel):
 
 
 INT64 = 2**63
+# orjson (every part's encoder) writes integers in [-2**63, 2**64): a row image may hold a BIGINT
+# UNSIGNED column's value up to 2**64 - 1 (cdc/types.py), which the pipeline carries as it is.
+UINT64 = 2**64
 
 
-def json_unsafe(value: Any, path: str = "") -> str | None:
+def json_unsafe(value: Any, path: str = "", *, max_int: int = INT64) -> str | None:
     """Why `value` cannot travel as strict JSON to every part and back (NaN, infinity, an integer past
-    64 bits: orjson refuses them, JavaScript and Java lose them), or None. Walks into lists and dicts."""
+    64 bits: orjson refuses them, JavaScript and Java lose them), or None. Walks into lists and dicts.
+
+    `max_int=UINT64` accepts unsigned 64-bit integers too: for row images, not for parameters."""
     if isinstance(value, float) and not math.isfinite(value):
         return f"{path + ' is ' if path else ''}{value}, which JSON cannot represent"
-    if isinstance(value, int) and not isinstance(value, bool) and not -INT64 <= value < INT64:
+    if isinstance(value, int) and not isinstance(value, bool) and not -INT64 <= value < max_int:
         return f"{path + ' is ' if path else ''}an integer beyond 64 bits ({str(value)[:24]}...)"
     children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
     for key, child in children:
-        if (why := json_unsafe(child, f"{path}[{key!r}]" if path else f"[{key!r}]")) is not None:
+        where = f"{path}[{key!r}]" if path else f"[{key!r}]"
+        if (why := json_unsafe(child, where, max_int=max_int)) is not None:
             return why
     return None
 

@@ -21,6 +21,13 @@ log = logging.getLogger(__name__)
 # and the broker's default limit is ~1 MB: row-change topics are created with this limit and
 # their producers set message.max.bytes to it (a row beyond it is refused with a clear error).
 ROW_CHANGE_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# A dead letter holds its invocation (up to its topic's limit) plus the errors of every attempt, so
+# it may not fit a topic of the invocation's size: the DLQ topic takes what a row-change topic takes,
+# and the runner's producer sets message.max.bytes to it.
+DLQ_MAX_MESSAGE_BYTES = ROW_CHANGE_MAX_MESSAGE_BYTES
+# What an invocation may be (key and value): librdkafka's default message.max.bytes, under the broker's
+# default topic limit (1,048,588), which the plugins' topics keep. A larger one is dead-lettered.
+INVOKE_MAX_MESSAGE_BYTES = 1_000_000
 
 
 def ensure_topics(
@@ -41,13 +48,18 @@ def ensure_topics(
         return []
     config = {"cleanup.policy": "compact"} if compacted else {}
     row_change = {**config, "max.message.bytes": str(ROW_CHANGE_MAX_MESSAGE_BYTES)}
+    dlq = {**config, "max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES)}
     futures = admin.create_topics(
         [
             NewTopic(
                 t,
                 num_partitions=partitions or (1 if compacted else settings.kafka.partitions),
                 replication_factor=settings.kafka.replication_factor,
-                config=row_change if settings.topics.parse_row_changes(t) else config,
+                config=row_change
+                if settings.topics.parse_row_changes(t)
+                else dlq
+                if t == settings.topics.dlq
+                else config,
             )
             for t in missing
         ],

@@ -83,12 +83,14 @@ class ResultsReader:
 
 
 class Runner:
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, plugins: list[str] | None = None):
         self.stop = threading.Event()
         self.ready = threading.Event()
         self.code: list[int] = []
         self.thread = threading.Thread(
-            target=lambda: self.code.append(run_runner(config, self.stop, ready=self.ready, shutdown_grace=1.0))
+            target=lambda: self.code.append(
+                run_runner(config, self.stop, plugins=plugins, ready=self.ready, shutdown_grace=1.0)
+            )
         )
 
     def __enter__(self) -> Runner:
