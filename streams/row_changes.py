@@ -19,6 +19,11 @@ event id that matched a rule is committed with its offset (the offset commit's m
 same transaction), and a matched change at or before it in the same binlog file is a duplicate
 (see is_resent). Event ids that are not binlog positions (snapshot reads) are not ordered; those
 are de-duplicated downstream by invocation id (runners).
+
+Poison never stalls a partition (streams/row_checks.py): a change the loop cannot act on (not JSON,
+the wrong shape, a number orjson would round, nesting orjson cannot write) is skipped with a log line
+naming its topic, partition and offset; an invocation too large for its plugin's topic goes whole to
+the dead-letter topic, with the reason, in the batch's transaction.
 """
 
 from __future__ import annotations
@@ -37,10 +42,12 @@ from typing import Any, Protocol
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from schemas.runtime.kafka_topics import DLQ_MAX_MESSAGE_BYTES, INVOKE_MAX_MESSAGE_BYTES, ensure_topics
 from schemas.settings import Settings
 from streams.debounce import pending_key
 from streams.debounce_pending import PendingDebounces, Staged
 from streams.matcher import Matcher, PlannedInvocation
+from streams.row_checks import BadRowChange, inexact_number, parse_change, too_large_dead_letter
 
 log = logging.getLogger("cdcflow.streams")
 
@@ -52,13 +59,20 @@ MAX_ABORTS_PER_BATCH = 5
 # A change this small carries its before/after images in its invocations' triggers (so a run's page
 # shows the row diff); a larger one (a blob, a long text) only its ids, not copies per plugin and run.
 ROW_IN_TRIGGER_MAX_BYTES = 8 * 1024
+MAX_MARK_CHARS = 1024  # see binlog_order
 TP = tuple[str, int]
 Mark = tuple[tuple[str, int, int], str]  # (binlog order, event id) of a partition's last matched change
 Held = dict[str, tuple[int, list[dict[str, Any]]]]  # rule -> (debounce window, its invocations of one change)
 
 
 def binlog_order(event_id: str) -> tuple[str, int, int] | None:
-    """(server:file, pos, row) of a binlog event id `server:file:pos:row`; None for other ids."""
+    """(server:file, pos, row) of a binlog event id `server:file:pos:row`; None for other ids.
+
+    Also None for an id longer than any binlog position's: the mark rides on the committed offset as
+    its metadata, which the broker caps (offset.metadata.max.bytes, 4096 by default), and a refused
+    commit would abort every batch of the partition."""
+    if len(event_id) > MAX_MARK_CHARS:
+        return None
     parts = event_id.split(":")
     if len(parts) != 4 or not parts[2].isdigit() or not parts[3].isdigit():
         return None
@@ -242,9 +256,13 @@ class RowChangeLoop:
                     # The Java client's (and aiokafka's) partitioner, so an invocation id lands in the same
                     # partition whichever client produced it.
                     "partitioner": "murmur2_random",
+                    # A dead letter may hold an invocation too large for its plugin's topic (the DLQ topic
+                    # takes it); invocations are held to INVOKE_MAX_MESSAGE_BYTES by _send_invocation.
+                    "message.max.bytes": DLQ_MAX_MESSAGE_BYTES,
                 }
             )
         )
+        ensure_topics(settings, [settings.topics.dlq])
         self._producer.init_transactions(60)
         self._produce_one = self._producer.produce
         self._on_delivery = self._delivered
@@ -436,15 +454,13 @@ class RowChangeLoop:
             batch.next[tp] = offset + 1
             try:
                 raw = message.value() or b""
-                change = orjson.loads(raw)
-                event_id = change["event_id"]
-                source = change["source"]
-                table = (source.get("db") or "?", source.get("table") or "?")
+                change, source, event_id = parse_change(raw)
+                table = (source["db"], source["table"])
                 matches = matcher.match(change, carry_row=len(raw) <= ROW_IN_TRIGGER_MAX_BYTES)
+                if matches and (inexact := inexact_number(raw)) is not None:
+                    raise BadRowChange(inexact)
             except Exception as e:  # noqa: BLE001 - one bad message must not stop the partition
-                log.error(
-                    "skipping malformed row change at %s[%d]@%d: %s: %s", tp[0], tp[1], offset, type(e).__name__, e
-                )
+                _skip(tp, offset, e)
                 continue
             batch.tables[table] += 1
             if not matches:
@@ -463,30 +479,30 @@ class RowChangeLoop:
                     )
                     continue
                 batch.marks[tp] = (order, event_id)
-            held = self._emit(batch, event_id, source, matches, log_each)
+            try:  # all of the change's output encoded before any of it is sent: all of it or none
+                encoded, held = _encode(batch, matches)
+            except Exception as e:  # noqa: BLE001 - e.g. nesting deeper than orjson writes
+                _skip(tp, offset, e)
+                continue
+            self._emit(batch, event_id, source, encoded, log_each, (tp[0], tp[1], offset))
             if held:
                 self._hold(batch, tp, source, message.key(), held)
         return batch
 
     def _emit(
-        self, batch: Batch, event_id: str, source: dict[str, Any], matches: list[PlannedInvocation], log_each: bool
-    ) -> Held:
-        """Produce a matched change's invocations; return those of debounced rules, to hold instead."""
-        held: Held = {}
-        for planned in matches:
+        self,
+        batch: Batch,
+        event_id: str,
+        source: dict[str, Any],
+        encoded: list[tuple[PlannedInvocation, bytes]],
+        log_each: bool,
+        where: tuple[str, int, int],
+    ) -> None:
+        """Produce a matched change's invocations (debounced ones are held instead, by the caller)."""
+        for planned, value in encoded:
             invocation = planned.invocation
-            rule = invocation["trigger"]["rule"]
-            batch.rules[rule] += 1
-            if planned.debounce_ms:
-                held.setdefault(rule, (planned.debounce_ms, []))[1].append(invocation)
+            if not self._send_invocation(batch, invocation, value, where):
                 continue
-            invocation["created_at"] = batch.created_at
-            batch.invocations[(planned.plugin, "cdc")] += 1
-            self._send(
-                self._invoke_topic(planned.plugin, invocation["priority"]),
-                invocation["invocation_id"].encode(),
-                orjson.dumps(invocation),
-            )
             if log_each:
                 log.info(
                     "row change %s on %s.%s -> %s (rule %s, invocation %s)",
@@ -494,7 +510,7 @@ class RowChangeLoop:
                     source["db"],
                     source["table"],
                     planned.plugin,
-                    rule,
+                    invocation["trigger"]["rule"],
                     invocation["invocation_id"],
                     extra={
                         "event_id": event_id,
@@ -502,7 +518,30 @@ class RowChangeLoop:
                         "invocation_id": invocation["invocation_id"],
                     },
                 )
-        return held
+
+    def _send_invocation(
+        self, batch: Batch, invocation: dict[str, Any], value: bytes, where: tuple[str, int, int] | None
+    ) -> bool:
+        """To its plugin's topic, or, too large for it, to the dead-letter topic (True: sent to the plugin)."""
+        topic = self._invoke_topic(invocation["plugin"], invocation["priority"])
+        key = invocation["invocation_id"].encode()
+        size = len(key) + len(value)
+        if size <= INVOKE_MAX_MESSAGE_BYTES:
+            self._send(topic, key, value)
+            batch.invocations[(invocation["plugin"], "cdc")] += 1
+            return True
+        entry = too_large_dead_letter(invocation, size, topic, INVOKE_MAX_MESSAGE_BYTES, where)
+        log.warning(
+            "invocation %s of %s (%d bytes) is too large for %s; dead-lettered with it%s",
+            invocation["invocation_id"],
+            invocation["plugin"],
+            size,
+            topic,
+            f" (row change {where[0]}[{where[1]}]@{where[2]})" if where else "",
+            extra={"plugin": invocation["plugin"], "invocation_id": invocation["invocation_id"]},
+        )
+        self._send(self.settings.topics.dlq, key, orjson.dumps(entry))
+        return False
 
     def _hold(
         self,
@@ -536,12 +575,7 @@ class RowChangeLoop:
         for tp, key, entry in self.pending.due(batch.pending, int(time.time() * 1000)):
             for invocation in entry["invocations"]:
                 invocation["created_at"] = created_at
-                batch.invocations[(invocation["plugin"], "cdc")] += 1
-                self._send(
-                    self._invoke_topic(invocation["plugin"], invocation["priority"]),
-                    invocation["invocation_id"].encode(),
-                    orjson.dumps(invocation),
-                )
+                self._send_invocation(batch, invocation, orjson.dumps(invocation), None)
             self._send(self.pending.topic, self.pending.flushed(batch.pending, tp, key), None, partition=tp[1])
             log.info(
                 "debounced %d change(s) of %s -> %d invocation(s)", entry["changes"], key, len(entry["invocations"])
@@ -573,3 +607,26 @@ class RowChangeLoop:
         if name is None:
             name = self._invoke_topics[(plugin, priority)] = self.settings.topics.invoke(plugin, priority)
         return name
+
+
+def _skip(tp: TP, offset: int, error: Exception) -> None:
+    log.error("skipping malformed row change at %s[%d]@%d: %s: %s", tp[0], tp[1], offset, type(error).__name__, error)
+
+
+def _encode(batch: Batch, matches: list[PlannedInvocation]) -> tuple[list[tuple[PlannedInvocation, bytes]], Held]:
+    """The change's invocations to send, encoded, and those of debounced rules to hold (checked to
+    encode too: a held entry that cannot be written would fail its batch later, and every one after)."""
+    encoded: list[tuple[PlannedInvocation, bytes]] = []
+    held: Held = {}
+    for planned in matches:
+        invocation = planned.invocation
+        rule = invocation["trigger"]["rule"]
+        # One too large for its topic would not fit the pending topic either: it goes out (dead-lettered) now.
+        if planned.debounce_ms and len(orjson.dumps(invocation)) < INVOKE_MAX_MESSAGE_BYTES:
+            held.setdefault(rule, (planned.debounce_ms, []))[1].append(invocation)
+        else:
+            invocation["created_at"] = batch.created_at
+            encoded.append((planned, orjson.dumps(invocation)))
+    for planned in matches:  # counted once the whole change is known to go out
+        batch.rules[planned.invocation["trigger"]["rule"]] += 1
+    return encoded, held

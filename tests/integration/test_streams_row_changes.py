@@ -18,11 +18,12 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from plugins.dlq import read_entries
 from schemas.config import Config
 from schemas.invocation import invocation_id_for
 from schemas.runtime.kafka_topics import ensure_topics
 from streams.matcher import Matcher
-from streams.row_changes import MAX_ABORTS_PER_BATCH, RowChangeLoop, RowChangesFailed
+from streams.row_changes import MAX_ABORTS_PER_BATCH, RowChangeLoop
 from streams.validation import validated_matcher
 from tests.support import isolated_config_data, remove_test_resources, wait_for, write_config
 from tests.support.streams import Collector
@@ -113,7 +114,7 @@ def env(stack: None, tmp_path: Path) -> Iterator[Env]:
     collector = Collector(config, invoke)
     yield Env(config, source, invoke, producer, collector)
     collector.consumer.close()
-    remove_test_resources(settings, [source, invoke])
+    remove_test_resources(settings, [source, invoke, settings.topics.dlq])
 
 
 def ids(env: Env) -> list[str]:
@@ -152,18 +153,24 @@ def test_re_sent_changes_are_dropped_across_a_restart_and_the_mark_rides_on_the_
     assert loop.progress.duplicates == 2
 
 
-def test_an_invocation_kafka_refuses_stops_the_loop_naming_it_and_commits_nothing(env: Env) -> None:
-    env.send(100, blob="x" * 2_000_000)  # its invocation is over the producer's 1 MB message.max.bytes
+def test_an_invocation_too_large_for_its_topic_is_dead_lettered_whole_and_the_partition_moves_on(env: Env) -> None:
+    # Issue 17: this used to stop the loop (and so the worker, again at every restart) with nothing
+    # committed. The invocation is not lost: the dead letter holds it whole, with the reason.
+    big = env.send(100, blob="x" * 2_000_000)  # its invocation is over INVOKE_MAX_MESSAGE_BYTES (1 MB)
     loop = env.loop()
     try:
-        wait_for(lambda: bool(env.fatal), 60, what="the loop to stop")
+        wait_for(lambda: env.committed().offset == 1, 60, what="the change's offset to be committed")
+        after = env.send(200)
+        wait_for(lambda: ids(env) == [after], 60, what="the next change's invocation")
     finally:
         loop.stop()
-    assert isinstance(env.fatal[0], RowChangesFailed)
-    assert f"{env.invoke}: a message of" in str(env.fatal[0]) and "refused" in str(env.fatal[0])
-    assert not loop.running
-    assert env.committed().offset < 0, "the refused batch's offset was committed"
-    assert ids(env) == []
+    assert not env.fatal
+    (entry,) = read_entries(env.config.settings, "echo")
+    assert entry["dlq_id"] == big and entry["invocation"]["params"]["data"] == "x" * 2_000_000
+    assert entry["error"]["type"] == "InvocationTooLarge"
+    assert f"{env.invoke} takes messages of up to 1000000 bytes" in entry["error"]["message"]
+    assert (entry["source_topic"], entry["source_partition"], entry["source_offset"]) == (env.source, 0, 0)
+    assert ids(env) == [after]
 
 
 def test_a_committed_offset_deleted_by_retention_resumes_at_the_log_start(env: Env) -> None:

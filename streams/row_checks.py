@@ -1,0 +1,98 @@
+"""What the row-change loop will not act on, and what becomes of an invocation too large to send.
+
+A row change is checked only as far as acting on it needs: an envelope whose parts have the wrong
+shape, or a number orjson would silently round, is skipped with a log line naming its topic,
+partition and offset (there is no plugin to record it against). A well-formed change whose
+invocation is larger than a plugin's topic takes is not garbage (a large TEXT column mapped into a
+parameter): the invocation goes whole to the dead-letter topic, which takes large entries, with the
+reason, in the batch's transaction. Either way the partition moves on.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+OPS = frozenset({"c", "u", "d", "r"})
+# Digits enough to be an integer past 64 bits (or a negative one past -2**63): only then is the
+# change parsed again, exactly, to tell (a DECIMAL string of 20 digits is fine, for instance).
+_LONG_DIGITS = re.compile(rb"-\d{19}|\d{20}")
+INT64, UINT64 = 2**63, 2**64
+
+
+class BadRowChange(ValueError):
+    """A row change the loop skips; the message says what is wrong with it."""
+
+
+def parse_change(raw: bytes) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """(change, its source, its event id), or BadRowChange (orjson's JSONDecodeError: not JSON)."""
+    change = orjson.loads(raw)
+    if not isinstance(change, dict):
+        raise BadRowChange(f"not a JSON object but a {type(change).__name__}")
+    source, event_id, op = change.get("source"), change.get("event_id"), change.get("op")
+    if (
+        not isinstance(source, dict)
+        or not isinstance(source.get("db"), str)
+        or not isinstance(source.get("table"), str)
+    ):
+        raise BadRowChange("source is not an object naming db and table")
+    if not isinstance(event_id, str) or not event_id:
+        raise BadRowChange("event_id is not a non-empty string")
+    if op not in OPS:
+        raise BadRowChange(f"op is {str(op)[:40]!r}, not one of c, u, d, r")
+    for image in ("before", "after"):
+        if not isinstance(change.get(image), dict | None):
+            raise BadRowChange(f"{image} is neither an object nor null")
+    return change, source, event_id
+
+
+def inexact_number(raw: bytes) -> str | None:
+    """Why the change holds a number orjson read inexactly (an integer past 64 bits becomes a float),
+    or None. The reader writes none: MySQL's integers fit 64 bits and DECIMALs travel as strings."""
+    if _LONG_DIGITS.search(raw) is None:
+        return None
+    try:
+        json.loads(raw, parse_int=_exact_int)
+    except _Inexact as e:
+        return str(e)
+    return None
+
+
+class _Inexact(ValueError):
+    pass
+
+
+def _exact_int(text: str) -> int:
+    value = int(text)
+    if not -INT64 <= value < UINT64:
+        raise _Inexact(f"an integer beyond 64 bits ({text[:24]}...), which would not arrive as it was sent")
+    return value
+
+
+def too_large_dead_letter(
+    invocation: dict[str, Any], size: int, topic: str, limit: int, source: tuple[str, int, int] | None
+) -> dict[str, Any]:
+    """The dead letter of an invocation `topic` cannot take, in the runner's DLQ entry shape."""
+    return {
+        "dlq_id": invocation["invocation_id"],
+        "plugin": invocation["plugin"],
+        "invocation": invocation,
+        "status": "rejected",
+        "error": {
+            "type": "InvocationTooLarge",
+            "message": f"{topic} takes messages of up to {limit} bytes; this invocation is {size} bytes",
+            "traceback": None,
+        },
+        "attempts": [],
+        "source_topic": source[0] if source else None,
+        "source_partition": source[1] if source else None,
+        "source_offset": source[2] if source else None,
+        "dead_at": datetime.now(UTC).isoformat(),
+        "runner": None,
+        "plugin_version": None,
+        "code_hash": None,
+    }
