@@ -23,7 +23,7 @@ import faust
 
 from schemas.config import Config
 from schemas.runtime.kafka_topics import ensure_topics
-from schemas.trigger_request import ManualTriggerRequest
+from schemas.settings import Settings
 from streams.debounce_pending import PendingDebounces, pending_topic
 from streams.emitter import Emitter, manual_invocation
 from streams.faust_app import Agent, add_agent, add_task, add_thread_service, crash_from_thread, new_app, raw_topic
@@ -31,6 +31,7 @@ from streams.reload import Live, RulesReload
 from streams.row_changes import RowChangeLoop
 from streams.schedule_state import ScheduleStore
 from streams.schedule_timer import ScheduleTimer
+from streams.trigger_checks import Refusal, Rejections, check_request, too_large
 from streams.validation import validated_matcher
 from streams.worker_ops import StreamsOps
 
@@ -86,7 +87,8 @@ def build_app(config: Config, consume_only: bool = False) -> StreamsApp:
         )
         built.ops.row_changes = row_changes  # status details and readiness
         add_thread_service(app, row_changes.start, row_changes.stop)
-    add_agent(app, raw_topic(app, settings.topics.triggers), "route_manual_triggers", _trigger_router(emitter))
+    router = _trigger_router(emitter, Rejections(app, settings), settings)
+    add_agent(app, raw_topic(app, settings.topics.triggers), "route_manual_triggers", router)
     return built
 
 
@@ -106,30 +108,49 @@ async def _consume_only(stream: faust.StreamT[bytes]) -> None:
         pass
 
 
-def _trigger_router(emitter: Emitter) -> Agent:
+def _trigger_router(emitter: Emitter, rejections: Rejections, settings: Settings) -> Agent:
     async def route_manual_triggers(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             message = event.message
-            try:
-                request = ManualTriggerRequest.model_validate_json(event.value)
-            except ValueError as e:
-                log.error(
-                    "skipping malformed trigger at %s[%d]@%d: %s", message.topic, message.partition, message.offset, e
+            where = f"{message.topic}[{message.partition}]@{message.offset}"
+            checked = check_request(settings, event.value, where)
+            if isinstance(checked, Refusal):
+                await _refuse(rejections, checked, "InvalidTrigger")
+                continue
+            invocation = manual_invocation(checked)
+            if (why := too_large(settings, invocation)) is not None:
+                await _refuse(
+                    rejections, Refusal(f"{where}: {why}", checked.request_id, checked.plugin), "InvocationTooLarge"
                 )
                 continue
             emitter.ops.on_manual_trigger()
-            invocation = manual_invocation(request)
             await emitter.emit(invocation)
             log.info(
                 "manual trigger %s by %s -> %s (invocation %s)",
-                request.request_id,
-                request.requested_by,
-                request.plugin,
+                checked.request_id,
+                checked.requested_by,
+                checked.plugin,
                 invocation["invocation_id"],
-                extra={"plugin": request.plugin, "invocation_id": invocation["invocation_id"]},
+                extra={"plugin": checked.plugin, "invocation_id": invocation["invocation_id"]},
             )
 
     return route_manual_triggers
+
+
+async def _refuse(rejections: Rejections, refusal: Refusal, error_type: str) -> None:
+    """A rejected result for a request that names whom to tell; else a logged skip (`why` says where)."""
+    iid = refusal.invocation_id()
+    if iid is None:
+        log.error("skipping malformed trigger: %s", refusal.why)
+        return
+    await rejections.reject(refusal, error_type)
+    log.warning(
+        "trigger for %s rejected (invocation %s): %s",
+        refusal.plugin,
+        iid,
+        refusal.why if len(refusal.why) <= 500 else refusal.why[:500] + "...",
+        extra={"plugin": refusal.plugin, "invocation_id": iid},
+    )
 
 
 def run_worker(config: Config, loglevel: str = "INFO", consume_only: bool = False) -> None:

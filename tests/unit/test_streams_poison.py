@@ -65,3 +65,37 @@ def test_a_too_large_invocation_becomes_a_dead_letter_in_the_runners_shape() -> 
         == "invoke.echo takes messages of up to 1000000 bytes; this invocation is 2000000 bytes"
     )
     assert (entry["source_topic"], entry["source_partition"], entry["source_offset"]) == ("cdc.shop.orders", 1, 42)
+
+
+def test_a_trigger_request_is_refused_naming_whom_to_tell_when_it_can() -> None:
+    from schemas.config import parse_settings
+    from schemas.invocation import invocation_id_for
+    from schemas.trigger_request import ManualTriggerRequest
+    from streams.trigger_checks import Refusal, check_request, too_large
+    from tests.support import REPO_ROOT, isolated_config_data
+
+    settings = parse_settings(isolated_config_data("u"), "test settings", REPO_ROOT)
+    ok = check_request(settings, b'{"request_id": "r", "plugin": "echo", "requested_by": "me"}', "t[0]@1")
+    assert isinstance(ok, ManualTriggerRequest)
+    bad_priority = check_request(settings, b'{"request_id": "r", "plugin": "echo", "priority": 1}', "t[0]@2")
+    assert isinstance(bad_priority, Refusal) and bad_priority.why.startswith("t[0]@2: ")
+    assert bad_priority.invocation_id() == invocation_id_for("manual", "r", "echo")
+    huge = check_request(
+        settings, b'{"request_id": "r", "plugin": "echo", "requested_by": "me", "params": {"n": 1e999}}', "w"
+    )
+    assert isinstance(huge, Refusal)  # pydantic reads 1e999 as inf
+    assert huge.invocation_id() is not None and "params['n'] is inf" in huge.why
+    for nobody in (
+        b"[]",
+        b'{"plugin": "echo"}',
+        b'{"request_id": "r", "plugin": "a/b"}',
+        b'{"request_id": " ", "plugin": "echo"}',
+    ):
+        refusal = check_request(settings, nobody, "w")
+        assert isinstance(refusal, Refusal) and refusal.invocation_id() is None, nobody
+    long_name = check_request(
+        settings, b'{"request_id": "r", "plugin": "' + b"p" * 99 + b'", "requested_by": "me"}', "w"
+    )
+    assert isinstance(long_name, ManualTriggerRequest)  # a name a plugin can have, and its topics fit Kafka's limit
+    invocation = {"invocation_id": "i", "plugin": "echo", "priority": "normal", "params": {"m": "x" * 1_000_000}}
+    assert "takes messages of up to 1000000 bytes" in (too_large(settings, invocation) or "")
