@@ -205,7 +205,11 @@ class Matcher:
         return cls(by_table)
 
     def match(self, event: dict[str, Any], carry_row: bool = False) -> list[PlannedInvocation]:
-        """The invocations `event` yields; `carry_row`: their triggers carry its before/after images."""
+        """The invocations `event` yields; `carry_row`: their triggers carry its before/after images.
+
+        One trigger per matched rule, shared by the rule's plugins. Built inline (the hot path: ~3
+        matches per change in bench/streams_matching.py): a helper call per match and a list
+        comprehension per rule cost ~6% more instructions per change (callgrind, per-batch path)."""
         source = event["source"]
         table = self.arranged.get((source["db"], source["table"]))
         if table is None:
@@ -216,41 +220,28 @@ class Matcher:
         for _, cr in table.candidates(before, after):
             if op not in cr.ops or not cr.predicate(before, after):
                 continue
-            out += _planned(cr, event, _trigger(cr.rule.name, event, carry_row))
+            rule, event_id = cr.rule, event["event_id"]
+            trigger = {
+                "kind": "cdc",
+                "rule": rule.name,
+                "event_id": event_id,
+                "table": f"{source['db']}.{source['table']}",
+                "op": op,
+            }
+            if carry_row:
+                trigger["before"], trigger["after"] = before, after
+            params = cr.params(event)
+            for plugin in rule.triggers:
+                invocation = {
+                    "invocation_id": cdc_invocation_id(rule.name, plugin, event_id),
+                    "plugin": plugin,
+                    "params": params,
+                    "trigger": trigger,
+                    "attempt": 1,
+                    "priority": rule.priority,
+                }
+                out.append(PlannedInvocation(plugin, invocation, rule.debounce_ms))
         return out
-
-
-def _trigger(rule: str, event: dict[str, Any], carry_row: bool) -> dict[str, Any]:
-    source = event["source"]
-    trigger = {
-        "kind": "cdc",
-        "rule": rule,
-        "event_id": event["event_id"],
-        "table": f"{source['db']}.{source['table']}",
-        "op": event["op"],
-    }
-    if carry_row:
-        trigger["before"], trigger["after"] = event.get("before"), event.get("after")
-    return trigger
-
-
-def _planned(cr: CompiledRule, event: dict[str, Any], trigger: dict[str, Any]) -> list[PlannedInvocation]:
-    params, rule = cr.params(event), cr.rule
-    return [
-        PlannedInvocation(
-            plugin,
-            {
-                "invocation_id": cdc_invocation_id(rule.name, plugin, event["event_id"]),
-                "plugin": plugin,
-                "params": params,
-                "trigger": trigger,
-                "attempt": 1,
-                "priority": rule.priority,
-            },
-            rule.debounce_ms,
-        )
-        for plugin in rule.triggers
-    ]
 
 
 @dataclass
