@@ -136,6 +136,11 @@ class EventFilter:
             "where": self.where,
         }
 
+    @property
+    def selects_all(self) -> bool:
+        """No filter given: every event passes."""
+        return not (self.tables or self.ops or self.plugins or self.rules or self.statuses or self._predicate)
+
     def table_matches(self, table: str | None) -> bool:
         if not self.tables:
             return True

@@ -55,53 +55,72 @@ def kind_of(value: Any) -> Kind:
     return "unknown"
 
 
+# Anyone can write to a topic: the facts read only fields of the type they should have, so filters
+# (set membership, comparisons) and summaries never meet a list where they expect a string. A row
+# change whose images are not objects (or null) is no row change: conditions could not read it.
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def facts(raw: bytes | None) -> EventFacts:
     value = parse(raw)
     kind = kind_of(value)
     if kind == "row_change":
-        source = value.get("source") or {}
+        source = value.get("source")
+        if not isinstance(source, dict) or any(not isinstance(value.get(k), dict | None) for k in ("before", "after")):
+            return EventFacts("unknown", value)
         return EventFacts(
             kind,
             value,
             table=f"{source.get('db')}.{source.get('table')}",
-            op=value.get("op"),
-            event_id=value.get("event_id"),
+            op=_text(value.get("op")),
+            event_id=_text(value.get("event_id")),
         )
     if kind == "invocation":
         return _invocation_facts(kind, value, value)
     if kind == "dead_letter":
         out = _invocation_facts(kind, value, value["invocation"])
-        out.status, out.invocation_id = value.get("status"), value.get("dlq_id")
+        out.status, out.invocation_id = _text(value.get("status")), _text(value.get("dlq_id"))
         return out
     if kind == "result":
         return EventFacts(
             kind,
             value,
-            plugin=value.get("plugin"),
-            status=value.get("status"),
-            invocation_id=value.get("invocation_id"),
+            plugin=_text(value.get("plugin")),
+            status=_text(value.get("status")),
+            invocation_id=_text(value.get("invocation_id")),
         )
     if kind == "trigger":
-        return EventFacts(kind, value, plugin=value.get("plugin"))
+        return EventFacts(kind, value, plugin=_text(value.get("plugin")))
     return EventFacts(kind, value)
 
 
 def _invocation_facts(kind: Kind, value: dict[str, Any], invocation: dict[str, Any]) -> EventFacts:
-    trigger = invocation.get("trigger") or {}
+    trigger = _dict(invocation.get("trigger"))
     return EventFacts(
         kind,
         value,
-        table=trigger.get("table"),
-        op=trigger.get("op"),
-        plugin=invocation.get("plugin"),
-        rule=trigger.get("rule"),
-        invocation_id=invocation.get("invocation_id"),
-        event_id=trigger.get("event_id") or trigger.get("original_event_id"),
+        table=_text(trigger.get("table")),
+        op=_text(trigger.get("op")),
+        plugin=_text(invocation.get("plugin")),
+        rule=_text(trigger.get("rule")),
+        invocation_id=_text(invocation.get("invocation_id")),
+        event_id=_text(trigger.get("event_id")) or _text(trigger.get("original_event_id")),
     )
 
 
 def short(value: Any, width: int = 80) -> str:
-    text = orjson.dumps(value).decode() if not isinstance(value, str) else value
+    if isinstance(value, str):
+        text = value
+    else:
+        try:
+            text = orjson.dumps(value).decode()
+        except orjson.JSONEncodeError:  # e.g. nesting deeper than orjson writes (it reads deeper)
+            text = repr(value)[: width * 2]
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -113,26 +132,25 @@ def summary(f: EventFacts, raw: bytes | None, width: int = 80) -> str:
         row = v.get("after") if v.get("after") is not None else v.get("before")
         return f"{op:<6} {f.table}  {short(row, width)}"
     if f.kind == "invocation":
-        trigger = v.get("trigger") or {}
+        trigger = _dict(v.get("trigger"))
         how = (
-            trigger.get("kind", "?")
+            str(trigger.get("kind", "?"))
             + (f"/{trigger['rule']}" if trigger.get("rule") else "")
             + (f"/{trigger['schedule']}" if trigger.get("schedule") else "")
         )
         return f"invoke {f.plugin}  {how}  {short(v.get('params'), width)}  id={f.invocation_id}"
     if f.kind == "result":
         took = v.get("duration_ms")
-        detail = v.get("output") if v.get("status") == "success" else (v.get("error") or {}).get("message")
-        took_text = f"{took:.0f}ms" if isinstance(took, (int, float)) else "-"
+        detail = v.get("output") if v.get("status") == "success" else _dict(v.get("error")).get("message")
+        took_text = f"{took:.0f}ms" if isinstance(took, int | float) else "-"
         return f"result {f.plugin} {f.status} {took_text}  {short(detail, width)}  id={f.invocation_id}"
     if f.kind == "dead_letter":
-        message = (v.get("error") or {}).get("message")
-        attempts = len(v.get("attempts") or [])
-        return (
-            f"DEAD   {f.plugin} {f.status} after {attempts} attempt(s)  {short(message, width)}  id={f.invocation_id}"
-        )
+        message = _dict(v.get("error")).get("message")
+        attempts = v.get("attempts")
+        count = len(attempts) if isinstance(attempts, list) else "?"
+        return f"DEAD   {f.plugin} {f.status} after {count} attempt(s)  {short(message, width)}  id={f.invocation_id}"
     if f.kind == "trigger":
-        return f"trigger {f.plugin} by {v.get('requested_by')}  {short(v.get('params'), width)}"
+        return f"trigger {f.plugin} by {short(v.get('requested_by'), 40)}  {short(v.get('params'), width)}"
     return short((raw or b"").decode("utf-8", "replace"), width)
 
 

@@ -27,6 +27,7 @@ they return.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -42,7 +43,7 @@ from plugins.store import RunStore
 from schemas.config import Config
 from schemas.errors import ConfigError
 from schemas.invocation import Invocation, ReplayTrigger, invocation_id_for
-from schemas.runtime.kafka_topics import ensure_topics
+from schemas.runtime.kafka_topics import INVOKE_MAX_MESSAGE_BYTES, ensure_topics
 from schemas.settings import Settings
 from streams.event_filter import EventFilter
 from streams.events import EventFacts, facts
@@ -56,12 +57,25 @@ from streams.replay_range import (
     resolve_range,
     resolve_topic,
 )
+from streams.row_checks import inexact_number, parse_change
+from streams.trigger_checks import plugin_name_usable
 from streams.validation import validated_matcher
+
+log = logging.getLogger("cdcflow.replay")
 
 Target = Literal["pipeline", "topic", "print"]
 REPLAY_ID_HEADER = "cdcflow-replay-id"
 REPLAY_SOURCE_HEADER = "cdcflow-replay-source"
 TRANSACTION_TIMEOUT = 60.0
+
+
+class Unreplayable(ValueError):
+    """A message the replay skips (counted and logged); the message says why."""
+
+
+# What a message's content can raise on its way through the transformer (ValidationError and
+# orjson's errors included): the message is skipped. Anything else (Redis, Kafka) stops the replay.
+DATA_ERRORS = (KeyError, TypeError, ValueError, AttributeError, RecursionError)
 
 
 class ReplayError(RuntimeError):
@@ -104,7 +118,7 @@ def derive_replay_id(spec: ReplaySpec, ranges: list[PartitionRange]) -> str:
 class Output:
     topic: str
     key: bytes | None
-    value: bytes
+    value: bytes | None  # None: a tombstone, copied as one
     headers: list[tuple[str, str | bytes | None]] = field(default_factory=list)
 
 
@@ -198,6 +212,7 @@ class Transformer:
         if not rematch:
             return f, self._invocations(f) if self.spec.target == "pipeline" else None
         assert self.matcher is not None
+        parse_change(msg.value() or b"")  # the loop's own checks: BadRowChange names what is wrong
         planned = [
             p.invocation
             for p in self.matcher.match(f.value)
@@ -225,6 +240,8 @@ class Transformer:
     def _replayed(
         self, inv: dict[str, Any], original_id: str, event_id: str | None, trigger: dict[str, Any]
     ) -> dict[str, Any]:
+        if not plugin_name_usable(self.settings, inv.get("plugin")):
+            raise Unreplayable(f"no plugin can be named {str(inv.get('plugin'))[:100]!r}")
         new = Invocation(
             invocation_id=invocation_id_for("replay", self.replay_id, original_id),
             plugin=inv["plugin"],
@@ -245,20 +262,31 @@ class Transformer:
         return new.model_dump(mode="json")
 
     def outputs(self, msg: Message, invocations: list[dict[str, Any]] | None) -> list[Output]:
+        """What the target gets; Unreplayable when a message is larger than the target takes (the
+        producer's message.max.bytes; the plugins' topics' limit)."""
         headers: list[tuple[str, str | bytes | None]] = [
             (REPLAY_ID_HEADER, self.replay_id.encode()),
             (REPLAY_SOURCE_HEADER, f"{msg.topic()}/{msg.partition()}/{msg.offset()}".encode()),
         ]
         if self.spec.target == "topic":
             assert self.spec.to_topic is not None
-            return [Output(self.spec.to_topic, msg.key(), msg.value() or b"", [*(msg.headers() or []), *headers])]
-        topics = self.settings.topics
-        return [
-            Output(
-                topics.invoke(inv["plugin"], inv["priority"]), inv["invocation_id"].encode(), orjson.dumps(inv), headers
-            )
-            for inv in invocations or []
-        ]
+            out = [Output(self.spec.to_topic, msg.key(), msg.value(), [*(msg.headers() or []), *headers])]
+        else:
+            topics = self.settings.topics
+            out = [
+                Output(
+                    topics.invoke(inv["plugin"], inv["priority"]),
+                    inv["invocation_id"].encode(),
+                    orjson.dumps(inv),
+                    headers,
+                )
+                for inv in invocations or []
+            ]
+        for o in out:
+            size = len(o.value or b"") + len(o.key or b"")
+            if size > INVOKE_MAX_MESSAGE_BYTES:
+                raise Unreplayable(f"too large for {o.topic} ({size} bytes, {INVOKE_MAX_MESSAGE_BYTES} at most)")
+        return out
 
 
 Progress = Callable[[ReplayCounts], None]
@@ -481,24 +509,16 @@ def _handle(
     on_print: Callable[[Message, EventFacts], None] | None,
 ) -> None:
     try:
-        selected = transformer.select(msg)
-    except (KeyError, TypeError, ValueError) as e:
-        # A message that looks like an event but lacks a field (or a re-built invocation the model
-        # refuses): counted and named in the summary, the replay goes on.
-        counts.skipped[f"malformed ({type(e).__name__}: {' '.join(str(e).split())})"[:160]] += 1
+        handled = _transform(msg, transformer, spec, counts, on_print)
+    except DATA_ERRORS as e:
+        # A message that looks like an event but is not one the target can take (a field missing or of
+        # the wrong type, a number or nesting JSON would not carry, too large): counted and named in the
+        # summary, logged naming where it is, and the replay goes on.
+        _skip(msg, counts, f"malformed ({type(e).__name__}: {' '.join(str(e).split())})"[:160])
         return
-    if selected is None:
+    if handled is None:
         return
-    f, invocations = selected
-    counts.selected += 1
-    if spec.target == "pipeline" and invocations is None:
-        counts.skipped["cannot be re-run (results carry no parameters; unknown messages)"] += 1
-        return
-    if spec.target == "print":
-        if on_print is not None:
-            on_print(msg, f)
-        return
-    outputs = transformer.outputs(msg, invocations)
+    outputs = handled
     for out in outputs:
         counts.by_topic[out.topic] += 1
     if spec.dry_run or producer is None:
@@ -516,6 +536,39 @@ def _handle(
                 producer.poll(0.1)
         counts.sent += 1
     producer.poll(0)
+
+
+def _transform(
+    msg: Message,
+    transformer: Transformer,
+    spec: ReplaySpec,
+    counts: ReplayCounts,
+    on_print: Callable[[Message, EventFacts], None] | None,
+) -> list[Output] | None:
+    """The outputs of a selected message (None: filtered out, printed, or skipped and counted)."""
+    selected = transformer.select(msg)
+    if selected is None:
+        return None
+    f, invocations = selected
+    if spec.target == "pipeline" and invocations is None:
+        counts.selected += 1
+        _skip(msg, counts, "cannot be re-run (results carry no parameters; unknown messages)")
+        return None
+    if spec.target == "print":
+        counts.selected += 1
+        if on_print is not None:
+            on_print(msg, f)
+        return None
+    if spec.target == "pipeline" and (inexact := inexact_number(msg.value() or b"")) is not None:
+        raise Unreplayable(inexact)
+    outputs = transformer.outputs(msg, invocations)
+    counts.selected += 1
+    return outputs
+
+
+def _skip(msg: Message, counts: ReplayCounts, reason: str) -> None:
+    counts.skipped[reason] += 1
+    log.warning("replay: skipping %s[%s]@%s: %s", msg.topic(), msg.partition(), msg.offset(), reason)
 
 
 def event_filter(settings: Settings, **options: Any) -> EventFilter:

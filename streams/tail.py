@@ -6,6 +6,7 @@ a topic disturbs no consumer group.
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from collections.abc import Callable
@@ -18,6 +19,8 @@ from streams.event_filter import EventFilter
 from streams.events import EventFacts, facts, message_time, summary
 from streams.replay_range import partitions_of
 
+log = logging.getLogger("cdcflow.tail")
+
 
 def format_line(msg: Message, f: EventFacts, width: int = 80) -> str:
     key = (msg.key() or b"").decode("utf-8", "replace")
@@ -28,17 +31,38 @@ def format_line(msg: Message, f: EventFacts, width: int = 80) -> str:
 
 
 def format_json(msg: Message, f: EventFacts) -> str:
-    return orjson.dumps(
-        {
-            "topic": msg.topic(),
-            "partition": msg.partition(),
-            "offset": msg.offset(),
-            "timestamp_ms": msg.timestamp()[1],
-            "key": (msg.key() or b"").decode("utf-8", "replace"),
-            "kind": f.kind,
-            "value": f.value if f.value is not None else (msg.value() or b"").decode("utf-8", "replace"),
-        }
-    ).decode()
+    line = {
+        "topic": msg.topic(),
+        "partition": msg.partition(),
+        "offset": msg.offset(),
+        "timestamp_ms": msg.timestamp()[1],
+        "key": (msg.key() or b"").decode("utf-8", "replace"),
+        "kind": f.kind,
+        "value": f.value if f.value is not None else (msg.value() or b"").decode("utf-8", "replace"),
+    }
+    try:
+        return orjson.dumps(line).decode()
+    except orjson.JSONEncodeError:  # nesting orjson reads but cannot write: the value as it came
+        line["value"] = (msg.value() or b"").decode("utf-8", "replace")
+        return orjson.dumps(line).decode()
+
+
+def shown(msg: Message, event_filter: EventFilter, as_json: bool, width: int) -> str | None:
+    """The line for `msg`, None when the filter leaves it out. A message that cannot be summarised
+    (a bug meeting data nobody foresaw) is shown as its raw text when nothing is filtered, else
+    left out; either way with a warning naming where it is, and the tail goes on."""
+    try:
+        f = facts(msg.value())
+        if not event_filter.accepts(f):
+            return None
+        return format_json(msg, f) if as_json else format_line(msg, f, width)
+    except Exception as e:  # noqa: BLE001 - one message must not end the tail
+        where = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
+        log.warning("tail: cannot show %s (%s: %s)", where, type(e).__name__, e)
+        if not event_filter.selects_all:
+            return None
+        f = EventFacts("unknown", None)
+        return format_json(msg, f) if as_json else format_line(msg, f, width)
 
 
 def tail(
@@ -72,10 +96,10 @@ def tail(
             msg = consumer.poll(0.2)
             if msg is None or msg.error() is not None:
                 continue
-            f = facts(msg.value())
-            if not event_filter.accepts(f):
+            line = shown(msg, event_filter, as_json, width)
+            if line is None:
                 continue
-            emit(format_json(msg, f) if as_json else format_line(msg, f, width))
+            emit(line)
             printed += 1
     finally:
         consumer.close()

@@ -88,10 +88,14 @@ def _claimed(settings: Settings, value: bytes) -> tuple[str | None, str | None]:
 
 
 def _usable(settings: Settings, request_id: Any, plugin: Any) -> bool:
-    # The plugin's name becomes a topic name (and Redis keys): only a name a plugin can have, whose
-    # topics Kafka can name (Faust's producer retries an invalid topic name forever).
     if not isinstance(request_id, str) or not request_id.strip() or len(request_id) > MAX_REQUEST_ID_CHARS:
         return False
+    return plugin_name_usable(settings, plugin)
+
+
+def plugin_name_usable(settings: Settings, plugin: Any) -> bool:
+    """A name a plugin can have, whose topics Kafka can name. The name becomes a topic name (and Redis
+    keys): an invalid topic name makes Faust's producer retry forever and topic creation fail."""
     if not isinstance(plugin, str) or not _PLUGIN_NAME.match(plugin):
         return False
     return len(settings.topics.invoke(plugin, "high")) <= MAX_TOPIC_CHARS

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from schemas.settings import Settings
@@ -60,6 +61,20 @@ def generic() -> list[Poison]:
         Poison("empty object", b"{}"),
         Poison("invalid UTF-8 in a string", b'{"a": "\xff\xfe"}', key=b"\xff\xfe\x00 not a key"),
         Poison("lone surrogate escape", b'{"a": "\\ud800"}'),
+    ]
+
+
+def odd_events() -> list[Poison]:
+    """Result-, invocation-, dead-letter- and row-change-looking objects whose fields have the wrong types."""
+    return [
+        Poison("status a list", orjson.dumps({"invocation_id": 5, "status": ["failed"], "plugin": ["echo"]})),
+        Poison("error a string", orjson.dumps({"invocation_id": "i", "status": "failed", "error": "boom"})),
+        Poison("deep output", raw_json({"invocation_id": "i", "status": "success", "output": "@X@"}, X=nested(300))),
+        Poison("trigger a string", orjson.dumps({"invocation_id": "i", "trigger": "x", "plugin": "echo"})),
+        Poison("op a list", orjson.dumps({"op": ["c"], "source": {"db": "s", "table": "t"}, "event_id": "e"})),
+        Poison("source a string", orjson.dumps({"op": "c", "source": "shop", "event_id": "e"})),
+        Poison("attempts a number", orjson.dumps({"dlq_id": "d", "invocation": {"trigger": "t"}, "attempts": 5})),
+        Poison("plugin an object", orjson.dumps({"request_id": "r", "plugin": {"a": 1}, "params": "p"})),
     ]
 
 

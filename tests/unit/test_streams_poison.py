@@ -99,3 +99,22 @@ def test_a_trigger_request_is_refused_naming_whom_to_tell_when_it_can() -> None:
     assert isinstance(long_name, ManualTriggerRequest)  # a name a plugin can have, and its topics fit Kafka's limit
     invocation = {"invocation_id": "i", "plugin": "echo", "priority": "normal", "params": {"m": "x" * 1_000_000}}
     assert "takes messages of up to 1000000 bytes" in (too_large(settings, invocation) or "")
+
+
+def test_facts_summaries_and_filters_take_any_message() -> None:
+    from streams.event_filter import EventFilter
+    from streams.events import facts, summary
+    from tests.support.poison import generic, odd_events
+
+    filters = [
+        EventFilter(),
+        EventFilter.build(statuses=["failed"], plugins=["echo"], rules=["r"], tables=["orders"], ops=["c"]),
+        EventFilter.build(where=["after.n>=1", "output~x"]),
+    ]
+    for poison in generic() + odd_events():
+        f = facts(poison.value)
+        assert all(isinstance(v, str | None) for v in (f.table, f.op, f.plugin, f.rule, f.status, f.event_id))
+        assert isinstance(summary(f, poison.value), str), poison.name
+        for flt in filters:
+            flt.accepts(f)  # raises on none of them
+    assert facts(b'{"op": "c", "source": "shop", "event_id": "e"}').kind == "unknown"  # no row change: source
