@@ -410,14 +410,18 @@ def dlq_list(plugin: str | None, as_json: bool) -> None:
 
 
 def _dead_letter_row(entry: dict[str, Any], done: dict[str, dict[str, Any]]) -> list[str]:
-    err = entry.get("error") or {}
-    message = (err.get("message") or "").splitlines()[0] if err.get("message") else ""
+    # Anyone can write to the DLQ topic: fields other than the id, plugin and invocation are shown as
+    # they come, whatever their type.
+    error = entry.get("error")
+    err: dict[str, Any] = error if isinstance(error, dict) else {}
+    message = (str(err.get("message")).splitlines() or [""])[0] if err.get("message") else ""
+    attempts = entry.get("attempts")
     return [
-        entry.get("dead_at", "")[:19],
+        str(entry.get("dead_at") or "")[:19],
         entry["plugin"],
         entry["dlq_id"],
-        str(len(entry.get("attempts") or [])),
-        entry.get("status", ""),
+        str(len(attempts)) if isinstance(attempts, list) else "?",
+        str(entry.get("status") or ""),
         (done[entry["dlq_id"]]["replay_id"] if entry["dlq_id"] in done else "-"),
         f"{err.get('type', '')}: {message}"[:80],
     ]

@@ -14,6 +14,7 @@ runners' done marker runs only once.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Iterable
@@ -22,6 +23,7 @@ from typing import Any
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from pydantic import ValidationError
 
 from plugins.registry import NotFoundError
 from plugins.store import RunStore
@@ -30,6 +32,8 @@ from schemas.runtime.kafka_topics import ensure_topics
 from schemas.settings import Settings
 
 READ_TIMEOUT_SECONDS = 30.0
+
+log = logging.getLogger(__name__)
 
 
 def read_entries(settings: Settings, plugin: str | None = None) -> list[dict[str, Any]]:
@@ -72,16 +76,35 @@ def read_entries(settings: Settings, plugin: str | None = None) -> list[dict[str
                 continue
             if offset + 1 >= ends[partition]:
                 remaining.discard(partition)
-            try:
-                entry = orjson.loads(msg.value() or b"")
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(entry, dict) and entry.get("dlq_id"):
+            entry = _entry(msg.value(), f"{topic}[{partition}]@{offset}")
+            if entry is not None:
                 entries.pop(entry["dlq_id"], None)  # re-insert: order by the last copy
                 entries[entry["dlq_id"]] = entry
     finally:
         consumer.close()
     return [e for e in entries.values() if plugin is None or e.get("plugin") == plugin]
+
+
+def _entry(value: bytes | None, where: str) -> dict[str, Any] | None:
+    """The dead letter in a message, or None (logged naming where it is) for anything else on the topic:
+    only what a runner or the streams worker writes can be listed and replayed (one garbage message
+    would otherwise fail every listing and replay)."""
+    try:
+        parsed = orjson.loads(value or b"")
+    except orjson.JSONDecodeError as e:
+        log.warning("%s: not a dead letter, skipped (not JSON: %s)", where, e)
+        return None
+    entry: dict[str, Any] = parsed if isinstance(parsed, dict) else {}
+    dlq_id = entry.get("dlq_id")
+    if not isinstance(dlq_id, str) or not dlq_id.strip() or not isinstance(entry.get("plugin"), str):
+        log.warning("%s: not a dead letter, skipped (no dlq_id or plugin)", where)
+        return None
+    try:
+        Invocation.model_validate(entry.get("invocation"))
+    except ValidationError as e:
+        log.warning("%s: dead letter %s skipped: its invocation is not valid (%s)", where, dlq_id, e)
+        return None
+    return entry
 
 
 def replayed(store: RunStore, ids: Iterable[str]) -> dict[str, dict[str, Any]]:

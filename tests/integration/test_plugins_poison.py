@@ -13,8 +13,10 @@ import uuid
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from console.cli import cli
 from plugins.dlq import read_entries, replay
 from plugins.store import RunStore
 from schemas.config import Config
@@ -216,3 +218,38 @@ def test_a_dead_letter_too_large_for_an_old_dlq_topic(config: Config) -> None:
     assert entry["error"]["type"] == "ValueError" and "echo was asked to fail" in entry["error"]["message"]
     ((_, replayed),) = replay(s, [entry])
     assert replayed is not None and replayed.params == {"message": big, "mode": "raise"}
+
+
+def test_dlq_list_and_replay_skip_what_is_not_a_dead_letter(config: Config, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="plugins.dlq")
+    s = config.settings
+
+    def entry(dlq_id: Any, **fields: Any) -> dict[str, Any]:
+        inv = invocation(str(dlq_id), {"message": "again"}) | {"created_at": "2026-01-01T00:00:00Z"}
+        return {"dlq_id": dlq_id, "plugin": "echo", "invocation": inv, "status": "failed", "attempts": [{}]} | fields
+
+    goods = [f"dead-{uuid.uuid4()}" for _ in range(3)]
+    odd = entry(goods[2], error="boom", attempts=7, dead_at=5, status=["failed"])  # listed and replayed all the same
+    bad = [
+        Poison("dlq_id a number", json.dumps(entry(5)).encode()),
+        Poison("blank dlq_id", json.dumps(entry(" ")).encode()),
+        Poison("no plugin", json.dumps({k: v for k, v in entry("x").items() if k != "plugin"}).encode()),
+        Poison("invocation a list", json.dumps(entry("y") | {"invocation": [1]}).encode()),
+        Poison(
+            "invocation with a bad priority", json.dumps(entry("z") | {"invocation": {"priority": "urgent"}}).encode()
+        ),
+    ]
+    garbage = generic()
+    items = [Poison("good", json.dumps(entry(goods[0])).encode()), *garbage, *bad]
+    items += [Poison("good", json.dumps(entry(goods[1])).encode()), Poison("odd", json.dumps(odd).encode())]
+    offsets = dict(zip((id(i) for i in items), produce_raw(s, s.topics.dlq, items), strict=True))
+
+    listed = CliRunner().invoke(cli, ["-c", str(config.path), "dlq", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert all(g in listed.output for g in goods) and "ValueError" not in listed.output
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    for p in [*garbage, *bad]:
+        assert f"{s.topics.dlq}[0]@{offsets[id(p)]}:" in logged, f"{p.name}: no logged skip naming where it is"
+    replayed = CliRunner().invoke(cli, ["-c", str(config.path), "dlq", "replay", "--plugin", "echo"])
+    assert replayed.exit_code == 0, replayed.output
+    assert [line.split()[0] for line in replayed.output.splitlines()] == goods
