@@ -21,6 +21,12 @@ OPS = frozenset({"c", "u", "d", "r"})
 # Digits enough to be an integer past 64 bits (or a negative one past -2**63): only then is the
 # change parsed again, exactly, to tell (a DECIMAL string of 20 digits is fine, for instance).
 _LONG_DIGITS = re.compile(rb"-\d{19}|\d{20}")
+# The pre-check on every matched change: each digit mapped to b"0", every other byte to b" ", then a
+# plain substring search for a run of 19. ~0.35 us for the bench's ~230-byte change, where the
+# regex's search alone took ~4 us (re has no fast scan for a digit class: it tries every position),
+# ~20% of a matched change's cost in the worker. A run of 19 is necessary for either pattern above.
+_DIGITS_ONLY = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_RUN_19 = b"0" * 19
 INT64, UINT64 = 2**63, 2**64
 
 
@@ -76,7 +82,7 @@ def _wrong(change: Any) -> str:
 def inexact_number(raw: bytes) -> str | None:
     """Why the change holds a number orjson read inexactly (an integer past 64 bits becomes a float),
     or None. The reader writes none: MySQL's integers fit 64 bits and DECIMALs travel as strings."""
-    if _LONG_DIGITS.search(raw) is None:
+    if _RUN_19 not in raw.translate(_DIGITS_ONLY) or _LONG_DIGITS.search(raw) is None:
         return None
     try:
         json.loads(raw, parse_int=_exact_int)
