@@ -88,7 +88,8 @@ def outcome_result(
     extra: dict[str, Any] = {
         "code_hash": plugin.code_hash,
         "params": invocation.params,
-        "trigger": invocation.trigger.model_dump(mode="json"),
+        # The model's own serializer, called directly: model_dump's Python wrapper costs ~0.5 us more, per invocation.
+        "trigger": type(invocation.trigger).__pydantic_serializer__.to_python(invocation.trigger, mode="json"),
         "worker_pid": outcome.worker_pid,
         # Epoch seconds along the way; entry_called_at - created_at is the end-to-end trigger latency.
         "timings": {

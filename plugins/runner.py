@@ -724,15 +724,19 @@ def _unrunnable(invocation: Invocation, plugin: str) -> tuple[str, str] | None:
         return "WrongPlugin", f"invocation for plugin {_clip(invocation.plugin, 100)!r} on the topic of {plugin!r}"
     # Parameters are checked against the manifest when the invocation runs; these could not even be
     # handed to the worker or recorded (orjson refuses integers past 64 bits, NaN would become null).
-    why = json_unsafe(invocation.attempt, "attempt") or json_unsafe(
-        invocation.trigger.model_dump(), "trigger", max_int=UINT64
-    )
+    why = json_unsafe(invocation.attempt, "attempt") or _trigger_unsafe(invocation)
     return ("InvalidInvocation", why) if why is not None else None
+
+
+def _trigger_unsafe(invocation: Invocation) -> str | None:
+    """Why JSON cannot carry the trigger, or None. Per message: its fields are read where they are
+    (the model's __dict__, no model_dump copy), and only a cdc row's images hold numbers to look at."""
+    return json_unsafe(invocation.trigger.__dict__, "trigger", max_int=UINT64)
 
 
 def _trigger_of(invocation: Invocation) -> dict[str, Any] | None:
     """The trigger as JSON, or None when JSON cannot carry it (mode="json" would turn NaN into null)."""
-    if json_unsafe(invocation.trigger.model_dump(), max_int=UINT64) is not None:
+    if _trigger_unsafe(invocation) is not None:
         return None
     return invocation.trigger.model_dump(mode="json")
 

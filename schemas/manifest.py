@@ -114,17 +114,54 @@ def json_unsafe(value: Any, path: str = "", *, max_int: int = INT64) -> str | No
     """Why `value` cannot travel as strict JSON to every part and back (NaN, infinity, an integer past
     64 bits: orjson refuses them, JavaScript and Java lose them), or None. Walks into lists and dicts.
 
-    `max_int=UINT64` accepts unsigned 64-bit integers too: for row images, not for parameters."""
+    `max_int=UINT64` accepts unsigned 64-bit integers too: for row images, not for parameters.
+    Called per invocation (every parameter, a row's images): the common kinds are settled by their
+    exact type first, and a container is walked only when it holds something that needs a look."""
+    kind = type(value)
+    if kind is str or value is None or kind is bool:
+        return None
+    if kind is int:
+        return None if -INT64 <= value < max_int else _beyond_64_bits(value, path)
+    if kind is float:
+        return None if math.isfinite(value) else _not_finite(value, path)
+    if kind is dict or kind is list:
+        for child in value.values() if kind is dict else value:
+            kind = type(child)
+            if kind is str or child is None or kind is bool:
+                continue
+            if kind is int:
+                fine = -INT64 <= child < max_int
+            elif kind is float:
+                fine = math.isfinite(child)
+            elif isinstance(child, int | float | dict | list):
+                fine = json_unsafe(child, max_int=max_int) is None
+            else:
+                continue  # a datetime, say: nothing JSON could lose
+            if not fine:
+                return _where_unsafe(value, path, max_int)  # rare: walk again to name the place
+        return None
+    return _where_unsafe(value, path, max_int)  # subclasses and other types: the general walk
+
+
+def _where_unsafe(value: Any, path: str, max_int: int) -> str | None:
     if isinstance(value, float) and not math.isfinite(value):
-        return f"{path + ' is ' if path else ''}{value}, which JSON cannot represent"
+        return _not_finite(value, path)
     if isinstance(value, int) and not isinstance(value, bool) and not -INT64 <= value < max_int:
-        return f"{path + ' is ' if path else ''}an integer beyond 64 bits ({str(value)[:24]}...)"
+        return _beyond_64_bits(value, path)
     children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
     for key, child in children:
         where = f"{path}[{key!r}]" if path else f"[{key!r}]"
-        if (why := json_unsafe(child, where, max_int=max_int)) is not None:
+        if (why := _where_unsafe(child, where, max_int)) is not None:
             return why
     return None
+
+
+def _not_finite(value: float, path: str) -> str:
+    return f"{path + ' is ' if path else ''}{value}, which JSON cannot represent"
+
+
+def _beyond_64_bits(value: int, path: str) -> str:
+    return f"{path + ' is ' if path else ''}an integer beyond 64 bits ({str(value)[:24]}...)"
 
 
 class ParamError(ConfigError):
