@@ -17,20 +17,7 @@ import pytest
 from plugins.store import RunStore
 from schemas.result import ErrorInfo, Result
 from tests.support import REPO_ROOT, isolated_config_data, remove_test_resources, write_config
-from tests.support.api import ApiServer, api_server, token_store
-
-RULES = {
-    "monitored_tables": {
-        "orders": {
-            "name": "paid_orders",
-            "triggers": ["echo"],
-            "operations": ["INSERT", "UPDATE"],
-            "conditions": {"status": "paid", "amount": {"gt": 100}},
-            "params": {"message": "order {after.id}"},
-        }
-    },
-    "schedules": {"nightly": {"plugin": "echo", "cron": "0 3 * * *", "params": {"message": "night"}}},
-}
+from tests.support.api import RULES, ApiServer, api_server, token_store
 
 
 @pytest.fixture(scope="module")

@@ -23,21 +23,9 @@ from selenium.webdriver.common.by import By
 from plugins.store import RunStore
 from schemas.result import Result
 from tests.support import REPO_ROOT, isolated_config_data, remove_test_resources, wait_for, write_config
-from tests.support.api import ApiServer, api_server, pipeline_running
+from tests.support.api import RULES, ApiServer, api_server, pipeline_running
 from tests.support.browser import Browser, browser, by_id, by_testid, css
 
-RULES = {
-    "monitored_tables": {
-        "orders": {
-            "name": "paid_orders",
-            "triggers": ["echo"],
-            "operations": ["INSERT", "UPDATE"],
-            "conditions": {"status": "paid", "amount": {"gt": 100}},
-            "params": {"message": "order {after.id}"},
-        }
-    },
-    "schedules": {"nightly": {"plugin": "echo", "cron": "0 3 * * *", "params": {"message": "night"}}},
-}
 EXAMPLE_PLUGINS = {"data_processor", "echo", "es_indexer", "hot_reload_demo"}
 LIVE_WITHIN = 2.0  # seconds from the API reporting a run done to its row in an open Runs page
 

@@ -19,6 +19,20 @@ from schemas.config import Config
 from schemas.runtime.components import redis_client
 from tests.support import REPO_ROOT, wait_for
 
+# A rule with conditions to explain and a schedule to pause: what the API and dashboard tests steer.
+RULES = {
+    "monitored_tables": {
+        "orders": {
+            "name": "paid_orders",
+            "triggers": ["echo"],
+            "operations": ["INSERT", "UPDATE"],
+            "conditions": {"status": "paid", "amount": {"gt": 100}},
+            "params": {"message": "order {after.id}"},
+        }
+    },
+    "schedules": {"nightly": {"plugin": "echo", "cron": "0 3 * * *", "params": {"message": "night"}}},
+}
+
 
 @dataclass
 class ApiServer:
