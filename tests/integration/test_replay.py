@@ -24,10 +24,15 @@ from plugins.runner import run_runner
 from plugins.store import RunStore
 from schemas.config import Config
 from schemas.invocation import invocation_id_for
-from schemas.runtime.kafka_topics import ensure_topics
+from schemas.settings import Settings
 from streams.matcher import Matcher
 from streams.replay import TRANSACTION_TIMEOUT
-from tests.support import REPO_ROOT, consume_all, isolated_config_data, remove_test_resources, wait_for, write_config
+from tests.support import (
+    REPO_ROOT,
+    consume_all,
+    topics_config,
+    wait_for,
+)
 
 RULES = {
     "monitored_tables": {
@@ -44,21 +49,20 @@ RULES = {
 }
 
 
-@pytest.fixture
-def config(stack: None, tmp_path: Path) -> Iterator[Config]:
-    cfg = write_config(tmp_path, isolated_config_data("replay", RULES))
-    s = cfg.settings
-    topics = [
+def topics(s: Settings) -> list[str]:
+    return [
         s.topics.row_changes("shop", "orders"),
         s.topics.invoke("echo"),
         s.topics.invoke("echo", "high"),
         s.topics.results,
         s.topics.dlq,
-        f"{s.topics.results}.copy",
     ]
-    ensure_topics(s, topics[:-1])
-    yield cfg
-    remove_test_resources(s, topics)
+
+
+@pytest.fixture
+def config(stack: None, tmp_path: Path) -> Iterator[Config]:
+    with topics_config(tmp_path, "replay", RULES, topics, leftovers=lambda s: [f"{s.topics.results}.copy"]) as cfg:
+        yield cfg
 
 
 @contextmanager

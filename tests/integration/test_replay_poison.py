@@ -23,7 +23,8 @@ from console.cli import cli
 from schemas.config import Config
 from schemas.invocation import invocation_id_for
 from schemas.runtime.kafka_topics import ensure_topics
-from tests.support import consume_all, isolated_config_data, remove_test_resources, write_config
+from schemas.settings import Settings
+from tests.support import consume_all, topics_config
 from tests.support.poison import HUGE_INT, Poison, committed, ends, generic, nested, odd_events, produce_raw, raw_json
 
 RULES = {
@@ -39,20 +40,22 @@ RULES = {
 DLQ_LIMIT = 64 * 1024 * 1024  # the DLQ topic's max.message.bytes (DLQ_MAX_MESSAGE_BYTES)
 
 
-@pytest.fixture
-def config(stack: None, tmp_path: Path) -> Iterator[Config]:
-    cfg = write_config(tmp_path, isolated_config_data("rpoison", RULES))
-    s = cfg.settings
-    topics = [
+def topics(s: Settings) -> list[str]:
+    return [
         s.topics.row_changes("shop", "orders"),
         s.topics.invoke("echo"),
         s.topics.invoke("echo", "high"),
         s.topics.results,
         s.topics.dlq,
     ]
-    ensure_topics(s, topics, partitions=1)
-    yield cfg
-    remove_test_resources(s, [*topics, f"{s.topics.results}.copy"])
+
+
+@pytest.fixture
+def config(stack: None, tmp_path: Path) -> Iterator[Config]:
+    with topics_config(
+        tmp_path, "rpoison", RULES, topics, partitions=1, leftovers=lambda s: [f"{s.topics.results}.copy"]
+    ) as cfg:
+        yield cfg
 
 
 def cdcflow(config: Config, *args: str) -> tuple[int, str]:

@@ -23,11 +23,11 @@ import pytest
 from plugins.dlq import read_entries
 from schemas.config import Config
 from schemas.invocation import invocation_id_for
-from schemas.runtime.kafka_topics import ensure_topics
+from schemas.settings import Settings
 from streams.matcher import Matcher
 from streams.row_changes import RowChangeLoop
 from streams.validation import validated_matcher
-from tests.support import isolated_config_data, remove_test_resources, wait_for, write_config
+from tests.support import topics_config, wait_for
 from tests.support.poison import (
     HUGE_INT,
     Poison,
@@ -68,20 +68,20 @@ class Ops:
         self.events.update(tables)
 
 
-@pytest.fixture
-def config(stack: None, tmp_path: Path) -> Iterator[Config]:
-    cfg = write_config(tmp_path, isolated_config_data("spoison", RULES))
-    s = cfg.settings
-    topics = [
+def topics(s: Settings) -> list[str]:
+    return [
         s.topics.row_changes("shop", "orders"),
         s.topics.invoke("echo"),
         s.topics.invoke("echo", "high"),
         s.topics.triggers,
         s.topics.dlq,
     ]
-    ensure_topics(s, topics, partitions=1)
-    yield cfg
-    remove_test_resources(s, topics)
+
+
+@pytest.fixture
+def config(stack: None, tmp_path: Path) -> Iterator[Config]:
+    with topics_config(tmp_path, "spoison", RULES, topics, partitions=1) as cfg:
+        yield cfg
 
 
 POS = iter(range(1000, 10**9, 10))

@@ -27,6 +27,7 @@ from plugins.registry import LoadedPlugin, load_plugin
 from plugins.venvs import ensure_venv, venv_python
 from schemas.config import Config, load_config, parse_settings
 from schemas.invocation import invocation_id_for
+from schemas.runtime.kafka_topics import ensure_topics
 from schemas.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -216,6 +217,26 @@ def produce_row_changes(
             )
         producer.flush(10)
         time.sleep(pause)
+
+
+@contextmanager
+def topics_config(
+    directory: Path,
+    tag: str,
+    rules: dict[str, Any],
+    topics_of: Callable[[Settings], list[str]],
+    partitions: int | None = None,
+    leftovers: Callable[[Settings], list[str]] = lambda s: [],
+) -> Iterator[Config]:
+    """An isolated config whose topics `topics_of` names are created first (with `partitions`); they,
+    the `leftovers` a test may create, and the test's Redis keys are removed afterwards."""
+    config = write_config(directory, isolated_config_data(tag, rules))
+    topics = topics_of(config.settings)
+    ensure_topics(config.settings, topics, partitions=partitions)
+    try:
+        yield config
+    finally:
+        remove_test_resources(config.settings, [*topics, *leftovers(config.settings)])
 
 
 @contextmanager
