@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._listoffsets import OffsetSpec  # the package re-exports it without __all__
 
@@ -33,13 +33,8 @@ def component_views(records: list[ComponentRecord], settings: Settings, at_ms: i
 def consumer_lag(settings: Settings, groups: list[str]) -> list[dict[str, Any]]:
     """Per group and topic: committed offsets against the high watermarks (sum over partitions)."""
     admin = AdminClient(settings.kafka_config())
-    committed: dict[str, list[TopicPartition]] = {}
-    for group in groups:  # the admin API takes one group per request
-        futures = admin.list_consumer_group_offsets(
-            [ConsumerGroupTopicPartitions(group)], request_timeout=KAFKA_TIMEOUT_SECONDS
-        )
-        result = futures[group].result(timeout=KAFKA_TIMEOUT_SECONDS)
-        committed[group] = [tp for tp in result.topic_partitions or [] if tp.offset >= 0]
+    partitions = _project_partitions(admin)
+    committed = {group: _committed(settings, group, partitions) for group in groups}
     latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]  # confluent-kafka leaves latest() unannotated
     wanted = {TopicPartition(tp.topic, tp.partition): latest for tps in committed.values() for tp in tps}
     ends: dict[tuple[str, int], int] = {}
@@ -55,6 +50,32 @@ def consumer_lag(settings: Settings, groups: list[str]) -> list[dict[str, Any]]:
                 row["lag"] += max(0, end - tp.offset)
             row["partitions"] += 1
     return sorted(rows.values(), key=lambda r: (r["group"], r["topic"]))
+
+
+def _project_partitions(admin: AdminClient) -> list[TopicPartition]:
+    """Every partition of the cluster's topics but Kafka's own (`__consumer_offsets`...)."""
+    metadata = admin.list_topics(timeout=KAFKA_TIMEOUT_SECONDS)
+    return [
+        TopicPartition(name, p)
+        for name, topic in metadata.topics.items()
+        if not name.startswith("__") and topic.error is None
+        for p in topic.partitions
+    ]
+
+
+def _committed(settings: Settings, group: str, partitions: list[TopicPartition]) -> list[TopicPartition]:
+    """The group's committed offsets, read by a consumer of that group that never joins it. Not the
+    admin API's list_consumer_group_offsets: librdkafka (2.16) dereferences a null group handle when
+    the coordinator answers NOT_COORDINATOR (a broker just started), killing the process with
+    SIGSEGV; a group consumer handles that answer (it looks the coordinator up again)."""
+    if not partitions:
+        return []
+    consumer = Consumer(settings.kafka_config(**{"group.id": group, "enable.auto.commit": False}))
+    try:
+        offsets = consumer.committed(partitions, timeout=KAFKA_TIMEOUT_SECONDS)
+    finally:
+        consumer.close()
+    return [tp for tp in offsets if tp.error is None and tp.offset >= 0]
 
 
 def schedule_views(config: Config) -> list[dict[str, Any]]:
