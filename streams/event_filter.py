@@ -1,48 +1,61 @@
 """Filters of `replay` and `tail`: table, operation, plugin, rule, status and `--where` conditions.
 
 A `--where` condition is `FIELD OP VALUE` with OP one of `= != > >= < <= ~` (~: regex search) and VALUE
-read as YAML (`true`, `12`, `null`, `paid`). It compiles to the rules' own condition language
-(streams/conditions.py), so `after.is_valid=true` means on the command line what it means in a rule:
-on a row change, a bare column is the row (after; before for a delete) and `before.`/`after.` pick the
-image. On other events (invocations, results, dead letters) FIELD is a dotted path into the JSON,
+read as a YAML scalar (`true`, `12`, `null`, `paid`, `'>1'`). It compiles to the rules' own condition
+language (streams/conditions.py), so `after.is_valid=true` means on the command line what it means in a
+rule: on a row change, a bare column is the row (after; before for a delete) and `before.`/`after.` pick
+the image. On other events (invocations, results, dead letters) FIELD is a dotted path into the JSON,
 e.g. `params.teacher_id=7` or `trigger.kind=schedule`.
+
+Parsing is strict, as a filter read another way than meant hides or shows the wrong events without a
+word: a VALUE that starts with an operator character (`after.id => 1`, `a <> b`, `a =~ x`) is an unknown
+operator, not the text `> 1`; a VALUE YAML cannot read, or reads as a list, mapping, comment or NaN, is
+refused; dates stay text (columns carry ISO text). `--status` and `--op` take the values of their lists.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import date
+from typing import Any, get_args
 
 import yaml
 
+from schemas.result import RunStatus
 from schemas.row_change import OPERATION_TO_OP
 from streams.conditions import ConditionError, Predicate, compile_conditions
 from streams.events import EventFacts
 
 WHERE = re.compile(r"^\s*([A-Za-z_][\w.\-]*)\s*(!=|>=|<=|==|=|>|<|~)\s*(.*?)\s*$", re.S)
 OPERATOR_OF = {"=": None, "==": None, "!=": "ne", ">": "gt", ">=": "gte", "<": "lt", "<=": "lte", "~": "regex"}
+OPERATOR_CHARS = frozenset("=!<>~")
+EXPECTED = "FIELD OP VALUE with OP one of = != > >= < <= ~"
+NULL_WORDS = frozenset({"null", "Null", "NULL"})
+# The statuses a result or dead letter can have (schemas/result.py), and `pending`: an invocation
+# whose run is not recorded yet.
+STATUSES: tuple[str, ...] = tuple(dict.fromkeys((*get_args(RunStatus), "pending")))
 
 
 class FilterError(ValueError):
     """A filter the user typed that cannot be understood; the message names it."""
 
 
-def parse_where(text: str) -> dict[str, Any]:
-    """One `--where` condition as a rules condition mapping."""
+def parse_where(text: str, option: str = "--where") -> dict[str, Any]:
+    """One `--where` condition as a rules condition mapping; FilterError names what is wrong with it."""
     m = WHERE.match(text)
     if not m:
-        raise FilterError(
-            f"--where {text!r}: expected FIELD OP VALUE with OP one of = != > >= < <= ~ (e.g. after.is_valid=true)"
-        )
+        raise FilterError(f"{option} {text!r}: expected {EXPECTED} (e.g. after.is_valid=true)")
     key, op, raw = m.groups()
-    try:
-        value = yaml.safe_load(raw) if raw else ""
-    except yaml.YAMLError:
-        value = raw
-    if op == "~":
-        value = raw  # a pattern is text, whatever YAML makes of it
+    if raw[:1] in OPERATOR_CHARS:
+        raise FilterError(
+            f"{option} {text!r}: unknown operator {op + raw[:1]!r}: expected {EXPECTED}; "
+            f"a value that starts with {raw[:1]!r} must be quoted (e.g. {key}{op}'{raw}')"
+        )
+    # a pattern is text, whatever YAML makes of it
+    value = raw if op == "~" else _value(raw, text, option)
     operator = OPERATOR_OF[op]
     if operator is None:
         return {key: {"is_null": True}} if value is None else {key: value}
@@ -51,12 +64,34 @@ def parse_where(text: str) -> dict[str, Any]:
     return {key: {operator: value}}
 
 
-def compile_where(conditions: Iterable[str]) -> Predicate | None:
-    specs = [parse_where(c) for c in conditions]
+def _value(raw: str, text: str, option: str) -> Any:
+    """VALUE as YAML reads it, when that is one plain value; FilterError for anything else."""
+    if not raw:
+        raise FilterError(f"{option} {text!r}: the value is missing (for the empty text write '')")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        reason = str(getattr(e, "problem", None) or "not YAML")
+        raise FilterError(f"{option} {text!r}: value {raw!r} cannot be read ({reason}); quote it") from None
+    if isinstance(value, date):
+        return raw  # row changes carry dates as ISO text: compare text with text
+    if isinstance(value, float) and not math.isfinite(value):
+        raise FilterError(f"{option} {text!r}: value {raw!r} is not a finite number")
+    if value is None and raw.strip() not in NULL_WORDS:
+        raise FilterError(f"{option} {text!r}: value {raw!r} reads as nothing (a comment?); quote it")
+    if not isinstance(value, str | int | float | bool | None):
+        raise FilterError(
+            f"{option} {text!r}: value {raw!r} reads as a {type(value).__name__}, not one value; quote it"
+        )
+    return value
+
+
+def compile_where(conditions: Iterable[str], option: str = "--where") -> Predicate | None:
+    specs = [parse_where(c, option) for c in conditions]
     if not specs:
         return None
     try:
-        return compile_conditions({"all": specs} if len(specs) > 1 else specs[0], "--where")
+        return compile_conditions({"all": specs} if len(specs) > 1 else specs[0], option)
     except ConditionError as e:
         raise FilterError(str(e)) from None
 
@@ -92,6 +127,15 @@ def _split(values: Iterable[str]) -> frozenset[str]:
     return frozenset(v.strip() for item in values for v in item.split(",") if v.strip())
 
 
+def normalise_statuses(values: Iterable[str]) -> frozenset[str]:
+    """`--status` values, each one of STATUSES: an unknown one would hide every event without a word."""
+    statuses = _split(values)
+    for status in sorted(statuses):
+        if status not in STATUSES:
+            raise FilterError(f"--status {status!r}: expected one of {', '.join(STATUSES)}")
+    return statuses
+
+
 @dataclass
 class EventFilter:
     tables: frozenset[str] = frozenset()
@@ -113,6 +157,7 @@ class EventFilter:
         rules: Iterable[str] = (),
         statuses: Iterable[str] = (),
         where: Iterable[str] = (),
+        where_option: str = "--where",
     ) -> EventFilter:
         where = list(where)
         return cls(
@@ -120,9 +165,9 @@ class EventFilter:
             normalise_ops(ops),
             _split(plugins),
             _split(rules),
-            _split(statuses),
+            normalise_statuses(statuses),
             where,
-            compile_where(where),
+            compile_where(where, where_option),
         )
 
     def describe(self) -> dict[str, Any]:

@@ -306,7 +306,9 @@ def tail(
     from streams.tail import tail as run_tail
 
     settings = get_config(ctx).settings
-    event_filter = _event_filter(settings, tables=tables, ops=ops, plugins=plugins, statuses=statuses, where=where)
+    event_filter = _event_filter(
+        settings, tables=tables, ops=ops, plugins=plugins, statuses=statuses, where=where, where_option="--filter"
+    )
     consumer = metadata_consumer(settings)
     try:
         name = resolve_topic(settings, topic, existing_topics(consumer, settings))

@@ -683,13 +683,14 @@ def _resolve_range(settings: Settings, request: ReplayRequest) -> tuple[str, lis
             )
         if request.to_topic is not None and request.to_topic == topic:
             raise ReplayUsageError("--to-topic must differ from the source topic")
+        now = datetime.now(UTC)  # one "now" for both: `--since 1h --until 2h` is reversed, whatever the clock did
         ranges = resolve_range(
             consumer,
             topic,
             parse_offsets(request.from_offsets, "--from-offset"),
             parse_offsets(request.to_offsets, "--to-offset"),
-            parse_time(request.since, "--since") if request.since else None,
-            parse_time(request.until, "--until") if request.until else None,
+            parse_time(request.since, "--since", now) if request.since else None,
+            parse_time(request.until, "--until", now) if request.until else None,
         )
     finally:
         consumer.close()

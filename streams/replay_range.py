@@ -7,6 +7,12 @@ Ranges are half-open per partition, [start, end). Start: `--from-offset`, else t
 after `--since` (Kafka's offsets-for-times), else the log start. End: `--to-offset`, else the first
 offset at or after `--until`, else, like every end, at most the high watermark read when the range is
 resolved: the end is fixed then, so a replay of a busy topic finishes.
+
+Partitions: an offset given as `P:OFFSET` names partition P, and a range that names partitions covers
+only those (`--from-offset 0:100 --to-offset 0:200` reads partition 0 and nothing else); a bare OFFSET
+is every partition's (or, beside named ones, each named partition's where it has no offset of its own).
+A range whose start is after its end (offsets of one partition, or --since after --until) is refused,
+never read as empty.
 """
 
 from __future__ import annotations
@@ -83,12 +89,33 @@ def parse_offsets(specs: tuple[str, ...], option: str) -> dict[int | None, int]:
                 continue
             part, sep, offset = item.rpartition(":")
             try:
-                out[int(part) if sep else None] = int(offset)
+                partition, value = (int(part) if sep else None), int(offset)
             except ValueError:
                 raise RangeError(f"{option} {item!r}: expected OFFSET or PARTITION:OFFSET (e.g. 0:100)") from None
-            if out[int(part) if sep else None] < 0:
-                raise RangeError(f"{option} {item!r}: offsets start at 0")
+            if value < 0 or (partition is not None and partition < 0):
+                raise RangeError(f"{option} {item!r}: partitions and offsets start at 0")
+            if partition in out:
+                which = "every partition" if partition is None else f"partition {partition}"
+                raise RangeError(f"{option} {item!r}: {which} is given twice")
+            out[partition] = value
     return out
+
+
+def check_order(
+    from_offsets: dict[int | None, int],
+    to_offsets: dict[int | None, int],
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> None:
+    """Refuse a reversed range (start after end), which would otherwise read as empty without a word."""
+    if since is not None and until is not None and since > until:
+        raise RangeError(f"--since {since.isoformat()} is after --until {until.isoformat()}")
+    for partition in sorted({*from_offsets, *to_offsets}, key=lambda p: -1 if p is None else p):
+        start = from_offsets.get(partition, from_offsets.get(None))
+        end = to_offsets.get(partition, to_offsets.get(None))
+        if start is not None and end is not None and start > end:
+            where = "every partition" if partition is None else f"partition {partition}"
+            raise RangeError(f"--from-offset {start} is after --to-offset {end} (end exclusive) for {where}")
 
 
 def parse_time(text: str, option: str, now: datetime | None = None) -> datetime:
@@ -145,6 +172,7 @@ def resolve_range(
         raise RangeError("give --from-offset or --since, not both")
     if to_offsets and until is not None:
         raise RangeError("give --to-offset or --until, not both")
+    check_order(from_offsets, to_offsets, since, until)
     partitions = partitions_of(consumer, topic)
     for option, given in (("--from-offset", from_offsets), ("--to-offset", to_offsets)):
         unknown = sorted(p for p in given if p is not None and p not in partitions)
@@ -152,6 +180,9 @@ def resolve_range(
             raise RangeError(
                 f"{option}: topic {topic} has no partition {unknown[0]} (partitions: {', '.join(map(str, partitions))})"
             )
+    named = {p for p in (*from_offsets, *to_offsets) if p is not None}
+    if named:  # P:OFFSET names the partitions the range covers; the others are not touched
+        partitions = [p for p in partitions if p in named]
     starts = _offsets_at(consumer, topic, partitions, since) if since is not None else {}
     ends = _offsets_at(consumer, topic, partitions, until) if until is not None else {}
     out = []
