@@ -73,10 +73,11 @@ def numeric_ranges(spec: dict[str, Any] | None) -> list[tuple[str, str, float, f
         low, high = float("-inf"), float("inf")
         for op, arg in value.items():
             if op in ("gt", "gte", "lt", "lte") and isinstance(arg, (int, float)) and not isinstance(arg, bool):
+                bound = _integral(arg)
                 if op in ("gt", "gte"):
-                    low = max(low, float(arg))
+                    low = max(low, bound)
                 else:
-                    high = min(high, float(arg))
+                    high = min(high, bound)
         if (low, high) != (float("-inf"), float("inf")):
             side, column = _parse_ref(key, key)
             out.append((side, column, low, high))
@@ -248,13 +249,22 @@ def _number(value: Any) -> float | None:
     if isinstance(value, bool):
         return float(value)
     if isinstance(value, (int, float)):
-        return float(value)
+        return _integral(value)
     if isinstance(value, str):
         try:
             return float(value)
         except ValueError:
             return None
     return None
+
+
+def _integral(value: float) -> float:
+    """float(value), or an integer past float's range as it is: float() of it raises OverflowError, and
+    Python compares an int with a float exactly (10**400 > 1e308, != inf), so it still orders right."""
+    try:
+        return float(value)
+    except OverflowError:
+        return value
 
 
 def _like_to_regex(pattern: str) -> str:
@@ -307,3 +317,4 @@ def explain(spec: dict[str, Any] | None, before: Row, after: Row, path: str = "c
                         return f"{where}.changed: expected {arg}, {column} was {was}, is {shown}"
                     return f"{where}.{op}: expected {op} {arg!r}, {side}.{column} is {shown}"
     return None
+
