@@ -308,13 +308,25 @@ def explain(spec: dict[str, Any] | None, before: Row, after: Row, path: str = "c
         else:
             side, column = _parse_ref(key, where)
             seen = _getter(side, column)(before, after)
-            shown = "(missing)" if seen is _MISSING else repr(seen)
+            shown = "(missing)" if seen is _MISSING else _shown(seen)
             tests = value.items() if isinstance(value, dict) and value and set(value) <= OPERATORS else [("eq", value)]
             for op, arg in tests:
                 if not _compile_operator(op, arg, side, column, f"{where}.{op}")(before, after):
                     if op == "changed":
-                        was = "(missing)" if before is None else repr(before.get(column, "(missing)"))
+                        was = "(missing)" if before is None else _shown(before.get(column, "(missing)"))
                         return f"{where}.changed: expected {arg}, {column} was {was}, is {shown}"
-                    return f"{where}.{op}: expected {op} {arg!r}, {side}.{column} is {shown}"
+                    return f"{where}.{op}: expected {op} {_shown(arg)}, {side}.{column} is {shown}"
     return None
 
+
+SHOWN_MAX_CHARS = 200
+
+
+def _shown(value: Any) -> str:
+    """repr() of a value for a one-line reason, clipped: a column may hold a megabyte, nesting past the
+    interpreter's recursion limit (RecursionError) or an integer past 4300 digits (ValueError)."""
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):
+        text = f"<a {type(value).__name__} too deep or too large to show>"
+    return text if len(text) <= SHOWN_MAX_CHARS else f"{text[: SHOWN_MAX_CHARS - 3]}..."
