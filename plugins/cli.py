@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from plugins.execution import execute
-from plugins.listing import plugin_listing
+from plugins.listing import labelled_plugins, plugin_listing
 from plugins.pool import WorkerPool, WorkerSpec
-from plugins.registry import NotFoundError, code_hash, discover, load_plugin
+from plugins.registry import NotFoundError, code_hash, discover, load_plugin, worker_target
 from plugins.scaffold import ScaffoldError, scaffold_plugin
 from plugins.since import parse_since
 from plugins.venvs import VenvError, ensure_venv, venv_python
@@ -100,13 +100,27 @@ def plugins_list(as_json: bool) -> None:
         sys.exit(1)
 
 
-PLUGIN_COLUMNS = ["NAME", "VERSION", "CODE", "DEPENDENCIES", "VENV", "SERVING", "LOADED AT", "STATE", "LAST ERROR"]
+PLUGIN_COLUMNS = [
+    "NAME",
+    "VERSION",
+    "CATEGORY",
+    "TAGS",
+    "CODE",
+    "DEPENDENCIES",
+    "VENV",
+    "SERVING",
+    "LOADED AT",
+    "STATE",
+    "LAST ERROR",
+]
 
 
 def _plugin_row(item: dict[str, Any]) -> list[str]:
     return [
         item["name"],
         item["version"],
+        item["category"] or "-",
+        ", ".join(item["tags"]) or "-",
         item["code_hash"][:12],
         ", ".join(item["dependencies"]) or "-",
         item["venv_state"],
@@ -261,7 +275,7 @@ def try_plugin(settings: Settings, name: str, params: dict[str, Any]) -> Result:
             plugin.name,
             venv_python(venv),
             plugin.path,
-            plugin.manifest.entry_point,
+            worker_target(plugin.manifest),
             memory_limit_mb=plugin.manifest.memory_limit_mb,
         ),
         1,
@@ -309,6 +323,10 @@ def _store() -> RunStore:
 @click.option("--trigger-kind", type=click.Choice(["cdc", "schedule", "manual", "replay", "retry"]))
 @click.option("--rule", help="only runs of invocations this rule made")
 @click.option("--schedule", help="only runs of this schedule's fires")
+@click.option("--category", help="only runs of plugins in this category (plugin.json)")
+@click.option(
+    "--tag", "tags", multiple=True, help="only runs of plugins with this tag (plugin.json; repeatable: any of them)"
+)
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10000))
 @click.option("--json", "as_json", is_flag=True, help="one Result JSON per line")
 def runs_list(
@@ -319,6 +337,8 @@ def runs_list(
     trigger_kind: str | None,
     rule: str | None,
     schedule: str | None,
+    category: str | None,
+    tags: tuple[str, ...],
     limit: int,
     as_json: bool,
 ) -> None:
@@ -330,7 +350,8 @@ def runs_list(
     bounds = [_when_option(since, "--since"), _when_option(until, "--until")]
     if bounds[0] is not None and bounds[1] is not None and bounds[0] > bounds[1]:
         raise click.BadParameter("is after --until", param_hint="--since")
-    where = RunFilter(plugin, status, trigger_kind, rule, schedule, *bounds)
+    labelled = labelled_plugins(_settings(), category, tags)
+    where = RunFilter(plugin, status, trigger_kind, rule, schedule, bounds[0], bounds[1], plugins=labelled)
     try:
         results = query_runs(_store(), where, limit).runs
     except redis.RedisError as e:

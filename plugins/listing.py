@@ -3,6 +3,7 @@ hash, dependencies, venv) and as the runners serve it (from Redis)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from plugins.registry import LoadedPlugin, discover
@@ -21,6 +22,22 @@ def plugin_listing(
     return items, errors
 
 
+def labelled_plugins(settings: Settings, category: str | None, tags: Iterable[str]) -> frozenset[str] | None:
+    """The plugins (on disk) in `category` with any of `tags`, compared case-insensitively; None when
+    neither is asked for. What `runs list --category/--tag` filters runs by."""
+    wanted = {t.strip().casefold() for t in tags if t.strip()}
+    if category is None and not wanted:
+        return None
+    names = set()
+    for p in discover(settings.runners.plugin_dirs).plugins.values():
+        if category is not None and (p.manifest.category or "").casefold() != category.strip().casefold():
+            continue
+        if wanted and not wanted & {t.casefold() for t in p.manifest.tags}:
+            continue
+        names.add(p.name)
+    return frozenset(names)
+
+
 def _plugin_item(settings: Settings, p: LoadedPlugin, live: dict[str, Any]) -> dict[str, Any]:
     spec = venv_spec(p.manifest.dependencies)
     return {
@@ -28,7 +45,10 @@ def _plugin_item(settings: Settings, p: LoadedPlugin, live: dict[str, Any]) -> d
         "version": p.version,
         "code_hash": p.code_hash,
         "path": str(p.path),
-        "entry_point": p.manifest.entry_point,
+        "category": p.manifest.category,
+        "tags": p.manifest.tags,
+        "entry_point": p.manifest.entry_point,  # null for a command plugin
+        "command": p.manifest.command,  # null for a Python plugin
         "dependencies": p.manifest.dependencies,
         "concurrency": p.manifest.concurrency,
         "timeout_seconds": p.manifest.timeout_seconds,

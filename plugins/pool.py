@@ -336,6 +336,12 @@ class WorkerPool:
                 closed = True
             else:
                 closed = False
+    def unhealthy_reason(self) -> str | None:
+        """Why the plugin's environment check failed in a started worker (from its hello), or None."""
+        with self._lock:
+            hellos = [w.hello for w in self._all if w.hello is not None]
+        return next((str(h["unhealthy"]) for h in hellos if h.get("unhealthy")), None)
+
         if closed:
             w.kill()
         return w

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from plugins.worker_main import command_argument
 from schemas.errors import ConfigError
 from schemas.manifest import PluginManifest, load_manifest
 
@@ -83,11 +84,35 @@ def entry_module_exists(plugin_dir: Path, manifest: PluginManifest) -> bool:
     return (plugin_dir / rel).with_suffix(".py").is_file() or (plugin_dir / rel / "__init__.py").is_file()
 
 
+def python_entry_point(manifest: PluginManifest) -> str | None:
+    """The module.function a worker imports, or None for a command plugin: it has nothing to import
+    (its program is checked when a worker starts, see plugins/worker_command.py)."""
+    return manifest.entry_point if manifest.command is None else None
+
+
+def worker_target(manifest: PluginManifest) -> str:
+    """What a worker is started to serve (WorkerSpec.entry_point): the entry point, or the command."""
+    return manifest.entry_point if manifest.entry_point is not None else command_argument(manifest.command or [])
+
+
+def _missing_program(plugin_dir: Path, command: list[str]) -> str | None:
+    # A path inside the plugin folder can be checked now; a bare name is looked up on the worker's PATH.
+    program = command[0]
+    if "/" not in program or Path(program).is_absolute() or "{" in program:
+        return None
+    if (plugin_dir / program).is_file():
+        return None
+    return f"{program!r} not found in {plugin_dir}"
+
+
 def load_plugin(plugin_dir: Path) -> LoadedPlugin:
     """Load one plugin folder; raise ConfigError naming the file and the problem."""
     manifest_path = plugin_dir / MANIFEST_FILE
     manifest = load_manifest(manifest_path)
-    if not entry_module_exists(plugin_dir, manifest):
+    if manifest.command is not None:
+        if missing := _missing_program(plugin_dir, manifest.command):
+            raise ConfigError(manifest_path, [("command[0]", missing)])
+    elif not entry_module_exists(plugin_dir, manifest):
         raise ConfigError(
             manifest_path,
             [

@@ -78,18 +78,21 @@ class HotReloader:
             self._thread.join(timeout)
 
     # -- recording ------------------------------------------------------------------------------
-    def record_serving(self, plugin: LoadedPlugin, loaded_at: float) -> None:
+    def record_serving(self, plugin: LoadedPlugin, loaded_at: float, unhealthy: str | None = None) -> None:
+        """Served from now on; `unhealthy`: why its environment check failed (its calls then fail at once)."""
+        if unhealthy is not None:
+            log.error("plugin %s is unhealthy: %s; its invocations fail until it is fixed", plugin.name, unhealthy)
         self._safe_update(
             plugin.name,
-            state="serving",
+            state="serving" if unhealthy is None else "unhealthy",
             version=plugin.version,
             code_hash=plugin.code_hash,
             loaded_at=loaded_at,
             path=str(plugin.path),
             runner=RUNNER_ID,
-            last_error=None,
-            error_at=None,
-            error_code_hash=None,
+            last_error=unhealthy,
+            error_at=None if unhealthy is None else time.time(),
+            error_code_hash=None if unhealthy is None else plugin.code_hash,
         )
 
     def record_error(self, name: str, error: str, serving: bool, code_hash: str | None = None) -> None:
@@ -254,4 +257,4 @@ class HotReloader:
             version = new_lane.current
             self.new_lanes.put(new_lane)
             log.info("plugin %s: new plugin %s (code %s) starting", plugin.name, plugin.version, plugin.code_hash[:12])
-        self.record_serving(plugin, version.loaded_at)
+        self.record_serving(plugin, version.loaded_at, pool.unhealthy_reason())

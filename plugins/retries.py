@@ -8,7 +8,9 @@ retry was not acknowledged yet) or finds the retry on the topic.
 
 Only failures the plugin itself might overcome are retried: `failed` (it raised or its worker
 crashed) and `timeout`. A `rejected` invocation (malformed, or parameters that do not fit) would be
-rejected again, so it is final at once and is not dead-lettered (its result says why).
+rejected again, so it is final at once and is not dead-lettered (its result says why). A call to an
+unhealthy plugin (its validate_execution_environment() failed) is not retried either, since it fails
+the same way until the plugin or its host is fixed; it is dead-lettered at once, to be replayed then.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from plugins.offsets import Ack
+from plugins.worker_main import UNHEALTHY_ERROR_TYPE
 from schemas.invocation import Invocation, RetryTrigger
 from schemas.manifest import RetryPolicy
 from schemas.result import Result
@@ -37,11 +40,16 @@ def backoff_seconds(policy: RetryPolicy, attempt: int) -> float:
 
 def wants_retry(result: Result, policy: RetryPolicy) -> bool:
     # max_retries retries after the first attempt: attempts 1..max_retries+1 in all.
-    return result.status in RETRYABLE and result.attempt <= policy.max_retries
+    return result.status in RETRYABLE and result.attempt <= policy.max_retries and not unhealthy(result)
 
 
 def is_dead(result: Result, policy: RetryPolicy) -> bool:
-    return result.status in RETRYABLE and result.attempt > policy.max_retries
+    return result.status in RETRYABLE and (result.attempt > policy.max_retries or unhealthy(result))
+
+
+def unhealthy(result: Result) -> bool:
+    """The call failed because the plugin's environment check had failed (see plugins/worker_main.py)."""
+    return result.error is not None and result.error.type == UNHEALTHY_ERROR_TYPE
 
 
 def retry_of(

@@ -11,7 +11,7 @@ go on from, instead of reading the whole history in one request.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import orjson
@@ -38,11 +38,20 @@ class RunFilter:
     schedule: str | None = None
     since: float | None = None  # epoch seconds, finished at or after
     until: float | None = None  # epoch seconds, finished at or before
+    # Runs of these plugins only (None: any): those whose plugin.json has a category or tag asked for
+    # (plugins/listing.py labelled_plugins), so a run is judged by its plugin's current labels.
+    plugins: frozenset[str] | None = None
 
     @property
     def needs_reading(self) -> bool:
         """Whether a run must be read to judge it; else the index chosen already did the filtering."""
-        return bool((self.plugin and self.status) or self.trigger_kind or self.rule or self.schedule)
+        return bool(
+            (self.plugin and self.status)
+            or self.trigger_kind
+            or self.rule
+            or self.schedule
+            or (self.plugins is not None and not self.plugin)
+        )
 
     def accepts(self, run: Result | dict[str, Any]) -> bool:
         """`run`: a Result, or a stored one as plain JSON data (parsed with orjson: a page is sent on as is)."""
@@ -50,6 +59,8 @@ class RunFilter:
         if self.status is not None and result.get("status") != self.status:
             return False
         if self.plugin is not None and result.get("plugin") != self.plugin:
+            return False
+        if self.plugins is not None and result.get("plugin") not in self.plugins:
             return False
         if self.trigger_kind is not None and result.get("trigger_kind") != self.trigger_kind:
             return False
@@ -91,6 +102,11 @@ def decode_cursor(cursor: str) -> tuple[float, bytes]:
 
 def query_runs(store: RunStore, where: RunFilter, limit: int, cursor: str | None = None) -> RunPage:
     """Newest first: up to `limit` runs that pass `where`, after `cursor`, and the next page's cursor."""
+    if where.plugins is not None and not where.plugin:
+        if not where.plugins:  # no plugin has the label: nothing to read
+            return RunPage([], None)
+        if len(where.plugins) == 1:  # one plugin's index holds exactly its runs
+            where = replace(where, plugin=next(iter(where.plugins)))
     index = store.index_key(plugin=where.plugin) if where.plugin else store.index_key(status=where.status)
     high, after = where.until, None
     if cursor:

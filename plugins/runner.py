@@ -32,7 +32,7 @@ from plugins.followups import FollowupPublisher, Unpublishable
 from plugins.lane import Job, LaneVersion, PluginLane
 from plugins.offsets import Ack, OffsetTracker
 from plugins.pool import WorkerPool, WorkerSpec
-from plugins.registry import LoadedPlugin, discover
+from plugins.registry import LoadedPlugin, discover, worker_target
 from plugins.reloader import HotReloader
 from plugins.retries import (
     NOT_BEFORE_HEADER,
@@ -98,7 +98,7 @@ def start_pool(
         plugin=plugin.name,
         python=venv_python(venv),
         plugin_dir=plugin.path,
-        entry_point=plugin.manifest.entry_point,
+        entry_point=worker_target(plugin.manifest),
         memory_limit_mb=plugin.manifest.memory_limit_mb,
     )
     pool = WorkerPool(spec, plugin.manifest.concurrency, startup_timeout=options.startup_timeout)
@@ -232,7 +232,7 @@ class Runner:
         for problem in found.problems:
             reloader.record_error(problem.path.name, problem.message, serving=False)
         for lane in self.lanes.values():
-            reloader.record_serving(lane.plugin, lane.current.loaded_at)
+            reloader.record_serving(lane.plugin, lane.current.loaded_at, lane.pool.unhealthy_reason())
 
     def _start_consuming(self, ready: threading.Event | None) -> None:
         """Topics, result sink, lane threads and the subscribed consumer; then the runner is ready."""

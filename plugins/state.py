@@ -17,7 +17,8 @@ from typing import Any, Literal
 import orjson
 import redis
 
-PluginState = Literal["serving", "building", "failed"]
+# unhealthy: served, but its environment check failed in a worker, so its calls fail at once (last_error says why)
+PluginState = Literal["serving", "building", "failed", "unhealthy"]
 
 
 class PluginStates:

@@ -2,14 +2,19 @@
 
 Run by the plugin venv's python, never imported by the plugin code:
 
-    <venv>/bin/python -s -P worker_main.py <plugin_dir> <module.function> [<memory_limit_mb>]
+    <venv>/bin/python -s -P worker_main.py <plugin_dir> <module.function | --command=JSON> [<memory_limit_mb>]
+
+A command plugin's worker (`--command=["python", "tool.py", "{id}"]`) runs that program once per call
+(plugins/worker_command.py): it is the worker's child, so it inherits the worker's scrubbed
+environment, memory limit and process group (a timeout kill reaches it too).
 
 This file must stay stdlib-only: the plugin venv does not have cdcflow's dependencies installed
 (that is the point of the isolation). The runner imports the framing helpers below from it, so
 both ends of the pipe share one definition of the wire format.
 
 Wire format, both directions: a 4-byte big-endian length, then that many bytes of UTF-8 JSON.
-  worker -> runner, once at start:  {"type": "hello", "ok", "pid", "python", "prefix", "error"?}
+  worker -> runner, once at start:  {"type": "hello", "ok", "pid", "python", "prefix", "error"?, "unhealthy"}
+                                    (unhealthy: why the environment check failed, or null)
   runner -> worker, per call:       {"invocation_id", "params", "context": {...}}
   worker -> runner, per call:       {"type": "result", "ok", "output", "error", "note",
                                      "started_at", "entry_called_at", "finished_at"}
@@ -28,9 +33,14 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 HEADER = struct.Struct(">I")
+COMMAND_ARG_PREFIX = "--command="
+# The error type of every call to a plugin whose environment check failed: the runner neither retries
+# it (it would fail the same way until the plugin or its host is fixed) nor waits for a worker to run it.
+UNHEALTHY_ERROR_TYPE = "PluginUnhealthy"
+ENVIRONMENT_CHECK = "validate_execution_environment"
 # A frame this large is a corrupted stream (e.g. something wrote to the protocol fd), not a payload.
 MAX_FRAME_BYTES = 512 * 1024 * 1024
 READ_CHUNK = 1 << 16
@@ -74,6 +84,11 @@ class FrameDecoder:
     @property
     def buffered(self) -> int:
         return len(self._buf)
+
+
+def command_argument(command: list[str]) -> str:
+    """The worker's target argument for a command plugin (the other kind is module.function)."""
+    return COMMAND_ARG_PREFIX + json.dumps(command)
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -138,6 +153,19 @@ def accepts_context(func: Callable[..., Any]) -> bool:
     return False
 
 
+class Servable(Protocol):
+    """What the serve loop needs of a plugin: a Python one (Plugin) or a command (worker_command.py)."""
+
+    load_error: dict[str, Any] | None
+    unhealthy: str | None
+    takes_context: bool
+    hooks: dict[str, Callable[..., Any]]
+
+    def check_environment(self) -> None: ...
+
+    def call(self, request: dict[str, Any]) -> dict[str, Any]: ...
+
+
 class Plugin:
     """The loaded entry point and its optional hooks (or the error that prevented loading them)."""
 
@@ -147,6 +175,8 @@ class Plugin:
         self.takes_context = False
         self.hooks: dict[str, Callable[..., Any]] = {}
         self.load_error: dict[str, Any] | None = None
+        self.unhealthy: str | None = None
+        self._check: Callable[[], Any] | None = None
         module_name, _, func_name = entry_point.rpartition(".")
         try:
             # The plugin folder first, so `import helpers` inside the plugin finds its own files.
@@ -165,11 +195,28 @@ class Plugin:
                 fn = getattr(module, hook, None)
                 if callable(fn):
                     self.hooks[hook] = fn
+            check = getattr(module, ENVIRONMENT_CHECK, None)
+            self._check = check if callable(check) else None
         except KeyboardInterrupt:
             raise
         except BaseException as e:  # SystemExit at import time is a load error too, not a silent exit
             self.load_error = error_info(e)
             self.load_error["message"] = f"cannot load {entry_point} from {plugin_dir}: {self.load_error['message']}"
+
+    def check_environment(self) -> None:
+        """Run the module's validate_execution_environment() once: False (or 0, "") or an exception
+        makes the plugin unhealthy, with the reason; None or anything true passes."""
+        if self._check is None or self.load_error is not None:
+            return
+        try:
+            ok = self._check()
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:
+            self.unhealthy = f"{ENVIRONMENT_CHECK}() raised {type(e).__name__}: {e}"
+            return
+        if ok is not None and not ok:
+            self.unhealthy = f"{ENVIRONMENT_CHECK}() returned {ok!r}"
 
     def call(self, request: dict[str, Any]) -> dict[str, Any]:
         started_at = time.time()
@@ -259,7 +306,10 @@ def _watch_parent(parent_pid: int) -> None:
 
 def main(argv: list[str]) -> int:
     if len(argv) not in (3, 4):
-        print("usage: worker_main.py <plugin_dir> <module.function> [<memory_limit_mb>]", file=sys.stderr)
+        print(
+            "usage: worker_main.py <plugin_dir> <module.function | --command=JSON> [<memory_limit_mb>]",
+            file=sys.stderr,
+        )
         return 2
     plugin_dir, entry_point = os.path.abspath(argv[1]), argv[2]
     memory_limit_mb = int(argv[3]) if len(argv) == 4 else None
@@ -273,9 +323,46 @@ def main(argv: list[str]) -> int:
 
     if memory_limit_mb is not None:
         limit_memory(memory_limit_mb)
-    plugin = Plugin(plugin_dir, entry_point, memory_limit_mb)
+    plugin = load_servable(plugin_dir, entry_point, memory_limit_mb)
+    plugin.check_environment()
     write_all(proto_out, encode_frame(json.dumps(hello_message(plugin)).encode()))
     return serve(plugin, proto_in, proto_out)
+
+
+def load_servable(plugin_dir: str, target: str, memory_limit_mb: int | None) -> Servable:
+    """The Python plugin, or for a `--command=` target the command runner of worker_command.py.
+
+    That file is loaded by its path: this folder is deliberately not on sys.path (see main)."""
+    if not target.startswith(COMMAND_ARG_PREFIX):
+        return Plugin(plugin_dir, target, memory_limit_mb)
+    import importlib.util  # lazy: only command plugins need it
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker_command.py")
+    spec = importlib.util.spec_from_file_location("cdcflow_worker_command", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    servable: Servable = module.CommandPlugin(plugin_dir, json.loads(target[len(COMMAND_ARG_PREFIX) :]))
+    return servable
+
+
+def unhealthy_response(request: dict[str, Any], reason: str) -> dict[str, Any]:
+    """A call to a plugin whose environment check failed: it fails at once, naming the reason."""
+    now = time.time()
+    return {
+        "type": "result",
+        "invocation_id": request.get("invocation_id"),
+        "ok": False,
+        "output": None,
+        "started_at": now,
+        "entry_called_at": None,
+        "finished_at": now,
+        "error": {
+            "type": UNHEALTHY_ERROR_TYPE,
+            "message": f"the plugin is unhealthy: {reason} (fix it and reload the plugin)",
+            "traceback": None,
+        },
+    }
 
 
 def _take_protocol_pipes() -> tuple[int, int]:
@@ -292,10 +379,11 @@ def _take_protocol_pipes() -> tuple[int, int]:
     return proto_in, proto_out
 
 
-def hello_message(plugin: Plugin) -> dict[str, Any]:
+def hello_message(plugin: Servable) -> dict[str, Any]:
     return {
         "type": "hello",
         "ok": plugin.load_error is None,
+        "unhealthy": plugin.unhealthy,
         "pid": os.getpid(),
         "python": sys.version.split()[0],
         "prefix": sys.prefix,
@@ -305,7 +393,7 @@ def hello_message(plugin: Plugin) -> dict[str, Any]:
     }
 
 
-def serve(plugin: Plugin, proto_in: int, proto_out: int) -> int:
+def serve(plugin: Servable, proto_in: int, proto_out: int) -> int:
     """Answer requests one after the other until the runner closes our stdin (or we must retire)."""
     decoder = FrameDecoder()
     while True:
@@ -321,7 +409,7 @@ def serve(plugin: Plugin, proto_in: int, proto_out: int) -> int:
         except ValueError as e:
             resp = _bad_request(e)
         else:
-            resp = plugin.call(request)
+            resp = plugin.call(request) if plugin.unhealthy is None else unhealthy_response(request, plugin.unhealthy)
         write_all(proto_out, encode_frame(dump_response(resp)))
         if resp.get("retire"):
             # Leave without reading on: a request the runner pipelined behind this one must not

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from schemas.errors import ConfigError, from_validation_error
 from schemas.invocation import Priority
@@ -17,6 +26,12 @@ ParamType = Literal["string", "integer", "number", "boolean", "object", "array",
 
 PLUGIN_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$"
 ENTRY_POINT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$"
+# A command's `{name}` placeholder, or a literal `{{` / `}}`. plugins/worker_command.py fills them with
+# the same pattern (the worker has no pydantic, so no schemas; a unit test keeps the two equal).
+COMMAND_PLACEHOLDER = r"\{\{|\}\}|\{([^{}]*)\}"
+# Besides the declared parameters, a command may name these (the invocation's, for idempotent tools).
+COMMAND_CONTEXT_NAMES = ("invocation_id", "attempt", "plugin")
+LABEL_MAX_CHARS = 64
 
 
 class ParameterSpec(BaseModel):
@@ -43,8 +58,17 @@ class PluginManifest(BaseModel):
     name: str = Field(pattern=PLUGIN_NAME_PATTERN)
     version: str = "0.0.0"
     description: str = ""
-    entry_point: str = Field(pattern=ENTRY_POINT_PATTERN, description="module.function, relative to the plugin folder")
+    category: str | None = Field(default=None, description="one grouping label, e.g. data_sync (runs list --category)")
+    tags: list[str] = Field(default_factory=list, description="labels to find it and its runs by (runs list --tag)")
+    entry_point: str | None = Field(
+        default=None, pattern=ENTRY_POINT_PATTERN, description="module.function, relative to the plugin folder"
+    )
     parameters: dict[str, ParameterSpec] = Field(default_factory=dict)
+    command: list[str] | None = Field(
+        default=None,
+        description="instead of entry_point: a program and its arguments, run in the plugin folder without a "
+        "shell; `{param}` placeholders are filled from the parameters, `{{`/`}}` are literal braces",
+    )
     dependencies: list[str] = Field(default_factory=list, description="pip requirement specifiers")
     timeout_seconds: float = Field(default=300.0, gt=0)
     retries: RetryPolicy = Field(default_factory=RetryPolicy)
@@ -60,6 +84,41 @@ class PluginManifest(BaseModel):
                 raise ValueError(f"not a requirement specifier: {dep!r}")
         return [d.strip() for d in deps]
 
+    @field_validator("category")
+    @classmethod
+    def _category_is_a_label(cls, category: str | None) -> str | None:
+        return None if category is None else _label(category)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags_are_labels(cls, tags: list[str]) -> list[str]:
+        return list(dict.fromkeys(_label(tag) for tag in tags))
+
+    @field_validator("command")
+    @classmethod
+    def _command_placeholders_are_declared(cls, command: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        if command is None:
+            return None
+        if not command or not command[0].strip():
+            raise ValueError('must start with the program to run, e.g. ["python", "tool.py"]')
+        declared = info.data.get("parameters")
+        for i, arg in enumerate(command):
+            try:
+                names = command_placeholders(arg)
+            except ValueError as e:
+                raise ValueError(f"[{i}] {e}") from None
+            for name in names:
+                if declared is not None and name not in declared and name not in COMMAND_CONTEXT_NAMES:
+                    known = ", ".join([*sorted(declared), *COMMAND_CONTEXT_NAMES])
+                    raise ValueError(f"[{i}] {arg!r}: {{{name}}} is not a declared parameter (known: {known})")
+        return command
+
+    @model_validator(mode="after")
+    def _one_way_to_run(self) -> PluginManifest:
+        if why := run_field_problem(self.entry_point is not None, self.command is not None):
+            raise ValueError(why)
+        return self
+
     @model_validator(mode="after")
     def _defaults_match_types(self) -> PluginManifest:
         for pname, spec in self.parameters.items():
@@ -69,11 +128,13 @@ class PluginManifest(BaseModel):
 
     @property
     def module(self) -> str:
-        return self.entry_point.rsplit(".", 1)[0]
+        """The entry point's module ("" for a command plugin)."""
+        return (self.entry_point or ".").rsplit(".", 1)[0]
 
     @property
     def function(self) -> str:
-        return self.entry_point.rsplit(".", 1)[1]
+        """The entry point's function ("" for a command plugin)."""
+        return (self.entry_point or ".").rsplit(".", 1)[1]
 
     def validate_params(self, params: dict[str, Any]) -> dict[str, Any]:
         """Type-coerce `params` against the declared parameters; raise ParamError listing every problem.
@@ -102,6 +163,39 @@ class PluginManifest(BaseModel):
         if problems:
             raise ParamError(self.name, problems)
         return out
+
+
+def _label(text: str) -> str:
+    """A category or tag: trimmed, short, and without commas (the CLI and API take comma lists of them)."""
+    label = text.strip()
+    if not label or len(label) > LABEL_MAX_CHARS or "," in label or not label.isprintable():
+        raise ValueError(f"{text!r} is not a label: 1-{LABEL_MAX_CHARS} printable characters, no comma")
+    return label
+
+
+def command_placeholders(arg: str) -> list[str]:
+    """The names of the `{name}` placeholders in one command argument; ValueError for a malformed one."""
+    names = []
+    for match in re.finditer(COMMAND_PLACEHOLDER, arg):
+        name = match.group(1)
+        if name is None:
+            continue  # `{{` or `}}`
+        if not name.isidentifier():
+            raise ValueError(f"{arg!r}: {{{name}}} is not a placeholder (write {{{{ and }}}} for literal braces)")
+        names.append(name)
+    rest = re.sub(COMMAND_PLACEHOLDER, "", arg)
+    if "{" in rest or "}" in rest:
+        raise ValueError(f"{arg!r}: unmatched brace (write {{{{ and }}}} for literal braces)")
+    return names
+
+
+def run_field_problem(has_entry_point: bool, has_command: bool) -> str | None:
+    """Why a plugin.json cannot be run: it needs exactly one of entry_point and command."""
+    if has_entry_point and has_command:
+        return "give entry_point (a Python function) or command (a program), not both"
+    if not has_entry_point and not has_command:
+        return "missing: give entry_point (module.function) or command (a program and its arguments)"
+    return None
 
 
 INT64 = 2**63
@@ -260,6 +354,9 @@ def load_manifest(path: str | Path) -> PluginManifest:
         raise ConfigError(path, [(f"line {e.lineno} column {e.colno}", f"invalid JSON: {e.msg}")]) from None
     if not isinstance(data, dict):
         raise ConfigError(path, [("", "must be a JSON object")])
+    # Checked before the model so the error names the field (a model-level check has no field to name).
+    if why := run_field_problem(data.get("entry_point") is not None, data.get("command") is not None):
+        raise ConfigError(path, [("command" if data.get("command") is not None else "entry_point", why)])
     try:
         return PluginManifest.model_validate(data)
     except ValidationError as e:

@@ -17,6 +17,9 @@ class ErrorInfo(BaseModel):
 
 
 class Result(BaseModel):
+    # Extra fields pass through: a command plugin's failure carries its `exit_code`.
+    model_config = ConfigDict(extra="allow")
+
     model_config = ConfigDict(extra="allow")
 
     invocation_id: str

@@ -32,7 +32,12 @@ class PluginOut(BaseModel):
     name: str
     version: str
     code_hash: str
-    state: str = Field(description="serving, building, failed, or not served")
+    category: str | None = Field(default=None, description="plugin.json's category")
+    tags: list[str] = Field(default_factory=list, description="plugin.json's tags")
+    state: str = Field(
+        description="serving, building, failed, unhealthy (its environment check failed: last_error says why), "
+        "or not served"
+    )
     served_version: str | None = None
     served_code_hash: str | None = None
     loaded_at: float | None = None

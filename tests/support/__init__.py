@@ -23,7 +23,7 @@ from confluent_kafka.admin import AdminClient
 
 from cdc.checkpoint import CheckpointStore
 from plugins.pool import WorkerPool, WorkerSpec
-from plugins.registry import LoadedPlugin, load_plugin
+from plugins.registry import LoadedPlugin, load_plugin, worker_target
 from plugins.venvs import ensure_venv, venv_python
 from schemas.config import Config, load_config, parse_settings
 from schemas.invocation import invocation_id_for
@@ -152,7 +152,7 @@ def plugin_pool(plugin: LoadedPlugin, size: int | None = None, venv_dir: Path = 
             plugin.name,
             venv_python(venv),
             plugin.path,
-            plugin.manifest.entry_point,
+            worker_target(plugin.manifest),
             memory_limit_mb=plugin.manifest.memory_limit_mb,
         ),
         size or plugin.manifest.concurrency,
