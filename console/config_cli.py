@@ -70,6 +70,7 @@ def settings_problems(config: Config) -> list[tuple[str, str]]:
 @click.pass_context
 def check(ctx: click.Context) -> None:
     """Validate the config, the rules and schedules against the plugins, and the plugins; exit 1 naming each problem."""
+    from streams.table_columns import TableColumns
     from streams.validation import discover_manifests, validated_matcher
 
     config = get_config(ctx)  # a bad file stops here, naming file, key and reason
@@ -78,12 +79,17 @@ def check(ctx: click.Context) -> None:
     problems = settings_problems(config)
     manifests, load_problems = discover_manifests(config.settings.runners.plugin_dirs)
     problems += [(f"plugin {folder}", reason) for folder, reason in sorted(load_problems.items())]
+    columns = TableColumns(config.settings)  # placeholders and bound parameters against existing tables
     try:
-        validated_matcher(config)
+        validated_matcher(config, columns)
     except ConfigError as e:
         problems += e.problems
+    finally:
+        columns.close()
     if problems:
         raise click.ClickException("config check failed:\n" + redact(str(ConfigError(source, problems)), secrets))
+    if columns.unreachable:
+        click.echo(f"note: {redact(columns.unreachable, secrets)}", err=True)
     click.echo(
         f"{source}: ok — {len(config.rules.rules)} rule(s), {len(config.rules.schedules)} schedule(s), "
         f"{len(manifests)} plugin(s): {', '.join(sorted(manifests)) or 'none'}"

@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
+from schemas.errors import location
 from schemas.invocation import Priority
 
 Operation = Literal["INSERT", "UPDATE", "DELETE", "READ"]
@@ -15,21 +17,66 @@ Operation = Literal["INSERT", "UPDATE", "DELETE", "READ"]
 DEFAULT_OPERATIONS: tuple[Operation, ...] = ("INSERT", "UPDATE", "DELETE")
 
 
+class TriggerSpec(BaseModel):
+    """One plugin of a rule with its own settings: `{plugin: es_indexer, params: {...}, priority: high}`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    plugin: str = Field(min_length=1)
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="this plugin's params, over the rule's params (same templates)"
+    )
+    priority: Priority | None = Field(default=None, description="this plugin's priority (default: the rule's)")
+
+
 class RuleSpec(BaseModel):
     """One rule as written under `monitored_tables.<table>` (the original design's shape, extended)."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = None
-    triggers: list[str] = Field(min_length=1, description="plugins to invoke")
+    triggers: list[str | TriggerSpec] = Field(
+        min_length=1, description="plugins to invoke: a name, or {plugin, params, priority}"
+    )
     operations: list[Operation] = Field(default_factory=lambda: list(DEFAULT_OPERATIONS))
     conditions: dict[str, Any] = Field(default_factory=dict)
     params: dict[str, Any] = Field(
-        default_factory=dict, description="plugin params; strings may use {after.col} templates"
+        default_factory=dict,
+        description="params of every plugin of the rule; strings may use {after.col} templates; "
+        "none given (here or on a trigger): each plugin's declared parameters are bound by name",
     )
     priority: Priority = "normal"
     debounce_ms: int | None = Field(default=None, ge=1)
     enabled: bool = True
+
+    @field_validator("triggers", mode="before")
+    @classmethod
+    def _trigger_entries(cls, entries: Any) -> Any:
+        # Each entry read here (not by a str | TriggerSpec union): an error names the entry and its key
+        # once, instead of once per member of the union.
+        if not isinstance(entries, list):
+            return entries
+        out: list[Any] = []
+        names: set[str] = set()
+        for i, entry in enumerate(entries):
+            if isinstance(entry, dict):
+                try:
+                    entry = TriggerSpec.model_validate(entry)
+                except ValidationError as e:
+                    first = e.errors(include_url=False)[0]
+                    raise PydanticCustomError("trigger", f"[{i}].{location(first['loc'])}: {first['msg']}") from None
+            elif not isinstance(entry, str | TriggerSpec):
+                raise PydanticCustomError("trigger", f"[{i}]: a plugin name or a mapping {{plugin, params, priority}}")
+            name = entry if isinstance(entry, str) else entry.plugin
+            if name in names:
+                raise PydanticCustomError(
+                    "trigger",
+                    f"[{i}]: plugin {name!r} is listed twice (one invocation per rule, plugin and change: "
+                    "use a second rule)",
+                )
+            names.add(name)
+            out.append(entry)
+        return out
 
     @field_validator("operations", mode="before")
     @classmethod
@@ -42,11 +89,40 @@ class RuleSpec(BaseModel):
 
 
 class Rule(RuleSpec):
-    """A rule bound to its table, after the file was read."""
+    """A rule bound to its table, after the file was read.
+
+    `triggers` is the plugin names, in order (what most readers need); a trigger written with its
+    own settings keeps them in `trigger_settings`, by plugin (a plugin appears once per rule: the
+    invocation id is made of rule, plugin and change)."""
 
     name: str
     db: str
     table: str
+    triggers: list[str] = Field(min_length=1, description="plugins to invoke")  # type: ignore[assignment]
+    trigger_settings: dict[str, TriggerSpec] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_triggers(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("triggers"), list):
+            return data
+        names: list[Any] = []
+        settings = dict(data.get("trigger_settings") or {})
+        for entry in data["triggers"]:
+            spec = TriggerSpec.model_validate(entry) if isinstance(entry, dict | TriggerSpec) else None
+            names.append(spec.plugin if spec is not None else entry)
+            if spec is not None:
+                settings[spec.plugin] = spec
+        return {**data, "triggers": names, "trigger_settings": settings}
+
+    def params_for(self, plugin: str) -> dict[str, Any]:
+        """The params `plugin` is given: the rule's, overridden key by key by its trigger's own."""
+        own = self.trigger_settings.get(plugin)
+        return {**self.params, **own.params} if own is not None and own.params else self.params
+
+    def priority_for(self, plugin: str) -> Priority:
+        own = self.trigger_settings.get(plugin)
+        return own.priority if own is not None and own.priority is not None else self.priority
 
     @property
     def qualified_table(self) -> str:

@@ -31,6 +31,7 @@ from streams.reload import Live, RulesReload
 from streams.row_changes import RowChangeLoop
 from streams.schedule_state import ScheduleStore
 from streams.schedule_timer import ScheduleTimer
+from streams.table_columns import TableColumns
 from streams.trigger_checks import Refusal, Rejections, check_request, too_large
 from streams.validation import validated_matcher
 from streams.worker_ops import StreamsOps
@@ -60,7 +61,11 @@ def build_app(config: Config, consume_only: bool = False) -> StreamsApp:
     settings = config.settings
     row_topics = [settings.topics.row_changes(db, table) for db, table in config.rules.tables()]
     debouncing = any(r.enabled and r.debounce_ms for r in config.rules.rules)
-    live = Live(validated_matcher(config))
+    columns = TableColumns(settings)  # a rule's placeholders and bound parameters against its table
+    try:
+        live = Live(validated_matcher(config, columns))
+    finally:
+        columns.close()
     _ensure_topics(config, row_topics, debouncing)
     app = new_app(settings)
     built = StreamsApp(app, StreamsOps.attach(app, config), live)

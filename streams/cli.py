@@ -48,13 +48,19 @@ def rules() -> None:
 @click.pass_context
 def check(ctx: click.Context) -> None:
     """Validate the rules in the config file; exit 1 with every problem named."""
+    from streams.table_columns import TableColumns
     from streams.validation import validated_matcher
 
     config = get_config(ctx)
+    columns = TableColumns(config.settings)  # placeholders and bound parameters against existing tables
     try:
-        validated_matcher(config)
+        validated_matcher(config, columns)
     except ConfigError as e:
         raise click.ClickException(f"bad rules:\n{e}") from None
+    finally:
+        columns.close()
+    if columns.unreachable:
+        click.echo(f"note: {columns.unreachable}", err=True)
     for rule in config.rules.rules:
         click.echo(f"ok  {rule.name}: {rule.qualified_table} {'/'.join(rule.operations)} -> {', '.join(rule.triggers)}")
     click.echo(f"{len(config.rules.rules)} rule(s), {len(config.rules.schedules)} schedule(s): ok")
@@ -68,6 +74,7 @@ def explain_cmd(ctx: click.Context, event_file: BinaryIO) -> None:
     import orjson
 
     from streams.matcher import Matcher, explain
+    from streams.validation import discover_manifests
 
     config = get_config(ctx)
     try:
@@ -79,7 +86,8 @@ def explain_cmd(ctx: click.Context, event_file: BinaryIO) -> None:
             f"{event_file.name}: not a row-change event (need source.db, source.table, op): {e}"
         ) from None
     try:
-        matcher = Matcher.compile(config.rules, str(config.path or "config"))
+        manifests, _ = discover_manifests(config.settings.runners.plugin_dirs)  # params bound by name
+        matcher = Matcher.compile(config.rules, str(config.path or "config"), manifests)
     except ConfigError as e:
         raise click.ClickException(f"bad rules:\n{e}") from None
     results = explain(matcher, config.rules, event)

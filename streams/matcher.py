@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import hashlib
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.errors import ConfigError
 from schemas.invocation import INVOCATION_NAMESPACE
+from schemas.manifest import PluginManifest
 from schemas.row_change import OP_TO_OPERATION, OPERATION_TO_OP
 from schemas.rules import Rule, RulesConfig
+from streams.binding import compile_binding
 from streams.conditions import (
     ConditionError,
     Predicate,
@@ -37,12 +39,34 @@ def cdc_invocation_id(rule: str, plugin: str, event_id: str) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+ParamsOf = Callable[[dict[str, Any]], dict[str, Any]]
+
+
 @dataclass
 class CompiledRule:
     rule: Rule
     ops: frozenset[str]
     predicate: Predicate
-    params: Callable[[dict[str, Any]], dict[str, Any]]
+    targets: list[tuple[str, ParamsOf, str]]  # (plugin, its params from the change, its priority)
+
+
+def compile_targets(rule: Rule, manifests: Mapping[str, PluginManifest] | None) -> list[tuple[str, ParamsOf, str]]:
+    """Each plugin's params builder, compiled once per rule: the rule's params merged with the
+    trigger's own; none given and the plugin known: its declared parameters bound by name. Plugins
+    given the same params share one builder (the matcher builds their params once per change)."""
+    shared = compile_params(rule.params)
+    targets: list[tuple[str, ParamsOf, str]] = []
+    for i, plugin in enumerate(rule.triggers):
+        params = rule.params_for(plugin)
+        manifest = manifests.get(plugin) if manifests is not None else None
+        if not params and manifest is not None:
+            build = compile_binding(manifest.parameters)
+        elif params is rule.params:
+            build = shared
+        else:
+            build = compile_params(params, f"triggers[{i}].params")
+        targets.append((plugin, build, rule.priority_for(plugin)))
+    return targets
 
 
 @dataclass
@@ -182,7 +206,11 @@ class Matcher:
             self.arranged = {table: TableRules.arrange(rules) for table, rules in self.by_table.items()}
 
     @classmethod
-    def compile(cls, rules: RulesConfig, source: str = "config") -> Matcher:
+    def compile(
+        cls, rules: RulesConfig, source: str = "config", manifests: Mapping[str, PluginManifest] | None = None
+    ) -> Matcher:
+        """`manifests` (plugin name -> plugin.json): bind the parameters of plugins a rule gives no
+        params by name (without them, such a plugin gets no params)."""
         problems: list[tuple[str, str]] = []
         by_table: dict[tuple[str, str], list[CompiledRule]] = {}
         for rule in rules.rules:
@@ -194,7 +222,7 @@ class Matcher:
                     rule=rule,
                     ops=frozenset(OPERATION_TO_OP[o] for o in rule.operations),
                     predicate=compile_conditions(rule.conditions),
-                    params=compile_params(rule.params),
+                    targets=compile_targets(rule, manifests),
                 )
             except (ConditionError, MappingError) as e:
                 problems.append((where, str(e)))
@@ -230,15 +258,17 @@ class Matcher:
             }
             if carry_row:
                 trigger["before"], trigger["after"] = before, after
-            params = cr.params(event)
-            for plugin in rule.triggers:
+            built = None
+            for plugin, params_of, priority in cr.targets:
+                if params_of is not built:  # plugins given the same params share them
+                    params, built = params_of(event), params_of
                 invocation = {
                     "invocation_id": cdc_invocation_id(rule.name, plugin, event_id),
                     "plugin": plugin,
                     "params": params,
                     "trigger": trigger,
                     "attempt": 1,
-                    "priority": rule.priority,
+                    "priority": priority,
                 }
                 out.append(PlannedInvocation(plugin, invocation, rule.debounce_ms))
         return out
@@ -275,6 +305,6 @@ def explain(matcher: Matcher, rules: RulesConfig, event: dict[str, Any]) -> list
             reason = explain_conditions(rule.conditions, event.get("before"), event.get("after"))
             out.append(Explanation(rule.name, False, reason or "conditions do not hold"))
         else:
-            params = cr.params(event)
-            out.append(Explanation(rule.name, True, f"-> {', '.join(rule.triggers)} with params {params}"))
+            plans = "; ".join(f"{plugin} with params {params_of(event)}" for plugin, params_of, _ in cr.targets)
+            out.append(Explanation(rule.name, True, f"-> {plans}"))
     return out

@@ -46,7 +46,12 @@ def test_unknown_plugin_undeclared_and_missing_params_are_named() -> None:
                                 "params": {"operation": "x", "teacher_id": "{after.id}"},
                             },
                             {"name": "typo", "triggers": ["echo", "nosuch"], "params": {"mesage": "{after.id}"}},
-                            {"name": "unmapped", "triggers": ["data_processor"], "params": {}},
+                            # params given: all required ones must be (none given would bind them by name)
+                            {
+                                "name": "unmapped",
+                                "triggers": ["data_processor"],
+                                "params": {"teacher_id": "{after.id}"},
+                            },
                         ]
                     },
                     "schedules": {

@@ -9,6 +9,8 @@ import humanize
 
 log = logging.getLogger("data_processor")
 OPERATIONS = ("validate", "report", "archive")
+# A rule that gives no params binds `operation` to the row change's (seed 000's monitored_tables).
+ROW_CHANGES = ("INSERT", "UPDATE", "DELETE", "READ")
 # Packages the runner has but a plugin must not see: proof that the plugin runs in its own venv.
 RUNNER_ONLY_PACKAGES = ("pydantic", "confluent_kafka", "redis", "click", "cdcflow", "schemas")
 
@@ -18,9 +20,9 @@ def before_execution(params, context):
 
 
 def process_data(operation, teacher_id=None, is_valid=True, lessons=0, context=None):
-    if operation not in OPERATIONS:
-        raise ValueError(f"unknown operation {operation!r} (known: {', '.join(OPERATIONS)})")
-    if operation == "validate" and not is_valid:
+    if operation not in OPERATIONS + ROW_CHANGES:
+        raise ValueError(f"unknown operation {operation!r} (known: {', '.join(OPERATIONS + ROW_CHANGES)})")
+    if operation in ("validate", *ROW_CHANGES) and not is_valid:
         status = "needs review"
     else:
         status = "ok"

@@ -6,6 +6,11 @@ Kafka delivers at least once and a runner may run an invocation twice (redeliver
 a retry after a timeout whose call did finish), so each write is applied once per invocation id:
 the marker `<key_prefix>:_applied:<invocation_id>` is set in the same Lua call as the write, and
 another run of that invocation changes nothing and answers `noop` with the current version.
+
+A rule that gives it no params (seed 000: `triggers: [data_processor, es_indexer]`) binds `row`,
+`operation` and `table` by name: the row is the document, its `id_column` its id, the table the
+index, and a DELETE deletes it. This stands in for Elasticsearch (nothing here talks to one): the
+same calls against a real cluster would be `index`/`delete` with `version_type=external`.
 """
 
 import json
@@ -40,14 +45,25 @@ def _client(url):
 
 
 def index_document(
-    doc_id,
+    doc_id=None,
     document=None,
     op="index",
-    index="documents",
+    index=None,
     redis_url="redis://127.0.0.1:6380/0",
     key_prefix="es_indexer",
+    row=None,
+    operation=None,
+    table=None,
+    id_column="id",
     context=None,
 ):
+    if row is not None:  # a row change's parameters, bound by name
+        document = row if document is None else document
+        doc_id = row.get(id_column) if doc_id is None else doc_id
+        op = "delete" if operation == "DELETE" else op
+    if doc_id is None:
+        raise ValueError(f"no doc_id (and no row with an {id_column!r} column)")
+    doc_id, index = str(doc_id), index or table or "documents"
     if op not in ("index", "delete"):
         raise ValueError(f"unknown op {op!r} (index | delete)")
     if op == "index" and document is None:
