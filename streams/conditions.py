@@ -190,7 +190,11 @@ def _op_changed(op: str, arg: Any, get: Getter, column: str, path: str) -> Predi
         # An insert or delete changes every column; an update only those that differ.
         if b is None or a is None:
             return expected
-        differs: bool = b.get(column, _MISSING) != a.get(column, _MISSING)
+        was, now = b.get(column, _MISSING), a.get(column, _MISSING)
+        try:
+            differs: bool = was != now
+        except RecursionError:  # a JSON column nested past the recursion limit (orjson reads 1,024 levels)
+            differs = not _equal_iteratively(was, now)
         return differs == expected
 
     return changed
@@ -219,8 +223,11 @@ _OPERATOR_BUILDERS: dict[str, Callable[[str, Any, Getter, str, str], Predicate]]
 def _eq(value: Any, expected: Any) -> bool:
     if value is _MISSING:
         return False
-    if value == expected:
-        return True
+    try:
+        if value == expected:
+            return True
+    except RecursionError:  # containers nested past the recursion limit: never numbers (below)
+        return _equal_iteratively(value, expected)
     if isinstance(value, str) and isinstance(expected, str):
         return False  # two different strings: never numerically equal (below), and no float() parse
     # DECIMALs arrive as strings and booleans as TINYINT: compare numerically when one side is numeric.
@@ -231,6 +238,25 @@ def _eq(value: Any, expected: Any) -> bool:
         and num_v == num_e
         and not (isinstance(value, str) and isinstance(expected, str))
     )
+
+
+def _equal_iteratively(a: Any, b: Any) -> bool:
+    """a == b for values nested past the recursion limit, where == raises RecursionError: compared
+    level by level, without recursing."""
+    pairs = [(a, b)]
+    while pairs:
+        x, y = pairs.pop()
+        if type(x) is list and type(y) is list:
+            if len(x) != len(y):
+                return False
+            pairs.extend(zip(x, y, strict=True))
+        elif type(x) is dict and type(y) is dict:
+            if x.keys() != y.keys():
+                return False
+            pairs.extend((x[k], y[k]) for k in x)
+        elif type(x) in (list, dict) or type(y) in (list, dict) or not (x is y or x == y):
+            return False  # as == on containers: an item is equal when it is the same object or ==
+    return True
 
 
 def _ordered(value: Any, arg: Any, compare: Callable[[Any, Any], bool]) -> bool:
