@@ -323,6 +323,12 @@ class WorkerPool:
         avg = self._avg_call_seconds
         return avg is not None and avg < PIPELINE_MAX_CALL_SECONDS
 
+    def unhealthy_reason(self) -> str | None:
+        """Why the plugin's environment check failed in a started worker (from its hello), or None."""
+        with self._lock:
+            hellos = [w.hello for w in self._all if w.hello is not None]
+        return next((str(h["unhealthy"]) for h in hellos if h.get("unhealthy")), None)
+
     def pids(self) -> list[int]:
         with self._lock:
             return sorted(w.pid for w in self._all)
@@ -336,12 +342,6 @@ class WorkerPool:
                 closed = True
             else:
                 closed = False
-    def unhealthy_reason(self) -> str | None:
-        """Why the plugin's environment check failed in a started worker (from its hello), or None."""
-        with self._lock:
-            hellos = [w.hello for w in self._all if w.hello is not None]
-        return next((str(h["unhealthy"]) for h in hellos if h.get("unhealthy")), None)
-
         if closed:
             w.kill()
         return w

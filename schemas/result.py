@@ -11,15 +11,15 @@ RunStatus = Literal["success", "failed", "timeout", "rejected", "skipped"]
 
 
 class ErrorInfo(BaseModel):
+    # Extra fields pass through: a command plugin's failure carries its `exit_code`.
+    model_config = ConfigDict(extra="allow")
+
     type: str
     message: str
     traceback: str | None = None
 
 
 class Result(BaseModel):
-    # Extra fields pass through: a command plugin's failure carries its `exit_code`.
-    model_config = ConfigDict(extra="allow")
-
     model_config = ConfigDict(extra="allow")
 
     invocation_id: str
