@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -168,12 +169,67 @@ class SmtpSettings(BaseModel):
 
 
 class AlertSettings(BaseModel):
-    """Where alerts go and when; with neither webhook_url nor smtp, no alert is sent."""
+    """Where alerts go and when; with no channel (nor the `webhook_url`/`smtp` shorthands), none is sent."""
 
     model_config = ConfigDict(extra="forbid")
 
-    webhook_url: SecretStr | None = None
-    smtp: SmtpSettings | None = None
+def _http_url(value: SecretStr) -> SecretStr:
+    """A webhook URL is a secret (it often holds a token): the error names its problem, never its text."""
+    parts = urlsplit(value.get_secret_value())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    return value
+
+
+WebhookUrl = Annotated[SecretStr, AfterValidator(_http_url)]
+
+
+class WebhookChannel(BaseModel):
+    """The generic JSON webhook: the alert's own fields (kind, subject, message, details...) POSTed as is."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["webhook"]
+    url: WebhookUrl
+
+
+class SlackChannel(BaseModel):
+    """A Slack incoming webhook: `text` (the fallback) and `blocks`."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["slack"]
+    webhook_url: WebhookUrl
+
+
+class DingTalkChannel(BaseModel):
+    """A DingTalk custom robot (`msgtype: markdown`); with `secret` (SEC...), requests are signed."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["dingtalk"]
+    webhook_url: WebhookUrl
+    secret: SecretStr | None = None
+
+
+class FeishuChannel(BaseModel):
+    """A Feishu/Lark custom bot (`msg_type: post`); with `secret`, the body carries timestamp and sign."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["feishu", "lark"]
+    webhook_url: WebhookUrl
+    secret: SecretStr | None = None
+
+
+class EmailChannel(SmtpSettings):
+    type: Literal["email"]
+
+
+AlertChannel = Annotated[
+    WebhookChannel | SlackChannel | DingTalkChannel | FeishuChannel | EmailChannel, Field(discriminator="type")
+]
+
+
+    webhook_url: WebhookUrl | None = Field(default=None, description="shorthand for a `webhook` channel")
+    smtp: SmtpSettings | None = Field(default=None, description="shorthand for an `email` channel")
+    channels: list[AlertChannel] = Field(default_factory=list)
     on_failure: bool = True
     on_dead_letter: bool = True
     long_run_seconds: float | None = Field(default=None, gt=0, description="alert on a run longer than this")
@@ -181,12 +237,23 @@ class AlertSettings(BaseModel):
     window_seconds: float = Field(default=60.0, gt=0, description="rate-limit window per alert kind and subject")
     max_per_window: int = Field(default=3, ge=1, description="sent one by one per window; the rest as a summary")
     timeout_seconds: float = Field(default=5.0, gt=0)
+    on_component_down: bool = Field(default=True, description="a component without heartbeat for stale_after_seconds")
+    on_schedule_skip: bool = Field(default=True, description="a schedule slot missed or skipped by max_instances")
 
 
 class ApiToken(BaseModel):
     """A token given in the config file, by the sha256 of its text only (`cdcflow api token hash`)."""
 
     model_config = ConfigDict(extra="forbid")
+    def all_channels(self) -> list[WebhookChannel | SlackChannel | DingTalkChannel | FeishuChannel | EmailChannel]:
+        """`channels` plus the shorthands, as channels."""
+        out: list[WebhookChannel | SlackChannel | DingTalkChannel | FeishuChannel | EmailChannel] = []
+        if self.webhook_url is not None:
+            out.append(WebhookChannel(type="webhook", url=self.webhook_url))
+        if self.smtp is not None:
+            out.append(EmailChannel(type="email", **self.smtp.model_dump()))
+        return out + list(self.channels)
+
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
     scopes: list[Literal["read", "trigger", "admin"]] = Field(min_length=1)

@@ -72,7 +72,11 @@ def build_app(config: Config, consume_only: bool = False) -> StreamsApp:
     emitter = Emitter(app, settings.topics, built.ops)
     if config.rules.schedules:
         built.timer = ScheduleTimer(
-            config.rules.schedules, ScheduleStore(settings), emitter.emit_and_wait, is_leader=app.is_leader
+            config.rules.schedules,
+            ScheduleStore(settings),
+            emitter.emit_and_wait,
+            is_leader=app.is_leader,
+            on_skipped=built.ops.on_schedule_skipped,
         )
         add_task(app, built.timer.run)
     if config.path is not None:

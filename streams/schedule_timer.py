@@ -33,6 +33,8 @@ log = logging.getLogger("cdcflow.streams.schedules")
 
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
 Clock = Callable[[], datetime]
+# (schedule, slots not run, why): the worker's alert hook for missed and skipped slots
+OnSkipped = Callable[[Schedule, list[datetime], str], None]
 
 
 def utcnow() -> datetime:
@@ -60,8 +62,10 @@ class ScheduleTimer:
         is_leader: Callable[[], bool] = lambda: True,
         clock: Clock = utcnow,
         max_sleep: float = 1.0,
+        on_skipped: OnSkipped | None = None,
     ):
         self.schedules = [s for s in schedules if s.enabled]
+        self.on_skipped = on_skipped
         self.store = store
         self.emit = emit
         self.is_leader = is_leader
@@ -109,6 +113,7 @@ class ScheduleTimer:
                 schedule.misfire_grace_time,
                 slot_key(plan.missed[-1]) if plan.missed else "-",
             )
+            self._skipped(schedule, plan.missed, f"missed beyond misfire_grace_time={schedule.misfire_grace_time}s")
         ticks.sort(key=lambda t: t.fire_time)
         self.store.record(schedule.name, plan.last, ticks, fired, len(plan.missed) + plan.uncounted_missed)
         return plan.next_due
@@ -157,11 +162,19 @@ class ScheduleTimer:
                     len(outstanding),
                     schedule.max_instances,
                 )
+                self._skipped(schedule, [slot], f"max_instances={schedule.max_instances} still running")
                 continue
             ticks.append(await self._emit(schedule, slot, invocation))
             fired.append(invocation_id)
             outstanding.append(invocation_id)
         return ticks, fired
+
+    def _skipped(self, schedule: Schedule, slots: list[datetime], why: str) -> None:
+        if self.on_skipped is not None:
+            try:
+                self.on_skipped(schedule, slots, why)
+            except Exception:  # an alert hook must not stop the timer
+                log.exception("schedule %s: skipped-slot hook failed", schedule.name)
 
     async def _emit(self, schedule: Schedule, slot: datetime, invocation: dict[str, Any]) -> ScheduleTick:
         await self.emit(invocation)

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import faust
 from prometheus_client import CollectorRegistry, Counter
 
 from schemas.config import Config
+from schemas.rules import Schedule
+from schemas.runtime.alerts import Alerter
 from schemas.runtime.observability import ComponentObservability
 from streams.faust_app import add_timer, tables_recovered
 
@@ -66,6 +69,7 @@ class StreamsOps:
         self.assigned = 0
         self.observability: ComponentObservability | None = None
         self.row_changes: RowChangeLoop | None = None  # when rules watch tables
+        self.alerter = Alerter(config.settings.alerts, "streams")
 
     @classmethod
     def attach(cls, app: faust.App, config: Config) -> StreamsOps:
@@ -123,11 +127,27 @@ class StreamsOps:
             live=self._live,
             details=self._details,
         ).start()
+        self.alerter.start()
         return self
 
     def stop(self) -> None:
         if self.observability is not None:
             self.observability.stop()
+        self.alerter.close()
+
+    def on_schedule_skipped(self, schedule: Schedule, slots: list[datetime], why: str) -> None:
+        if not self.settings.alerts.on_schedule_skip or not slots:
+            return
+        latest = slots[-1].isoformat()
+        self.alerter.alert(
+            "schedule_skipped",
+            schedule.name,
+            f"schedule {schedule.name} ({schedule.plugin}): {len(slots)} slot(s) not run, {why}; latest {latest}",
+            schedule=schedule.name,
+            plugin=schedule.plugin,
+            slots=[s.isoformat() for s in slots[-20:]],
+            reason=why,
+        )
 
     def observe_app(self) -> None:
         """On the event loop only (the tick)."""

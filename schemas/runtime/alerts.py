@@ -1,4 +1,5 @@
-"""Alerts: failures, dead letters, long runs, reader lag -> a webhook (POST JSON) and/or email (SMTP).
+"""Alerts: failures, dead letters, long runs, reader lag, components down, schedule slots skipped ->
+the configured channels (alert_channels.py: JSON webhook, Slack, DingTalk, Feishu/Lark, email).
 
 Raising an alert only puts it on a bounded in-memory queue (never blocks the runner's hot path; a
 full queue drops and counts). One background thread rate-limits and sends. Per (kind, subject),
@@ -6,31 +7,26 @@ e.g. (failure, plugin X), the first `max_per_window` alerts of a window go out o
 rest are counted and sent as one summary when the window ends ("37 failures of plugin X in the
 last 60 s"). While a storm goes on, each following window sends only its summary.
 
-The webhook URL is a secret (it often embeds a token): it is never logged, only its host.
+Webhook URLs are secrets (they often embed a token): never logged, only their host.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
-import smtplib
 import socket
 import threading
 import time
-import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.message import EmailMessage
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
+from schemas.runtime.alert_channels import Sender, senders_from
 from schemas.settings import AlertSettings
 
 log = logging.getLogger("cdcflow.alerts")
 
-AlertKind = Literal["failure", "dead_letter", "long_run", "reader_lag"]
+AlertKind = Literal["failure", "dead_letter", "long_run", "reader_lag", "component_down", "schedule_skipped"]
 QUEUE_SIZE = 10_000
 
 _NOUNS: dict[str, str] = {
@@ -38,6 +34,8 @@ _NOUNS: dict[str, str] = {
     "dead_letter": "dead letters of plugin {subject}",
     "long_run": "long runs of plugin {subject}",
     "reader_lag": "lag alerts of reader {subject}",
+    "component_down": "down alerts of {subject}",
+    "schedule_skipped": "skipped slots of schedule {subject}",
 }
 
 
@@ -138,56 +136,6 @@ def alert_payload(alert: Alert, component: str) -> dict[str, Any]:
 
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat()
-
-
-# -- senders ------------------------------------------------------------------------------------
-Sender = Callable[[dict[str, Any]], None]
-
-
-def webhook_sender(url: str, timeout: float) -> Sender:
-    def send(payload: dict[str, Any]) -> None:
-        request = urllib.request.Request(
-            url,
-            data=json.dumps(payload, default=str).encode(),
-            method="POST",
-            headers={"Content-Type": "application/json", "User-Agent": "cdcflow-alerts"},
-        )
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (URL from config)
-            response.read()
-
-    send.__name__ = f"webhook to {urlsplit(url).hostname or '?'}"  # what a failure log may name
-    return send
-
-
-def smtp_sender(settings: AlertSettings) -> Sender:
-    smtp = settings.smtp
-    assert smtp is not None
-
-    def send(payload: dict[str, Any]) -> None:
-        msg = EmailMessage()
-        msg["Subject"] = f"[cdcflow] {payload['message'][:150]}"
-        msg["From"] = smtp.sender
-        msg["To"] = ", ".join(smtp.to)
-        msg.set_content(json.dumps(payload, indent=2, default=str))
-        client_cls = smtplib.SMTP_SSL if smtp.ssl else smtplib.SMTP
-        with client_cls(smtp.host, smtp.port, timeout=settings.timeout_seconds) as client:
-            if smtp.starttls:
-                client.starttls()
-            if smtp.username:
-                client.login(smtp.username, smtp.password.get_secret_value() if smtp.password else "")
-            client.send_message(msg)
-
-    send.__name__ = f"email via {smtp.host}:{smtp.port}"
-    return send
-
-
-def senders_from(settings: AlertSettings) -> list[Sender]:
-    out: list[Sender] = []
-    if settings.webhook_url is not None:
-        out.append(webhook_sender(settings.webhook_url.get_secret_value(), settings.timeout_seconds))
-    if settings.smtp is not None:
-        out.append(smtp_sender(settings))
-    return out
 
 
 # -- the alerter -----------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ The heartbeat thread writes the component's record to Redis (schemas/runtime/com
 `observability.heartbeat_seconds`, with the same readiness, so `cdcflow status`/`health` work from
 any host without reaching the ports. Neither thread ever touches the component's hot path: the
 figures are read when asked for. A port already in use is logged and the component runs without
-its server (two runners on one host with one config must not refuse to start).
+its server (two runners on one host with one config must not refuse to start). With alert channels
+configured, the heartbeat thread also alerts on the other components that went down (down_watch.py).
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from typing import Any
 import redis
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from schemas.runtime.alerts import Alerter
 from schemas.runtime.components import ComponentRecord, Kind, now_ms, redis_client, this_instance, write_record
+from schemas.runtime.down_watch import DownWatch
 from schemas.settings import Settings
 
 log = logging.getLogger("cdcflow.observability")
@@ -91,6 +94,7 @@ class ComponentObservability:
         self._thread: threading.Thread | None = None
         self._redis: redis.Redis | None = None
         self._last_failure_log = 0.0
+        self._down_watch: DownWatch | None = None
 
     # -- checks (never raise: a probe answers, it does not crash) ----------------------------------
     def ready(self) -> tuple[bool, str | None]:
@@ -133,6 +137,9 @@ class ComponentObservability:
                     self.port,
                 )
         self._redis = redis_client(self.settings)
+        alerts = self.settings.alerts
+        if alerts.on_component_down and alerts.all_channels():
+            self._down_watch = DownWatch(self.settings, Alerter(alerts, self.kind).start(), self.instance)
         self._thread = threading.Thread(target=self._heartbeat_loop, name=f"{self.kind}-heartbeat", daemon=True)
         self._thread.start()
         return self
@@ -145,6 +152,8 @@ class ComponentObservability:
         if self._thread is not None:
             self._thread.join(5.0)
         self._publish(stopped=True)
+        if self._down_watch is not None:
+            self._down_watch.alerter.close()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -174,12 +183,21 @@ class ComponentObservability:
         interval = self.settings.observability.heartbeat_seconds
         while not self._stop.is_set():
             self._publish()
+            self._watch_others()
             if self.on_heartbeat is not None:
                 try:
                     self.on_heartbeat()
                 except Exception:
                     log.exception("%s: heartbeat hook failed", self.kind)
             self._stop.wait(interval)
+
+    def _watch_others(self) -> None:
+        if self._down_watch is None or self._redis is None:
+            return
+        try:
+            self._down_watch.check(self._redis)
+        except redis.RedisError:
+            pass  # the heartbeat write above has already said Redis is unreachable
 
     def _publish(self, stopped: bool = False) -> None:
         if self._redis is None:

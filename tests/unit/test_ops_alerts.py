@@ -7,7 +7,6 @@ import email.policy
 import io
 import json
 import logging
-import socketserver
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from schemas.runtime.alerts import Alert, Alerter, RateLimiter, summary_payload
 from schemas.runtime.log_format import JsonFormatter
 from schemas.settings import AlertSettings
 from tests.support import wait_for
-from tests.support.receivers import WebhookReceiver
+from tests.support.receivers import SmtpReceiver, WebhookReceiver
 
 
 @pytest.fixture
@@ -153,40 +152,6 @@ def test_a_run_longer_than_the_threshold_raises_a_long_run_alert() -> None:
     assert [(b["kind"], b["details"]["invocation_id"]) for b in got] == [("long_run", "slow")]
     assert "ran 0.8 s (threshold 0.5 s)" in got[0]["message"]
     assert ops.invocations.labels("etl", "success")._value.get() == 2
-
-
-class SmtpReceiver:
-    """Just enough of an SMTP server on 127.0.0.1 to accept messages (the stdlib has none since 3.12)."""
-
-    def __init__(self) -> None:
-        self.messages: list[str] = []
-        messages = self.messages
-
-        class Handler(socketserver.StreamRequestHandler):
-            def handle(self) -> None:
-                self.wfile.write(b"220 test ESMTP\r\n")
-                while line := self.rfile.readline():
-                    verb = line[:4].upper()
-                    if verb == b"DATA":
-                        self.wfile.write(b"354 go on\r\n")
-                        body = []
-                        while (data := self.rfile.readline()) not in (b".\r\n", b""):
-                            body.append(data)
-                        messages.append(b"".join(body).decode())
-                        self.wfile.write(b"250 queued\r\n")
-                    elif verb == b"QUIT":
-                        self.wfile.write(b"221 bye\r\n")
-                        return
-                    else:
-                        self.wfile.write(b"250 ok\r\n")
-
-        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def test_alerts_go_out_by_email_too() -> None:
