@@ -16,6 +16,7 @@ from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field,
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
+
 class KafkaSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -168,11 +169,6 @@ class SmtpSettings(BaseModel):
     to: list[str] = Field(min_length=1)
 
 
-class AlertSettings(BaseModel):
-    """Where alerts go and when; with no channel (nor the `webhook_url`/`smtp` shorthands), none is sent."""
-
-    model_config = ConfigDict(extra="forbid")
-
 def _http_url(value: SecretStr) -> SecretStr:
     """A webhook URL is a secret (it often holds a token): the error names its problem, never its text."""
     parts = urlsplit(value.get_secret_value())
@@ -227,24 +223,24 @@ AlertChannel = Annotated[
 ]
 
 
+class AlertSettings(BaseModel):
+    """Where alerts go and when; with no channel (nor the `webhook_url`/`smtp` shorthands), none is sent."""
+
+    model_config = ConfigDict(extra="forbid")
+
     webhook_url: WebhookUrl | None = Field(default=None, description="shorthand for a `webhook` channel")
     smtp: SmtpSettings | None = Field(default=None, description="shorthand for an `email` channel")
     channels: list[AlertChannel] = Field(default_factory=list)
     on_failure: bool = True
     on_dead_letter: bool = True
+    on_component_down: bool = Field(default=True, description="a component without heartbeat for stale_after_seconds")
+    on_schedule_skip: bool = Field(default=True, description="a schedule slot missed or skipped by max_instances")
     long_run_seconds: float | None = Field(default=None, gt=0, description="alert on a run longer than this")
     reader_lag_ms: int | None = Field(default=None, gt=0, description="alert when the reader lags more")
     window_seconds: float = Field(default=60.0, gt=0, description="rate-limit window per alert kind and subject")
     max_per_window: int = Field(default=3, ge=1, description="sent one by one per window; the rest as a summary")
     timeout_seconds: float = Field(default=5.0, gt=0)
-    on_component_down: bool = Field(default=True, description="a component without heartbeat for stale_after_seconds")
-    on_schedule_skip: bool = Field(default=True, description="a schedule slot missed or skipped by max_instances")
 
-
-class ApiToken(BaseModel):
-    """A token given in the config file, by the sha256 of its text only (`cdcflow api token hash`)."""
-
-    model_config = ConfigDict(extra="forbid")
     def all_channels(self) -> list[WebhookChannel | SlackChannel | DingTalkChannel | FeishuChannel | EmailChannel]:
         """`channels` plus the shorthands, as channels."""
         out: list[WebhookChannel | SlackChannel | DingTalkChannel | FeishuChannel | EmailChannel] = []
@@ -254,6 +250,11 @@ class ApiToken(BaseModel):
             out.append(EmailChannel(type="email", **self.smtp.model_dump()))
         return out + list(self.channels)
 
+
+class ApiToken(BaseModel):
+    """A token given in the config file, by the sha256 of its text only (`cdcflow api token hash`)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
     scopes: list[Literal["read", "trigger", "admin"]] = Field(min_length=1)
