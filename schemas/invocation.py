@@ -41,6 +41,7 @@ class ManualTrigger(BaseModel):
     requested_by: str
     requested_at: datetime
     request_id: str
+    due_at: datetime | None = None  # a delayed trigger's time (`cdcflow trigger --delay/--at`)
 
 
 class ReplayTrigger(BaseModel):

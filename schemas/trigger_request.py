@@ -21,6 +21,9 @@ class ManualTriggerRequest(BaseModel):
     priority: Priority = "normal"
     requested_by: str
     requested_at: datetime = Field(default_factory=utcnow)
+    # Set for a delayed trigger (`--delay`/`--at`): kept in Redis until then, then released onto the
+    # triggers topic by the worker's leader (streams/delayed_release.py), which runs it at once.
+    due_at: datetime | None = None
 
 
 class ScheduleTick(BaseModel):

@@ -25,6 +25,7 @@ from schemas.config import Config
 from schemas.runtime.kafka_topics import ensure_topics
 from schemas.settings import Settings
 from streams.debounce_pending import PendingDebounces, pending_topic
+from streams.delayed_release import delayed_release
 from streams.emitter import Emitter, manual_invocation
 from streams.faust_app import Agent, add_agent, add_task, add_thread_service, crash_from_thread, new_app, raw_topic
 from streams.reload import Live, RulesReload
@@ -79,6 +80,8 @@ def build_app(config: Config, consume_only: bool = False) -> StreamsApp:
             on_skipped=built.ops.on_schedule_skipped,
         )
         add_task(app, built.timer.run)
+    # Always, not only with schedules: a delayed trigger may name any plugin (streams/delayed_release.py).
+    add_task(app, delayed_release(app, settings).run)
     if config.path is not None:
         built.reload = RulesReload(config, live, built.timer)
         add_task(app, built.reload.run)

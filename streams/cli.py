@@ -103,8 +103,13 @@ def explain_cmd(ctx: click.Context, event_file: BinaryIO) -> None:
 @click.option("-p", "--param", "pairs", multiple=True, metavar="KEY=VALUE", help="a parameter (repeatable)")
 @click.option("--json", "json_params", metavar="JSON", help="parameters as a JSON object")
 @click.option("--priority", type=click.Choice(["low", "normal", "high"]), default="normal", show_default=True)
+@click.option("--delay", metavar="DURATION", help="run it this much later: 30s, 5m, 1h30m, 2d (at most 30 days)")
+@click.option("--at", "at", metavar="TIME", help="run it at this ISO-8601 time with a UTC offset (...Z, ...+08:00)")
+@click.option("--key", "idempotency_key", metavar="KEY", help="the same key gives the same invocation, run once")
 @click.option("--wait", is_flag=True, help="wait for the result and print it")
-@click.option("--timeout", type=float, default=300.0, show_default=True, help="seconds to wait with --wait")
+@click.option(
+    "--timeout", type=float, default=300.0, show_default=True, help="seconds to wait with --wait (after the due time)"
+)
 @click.pass_context
 def trigger(
     ctx: click.Context,
@@ -112,32 +117,34 @@ def trigger(
     pairs: tuple[str, ...],
     json_params: str | None,
     priority: str,
+    delay: str | None,
+    at: str | None,
+    idempotency_key: str | None,
     wait: bool,
     timeout: float,
 ) -> None:
-    """Run PLUGIN now: parameters are checked against its plugin.json before anything is sent."""
-    import getpass
-    import socket
-
-    from streams.manual_trigger import TriggerError, plugin_manifest, send_trigger, trigger_request, wait_for_result
+    """Run PLUGIN now, or later (--delay/--at): parameters are checked against its plugin.json before
+    anything is sent. A delayed run is kept in Redis and survives restarts of every component."""
+    from streams.manual_trigger import TriggerError, trigger_now_or_later, wait_for_result
 
     settings = get_config(ctx).settings
+    params = parse_param_pairs(pairs, json_params)
     try:
-        manifest = plugin_manifest(settings, plugin)
-        params = parse_param_pairs(pairs, json_params)
-        request = trigger_request(plugin, manifest, params, priority, f"{getpass.getuser()}@{socket.gethostname()}")
-        invocation_id = send_trigger(settings, request)
+        sent = trigger_now_or_later(
+            settings, plugin, params, priority=priority, delay=delay, at=at, idempotency_key=idempotency_key
+        )
     except TriggerError as e:
         raise click.ClickException(str(e)) from None
-    click.echo(f"triggered {plugin}: invocation {invocation_id}", err=True)
+    when = f", due {sent.due_at.isoformat(timespec='milliseconds')}" if sent.due_at else ""
+    click.echo(f"triggered {plugin}: invocation {sent.invocation_id}{when}", err=True)
     if not wait:
-        click.echo(invocation_id)
+        click.echo(sent.invocation_id)
         return
-    found = wait_for_result(settings, invocation_id, timeout)
+    found = wait_for_result(settings, sent.invocation_id, timeout + sent.seconds_until_due())
     if found is None:
         raise click.ClickException(
-            f"no result for invocation {invocation_id} within {timeout:.0f}s "
-            f"(is `cdcflow run` running? see `cdcflow runs show {invocation_id}` later)"
+            f"no result for invocation {sent.invocation_id} within {timeout:.0f}s{' of its time' if when else ''} "
+            f"(is `cdcflow run` running? see `cdcflow runs show {sent.invocation_id}` later)"
         )
     raw, result = found
     click.echo(raw.decode())
@@ -146,7 +153,7 @@ def trigger(
 
 @click.group()
 def schedules() -> None:
-    """Schedules: list them, pause and resume them (state in Redis, so it survives restarts)."""
+    """Schedules: list them, pause, resume or run them now (state in Redis, so it survives restarts)."""
 
 
 def _schedule_or_fail(config: Config, name: str) -> Schedule:
@@ -215,3 +222,21 @@ def schedules_resume(ctx: click.Context, name: str) -> None:
     _schedule_or_fail(config, name)
     ScheduleStore(config.settings).resume(name, utcnow())
     click.echo(f"resumed {name}")
+
+
+@schedules.command("run")
+@click.argument("name")
+@click.option("--key", metavar="KEY", help="the same key gives the same invocation, run once")
+@click.pass_context
+def schedules_run(ctx: click.Context, name: str, key: str | None) -> None:
+    """Fire NAME now, outside its slots (recorded in its history; its next slot fires as planned)."""
+    from streams.schedule_run import ScheduleRunError, run_schedule_now
+
+    config = get_config(ctx)
+    schedule = _schedule_or_fail(config, name)
+    try:
+        invocation_id = run_schedule_now(config.settings, schedule, key)
+    except ScheduleRunError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"ran {name} -> {schedule.plugin}: invocation {invocation_id}", err=True)
+    click.echo(invocation_id)

@@ -53,16 +53,19 @@ class Emitter:
 
 
 def manual_invocation(request: ManualTriggerRequest) -> dict[str, Any]:
+    trigger: dict[str, Any] = {
+        "kind": "manual",
+        "requested_by": request.requested_by,
+        "requested_at": request.requested_at.isoformat(),
+        "request_id": request.request_id,
+    }
+    if request.due_at is not None:  # a delayed trigger released by the leader: its run shows when it was due
+        trigger["due_at"] = request.due_at.isoformat()
     return {
         "invocation_id": invocation_id_for("manual", request.request_id, request.plugin),
         "plugin": request.plugin,
         "params": request.params,
-        "trigger": {
-            "kind": "manual",
-            "requested_by": request.requested_by,
-            "requested_at": request.requested_at.isoformat(),
-            "request_id": request.request_id,
-        },
+        "trigger": trigger,
         "attempt": 1,
         "priority": request.priority,
     }

@@ -1,13 +1,21 @@
 """`cdcflow trigger`, the logic: check the parameters against the plugin's manifest, publish the
-request to the triggers topic (the Faust app turns it into an invocation), wait for its result."""
+request to the triggers topic (the Faust app turns it into an invocation), wait for its result.
+A delayed one (`--delay/--at`) is kept in Redis instead and released when due by the worker's
+leader (streams/delayed_store.py, streams/delayed_release.py). The CLI, the HTTP API and the
+Python `trigger()` (streams/client.py) share these functions."""
 
 from __future__ import annotations
 
+import getpass
+import socket
 import threading
 import time
 import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import redis
 from confluent_kafka import KafkaError, Producer
 
 from plugins.registry import discover
@@ -18,6 +26,8 @@ from schemas.result import Result
 from schemas.runtime.kafka_topics import ensure_topics
 from schemas.settings import Settings
 from schemas.trigger_request import ManualTriggerRequest
+from streams.delayed_store import DelayedStore
+from streams.due_time import DueTimeError, due_time
 
 SEND_TIMEOUT = 30.0
 IDEMPOTENCY_NAMESPACE = uuid.UUID("5c3b7e52-8d0e-4f0a-a0c1-6f1d2e9b4a77")
@@ -44,11 +54,13 @@ def trigger_request(
     priority: str,
     requested_by: str,
     idempotency_key: str | None = None,
+    due_at: datetime | None = None,
 ) -> ManualTriggerRequest:
     """The request, its parameters validated (and coerced) by the manifest, its priority by the model.
 
     With an idempotency key the request id (and so the invocation id) is derived from it: sending the
-    same key twice gives the same invocation, which the runners run once."""
+    same key twice gives the same invocation, which the runners run once. With `due_at` (streams/due_time.py)
+    it is a delayed trigger, for `submit` to keep until then."""
     try:
         checked = manifest.validate_params(params)
     except ParamError as e:
@@ -60,6 +72,7 @@ def trigger_request(
             "params": checked,
             "priority": priority,
             "requested_by": requested_by,
+            "due_at": due_at,
         }
     )
 
@@ -105,6 +118,56 @@ def send_trigger(settings: Settings, request: ManualTriggerRequest) -> str:
         return sender.send(request)
     finally:
         sender.close()
+
+
+def submit(settings: Settings, request: ManualTriggerRequest, sender: TriggerSender | None = None) -> str:
+    """Send the request now, or keep it until its due_at (a delayed trigger, released by the worker's
+    leader: streams/delayed_release.py); returns the invocation id either way. The CLI, the API and
+    `trigger()` all come through here."""
+    if request.due_at is None:
+        return sender.send(request) if sender is not None else send_trigger(settings, request)
+    store = DelayedStore(settings)
+    try:
+        return store.add(request)
+    except redis.RedisError as e:
+        raise TriggerError(f"Redis did not accept the delayed trigger, nothing was kept: {e}") from None
+    finally:
+        store.close()
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What a trigger became: its invocation id, and its due time when delayed."""
+
+    invocation_id: str
+    due_at: datetime | None = None
+
+    def seconds_until_due(self) -> float:
+        return max(0.0, (self.due_at - datetime.now(UTC)).total_seconds()) if self.due_at else 0.0
+
+
+def trigger_now_or_later(
+    settings: Settings,
+    plugin: str,
+    params: dict[str, Any],
+    *,
+    priority: str = "normal",
+    delay: str | float | timedelta | None = None,
+    at: str | datetime | None = None,
+    idempotency_key: str | None = None,
+    requested_by: str | None = None,
+    sender: TriggerSender | None = None,
+) -> Sent:
+    """`cdcflow trigger` and `trigger()`: check plugin, parameters and due time (streams/due_time.py),
+    then send now or keep until due. TriggerError names what was refused, and nothing was sent."""
+    manifest = plugin_manifest(settings, plugin)
+    try:
+        due = due_time(delay, at, datetime.now(UTC))
+    except DueTimeError as e:
+        raise TriggerError(f"refused, nothing was sent: {e}") from None
+    who = requested_by or f"{getpass.getuser()}@{socket.gethostname()}"
+    request = trigger_request(plugin, manifest, params, priority, who, idempotency_key, due)
+    return Sent(submit(settings, request, sender), due)
 
 
 def wait_for_result(settings: Settings, invocation_id: str, timeout: float) -> tuple[bytes, Result | None] | None:

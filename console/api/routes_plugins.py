@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -19,7 +20,8 @@ from plugins.registry import discover
 from plugins.state import PluginStates
 from schemas.manifest import ParamError, PluginManifest
 from schemas.runtime.components import now_ms, read_records
-from streams.manual_trigger import TriggerError, TriggerSender, trigger_request
+from streams.due_time import DueTimeError, due_time
+from streams.manual_trigger import TriggerError, TriggerSender, submit, trigger_request
 
 router = APIRouter(tags=["plugins"], responses=ERROR_RESPONSES)
 Reader = Annotated[Principal, Depends(require("read"))]
@@ -61,6 +63,15 @@ class InvocationRequest(BaseModel):
     priority: Literal["low", "normal", "high"] = "normal"
     idempotency_key: str | None = Field(
         default=None, min_length=1, max_length=200, description="the same key gives the same invocation, run once"
+    )
+    delay_seconds: float | None = Field(
+        default=None, description="run it this many seconds from now (at most 30 days); kept until then"
+    )
+    at: str | None = Field(
+        default=None,
+        max_length=100,
+        description="run it at this ISO-8601 time with a UTC offset (e.g. 2026-12-05T22:00:00+08:00)",
+        examples=["2026-12-05T22:00:00Z"],
     )
 
 
@@ -131,7 +142,8 @@ async def invoke_plugin(
     ] = 0,
 ) -> InvocationStatus:
     """Run the plugin: parameters are checked against plugin.json before anything is published (422
-    naming the parameter). 202 with the invocation id; with `wait`, 200 and the result if it lands in time."""
+    naming the parameter). 202 with the invocation id; with `wait`, 200 and the result if it lands in time.
+    With `delay_seconds` or `at` it runs then (kept in Redis until due: survives restarts)."""
     settings = ctx.config.settings
     plugin = discover(settings.runners.plugin_dirs).plugins.get(name)
     if plugin is None:
@@ -141,10 +153,12 @@ async def invoke_plugin(
     except ParamError as e:
         errors = [FieldProblem(field=f"params.{k}" if k else "params", message=m) for k, m in e.problems]
         raise ApiProblem(422, "Invalid parameters", f"refused, nothing was sent: {e}", errors) from None
+    due = _due_at(body)
     key = f"{principal.token_id}:{body.idempotency_key}" if body.idempotency_key else None
-    trigger = trigger_request(name, plugin.manifest, body.params, body.priority, f"api:{principal.name}", key)
+    trigger = trigger_request(name, plugin.manifest, body.params, body.priority, f"api:{principal.name}", key, due)
     try:
-        invocation_id = await asyncio.to_thread(_sender(request).send, trigger)
+        sender = _sender(request) if due is None else None
+        invocation_id = await asyncio.to_thread(submit, settings, trigger, sender)
     except TriggerError as e:
         raise ApiProblem(503, "Service unavailable", str(e)) from None
     request.state.audit_detail = f"invocation {invocation_id}"
@@ -154,6 +168,14 @@ async def invoke_plugin(
             response.status_code = 200
             return landed
     return InvocationStatus(invocation_id=invocation_id, status="pending")
+
+
+def _due_at(body: InvocationRequest) -> datetime | None:
+    try:
+        return due_time(body.delay_seconds, body.at, datetime.now(UTC), ("delay_seconds", "at"))
+    except DueTimeError as e:
+        problem = FieldProblem(field=e.field, message=str(e).removeprefix(f"{e.field}: "))
+        raise ApiProblem(422, "Invalid time", f"refused, nothing was sent: {e}", [problem]) from None
 
 
 _sender_lock = threading.Lock()
