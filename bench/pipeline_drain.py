@@ -1,0 +1,178 @@
+"""Whole-pipeline drain: a backlog of row changes written while cdcflow is stopped, then drained by
+`cdcflow run` (reader, streams worker and runners each in its own process, as users run it).
+
+1. a sysbench-shaped table (id, k, c CHAR(120), pad CHAR(60)) in its own database; the reader is
+   started once to take its starting position, then stopped;
+2. N row changes written in multi-row transactions: 60% inserts, 25% updates, 15% deletes;
+3. `cdcflow run` started; the clock starts when every component reports ready (start-up -- venvs,
+   warm worker pools, group joins -- is printed apart) and stops when the results topic holds a
+   success for every change;
+4. checked: one success per change (by event id) and no second success for any invocation id.
+
+Progress every 5 s on stderr. Last line: `pipeline drain rows/s: N`.
+
+    python -m bench.pipeline_drain [--rows 200000] [--partitions 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer
+
+from bench.common import stack_up, start_cdcflow
+from cdc.checkpoint import CheckpointStore
+from console.status_report import check_health
+from schemas.config import Config
+from tests.support import execute, isolated_config_data, mysql, wait_for, write_config
+
+BATCH = 1000  # rows per transaction
+
+
+def write_backlog(db: str, rows: int) -> int:
+    """60% inserts, 25% updates, 15% deletes (of the inserted rows); returns the row changes written."""
+    inserts, updates, deletes = int(rows * 0.60), int(rows * 0.25), rows - int(rows * 0.60) - int(rows * 0.25)
+    conn = mysql(db)
+    cur = conn.cursor()
+    pad = "p" * 59
+    for start in range(0, inserts, BATCH):
+        ids = range(start + 1, min(inserts, start + BATCH) + 1)
+        cur.executemany(
+            "INSERT INTO sbtest (id, k, c, pad) VALUES (%s, %s, %s, %s)",
+            [(i, i % 1000, f"{i:0>119}", pad) for i in ids],
+        )
+        conn.commit()
+    for start in range(0, updates, BATCH):  # one UPDATE statement per row: one change each
+        ids = range(start + 1, min(updates, start + BATCH) + 1)
+        cur.executemany("UPDATE sbtest SET k = k + 1 WHERE id = %s", [(i,) for i in ids])
+        conn.commit()
+    for start in range(0, deletes, BATCH):
+        ids = range(inserts - start, max(inserts - start - BATCH, inserts - deletes), -1)
+        cur.executemany("DELETE FROM sbtest WHERE id = %s", [(i,) for i in ids])
+        conn.commit()
+    conn.close()
+    return inserts + updates + deletes
+
+
+class ResultCounter:
+    """Reads the results topic from its start: successes by event id and by invocation id."""
+
+    def __init__(self, config: Config):
+        settings = config.settings
+        self.consumer = Consumer(
+            settings.kafka_config(**{"group.id": f"bench-drain-{uuid.uuid4().hex}", "auto.offset.reset": "earliest"})
+        )
+        self.consumer.subscribe([settings.topics.results])
+        self.by_event: Counter[str] = Counter()
+        self.by_invocation: Counter[str] = Counter()
+        self.other: Counter[str] = Counter()
+
+    def poll(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            for message in self.consumer.consume(10_000, timeout=0.2):
+                if message.error() is None:
+                    self._count(orjson.loads(message.value() or b"{}"))
+
+    def _count(self, result: dict[str, Any]) -> None:
+        if result.get("status") == "success":  # a retried attempt's failure is not a second run
+            self.by_invocation[result.get("invocation_id", "?")] += 1
+            self.by_event[(result.get("trigger") or {}).get("event_id", "?")] += 1
+        else:
+            self.other[str(result.get("status"))] += 1
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def prepare(rows: int, partitions: int) -> tuple[Config, Path]:
+    rules = {"monitored_tables": {"sbtest": {"triggers": ["echo"], "params": {"message": "{event_id}"}}}}
+    data = isolated_config_data("drain", rules)
+    data["kafka"]["partitions"] = partitions
+    db = data["mysql"]["database"]
+    execute(
+        [
+            f"CREATE DATABASE {db}",
+            f"CREATE TABLE {db}.sbtest (id INT PRIMARY KEY, k INT NOT NULL, c CHAR(120) NOT NULL, "
+            "pad CHAR(60) NOT NULL, KEY k_1 (k))",
+        ]
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="cdcflow-drain-"))
+    return write_config(workdir, data), workdir
+
+
+def take_start_position(config: Config, workdir: Path) -> None:
+    assert config.path is not None
+    reader = start_cdcflow(config.path, "run", "--only", "cdc", log_path=workdir / "reader-first.log")
+    try:
+        wait_for(lambda: CheckpointStore(config.settings).load(), 120, 0.5, "the reader's first checkpoint")
+    finally:
+        reader.send_signal(signal.SIGINT)
+        reader.wait(60)
+
+
+def drain(config: Config, workdir: Path, expected: int) -> tuple[float, float, ResultCounter]:
+    """(start-up seconds, drain seconds, the counts)."""
+    assert config.path is not None
+    counter = ResultCounter(config)
+    began = time.monotonic()
+    pipeline = start_cdcflow(config.path, "run", log_path=workdir / "pipeline.log")
+    try:
+        wait_for(lambda: check_health(config)[0], 300, 0.2, "every component ready")
+        ready = time.monotonic()
+        last_print = ready
+        while len(counter.by_event) < expected:
+            counter.poll(1.0)
+            if pipeline.poll() is not None:
+                raise SystemExit(f"cdcflow run exited with {pipeline.returncode}; see {workdir / 'pipeline.log'}")
+            if time.monotonic() - last_print >= 5:
+                last_print = time.monotonic()
+                done = len(counter.by_event)
+                print(f"  {done:,}/{expected:,} ran ({done / (last_print - ready):,.0f}/s so far)", file=sys.stderr)
+        finished = time.monotonic()
+        counter.poll(2.0)  # anything run twice would show up just after
+        return ready - began, finished - ready, counter
+    finally:
+        pipeline.send_signal(signal.SIGINT)
+        try:
+            pipeline.wait(60)
+        except subprocess.TimeoutExpired:
+            pipeline.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=200_000, help="row changes in the backlog")
+    parser.add_argument("--partitions", type=int, default=4)
+    args = parser.parse_args()
+    stack_up()
+    config, workdir = prepare(args.rows, args.partitions)
+    take_start_position(config, workdir)
+    t0 = time.monotonic()
+    expected = write_backlog(config.settings.mysql.database, args.rows)
+    wrote = time.monotonic() - t0
+    print(f"backlog: {expected:,} row changes written in {wrote:.1f} s ({expected / wrote:,.0f}/s)", file=sys.stderr)
+    startup, seconds, counter = drain(config, workdir, expected)
+    twice = [i for i, n in counter.by_invocation.items() if n > 1]
+    doubled = [e for e, n in counter.by_event.items() if n > 1]
+    counter.close()
+    print(f"start-up (every component ready): {startup:.1f} s")
+    print(f"drained {len(counter.by_event):,} changes in {seconds:.1f} s; other results: {dict(counter.other)}")
+    print(f"invocations with more than one result: {len(twice)}; changes run more than once: {len(doubled)}")
+    if twice or doubled or len(counter.by_event) != expected:
+        raise SystemExit("FAILED: not exactly once")
+    print(f"pipeline drain rows/s: {expected / seconds:.0f}")
+
+
+if __name__ == "__main__":
+    main()
