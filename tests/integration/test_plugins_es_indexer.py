@@ -135,3 +135,43 @@ def test_a_second_run_of_one_invocation_changes_nothing(stack):
     finally:
         client.close()
         remove_test_resources(settings, [])
+
+
+def test_an_older_change_never_overwrites_a_newer_one_nor_brings_a_deleted_row_back(stack):
+    """Bound by name from row changes (row, operation, table, event_id), in the wrong order."""
+    settings = isolated_settings("es")
+    prefix = f"{settings.redis.key_prefix}:es"
+    url = settings.redis.url.get_secret_value()
+
+    def call(pool, operation: str, row: dict, pos: int):
+        iid = str(uuid.uuid4())
+        params = {"row": row, "operation": operation, "table": "teachers", "key_prefix": prefix, "redis_url": url}
+        params["event_id"] = f"1:mysql-bin.000003:{pos}:0"
+        context = {"invocation_id": iid, "plugin": "es_indexer", "attempt": 1, "trigger": {"kind": "cdc"}}
+        out = pool.call({"invocation_id": iid, "params": params, "context": context}, timeout=30)
+        assert out.status == "success", out.error
+        return out.output
+
+    client = redis.Redis.from_url(url)
+    try:
+        with plugin_pool(example_plugin("es_indexer"), size=1) as pool:
+            assert call(pool, "UPDATE", {"id": 9, "n": 2}, 2000)["result"] == "created"
+            assert call(pool, "INSERT", {"id": 9, "n": 1}, 1000) == {
+                "_index": "teachers",
+                "_id": "9",
+                "result": "stale",
+                "_version": 1,
+            }
+            assert json.loads(client.hget(f"{prefix}:teachers:9", "_source")) == {"id": 9, "n": 2}
+            assert call(pool, "DELETE", {"id": 9, "n": 2}, 3000)["result"] == "deleted"
+            assert call(pool, "UPDATE", {"id": 9, "n": 3}, 2500)["result"] == "stale"  # older than the delete
+            assert client.hget(f"{prefix}:teachers:9", "_source") is None
+            assert call(pool, "INSERT", {"id": 9, "n": 4}, 4000) == {
+                "_index": "teachers",
+                "_id": "9",
+                "result": "created",
+                "_version": 3,
+            }
+    finally:
+        client.close()
+        remove_test_resources(settings, [])

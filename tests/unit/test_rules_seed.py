@@ -61,9 +61,9 @@ def test_seed_000_verbatim_is_accepted_and_binds_each_plugins_parameters_by_name
     assert got == {
         # declared: operation, teacher_id, is_valid, lessons; `operation` is the change's (no such column)
         "data_processor": {"teacher_id": "T-7", "is_valid": 1, "lessons": 1200, "operation": "INSERT"},
-        # declared: ..., row, operation, table: the row, the change's operation and table; no column named
-        # like doc_id/document/op/index/..., so the runner applies their defaults
-        "es_indexer": {"row": ROW, "operation": "INSERT", "table": TABLE},
+        # declared: ..., row, operation, table, event_id: the change's; no column is named like
+        # doc_id/document/op/index/..., so the runner applies their defaults
+        "es_indexer": {"row": ROW, "operation": "INSERT", "table": TABLE, "event_id": "1:mysql-bin.000001:400:0"},
     }
     update = params_by_plugin(matcher, event("u", ROW, {**ROW, "lessons": 7}))
     assert update["data_processor"]["operation"] == "UPDATE" and update["data_processor"]["lessons"] == 7

@@ -8,9 +8,12 @@ the marker `<key_prefix>:_applied:<invocation_id>` is set in the same Lua call a
 another run of that invocation changes nothing and answers `noop` with the current version.
 
 A rule that gives it no params (seed 000: `triggers: [data_processor, es_indexer]`) binds `row`,
-`operation` and `table` by name: the row is the document, its `id_column` its id, the table the
-index, and a DELETE deletes it. This stands in for Elasticsearch (nothing here talks to one): the
-same calls against a real cluster would be `index`/`delete` with `version_type=external`.
+`operation`, `table` and `event_id` by name: the row is the document, its `id_column` its id, the
+table the index, a DELETE deletes it, and the change's binlog position is the document's external
+version. Runs of one row's changes are not ordered (several workers, invocations spread over
+partitions), so, as Elasticsearch's `version_type=external` does, a write older than the one the
+document has is not applied (`stale`), and a delete leaves a tombstone with its version so an older
+index cannot bring the row back. This stands in for Elasticsearch: nothing here talks to one.
 """
 
 import json
@@ -19,21 +22,42 @@ import redis
 
 APPLIED_TTL_SECONDS = 7 * 24 * 3600
 
-# KEYS: document key, applied marker. ARGV: op, source JSON, invocation id, marker TTL.
+# KEYS: document key, applied marker. ARGV: op, source JSON, invocation id, marker TTL, external version
+# ('' = none; fixed-width digits, so string order is version order).
 _WRITE = """
 local version = tonumber(redis.call('HGET', KEYS[1], '_version') or '0')
+local deleted = redis.call('HGET', KEYS[1], '_deleted') == '1'
+local external = redis.call('HGET', KEYS[1], '_external')
+if ARGV[5] ~= '' and external and external >= ARGV[5] then
+  return {'stale', version}
+end
 if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', tonumber(ARGV[4])) then
   return {'noop', version}
 end
 if ARGV[1] == 'delete' then
-  if version == 0 then return {'not_found', 0} end
+  if version == 0 or deleted then return {'not_found', version} end
   redis.call('DEL', KEYS[1])
+  if ARGV[5] ~= '' then
+    redis.call('HSET', KEYS[1], '_deleted', '1', '_version', version + 1, '_external', ARGV[5], '_invocation_id', ARGV[3])
+  end
   return {'deleted', version + 1}
 end
 redis.call('HSET', KEYS[1], '_source', ARGV[2], '_version', version + 1, '_invocation_id', ARGV[3])
-if version == 0 then return {'created', 1} end
+redis.call('HDEL', KEYS[1], '_deleted')
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], '_external', ARGV[5]) end
+if version == 0 or deleted then return {'created', version + 1} end
 return {'updated', version + 1}
 """
+
+
+def external_version(event_id):
+    """A cdc event id `server:binlog-file.NNNNNN:pos:row` as fixed-width digits ('' when it is not one)."""
+    parts = (event_id or "").split(":")
+    try:
+        return "%010d%015d%08d" % (int(parts[1].rsplit(".", 1)[1]), int(parts[2]), int(parts[3]))
+    except (IndexError, ValueError):
+        return ""
+
 
 _clients = {}  # one connection pool per URL for the life of this warm worker
 
@@ -55,6 +79,7 @@ def index_document(
     operation=None,
     table=None,
     id_column="id",
+    event_id=None,
     context=None,
 ):
     if row is not None:  # a row change's parameters, bound by name
@@ -70,5 +95,6 @@ def index_document(
         raise ValueError("op=index needs a document")
     iid = context["invocation_id"]
     keys = [f"{key_prefix}:{index}:{doc_id}", f"{key_prefix}:_applied:{iid}"]
-    outcome, version = _client(redis_url).eval(_WRITE, 2, *keys, op, json.dumps(document), iid, APPLIED_TTL_SECONDS)
+    args = (op, json.dumps(document), iid, APPLIED_TTL_SECONDS, external_version(event_id))
+    outcome, version = _client(redis_url).eval(_WRITE, 2, *keys, *args)
     return {"_index": index, "_id": doc_id, "result": outcome.decode(), "_version": int(version)}
