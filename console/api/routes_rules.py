@@ -18,7 +18,7 @@ from schemas.errors import ConfigError
 from schemas.rules import Rule, Schedule
 from streams.matcher import Matcher, explain
 from streams.schedule_state import ScheduleStore
-from streams.validation import validated_matcher
+from streams.validation import discover_manifests, validated_matcher
 
 router = APIRouter(responses=ERROR_RESPONSES)
 Reader = Annotated[Principal, Depends(require("read"))]
@@ -103,7 +103,8 @@ def check_rules(_: Reader, ctx: Ctx, body: CheckRequest) -> CheckOut:
 def explain_change(_: Reader, ctx: Ctx, body: ExplainRequest) -> list[RuleVerdict]:
     """Which rules on the change's table match it, and for the others the check that failed."""
     try:
-        matcher = Matcher.compile(ctx.config.rules, str(ctx.config.path or "config"))
+        manifests, _ = discover_manifests(ctx.config.settings.runners.plugin_dirs)  # params bound by name
+        matcher = Matcher.compile(ctx.config.rules, str(ctx.config.path or "config"), manifests)
     except ConfigError as e:
         raise ApiProblem(409, "Conflict", f"the server's rules do not compile: {e}") from None
     verdicts = explain(matcher, ctx.config.rules, body.model_dump())

@@ -91,6 +91,38 @@ def test_rules_check_accepts_the_seed_and_checks_placeholders_against_the_table(
     assert "Traceback" not in bad.stderr
 
 
+def test_a_required_parameter_the_table_cannot_bind_stops_rules_check_and_the_worker(
+    seed_config: Config, tmp_path: Path
+) -> None:
+    """The table exists and has no `address` column: neither `rules check` nor the streams worker
+    accepts a rule that would run `mailer` without its required `address`."""
+    plugin = tmp_path / "plugins" / "mailer"
+    plugin.mkdir(parents=True)
+    (plugin / "main.py").write_text("def send(address, operation=None):\n    return address\n")
+    manifest = {"name": "mailer", "entry_point": "main.send", "parameters": {"address": {"required": True}}}
+    (plugin / "plugin.json").write_text(orjson.dumps(manifest).decode())
+    assert seed_config.path is not None
+    data = yaml.safe_load(seed_config.path.read_text(encoding="utf-8"))
+    data["runners"]["plugin_dirs"].append(str(tmp_path / "plugins"))
+    data["monitored_tables"][TABLE] = {"name": "notify", "triggers": ["mailer"]}
+    seed_config.path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    expected = (
+        f"monitored_tables.{TABLE} (rule notify).triggers[0]: plugin mailer requires parameter 'address', "
+        f"which the rule does not give and which is neither a column of {data['mysql']['database']}.{TABLE} nor one of"
+    )
+    checked = rules_check(seed_config)
+    assert checked.returncode == 1 and expected in checked.stderr, checked.stderr
+    worker = subprocess.run(
+        [sys.executable, "-m", "console.cli", "--config", str(seed_config.path), "streams", "worker"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert worker.returncode == 1 and expected in worker.stderr, worker.stderr[-3000:]
+    assert "Traceback" not in worker.stderr
+
+
 def runs(store: RunStore) -> list[Result]:
     return [r for plugin in PLUGINS for r in store.list(plugin=plugin)]
 
