@@ -43,13 +43,13 @@ def run(ctx: click.Context, from_now: bool) -> None:
     import pymysql  # lazy: see the module docstring
 
     from cdc.errors import PositionLost
-    from cdc.filters import FilterError
+    from cdc.filters import FilterError, nothing_to_read
     from cdc.reader import BinlogReader
     from cdc.snapshot import SnapshotUnfinished
 
     config = get_config(ctx)
-    if not config.rules.tables() and not config.settings.cdc.include:
-        raise click.ClickException("no monitored_tables and no cdc.include in the config: nothing to read")
+    if (why := nothing_to_read(config.rules.tables(), config.settings.cdc)) is not None:
+        raise click.ClickException(why)
     stop = threading.Event()
     stop_on_signals(stop)
     try:

@@ -167,3 +167,24 @@ def selection_for(
     rules_tables: Iterable[Table], cdc_settings: Any, on_new_table: Callable[[str, str], None] | None = None
 ) -> TableSelection:
     return TableSelection(rules_tables, cdc_settings.include, cdc_settings.exclude, on_new_table)
+
+
+def nothing_to_read(rules_tables: Iterable[Table], cdc_settings: Any) -> str | None:
+    """Why the reader would have nothing to read (it refuses to start then), or None."""
+    if any(True for _ in rules_tables) or cdc_settings.include:
+        return None
+    return "no monitored_tables and no cdc.include in the config: nothing to read"
+
+
+def selection_problems(rules_tables: Iterable[Table], cdc_settings: Any) -> list[tuple[str, str]]:
+    """What the reader refuses at start about its tables, as (key, reason): the same checks, made by
+    building the selection it builds (a bad pattern, an exclude pattern covering a monitored table)."""
+    tables = list(rules_tables)
+    if (why := nothing_to_read(tables, cdc_settings)) is not None:
+        return [("cdc", f"{why} (the reader, which `cdcflow run` starts, refuses to start)")]
+    try:
+        selection_for(tables, cdc_settings)
+    except FilterError as e:
+        key = "cdc.include" if str(e).startswith("cdc.include") else "cdc.exclude"
+        return [(key, str(e))]
+    return []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
@@ -37,60 +36,25 @@ def show(ctx: click.Context) -> None:
     click.echo(yaml.safe_dump(effective_config(get_config(ctx)), sort_keys=False, allow_unicode=True).rstrip())
 
 
-def settings_problems(config: Config) -> list[tuple[str, str]]:
-    """What the infrastructure settings would fail on at first use, found without connecting."""
-    from confluent_kafka import KafkaException, Producer
-
-    settings = config.settings
-    problems: list[tuple[str, str]] = []
-    try:
-        # librdkafka checks every property name and value when a client is created (no connection yet).
-        Producer(settings.kafka_config(**{"socket.connection.setup.timeout.ms": 1000}))
-    except KafkaException as e:
-        problems.append(("kafka.client_options", str(e.args[0])))
-    try:
-        import redis
-
-        redis.Redis.from_url(settings.redis.url.get_secret_value())
-    except ValueError as e:
-        problems.append(("redis.url", str(e)))
-    tls = getattr(settings.mysql, "ssl", None)
-    if tls is not None:
-        for name in ("ca", "cert", "key"):
-            path = getattr(tls, name, None)
-            if path is not None and not Path(path).is_file():
-                problems.append((f"mysql.ssl.{name}", f"no such file: {path}"))
-    for i, directory in enumerate(settings.runners.plugin_dirs):
-        if not directory.is_dir():
-            problems.append((f"runners.plugin_dirs[{i}]", f"no such directory: {directory}"))
-    return problems
-
-
 @config_group.command("check")
 @click.pass_context
 def check(ctx: click.Context) -> None:
-    """Validate the config, the rules and schedules against the plugins, and the plugins; exit 1 naming each problem."""
-    from streams.table_columns import TableColumns
-    from streams.validation import discover_manifests, validated_matcher
+    """Check everything the components check at start (config, rules against plugin.json and the tables,
+    table filters, Kafka/Redis/TLS/alert settings, each plugin started once in its venv); exit 1 naming
+    each problem. Builds a plugin's missing venv, as the runner would."""
+    from streams.startup_checks import startup_report
 
     config = get_config(ctx)  # a bad file stops here, naming file, key and reason
     source = str(config.path or "config")
     secrets = secret_values(config.settings)
-    problems = settings_problems(config)
-    manifests, load_problems = discover_manifests(config.settings.runners.plugin_dirs)
-    problems += [(f"plugin {folder}", reason) for folder, reason in sorted(load_problems.items())]
-    columns = TableColumns(config.settings)  # placeholders and bound parameters against existing tables
-    try:
-        validated_matcher(config, columns)
-    except ConfigError as e:
-        problems += e.problems
-    finally:
-        columns.close()
-    if problems:
-        raise click.ClickException("config check failed:\n" + redact(str(ConfigError(source, problems)), secrets))
-    if columns.unreachable:
-        click.echo(f"note: {redact(columns.unreachable, secrets)}", err=True)
+    report = startup_report(config, build_venvs=True)
+    if report.problems:
+        raise click.ClickException(
+            "config check failed:\n" + redact(str(ConfigError(source, report.problems)), secrets)
+        )
+    for note in report.notes:
+        click.echo(f"note: {redact(note, secrets)}", err=True)
     click.echo(
         f"{source}: ok — {len(config.rules.rules)} rule(s), {len(config.rules.schedules)} schedule(s), "
-        f"{len(manifests)} plugin(s): {', '.join(sorted(manifests)) or 'none'}"
+        f"{len(report.plugins)} plugin(s): {', '.join(report.plugins) or 'none'}"
     )

@@ -87,9 +87,11 @@ class _Dispatch:
 
 
 def start_pool(
-    settings: Settings, plugin: LoadedPlugin, options: RunnerOptions
+    settings: Settings, plugin: LoadedPlugin, options: RunnerOptions, size: int | None = None
 ) -> tuple[WorkerPool | None, str | None]:
-    """The plugin's venv (built if missing) and a started warm pool, or (None, why it cannot start)."""
+    """The plugin's venv (built if missing) and a started warm pool of `size` workers (default: the
+    plugin's concurrency), or (None, why it cannot start). `config check` starts one worker with it
+    (plugins/start_check.py), so it finds what stops a plugin here."""
     try:
         venv = ensure_venv(settings.runners.venv_dir, plugin.manifest.dependencies)
     except VenvError as e:
@@ -101,7 +103,7 @@ def start_pool(
         entry_point=worker_target(plugin.manifest),
         memory_limit_mb=plugin.manifest.memory_limit_mb,
     )
-    pool = WorkerPool(spec, plugin.manifest.concurrency, startup_timeout=options.startup_timeout)
+    pool = WorkerPool(spec, size or plugin.manifest.concurrency, startup_timeout=options.startup_timeout)
     pool.start()
     if pool.startup_error is not None:
         err = pool.startup_error

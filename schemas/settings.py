@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -72,10 +72,20 @@ class MySQLSettings(BaseModel):
     ssl: MySQLTLS | None = Field(default=None, description="TLS settings; unset = no TLS")
 
 
+def _redis_url(value: SecretStr) -> SecretStr:
+    """Every option of the URL checked when the config is read, not when a command first connects (the
+    URL may hold a password: the reason never quotes it)."""
+    from schemas.runtime.redis_url import redis_url_problem
+
+    if (problem := redis_url_problem(value.get_secret_value())) is not None:
+        raise ValueError(problem)
+    return value
+
+
 class RedisSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: SecretStr = SecretStr("redis://127.0.0.1:6380/0")
+    url: Annotated[SecretStr, AfterValidator(_redis_url)] = SecretStr("redis://127.0.0.1:6380/0")
     key_prefix: str = "cdcflow"
 
 
@@ -156,17 +166,47 @@ class ObservabilitySettings(BaseModel):
     stale_after_seconds: float = Field(default=5.0, gt=0, description="no heartbeat for this long = down")
 
 
+def _mail_address(value: str) -> str:
+    """One address (`ops@example.com` or `Ops <ops@example.com>`), as smtplib sends it without checking."""
+    from email.utils import parseaddr
+
+    _, address = parseaddr(value)
+    if "\n" in value or "\r" in value or address.count("@") != 1 or not all(address.split("@")):
+        raise ValueError(f"not an email address: {value!r}")
+    return value
+
+
+def _smtp_host(value: str) -> str:
+    ipv6 = value.count(":") > 1 and all(c in "0123456789abcdefABCDEF:." for c in value)
+    if not value or any(c.isspace() or c in "/@" for c in value) or (":" in value and not ipv6):
+        raise ValueError(f"not a host name or address: {value!r} (give the port as port:, no scheme)")
+    return value
+
+
 class SmtpSettings(BaseModel):
+    """Checked when the config is read: the alert sender would otherwise fail only at the first alert."""
+
     model_config = ConfigDict(extra="forbid")
 
-    host: str
-    port: int = 25
+    host: Annotated[str, AfterValidator(_smtp_host)] = Field(description="a host name or address, no scheme or port")
+    port: int = Field(default=25, ge=1, le=65535)
     starttls: bool = False
     ssl: bool = False
     username: str | None = None
     password: SecretStr | None = None
-    sender: str = "cdcflow@localhost"
-    to: list[str] = Field(min_length=1)
+    sender: Annotated[str, AfterValidator(_mail_address)] = "cdcflow@localhost"
+    to: list[Annotated[str, AfterValidator(_mail_address)]] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SmtpSettings:
+        if self.starttls and self.ssl:
+            raise ValueError(
+                "starttls and ssl exclude each other: ssl is TLS from the start (port 465), starttls "
+                "upgrades a plain connection (port 587)"
+            )
+        if self.password is not None and not self.username:
+            raise ValueError("a password without a username is never sent: give username too")
+        return self
 
 
 def _http_url(value: SecretStr) -> SecretStr:

@@ -47,20 +47,19 @@ def rules() -> None:
 @rules.command("check")
 @click.pass_context
 def check(ctx: click.Context) -> None:
-    """Validate the rules in the config file; exit 1 with every problem named."""
-    from streams.table_columns import TableColumns
-    from streams.validation import validated_matcher
+    """Validate the rules in the config file, and everything else the components check at start (as
+    `config check`: streams/startup_checks.py); exit 1 with every problem named."""
+    from schemas.runtime.secrets import redact, secret_values
+    from streams.startup_checks import startup_report
 
     config = get_config(ctx)
-    columns = TableColumns(config.settings)  # placeholders and bound parameters against existing tables
-    try:
-        validated_matcher(config, columns)
-    except ConfigError as e:
-        raise click.ClickException(f"bad rules:\n{e}") from None
-    finally:
-        columns.close()
-    if columns.unreachable:
-        click.echo(f"note: {columns.unreachable}", err=True)
+    secrets = secret_values(config.settings)
+    report = startup_report(config, build_venvs=True)
+    if report.problems:
+        problems = ConfigError(str(config.path or "config"), report.problems)
+        raise click.ClickException(f"bad rules:\n{redact(str(problems), secrets)}")
+    for note in report.notes:
+        click.echo(f"note: {redact(note, secrets)}", err=True)
     for rule in config.rules.rules:
         click.echo(f"ok  {rule.name}: {rule.qualified_table} {'/'.join(rule.operations)} -> {', '.join(rule.triggers)}")
     click.echo(f"{len(config.rules.rules)} rule(s), {len(config.rules.schedules)} schedule(s): ok")

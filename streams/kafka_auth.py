@@ -65,3 +65,16 @@ def faust_credentials(options: Mapping[str, Any]) -> faust.types.auth.Credential
         ssl_context=context,
         mechanism=mechanism,
     )
+
+
+def credential_problems(options: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """What the streams worker would refuse at start in kafka.client_options' security settings (it
+    builds these credentials when it creates the Faust app), as (key, reason); checked by `config check`."""
+    try:
+        faust_credentials(options)
+    except KafkaAuthError as e:
+        key, _, reason = str(e).partition(": ")
+        return [(key, reason)]
+    except (OSError, ValueError) as e:  # a CA, certificate or key file missing or unreadable (ssl.SSLError too)
+        return [("kafka.client_options", f"the streams worker cannot build its TLS context: {e}")]
+    return []

@@ -103,7 +103,7 @@ def check_rules(_: Reader, ctx: Ctx, body: CheckRequest) -> CheckOut:
 def explain_change(_: Reader, ctx: Ctx, body: ExplainRequest) -> list[RuleVerdict]:
     """Which rules on the change's table match it, and for the others the check that failed."""
     try:
-        manifests, _ = discover_manifests(ctx.config.settings.runners.plugin_dirs)  # params bound by name
+        manifests = discover_manifests(ctx.config.settings.runners.plugin_dirs)[0]  # params bound by name
         matcher = Matcher.compile(ctx.config.rules, str(ctx.config.path or "config"), manifests)
     except ConfigError as e:
         raise ApiProblem(409, "Conflict", f"the server's rules do not compile: {e}") from None

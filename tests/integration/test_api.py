@@ -140,7 +140,7 @@ def test_rules_check_and_explain(api: ApiServer) -> None:
         bad = reader.post("/api/rules/check", json={"config": "monitored_tables:\n  t:\n    triggers: [nope]\n"}).json()
         assert bad["ok"] is False and any("nope" in p["problem"] for p in bad["problems"]), bad
         good = reader.post("/api/rules/check", json={"config": json.dumps(RULES)}).json()
-        assert good == {"ok": True, "rules": 1, "schedules": 1, "problems": []}
+        assert good == {"ok": True, "rules": 1, "schedules": 1, "problems": [], "notes": []}
         db = api.config.settings.mysql.database
         event = {
             "op": "c",

@@ -146,8 +146,8 @@ def test_a_range_that_names_partitions_covers_only_those() -> None:
         (["tail", "results", "--status", "exploded"], "--status 'exploded': expected one of"),
         (["replay", "results", "--print", "--where", "id =< 1"], "--where 'id =< 1': unknown operator '=<'"),
         (["replay", "results", "--print", "--op", "upsert"], "--op 'upsert'"),
-        (["runs", "list", "--status", "exploded"], "'exploded' is not one of 'success'"),
-        (["runs", "list", "--trigger-kind", "cron"], "'cron' is not one of 'cdc'"),
+        (["runs", "list", "--status", "exploded"], "'exploded' is not one of"),
+        (["runs", "list", "--trigger-kind", "cron"], "'cron' is not one of"),
     ],
 )
 def test_the_commands_refuse_them_in_one_line(args: list[str], message: str) -> None:
