@@ -29,6 +29,7 @@ from schemas.errors import ConfigError
 from schemas.runtime.kafka_topics import ensure_topics
 from streams.matcher import Matcher
 from streams.schedule_timer import ScheduleTimer
+from streams.table_columns import TableColumns
 from streams.validation import validated_matcher
 
 log = logging.getLogger("cdcflow.streams")
@@ -104,7 +105,11 @@ class RulesWatcher:
             return Reload("unchanged")
         try:
             config = load_config(self.path)
-            matcher = validated_matcher(config)
+            columns = TableColumns(config.settings)  # as at start: placeholders against existing tables
+            try:
+                matcher = validated_matcher(config, columns)
+            finally:
+                columns.close()
         except ConfigError as e:
             self._rejected = digest
             return Reload("invalid", str(e))

@@ -297,3 +297,16 @@ def test_templates_are_compiled_once_per_rule_not_per_change(monkeypatch: pytest
     planned = matcher.match(event("c", None, ROW))
     assert [p.plugin for p in planned] == ["echo", "data_processor", "es_indexer"]
     assert planned[0].invocation["params"] == {"message": f"Ann of {TABLE}", "data": [ROW]}
+
+
+def test_explain_shows_each_plugins_params_bound_by_name() -> None:
+    from streams.matcher import explain
+
+    config = rules(SEED_000)
+    (verdict,) = explain(Matcher.compile(config, manifests=MANIFESTS), config, event("c", None, ROW))
+    assert verdict.matched
+    assert (
+        "data_processor with params {'teacher_id': 'T-7', 'is_valid': 1, 'lessons': 1200, 'operation': 'INSERT'}"
+        in (verdict.reason)
+    )
+    assert "; es_indexer with params {'row': {" in verdict.reason
