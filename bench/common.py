@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,15 @@ def start_cdcflow(config_path: Path, *args: str, log_path: Path) -> subprocess.P
             stderr=subprocess.STDOUT,
             env={**os.environ, "CDCFLOW_LOG_LEVEL": "WARNING"},
         )
+
+
+def stop_cdcflow(process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """SIGINT (a clean stop, as Ctrl-C), then SIGKILL if it has not ended within `timeout`."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 def percentile(values: list[float], p: float) -> float:

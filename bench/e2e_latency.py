@@ -11,9 +11,7 @@ echo plugin as its first statement) from the results topic. Prints p50/p90/p99 a
 from __future__ import annotations
 
 import argparse
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,7 +19,7 @@ from pathlib import Path
 
 import orjson
 
-from bench.common import percentile, stack_up, start_cdcflow
+from bench.common import percentile, stack_up, start_cdcflow, stop_cdcflow
 from cdc.checkpoint import CheckpointStore
 from tests.support import consume_all, execute, isolated_config_data, mysql, wait_for, write_config
 
@@ -89,11 +87,7 @@ def main() -> None:
         )
         print(f"e2e latency p50/p99 ms: {percentile(latencies, 50):.1f} / {percentile(latencies, 99):.1f}")
     finally:
-        pipeline.send_signal(signal.SIGINT)
-        try:
-            pipeline.wait(60)
-        except subprocess.TimeoutExpired:
-            pipeline.kill()
+        stop_cdcflow(pipeline)
         execute(f"DROP DATABASE IF EXISTS {db}")
 
 

@@ -17,8 +17,6 @@ Progress every 5 s on stderr. Last line: `pipeline drain rows/s: N`.
 from __future__ import annotations
 
 import argparse
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,12 +27,13 @@ from typing import Any
 
 import orjson
 from confluent_kafka import Consumer
+from confluent_kafka.admin import AdminClient
 
-from bench.common import stack_up, start_cdcflow
+from bench.common import stack_up, start_cdcflow, stop_cdcflow
 from cdc.checkpoint import CheckpointStore
 from console.status_report import check_health
 from schemas.config import Config
-from tests.support import execute, isolated_config_data, mysql, wait_for, write_config
+from tests.support import execute, isolated_config_data, mysql, remove_test_resources, wait_for, write_config
 
 BATCH = 1000  # rows per transaction
 
@@ -117,8 +116,7 @@ def take_start_position(config: Config, workdir: Path) -> None:
     try:
         wait_for(lambda: CheckpointStore(config.settings).load(), 120, 0.5, "the reader's first checkpoint")
     finally:
-        reader.send_signal(signal.SIGINT)
-        reader.wait(60)
+        stop_cdcflow(reader)
 
 
 def drain(config: Config, workdir: Path, expected: int) -> tuple[float, float, ResultCounter]:
@@ -143,11 +141,13 @@ def drain(config: Config, workdir: Path, expected: int) -> tuple[float, float, R
         counter.poll(2.0)  # anything run twice would show up just after
         return ready - began, finished - ready, counter
     finally:
-        pipeline.send_signal(signal.SIGINT)
-        try:
-            pipeline.wait(60)
-        except subprocess.TimeoutExpired:
-            pipeline.kill()
+        stop_cdcflow(pipeline)
+
+
+def own_topics(config: Config) -> list[str]:
+    """The run's topics, Faust's own included: every name holding the config's unique tag."""
+    tag = config.settings.redis.key_prefix.split(":", 1)[1]
+    return [t for t in AdminClient(config.settings.kafka_config()).list_topics(timeout=10).topics if tag in t]
 
 
 def main() -> None:
@@ -162,7 +162,11 @@ def main() -> None:
     expected = write_backlog(config.settings.mysql.database, args.rows)
     wrote = time.monotonic() - t0
     print(f"backlog: {expected:,} row changes written in {wrote:.1f} s ({expected / wrote:,.0f}/s)", file=sys.stderr)
-    startup, seconds, counter = drain(config, workdir, expected)
+    try:
+        startup, seconds, counter = drain(config, workdir, expected)
+    finally:
+        execute(f"DROP DATABASE IF EXISTS {config.settings.mysql.database}")
+        remove_test_resources(config.settings, own_topics(config))
     twice = [i for i, n in counter.by_invocation.items() if n > 1]
     doubled = [e for e, n in counter.by_event.items() if n > 1]
     counter.close()
