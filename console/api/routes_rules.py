@@ -18,7 +18,8 @@ from schemas.errors import ConfigError
 from schemas.rules import Rule, Schedule
 from streams.matcher import Matcher, explain
 from streams.schedule_state import ScheduleStore
-from streams.validation import discover_manifests, validated_matcher
+from streams.startup_checks import startup_report
+from streams.validation import discover_manifests
 
 router = APIRouter(responses=ERROR_RESPONSES)
 Reader = Annotated[Principal, Depends(require("read"))]
@@ -45,6 +46,7 @@ class CheckOut(BaseModel):
     rules: int
     schedules: int
     problems: list[ConfigProblem]
+    notes: list[str] = Field(default_factory=list, description="what could not be checked, and why")
 
 
 class TableRef(BaseModel):
@@ -87,16 +89,31 @@ def list_rules(_: Reader, ctx: Ctx) -> RulesOut:
 
 @router.post("/api/rules/check", response_model=CheckOut, tags=["rules"])
 def check_rules(_: Reader, ctx: Ctx, body: CheckRequest) -> CheckOut:
-    """What `cdcflow rules check` says of a config text, against the server's plugins."""
+    """What `cdcflow rules check` says of a config text (streams/startup_checks.py), against the server's
+    plugins and tables. The text's kafka, mysql, redis and runners sections are checked for form only:
+    the check connects with the server's own (a request must not make the server reach other hosts),
+    and starts only plugins whose venv is built (it installs nothing)."""
     try:
         candidate = config_from_text(body.config, "config", ctx.config.path.parent if ctx.config.path else Path.cwd())
-        candidate.settings.runners.plugin_dirs = ctx.config.settings.runners.plugin_dirs
-        validated_matcher(candidate)
     except ConfigError as e:
         problems = [ConfigProblem(where=k or "(top)", problem=p) for k, p in e.problems]
         return CheckOut(ok=False, rules=0, schedules=0, problems=problems)
+    server, settings = ctx.config.settings, candidate.settings
+    settings.kafka, settings.mysql, settings.redis, settings.runners = (
+        server.kafka,
+        server.mysql,
+        server.redis,
+        server.runners,
+    )
+    report = startup_report(candidate, build_venvs=False)
     rules = candidate.rules
-    return CheckOut(ok=True, rules=len(rules.rules), schedules=len(rules.schedules), problems=[])
+    return CheckOut(
+        ok=not report.problems,
+        rules=len(rules.rules),
+        schedules=len(rules.schedules),
+        problems=[ConfigProblem(where=k or "(top)", problem=p) for k, p in report.problems],
+        notes=report.notes,
+    )
 
 
 @router.post("/api/rules/explain", response_model=list[RuleVerdict], tags=["rules"])
