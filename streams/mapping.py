@@ -27,6 +27,9 @@ OPENING = re.compile(r"\{[A-Za-z_]")  # what starts a placeholder, closed or not
 SCALARS = {"db", "table", "op", "operation", "event_id", "ts_ms"}
 ROWS = {"after", "before", "row", "data", "changes"}  # whole values, and heads of {HEAD.COL}
 KNOWN = f"after.COL, before.COL, row.COL, changes.COL, {', '.join(sorted(ROWS | SCALARS))}"
+# Levels of lists/dicts a parameter may nest: compiling recurses per level, and the runner's parser
+# refuses an invocation nested past 200 levels anyway (the params sit 2 levels down in it).
+MAX_NESTING = 100
 
 Resolver = Callable[[dict[str, Any]], Any]
 Event = dict[str, Any]
@@ -141,6 +144,7 @@ def _compile_value(template: Any, path: str) -> Any:
 
 def compile_params(params: dict[str, Any], path: str = "params") -> Callable[[Event], dict[str, Any]]:
     """Compile a params mapping into a function of the row-change envelope (a plain dict)."""
+    _check_nesting(params, path)
     compiled = [(name, _compile_value(template, f"{path}.{name}")) for name, template in params.items()]
     if not any(callable(fn) for _, fn in compiled):
         constant = dict(params)
@@ -155,6 +159,11 @@ def compile_params(params: dict[str, Any], path: str = "params") -> Callable[[Ev
 def column_references(template: Any, path: str = "params") -> Iterator[tuple[str, str]]:
     """(where, column) of every {HEAD.COL} placeholder in `template`, nested ones included, to check
     them against the table's columns; a malformed placeholder raises MappingError as compiling does."""
+    _check_nesting(template, path)
+    return _column_references(template, path)
+
+
+def _column_references(template: Any, path: str) -> Iterator[tuple[str, str]]:
     if isinstance(template, str) and "{" in template:
         for piece in _pieces(template, path):
             if isinstance(piece, tuple):
@@ -163,7 +172,21 @@ def column_references(template: Any, path: str = "params") -> Iterator[tuple[str
                     yield path, column
     elif isinstance(template, dict):
         for key, value in template.items():
-            yield from column_references(value, f"{path}.{key}")
+            yield from _column_references(value, f"{path}.{key}")
     elif isinstance(template, list):
         for i, value in enumerate(template):
-            yield from column_references(value, f"{path}[{i}]")
+            yield from _column_references(value, f"{path}[{i}]")
+
+
+def _check_nesting(template: Any, path: str) -> None:
+    """MappingError naming the parameter when `template` nests lists/dicts past MAX_NESTING levels
+    (walked without recursing; the place named no deeper than the parameter)."""
+    stack = [(template, path, 0)]
+    while stack:
+        value, where, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise MappingError(where, f"nested more than {MAX_NESTING} levels deep")
+        if isinstance(value, dict):
+            stack += ((v, f"{where}.{k}" if depth < 1 else where, depth + 1) for k, v in value.items())
+        elif isinstance(value, list):
+            stack += ((v, f"{where}[{i}]" if depth < 1 else where, depth + 1) for i, v in enumerate(value))
