@@ -14,6 +14,7 @@ is compiled once per rule; per change only the resolvers run.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -102,10 +103,15 @@ def _pieces(template: str, path: str) -> list[str | tuple[str]]:
 
 
 def _as_text(value: Any) -> str:
+    """The value inside a longer text; ValueError/RecursionError when it cannot be written (an int past
+    4300 digits, nesting past the recursion limit)."""
     if value is None:
         return ""
     if isinstance(value, dict | list):
-        return orjson.dumps(value).decode()
+        try:
+            return orjson.dumps(value).decode()
+        except orjson.JSONEncodeError:  # nested past 254 levels or an integer past 64 bits: json writes those
+            return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     return str(value)
 
 
@@ -120,7 +126,10 @@ def _compile_string(template: str, path: str) -> Any:
         return "".join(parts)  # type: ignore[arg-type]
 
     def fmt(event: Event) -> str:
-        return "".join(p if isinstance(p, str) else _as_text(p(event)) for p in parts)
+        try:
+            return "".join(p if isinstance(p, str) else _as_text(p(event)) for p in parts)
+        except (ValueError, RecursionError) as e:
+            raise MappingError(path, f"a value cannot be written into {template[:80]!r}: {str(e)[:120]}") from None
 
     return fmt
 
