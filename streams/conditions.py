@@ -240,6 +240,14 @@ def _eq(value: Any, expected: Any) -> bool:
     )
 
 
+def equal(a: Any, b: Any) -> bool:
+    """a == b, also for values nested past the recursion limit (see _equal_iteratively)."""
+    try:
+        return bool(a == b)
+    except RecursionError:
+        return _equal_iteratively(a, b)
+
+
 def _equal_iteratively(a: Any, b: Any) -> bool:
     """a == b for values nested past the recursion limit, where == raises RecursionError: compared
     level by level, without recursing."""

@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from schemas.row_change import OP_TO_OPERATION
+from streams.conditions import equal
 
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*(?:\.[^{}]+)?)\}")
 OPENING = re.compile(r"\{[A-Za-z_]")  # what starts a placeholder, closed or not
@@ -46,7 +47,7 @@ def changed_columns(before: dict[str, Any] | None, after: dict[str, Any] | None)
     """{col: [old, new]} of the columns whose value the change changed; a missing image (an insert's
     before, a delete's after) changed every column of the other from or to nothing (None)."""
     old, new = before or {}, after or {}
-    out = {col: [old.get(col), value] for col, value in new.items() if col not in old or old[col] != value}
+    out = {col: [old.get(col), value] for col, value in new.items() if col not in old or not equal(old[col], value)}
     out.update((col, [value, None]) for col, value in old.items() if col not in new)
     return out
 
