@@ -111,7 +111,7 @@ def trigger(
         at=at,
         idempotency_key=key,
         requested_by=f"python:{getpass.getuser()}@{socket.gethostname()}",
-        sender=_sender(settings),
+        sender=_sender(settings) if delay is None and at is None else None,  # a delayed one goes to Redis
     )
     if wait is None:
         return sent.invocation_id

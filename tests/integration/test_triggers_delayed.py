@@ -29,6 +29,7 @@ from streams.delayed_store import DelayedStore
 from streams.manual_trigger import trigger_request
 from streams.schedule_state import ScheduleStore
 from tests.support import REPO_ROOT, consume_all, example_plugin, topics_config, wait_for
+from tests.support.api import api_server
 from tests.support.plugins import Runner
 from tests.support.streams import Worker
 
@@ -226,3 +227,25 @@ def test_a_cancelled_delayed_trigger_never_fires(pipeline: Pipeline) -> None:
     wait_for(lambda: DelayedStore(settings).get(invocation_id) is None, 30, what="the cancelled trigger's drop")
     time.sleep(1.0)  # the router and runner would have had it by now
     assert pipeline.copies(invocation_id, settings.topics.invoke("echo")) == 0, "a cancelled trigger was released"
+
+
+def test_api_delays_and_refuses_bad_times(pipeline: Pipeline, tmp_path: Path) -> None:
+    with api_server(pipeline.config, tmp_path / "api.log") as api, api.client("trigger") as http:
+        url = "/api/plugins/echo/invocations"
+        answer = http.post(url, json={"params": {"message": "api later"}, "delay_seconds": 1.5})
+        assert answer.status_code == 202, answer.text
+        invocation_id = answer.json()["invocation_id"]
+        assert DelayedStore(pipeline.config.settings).get(invocation_id) is not None
+        result = pipeline.result(invocation_id, 60)
+        assert result.status == "success" and result.output["message"] == "api later"
+        assert 0 <= lateness(result) <= 1.0
+        for body, field in [
+            ({"at": "2020-01-01T00:00:00Z"}, "at"),
+            ({"at": "2030-01-01T00:00:00"}, "at"),
+            ({"delay_seconds": -1}, "delay_seconds"),
+            ({"delay_seconds": 5, "at": "2030-01-01T00:00:00Z"}, "delay_seconds"),
+        ]:
+            refused = http.post(url, json={"params": {}, **body})
+            assert refused.status_code == 422, refused.text
+            assert [e["field"] for e in refused.json()["errors"]] == [field], refused.text
+        assert DelayedStore(pipeline.config.settings).all() == []
