@@ -6,7 +6,8 @@ in one Kafka transaction (streams/row_changes.py: exactly once per change, de-du
 re-sent changes by binlog position; debounce in the same transactions, streams/debounce_pending.py).
 Manual triggers and the schedule timer are Faust.
 
-Built here from modules of their own: the schedule timer (schedule_timer.py, leader only), hot
+Built here from modules of their own: the schedule timer (schedule_timer.py, leader only), the
+release of delayed triggers (delayed_release.py, leader only, onto the triggers topic), hot
 reload of the rules file (reload.py: swap the matcher in place, or re-exec the worker when topics
 change), the emitter of manual and scheduled invocations (emitter.py), and Faust itself, reached
 only through the typed functions of faust_app.py.
@@ -32,6 +33,7 @@ from streams.reload import Live, RulesReload
 from streams.row_changes import RowChangeLoop
 from streams.schedule_state import ScheduleStore
 from streams.schedule_timer import ScheduleTimer
+from streams.skipped_slots import SendResult, SkippedSlots
 from streams.table_columns import TableColumns
 from streams.trigger_checks import Refusal, Rejections, check_request, too_large
 from streams.validation import validated_matcher
@@ -78,6 +80,7 @@ def build_app(config: Config, consume_only: bool = False) -> StreamsApp:
             emitter.emit_and_wait,
             is_leader=app.is_leader,
             on_skipped=built.ops.on_schedule_skipped,
+            skipped_runs=SkippedSlots(settings, _result_sender(app, settings)),
         )
         add_task(app, built.timer.run)
     # Always, not only with schedules: a delayed trigger may name any plugin (streams/delayed_release.py).
@@ -102,6 +105,16 @@ def build_app(config: Config, consume_only: bool = False) -> StreamsApp:
     router = _trigger_router(emitter, Rejections(app, settings), settings)
     add_agent(app, raw_topic(app, settings.topics.triggers), "route_manual_triggers", router)
     return built
+
+
+def _result_sender(app: faust.App, settings: Settings) -> SendResult:
+    """Publishes onto the results topic through Faust's producer, until Kafka acknowledged it."""
+    results = raw_topic(app, settings.topics.results)
+
+    async def send(key: bytes, value: bytes) -> None:
+        await (await results.send(key=key, value=value))
+
+    return send
 
 
 def _ensure_topics(config: Config, row_topics: list[str], debouncing: bool) -> None:
