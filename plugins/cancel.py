@@ -20,12 +20,16 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import cast
+from datetime import UTC, datetime
+from typing import NoReturn, cast
 
 import orjson
 import redis
 
+from plugins.execution import RUNNER_ID
 from plugins.store import RunStore
+from schemas.invocation import Invocation
+from schemas.result import ErrorInfo, Result
 from schemas.settings import Settings
 
 
@@ -115,22 +119,78 @@ def is_cancelled(settings: Settings, invocation_id: str) -> bool:
         cancels.close()
 
 
-def cancel(settings: Settings, invocation_id: str, by: str) -> CancelMark:
+def cancelled_result(
+    basis: Result | Invocation, plugin_version: str, mark: CancelMark | None, when: str, attempt: int | None = None
+) -> Result:
+    """The final `cancelled` result of a run (from its in-progress state, last result or invocation)."""
+    now = datetime.now(UTC)
+    who = f" by {mark.by} at {datetime.fromtimestamp(mark.at, UTC).isoformat(timespec='seconds')}" if mark else ""
+    kind = basis.trigger_kind if isinstance(basis, Result) else basis.trigger.kind
+    return Result(
+        invocation_id=basis.invocation_id,
+        plugin=basis.plugin,
+        plugin_version=plugin_version,
+        status="cancelled",
+        attempt=attempt if attempt is not None else basis.attempt,
+        started_at=now,
+        finished_at=now,
+        duration_ms=0.0,
+        error=ErrorInfo(type="Cancelled", message=f"cancelled{who} {when}"),
+        trigger_kind=kind,
+        runner=RUNNER_ID,
+        params=basis.params,
+    )
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    mark: CancelMark
+    was: str | None  # pending, running, waiting for its retry; None: no runner has received it yet
+    result: Result | None  # as recorded; None: recorded when a runner receives the invocation
+
+
+def cancel(settings: Settings, invocation_id: str, by: str) -> CancelOutcome:
     """Cancel a pending, delayed or running invocation; CancelError if it already finished."""
     store = RunStore(settings)
     try:
-        cancels = Cancels(store.client, store.prefix, store.ttl)
-        return cancel_with(store, cancels, invocation_id, by)
+        return cancel_with(store, Cancels(store.client, store.prefix, store.ttl), invocation_id, by)
     finally:
         store.close()
 
 
-def cancel_with(store: RunStore, cancels: Cancels, invocation_id: str, by: str) -> CancelMark:
-    """`cancel` with the caller's clients (the API keeps one)."""
-    if store.is_done(invocation_id):
-        result = store.get(invocation_id)
-        status = result.status if result is not None else "finished"
-        raise CancelError(
-            f"run {invocation_id} already finished ({status}); only a pending or running run can be cancelled"
-        )
-    return cancels.mark(invocation_id, by)
+def cancel_with(store: RunStore, cancels: Cancels, invocation_id: str, by: str) -> CancelOutcome:
+    """`cancel` with the caller's clients (the API keeps one).
+
+    The mark stops it wherever it is; the `cancelled` result is recorded here at once when a runner has
+    the run (its state names the plugin), else by the runner that receives it. Recorded once: a result
+    that comes later (the call being stopped, a success racing the cancel) is not stored.
+    """
+    if not invocation_id.strip():
+        raise CancelError("the invocation id is blank")
+    state, last, done = store.client.mget(
+        [store.state_key(invocation_id), store.run_key(invocation_id), store.done_key(invocation_id)]
+    )
+    if done is not None:
+        _finished(invocation_id, last)
+    mark = cancels.mark(invocation_id, by)
+    if state is not None:
+        basis = Result.model_validate_json(state)
+        was: str = basis.status
+        attempt = basis.attempt
+    elif last is not None:  # an attempt failed and its retry is on its way
+        basis = Result.model_validate_json(last)
+        was, attempt = "waiting for its retry", basis.attempt + 1
+    else:
+        return CancelOutcome(mark, None, None)
+    result = cancelled_result(basis, basis.plugin_version, mark, f"while {was}", attempt)
+    stored = store.record(result)
+    if stored is not None:  # it finished between the check and now
+        _finished(invocation_id, stored)
+    return CancelOutcome(mark, was, result)
+
+
+def _finished(invocation_id: str, raw: bytes | str | None) -> NoReturn:
+    status = Result.model_validate_json(raw).status if raw else "finished"
+    raise CancelError(
+        f"run {invocation_id} already finished ({status}); only a pending or running run can be cancelled"
+    )

@@ -16,7 +16,7 @@ import time
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import click
 
@@ -30,7 +30,7 @@ from plugins.venvs import VenvError, ensure_venv, venv_python
 from plugins.watcher import FolderWatcher
 from schemas.errors import ConfigError
 from schemas.invocation import Invocation, ManualTrigger, utcnow
-from schemas.result import Result
+from schemas.result import IN_PROGRESS, Result, RunStatus
 from schemas.runtime.cli_support import get_config, parse_param_pairs
 from schemas.runtime.text_table import text_table
 from schemas.settings import Settings
@@ -311,7 +311,11 @@ def _store() -> RunStore:
 
 @runs.command("list")
 @click.option("--plugin", help="only this plugin's runs")
-@click.option("--status", type=click.Choice(["success", "failed", "timeout", "rejected", "skipped"]))
+@click.option(
+    "--status",
+    type=click.Choice(list(get_args(RunStatus))),
+    help="pending and running: runs in progress (since when the state began; with host and worker pid)",
+)
 @click.option(
     "--since",
     "since",
@@ -363,7 +367,7 @@ def runs_list(
     if not results:
         click.echo("no runs")
         return
-    click.echo(_table([_run_row(r) for r in results], ["FINISHED", "PLUGIN", "STATUS", "MS", "INVOCATION", "ERROR"]))
+    click.echo(_table([_run_row(r) for r in results], ["AT", "PLUGIN", "STATUS", "MS", "INVOCATION", "ERROR / WHERE"]))
 
 
 def _when_option(text: str | None, option: str) -> float | None:
@@ -374,12 +378,17 @@ def _when_option(text: str | None, option: str) -> float | None:
 
 
 def _run_row(r: Result) -> list[str]:
+    """A finished run at its finish time; one in progress at the time its state began, and where it runs."""
     error = f"{r.error.type}: {r.error.message.splitlines()[0] if r.error.message else ''}" if r.error else ""
+    if r.status in IN_PROGRESS:
+        extra = r.model_extra or {}
+        pid = extra.get("worker_pid")
+        error = f"{extra.get('host') or '?'}" + (f" pid {pid}" if pid else "")
     return [
         r.finished_at.strftime("%Y-%m-%d %H:%M:%S"),
         r.plugin,
         r.status,
-        f"{r.duration_ms:.1f}",
+        "-" if r.status in IN_PROGRESS else f"{r.duration_ms:.1f}",
         r.invocation_id,
         error[:80],
     ]
@@ -388,16 +397,49 @@ def _run_row(r: Result) -> list[str]:
 @runs.command("show")
 @click.argument("invocation_id")
 def runs_show(invocation_id: str) -> None:
-    """The full Result of one run."""
+    """The full Result of one run; while it is pending or running, its state (host, worker pid)."""
     import redis  # lazy: Redis client
 
     try:
-        result = _store().get(invocation_id)
+        store = _store()
+        result = store.current(invocation_id)
+        marked = result is None and store.client.exists(store.cancel_key(invocation_id))
     except redis.RedisError as e:
         raise click.ClickException(f"cannot read run history from Redis: {e}") from None
+    if marked:
+        click.echo(
+            f"{invocation_id}: cancel requested; no runner has received it yet (recorded cancelled when one does)"
+        )
+        return
     if result is None:
-        raise click.ClickException(f"no run {invocation_id!r} (unknown, or expired after the result TTL)")
+        raise click.ClickException(f"no run {invocation_id!r} (unknown, not received by a runner yet, or expired)")
     click.echo(json.dumps(result.model_dump(mode="json"), indent=2))
+
+
+@runs.command("cancel")
+@click.argument("invocation_id")
+def runs_cancel(invocation_id: str) -> None:
+    """Cancel a pending, delayed or running invocation: it never runs, or its worker process is stopped;
+    either way its result is `cancelled` (the same as POST /api/runs/ID/cancel)."""
+    import redis  # lazy: Redis client
+
+    from plugins.cancel import CancelError, cancel  # lazy: Redis client
+
+    try:
+        outcome = cancel(_settings(), invocation_id, f"cli:{getpass.getuser()}")
+    except CancelError as e:
+        raise click.ClickException(str(e)) from None
+    except redis.RedisError as e:
+        raise click.ClickException(f"cannot reach Redis to cancel: {e}") from None
+    if outcome.was is None:
+        click.echo(
+            f"{invocation_id}: cancel requested; no runner has received it yet: it will not run, "
+            "and is recorded cancelled when a runner receives it"
+        )
+    elif outcome.was == "running":
+        click.echo(f"{invocation_id}: cancelled while running; its worker is being stopped")
+    else:
+        click.echo(f"{invocation_id}: cancelled while {outcome.was}; it will not run")
 
 
 # -- dlq -------------------------------------------------------------------------------------

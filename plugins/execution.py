@@ -20,7 +20,13 @@ from schemas.result import ErrorInfo, Result, RunStatus
 RUNNER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 # A crash has no status of its own in the Result contract: it is a failure whose error type says so.
-_STATUS: dict[str, RunStatus] = {"success": "success", "failed": "failed", "timeout": "timeout", "crashed": "failed"}
+_STATUS: dict[str, RunStatus] = {
+    "success": "success",
+    "failed": "failed",
+    "timeout": "timeout",
+    "crashed": "failed",
+    "cancelled": "cancelled",
+}
 
 
 def _dt(ts: float) -> datetime:

@@ -147,6 +147,12 @@ class PluginLane:
         for v in versions:
             v.pool.close()
 
+    def cancel_running(self, invocation_id: str) -> bool:
+        """Stop the invocation's call if a worker of any version runs it (or is about to)."""
+        with self._ready:
+            versions = list(self._versions)
+        return any([v.pool.cancel(invocation_id) for v in versions])
+
     def _take_drained(self, v: LaneVersion) -> bool:
         """Under the lock: True (once) when a retired version has no call left, so its pool can close."""
         if v.retired and v.active == 0 and not v.closed:

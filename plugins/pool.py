@@ -5,8 +5,9 @@ the interpreter start and the plugin import are paid once, a call is one pipe ro
 calling thread blocks on its worker's pipe (poll + read), so a call costs two syscalls a side.
 
 Outcomes: success, failed (the plugin raised), timeout (the worker is killed and replaced),
-crashed (the worker died: sys.exit, segfault, OOM kill — replaced), aborted (the pool was closed
-while the call ran: the caller must not record it as a result).
+crashed (the worker died: sys.exit, segfault, OOM kill — replaced), cancelled (`cancel(id)` stopped
+it: its worker is killed and replaced), aborted (the pool was closed while the call ran: the caller
+must not record it as a result).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ WORKER_MAIN = Path(__file__).with_name("worker_main.py")
 SAFE_ENV_VARS = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "TERM")
 STDERR_TAIL_LINES = 40
 
-OutcomeStatus = Literal["success", "failed", "timeout", "crashed", "aborted"]
+OutcomeStatus = Literal["success", "failed", "timeout", "crashed", "cancelled", "aborted"]
 
 
 @dataclass(slots=True)
@@ -176,6 +177,13 @@ class Worker:
             pass
         self._reap(5.0)
 
+    def signal_kill(self) -> None:
+        """SIGKILL the worker's process group; whoever reads its pipe sees the end and reaps it."""
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
     def stop(self, grace: float = 1.0) -> None:
         """Close stdin (the worker exits when idle), then kill whatever is left."""
         try:
@@ -223,6 +231,7 @@ class Worker:
 PIPELINE_DEPTH = 2
 PIPELINE_MAX_CALL_SECONDS = 0.005  # average call duration (EWMA) under which a plugin is pipelined
 PIPELINE_MAX_REQUEST_BYTES = 16 * 1024  # larger requests wait for an idle worker (no blocking write)
+MAX_CANCELLED_IDS = 10_000  # cancel requests a pool remembers for calls that have not reached a worker
 _CALL_EWMA_WEIGHT = 0.05
 
 
@@ -230,7 +239,9 @@ _CALL_EWMA_WEIGHT = 0.05
 class _Ticket:
     """One request written to a worker's pipe, waiting for its turn to read the answer."""
 
+    invocation_id: str | None = None
     resend: bool = False  # the worker failed before starting it: send it again elsewhere
+    cancelled: bool = False  # cancel() asked to stop it: its worker is killed when it runs it
 
 
 class WorkerPool:
@@ -254,6 +265,8 @@ class WorkerPool:
         self._missing = 0  # slots whose replacement worker could not be started
         self._avg_call_seconds: float | None = None  # unknown until measured: no pipelining before
         self._reserved = threading.local()
+        # ids cancel() was asked for: a call that reaches its worker after the request is stopped there
+        self._cancelled: dict[str, None] = {}
         self.startup_error: dict[str, Any] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -390,6 +403,29 @@ class WorkerPool:
             self._reserved.worker = None
             self._done_with(w)
 
+    def reserved_pid(self) -> int | None:
+        """The pid of the worker this thread holds a place on (its next call most likely runs there)."""
+        w: Worker | None = getattr(self._reserved, "worker", None)
+        return w.pid if w is not None else None
+
+    def cancel(self, invocation_id: str) -> bool:
+        """Stop the call of this invocation: its worker is killed (and replaced) if it runs it now, or as
+        soon as it starts it; the call returns a `cancelled` outcome. True if the call was found here."""
+        with self._lock:
+            self._cancelled[invocation_id] = None
+            while len(self._cancelled) > MAX_CANCELLED_IDS:
+                del self._cancelled[next(iter(self._cancelled))]
+            workers = list(self._all)
+        found = False
+        for w in workers:
+            with w.cond:
+                for position, ticket in enumerate(w.order):
+                    if ticket.invocation_id == invocation_id:
+                        ticket.cancelled = found = True
+                        if position == 0:  # the one the worker runs; a later one is stopped on its turn
+                            w.signal_kill()
+        return found
+
     def interrupt(self) -> None:
         """Wake the threads waiting in reserve(), so they see their stop event."""
         with self._cond:
@@ -436,6 +472,7 @@ class WorkerPool:
     # -- calls -------------------------------------------------------------------------------
     def call(self, request: dict[str, Any], timeout: float) -> CallOutcome:
         payload = orjson.dumps(request)
+        invocation_id = request.get("invocation_id")
         reserved: Worker | None = getattr(self._reserved, "worker", None)
         self._reserved.worker = None
         while True:
@@ -447,19 +484,22 @@ class WorkerPool:
             reserved = None
             if w is None:
                 return CallOutcome("aborted", note="pool is closed")
-            outcome = self._call_on(w, payload, timeout)
+            outcome = self._call_on(w, payload, timeout, invocation_id)
             if outcome is not None:
                 return outcome
             # it never started (the call ahead of it on that worker failed): send it again
 
-    def _call_on(self, w: Worker, payload: bytes, timeout: float) -> CallOutcome | None:
+    def _call_on(
+        self, w: Worker, payload: bytes, timeout: float, invocation_id: str | None = None
+    ) -> CallOutcome | None:
         """The call's outcome on worker w; None if it never started there (to be sent again)."""
-        ticket = _Ticket()
+        ticket = _Ticket(invocation_id)
         sent_at = time.time()
         with w.cond:
             if w.retired:  # retired between being chosen and now: it never got the request
                 return None
             w.order.append(ticket)
+            ticket.cancelled = invocation_id in self._cancelled  # cancel() came before the ticket
             try:
                 w.send(payload)  # under the lock: frames reach the worker in the order of `order`
             except WorkerDied:
@@ -468,6 +508,8 @@ class WorkerPool:
                 w.cond.wait()
         if ticket.resend:
             return None
+        if ticket.cancelled:  # asked to stop before its turn: the worker has just started it
+            w.signal_kill()
         # Our turn: the worker starts our request as it finishes the one before, so the timeout
         # counts from now (or from the send, when nothing was ahead).
         deadline = time.monotonic() + timeout
@@ -478,10 +520,28 @@ class WorkerPool:
         except TimeoutError:
             return self._timed_out(w, timeout, sent_at)
         except (WorkerDied, ProtocolError, orjson.JSONDecodeError) as e:
-            return self._crashed(w, e, sent_at)
-        return self._answered(w, resp, sent_at)
+            return self._stopped(w, sent_at) if ticket.cancelled else self._crashed(w, e, sent_at)
+        return self._answered(w, resp, sent_at, ticket)
 
-    def _answered(self, w: Worker, resp: dict[str, Any], sent_at: float) -> CallOutcome:
+    def _stopped(self, w: Worker, sent_at: float) -> CallOutcome:
+        """The call was cancelled: its worker was killed; it is replaced."""
+        pid = w.pid
+        self._retire(w)
+        if self._closed:
+            return CallOutcome("aborted", worker_pid=pid, sent_at=sent_at, received_at=time.time())
+        return CallOutcome(
+            "cancelled",
+            worker_pid=pid,
+            sent_at=sent_at,
+            received_at=time.time(),
+            error={
+                "type": "Cancelled",
+                "traceback": None,
+                "message": f"cancelled while running: worker {pid} of {self.spec.plugin} was stopped and replaced",
+            },
+        )
+
+    def _answered(self, w: Worker, resp: dict[str, Any], sent_at: float, ticket: _Ticket) -> CallOutcome:
         """The outcome of a call the worker answered; frees its place (or retires it when it asks)."""
         received_at = time.time()
         started, finished = resp.get("started_at"), resp.get("finished_at")
@@ -499,9 +559,14 @@ class WorkerPool:
             )
         else:
             with w.cond:
-                w.order.popleft()
-                w.cond.notify_all()
-            self._done_with(w)
+                killed = ticket.cancelled  # a cancel that came as the call ended: its kill is on the way
+                if not killed:
+                    w.order.popleft()
+                    w.cond.notify_all()
+            if killed:  # no other call may be sent to a dying worker
+                self._retire(w)
+            else:
+                self._done_with(w)
         return CallOutcome(
             status="success" if resp.get("ok") else "failed",
             output=resp.get("output"),

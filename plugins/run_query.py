@@ -17,7 +17,7 @@ from typing import Any, cast
 import orjson
 
 from plugins.store import RunStore
-from schemas.result import Result
+from schemas.result import IN_PROGRESS, Result
 
 MAX_SCANNED = 20_000
 
@@ -107,7 +107,11 @@ def query_runs(store: RunStore, where: RunFilter, limit: int, cursor: str | None
             return RunPage([], None)
         if len(where.plugins) == 1:  # one plugin's index holds exactly its runs
             where = replace(where, plugin=next(iter(where.plugins)))
-    index = store.index_key(plugin=where.plugin) if where.plugin else store.index_key(status=where.status)
+    # Runs in progress have their own index by status (scored by when the state began) and state keys.
+    in_progress = where.status in IN_PROGRESS
+    by_status = in_progress or not where.plugin
+    index = store.index_key(status=where.status) if by_status else store.index_key(plugin=where.plugin)
+    key_of = store.state_key if in_progress else store.run_key
     high, after = where.until, None
     if cursor:
         high, after = decode_cursor(cursor)
@@ -127,7 +131,7 @@ def query_runs(store: RunStore, where: RunFilter, limit: int, cursor: str | None
         offset += len(entries)
         # an equal score below the cursor's member was shown on an earlier page
         fresh = [(s, m) for m, s in entries if after is None or s != high or m < after]
-        keys = [store.run_key(m.decode()) for _, m in fresh]
+        keys = [key_of(m.decode()) for _, m in fresh]
         raws = cast(list[bytes | None], store.client.mget(keys) if keys else [])
         for (score, member), raw in zip(fresh, raws, strict=True):
             scanned += 1

@@ -27,6 +27,8 @@ import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from pydantic import ValidationError
 
+from plugins.cancel import Cancels, cancelled_result
+from plugins.cancel_watch import CancelWatcher
 from plugins.execution import RUNNER_ID, execute, rejected_result
 from plugins.followups import FollowupPublisher, Unpublishable
 from plugins.lane import Job, LaneVersion, PluginLane
@@ -44,6 +46,7 @@ from plugins.retries import (
     start_at,
     wants_retry,
 )
+from plugins.run_states import state_payload
 from plugins.runner_ops import RunnerOps
 from plugins.sink import ResultSink
 from plugins.state import PluginStates
@@ -63,6 +66,8 @@ POLL_TIMEOUT_SECONDS = 0.1
 MAX_POLL_BATCH = 500
 REDIS_RETRY_SECONDS = 1.0
 MAX_INVOCATION_ID_CHARS = 256  # ids are uuids or derived from them; see _usable_id
+# RunStore.accept's answers for a consumed invocation (0: to run)
+ACCEPT_DONE, ACCEPT_RETRIED, ACCEPT_CANCELLED = 1, 2, 3
 
 
 class _Stopping(Exception):
@@ -176,6 +181,8 @@ class Runner:
         self.states = PluginStates(self.store.client, settings.redis.key_prefix)
         self.reloader: HotReloader | None = None
         self.ops = RunnerOps(self)  # /metrics, probes, heartbeat, alerts (plugins/runner_ops.py)
+        self.cancels = Cancels(self.store.client, self.store.prefix, self.store.ttl)
+        self.cancel_watch = CancelWatcher(self.cancels, self._cancel_running, stop)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def run(self, ready: threading.Event | None = None) -> int:
@@ -263,6 +270,7 @@ class Runner:
         self.sink = ResultSink(self.store, producer, self.settings.topics.results, self.completions.put)
         self.sink.start()
         self.followups = FollowupPublisher(producer, self.stop)
+        self.cancel_watch.start()
         for lane in self.lanes.values():
             lane.start()
         self.consumer = Consumer(
@@ -391,14 +399,24 @@ class Runner:
                 accepted.append(_Dispatch(lane, invocation, ack, _not_before_of(msg, lane, consumed_at)))
         if not accepted:
             return
-        done, retried = self._with_redis(
-            lambda: self.store.seen([(d.invocation.invocation_id, d.invocation.attempt) for d in accepted])
-        )
-        for d in accepted:
+        # One round trip: done / retried / cancelled, and the `pending` state of the rest.
+        checks = [
+            (
+                d.invocation.invocation_id,
+                d.invocation.attempt,
+                consumed_at,
+                state_payload(d.invocation, d.lane.plugin.version, "pending", consumed_at),
+            )
+            for d in accepted
+        ]
+        codes = self._with_redis(lambda: self.store.accept(checks))
+        for d, code in zip(accepted, codes, strict=True):
             iid = d.invocation.invocation_id
-            if iid in done:
+            if code == ACCEPT_DONE:
                 self._skip_done(d)
-            elif (iid, d.invocation.attempt) in retried:
+            elif code == ACCEPT_CANCELLED:
+                self._drop_cancelled(d.lane.plugin, d.invocation, d.ack, "before a runner received it")
+            elif code == ACCEPT_RETRIED:
                 # This attempt failed before and its retry is already on the topic: nothing left to do.
                 log.info(
                     "%s %s attempt %d skipped: already failed and retried",
@@ -460,6 +478,25 @@ class Runner:
         self.ops.on_result(result)
         self.sink.submit(result, [ack])
 
+    def _drop_cancelled(self, plugin: LoadedPlugin, invocation: Invocation, ack: Ack, when: str) -> None:
+        """Record a cancelled invocation `cancelled` without running it (its offset moves on)."""
+        iid = invocation.invocation_id
+        log.info("%s %s cancelled %s; not run", plugin.name, iid, when)
+        try:  # who asked and when, for the message: not worth waiting for Redis
+            mark = self.cancels.get(iid)
+        except redis.RedisError:
+            mark = None
+        result = cancelled_result(invocation, plugin.version, mark, when)
+        self.ops.on_result(result)
+        assert self.sink is not None
+        self.sink.submit(result, [ack])
+
+    def _cancel_running(self, invocation_id: str) -> None:
+        """The cancel watcher's hook: stop the invocation's call if one of this runner's workers runs it."""
+        for lane in list(self.lanes.values()):
+            if lane.cancel_running(invocation_id):
+                log.info("%s %s cancelled while running; stopping its worker", lane.plugin.name, invocation_id)
+
     def _skip_done(self, d: _Dispatch) -> None:
         iid = d.invocation.invocation_id
         log.info("%s %s skipped: already done (redelivery); re-publishing its stored result", d.lane.plugin.name, iid)
@@ -499,8 +536,19 @@ class Runner:
         # The version the lane handed out: after a hot reload, a call that started on the old code
         # finishes and is reported with the old version and code hash.
         plugin = version.plugin
-        self.ops.on_start(job.invocation)
-        result = execute(plugin, version.pool, job.invocation, job.consumed_at)
+        invocation = job.invocation
+        if invocation.invocation_id in self.cancel_watch:  # cancelled while queued or waiting for its retry
+            self._drop_cancelled(plugin, invocation, job.ack, "before it started")
+            return None
+        assert self.sink is not None
+        started = time.time()
+        self.sink.started(
+            invocation.invocation_id,
+            started,
+            state_payload(invocation, plugin.version, "running", started, version.pool.reserved_pid()),
+        )
+        self.ops.on_start(invocation)
+        result = execute(plugin, version.pool, invocation, job.consumed_at)
         if result is None:
             log.info(
                 "%s %s abandoned at shutdown (will be redelivered)", lane.plugin.name, job.invocation.invocation_id

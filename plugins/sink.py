@@ -1,5 +1,9 @@
 """Where finished invocations go: Redis first, then the results topic, then the commit.
 
+The `running` state of each call (plugins/run_states.py) goes through the same writer: queued by the
+lane thread before the call, it reaches Redis in the batch round trip (never after its own result,
+the queue being in order), and is not published.
+
 One writer thread takes every queued result, writes the whole batch to Redis in one pipeline,
 then produces each to Kafka. Only Kafka's delivery report (acks=all) releases the invocation's
 offset for commit, so a committed offset always has its result both stored and published. Batching
@@ -39,6 +43,8 @@ class SinkItem:
     result: Result | None  # None: already stored (a re-announcement), only produce it
     acks: tuple[Ack, ...]
     final: bool = True  # False: a failed attempt whose retry is already on Kafka (no done marker)
+    state: str | None = None  # "running": a run's in-progress state (payload), stored only
+    at: float = 0.0  # the state's time
 
 
 # Put on the queue by close(): the writer finishes the batch it is building and stops.
@@ -64,6 +70,10 @@ class ResultSink:
 
     def submit(self, result: Result, acks: Sequence[Ack], final: bool = True) -> None:
         self._queue.put(SinkItem(result.invocation_id, result.model_dump_json().encode(), result, tuple(acks), final))
+
+    def started(self, invocation_id: str, at: float, payload: bytes) -> None:
+        """Record that the run started (its `running` state), with the next batch of results."""
+        self._queue.put(SinkItem(invocation_id, payload, None, (), state="running", at=at))
 
     def announce(self, invocation_id: str, payload: bytes, acks: Sequence[Ack]) -> None:
         """Publish an already stored result again (a redelivered invocation that is done)."""
@@ -107,6 +117,8 @@ class ResultSink:
                 log.exception("unexpected error storing %d result(s); their offsets stay uncommitted", len(batch))
                 stored = False
             for item in batch if stored else ():
+                if item.state is not None:
+                    continue
                 try:
                     self._produce(item)
                 except Exception:
@@ -115,14 +127,20 @@ class ResultSink:
                 return
 
     def _store(self, batch: list[SinkItem]) -> bool:
-        results = [i.result for i in batch if i.result is not None]
-        if not results:
+        items = [i for i in batch if i.result is not None]
+        states = [(i.key, i.at, i.payload, i.state) for i in batch if i.state is not None]
+        if not items and not states:
             return True
-        payloads = [i.payload for i in batch if i.result is not None]
-        finals = [i.final for i in batch if i.result is not None]
+        results = [i.result for i in items if i.result is not None]
+        payloads = [i.payload for i in items]
+        finals = [i.final for i in items]
         while True:
             try:
-                self.store.record_many(results, payloads, finals)
+                kept = self.store.record_many(results, payloads, finals, states)
+                for position, stored in kept.items():
+                    # the run was cancelled first: what is stored (cancelled) is what gets published
+                    if stored:
+                        items[position].payload = stored
                 return True
             except redis.RedisError as e:
                 if self._give_up_at is not None and time.monotonic() > self._give_up_at:

@@ -10,7 +10,15 @@ Keys (prefix = settings.redis.key_prefix):
   <prefix>:runs                         sorted set of invocation ids by finish time (all plugins)
   <prefix>:runs:plugin:<name>           the same, per plugin
   <prefix>:runs:status:<status>         the same, per status
+  <prefix>:state:<invocation_id>        JSON of a run in progress (Result-shaped, status `pending` once a runner
+                                        took the invocation, `running` once a worker started it, with host and
+                                        worker pid); deleted with the attempt's result, so a state left behind
+                                        is a runner that died: the run shows `running` until it is redelivered
+  <prefix>:runs:status:pending|running  sorted sets of the ids in progress (by accepted / started time)
 Index entries older than the TTL are trimmed on write, so the indexes do not outgrow the runs.
+A `cancelled` result (plugins/cancel.py) sets the done marker to "cancelled": it is recorded once, and a
+result that arrives later (the call that was being stopped, a success racing the cancel) is not stored;
+the caller gets the stored result back to publish instead.
 A batch of results is written by one Lua script call: one round trip and one command per batch
 (redis-py's per-command overhead, not Redis, is what limits throughput), and the result, its done
 marker and its index entries appear together or not at all.
@@ -29,16 +37,18 @@ import redis
 from schemas.result import Result
 from schemas.settings import Settings
 
-# KEYS: [all-runs index, then per result: run key, marker key (done or tried), plugin index, status index,
-#        attempts list]
-# ARGV: [ttl, trim horizon ("" = no trim), then per result: invocation id, score, payload, attempt summary ("" = none)]
+# KEYS: [all-runs index, pending index, running index, then per result: run key, marker key (done or tried),
+#        plugin index, status index, attempts list, done key, state key]
+# ARGV: [ttl, trim horizon ("" = no trim), then per result: invocation id, score, payload, attempt summary
+#        ("" = none), marker value ("1", or "cancelled": stored only if nothing final is)]
 # The index entries are gathered per index and added with one multi-member ZADD each: a command costs
 # Redis more than a member does, and a batch has a handful of indexes but hundreds of results.
+# Returns [position, stored payload, ...] of the results not stored (a cancelled run's later result).
 _RECORD_SCRIPT = """
 local ttl = tonumber(ARGV[1])
 local horizon = ARGV[2]
-local n = (#ARGV - 2) / 4
-local members, indexes = {}, {}
+local n = (#ARGV - 2) / 5
+local members, indexes, ended, skipped = {}, {}, {}, {}
 local function index(key, score, id)
   local t = members[key]
   if not t then
@@ -50,16 +60,25 @@ local function index(key, score, id)
   t[#t + 1] = id
 end
 for i = 0, n - 1 do
-  local id, score, payload, summary = ARGV[3 + i * 4], ARGV[4 + i * 4], ARGV[5 + i * 4], ARGV[6 + i * 4]
-  local k = 2 + i * 5
-  redis.call('SET', KEYS[k], payload, 'EX', ttl)
-  redis.call('SET', KEYS[k + 1], '1', 'EX', ttl)
-  index(KEYS[1], score, id)
-  index(KEYS[k + 2], score, id)
-  index(KEYS[k + 3], score, id)
-  if summary ~= '' then
-    redis.call('RPUSH', KEYS[k + 4], summary)
-    redis.call('EXPIRE', KEYS[k + 4], ttl)
+  local a = 3 + i * 5
+  local id, score, payload, summary, mark = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+  local k = 4 + i * 7
+  local done = redis.call('GET', KEYS[k + 5])
+  if done == 'cancelled' or (done and mark == 'cancelled') then
+    skipped[#skipped + 1] = i + 1
+    skipped[#skipped + 1] = redis.call('GET', KEYS[k]) or ''
+  else
+    redis.call('SET', KEYS[k], payload, 'EX', ttl)
+    redis.call('SET', KEYS[k + 1], mark, 'EX', ttl)
+    index(KEYS[1], score, id)
+    index(KEYS[k + 2], score, id)
+    index(KEYS[k + 3], score, id)
+    if summary ~= '' then
+      redis.call('RPUSH', KEYS[k + 4], summary)
+      redis.call('EXPIRE', KEYS[k + 4], ttl)
+    end
+    redis.call('DEL', KEYS[k + 6])
+    ended[#ended + 1] = id
   end
 end
 for _, key in ipairs(indexes) do
@@ -69,7 +88,70 @@ for _, key in ipairs(indexes) do
   end
   if horizon ~= '' then redis.call('ZREMRANGEBYSCORE', key, '-inf', horizon) end
 end
+for _, key in ipairs({KEYS[2], KEYS[3]}) do
+  for j = 1, #ended, 4000 do
+    redis.call('ZREM', key, unpack(ended, j, math.min(j + 3999, #ended)))
+  end
+  if horizon ~= '' then redis.call('ZREMRANGEBYSCORE', key, '-inf', horizon) end
+end
+return skipped
+"""
+# KEYS: [pending index, running index, then per run: done key, state key]
+# ARGV: [ttl, then per run: invocation id, score, state payload, status (pending or running)]
+# A run already finished keeps no state (a redelivered duplicate, or a cancel that came first).
+_STATE_SCRIPT = """
+local ttl = tonumber(ARGV[1])
+local n = (#ARGV - 1) / 4
+local add = {[KEYS[1]] = {}, [KEYS[2]] = {}}
+local started = {}
+for i = 0, n - 1 do
+  local a = 2 + i * 4
+  local id, score, payload, status = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  if redis.call('EXISTS', KEYS[3 + i * 2]) == 0 then
+    redis.call('SET', KEYS[4 + i * 2], payload, 'EX', ttl)
+    local key = status == 'running' and KEYS[2] or KEYS[1]
+    local t = add[key]
+    t[#t + 1] = score
+    t[#t + 1] = id
+    if status == 'running' then started[#started + 1] = id end
+  end
+end
+for key, t in pairs(add) do
+  for j = 1, #t, 4000 do redis.call('ZADD', key, unpack(t, j, math.min(j + 3999, #t))) end
+end
+for j = 1, #started, 4000 do redis.call('ZREM', KEYS[1], unpack(started, j, math.min(j + 3999, #started))) end
 return n
+"""
+# The runner's per-batch check of what it consumed, and the `pending` state of what it will run, in one call.
+# KEYS: [pending index, running index, then per invocation: done key, tried key (of its attempt), cancel mark,
+#        state key]
+# ARGV: [ttl, then per invocation: invocation id, score, pending payload ("" = do not record it)]
+# Returns one code per invocation: 0 to run (recorded pending), 1 done, 2 this attempt already failed and
+# was retried, 3 cancelled before it ran.
+_ACCEPT_SCRIPT = """
+local ttl = tonumber(ARGV[1])
+local n = (#ARGV - 1) / 3
+local codes, pending = {}, {}
+for i = 0, n - 1 do
+  local a = 2 + i * 3
+  local k = 3 + i * 4
+  local code = 0
+  if redis.call('EXISTS', KEYS[k]) == 1 then code = 1
+  elseif redis.call('EXISTS', KEYS[k + 1]) == 1 then code = 2
+  elseif redis.call('EXISTS', KEYS[k + 2]) == 1 then code = 3
+  elseif ARGV[a + 2] ~= '' then
+    redis.call('SET', KEYS[k + 3], ARGV[a + 2], 'EX', ttl)
+    pending[#pending + 1] = ARGV[a + 1]
+    pending[#pending + 1] = ARGV[a]
+  end
+  codes[#codes + 1] = code
+end
+local ids = {}
+for j = 2, #pending, 2 do ids[#ids + 1] = pending[j] end
+for j = 1, #pending, 4000 do redis.call('ZADD', KEYS[1], unpack(pending, j, math.min(j + 3999, #pending))) end
+-- a redelivery of a run left `running` by a runner that died: pending again
+for j = 1, #ids, 4000 do redis.call('ZREM', KEYS[2], unpack(ids, j, math.min(j + 3999, #ids))) end
+return codes
 """
 # Index trimming is housekeeping: once a second is plenty, and it keeps busy batches cheap.
 TRIM_INTERVAL_SECONDS = 1.0
@@ -86,6 +168,8 @@ class RunStore:
             health_check_interval=30,
         )
         self._record = self.client.register_script(_RECORD_SCRIPT)
+        self._states = self.client.register_script(_STATE_SCRIPT)
+        self._accept = self.client.register_script(_ACCEPT_SCRIPT)
         self._last_trim = 0.0
         self._trim_lock = threading.Lock()
 
@@ -102,6 +186,13 @@ class RunStore:
     def attempts_key(self, invocation_id: str) -> str:
         return f"{self.prefix}:attempts:{invocation_id}"
 
+    def state_key(self, invocation_id: str) -> str:
+        return f"{self.prefix}:state:{invocation_id}"
+
+    def cancel_key(self, invocation_id: str) -> str:
+        # plugins/cancel.py's mark, read here in the runner's per-batch check
+        return f"{self.prefix}:cancel:{invocation_id}"
+
     def replayed_key(self) -> str:
         return f"{self.prefix}:dlq:replayed"
 
@@ -113,25 +204,35 @@ class RunStore:
         return f"{self.prefix}:runs"
 
     # -- writes ----------------------------------------------------------------------------
-    def record(self, result: Result) -> None:
-        self.record_many([result])
+    def record(self, result: Result) -> bytes | None:
+        """Store one final result; the result stored instead when a cancel came first (see the header)."""
+        return self.record_many([result]).get(0)
 
     def record_many(
-        self, results: Sequence[Result], payloads: Sequence[bytes] | None = None, finals: Sequence[bool] | None = None
-    ) -> None:
-        """Store results, their markers, attempt summaries and index entries in one round trip.
+        self,
+        results: Sequence[Result],
+        payloads: Sequence[bytes] | None = None,
+        finals: Sequence[bool] | None = None,
+        states: Sequence[tuple[str, float, bytes, str]] = (),
+    ) -> dict[int, bytes]:
+        """Store results, their markers, attempt summaries and index entries in one round trip, and end
+        their runs' `pending`/`running` states.
 
         `payloads` are the results' JSON if the caller already has it (it is produced to Kafka too).
         `finals[i]` False: the result is a failed attempt whose retry is already on Kafka, so only the
         attempt's `tried` marker is set, never the `done` marker that would swallow the retry.
+        `states` (see record_states) are written first, in the same round trip: the runner's result writer
+        passes the `running` states that queued up with the results.
+        Returns {position: stored payload} of the results not stored because their run was cancelled first.
         """
         if not results:
-            return
+            self.record_states(states)
+            return {}
         if payloads is None:
             payloads = [r.model_dump_json().encode() for r in results]
         if finals is None:
             finals = [True] * len(results)
-        keys: list[str] = [self.index_key()]
+        keys: list[str] = [self.index_key(), self.index_key(status="pending"), self.index_key(status="running")]
         args: list[str | bytes | int] = [self.ttl, self._trim_horizon()]
         for result, payload, final in zip(results, payloads, finals, strict=True):
             iid = result.invocation_id
@@ -142,10 +243,47 @@ class RunStore:
                 self.index_key(plugin=result.plugin),
                 self.index_key(status=result.status),
                 self.attempts_key(iid),
+                self.done_key(iid),
+                self.state_key(iid),
             ]
             summary = orjson.dumps(attempt_summary(result)) if result.status in ("failed", "timeout") else b""
-            args += [iid, repr(result.finished_at.timestamp()), payload, summary]
-        self._record(keys=keys, args=args)
+            mark = "cancelled" if result.status == "cancelled" and final else "1"
+            args += [iid, repr(result.finished_at.timestamp()), payload, summary, mark]
+        if states:
+            pipe = self.client.pipeline(transaction=False)
+            self._states(*self._state_call(states), client=pipe)
+            self._record(keys=keys, args=args, client=pipe)
+            skipped = pipe.execute()[-1]
+        else:
+            skipped = self._record(keys=keys, args=args)
+        return {int(skipped[i]) - 1: _as_bytes(skipped[i + 1]) for i in range(0, len(skipped), 2)}
+
+    def record_states(self, states: Sequence[tuple[str, float, bytes, str]]) -> None:
+        """(invocation id, epoch seconds, state JSON, "pending" or "running") of runs in progress, in one
+        round trip; a run already finished is left alone."""
+        if states:
+            self._states(*self._state_call(states))
+
+    def _state_call(self, states: Sequence[tuple[str, float, bytes, str]]) -> tuple[list[str], list[str | bytes | int]]:
+        keys = [self.index_key(status="pending"), self.index_key(status="running")]
+        args: list[str | bytes | int] = [self.ttl]
+        for iid, at, payload, status in states:
+            keys += [self.done_key(iid), self.state_key(iid)]
+            args += [iid, repr(at), payload, status]
+        return keys, args
+
+    def accept(self, items: Sequence[tuple[str, int, float, bytes]]) -> list[int]:
+        """The runner's check of a consumed batch, in one round trip: for each (invocation id, attempt,
+        epoch seconds, pending state JSON or b"" for none), 0 = to run (and now recorded `pending`),
+        1 = done, 2 = this attempt failed before and its retry is on Kafka, 3 = cancelled."""
+        if not items:
+            return []
+        keys = [self.index_key(status="pending"), self.index_key(status="running")]
+        args: list[str | bytes | int] = [self.ttl]
+        for iid, attempt, at, payload in items:
+            keys += [self.done_key(iid), self.tried_key(iid, attempt), self.cancel_key(iid), self.state_key(iid)]
+            args += [iid, repr(at), payload]
+        return [int(c) for c in self._accept(keys=keys, args=args)]
 
     def _trim_horizon(self) -> str:
         now = time.time()
@@ -201,6 +339,17 @@ class RunStore:
 
     def get(self, invocation_id: str) -> Result | None:
         raw = self.get_raw(invocation_id)
+        return Result.model_validate_json(raw) if raw is not None else None
+
+    def current_raw(self, invocation_id: str) -> bytes | None:
+        """The run as it stands: its `pending`/`running` state while it has one (an attempt in progress is
+        newer than any result stored: a result ends the state), else its last result."""
+        state, run = self.client.mget([self.state_key(invocation_id), self.run_key(invocation_id)])
+        raw = state if state is not None else run
+        return _as_bytes(raw) if raw is not None else None
+
+    def current(self, invocation_id: str) -> Result | None:
+        raw = self.current_raw(invocation_id)
         return Result.model_validate_json(raw) if raw is not None else None
 
     def list(

@@ -7,7 +7,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-RunStatus = Literal["success", "failed", "timeout", "rejected", "skipped"]
+# pending: a runner took the invocation and has not started it; running: a worker runs it (a run left
+# `running` by a runner that died stays so until it is redelivered). The rest are final: success,
+# failed, timeout (the call ran past its timeout_seconds), rejected (bad parameters or message),
+# cancelled (`cdcflow runs cancel`), skipped (a schedule slot not run: missed past misfire_grace_time,
+# or max_instances still running; the error says which).
+RunStatus = Literal["pending", "running", "success", "failed", "timeout", "rejected", "cancelled", "skipped"]
+IN_PROGRESS: frozenset[str] = frozenset({"pending", "running"})
 
 
 class ErrorInfo(BaseModel):

@@ -12,6 +12,7 @@ early wake-up, and end the app on an unhandled exception): one guarded loop that
 max_instances: a slot is skipped (recorded as `skipped_max_instances`, APScheduler's "maximum
 number of running instances reached") while `max_instances` invocations of the schedule still have
 no result (no done marker from the runners in Redis). A result of any status counts as finished.
+Slots skipped either way are also recorded as `skipped` runs with the reason (streams/skipped_slots.py).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from schemas.rules import Schedule
 from schemas.trigger_request import ScheduleTick
 from streams.schedule_state import ScheduleStore
 from streams.schedule_times import plan_fires, slot_key
+from streams.skipped_slots import MAX_INSTANCES, MISFIRE, SkippedSlots
 
 log = logging.getLogger("cdcflow.streams.schedules")
 
@@ -63,9 +65,11 @@ class ScheduleTimer:
         clock: Clock = utcnow,
         max_sleep: float = 1.0,
         on_skipped: OnSkipped | None = None,
+        skipped_runs: SkippedSlots | None = None,
     ):
         self.schedules = [s for s in schedules if s.enabled]
         self.on_skipped = on_skipped
+        self.skipped_runs = skipped_runs
         self.store = store
         self.emit = emit
         self.is_leader = is_leader
@@ -113,7 +117,10 @@ class ScheduleTimer:
                 schedule.misfire_grace_time,
                 slot_key(plan.missed[-1]) if plan.missed else "-",
             )
-            self._skipped(schedule, plan.missed, f"missed beyond misfire_grace_time={schedule.misfire_grace_time}s")
+            why = f"missed beyond misfire_grace_time={schedule.misfire_grace_time}s"
+            self._skipped(schedule, plan.missed, why)
+            if self.skipped_runs is not None:
+                await self.skipped_runs.record(schedule, plan.missed, MISFIRE, why)
         ticks.sort(key=lambda t: t.fire_time)
         self.store.record(schedule.name, plan.last, ticks, fired, len(plan.missed) + plan.uncounted_missed)
         return plan.next_due
@@ -162,7 +169,10 @@ class ScheduleTimer:
                     len(outstanding),
                     schedule.max_instances,
                 )
-                self._skipped(schedule, [slot], f"max_instances={schedule.max_instances} still running")
+                why = f"max_instances={schedule.max_instances} still running"
+                self._skipped(schedule, [slot], why)
+                if self.skipped_runs is not None:
+                    await self.skipped_runs.record(schedule, [slot], MAX_INSTANCES, why)
                 continue
             ticks.append(await self._emit(schedule, slot, invocation))
             fired.append(invocation_id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -12,17 +12,17 @@ from console.api.context import ApiContext, context, require
 from console.api.problems import ERROR_RESPONSES, ApiProblem, FieldProblem
 from console.api.tokens import Principal
 from plugins import dlq
+from plugins.cancel import CancelError, CancelOutcome, Cancels, cancel_with
 from plugins.dlq import dead_letters_to_replay
 from plugins.registry import NotFoundError
 from plugins.run_query import CURSOR_PATTERN, BadCursor, RunFilter, query_runs
 from plugins.store import RunStore
-from schemas.result import Result
+from schemas.result import Result, RunStatus
 
 router = APIRouter(tags=["runs"], responses=ERROR_RESPONSES)
 Reader = Annotated[Principal, Depends(require("read"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
 Ctx = Annotated[ApiContext, Depends(context)]
-RunStatus = Literal["success", "failed", "timeout", "rejected", "skipped"]
 TriggerKind = Literal["cdc", "schedule", "manual", "replay", "retry"]
 Name = Annotated[str, Query(min_length=1, max_length=200)]
 Cursor = Annotated[str, Query(max_length=500, pattern=CURSOR_PATTERN)]
@@ -40,8 +40,30 @@ class RunDetail(BaseModel):
 
 class InvocationStatus(BaseModel):
     invocation_id: str
-    status: Literal["pending", "success", "failed", "timeout", "rejected", "skipped"]
-    result: Result | None = None
+    status: RunStatus
+    result: Result | None = Field(
+        default=None, description="the result; while pending or running once a runner has it, the run's state"
+    )
+
+
+class CancelOut(BaseModel):
+    invocation_id: str
+    was: str | None = Field(description="pending, running, waiting for its retry; null: no runner has received it yet")
+    requested_at: datetime
+    requested_by: str
+    result: Result | None = Field(description="the `cancelled` result; null: recorded when a runner receives it")
+
+    @classmethod
+    def of(cls, outcome: CancelOutcome) -> CancelOut:
+        mark = outcome.mark
+        at = datetime.fromtimestamp(mark.at, UTC)
+        return cls(
+            invocation_id=mark.invocation_id,
+            was=outcome.was,
+            requested_at=at,
+            requested_by=mark.by,
+            result=outcome.result,
+        )
 
 
 def run_store(ctx: ApiContext) -> RunStore:
@@ -86,9 +108,10 @@ def list_runs(
 
 @router.get("/api/runs/{invocation_id}", response_model=RunDetail)
 def get_run(_: Reader, ctx: Ctx, invocation_id: str) -> RunDetail:
-    """One run: params, output, error and traceback, timings, the trigger that caused it, failed attempts."""
+    """One run: params, output, error and traceback, timings, the trigger that caused it, failed attempts;
+    while it is `pending` or `running`, its state (with host and worker pid)."""
     store = run_store(ctx)
-    result = store.get(invocation_id)
+    result = store.current(invocation_id)
     if result is None:
         raise ApiProblem(404, "Not found", f"no recorded run {invocation_id!r} (pending, unknown or expired)")
     return RunDetail(result=result, attempts=store.attempts(invocation_id))
@@ -96,11 +119,26 @@ def get_run(_: Reader, ctx: Ctx, invocation_id: str) -> RunDetail:
 
 @router.get("/api/invocations/{invocation_id}", response_model=InvocationStatus)
 def get_invocation(_: Reader, ctx: Ctx, invocation_id: str) -> InvocationStatus:
-    """`pending` until a result is recorded, then the result's status and the result."""
-    result = run_store(ctx).get(invocation_id)
+    """`pending` until a result is recorded (`running` while a worker runs it), then the result's status and
+    the result."""
+    result = run_store(ctx).current(invocation_id)
     if result is None:
         return InvocationStatus(invocation_id=invocation_id, status="pending")
     return InvocationStatus(invocation_id=invocation_id, status=result.status, result=result)
+
+
+@router.post("/api/runs/{invocation_id}/cancel", response_model=CancelOut)
+def cancel_run(principal: Admin, ctx: Ctx, invocation_id: str, request: Request) -> CancelOut:
+    """Cancel a pending, delayed or running invocation (`cdcflow runs cancel`): it never runs, or its worker
+    is stopped; its result is `cancelled`. 409 if it already finished."""
+    store = run_store(ctx)
+    cancels = Cancels(ctx.redis, store.prefix, store.ttl)
+    try:
+        outcome = cancel_with(store, cancels, invocation_id, f"api:{principal.name}")
+    except CancelError as e:
+        raise ApiProblem(409, "Conflict", str(e)) from None
+    request.state.audit_detail = f"cancelled ({outcome.was or 'not received by a runner yet'})"
+    return CancelOut.of(outcome)
 
 
 class DeadLetterPage(BaseModel):

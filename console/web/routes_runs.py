@@ -8,7 +8,7 @@ import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import orjson
 from fastapi import APIRouter, Depends, Request
@@ -22,11 +22,11 @@ from console.web.row_change import column_changes, row_change
 from plugins.run_query import BadCursor, RunFilter, query_runs
 from plugins.state import PluginStates
 from plugins.store import RunStore
-from schemas.result import Result
+from schemas.result import IN_PROGRESS, Result, RunStatus
 
 router = APIRouter(include_in_schema=False)
 Ctx = Annotated[ApiContext, Depends(context)]
-STATUSES = ("success", "failed", "timeout", "rejected", "skipped")
+STATUSES: tuple[str, ...] = get_args(RunStatus)
 TRIGGER_KINDS = ("cdc", "schedule", "manual", "replay", "retry")
 PAGE_SIZE = 50
 FILTER_NAMES = ("plugin", "status", "trigger_kind", "rule", "schedule", "since", "until")
@@ -165,11 +165,12 @@ async def _rows(frames: AsyncIterator[bytes], store: RunStore, where: RunFilter)
 @router.get("/runs/{invocation_id}", response_class=HTMLResponse)
 def run_page(request: Request, who: Who, ctx: Ctx, invocation_id: str) -> HTMLResponse:
     store = RunStore(ctx.config.settings, client=ctx.redis)
-    result = store.get(invocation_id)
-    if result is None:
+    result = store.current(invocation_id)
+    if result is None or result.status in IN_PROGRESS:
         # 200, not 404: pending is a state of the run (its page polls itself, and htmx swaps only
         # successful answers); an unknown or expired id reads the same, as the page says
-        return page(request, "run_pending.html", who, "runs", 200, invocation_id=invocation_id)
+        state = result.model_dump(mode="json") if result is not None else None
+        return page(request, "run_pending.html", who, "runs", 200, invocation_id=invocation_id, state=state)
     change = row_change(result)
     params = result.params
     return page(
