@@ -36,6 +36,7 @@ from cdc import (
     tablemaps,  # noqa: F401  (table maps parsed once per distinct body, on import)
 )
 from cdc.checkpoint import CheckpointStore, Position
+from cdc.debezium.produce import DebeziumRows
 from cdc.errors import position_lost, unknown_gtid_domain
 from cdc.filters import selection_for
 from cdc.reader_ops import ReaderOps
@@ -150,6 +151,8 @@ class BinlogReader:
         self._converters: dict[int, tuple[Any, RowDecoder | RowConverter]] = {}
         # (db, table, op) -> row changes produced; read by /metrics (cdc/reader_ops.py)
         self.rows_by_table_op: dict[tuple[str, str, str], int] = {}
+        # cdc.format = debezium: the rows of each table map re-shaped as Debezium writes them
+        self.debezium = DebeziumRows(settings) if settings.cdc.format == "debezium" else None
 
     def _create_topic(self, db: str, table: str) -> None:
         """A table created later that cdc.include selects: its topic, on its first row event."""
@@ -228,6 +231,9 @@ class BinlogReader:
                     "queue.buffering.max.messages": 20_000,
                     "queue.buffering.max.kbytes": 2 * ROW_CHANGE_MAX_MESSAGE_BYTES // 1024,
                     "message.max.bytes": ROW_CHANGE_MAX_MESSAGE_BYTES,
+                    # Keys hash to partitions as Java clients' do (murmur2), so these topics can be
+                    # joined with Java-produced ones; librdkafka's default is CRC32.
+                    "partitioner": "murmur2_random",
                     **self.producer_options,
                 }
             )
@@ -405,6 +411,8 @@ class BinlogReader:
                         # DDL: column definitions may have changed; the next table map rebuilds
                         # converters, and what information_schema told us must be re-read.
                         self._converters.clear()
+                        if self.debezium is not None:
+                            self.debezium.forget_tables()
                         if self.schema_info is not None:
                             self.schema_info.invalidate()
                     boundary = self._boundary_position(stream.log_file, event.packet.log_pos)
@@ -434,6 +442,10 @@ class BinlogReader:
 
     def _produce_rows(self, event: Any, file: str, topic: str) -> None:
         op = OP_BY_EVENT[type(event)]
+        if self.debezium is not None:
+            produced = self.debezium.produce(event, op, file, topic, self._decoder(event), self._produce_one)
+            self._count_rows(event, op, produced)
+            return
         pk = event.primary_key
         pk_cols = (pk,) if isinstance(pk, str) and pk else tuple(pk or ())
         server_id = event.packet.server_id
@@ -484,11 +496,25 @@ class BinlogReader:
                     f"produced to {topic}: {e.args[0].str()}; row-change messages may be up to "
                     f"{ROW_CHANGE_MAX_MESSAGE_BYTES} bytes (schemas/runtime/kafka_topics.py)"
                 ) from e
-        counted = (event.schema, event.table, op)
-        self.rows_by_table_op[counted] = self.rows_by_table_op.get(counted, 0) + index + 1
-        self.stats.rows_produced += index + 1
+        self._count_rows(event, op, index + 1)
 
-    def _produce_when_room(self, topic: str, value: bytes, key: bytes | None, on_delivery: Any) -> None:
+    def _count_rows(self, event: Any, op: str, rows: int) -> None:
+        counted = (event.schema, event.table, op)
+        self.rows_by_table_op[counted] = self.rows_by_table_op.get(counted, 0) + rows
+        self.stats.rows_produced += rows
+
+    def _produce_one(self, topic: str, value: bytes | None, key: bytes | None, headers: Any) -> None:
+        """One message of the debezium format (cdc/debezium/produce.py), with the same delivery
+        tracking and back-pressure as the cdcflow format's."""
+        on_delivery = partial(self.tracker.delivered, self.tracker.register())
+        try:
+            self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
+        except BufferError:
+            self._produce_when_room(topic, value, key, on_delivery, headers)
+
+    def _produce_when_room(
+        self, topic: str, value: bytes | None, key: bytes | None, on_delivery: Any, headers: Any = None
+    ) -> None:
         """The local queue is full (it is bounded; Kafka slow or down): wait for librdkafka to drain
         it instead of dropping the row or buffering more, saying so now and then."""
         while True:
@@ -496,7 +522,7 @@ class BinlogReader:
             if self.tracker.failure is not None:
                 raise KafkaDeliveryFailed(str(self.tracker.failure)) from None
             try:
-                self.producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+                self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
                 return
             except BufferError:
                 self._note_waiting_for_kafka()
@@ -514,6 +540,8 @@ class BinlogReader:
         ):
             return cached[1]
         json_columns = self.schema_info.json_columns(event.schema, event.table) if self.schema_info else frozenset()
+        if self.debezium is not None:
+            json_columns = frozenset()  # Debezium writes the JSON text as stored, not parsed
         decoder: RowDecoder | RowConverter
         try:
             if not supports(event):

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from schemas.debezium import DebeziumOptions, Format
 
 
 class KafkaSettings(BaseModel):
@@ -129,6 +130,9 @@ class CdcSettings(BaseModel):
         description="db.table globs read beyond the rules' tables",
     )
     exclude: list[str] = Field(default_factory=list, description="db.table globs never read")
+    # What row changes look like on Kafka: cdcflow's envelope, or Debezium's (schemas/debezium.py).
+    format: Format = "cdcflow"
+    debezium: DebeziumOptions = Field(default_factory=DebeziumOptions)
 
 
 class StreamsSettings(BaseModel):

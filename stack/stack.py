@@ -10,6 +10,7 @@ config, data, logs and pid file under one state folder, so the stack can be wipe
     python3 stack/stack.py down    [SERVICE...]   # SIGTERM, then SIGKILL after 30 s
     python3 stack/stack.py status  [SERVICE...]   # exit 0 only if all are running
     python3 stack/stack.py wait    [SERVICE...]   # block until all answer (120 s max)
+    python3 stack/stack.py install-connect        # Kafka Connect + Debezium jars (idempotent)
 
 SERVICE is kafka, mariadb or redis (default: all three).
 State folder: $CDCFLOW_STATE_DIR, else <repo>/.state.
@@ -56,6 +57,8 @@ MARIADB_DEMO_DB = "cdcflow_demo"
 STOP_TIMEOUT = 30.0
 WAIT_TIMEOUT = 120.0
 KAFKA_POM = STACK_DIR / "kafka" / "pom.xml"
+# Kafka Connect and Debezium's MySQL connector, only for tests/integration/test_debezium_compat.py.
+CONNECT_POM = STACK_DIR / "connect" / "pom.xml"
 LOG_TAIL_LINES = 30
 
 
@@ -279,7 +282,7 @@ def pid_alive(pid: int, cmdline_hint: str) -> bool:
 
 KAFKA_DIR = STATE_DIR / "kafka"
 KAFKA_LIBS = KAFKA_DIR / "libs"
-KAFKA_STAMP = KAFKA_LIBS / ".pom.sha256"
+CONNECT_DIR = STATE_DIR / "connect"
 
 
 def kafka_classpath() -> str:
@@ -419,25 +422,34 @@ def kafka_command() -> list[str]:
     ]
 
 
+def libs_current(pom: Path, libs: Path) -> bool:
+    stamp = libs / ".pom.sha256"
+    return stamp.exists() and stamp.read_text().strip() == hashlib.sha256(pom.read_bytes()).hexdigest()
+
+
 def kafka_libs_current() -> bool:
-    digest = hashlib.sha256(KAFKA_POM.read_bytes()).hexdigest()
-    return KAFKA_STAMP.exists() and KAFKA_STAMP.read_text().strip() == digest
+    return libs_current(KAFKA_POM, KAFKA_LIBS)
 
 
 def kafka_install_libs() -> None:
-    """Fetch the broker jars with Maven, into a temp folder swapped in when complete,
-    so an interrupted download never leaves a half-filled libs/ that looks current."""
-    if kafka_libs_current():
+    maven_install_libs(KAFKA_POM, KAFKA_DIR, "Kafka")
+
+
+def maven_install_libs(pom: Path, where: Path, what: str) -> None:
+    """Fetch the jars `pom` depends on into where/libs with Maven, through a temp folder swapped in
+    when complete, so an interrupted download never leaves a half-filled libs/ that looks current."""
+    libs = where / "libs"
+    if libs_current(pom, libs):
         return
     mvn = need_binary("mvn")
-    digest = hashlib.sha256(KAFKA_POM.read_bytes()).hexdigest()
-    KAFKA_DIR.mkdir(parents=True, exist_ok=True)
-    staging = KAFKA_DIR / "libs.tmp"
+    digest = hashlib.sha256(pom.read_bytes()).hexdigest()
+    where.mkdir(parents=True, exist_ok=True)
+    staging = where / "libs.tmp"
     shutil.rmtree(staging, ignore_errors=True)
-    log(f"install: fetching Kafka jars with Maven into {KAFKA_LIBS}")
-    (KAFKA_DIR / "tmp").mkdir(parents=True, exist_ok=True)
+    log(f"install: fetching {what} jars with Maven into {libs}")
+    (where / "tmp").mkdir(parents=True, exist_ok=True)
     # Maven's own JVM would otherwise leave hsperfdata/temp files in /tmp.
-    maven_opts = f"-XX:-UsePerfData -Djava.io.tmpdir={KAFKA_DIR / 'tmp'}"
+    maven_opts = f"-XX:-UsePerfData -Djava.io.tmpdir={where / 'tmp'}"
     env = dict(os.environ, MAVEN_OPTS=(os.environ.get("MAVEN_OPTS", "") + " " + maven_opts).strip())
     run(
         [
@@ -445,18 +457,27 @@ def kafka_install_libs() -> None:
             "-B",
             "-q",
             "-f",
-            str(KAFKA_POM),
+            str(pom),
             "dependency:copy-dependencies",
             "-DincludeScope=runtime",
             f"-DoutputDirectory={staging}",
         ],
-        log_file=KAFKA_DIR / "maven.log",
+        log_file=where / "maven.log",
         env=env,
         timeout=900,
     )
-    shutil.rmtree(KAFKA_LIBS, ignore_errors=True)
-    staging.rename(KAFKA_LIBS)
-    KAFKA_STAMP.write_text(digest + "\n")
+    shutil.rmtree(libs, ignore_errors=True)
+    staging.rename(libs)
+    (libs / ".pom.sha256").write_text(digest + "\n")
+
+
+def install_connect() -> None:
+    """Kafka Connect (standalone worker, JsonConverter) and Debezium's MySQL connector, for the
+    Debezium compatibility test only: not part of `install`, which every run needs."""
+    missing = [p for p, b in (("openjdk-17-jre-headless", "java"), ("maven", "mvn")) if not find_binary(b)]
+    if missing and not libs_current(CONNECT_POM, CONNECT_DIR / "libs"):
+        apt_install(missing)
+    maven_install_libs(CONNECT_POM, CONNECT_DIR, "Kafka Connect + Debezium")
 
 
 # ---- MariaDB ----------------------------------------------------------------------
@@ -928,7 +949,7 @@ def cmd_wait(services: list[Service]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["install", "up", "down", "status", "wait"])
+    parser.add_argument("command", choices=["install", "install-connect", "up", "down", "status", "wait"])
     parser.add_argument("services", nargs="*", metavar="SERVICE", help=f"one of {', '.join(SERVICES)} (default: all)")
     args = parser.parse_args(argv)
     unknown = [n for n in args.services if n not in SERVICES]
@@ -942,6 +963,10 @@ def main(argv: list[str] | None = None) -> int:
             with state_lock():
                 install([s.name for s in services])
             log(f"install: ok ({time.monotonic() - t0:.1f}s)")
+            return 0
+        if args.command == "install-connect":
+            with state_lock():
+                install_connect()
             return 0
         return {"up": cmd_up, "down": cmd_down, "status": cmd_status, "wait": cmd_wait}[args.command](services)
     except StackError as e:

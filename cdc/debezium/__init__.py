@@ -1,0 +1,1 @@
+"""cdc.format = debezium: row changes as Debezium's MySQL connector (JsonConverter) writes them."""

@@ -1,0 +1,106 @@
+"""Debezium's key and value for one row change, as its MySQL connector writes them with JsonConverter
+(schemas.enable=false).
+
+An update that changes the primary key becomes what Debezium makes of it: a delete under the old key
+(header __debezium.newkey), its tombstone, and a create under the new key (header __debezium.oldkey).
+A delete is followed by a tombstone (a null value under the same key) unless tombstones.on.delete is
+false. The envelope's ts_ms/ts_us/ts_ns are when the reader handled the change, as Debezium's are.
+
+Event ids: Debezium's value has no event_id, and source.pos is the start of the rows event, shared by
+its rows and by both halves of a key change. The id is derived from the source alone
+(debezium_event_id), `server:file:pos:2*row+k` with k = 1 only for the create half of a key change
+or an insert, so it stays unique, stable across re-reads and ordered as the binlog is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+Headers = list[tuple[str, bytes]]
+NEW_KEY_HEADER = "__debezium.newkey"
+OLD_KEY_HEADER = "__debezium.oldkey"
+
+
+@dataclass(frozen=True)
+class Message:
+    key: bytes | None
+    value: bytes | None
+    headers: Headers | None = None
+
+
+def source_block(base: dict[str, Any], row: int) -> dict[str, Any]:
+    """Debezium's `source` for row `row` of a rows event; `base` holds the per-event fields."""
+    ts_ms = base["ts_ms"]
+    return {
+        "version": base["version"],
+        "connector": "mysql",
+        "name": base["name"],
+        "ts_ms": ts_ms,
+        "snapshot": "false",
+        "db": base["db"],
+        "sequence": None,
+        "ts_us": ts_ms * 1000,
+        "ts_ns": ts_ms * 1_000_000,
+        "table": base["table"],
+        "server_id": base["server_id"],
+        "gtid": None,
+        "file": base["file"],
+        "pos": base["pos"],
+        "row": row,
+        "thread": None,
+        "query": None,
+    }
+
+
+def _value(before: Any, after: Any, op: str, source: dict[str, Any], now_ns: int) -> bytes:
+    return orjson.dumps(
+        {
+            "before": before,
+            "after": after,
+            "source": source,
+            "transaction": None,
+            "op": op,
+            "ts_ms": now_ns // 1_000_000,
+            "ts_us": now_ns // 1000,
+            "ts_ns": now_ns,
+        }
+    )
+
+
+def messages(
+    op: str,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+    key_columns: tuple[str, ...],
+    source: dict[str, Any],
+    now_ns: int,
+    tombstones: bool,
+) -> Iterator[Message]:
+    """The messages Debezium writes for one row of a rows event (1 to 4 of them)."""
+    old_key = orjson.dumps({c: before.get(c) for c in key_columns}) if key_columns and before else None
+    new_key = orjson.dumps({c: after.get(c) for c in key_columns}) if key_columns and after else None
+    if op == "u" and old_key != new_key:
+        yield Message(old_key, _value(before, None, "d", source, now_ns), [(NEW_KEY_HEADER, new_key or b"null")])
+        if tombstones:
+            yield Message(old_key, None, [(NEW_KEY_HEADER, new_key or b"null")])
+        yield Message(new_key, _value(None, after, "c", source, now_ns), [(OLD_KEY_HEADER, old_key or b"null")])
+        return
+    yield Message(new_key if after is not None else old_key, _value(before, after, op, source, now_ns))
+    if op == "d" and tombstones:
+        yield Message(old_key, None)
+
+
+def debezium_event_id(change: dict[str, Any]) -> str | None:
+    """The event id of a Debezium-format change, from its source; None if it has no binlog place."""
+    source = change.get("source")
+    if not isinstance(source, dict):
+        return None
+    server_id, file, pos, row = source.get("server_id"), source.get("file"), source.get("pos"), source.get("row")
+    if not (isinstance(file, str) and isinstance(pos, int) and isinstance(row, int)):
+        return None
+    half = 1 if change.get("op") == "c" else 0
+    return f"{server_id}:{file}:{pos}:{2 * row + half}"

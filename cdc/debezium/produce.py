@@ -1,0 +1,65 @@
+"""The reader's debezium-format path: one rows event -> Debezium's messages for each of its rows."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+from cdc.debezium.envelope import messages, source_block
+from cdc.debezium.values import RowValues
+from schemas.settings import Settings
+
+# The Debezium release whose MySQL connector output this format follows (and is tested against);
+# the "-cdcflow" suffix tells a consumer which writer it was.
+FORMAT_VERSION = "2.7.4.Final-cdcflow"
+Produce = Callable[[str, bytes | None, bytes | None, Any], None]
+
+
+class Decoder(Protocol):
+    def rows(self, event: Any) -> Iterator[tuple[dict[str, Any] | None, dict[str, Any] | None]]: ...
+
+
+class DebeziumRows:
+    def __init__(self, settings: Settings):
+        self.options = settings.cdc.debezium
+        self.name = settings.topics.cdc_prefix  # Debezium's source.name is its topic.prefix
+        # table_id -> (the table map's column list it was built for, its value converters)
+        self._values: dict[int, tuple[Any, RowValues]] = {}
+
+    def forget_tables(self) -> None:
+        """After DDL: column definitions may have changed."""
+        self._values.clear()
+
+    def _row_values(self, event: Any) -> RowValues:
+        cached = self._values.get(event.table_id)
+        if cached is not None and cached[0] is event.columns:
+            return cached[1]
+        values = RowValues(event.columns, self.options)
+        self._values[event.table_id] = (event.columns, values)
+        return values
+
+    def produce(self, event: Any, op: str, file: str, topic: str, decoder: Decoder, produce: Produce) -> int:
+        """Produce every row of `event` (op c, u or d); returns the number of rows (not messages)."""
+        pk = event.primary_key
+        key_columns = (pk,) if isinstance(pk, str) and pk else tuple(pk or ())
+        base = {
+            "version": FORMAT_VERSION,
+            "name": self.name,
+            "ts_ms": event.timestamp * 1000,
+            "db": event.schema,
+            "table": event.table,
+            "server_id": event.packet.server_id,
+            "file": file,
+            # Debezium's pos is where the rows event starts; log_pos is where it ends.
+            "pos": event.packet.log_pos - event.packet.event_size,
+        }
+        convert = self._row_values(event)
+        tombstones = self.options.tombstones_on_delete
+        now_ns = time.time_ns()
+        index = -1
+        for index, (before, after) in enumerate(decoder.rows(event)):
+            source = source_block(base, index)
+            for message in messages(op, convert(before), convert(after), key_columns, source, now_ns, tombstones):
+                produce(topic, message.value, message.key, message.headers)
+        return index + 1

@@ -1,0 +1,247 @@
+"""cdc.format=debezium against the real Debezium connector, on the same writes of the same binlog.
+
+Kafka Connect standalone runs Debezium 2.7.4's MySQL connector (connector.adapter=mariadb) with one
+connector per option combination; a cdcflow reader per combination runs with the same options. Both
+read the same writes of one table per type family (tests/support/cdc.py's FAMILIES: every type
+cdcflow maps, edge values, zero dates, NULL in every type), a keyed table with inserts, updates, an
+update of the primary key and deletes, and a keyless table. Per table and partition, the messages
+must be equal key by key, header by header and field by field, in the same order and partition
+(which also proves keys hash as Java's murmur2 does). What differs on purpose is listed in DELIBERATE
+and README ("Debezium format"): each such value is asserted on both sides, then set aside.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from typing import Any
+
+import orjson
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from cdc.debezium.envelope import debezium_event_id
+from schemas.runtime.kafka_topics import ensure_topics
+from streams.row_changes import binlog_order
+from tests.support import execute, isolated_config_data, mysql, remove_test_resources, wait_for, write_config
+from tests.support.cdc import FAMILIES, ReaderThread, insert_family_rows
+from tests.support.debezium import KafkaConnect, install_connect
+
+PARTITIONS = 4
+# prefix suffix -> Debezium options, given alike to the connector and to cdcflow's cdc.debezium
+COMBINATIONS: dict[str, dict[str, str]] = {
+    "defaults": {},
+    "strings": {
+        "decimal.handling.mode": "string",
+        "time.precision.mode": "connect",
+        "bigint.unsigned.handling.mode": "precise",
+        "binary.handling.mode": "hex",
+        "tombstones.on.delete": "false",
+    },
+    "doubles": {"decimal.handling.mode": "double", "binary.handling.mode": "base64-url-safe"},
+}
+# (table, column) of row 1 -> (Debezium's value, cdcflow's), per README's reasons
+DELIBERATE: dict[tuple[str, str], tuple[Any, Any]] = {
+    # Declared BOOLEAN: Debezium goes by the DDL text it parsed (after a restart that re-reads the
+    # schema it sees tinyint(1) and writes 1); the binlog says TINYINT, so cdcflow writes the number.
+    ("f_integers", "c10"): (True, 1),
+    # Zero values are no instant: Debezium writes YEAR 0000 as 1900 and a zero TIMESTAMP as the epoch.
+    ("f_year", "c3"): (1900, None),
+    ("f_timestamp", "c3"): ("1970-01-01T00:00:00Z", None),
+    # ENUM members outside the BMP: Debezium's DDL parser keeps '?' for them, cdcflow the binlog's member list.
+    ("f_enum", "c2"): ("?", "😀"),
+}
+TABLES = [f"f_{f}" for f in FAMILIES] + ["changes", "nokey"]
+
+
+def _write_changes(db: str) -> None:
+    conn = mysql(db)
+    with conn.cursor() as cur:
+        insert_family_rows(cur)
+        cur.execute(
+            "INSERT INTO changes VALUES (1, 'a', 1.50, '2024-01-02 03:04:05.678', 1),"
+            " (2, 'b', -2.25, NULL, 0), (3, NULL, 0, '1970-01-01 00:00:00', NULL)"
+        )
+        cur.execute("UPDATE changes SET name = 'a2', amount = amount + 1 WHERE id = 1")
+        cur.execute("UPDATE changes SET id = 20 WHERE id = 2")  # a key change
+        cur.execute("DELETE FROM changes WHERE id = 3")
+        cur.execute("UPDATE changes SET amount = amount * 2")  # one rows event, two rows
+        cur.execute("DELETE FROM changes")
+        cur.execute("INSERT INTO nokey VALUES (1, 'x'), (2, 'y')")
+        cur.execute("UPDATE nokey SET s = 'z' WHERE n = 1")
+        cur.execute("DELETE FROM nokey WHERE n = 2")
+    conn.close()
+
+
+def _read(topics: list[str]) -> dict[str, list[tuple[int, Any, Any, Any]]]:
+    """topic -> [(partition, key, value, headers)] in partition then offset order, up to the end now."""
+    consumer = Consumer({"bootstrap.servers": "127.0.0.1:9092", "group.id": f"dbz-{uuid.uuid4().hex}"})
+    got: dict[tuple[str, int], list[tuple[int, Any, Any, Any]]] = {}
+    try:
+        ends = {}
+        for topic in topics:
+            for p in range(PARTITIONS):
+                high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
+                if high > 0:
+                    ends[(topic, p)] = high
+        consumer.assign([TopicPartition(t, p, 0) for t, p in ends])
+        left = dict(ends)
+        while left:
+            msg = consumer.poll(5)
+            assert msg is not None and not msg.error(), f"unreadable: {msg and msg.error()}"
+            topic, partition, offset = str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0)
+            if offset >= ends[(topic, partition)]:
+                continue
+            raw_value, raw_key = msg.value(), msg.key()
+            value = orjson.loads(raw_value) if raw_value is not None else None
+            key = orjson.loads(raw_key) if raw_key is not None else None
+            got.setdefault((topic, partition), []).append((partition, key, value, msg.headers()))
+            if offset + 1 >= ends[(topic, partition)]:
+                del left[(topic, partition)]
+    finally:
+        consumer.close()
+    return {t: [m for p in range(PARTITIONS) for m in got.get((t, p), [])] for t in topics}
+
+
+Side = dict[str, list[tuple[int, Any, Any, Any]]]  # table -> messages
+
+
+def _settled(connect: KafkaConnect, prefixes: dict[str, tuple[str, str]], db: str) -> dict[str, tuple[Side, Side]]:
+    """combo -> (Debezium's messages, cdcflow's) per table, once both stopped growing and agree in number."""
+    last: dict[str, tuple[Side, Side]] = {}
+
+    def read_all() -> dict[str, tuple[Side, Side]] | None:
+        assert not connect.errors(), f"Debezium logged errors:\n{connect.tail()}"
+        now: dict[str, tuple[Side, Side]] = {}
+        for combo, (dbz, ours) in prefixes.items():
+            sides = []
+            for prefix in (dbz, ours):
+                read = _read([f"{prefix}.{db}.{t}" for t in TABLES])
+                sides.append({t: read[f"{prefix}.{db}.{t}"] for t in TABLES})
+            now[combo] = (sides[0], sides[1])
+        counts = {c: tuple(sum(map(len, s.values())) for s in sides) for c, sides in now.items()}
+        previous = {c: tuple(sum(map(len, s.values())) for s in sides) for c, sides in last.items()}
+        last.clear()
+        last.update(now)
+        enough = all(d == o and d >= 2 * len(FAMILIES) + 14 for d, o in counts.values())
+        return now if enough and counts == previous else None
+
+    try:
+        result: dict[str, tuple[Side, Side]] = wait_for(read_all, 90, interval=1.0, what="both readers' messages")
+    except AssertionError:
+        counts = {c: [{t: len(m) for t, m in side.items() if m} for side in sides] for c, sides in last.items()}
+        raise AssertionError(f"messages (Debezium, cdcflow) never settled: {counts}\n{connect.tail()}") from None
+    return result
+
+
+@pytest.fixture(scope="module")
+def streamed(stack: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    install_connect()
+    folder = tmp_path_factory.mktemp("debezium")
+    uid = uuid.uuid4().hex[:8]
+    db = f"t_dbz{uid}"
+    execute(
+        [f"CREATE DATABASE {db}"]
+        + [
+            f"CREATE TABLE {db}.f_{family} (id INT PRIMARY KEY, "
+            + ", ".join(f"c{i} {t}" for i, (t, _, _) in enumerate(cols))
+            + ")"
+            for family, cols in FAMILIES.items()
+        ]
+        + [
+            f"CREATE TABLE {db}.changes (id INT PRIMARY KEY, name VARCHAR(20), amount DECIMAL(8,2),"
+            " at DATETIME(3), flag TINYINT(1))",
+            f"CREATE TABLE {db}.nokey (n INT, s VARCHAR(5))",
+        ]
+    )
+    configs, prefixes = [], {}
+    rules = {"monitored_tables": {t: {"triggers": ["echo"]} for t in TABLES}}
+    for combo, options in COMBINATIONS.items():
+        data = isolated_config_data(f"dbz{combo[:3]}", rules)
+        data["mysql"]["database"] = db
+        data["kafka"]["partitions"] = PARTITIONS
+        data["cdc"].update({"format": "debezium", "debezium": options})
+        (folder / combo).mkdir()
+        configs.append(write_config(folder / combo, data))
+        prefixes[combo] = (f"dbz-{uid}-{combo}", configs[-1].settings.topics.cdc_prefix)
+    dbz_topics = [f"{p[0]}.{db}.{t}" for p in prefixes.values() for t in TABLES]
+    ensure_topics(configs[0].settings, dbz_topics, partitions=PARTITIONS)
+    connectors = {prefixes[c][0]: o for c, o in COMBINATIONS.items()}
+    readers = [ReaderThread(c) for c in configs]
+    try:
+        for reader in readers:
+            reader.__enter__()
+        with KafkaConnect(folder, db, connectors, server_id=random.randint(5_000_000, 6_000_000)) as connect:
+            print(f"\nKafka Connect + {len(connectors)} Debezium connectors up in {connect.startup_seconds:.1f}s")
+            started = time.monotonic()
+            _write_changes(db)
+            sides = _settled(connect, prefixes, db)
+            print(f"both readers' messages settled {time.monotonic() - started:.1f}s after the writes")
+        return {"db": db, "prefixes": prefixes, "sides": sides}
+    finally:
+        for reader in readers:
+            reader.__exit__(None, None, None)
+        execute(f"DROP DATABASE IF EXISTS {db}")
+        for config, (_, ours) in zip(configs, prefixes.values(), strict=True):
+            remove_test_resources(config.settings, [*dbz_topics, *(f"{ours}.{db}.{t}" for t in TABLES)])
+
+
+def _diff(a: Any, b: Any, path: str = "") -> list[tuple[str, Any, Any]]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in {*a, *b} for d in _diff(a.get(k, "<absent>"), b.get(k, "<absent>"), f"{path}.{k}")]
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _diff(x, y, f"{path}[{i}]")]
+    return [] if a == b and type(a) is type(b) else [(path, a, b)]
+
+
+def _envelope_times(value: dict[str, Any]) -> None:
+    """Processing times differ by nature: checked for shape, then set aside."""
+    ts_ms, ts_us, ts_ns = value.pop("ts_ms"), value.pop("ts_us"), value.pop("ts_ns")
+    assert all(type(t) is int for t in (ts_ms, ts_us, ts_ns)) and ts_us // 1000 == ts_ms and ts_ns // 1000 == ts_us
+
+
+def _normalised(message: tuple[int, Any, Any, Any], prefix: str, table: str, debezium: bool) -> tuple[Any, ...]:
+    partition, key, value, headers = message
+    if value is not None:
+        _envelope_times(value)
+        version = value["source"].pop("version")
+        assert version == ("2.7.4.Final" if debezium else "2.7.4.Final-cdcflow")
+        assert value["source"].pop("name") == prefix  # Debezium's source.name is its topic.prefix
+        for image in (value["before"], value["after"]):
+            for (t, column), (theirs, ours) in DELIBERATE.items():
+                if debezium and t == table and image is not None and image.get("id") == 1:
+                    assert image[column] == theirs, f"{table}.{column}: Debezium wrote {image[column]!r}"
+                    image[column] = ours
+    return partition, key, value, headers
+
+
+def _binlog_place(message: tuple[Any, ...]) -> tuple[int, int, str]:
+    value = message[2]
+    return (value["source"]["pos"], value["source"]["row"], value["op"]) if value else (0, 0, "")
+
+
+@pytest.mark.parametrize("combo", list(COMBINATIONS))
+@pytest.mark.parametrize("table", TABLES)
+def test_same_messages_as_debezium(streamed: dict[str, Any], combo: str, table: str) -> None:
+    dbz_prefix, our_prefix = streamed["prefixes"][combo]
+    theirs, ours = streamed["sides"][combo]
+    expected = [_normalised(m, dbz_prefix, table, True) for m in theirs[table]]
+    got = [_normalised(m, our_prefix, table, False) for m in ours[table]]
+    if table == "nokey":  # without a key, any partition will do (Java's sticky partitioner, librdkafka's random)
+        expected, got = (sorted(((None, *m[1:]) for m in side), key=_binlog_place) for side in (expected, got))
+    assert expected, f"Debezium wrote nothing for {table}"
+    for n, (want, have) in enumerate(zip(expected, got, strict=False)):
+        assert have == want, f"{table} message {n}: (path, Debezium, cdcflow) {_diff(want, have)}"
+    assert len(got) == len(expected)
+
+
+def test_event_ids_unique_and_in_binlog_order(streamed: dict[str, Any]) -> None:
+    _, ours = streamed["sides"]["defaults"]
+    ids = [debezium_event_id(v) for t in TABLES for _, _, v, _ in ours[t] if v is not None]
+    assert None not in ids and len(set(ids)) == len(ids) > 2 * len(FAMILIES)
+    changes = [v for _, _, v, _ in ours["changes"] if v is not None]
+    key_change = [v for v in changes if v["source"]["pos"] == changes[3]["source"]["pos"]]
+    assert [v["op"] for v in key_change] == ["d", "c"]  # one binlog row, two messages, two ids
+    orders = [binlog_order(debezium_event_id(v) or "") for v in changes]
+    assert None not in orders and len(set(orders)) == len(orders)

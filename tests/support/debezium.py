@@ -1,0 +1,147 @@
+"""The real Debezium MySQL connector in Kafka Connect standalone, against the stack's MariaDB and Kafka.
+
+Jars come from `python3 stack/stack.py install-connect` (Maven Central, cached under .state/connect).
+Debezium 2.7.4's MySQL connector with connector.adapter=mariadb: 3.x's refuses MariaDB 10.11. One JVM
+runs one connector per option combination, each with its own topic prefix, server id, offsets and
+schema history under the test's folder; snapshot.mode=no_data, so each streams from the binlog's end.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+from tests.support import REPO_ROOT, wait_for
+
+CONNECT_LIBS = REPO_ROOT / ".state" / "connect" / "libs"
+STREAMING = re.compile(r"Connected to binlog at .* starting at")
+
+
+def install_connect() -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "stack" / "stack.py"), "install-connect"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, f"stack.py install-connect failed:\n{result.stdout}\n{result.stderr}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _properties(path: Path, values: dict[str, str]) -> Path:
+    path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    return path
+
+
+class KafkaConnect:
+    """`with KafkaConnect(folder, db, {prefix: options}) as connect:` returns once every connector streams."""
+
+    def __init__(self, folder: Path, database: str, connectors: dict[str, dict[str, str]], server_id: int):
+        self.folder, self.database, self.connectors, self.server_id = folder, database, connectors, server_id
+        self.log = folder / "connect.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.startup_seconds = 0.0
+
+    def _worker(self) -> Path:
+        return _properties(
+            self.folder / "worker.properties",
+            {
+                "bootstrap.servers": "127.0.0.1:9092",
+                "key.converter": "org.apache.kafka.connect.json.JsonConverter",
+                "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+                "key.converter.schemas.enable": "false",
+                "value.converter.schemas.enable": "false",
+                "offset.storage.file.filename": str(self.folder / "offsets.dat"),
+                "offset.flush.interval.ms": "1000",
+                "listeners": f"http://127.0.0.1:{_free_port()}",
+            },
+        )
+
+    def _connector(self, index: int, prefix: str, options: dict[str, str]) -> Path:
+        return _properties(
+            self.folder / f"{prefix}.properties",
+            {
+                "name": prefix,
+                "connector.class": "io.debezium.connector.mysql.MySqlConnector",
+                "tasks.max": "1",
+                "connector.adapter": "mariadb",
+                "database.hostname": "127.0.0.1",
+                "database.port": "3307",
+                "database.user": "cdcflow_reader",
+                "database.password": "cdcflow_reader",
+                "database.server.id": str(self.server_id + index),
+                "topic.prefix": prefix,
+                "database.include.list": self.database,
+                "snapshot.mode": "no_data",
+                # Only the test database's schema: the stack's MariaDB holds many other tests' databases.
+                "schema.history.internal.store.only.captured.databases.ddl": "true",
+                "schema.history.internal.store.only.captured.tables.ddl": "true",
+                "schema.history.internal": "io.debezium.storage.file.history.FileSchemaHistory",
+                "schema.history.internal.file.filename": str(self.folder / f"{prefix}.history"),
+                **options,
+            },
+        )
+
+    def _log4j(self) -> Path:
+        return _properties(
+            self.folder / "log4j2.properties",
+            {
+                "rootLogger.level": "INFO",
+                "rootLogger.appenderRef.file.ref": "F",
+                "appender.file.type": "File",
+                "appender.file.name": "F",
+                "appender.file.fileName": str(self.log),
+                "appender.file.layout.type": "PatternLayout",
+                "appender.file.layout.pattern": "%d %p %c{1} %m%n",
+            },
+        )
+
+    def __enter__(self) -> KafkaConnect:
+        started = time.monotonic()
+        files = [self._connector(i, p, o) for i, (p, o) in enumerate(self.connectors.items())]
+        command = [
+            "java",
+            "-Xmx768m",
+            "-XX:-UsePerfData",
+            f"-Djava.io.tmpdir={self.folder}",
+            f"-Dlog4j2.configurationFile={self._log4j()}",
+            "-cp",
+            str(CONNECT_LIBS / "*"),
+            "org.apache.kafka.connect.cli.ConnectStandalone",
+            str(self._worker()),
+            *map(str, files),
+        ]
+        with open(self.folder / "connect.out", "wb") as out:
+            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        wait_for(self._all_streaming, 120, interval=0.2, what="every Debezium connector to stream the binlog")
+        self.startup_seconds = time.monotonic() - started
+        return self
+
+    def _all_streaming(self) -> bool:
+        assert self.process is not None and self.process.poll() is None, f"Kafka Connect died: {self.tail()}"
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return len(STREAMING.findall(text)) >= len(self.connectors)
+
+    def tail(self, lines: int = 40) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def errors(self) -> list[str]:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return [line for line in text.splitlines() if " ERROR " in line]
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
