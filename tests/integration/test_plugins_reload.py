@@ -11,7 +11,6 @@ import sys
 
 import pytest
 from click.testing import CliRunner
-from confluent_kafka import Consumer, TopicPartition
 
 from console.cli import cli
 from plugins.state import PluginStates
@@ -28,6 +27,7 @@ from tests.support import (
 from tests.support.plugins import (
     ResultsReader,
     Runner,
+    all_committed,
     new_invocation,
     produce_messages,
     result_for,
@@ -262,15 +262,4 @@ def test_reload_with_invocations_queued_runs_each_once(demo_runner):
         assert done == {inv.invocation_id for inv in queued + late}
     finally:
         store.close()
-    wait_for(lambda: _all_committed(cfg, cfg.settings.topics.invoke(NAME)), timeout=15, what="every offset committed")
-
-
-def _all_committed(cfg, topic: str) -> bool:
-    """Whether the runners' group committed every partition of `topic` up to its end (asked without joining it)."""
-    consumer = Consumer(cfg.settings.kafka_config(**{"group.id": cfg.settings.runners.group_id}))
-    try:
-        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        committed = consumer.committed([TopicPartition(topic, p) for p in parts], timeout=10)
-        return all(tp.offset == consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in committed)
-    finally:
-        consumer.close()
+    wait_for(lambda: all_committed(cfg, cfg.settings.topics.invoke(NAME)), timeout=15, what="every offset committed")

@@ -11,7 +11,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from plugins.registry import LoadedPlugin, code_hash, load_plugin
 from plugins.runner import run_runner
@@ -110,6 +110,19 @@ def send_invocation(cfg, plugin: str, params: dict):
         cfg.settings, [(cfg.settings.topics.invoke(plugin), inv.invocation_id.encode(), inv.model_dump_json().encode())]
     )
     return inv
+
+
+def all_committed(cfg: Config, topic: str) -> bool:
+    """Whether the runners' group committed every partition of `topic` up to its end (asked without joining
+    it); an empty partition has nothing to commit."""
+    consumer = Consumer(cfg.settings.kafka_config(**{"group.id": cfg.settings.runners.group_id}))
+    try:
+        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        committed = consumer.committed([TopicPartition(topic, p) for p in parts], timeout=10)
+        ends = [consumer.get_watermark_offsets(tp, timeout=10) for tp in committed]
+        return all(tp.offset == high or low == high for tp, (low, high) in zip(committed, ends, strict=True))
+    finally:
+        consumer.close()
 
 
 def wait_serving(states: PluginStates, name: str, folder: Path, timeout: float = 60.0) -> dict:

@@ -4,6 +4,7 @@ command: placeholders, output parsing, exit errors; the retry decision for an un
 from __future__ import annotations
 
 import json
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from plugins import worker_command
 from plugins.registry import load_plugin, python_entry_point, worker_target
 from plugins.retries import is_dead, wants_retry
-from plugins.worker_main import UNHEALTHY_ERROR_TYPE
+from plugins.worker_main import UNHEALTHY_ERROR_TYPE, Plugin
 from schemas.errors import ConfigError
 from schemas.manifest import COMMAND_PLACEHOLDER, RetryPolicy, load_manifest
 from schemas.result import ErrorInfo, Result
@@ -26,7 +27,7 @@ COMMAND = {
 }
 
 
-def _write(tmp_path: Path, data: dict) -> Path:
+def _write(tmp_path: Path, data: dict[str, object]) -> Path:
     path = tmp_path / "plugin.json"
     path.write_text(json.dumps(data))
     return path
@@ -58,7 +59,9 @@ def test_a_command_plugin_loads_with_its_labels(tmp_path: Path) -> None:
         ({"command": ["./missing.sh"]}, "command[0]", "'./missing.sh' not found in"),
     ],
 )
-def test_manifest_errors_are_one_line_naming_the_field(tmp_path: Path, change: dict, field: str, words: str) -> None:
+def test_manifest_errors_are_one_line_naming_the_field(
+    tmp_path: Path, change: dict[str, object], field: str, words: str
+) -> None:
     data = {k: v for k, v in {**COMMAND, **change}.items() if v is not None}
     path = _write(tmp_path, data)
     with pytest.raises(ConfigError) as err:
@@ -129,3 +132,40 @@ def test_an_unhealthy_plugins_failure_is_not_retried_but_dead_lettered() -> None
     assert wants_retry(_result("ValueError"), policy) and not is_dead(_result("ValueError"), policy)
     assert not wants_retry(_result(UNHEALTHY_ERROR_TYPE), policy)
     assert is_dead(_result(UNHEALTHY_ERROR_TYPE), policy)
+
+
+@pytest.mark.parametrize(
+    "check, unhealthy",
+    [
+        ("return True", None),
+        ("return None", None),
+        ("return False", "validate_execution_environment() returned False"),
+        ("return ''", "validate_execution_environment() returned ''"),
+        ("raise OSError('no GPU')", "validate_execution_environment() raised OSError: no GPU"),
+    ],
+)
+def test_the_environment_check_decides_health(tmp_path: Path, check: str, unhealthy: str | None) -> None:
+    module = f"envcheck_{tmp_path.name}"  # a module name of its own: every case imports its own file
+    (tmp_path / f"{module}.py").write_text(f"def validate_execution_environment():\n    {check}\n")
+    try:
+        plugin = Plugin(str(tmp_path), f"{module}.validate_execution_environment")
+        assert plugin.load_error is None, plugin.load_error
+        plugin.check_environment()
+        assert plugin.unhealthy == unhealthy
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop(module, None)
+
+
+def test_a_command_without_its_program_is_unhealthy(tmp_path: Path) -> None:
+    missing = worker_command.CommandPlugin(str(tmp_path), ["no-such-program-here", "x"])
+    missing.check_environment()
+    assert missing.unhealthy is not None and "'no-such-program-here' not found" in missing.unhealthy
+    (tmp_path / "tool.sh").write_text("#!/bin/sh\necho 1\n")
+    not_executable = worker_command.CommandPlugin(str(tmp_path), ["./tool.sh"])
+    not_executable.check_environment()
+    assert not_executable.unhealthy is not None and "not executable" in not_executable.unhealthy
+    (tmp_path / "tool.sh").chmod(0o755)
+    fine = worker_command.CommandPlugin(str(tmp_path), ["./tool.sh"])
+    fine.check_environment()
+    assert fine.unhealthy is None
