@@ -15,6 +15,7 @@ Modules, one job each:
   reloader     hot reload: new pool on new code, old one drains, broken versions recorded
   offsets      in-order commit positions over out-of-order completions
   store        Redis run history, index and done markers
+  delayed_store  delayed triggers waiting for their time (released by streams/delayed_release.py)
   sink         results to Redis then Kafka; delivery reports release commits
   runner       the consumer loop tying it together: run_runner()
   cli          `cdcflow runners|plugins|runs|dlq`

@@ -7,6 +7,8 @@ state the schedule timer's guarantees rest on (anchor, last slot, pause) and the
 markers that make a repeated invocation run once, so a delayed trigger is as durable as a schedule
 (give Redis persistence, `appendonly yes`, for either to survive a Redis restart). The CLI, the API
 and every worker reach it, so the one that accepts a trigger stores it and the leader releases it.
+It lives in plugins/ (beside the run store and cancel marks) so that run history commands, which
+must not import streams/, can tell a delayed invocation from an unknown one (`DelayedStore.get`).
 
   <prefix>:delayed           sorted set: invocation id, scored by due time (epoch ms)
   <prefix>:delayed:requests  hash: invocation id -> the ManualTriggerRequest JSON (with due_at)

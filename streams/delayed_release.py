@@ -1,7 +1,7 @@
 """Releases delayed triggers when they are due, on the leader worker only (as the schedule timer).
 
 `cdcflow trigger --delay/--at`, the API and `trigger(delay=...)` check the request and keep it in
-Redis (streams/delayed_store.py) under the invocation id it will have. This loop, on whichever worker
+Redis (plugins/delayed_store.py) under the invocation id it will have. This loop, on whichever worker
 leads the group:
 - sleeps until the earliest due time (at most `max_sleep`, so a trigger added meanwhile, or a new
   leadership, is noticed within that),
@@ -26,9 +26,9 @@ from collections.abc import Awaitable, Callable
 import faust
 
 from plugins.cancel import Cancels
+from plugins.delayed_store import DelayedStore, Waiting
 from schemas.settings import Settings
 from schemas.trigger_request import ManualTriggerRequest
-from streams.delayed_store import DelayedStore, Waiting
 from streams.faust_app import raw_topic
 
 log = logging.getLogger("cdcflow.streams.delayed")

@@ -1,7 +1,7 @@
 """`cdcflow trigger`, the logic: check the parameters against the plugin's manifest, publish the
 request to the triggers topic (the Faust app turns it into an invocation), wait for its result.
 A delayed one (`--delay/--at`) is kept in Redis instead and released when due by the worker's
-leader (streams/delayed_store.py, streams/delayed_release.py). The CLI, the HTTP API and the
+leader (plugins/delayed_store.py, streams/delayed_release.py). The CLI, the HTTP API and the
 Python `trigger()` (streams/client.py) share these functions."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 import redis
 from confluent_kafka import KafkaError, Producer
 
+from plugins.delayed_store import DelayedStore
 from plugins.registry import discover
 from plugins.store import RunStore
 from schemas.invocation import invocation_id_for
@@ -26,7 +27,6 @@ from schemas.result import Result
 from schemas.runtime.kafka_topics import ensure_topics
 from schemas.settings import Settings
 from schemas.trigger_request import ManualTriggerRequest
-from streams.delayed_store import DelayedStore
 from streams.due_time import DueTimeError, due_time
 
 SEND_TIMEOUT = 30.0

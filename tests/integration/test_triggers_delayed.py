@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from plugins.cancel import cancel
+from plugins.delayed_store import DelayedStore
 from plugins.store import RunStore
 from schemas.config import Config
 from schemas.result import Result
@@ -25,7 +26,6 @@ from schemas.settings import Settings
 from schemas.trigger_request import ManualTriggerRequest
 from streams.client import trigger
 from streams.delayed_release import DelayedRelease
-from streams.delayed_store import DelayedStore
 from streams.manual_trigger import trigger_request
 from streams.schedule_state import ScheduleStore
 from tests.support import REPO_ROOT, consume_all, example_plugin, topics_config, wait_for
