@@ -9,7 +9,7 @@ start, not a copy:
   by the settings model itself when the config is read (schemas/settings.py), so every command
   refuses them;
 - the reader (cdc/filters.py): nothing to read, a bad table pattern, a `cdc.exclude` covering a
-  monitored table;
+  monitored table; the topic names every component creates at start, by Kafka's rule for them;
 - the streams worker: the rules and schedules against plugin.json and, when the tables exist, their
   columns (streams/validation.py, streams/table_columns.py); the Faust credentials made from
   kafka.client_options (streams/kafka_auth.py);
@@ -22,6 +22,7 @@ Not checked: what needs the servers (MySQL login and binlog, Kafka and Redis rea
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,10 +31,11 @@ from plugins.registry import discover
 from plugins.start_check import plugin_start_problems
 from schemas.config import Config
 from schemas.errors import ConfigError
+from schemas.runtime.kafka_topics import topic_name_problem
 from schemas.settings import Settings
 from streams.kafka_auth import credential_problems
 from streams.table_columns import TableColumns
-from streams.validation import validated_matcher
+from streams.validation import rule_where, validated_matcher
 
 Problems = list[tuple[str, str]]
 
@@ -54,6 +56,7 @@ def startup_report(config: Config, *, build_venvs: bool) -> StartupReport:
     report.problems += credential_problems(settings.kafka.client_options)
     found = discover(settings.runners.plugin_dirs)
     report.plugins = sorted(found.plugins)
+    report.problems += topic_problems(config, found.plugins)
     report.problems += [(f"plugin {p.path}", p.message) for p in found.problems]
     columns = TableColumns(settings)  # placeholders and bound parameters against existing tables
     try:
@@ -91,3 +94,14 @@ def client_problems(settings: Settings) -> Problems:
         if not directory.is_dir():
             problems.append((f"runners.plugin_dirs[{i}]", f"no such directory: {directory}"))
     return problems
+
+
+def topic_problems(config: Config, plugins: Iterable[str]) -> Problems:
+    """Topic names the broker would refuse when a component creates its topics at start."""
+    topics = config.settings.topics
+    named = {f"topics.{key}": getattr(topics, key) for key in ("triggers", "results", "dlq", "cdc_checkpoints")}
+    for rule in (r for r in config.rules.rules if r.enabled):  # a disabled rule's topic is not created
+        named[f"{rule_where(rule.table, rule.name)} (its topic)"] = topics.row_changes(rule.db, rule.table)
+    for plugin in sorted({*plugins, *config.rules.plugins()}):
+        named[f"plugin {plugin} (its topics)"] = topics.invoke(plugin, "high")  # the longer of its two
+    return [(where, why) for where, name in named.items() if (why := topic_name_problem(name)) is not None]

@@ -7,6 +7,7 @@ subscribes to a missing topic waits silently, and auto-created topics get the br
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 
 from confluent_kafka import KafkaError, KafkaException
@@ -28,6 +29,18 @@ DLQ_MAX_MESSAGE_BYTES = ROW_CHANGE_MAX_MESSAGE_BYTES
 # What an invocation may be (key and value): librdkafka's default message.max.bytes, under the broker's
 # default topic limit (1,048,588), which the plugins' topics keep. A larger one is dead-lettered.
 INVOKE_MAX_MESSAGE_BYTES = 1_000_000
+
+
+# Kafka's own rule for topic names (org.apache.kafka.common.internals.Topic.validate): the broker
+# refuses any other name when ensure_topics creates it, and the component that asked stops.
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def topic_name_problem(name: str) -> str | None:
+    """Why Kafka would refuse `name` as a topic, or None."""
+    if _TOPIC_NAME.fullmatch(name) and name not in (".", ".."):
+        return None
+    return f"{name!r} is not a Kafka topic name (1 to 249 ASCII letters, digits, '.', '_' or '-')"
 
 
 def ensure_topics(

@@ -69,6 +69,12 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
         lambda d: d.pop("monitored_tables"),
         "cdc: no monitored_tables and no cdc.include in the config: nothing to read",
     ),
+    (
+        "table name Kafka refuses as a topic",
+        _set("monitored_tables", value={"shop.order$log": {"triggers": ["echo"]}}),
+        "monitored_tables.order$log (rule order$log) (its topic): 'test.",
+    ),
+    ("topic name", _set("topics", "triggers", value="cdc triggers"), "topics.triggers: 'cdc triggers' is not"),
     ("webhook URL not a URL", _set("alerts", "webhook_url", value="hooks.example.com/T0"), "alerts.webhook_url"),
     ("SMTP port", _set("alerts", "smtp", value={**SMTP, "port": 0}), "alerts.smtp.port"),
     ("SMTP host with a scheme", _set("alerts", "smtp", value={**SMTP, "host": "smtp://x"}), "alerts.smtp.host"),
