@@ -21,11 +21,12 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import NoReturn, cast
+from typing import Any, NoReturn, cast
 
 import orjson
 import redis
 
+from plugins.delayed_store import DelayedStore
 from plugins.execution import RUNNER_ID
 from plugins.store import RunStore
 from schemas.invocation import Invocation
@@ -119,26 +120,41 @@ def is_cancelled(settings: Settings, invocation_id: str) -> bool:
         cancels.close()
 
 
-def cancelled_result(
-    basis: Result | Invocation, plugin_version: str, mark: CancelMark | None, when: str, attempt: int | None = None
-) -> Result:
-    """The final `cancelled` result of a run (from its in-progress state, last result or invocation)."""
+@dataclass(frozen=True)
+class Cancelled:
+    """What a `cancelled` result says of the run: taken from its state, last result, invocation or
+    delayed request, whichever holds it."""
+
+    invocation_id: str
+    plugin: str
+    plugin_version: str = ""
+    attempt: int = 1
+    trigger_kind: str | None = None
+    params: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, run: Result | Invocation, plugin_version: str, attempt: int | None = None) -> Cancelled:
+        kind = run.trigger_kind if isinstance(run, Result) else run.trigger.kind
+        return cls(run.invocation_id, run.plugin, plugin_version, attempt or run.attempt, kind, run.params)
+
+
+def cancelled_result(run: Cancelled, mark: CancelMark | None, when: str) -> Result:
+    """The final `cancelled` result of a run."""
     now = datetime.now(UTC)
     who = f" by {mark.by} at {datetime.fromtimestamp(mark.at, UTC).isoformat(timespec='seconds')}" if mark else ""
-    kind = basis.trigger_kind if isinstance(basis, Result) else basis.trigger.kind
     return Result(
-        invocation_id=basis.invocation_id,
-        plugin=basis.plugin,
-        plugin_version=plugin_version,
+        invocation_id=run.invocation_id,
+        plugin=run.plugin,
+        plugin_version=run.plugin_version,
         status="cancelled",
-        attempt=attempt if attempt is not None else basis.attempt,
+        attempt=run.attempt,
         started_at=now,
         finished_at=now,
         duration_ms=0.0,
         error=ErrorInfo(type="Cancelled", message=f"cancelled{who} {when}"),
-        trigger_kind=kind,
+        trigger_kind=run.trigger_kind,
         runner=RUNNER_ID,
-        params=basis.params,
+        params=run.params,
     )
 
 
@@ -173,20 +189,30 @@ def cancel_with(store: RunStore, cancels: Cancels, invocation_id: str, by: str) 
     if done is not None:
         _finished(invocation_id, last)
     mark = cancels.mark(invocation_id, by)
-    if state is not None:
-        basis = Result.model_validate_json(state)
-        was: str = basis.status
-        attempt = basis.attempt
-    elif last is not None:  # an attempt failed and its retry is on its way
-        basis = Result.model_validate_json(last)
-        was, attempt = "waiting for its retry", basis.attempt + 1
-    else:
+    found = _in_progress(store, invocation_id, state, last)
+    if found is None:
         return CancelOutcome(mark, None, None)
-    result = cancelled_result(basis, basis.plugin_version, mark, f"while {was}", attempt)
+    run, was = found
+    result = cancelled_result(run, mark, f"while {was}")
     stored = store.record(result)
     if stored is not None:  # it finished between the check and now
         _finished(invocation_id, stored)
     return CancelOutcome(mark, was, result)
+
+
+def _in_progress(store: RunStore, invocation_id: str, state: Any, last: Any) -> tuple[Cancelled, str] | None:
+    """The run to record cancelled and what it was doing; None when nothing here knows it yet."""
+    if state is not None:
+        current = Result.model_validate_json(state)
+        return Cancelled.of(current, current.plugin_version), current.status
+    if last is not None:  # an attempt failed and its retry is on its way
+        failed = Result.model_validate_json(last)
+        return Cancelled.of(failed, failed.plugin_version, failed.attempt + 1), "waiting for its retry"
+    waiting = DelayedStore(store.settings, store.client).get(invocation_id)
+    if waiting is not None and waiting.request is not None:  # `trigger --delay/--at`: dropped when due
+        request = waiting.request
+        return Cancelled(invocation_id, request.plugin, "", 1, "manual", request.params), "delayed"
+    return None
 
 
 def _finished(invocation_id: str, raw: bytes | str | None) -> NoReturn:

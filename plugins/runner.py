@@ -27,7 +27,7 @@ import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from pydantic import ValidationError
 
-from plugins.cancel import Cancels, cancelled_result
+from plugins.cancel import Cancelled, Cancels, cancelled_result
 from plugins.cancel_watch import CancelWatcher
 from plugins.execution import RUNNER_ID, execute, rejected_result
 from plugins.followups import FollowupPublisher, Unpublishable
@@ -486,7 +486,7 @@ class Runner:
             mark = self.cancels.get(iid)
         except redis.RedisError:
             mark = None
-        result = cancelled_result(invocation, plugin.version, mark, when)
+        result = cancelled_result(Cancelled.of(invocation, plugin.version), mark, when)
         self.ops.on_result(result)
         assert self.sink is not None
         self.sink.submit(result, [ack])

@@ -159,6 +159,7 @@ TRIM_INTERVAL_SECONDS = 1.0
 
 class RunStore:
     def __init__(self, settings: Settings, client: redis.Redis | None = None):
+        self.settings = settings
         self.prefix = settings.redis.key_prefix
         self.ttl = settings.runners.result_ttl_seconds
         self.client = client or redis.Redis.from_url(

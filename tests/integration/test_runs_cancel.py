@@ -269,3 +269,33 @@ def test_cli_and_api_show_running_runs_and_cancel_them(slow, tmp_path):
             assert cdcflow("runs", "list", "--status", "cancelled").output.count(a.invocation_id) == 1
     finally:
         store.close()
+
+
+def test_a_delayed_trigger_cancelled_is_recorded_cancelled_at_once(settings):
+    """`trigger --delay` keeps the request in Redis until due (its release drops a cancelled one): the
+    cancel records its `cancelled` result right away, under the id the trigger was given."""
+    from datetime import timedelta
+
+    from plugins.delayed_store import DelayedStore
+    from schemas.trigger_request import ManualTriggerRequest
+
+    store = RunStore(settings)
+    cancels = Cancels(store.client, store.prefix, store.ttl)
+    delayed = DelayedStore(settings, store.client)
+    try:
+        request = ManualTriggerRequest(
+            request_id="r-1",
+            plugin="echo",
+            params={"message": "later"},
+            requested_by="pytest",
+            due_at=datetime.now(UTC) + timedelta(hours=1),
+        )
+        iid = delayed.add(request)
+        outcome = cancel_with(store, cancels, iid, "pytest")
+        assert outcome.was == "delayed" and outcome.result is not None
+        recorded = store.get(iid)
+        assert recorded is not None and recorded.status == "cancelled" and recorded.plugin == "echo"
+        assert recorded.params == {"message": "later"} and recorded.trigger_kind == "manual"
+        assert is_cancelled(settings, iid)  # what the release checks before publishing it
+    finally:
+        store.close()
