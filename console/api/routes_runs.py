@@ -14,6 +14,7 @@ from console.api.tokens import Principal
 from plugins import dlq
 from plugins.cancel import CancelError, CancelOutcome, Cancels, cancel_with
 from plugins.dlq import dead_letters_to_replay
+from plugins.listing import labelled_plugins
 from plugins.registry import NotFoundError
 from plugins.run_query import CURSOR_PATTERN, BadCursor, RunFilter, query_runs
 from plugins.store import RunStore
@@ -81,10 +82,15 @@ def list_runs(
     schedule: Name | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    category: Annotated[str | None, Query(max_length=64, description="runs of plugins in this category")] = None,
+    tag: Annotated[
+        list[str] | None, Query(max_length=20, description="runs of plugins with this tag (repeatable: any of them)")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Cursor | None = None,
 ) -> Response:
-    """Newest first. Pages are stable: runs that finish while you page do not shift them."""
+    """Newest first. Pages are stable: runs that finish while you page do not shift them. `category` and
+    `tag` select by the plugins' current plugin.json labels, as `cdcflow runs list --category/--tag`."""
     if since and until and since > until:
         raise ApiProblem(
             422, "Invalid request", "since is after until", [FieldProblem(field="since", message="after until")]
@@ -97,6 +103,7 @@ def list_runs(
         schedule,
         since.timestamp() if since else None,
         until.timestamp() if until else None,
+        plugins=labelled_plugins(ctx.config.settings, category, tag or ()),
     )
     try:
         page = query_runs(run_store(ctx), where, limit, cursor)

@@ -56,6 +56,7 @@ PLUGINS: dict[str, dict[str, Any]] = {
     },
 }
 NAMES = ["teacher_report", *PLUGINS]
+Env = tuple[Config, Path, PluginStates, ResultsReader]
 
 
 def _write_plugins(base: Path) -> None:
@@ -69,7 +70,7 @@ def _write_plugins(base: Path) -> None:
 
 
 @pytest.fixture
-def env(stack: Any, tmp_path: Path) -> Iterator[tuple[Config, Path, PluginStates, ResultsReader]]:
+def env(stack: Any, tmp_path: Path) -> Iterator[Env]:
     base = tmp_path / "plugins"
     base.mkdir()
     _write_plugins(base)
@@ -124,9 +125,7 @@ def _cli(cfg: Config, *args: str) -> Any:
     return out
 
 
-def test_an_unhealthy_plugin_fails_at_once_until_a_corrected_version_is_loaded(
-    env: tuple[Config, Path, PluginStates, ResultsReader], tmp_path: Path
-) -> None:
+def test_an_unhealthy_plugin_fails_at_once_until_a_corrected_version_is_loaded(env: Env, tmp_path: Path) -> None:
     cfg, base, states, reader = env
     state = states.get("needs_env") or {}
     assert state["state"] == "unhealthy", state
@@ -168,9 +167,6 @@ def test_an_unhealthy_plugin_fails_at_once_until_a_corrected_version_is_loaded(
     assert fixed["status"] == "success" and fixed["output"] == {"licensed": True, "attempt": 1}, fixed
 
 
-Env = tuple[Config, Path, PluginStates, ResultsReader]
-
-
 def test_command_plugins_output_exit_timeout_and_no_shell(env: Env) -> None:
     cfg, base, states, reader = env
     folder = base / "teacher_report"
@@ -200,9 +196,7 @@ def test_command_plugins_output_exit_timeout_and_no_shell(env: Env) -> None:
     assert again["status"] == "success" and again["output"]["level"] == "idle"
 
 
-def test_runs_are_filtered_by_their_plugins_category_and_tags(
-    env: tuple[Config, Path, PluginStates, ResultsReader],
-) -> None:
+def test_runs_are_filtered_by_their_plugins_category_and_tags(env: Env, tmp_path: Path) -> None:
     cfg, base, states, reader = env
     report = send_invocation(cfg, "teacher_report", {"teacher_id": "t1"})
     unhealthy = send_invocation(cfg, "needs_env", {})
@@ -226,3 +220,15 @@ def test_runs_are_filtered_by_their_plugins_category_and_tags(
     assert listed("--tag", "nightly", "--status", "success") == set()
     out = _cli(cfg, "runs", "list", "--tag", "no-such-tag")
     assert out.exit_code == 0 and out.stdout.strip() == "no runs", out.output
+
+    # the API's run list takes the same filters
+    with api_server(cfg, tmp_path / "api.log") as api, api.client("read") as http:
+
+        def api_listed(query: str) -> set[str]:
+            answer = http.get(f"/api/runs?{query}")
+            assert answer.status_code == 200, answer.text
+            return {r["plugin"] for r in answer.json()["runs"]}
+
+        assert api_listed("category=reports") == {"teacher_report"}
+        assert api_listed("tag=EXAMPLE&tag=nightly") == {"teacher_report", "needs_env"}
+        assert api_listed("tag=nightly&status=success") == set()
