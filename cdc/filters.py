@@ -181,7 +181,13 @@ def selection_problems(rules_tables: Iterable[Table], cdc_settings: Any) -> list
     building the selection it builds (a bad pattern, an exclude pattern covering a monitored table)."""
     tables = list(rules_tables)
     if (why := nothing_to_read(tables, cdc_settings)) is not None:
-        return [("cdc", f"{why} (the reader, which `cdcflow run` starts, refuses to start)")]
+        return [
+            (
+                "cdc",
+                f"{why}: the reader, which `cdcflow run` starts, refuses to start "
+                "(schedules only? run `cdcflow run --only streams --only runners`)",
+            )
+        ]
     try:
         selection_for(tables, cdc_settings)
     except FilterError as e:
