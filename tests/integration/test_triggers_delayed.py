@@ -227,6 +227,8 @@ def test_a_cancelled_delayed_trigger_never_fires(pipeline: Pipeline) -> None:
     wait_for(lambda: DelayedStore(settings).get(invocation_id) is None, 30, what="the cancelled trigger's drop")
     time.sleep(1.0)  # the router and runner would have had it by now
     assert pipeline.copies(invocation_id, settings.topics.invoke("echo")) == 0, "a cancelled trigger was released"
+    cancelled = pipeline.runs.get(invocation_id)
+    assert cancelled is not None and cancelled.status == "cancelled", cancelled
 
 
 def test_api_delays_and_refuses_bad_times(pipeline: Pipeline, tmp_path: Path) -> None:
