@@ -39,6 +39,7 @@ from cdc.checkpoint import CheckpointStore, Position
 from cdc.debezium.produce import DebeziumRows
 from cdc.errors import position_lost, unknown_gtid_domain
 from cdc.filters import selection_for
+from cdc.partitioning import ROW_CHANGE_PARTITIONER
 from cdc.reader_ops import ReaderOps
 from cdc.rowdecode import NoPlan, RowDecoder, supports
 from cdc.schema_info import SchemaInfo
@@ -231,9 +232,7 @@ class BinlogReader:
                     "queue.buffering.max.messages": 20_000,
                     "queue.buffering.max.kbytes": 2 * ROW_CHANGE_MAX_MESSAGE_BYTES // 1024,
                     "message.max.bytes": ROW_CHANGE_MAX_MESSAGE_BYTES,
-                    # Keys hash to partitions as Java clients' do (murmur2), so these topics can be
-                    # joined with Java-produced ones; librdkafka's default is CRC32.
-                    "partitioner": "murmur2_random",
+                    **ROW_CHANGE_PARTITIONER,
                     **self.producer_options,
                 }
             )

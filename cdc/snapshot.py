@@ -49,6 +49,7 @@ from pymysqlreplication.gtid import GtidSet
 
 from cdc.checkpoint import CheckpointStore, Position
 from cdc.filters import selection_for
+from cdc.partitioning import ROW_CHANGE_PARTITIONER
 from cdc.schema_info import SchemaInfo
 from cdc.snapshot_values import (
     TEXT_RESULTS,
@@ -368,6 +369,7 @@ class Snapshot:
                     "linger.ms": self.settings.cdc.linger_ms,
                     "compression.type": "lz4",
                     "message.max.bytes": ROW_CHANGE_MAX_MESSAGE_BYTES,
+                    **ROW_CHANGE_PARTITIONER,
                 }
             )
         )

@@ -64,3 +64,20 @@ def snapshot_event_id(snapshot_id: str, db: str, table: str, key_json: str) -> s
     The snapshot's id (kept across its resumes) keeps a later re-snapshot from looking like a duplicate.
     """
     return f"snapshot:{snapshot_id}:{db}.{table}:{key_json}"
+
+
+def debezium_event_id(change: dict[str, Any]) -> str | None:
+    """The event id of a change in Debezium's format (cdc.format: debezium), which has no event_id.
+
+    Debezium's source.pos is where the rows event starts, shared by all its rows and by both halves
+    of a primary-key change (a delete then a create of the same row), so the id is
+    `server:file:pos:2*row+k`, k = 1 for a create: unique, stable across re-reads, in binlog order,
+    and in the `server:file:pos:row` shape the worker's de-duplication orders by. None without a
+    binlog place (e.g. a message some other writer made)."""
+    source = change.get("source")
+    if not isinstance(source, dict):
+        return None
+    server_id, file, pos, row = source.get("server_id"), source.get("file"), source.get("pos"), source.get("row")
+    if not (isinstance(file, str) and type(pos) is int and type(row) is int):
+        return None
+    return f"{server_id}:{file}:{pos}:{2 * row + (1 if change.get('op') == 'c' else 0)}"

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import orjson
 
-from schemas.row_change import OP_TO_OPERATION
+from schemas.row_change import OP_TO_OPERATION, debezium_event_id
 
 Kind = Literal["row_change", "invocation", "result", "dead_letter", "trigger", "unknown"]
 
@@ -42,8 +42,8 @@ def parse(raw: bytes | None) -> Any:
 def kind_of(value: Any) -> Kind:
     if not isinstance(value, dict):
         return "unknown"
-    if "op" in value and "source" in value and "event_id" in value:
-        return "row_change"
+    if "op" in value and "source" in value and ("event_id" in value or "after" in value):
+        return "row_change"  # cdcflow's envelope, or Debezium's (cdc.format: debezium), which has no event_id
     if "dlq_id" in value and isinstance(value.get("invocation"), dict):
         return "dead_letter"
     if "invocation_id" in value and "trigger" in value and "plugin" in value:
@@ -78,7 +78,7 @@ def facts(raw: bytes | None) -> EventFacts:
             value,
             table=f"{source.get('db')}.{source.get('table')}",
             op=_text(value.get("op")),
-            event_id=_text(value.get("event_id")),
+            event_id=_text(value.get("event_id")) if "event_id" in value else debezium_event_id(value),
         )
     if kind == "invocation":
         return _invocation_facts(kind, value, value)

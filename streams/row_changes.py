@@ -452,6 +452,8 @@ class RowChangeLoop:
                 continue  # never: _next_batch kept only messages with all three (this narrows the types)
             tp = (topic, partition)
             batch.next[tp] = offset + 1
+            if message.value() is None and message.key() is not None:
+                continue  # a tombstone after a delete (cdc.format: debezium): compaction's, not a change
             try:
                 raw = message.value() or b""
                 change, source, event_id = parse_change(raw)

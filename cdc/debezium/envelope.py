@@ -6,10 +6,8 @@ An update that changes the primary key becomes what Debezium makes of it: a dele
 A delete is followed by a tombstone (a null value under the same key) unless tombstones.on.delete is
 false. The envelope's ts_ms/ts_us/ts_ns are when the reader handled the change, as Debezium's are.
 
-Event ids: Debezium's value has no event_id, and source.pos is the start of the rows event, shared by
-its rows and by both halves of a key change. The id is derived from the source alone
-(debezium_event_id), `server:file:pos:2*row+k` with k = 1 only for the create half of a key change
-or an insert, so it stays unique, stable across re-reads and ordered as the binlog is.
+Debezium's value has no event_id: consumers derive it from the source (schemas/row_change.py's
+debezium_event_id).
 """
 
 from __future__ import annotations
@@ -92,15 +90,3 @@ def messages(
     yield Message(new_key if after is not None else old_key, _value(before, after, op, source, now_ns))
     if op == "d" and tombstones:
         yield Message(old_key, None)
-
-
-def debezium_event_id(change: dict[str, Any]) -> str | None:
-    """The event id of a Debezium-format change, from its source; None if it has no binlog place."""
-    source = change.get("source")
-    if not isinstance(source, dict):
-        return None
-    server_id, file, pos, row = source.get("server_id"), source.get("file"), source.get("pos"), source.get("row")
-    if not (isinstance(file, str) and isinstance(pos, int) and isinstance(row, int)):
-        return None
-    half = 1 if change.get("op") == "c" else 0
-    return f"{server_id}:{file}:{pos}:{2 * row + half}"

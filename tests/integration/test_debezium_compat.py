@@ -21,7 +21,7 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from cdc.debezium.envelope import debezium_event_id
+from schemas.row_change import debezium_event_id
 from schemas.runtime.kafka_topics import ensure_topics
 from streams.row_changes import binlog_order
 from tests.support import execute, isolated_config_data, mysql, remove_test_resources, wait_for, write_config

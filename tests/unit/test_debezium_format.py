@@ -1,0 +1,116 @@
+"""cdc.format=debezium's pure parts: value conversions, the messages of one row, event ids, and that the
+worker's parsing takes Debezium's envelope. Field-by-field equality with the real connector is
+tests/integration/test_debezium_compat.py's job; these pin the arithmetic and the edge cases."""
+
+from __future__ import annotations
+
+import base64
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+import pytest
+from pymysqlreplication.constants import FIELD_TYPE
+
+from cdc.debezium.envelope import NEW_KEY_HEADER, OLD_KEY_HEADER, messages
+from cdc.debezium.values import RowValues, datetime_micros, days, time_micros, unscaled, unscaled_bytes
+from schemas.debezium import DebeziumOptions
+from schemas.row_change import debezium_event_id
+from streams.events import facts
+from streams.row_changes import binlog_order
+from streams.row_checks import parse_change
+
+
+def column(name: str, type_: int, **extra: Any) -> SimpleNamespace:
+    return SimpleNamespace(name=name, type=type_, **extra)
+
+
+def test_dates_and_times_as_debezium_counts_them() -> None:
+    assert days("1970-01-01") == 0 and days("2024-02-29") == 19782 and days("1000-01-01") == -354285
+    assert time_micros("-838:59:59") == -3020399000000 and time_micros("-00:00:00.500000") == -500000
+    assert time_micros("25:00:00.123") == 90000123000
+    assert datetime_micros("2024-01-02T03:04:05.123456") == 1704164645123456
+    assert datetime_micros("1000-01-01T00:00:00") == -30610224000000000
+
+
+@pytest.mark.parametrize(
+    ("text", "scale", "expected"),
+    [("-1.50", 2, "/2o="), ("0", 0, "AA=="), ("-12345678901234567890.1234567890", 10, "/nEW8Ak8jB8RscD1Lg==")],
+)
+def test_decimal_bytes_are_javas_big_integer(text: str, scale: int, expected: str) -> None:
+    assert unscaled_bytes(unscaled(text, scale)) == expected  # the real connector's output for these
+
+
+def test_row_values_follow_the_options() -> None:
+    cols = [
+        column("d", FIELD_TYPE.NEWDECIMAL, decimals=2),
+        column("t", FIELD_TYPE.TIME2, fsp=0),
+        column("dt", FIELD_TYPE.DATETIME2, fsp=6),
+        column("u", FIELD_TYPE.LONGLONG, unsigned=True),
+        column("b", FIELD_TYPE.BIT, bits=10),
+        column("one", FIELD_TYPE.BIT, bits=1),
+        column("bin", FIELD_TYPE.BLOB, character_set_name="binary"),
+    ]
+    row = {"d": "-1.50", "t": "25:00:00", "dt": "1970-01-01T00:00:00.000001", "u": 2**64 - 1, "b": 513, "one": 1}
+    default = RowValues(cols, DebeziumOptions())
+    assert default({**row, "bin": "AP8="}) == {
+        **{"d": "/2o=", "t": 90000000000, "dt": 1, "u": -1, "b": "AQI=", "one": True},
+        "bin": "AP8=",
+    }
+    options = DebeziumOptions.model_validate(
+        {
+            "decimal.handling.mode": "string",
+            "time.precision.mode": "connect",
+            "bigint.unsigned.handling.mode": "precise",
+            "binary.handling.mode": "hex",
+        }
+    )
+    converted = RowValues(cols, options)({**row, "bin": "AP8="})
+    assert converted is not None
+    assert (converted["d"], converted["t"], converted["dt"], converted["bin"]) == ("-1.50", None, 0, "00ff")
+    assert base64.b64decode(converted["u"]) == b"\x00" + b"\xff" * 8
+
+
+def _decoded(found: list[Any]) -> list[tuple[Any, Any, Any]]:
+    return [(orjson.loads(m.key) if m.key else None, m.value and orjson.loads(m.value)["op"], m.headers) for m in found]
+
+
+def test_a_key_change_is_a_delete_tombstone_and_create() -> None:
+    source = {"server_id": 1, "file": "f.000001", "pos": 10, "row": 0}
+    found = list(messages("u", {"id": 2, "x": 1}, {"id": 3, "x": 1}, ("id",), source, 0, tombstones=True))
+    assert _decoded(found) == [
+        ({"id": 2}, "d", [(NEW_KEY_HEADER, b'{"id":3}')]),
+        ({"id": 2}, None, [(NEW_KEY_HEADER, b'{"id":3}')]),
+        ({"id": 3}, "c", [(OLD_KEY_HEADER, b'{"id":2}')]),
+    ]
+    same_key = list(messages("u", {"id": 2, "x": 1}, {"id": 2, "x": 2}, ("id",), source, 0, tombstones=True))
+    assert _decoded(same_key) == [({"id": 2}, "u", None)]
+    delete = list(messages("d", {"id": 2}, None, ("id",), source, 0, tombstones=False))
+    assert _decoded(delete) == [({"id": 2}, "d", None)]
+
+
+def test_event_ids_unique_per_half_and_in_binlog_order() -> None:
+    def change(op: str, pos: int, row: int) -> dict[str, Any]:
+        return {"op": op, "source": {"server_id": 7, "file": "b.000002", "pos": pos, "row": row}}
+
+    changes = [change("c", 100, 0), change("c", 100, 1), change("d", 200, 0), change("c", 200, 0)]
+    ids = [debezium_event_id(c) or "" for c in changes]
+    assert len(set(ids)) == 4 and ids[2] == "7:b.000002:200:0" and ids[3] == "7:b.000002:200:1"
+    orders = [binlog_order(i) for i in ids]
+    assert orders == sorted(o for o in orders if o is not None)
+    assert debezium_event_id({"op": "c", "source": {"db": "x"}}) is None
+
+
+def test_the_worker_reads_debezium_envelopes() -> None:
+    value = {
+        "before": None,
+        "after": {"id": 1},
+        "source": {"server_id": 1, "db": "shop", "table": "t", "file": "m.000001", "pos": 4, "row": 0},
+        "transaction": None,
+        "op": "c",
+        "ts_ms": 1,
+    }
+    _, source, event_id = parse_change(orjson.dumps(value))
+    assert (source["table"], event_id) == ("t", "1:m.000001:4:1")
+    seen = facts(orjson.dumps(value))
+    assert (seen.kind, seen.table, seen.event_id) == ("row_change", "shop.t", "1:m.000001:4:1")
