@@ -26,7 +26,7 @@ from schemas.settings import Settings
 from schemas.trigger_request import ManualTriggerRequest
 from streams.client import trigger
 from streams.delayed_release import DelayedRelease
-from streams.manual_trigger import trigger_request
+from streams.manual_trigger import TriggerSender, trigger_request
 from streams.schedule_state import ScheduleStore
 from tests.support import REPO_ROOT, consume_all, example_plugin, topics_config, wait_for
 from tests.support.api import api_server
@@ -251,3 +251,23 @@ def test_api_delays_and_refuses_bad_times(pipeline: Pipeline, tmp_path: Path) ->
             assert refused.status_code == 422, refused.text
             assert [e["field"] for e in refused.json()["errors"]] == [field], refused.text
         assert DelayedStore(pipeline.config.settings).all() == []
+
+
+def test_a_release_repeated_after_a_crash_runs_once(pipeline: Pipeline) -> None:
+    # As if a leader had published the request and died before removing it from Redis: the request
+    # is on the triggers topic already, and still in the store, due; the next leader releases it again.
+    settings = pipeline.config.settings
+    due = datetime.now(UTC) + timedelta(seconds=2)
+    request = trigger_request(
+        "echo", example_plugin("echo").manifest, {"message": "twice"}, "normal", "test", None, due
+    )
+    sender = TriggerSender(settings)
+    try:
+        invocation_id = sender.send(request)  # the dead leader's release
+    finally:
+        sender.close()
+    assert DelayedStore(settings).add(request) == invocation_id
+    assert pipeline.result(invocation_id, 60).status == "success"
+    wait_for(lambda: DelayedStore(settings).get(invocation_id) is None, 30, what="the second release")
+    wait_for(lambda: pipeline.copies(invocation_id, settings.topics.invoke("echo")) == 2, 30, what="both releases")
+    assert pipeline.runs_of(invocation_id) == 1, "a repeated release ran twice"
