@@ -46,7 +46,7 @@ from plugins.retries import (
     start_at,
     wants_retry,
 )
-from plugins.run_states import state_payload
+from plugins.run_states import iso, state_payload
 from plugins.runner_ops import RunnerOps
 from plugins.sink import ResultSink
 from plugins.state import PluginStates
@@ -400,12 +400,13 @@ class Runner:
         if not accepted:
             return
         # One round trip: done / retried / cancelled, and the `pending` state of the rest.
+        when = iso(consumed_at)
         checks = [
             (
                 d.invocation.invocation_id,
                 d.invocation.attempt,
                 consumed_at,
-                state_payload(d.invocation, d.lane.plugin.version, "pending", consumed_at),
+                state_payload(d.invocation, d.lane.plugin.version, "pending", when),
             )
             for d in accepted
         ]
@@ -545,7 +546,7 @@ class Runner:
         self.sink.started(
             invocation.invocation_id,
             started,
-            state_payload(invocation, plugin.version, "running", started, version.pool.reserved_pid()),
+            state_payload(invocation, plugin.version, "running", iso(started), version.pool.reserved_pid()),
         )
         self.ops.on_start(invocation)
         result = execute(plugin, version.pool, invocation, job.consumed_at)
