@@ -17,8 +17,6 @@ from typing import Any
 
 import orjson
 
-from schemas.row_change import debezium_event_id
-
 OPS = frozenset({"c", "u", "d", "r"})
 # Digits enough to be an integer past 64 bits (or a negative one past -2**63): only then is the
 # change parsed again, exactly, to tell (a DECIMAL string of 20 digits is fine, for instance).
@@ -37,15 +35,16 @@ class BadRowChange(ValueError):
 
 
 def parse_change(raw: bytes) -> tuple[dict[str, Any], dict[str, Any], str]:
-    """(change, its source, its event id), or BadRowChange (orjson's JSONDecodeError: not JSON).
+    """(change, its source, its event id), or BadRowChange saying what is wrong (not JSON, or its shape).
 
     On the hot path (every change): one condition of exact type checks; the reason is worked out only
     for a change that fails it."""
-    change = orjson.loads(raw)
+    try:
+        change = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise BadRowChange(f"not JSON: {e}") from None
     if type(change) is dict:
         source, event_id, op = change.get("source"), change.get("event_id"), change.get("op")
-        if event_id is None and "event_id" not in change:  # cdc.format: debezium writes none
-            event_id = debezium_event_id(change)
         if (
             type(source) is dict
             and type(event_id) is str
@@ -69,8 +68,6 @@ def _wrong(change: Any) -> str:
     if not isinstance(change, dict):
         return f"not a JSON object but a {type(change).__name__}"
     source, event_id, op = change.get("source"), change.get("event_id"), change.get("op")
-    if event_id is None and "event_id" not in change:
-        event_id = debezium_event_id(change)
     if (
         not isinstance(source, dict)
         or not isinstance(source.get("db"), str)
@@ -78,7 +75,7 @@ def _wrong(change: Any) -> str:
     ):
         return "source is not an object naming db and table"
     if not isinstance(event_id, str) or not event_id:
-        return "event_id is not a non-empty string (nor, in Debezium's format, source.file/pos/row)"
+        return "event_id is not a non-empty string"
     if not isinstance(op, str) or op not in OPS:
         return f"op is {str(op)[:40]!r}, not one of c, u, d, r"
     image = "before" if type(change.get("before")) not in _IMAGES else "after"
