@@ -84,9 +84,16 @@ def test_kill_9_mid_invocation_then_restart_completes_exactly_once(stack, tmp_pa
         orphan = int(first[0][2])
         wait_for(lambda: not os.path.exists(f"/proc/{orphan}"), timeout=10, what="the orphaned worker to exit")
         assert store.get(inv.invocation_id) is None and not store.is_done(inv.invocation_id)
+        # shown as the dead runner left it (issue 14): running, there, until a runner takes it again
+        left = store.current(inv.invocation_id)
+        assert left is not None and left.status == "running", left
+        assert left.runner is not None and left.runner.endswith(f":{runner.pid}")
+        assert (left.model_extra or {}).get("worker_pid") == orphan
 
         runner = _start_runner(restarted)
         wait_for(lambda: store.is_done(inv.invocation_id), timeout=120, what="the re-run to be recorded")
+        assert store.current(inv.invocation_id).status == "success"  # the result ended the running state
+        assert not store.client.exists(store.state_key(inv.invocation_id))
         time.sleep(1.0)  # anything else the restarted runner might wrongly do, it has time to do now
     finally:
         if runner.poll() is None:
