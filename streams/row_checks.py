@@ -16,9 +16,11 @@ from typing import Any
 
 import orjson
 
+from schemas.row_change import debezium_event_id
+
 OPS = frozenset({"c", "u", "d", "r"})
-# Digits enough to be an integer past 64 bits (or a negative one past -2**63): only then is the
-# change parsed again, exactly, to tell (a DECIMAL string of 20 digits is fine, for instance).
+# Digits enough to be an integer past 64 bits (or a negative one past -2**63): only then are the
+# change's integer literals read exactly, to tell (a DECIMAL string of 20 digits is fine, for instance).
 _LONG_DIGITS = re.compile(rb"-\d{19}|\d{20}")
 # The pre-check on every matched change: each digit mapped to b"0", every other byte to b" ", then a
 # plain substring search for a run of 19. ~0.35 us for the bench's ~230-byte change, where the
@@ -44,6 +46,8 @@ def parse_change(raw: bytes) -> tuple[dict[str, Any], dict[str, Any], str]:
         raise BadRowChange(f"not JSON: {e}") from None
     if type(change) is dict:
         source, event_id, op = change.get("source"), change.get("event_id"), change.get("op")
+        if event_id is None and "event_id" not in change:  # cdc.format: debezium writes none
+            event_id = debezium_event_id(change)
         if (
             type(source) is dict
             and type(event_id) is str
@@ -67,6 +71,8 @@ def _wrong(change: Any) -> str:
     if not isinstance(change, dict):
         return f"not a JSON object but a {type(change).__name__}"
     source, event_id, op = change.get("source"), change.get("event_id"), change.get("op")
+    if event_id is None and "event_id" not in change:
+        event_id = debezium_event_id(change)
     if (
         not isinstance(source, dict)
         or not isinstance(source.get("db"), str)
@@ -74,7 +80,7 @@ def _wrong(change: Any) -> str:
     ):
         return "source is not an object naming db and table"
     if not isinstance(event_id, str) or not event_id:
-        return "event_id is not a non-empty string"
+        return "event_id is not a non-empty string (nor, in Debezium's format, source.file/pos/row)"
     if not isinstance(op, str) or op not in OPS:
         return f"op is {str(op)[:40]!r}, not one of c, u, d, r"
     image = "before" if type(change.get("before")) not in _IMAGES else "after"
