@@ -55,6 +55,18 @@ PLUGINS: dict[str, dict[str, Any]] = {
         "category": "ops",
     },
 }
+# What a command sees: its PATH, python, folder and environment; and `mb` megabytes it tries to allocate.
+PROBE = """
+import json, os, sys
+data = bytearray(int(sys.argv[1]) * 1024 * 1024)
+print(json.dumps({"path": os.environ["PATH"].split(os.pathsep), "python": sys.executable, "cwd": os.getcwd(),
+                  "env": sorted(os.environ), "mb": len(data) // (1024 * 1024)}))
+"""
+PLUGINS["probe"] = {
+    "command": ["python", "probe.py", "{mb}"],
+    "parameters": {"mb": {"type": "integer", "default": 0}},
+    "memory_limit_mb": 200,
+}
 NAMES = ["teacher_report", *PLUGINS]
 Env = tuple[Config, Path, PluginStates, ResultsReader]
 
@@ -67,6 +79,7 @@ def _write_plugins(base: Path) -> None:
         (base / name).mkdir()
         (base / name / "plugin.json").write_text(json.dumps({"name": name, **manifest}))
     (base / "needs_env" / "main.py").write_text(ENV_MAIN)
+    (base / "probe" / "probe.py").write_text(PROBE)
 
 
 @pytest.fixture
@@ -88,6 +101,7 @@ def env(stack: Any, tmp_path: Path) -> Iterator[Env]:
             start_new_session=True,
             stdout=log,
             stderr=subprocess.STDOUT,
+            env={**os.environ, "CDCFLOW_PROBE_SECRET": "must-not-reach-plugins"},
         )
     try:
         wait_for(
@@ -190,6 +204,17 @@ def test_command_plugins_output_exit_timeout_and_no_shell(env: Env) -> None:
     assert 2000 <= r["duration_ms"] < 10_000
     pid = int((base / "hang" / f"{hung.invocation_id}.pid").read_text())
     wait_for(lambda: not os.path.exists(f"/proc/{pid}"), timeout=10, what="the hung program to be killed")
+
+    # the program has the plugin venv first on PATH, runs in its folder, with the scrubbed environment
+    # and the memory limit of a Python plugin
+    seen = result_for(reader, send_invocation(cfg, "probe", {"mb": 10}).invocation_id)
+    assert seen["status"] == "success" and seen["output"]["mb"] == 10, seen
+    venv_bin = os.path.dirname(seen["output"]["python"])
+    assert seen["output"]["path"][0] == venv_bin and venv_bin.startswith(str(cfg.settings.runners.venv_dir))
+    assert seen["output"]["cwd"] == str((base / "probe").resolve())
+    assert "CDCFLOW_PROBE_SECRET" not in seen["output"]["env"] and "PATH" in seen["output"]["env"]
+    hog = result_for(reader, send_invocation(cfg, "probe", {"mb": 400}).invocation_id)
+    assert hog["status"] == "failed" and hog["error"]["exit_code"] == 1 and "MemoryError" in hog["error"]["message"]
 
     # the next call of the same plugin gets a fresh worker and runs
     again = result_for(reader, send_invocation(cfg, "teacher_report", {"teacher_id": "t3"}).invocation_id)
