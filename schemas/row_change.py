@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from schemas.manifest import UINT64, json_unsafe
+from schemas.values import MAX_NESTING, deeper_than
 
 Op = Literal["c", "u", "d", "r"]
 
@@ -38,7 +41,19 @@ class RowChange(BaseModel):
     op: Op
     ts_ms: int
     source: Source
-    event_id: str
+    event_id: str = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _json_carries_it(cls, data: Any) -> Any:
+        """An envelope writes and reads back as it is: no NaN/infinity (written as null), no integer past
+        64 bits (orjson, which the worker reads with, makes it a float), no nesting past MAX_NESTING."""
+        if isinstance(data, dict):
+            if deeper_than(data, MAX_NESTING):
+                raise ValueError(f"nested more than {MAX_NESTING} levels deep")
+            if (why := json_unsafe(data, max_int=UINT64)) is not None:
+                raise ValueError(why)
+        return data
 
     @property
     def row(self) -> dict[str, Any]:
