@@ -65,7 +65,7 @@ class WorkerSpec:
     plugin: str
     python: Path
     plugin_dir: Path
-    entry_point: str
+    entry_point: str  # module.function, or `--command=JSON` for a command plugin: registry.worker_target
     extra_env: tuple[tuple[str, str], ...] = ()
     memory_limit_mb: int | None = None
 
