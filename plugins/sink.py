@@ -2,7 +2,7 @@
 
 The `running` state of each call (plugins/run_states.py) goes through the same writer: queued by the
 lane thread before the call, it reaches Redis in the batch round trip (never after its own result,
-the queue being in order), and is not published.
+the queue being in order; not at all when its result is in the same batch), and is not published.
 
 One writer thread takes every queued result, writes the whole batch to Redis in one pipeline,
 then produces each to Kafka. Only Kafka's delivery report (acks=all) releases the invocation's
@@ -128,7 +128,10 @@ class ResultSink:
 
     def _store(self, batch: list[SinkItem]) -> bool:
         items = [i for i in batch if i.result is not None]
-        states = [(i.key, i.at, i.payload, i.state) for i in batch if i.state is not None]
+        # A run whose result is in this batch too is over: its `running` state need not be written (under
+        # load, short calls mostly start and end within one batch, so most states cost nothing).
+        ended = {i.key for i in items}
+        states = [(i.key, i.at, i.payload, i.state) for i in batch if i.state is not None and i.key not in ended]
         if not items and not states:
             return True
         results = [i.result for i in items if i.result is not None]
