@@ -57,7 +57,7 @@ def check(ctx: click.Context) -> None:
     report = startup_report(config, build_venvs=True)
     if report.problems:
         problems = ConfigError(str(config.path or "config"), report.problems)
-        raise click.ClickException(f"bad rules:\n{redact(str(problems), secrets)}")
+        raise click.ClickException(f"rules check failed:\n{redact(str(problems), secrets)}")
     for note in report.notes:
         click.echo(f"note: {redact(note, secrets)}", err=True)
     for rule in config.rules.rules:
