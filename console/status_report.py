@@ -84,6 +84,26 @@ def schedule_views(config: Config) -> list[dict[str, Any]]:
     return schedule_rows(config, datetime.now(UTC))
 
 
+def delayed_views(settings: Settings, limit: int = 10) -> dict[str, Any]:
+    """Delayed triggers (`cdcflow trigger --delay/--at`) waiting in Redis: how many, and the first due."""
+    from plugins.delayed_store import DelayedStore, utc_from_ms
+
+    store = DelayedStore(settings)
+    try:
+        first = [
+            {
+                "invocation_id": w.invocation_id,
+                "plugin": w.request.plugin if w.request else None,
+                "due_at": utc_from_ms(w.due_ms).isoformat(timespec="milliseconds"),
+                "requested_by": w.request.requested_by if w.request else None,
+            }
+            for w in store.earliest(limit)
+        ]
+        return {"waiting": store.count(), "first": first}
+    finally:
+        store.close()
+
+
 def recent_failures(settings: Settings, limit: int) -> list[dict[str, Any]]:
     from plugins.store import RunStore
 
@@ -150,6 +170,7 @@ def gather(config: Config, failures: int = 5, with_kafka: bool = True) -> dict[s
         part("consumer_lag", lambda: consumer_lag(settings, groups), [])
     part("plugins", lambda: plugin_views(settings), {})
     part("schedules", lambda: schedule_views(config), [])
+    part("delayed", lambda: delayed_views(settings), {"waiting": 0, "first": []})
     part("recent_failures", lambda: recent_failures(settings, failures), [])
     return report
 
@@ -241,6 +262,7 @@ def format_report(report: dict[str, Any], expected: list[str]) -> str:
     out += ["", "CONSUMER LAG", *_lag_section(report.get("consumer_lag") or [])]
     out += _plugins_section(report, at)
     out += ["", "SCHEDULES", *_schedules_section(report.get("schedules") or [])]
+    out += _delayed_section(report.get("delayed") or {})
     out += ["", "RECENT FAILURES", *_failures_section(report.get("recent_failures") or [])]
     if report["problems"]:
         out += ["", "COULD NOT READ"] + [f"  {p}" for p in report["problems"]]
@@ -320,6 +342,14 @@ def _schedules_section(schedules: list[dict[str, Any]]) -> list[str]:
         for s in schedules
     ]
     return _table(("NAME", "PLUGIN", "NEXT FIRE", "LAST FIRE", "PAUSED"), rows) if rows else ["  (none)"]
+
+
+def _delayed_section(delayed: dict[str, Any]) -> list[str]:
+    waiting, first = delayed.get("waiting", 0), delayed.get("first") or []
+    rows = [(d["due_at"], d["plugin"] or "?", d["invocation_id"], d["requested_by"] or "?") for d in first]
+    more = [f"  ... and {waiting - len(rows)} more"] if waiting > len(rows) else []
+    table = _table(("DUE", "PLUGIN", "INVOCATION", "REQUESTED BY"), rows) if rows else ["  (none)"]
+    return ["", f"DELAYED TRIGGERS ({waiting} waiting)", *table, *more]
 
 
 def _failures_section(failures: list[dict[str, Any]]) -> list[str]:

@@ -83,7 +83,14 @@ class DelayedStore:
         return None if score is None else self._waiting([(invocation_id, int(score))])[0]
 
     def all(self) -> list[Waiting]:
-        return self._waiting(_entries(self.client.zrange(self.due_key, 0, -1, withscores=True)))
+        return self.earliest(0)
+
+    def earliest(self, limit: int) -> list[Waiting]:
+        """The `limit` triggers due first (all of them for 0)."""
+        return self._waiting(_entries(self.client.zrange(self.due_key, 0, limit - 1, withscores=True)))
+
+    def count(self) -> int:
+        return int(self.client.zcard(self.due_key))
 
     def remove(self, invocation_id: str) -> bool:
         """Drop it (released or cancelled); whether it was there."""

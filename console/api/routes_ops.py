@@ -40,7 +40,8 @@ def get_health(_: Reader, ctx: Ctx) -> HealthReport:
 
 @router.get("/api/status", tags=["operations"])
 def get_status(_: Reader, ctx: Ctx, failures: Annotated[int, Query(ge=0, le=100)] = 5) -> dict[str, Any]:
-    """What `cdcflow status --json` says: components, reader, consumer lag, plugins, schedules, failures."""
+    """What `cdcflow status --json` says: components, reader, consumer lag, plugins, schedules, delayed
+    triggers, failures."""
     return gather(ctx.config, failures=failures)
 
 

@@ -271,3 +271,16 @@ def test_a_release_repeated_after_a_crash_runs_once(pipeline: Pipeline) -> None:
     wait_for(lambda: DelayedStore(settings).get(invocation_id) is None, 30, what="the second release")
     wait_for(lambda: pipeline.copies(invocation_id, settings.topics.invoke("echo")) == 2, 30, what="both releases")
     assert pipeline.runs_of(invocation_id) == 1, "a repeated release ran twice"
+
+
+def test_status_lists_waiting_delayed_triggers(pipeline: Pipeline) -> None:
+    config = pipeline.config
+    invocation_id = trigger("echo", {"message": "see me"}, delay="10m", config=config)
+    try:
+        shown = cli(config, "status", "--no-kafka")
+        lines = shown.stdout.splitlines()
+        assert "DELAYED TRIGGERS (1 waiting)" in lines, shown.stdout
+        row = next(line for line in lines if invocation_id in line)
+        assert "echo" in row and "python:" in row
+    finally:
+        assert DelayedStore(config.settings).remove(invocation_id)
