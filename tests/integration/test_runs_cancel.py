@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 from datetime import UTC, datetime
 
+import httpx
 import pytest
 
 from plugins.cancel import CancelError, Cancels, cancel_with, is_cancelled
@@ -251,6 +253,14 @@ def test_cli_and_api_show_running_runs_and_cancel_them(slow, tmp_path):
                 status = reader.get(f"/api/invocations/{a.invocation_id}").json()
                 assert status["status"] == "running" and status["result"]["host"] == socket.gethostname()
                 assert reader.post(f"/api/runs/{a.invocation_id}/cancel").status_code == 403
+            browser = _dashboard(api)  # the dashboard's Runs page and the run's page
+            try:
+                rows = browser.get("/runs", params={"status": "running"}).text
+                assert f'data-invocation-id="{a.invocation_id}" data-status="running"' in rows
+                assert f"pid {pid}" in rows
+                assert 'id="run-state" data-status="running"' in browser.get(f"/runs/{a.invocation_id}").text
+            finally:
+                browser.close()
             with api.client("admin") as admin:
                 answer = admin.post(f"/api/runs/{a.invocation_id}/cancel")
                 assert answer.status_code == 200, answer.text
@@ -269,6 +279,16 @@ def test_cli_and_api_show_running_runs_and_cancel_them(slow, tmp_path):
             assert cdcflow("runs", "list", "--status", "cancelled").output.count(a.invocation_id) == 1
     finally:
         store.close()
+
+
+def _dashboard(api) -> httpx.Client:
+    """A client signed in to the dashboard (the login form's nonce, then the read token)."""
+    client = httpx.Client(base_url=api.base_url, timeout=30.0)
+    nonce = re.search(r'name="login_nonce" value="([^"]+)"', client.get("/login").text)
+    assert nonce is not None
+    signed = client.post("/login", data={"token": api.tokens["read"], "login_nonce": nonce.group(1), "next": "/"})
+    assert signed.status_code == 303, signed.text
+    return client
 
 
 def test_a_delayed_trigger_cancelled_is_recorded_cancelled_at_once(settings):
