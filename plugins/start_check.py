@@ -38,7 +38,10 @@ def plugin_start_problems(settings: Settings, plugins: Iterable[LoadedPlugin], *
         if not build_venvs and not built:
             check.unchecked.append(plugin.name)
             continue
-        pool, error = start_pool(settings, plugin, options, size=1)
+        try:
+            pool, error = start_pool(settings, plugin, options, size=1)
+        except OSError as e:  # the venv folder cannot be made, the python cannot be run
+            pool, error = None, f"{type(e).__name__}: {e}"
         if pool is not None:
             error = pool.unhealthy_reason()
             error = f"its environment check failed: {error}" if error else None

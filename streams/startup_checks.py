@@ -22,6 +22,7 @@ Not checked: what needs the servers (MySQL login and binlog, Kafka and Redis rea
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,7 +94,22 @@ def client_problems(settings: Settings) -> Problems:
     for i, directory in enumerate(settings.runners.plugin_dirs):
         if not directory.is_dir():
             problems.append((f"runners.plugin_dirs[{i}]", f"no such directory: {directory}"))
+    # Faust's state (RocksDB) is made there at start, and written while the worker runs
+    if (why := _uncreatable(settings.streams.state_dir)) is not None:
+        problems.append(("streams.state_dir", why))
     return problems
+
+
+def _uncreatable(directory: Path) -> str | None:
+    """Why `directory` cannot be used or made by this user, or None."""
+    existing = Path(directory).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable by this user"
+    return None
 
 
 def topic_problems(config: Config, plugins: Iterable[str]) -> Problems:

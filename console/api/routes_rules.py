@@ -90,20 +90,21 @@ def list_rules(_: Reader, ctx: Ctx) -> RulesOut:
 @router.post("/api/rules/check", response_model=CheckOut, tags=["rules"])
 def check_rules(_: Reader, ctx: Ctx, body: CheckRequest) -> CheckOut:
     """What `cdcflow rules check` says of a config text (streams/startup_checks.py), against the server's
-    plugins and tables. The text's kafka, mysql, redis and runners sections are checked for form only:
-    the check connects with the server's own (a request must not make the server reach other hosts),
-    and starts only plugins whose venv is built (it installs nothing)."""
+    plugins and tables. The text's kafka, mysql, redis, runners and streams sections are checked for form
+    only: the check uses the server's own (a request must not make the server reach other hosts or look
+    at its files), and starts only plugins whose venv is built (it installs nothing)."""
     try:
         candidate = config_from_text(body.config, "config", ctx.config.path.parent if ctx.config.path else Path.cwd())
     except ConfigError as e:
         problems = [ConfigProblem(where=k or "(top)", problem=p) for k, p in e.problems]
         return CheckOut(ok=False, rules=0, schedules=0, problems=problems)
     server, settings = ctx.config.settings, candidate.settings
-    settings.kafka, settings.mysql, settings.redis, settings.runners = (
+    settings.kafka, settings.mysql, settings.redis, settings.runners, settings.streams = (
         server.kafka,
         server.mysql,
         server.redis,
         server.runners,
+        server.streams,
     )
     report = startup_report(candidate, build_venvs=False)
     rules = candidate.rules

@@ -75,6 +75,7 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
         "monitored_tables.order$log (rule order$log) (its topic): 'test.",
     ),
     ("topic name", _set("topics", "triggers", value="cdc triggers"), "topics.triggers: 'cdc triggers' is not"),
+    ("state dir under a file", _set("streams", "state_dir", value="/etc/hostname/state"), "streams.state_dir: "),
     ("webhook URL not a URL", _set("alerts", "webhook_url", value="hooks.example.com/T0"), "alerts.webhook_url"),
     ("SMTP port", _set("alerts", "smtp", value={**SMTP, "port": 0}), "alerts.smtp.port"),
     ("SMTP host with a scheme", _set("alerts", "smtp", value={**SMTP, "host": "smtp://x"}), "alerts.smtp.host"),
