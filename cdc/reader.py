@@ -261,6 +261,9 @@ class BinlogReader:
         self.tables.resolve(connection_settings(self.settings))
         topics = [self.settings.topics.row_changes(db, t) for db, t in sorted(self.tables)]
         ensure_topics(self.settings, topics)
+        if self.debezium is not None and self.settings.cdc.debezium.heartbeat_interval_ms:
+            heartbeat = self.settings.cdc.debezium.heartbeat_topic(self.settings.topics.cdc_prefix)
+            ensure_topics(self.settings, [heartbeat], partitions=1)
         self.checkpoints.ensure()
         refuse_if_snapshot_unfinished(self.checkpoints)  # its rows must reach Kafka before our changes
         self.is_mariadb, current = detect_server(self.settings)
@@ -407,13 +410,7 @@ class BinlogReader:
                     isinstance(event, QueryEvent) and event.query.strip().upper() != "BEGIN"
                 ):
                     if isinstance(event, QueryEvent):
-                        # DDL: column definitions may have changed; the next table map rebuilds
-                        # converters, and what information_schema told us must be re-read.
-                        self._converters.clear()
-                        if self.debezium is not None:
-                            self.debezium.forget_tables()
-                        if self.schema_info is not None:
-                            self.schema_info.invalidate()
+                        self._forget_tables()
                     boundary = self._boundary_position(stream.log_file, event.packet.log_pos)
                     self._boundaries.append((tracker.next_seq - 1, boundary))
                     # A reconnect resumes here: rows of a half-read transaction are re-read whole.
@@ -427,6 +424,8 @@ class BinlogReader:
                 elif event.timestamp:
                     self.stats.last_event_ts_ms = event.timestamp * 1000
                     self.stats.last_event_seen_ms = int(time.time() * 1000)
+                if self.debezium is not None:
+                    self.debezium.heartbeat(producer)
                 producer.poll(0)
                 if tracker.failure is not None:
                     raise KafkaDeliveryFailed(str(tracker.failure))
@@ -438,6 +437,15 @@ class BinlogReader:
                     break
         finally:
             stream.close()
+
+    def _forget_tables(self) -> None:
+        """After DDL: column definitions may have changed; the next table map rebuilds converters,
+        and what information_schema told us must be re-read."""
+        self._converters.clear()
+        if self.debezium is not None:
+            self.debezium.forget_tables()
+        if self.schema_info is not None:
+            self.schema_info.invalidate()
 
     def _produce_rows(self, event: Any, file: str, topic: str) -> None:
         op = OP_BY_EVENT[type(event)]

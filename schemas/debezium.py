@@ -8,10 +8,11 @@
         bigint.unsigned.handling.mode: long  # long (default) | precise
         binary.handling.mode: bytes        # bytes (default) | base64 | base64-url-safe | hex
         tombstones.on.delete: true
+        heartbeat.interval.ms: 0           # 0 (default): no heartbeat topic
 
 Debezium's topic.prefix is `topics.cdc_prefix` (topics are `<prefix>.<db>.<table>` in both formats).
-Options Debezium has that cdcflow does not write yet (schemas.enable, provide.transaction.metadata,
-heartbeat.interval.ms, time.precision.mode=isostring) are refused by name rather than ignored.
+Options Debezium has that cdcflow does not write (schemas.enable, provide.transaction.metadata) are
+refused as unknown keys rather than ignored.
 """
 
 from __future__ import annotations
@@ -39,3 +40,9 @@ class DebeziumOptions(BaseModel):
         default="bytes", alias="binary.handling.mode"
     )
     tombstones_on_delete: bool = Field(default=True, alias="tombstones.on.delete")
+    # 0 = none. Else {"ts_ms": now} under key {"serverName": <topic.prefix>} on
+    # __debezium-heartbeat.<topic.prefix> at most this often, as Debezium's heartbeats.
+    heartbeat_interval_ms: int = Field(default=0, ge=0, alias="heartbeat.interval.ms")
+
+    def heartbeat_topic(self, prefix: str) -> str:
+        return f"__debezium-heartbeat.{prefix}"

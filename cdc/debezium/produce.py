@@ -6,6 +6,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+import orjson
+
 from cdc.debezium.envelope import messages, source_block
 from cdc.debezium.values import RowValues
 from schemas.settings import Settings
@@ -26,6 +28,23 @@ class DebeziumRows:
         self.name = settings.topics.cdc_prefix  # Debezium's source.name is its topic.prefix
         # table_id -> (the table map's column list it was built for, its value converters)
         self._values: dict[int, tuple[Any, RowValues]] = {}
+        self._last_heartbeat = 0.0
+
+    def heartbeat(self, producer: Any) -> None:
+        """Debezium's heartbeat, when heartbeat.interval.ms says one is due (called for every binlog
+        event; the server sends one each second when idle). Not tracked: it carries no change."""
+        interval = self.options.heartbeat_interval_ms
+        if not interval:
+            return
+        now = time.monotonic()
+        if now - self._last_heartbeat < interval / 1000:
+            return
+        self._last_heartbeat = now
+        producer.produce(
+            self.options.heartbeat_topic(self.name),
+            key=orjson.dumps({"serverName": self.name}),
+            value=orjson.dumps({"ts_ms": time.time_ns() // 1_000_000}),
+        )
 
     def forget_tables(self) -> None:
         """After DDL: column definitions may have changed."""

@@ -24,7 +24,15 @@ from confluent_kafka import Consumer, TopicPartition
 from schemas.row_change import debezium_event_id
 from schemas.runtime.kafka_topics import ensure_topics
 from streams.row_changes import binlog_order
-from tests.support import execute, isolated_config_data, mysql, remove_test_resources, wait_for, write_config
+from tests.support import (
+    consume_all,
+    execute,
+    isolated_config_data,
+    mysql,
+    remove_test_resources,
+    wait_for,
+    write_config,
+)
 from tests.support.cdc import FAMILIES, ReaderThread, insert_family_rows
 from tests.support.debezium import KafkaConnect, install_connect
 
@@ -38,6 +46,7 @@ COMBINATIONS: dict[str, dict[str, str]] = {
         "bigint.unsigned.handling.mode": "precise",
         "binary.handling.mode": "hex",
         "tombstones.on.delete": "false",
+        "heartbeat.interval.ms": "500",
     },
     "doubles": {"decimal.handling.mode": "double", "binary.handling.mode": "base64-url-safe"},
 }
@@ -178,13 +187,19 @@ def streamed(stack: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
             _write_changes(db)
             sides = _settled(connect, prefixes, db)
             print(f"both readers' messages settled {time.monotonic() - started:.1f}s after the writes")
-        return {"db": db, "prefixes": prefixes, "sides": sides}
+            heartbeats = {
+                prefix: [(orjson.loads(m.key() or b"null"), orjson.loads(m.value() or b"null")) for m in messages]
+                for prefix in prefixes["strings"]
+                if (messages := list(consume_all(configs[0], [f"__debezium-heartbeat.{prefix}"], idle_seconds=1.5)))
+            }
+        return {"db": db, "prefixes": prefixes, "sides": sides, "heartbeats": heartbeats}
     finally:
         for reader in readers:
             reader.__exit__(None, None, None)
         execute(f"DROP DATABASE IF EXISTS {db}")
         for config, (_, ours) in zip(configs, prefixes.values(), strict=True):
-            remove_test_resources(config.settings, [*dbz_topics, *(f"{ours}.{db}.{t}" for t in TABLES)])
+            beats = [f"__debezium-heartbeat.{p}" for p in (ours, *(d for d, o in prefixes.values() if o == ours))]
+            remove_test_resources(config.settings, [*dbz_topics, *(f"{ours}.{db}.{t}" for t in TABLES), *beats])
 
 
 def _diff(a: Any, b: Any, path: str = "") -> list[tuple[str, Any, Any]]:
@@ -245,3 +260,13 @@ def test_event_ids_unique_and_in_binlog_order(streamed: dict[str, Any]) -> None:
     assert [v["op"] for v in key_change] == ["d", "c"]  # one binlog row, two messages, two ids
     orders = [binlog_order(debezium_event_id(v) or "") for v in changes]
     assert None not in orders and len(set(orders)) == len(orders)
+
+
+def test_heartbeats_as_debezium_writes_them(streamed: dict[str, Any]) -> None:
+    """heartbeat.interval.ms (set for the "strings" combination): same topic name pattern, key and value shape."""
+    beats = streamed["heartbeats"]
+    assert set(beats) == set(streamed["prefixes"]["strings"]), f"heartbeat topics written: {list(beats)}"
+    for prefix, messages in beats.items():
+        for key, value in messages:
+            assert key == {"serverName": prefix}
+            assert list(value) == ["ts_ms"] and type(value["ts_ms"]) is int
