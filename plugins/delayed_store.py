@@ -94,11 +94,17 @@ class DelayedStore:
 
     def remove(self, invocation_id: str) -> bool:
         """Drop it (released or cancelled); whether it was there."""
+        return self.remove_many([invocation_id]) == 1
+
+    def remove_many(self, invocation_ids: list[str]) -> int:
+        """Drop these (released or cancelled); how many were there."""
+        if not invocation_ids:
+            return 0
         pipe = self.client.pipeline(transaction=True)
-        pipe.zrem(self.due_key, invocation_id)
-        pipe.hdel(self.requests_key, invocation_id)
+        pipe.zrem(self.due_key, *invocation_ids)
+        pipe.hdel(self.requests_key, *invocation_ids)
         removed, _ = pipe.execute()
-        return bool(removed)
+        return int(removed)
 
     def _waiting(self, entries: list[tuple[str, int]]) -> list[Waiting]:
         if not entries:

@@ -34,6 +34,7 @@ from streams.faust_app import raw_topic
 log = logging.getLogger("cdcflow.streams.delayed")
 
 Publish = Callable[[ManualTriggerRequest], Awaitable[None]]
+BATCH = 500  # due triggers read, published and removed together
 
 
 def triggers_publisher(app: faust.App, settings: Settings) -> Publish:
@@ -53,46 +54,52 @@ class DelayedRelease:
         store: DelayedStore,
         publish: Publish,
         is_leader: Callable[[], bool] = lambda: True,
-        is_cancelled: Callable[[str], bool] = lambda _invocation_id: False,
+        cancelled: Callable[[list[str]], set[str]] = lambda _invocation_ids: set(),
         max_sleep: float = 0.2,
         clock: Callable[[], float] = time.time,
     ):
         self.store = store
         self.publish = publish
         self.is_leader = is_leader
-        self.is_cancelled = is_cancelled
+        self.cancelled = cancelled
         self.max_sleep = max_sleep
         self.clock = clock
         self.lateness_ms: list[float] = []  # Kafka's ack - due time, per release
 
     async def tick(self) -> float:
         """Release every due trigger; return seconds until the next one is due (at most max_sleep)."""
-        for waiting in self.store.due(int(self.clock() * 1000)):
-            await self._release(waiting)
+        while batch := self.store.due(int(self.clock() * 1000), BATCH):
+            await self._release(batch)
         next_ms = self.store.next_due_ms()
         if next_ms is None:
             return self.max_sleep
         return max(0.0, min(self.max_sleep, next_ms / 1000 - self.clock()))
 
-    async def _release(self, waiting: Waiting) -> None:
-        iid, request = waiting.invocation_id, waiting.request
-        if request is None:
-            log.error("delayed trigger %s: its request is missing or unreadable in Redis; dropped", iid)
-        elif self.is_cancelled(iid):
-            log.info("delayed trigger %s for %s was cancelled; dropped", iid, request.plugin)
-        else:
-            await self.publish(request)
-            late = self.clock() * 1000 - waiting.due_ms
-            self.lateness_ms.append(late)
-            log.info(
-                "delayed trigger %s released -> %s (invocation %s, %.1f ms after its time)",
-                request.request_id,
-                request.plugin,
-                iid,
-                late,
-                extra={"plugin": request.plugin, "invocation_id": iid},
-            )
-        self.store.remove(iid)
+    async def _release(self, batch: list[Waiting]) -> None:
+        """Publish the batch's triggers together (one after the other, each waiting for its ack, took
+        14 ms apiece: 300 due at once went out over 4.3 s), then remove them all. A failed publish
+        raises before anything is removed: the whole batch goes out again (once more for some)."""
+        ids = [w.invocation_id for w in batch]
+        cancelled = self.cancelled(ids)
+        going = [w for w in batch if w.request is not None and w.invocation_id not in cancelled]
+        await asyncio.gather(*(self.publish(w.request) for w in going if w.request is not None))
+        acked = self.clock() * 1000
+        self.store.remove_many(ids)
+        for w in batch:
+            if w.request is None:
+                log.error("delayed trigger %s: its request is missing or unreadable in Redis; dropped", w.invocation_id)
+            elif w.invocation_id in cancelled:
+                log.info("delayed trigger %s for %s was cancelled; dropped", w.invocation_id, w.request.plugin)
+            else:
+                self.lateness_ms.append(acked - w.due_ms)
+                log.info(
+                    "delayed trigger %s released -> %s (invocation %s, %.1f ms after its time)",
+                    w.request.request_id,
+                    w.request.plugin,
+                    w.invocation_id,
+                    acked - w.due_ms,
+                    extra={"plugin": w.request.plugin, "invocation_id": w.invocation_id},
+                )
 
     async def run(self) -> None:
         """Forever: release what is due while leader. Never raises (but lets cancellation through)."""
@@ -118,5 +125,5 @@ def delayed_release(app: faust.App, settings: Settings) -> DelayedRelease:
         DelayedStore(settings),
         triggers_publisher(app, settings),
         is_leader=app.is_leader,
-        is_cancelled=Cancels.from_settings(settings).is_cancelled,
+        cancelled=Cancels.from_settings(settings).cancelled,
     )

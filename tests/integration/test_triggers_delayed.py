@@ -33,6 +33,7 @@ from tests.support.api import api_server
 from tests.support.plugins import Runner
 from tests.support.streams import Worker
 
+BURST = 300  # delayed triggers due at the same moment
 SCHEDULES = {"schedules": {"nightly": {"plugin": "echo", "cron": "0 3 * * *", "params": {"message": "nightly"}}}}
 
 
@@ -212,9 +213,11 @@ def test_release_keeps_a_trigger_kafka_did_not_take(tmp_path: Path) -> None:
             published.append(request.request_id)
 
         with pytest.raises(RuntimeError):
-            asyncio.run(DelayedRelease(store, failing, is_cancelled=lambda iid: iid == dropped_id).tick())
+            asyncio.run(
+                DelayedRelease(store, failing, cancelled=lambda ids: {i for i in ids if i == dropped_id}).tick()
+            )
         assert store.get(kept_id) is not None
-        asyncio.run(DelayedRelease(store, publish, is_cancelled=lambda iid: iid == dropped_id).tick())
+        asyncio.run(DelayedRelease(store, publish, cancelled=lambda ids: {i for i in ids if i == dropped_id}).tick())
         assert published == [kept.request_id]
         assert store.all() == []
         store.close()
@@ -284,3 +287,19 @@ def test_status_lists_waiting_delayed_triggers(pipeline: Pipeline) -> None:
         assert "echo" in row and "python:" in row
     finally:
         assert DelayedStore(config.settings).remove(invocation_id)
+
+
+def test_a_burst_due_at_once_fires_within_a_second(pipeline: Pipeline) -> None:
+    settings = pipeline.config.settings
+    manifest = example_plugin("echo").manifest
+    due = datetime.now(UTC) + timedelta(seconds=3)
+    store = DelayedStore(settings)
+    ids = [
+        store.add(trigger_request("echo", manifest, {"message": str(n)}, "normal", "test", None, due))
+        for n in range(BURST)
+    ]
+    results = [pipeline.result(invocation_id, 180) for invocation_id in ids]
+    late = sorted(lateness(r) for r in results)
+    print(f"{BURST} due at once: fired {late[0] * 1000:.0f}-{late[-1] * 1000:.0f} ms after their time")
+    assert all(r.status == "success" for r in results)
+    assert 0 <= late[0] and late[-1] <= 1.0
