@@ -30,8 +30,9 @@ class Message:
     headers: Headers | None = None
 
 
-def source_block(base: dict[str, Any], row: int) -> dict[str, Any]:
-    """Debezium's `source` for row `row` of a rows event; `base` holds the per-event fields."""
+def source_block(base: dict[str, Any]) -> dict[str, Any]:
+    """Debezium's `source` for row 0 of a rows event (copy it with another "row" for the others);
+    `base` holds the per-event fields."""
     ts_ms = base["ts_ms"]
     return {
         "version": base["version"],
@@ -48,7 +49,7 @@ def source_block(base: dict[str, Any], row: int) -> dict[str, Any]:
         "gtid": None,
         "file": base["file"],
         "pos": base["pos"],
-        "row": row,
+        "row": 0,
         "thread": None,
         "query": None,
     }

@@ -77,8 +77,9 @@ class DebeziumRows:
         tombstones = self.options.tombstones_on_delete
         now_ns = time.time_ns()
         index = -1
+        first = source_block(base)
         for index, (before, after) in enumerate(decoder.rows(event)):
-            source = source_block(base, index)
+            source = {**first, "row": index} if index else first
             for message in messages(op, convert(before), convert(after), key_columns, source, now_ns, tombstones):
                 produce(topic, message.value, message.key, message.headers)
         return index + 1

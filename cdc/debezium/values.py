@@ -35,6 +35,7 @@ from schemas.debezium import DebeziumOptions
 
 Converter = Callable[[Any], Any]
 _EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
+_EPOCH, _MICROSECOND = dt.datetime(1970, 1, 1), dt.timedelta(microseconds=1)
 _TIMES = (FIELD_TYPE.TIME, FIELD_TYPE.TIME2)
 _DATETIMES = (FIELD_TYPE.DATETIME, FIELD_TYPE.DATETIME2)
 _BINARY_TYPES = (
@@ -50,7 +51,7 @@ _BINARY_TYPES = (
 
 def days(text: str) -> int:
     """'YYYY-MM-DD' -> days since the epoch (io.debezium.time.Date)."""
-    return dt.date(int(text[0:4]), int(text[5:7]), int(text[8:10])).toordinal() - _EPOCH_ORDINAL
+    return dt.date.fromisoformat(text).toordinal() - _EPOCH_ORDINAL
 
 
 def _micros_of_fraction(text: str) -> int:
@@ -68,11 +69,7 @@ def time_micros(text: str) -> int:
 
 def datetime_micros(text: str) -> int:
     """'YYYY-MM-DDTHH:MM:SS[.f]' (no zone: as stored) -> microseconds since the epoch."""
-    date, _, clock = text.partition("T")
-    clock, _, fraction = clock.partition(".")
-    hours, minutes, seconds = (int(p) for p in clock.split(":"))
-    seconds_of_day = (hours * 60 + minutes) * 60 + seconds
-    return (days(date) * 86_400 + seconds_of_day) * 1_000_000 + _micros_of_fraction(fraction)
+    return (dt.datetime.fromisoformat(text) - _EPOCH) // _MICROSECOND
 
 
 def unscaled_bytes(value: int) -> str:
