@@ -14,8 +14,11 @@ from pymysqlreplication.constants import FIELD_TYPE
 
 from cdc.debezium.envelope import NEW_KEY_HEADER, OLD_KEY_HEADER, messages
 from cdc.debezium.values import RowValues, datetime_micros, days, time_micros, unscaled, unscaled_bytes
+from cdc.snapshot import Snapshot, SnapshotError
 from schemas.debezium import DebeziumOptions
 from schemas.row_change import debezium_event_id
+from schemas.rules import RulesConfig
+from schemas.settings import Settings
 from streams.events import facts
 from streams.row_changes import binlog_order
 from streams.row_checks import parse_change
@@ -114,3 +117,9 @@ def test_the_worker_reads_debezium_envelopes() -> None:
     assert (source["table"], event_id) == ("t", "1:m.000001:4:1")
     seen = facts(orjson.dumps(value))
     assert (seen.kind, seen.table, seen.event_id) == ("row_change", "shop.t", "1:m.000001:4:1")
+
+
+def test_snapshot_refuses_the_debezium_format() -> None:
+    settings = Settings.model_validate({"cdc": {"format": "debezium"}})
+    with pytest.raises(SnapshotError, match=r"cdc.format: debezium"):
+        Snapshot(settings, RulesConfig.model_validate({}))
