@@ -33,6 +33,9 @@ SUBCOMMANDS: dict[str, str] = {
 }
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(SUBCOMMANDS))
@@ -66,14 +69,13 @@ def _unavailable(name: str, error: Exception) -> click.Command:
     envvar="CDCFLOW_CONFIG",
     help="config file (YAML/JSON); default ./cdcflow.yaml",
 )
-@click.option("--log-level", default="INFO", envvar="CDCFLOW_LOG_LEVEL", show_default=True)
+@click.option("--log-level", default="INFO", envvar="CDCFLOW_LOG_LEVEL", show_default=True, help=", ".join(LOG_LEVELS))
 @click.option(
     "--log-format",
-    type=click.Choice(["text", "json"]),
     default="text",
     envvar="CDCFLOW_LOG_FORMAT",
     show_default=True,
-    help="json: one JSON object per line (time, level, component, logger, message, ...)",
+    help="text, or json: one JSON object per line (time, level, component, logger, message, ...)",
 )
 @click.pass_context
 def cli(ctx: click.Context, config_path: Path | None, log_level: str, log_format: str) -> None:
@@ -81,7 +83,20 @@ def cli(ctx: click.Context, config_path: Path | None, log_level: str, log_format
     from schemas.runtime.log_format import component_of, configure_logging
 
     ctx.ensure_object(dict)["config_path"] = config_path
-    configure_logging(log_level, log_format, component_of(ctx.invoked_subcommand))  # type: ignore[arg-type]
+    level = _one_of(ctx, "log_level", log_level.upper(), LOG_LEVELS)
+    fmt = _one_of(ctx, "log_format", log_format.lower(), ("text", "json"))
+    configure_logging(level, fmt, component_of(ctx.invoked_subcommand))  # type: ignore[arg-type]
+
+
+def _one_of(ctx: click.Context, name: str, value: str, choices: tuple[str, ...]) -> str:
+    """`value` if it is one of `choices`; else an error naming the option, or the variable it came from
+    (click's own Choice names the option even when the value came from the environment)."""
+    if value in choices:
+        return value
+    param = next(p for p in ctx.command.params if p.name == name)
+    from_env = ctx.get_parameter_source(name) is click.core.ParameterSource.ENVIRONMENT
+    hint = f"environment variable {param.envvar}" if from_env else f"'{param.opts[-1]}'"
+    raise click.BadParameter(f"{value!r} is not one of {', '.join(choices)}", ctx=ctx, param_hint=hint)
 
 
 def main() -> None:

@@ -18,5 +18,10 @@ def schemas_group() -> None:
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 def export(directory: Path) -> None:
     """Write the JSON Schema of every contract into DIRECTORY."""
-    for path in export_schemas(directory):
+    try:
+        written = export_schemas(directory)
+    except OSError as e:
+        where = e.filename or directory
+        raise click.ClickException(f"{where}: cannot write the schemas there: {e.strerror or e}") from None
+    for path in written:
         click.echo(path)

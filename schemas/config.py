@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
+from pydantic_settings import SettingsError
 
+from schemas.documents import parse_json, parse_yaml, read_text
+from schemas.env_overrides import env_error
 from schemas.errors import ConfigError, from_validation_error
 from schemas.rules import Rule, RulesConfig, RuleSpec, Schedule, ScheduleSpec
 from schemas.settings import Settings
@@ -36,24 +37,13 @@ def default_config_path() -> Path | None:
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(path, [("", "config file not found")]) from None
-    return parse_config_text(text, path, as_json=path.suffix == ".json")
+    return parse_config_text(read_text(path, "config file"), path, as_json=path.suffix == ".json")
 
 
 def parse_config_text(text: str, source: str | Path, as_json: bool = False) -> dict[str, Any]:
     """The sections of a config text (YAML, or JSON), checked for shape; errors name `source`."""
     path = source
-    try:
-        data = json.loads(text) if as_json else yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        raise ConfigError(path, [(where, f"invalid YAML: {getattr(e, 'problem', e)}")]) from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(path, [(f"line {e.lineno} column {e.colno}", f"invalid JSON: {e.msg}")]) from None
+    data = parse_json(text, path) if as_json else parse_yaml(text, path)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -68,11 +58,26 @@ def parse_config_text(text: str, source: str | Path, as_json: bool = False) -> d
 
 
 def parse_settings(data: dict[str, Any], source: str | Path, base: Path) -> Settings:
+    """The file's settings with the CDCFLOW_* environment on top; an error names the file or the variable."""
+    values = {k: v for k, v in data.items() if k in SETTINGS_KEYS}
     try:
-        settings = Settings(**{k: v for k, v in data.items() if k in SETTINGS_KEYS})
-    except ValidationError as e:
-        raise from_validation_error(source, e) from None
+        settings = Settings(**values)
+    except (ValidationError, SettingsError) as e:
+        _check_file_settings(values, source)  # the file's own faults are named first, against the file
+        raise env_error(e, os.environ) from None
     return settings.resolve_paths(base)
+
+
+def _check_file_settings(values: dict[str, Any], source: str | Path) -> None:
+    """Each section of the file validated alone: Settings itself would read the environment too."""
+    problems: list[tuple[str, str]] = []
+    for key, value in values.items():
+        try:
+            TypeAdapter(Settings.model_fields[key].annotation or Any).validate_python(value)
+        except ValidationError as e:
+            problems.extend(from_validation_error(source, e, prefix=key).problems)
+    if problems:
+        raise ConfigError(source, problems)
 
 
 def parse_rules(data: dict[str, Any], source: str | Path, default_db: str) -> RulesConfig:
@@ -133,9 +138,11 @@ def load_config(path: str | Path | None = None) -> Config:
     """Read the config file (or defaults when there is none); raise ConfigError naming file and key."""
     resolved = Path(path) if path is not None else default_config_path()
     if resolved is None:
-        settings = Settings().resolve_paths(Path.cwd())
-        return Config(path=None, settings=settings, rules=RulesConfig())
-    resolved = resolved.resolve()
+        return Config(path=None, settings=parse_settings({}, "defaults", Path.cwd()), rules=RulesConfig())
+    try:
+        resolved = resolved.resolve()
+    except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13): read_text says so
+        resolved = resolved.absolute()
     data = read_config_file(resolved)
     settings = parse_settings(data, resolved, resolved.parent)
     rules = parse_rules(data, resolved, settings.mysql.database)

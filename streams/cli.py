@@ -70,20 +70,16 @@ def check(ctx: click.Context) -> None:
 @click.pass_context
 def explain_cmd(ctx: click.Context, event_file: BinaryIO) -> None:
     """Which rules match the row change in EVENT.json (`-` = stdin), and why the others do not."""
-    import orjson
-
+    from streams.explain_input import hand_written_change
     from streams.matcher import Matcher, explain
     from streams.validation import discover_manifests
 
     config = get_config(ctx)
     try:
-        event = orjson.loads(event_file.read())
-        table = (event["source"]["db"], event["source"]["table"])
-        event["op"]
-    except (orjson.JSONDecodeError, KeyError, TypeError) as e:
-        raise click.ClickException(
-            f"{event_file.name}: not a row-change event (need source.db, source.table, op): {e}"
-        ) from None
+        event = hand_written_change(event_file.read(), event_file.name)
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None
+    table = (event["source"]["db"], event["source"]["table"])
     try:
         manifests, _ = discover_manifests(config.settings.runners.plugin_dirs)  # params bound by name
         matcher = Matcher.compile(config.rules, str(config.path or "config"), manifests)

@@ -6,13 +6,13 @@ import the console (console -> parts -> schemas).
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 import click
 
 from schemas.config import Config, default_config_path, load_config
+from schemas.documents import parse_json
 from schemas.errors import ConfigError
 from schemas.runtime.secrets import install_log_masking, redact, secrets_in_file_and_env
 
@@ -22,9 +22,11 @@ def parse_param_pairs(pairs: tuple[str, ...], json_params: str | None) -> dict[s
     params: dict[str, Any] = {}
     if json_params:
         try:
-            loaded = json.loads(json_params)
-        except ValueError as e:
-            raise click.BadParameter(f"not valid JSON: {e}", param_hint="--json") from None
+            loaded = parse_json(json_params, "--json")
+        except ConfigError as e:
+            raise click.BadParameter(
+                "; ".join(f"{k}: {r}" if k else r for k, r in e.problems), param_hint="--json"
+            ) from None
         if not isinstance(loaded, dict):
             raise click.BadParameter("must be a JSON object", param_hint="--json")
         params.update(loaded)

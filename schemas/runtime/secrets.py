@@ -214,13 +214,13 @@ def secrets_in_file_and_env(path: str | Path | None, environ: Mapping[str, str])
     if path is not None:
         try:
             found |= secrets_in_data(yaml.safe_load(Path(path).read_text(encoding="utf-8")))
-        except (OSError, yaml.YAMLError, UnicodeDecodeError):
-            pass
+        except (OSError, yaml.YAMLError, ValueError, RecursionError):
+            pass  # a file that cannot be read has no secrets to hide: its error quotes none of its values
     for name, value in environ.items():
         if name.upper().startswith("CDCFLOW_"):
             found |= secrets_in_data(value, name.lower().replace("__", "."))
             try:
                 found |= secrets_in_data(yaml.safe_load(value), name.lower())
-            except yaml.YAMLError:
+            except (yaml.YAMLError, ValueError, RecursionError):
                 pass
     return found
