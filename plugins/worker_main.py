@@ -404,12 +404,7 @@ def serve(plugin: Servable, proto_in: int, proto_out: int) -> int:
                 return 0
             decoder.feed(data)
             continue
-        try:
-            request = json.loads(frame)
-        except ValueError as e:
-            resp = _bad_request(e)
-        else:
-            resp = plugin.call(request) if plugin.unhealthy is None else unhealthy_response(request, plugin.unhealthy)
+        resp = handle_frame(plugin, frame)
         write_all(proto_out, encode_frame(dump_response(resp)))
         if resp.get("retire"):
             # Leave without reading on: a request the runner pipelined behind this one must not
@@ -417,7 +412,31 @@ def serve(plugin: Servable, proto_in: int, proto_out: int) -> int:
             return 0
 
 
-def _bad_request(error: ValueError) -> dict[str, Any]:
+def handle_frame(plugin: Servable, frame: bytes) -> dict[str, Any]:
+    """The response to one frame: the call's, or a ProtocolError for a frame that is not a request."""
+    try:
+        request = json.loads(frame)
+    except (ValueError, RecursionError) as e:  # not UTF-8 or JSON; nested past the recursion limit
+        return _bad_request(f"{type(e).__name__}: {e}")
+    problem = _request_problem(request)
+    if problem is not None:
+        return _bad_request(problem)
+    return plugin.call(request) if plugin.unhealthy is None else unhealthy_response(request, plugin.unhealthy)
+
+
+def _request_problem(request: Any) -> str | None:
+    """What makes a parsed frame no request (Plugin.call and the response rely on these types)."""
+    if not isinstance(request, dict):
+        return f"a request is a JSON object, not {type(request).__name__}"
+    if not isinstance(request.get("invocation_id"), str | None):
+        return "invocation_id is not a string"
+    for key in ("params", "context"):
+        if not isinstance(request.get(key), dict | None):
+            return f"{key} is a {type(request[key]).__name__}, not an object"
+    return None
+
+
+def _bad_request(reason: str) -> dict[str, Any]:
     return {
         "type": "result",
         "ok": False,
@@ -425,7 +444,7 @@ def _bad_request(error: ValueError) -> dict[str, Any]:
         "started_at": time.time(),
         "finished_at": time.time(),
         "entry_called_at": None,
-        "error": {"type": "ProtocolError", "message": f"bad request: {error}", "traceback": None},
+        "error": {"type": "ProtocolError", "message": f"bad request: {reason[:300]}", "traceback": None},
     }
 
 
