@@ -279,14 +279,20 @@ async def _awaited(awaitable: Any) -> Any:
 
 
 def dump_response(resp: dict[str, Any]) -> bytes:
-    """JSON of a response; an output that JSON cannot carry is replaced by its repr() plus a note."""
+    """JSON of a response; an output that JSON cannot carry exactly to the runner (NaN, an integer past
+    64 bits, which orjson reads as a float, nesting past MAX_OUTPUT_NESTING) is replaced by its repr()
+    plus a note."""
     try:
-        return json.dumps(resp, allow_nan=False, separators=(",", ":")).encode()
-    except (TypeError, ValueError, OverflowError) as e:
+        data = json.dumps(resp, allow_nan=False, separators=(",", ":")).encode()
+        problem = _carry_problem(resp.get("output"), data)
+        if problem is None:
+            return data
+        raise ValueError(problem)
+    except (TypeError, ValueError, OverflowError, RecursionError) as e:
         output = resp.get("output")
         try:
             text = repr(output)
-        except Exception as repr_error:
+        except Exception as repr_error:  # RecursionError, or ValueError for an int past 4300 digits
             text = f"<unrepresentable {type(output).__name__}: {repr_error}>"
         resp = dict(
             resp,
@@ -294,6 +300,33 @@ def dump_response(resp: dict[str, Any]) -> bytes:
             note=f"output of type {type(output).__name__} is not JSON-serializable ({e}); stored its repr()",
         )
         return json.dumps(resp, allow_nan=False, separators=(",", ":"), default=repr).encode()
+
+
+# The same as schemas.values.MAX_NESTING (this file cannot import it; a unit test keeps them equal):
+# a result's output must still be readable, storable and shown by every part.
+MAX_OUTPUT_NESTING = 128
+_INT_MIN, _INT_END = -(2**63), 2**64  # what orjson, the runner's reader, reads exactly
+_DIGITS_ONLY = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+
+
+def _carry_problem(output: Any, data: bytes) -> str | None:
+    """Why `data` (JSON of a response) would not bring `output` to the runner as it is, or None. The
+    output is walked only when the text could hold the problem: 19 digits in a row, or more
+    brackets than the nesting limit (C-speed scans of the text first)."""
+    deep = data.count(b"[") + data.count(b"{") > MAX_OUTPUT_NESTING
+    long_int = b"0" * 19 in data.translate(_DIGITS_ONLY)
+    if not (deep or long_int):
+        return None
+    stack = [(output, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list | tuple):
+            if depth == MAX_OUTPUT_NESTING:
+                return f"nested more than {MAX_OUTPUT_NESTING} levels deep"
+            stack.extend((child, depth + 1) for child in (value.values() if isinstance(value, dict) else value))
+        elif isinstance(value, int) and not isinstance(value, bool) and not _INT_MIN <= value < _INT_END:
+            return "an integer beyond 64 bits, which would not arrive as it is"
+    return None
 
 
 def _watch_parent(parent_pid: int) -> None:
