@@ -85,6 +85,26 @@ class WorkerSpec:
         return env
 
 
+def response_problem(resp: dict[str, Any]) -> str | None:
+    """What in a worker's answer the runner could not use as it is, or None: the types Plugin.call
+    writes (times are numbers, an error names its type and message). Checked per call, cheaply."""
+    for key in ("started_at", "entry_called_at", "finished_at"):
+        value = resp.get(key)
+        if value is not None and type(value) is not float and type(value) is not int:
+            return f"{key} is not a time but a {type(value).__name__}"
+    error = resp.get("error")
+    if error is not None and not (
+        type(error) is dict
+        and type(error.get("type")) is str
+        and type(error.get("message")) is str
+        and isinstance(error.get("traceback"), str | None)
+    ):
+        return "error is not an object with a type and a message"
+    if not isinstance(resp.get("note"), str | None):
+        return "note is not a string"
+    return None
+
+
 class WorkerDied(Exception):
     """The worker's pipe hit EOF or broke."""
 
@@ -141,7 +161,9 @@ class Worker:
         while True:
             frame = self._decoder.next_frame()
             if frame is not None:
-                message: dict[str, Any] = orjson.loads(frame)
+                message = orjson.loads(frame)
+                if type(message) is not dict:
+                    raise ProtocolError(f"a message is a JSON object, not {type(message).__name__}")
                 return message
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -521,6 +543,8 @@ class WorkerPool:
             return self._timed_out(w, timeout, sent_at)
         except (WorkerDied, ProtocolError, orjson.JSONDecodeError) as e:
             return self._stopped(w, sent_at) if ticket.cancelled else self._crashed(w, e, sent_at)
+        if (problem := response_problem(resp)) is not None:  # a worker that broke the protocol is replaced
+            return self._stopped(w, sent_at) if ticket.cancelled else self._crashed(w, ProtocolError(problem), sent_at)
         return self._answered(w, resp, sent_at, ticket)
 
     def _stopped(self, w: Worker, sent_at: float) -> CallOutcome:
