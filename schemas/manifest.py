@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from schemas.documents import parse_json, read_text
 from schemas.errors import ConfigError, from_validation_error
 from schemas.invocation import Priority
 
@@ -346,12 +347,7 @@ def coerce_value(ptype: str, value: Any) -> Any:
 def load_manifest(path: str | Path) -> PluginManifest:
     """Read and validate a plugin.json; every problem names the file and the key."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(path, [("", "file not found")]) from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(path, [(f"line {e.lineno} column {e.colno}", f"invalid JSON: {e.msg}")]) from None
+    data = parse_json(read_text(path), path)
     if not isinstance(data, dict):
         raise ConfigError(path, [("", "must be a JSON object")])
     # Checked before the model so the error names the field (a model-level check has no field to name).
