@@ -22,6 +22,7 @@ from pydantic import (
 from schemas.documents import parse_json, read_text
 from schemas.errors import ConfigError, from_validation_error
 from schemas.invocation import Priority
+from schemas.values import MAX_NESTING, shown
 
 ParamType = Literal["string", "integer", "number", "boolean", "object", "array", "any"]
 
@@ -205,9 +206,10 @@ INT64 = 2**63
 UINT64 = 2**64
 
 
-def json_unsafe(value: Any, path: str = "", *, max_int: int = INT64) -> str | None:
+def json_unsafe(value: Any, path: str = "", *, max_int: int = INT64, _depth: int = 0) -> str | None:
     """Why `value` cannot travel as strict JSON to every part and back (NaN, infinity, an integer past
-    64 bits: orjson refuses them, JavaScript and Java lose them), or None. Walks into lists and dicts.
+    64 bits: orjson refuses them, JavaScript and Java lose them; nesting past MAX_NESTING: parsers
+    stop), or None. Walks into lists and dicts.
 
     `max_int=UINT64` accepts unsigned 64-bit integers too: for row images, not for parameters.
     Called per invocation (every parameter, a row's images): the common kinds are settled by their
@@ -220,6 +222,8 @@ def json_unsafe(value: Any, path: str = "", *, max_int: int = INT64) -> str | No
     if kind is float:
         return None if math.isfinite(value) else _not_finite(value, path)
     if kind is dict or kind is list:
+        if _depth == MAX_NESTING:
+            return "too deep"  # to the caller one level up, which names the place (_where_unsafe)
         for child in value.values() if kind is dict else value:
             kind = type(child)
             if kind is str or child is None or kind is bool:
@@ -229,24 +233,26 @@ def json_unsafe(value: Any, path: str = "", *, max_int: int = INT64) -> str | No
             elif kind is float:
                 fine = math.isfinite(child)
             elif isinstance(child, int | float | dict | list):
-                fine = json_unsafe(child, max_int=max_int) is None
+                fine = json_unsafe(child, max_int=max_int, _depth=_depth + 1) is None
             else:
                 continue  # a datetime, say: nothing JSON could lose
-            if not fine:
-                return _where_unsafe(value, path, max_int)  # rare: walk again to name the place
+            if not fine:  # rare: the outermost call walks again to name the place
+                return _where_unsafe(value, path, max_int) if _depth == 0 else "unsafe"
         return None
-    return _where_unsafe(value, path, max_int)  # subclasses and other types: the general walk
+    return _where_unsafe(value, path, max_int, _depth)  # subclasses and other types: the general walk
 
 
-def _where_unsafe(value: Any, path: str, max_int: int) -> str | None:
+def _where_unsafe(value: Any, path: str, max_int: int, depth: int = 0) -> str | None:
     if isinstance(value, float) and not math.isfinite(value):
         return _not_finite(value, path)
     if isinstance(value, int) and not isinstance(value, bool) and not -INT64 <= value < max_int:
         return _beyond_64_bits(value, path)
     children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    if depth == MAX_NESTING and children:
+        return f"{path + ' is ' if path else ''}nested more than {MAX_NESTING} levels deep"
     for key, child in children:
-        where = f"{path}[{key!r}]" if path else f"[{key!r}]"
-        if (why := _where_unsafe(child, where, max_int)) is not None:
+        where = f"{path}[{shown(key, 40)}]" if path else f"[{shown(key, 40)}]"
+        if (why := _where_unsafe(child, where, max_int, depth + 1)) is not None:
             return why
     return None
 
@@ -256,7 +262,11 @@ def _not_finite(value: float, path: str) -> str:
 
 
 def _beyond_64_bits(value: int, path: str) -> str:
-    return f"{path + ' is ' if path else ''}an integer beyond 64 bits ({str(value)[:24]}...)"
+    try:
+        digits = f"{str(value)[:24]}..."
+    except ValueError:  # past 4,300 digits str() refuses
+        digits = f"{value.bit_length()} bits"
+    return f"{path + ' is ' if path else ''}an integer beyond 64 bits ({digits})"
 
 
 class ParamError(ConfigError):
