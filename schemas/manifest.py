@@ -125,7 +125,7 @@ class PluginManifest(BaseModel):
     def _defaults_match_types(self) -> PluginManifest:
         for pname, spec in self.parameters.items():
             if spec.default is not None and coerce_value(spec.type, spec.default) is _INVALID:
-                raise ValueError(f"parameters.{pname}.default: {spec.default!r} is not of type {spec.type}")
+                raise ValueError(f"parameters.{pname}.default: {shown(spec.default)} is not of type {spec.type}")
         return self
 
     @property
@@ -147,12 +147,15 @@ class PluginManifest(BaseModel):
         out: dict[str, Any] = {}
         for key in params:
             if key not in self.parameters:
-                problems.append((key, f"unknown parameter (declared: {', '.join(sorted(self.parameters)) or 'none'})"))
+                named = key if isinstance(key, str) and key.strip() else repr(key)  # a blank name shows as ''
+                problems.append(
+                    (named, f"unknown parameter (declared: {', '.join(sorted(self.parameters)) or 'none'})")
+                )
         for pname, spec in self.parameters.items():
             if pname in params and params[pname] is not None:
                 value = coerce_value(spec.type, params[pname])
                 if value is _INVALID:
-                    got = repr(params[pname])[:80]
+                    got = shown(params[pname], 80)
                     problems.append((pname, f"expected {spec.type}, got {type(params[pname]).__name__} {got}"))
                 elif (why := json_unsafe(value)) is not None:
                     problems.append((pname, why))
@@ -284,7 +287,12 @@ _FALSE = {"false", "0", "no", "n", "off"}
 def _to_string(value: Any) -> Any:
     if isinstance(value, str):
         return value
-    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else _INVALID
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return _INVALID
+    try:
+        return str(value)
+    except ValueError:  # an integer past 4,300 digits
+        return _INVALID
 
 
 def _to_boolean(value: Any) -> Any:
@@ -330,7 +338,7 @@ def _to_json_of(expected: type) -> Callable[[Any], Any]:
         if isinstance(value, str):
             try:
                 value = json.loads(value)
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON; nested past the recursion limit
                 return _INVALID
         return value if isinstance(value, expected) else _INVALID
 
