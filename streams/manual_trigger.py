@@ -171,12 +171,19 @@ def trigger_now_or_later(
 
 
 def wait_for_result(settings: Settings, invocation_id: str, timeout: float) -> tuple[bytes, Result | None] | None:
-    """The run's recorded result (raw, and parsed) once there is one; None after `timeout` seconds."""
+    """The run's final result (raw, and parsed) once there is one; None after `timeout` seconds.
+
+    Final: with its done marker set (plugins/store.py). A failed attempt whose retry is on its way is
+    recorded too, but is not what `--wait` and `trigger(wait=)` ask for."""
     store = RunStore(settings)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        raw = store.get_raw(invocation_id)
-        if raw is not None:
-            return raw, store.get(invocation_id)
-        time.sleep(0.1)
-    return None
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            done, raw = store.client.mget([store.done_key(invocation_id), store.run_key(invocation_id)])
+            if done is not None and raw is not None:
+                data = raw if isinstance(raw, bytes) else str(raw).encode()
+                return data, Result.model_validate_json(data)
+            time.sleep(0.1)
+        return None
+    finally:
+        store.close()

@@ -7,6 +7,7 @@ is killed (-9) and restarted while the trigger waits; a bad time is refused with
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import time
@@ -22,13 +23,23 @@ from plugins.delayed_store import DelayedStore
 from plugins.store import RunStore
 from schemas.config import Config
 from schemas.result import Result
+from schemas.runtime.kafka_topics import ensure_topics
 from schemas.settings import Settings
 from schemas.trigger_request import ManualTriggerRequest
 from streams.client import trigger
 from streams.delayed_release import DelayedRelease
 from streams.manual_trigger import TriggerSender, trigger_request
 from streams.schedule_state import ScheduleStore
-from tests.support import REPO_ROOT, consume_all, example_plugin, topics_config, wait_for
+from tests.support import (
+    REPO_ROOT,
+    consume_all,
+    example_plugin,
+    isolated_config_data,
+    remove_test_resources,
+    topics_config,
+    wait_for,
+    write_config,
+)
 from tests.support.api import api_server
 from tests.support.plugins import Runner
 from tests.support.streams import Worker
@@ -303,3 +314,34 @@ def test_a_burst_due_at_once_fires_within_a_second(pipeline: Pipeline) -> None:
     print(f"{BURST} due at once: fired {late[0] * 1000:.0f}-{late[-1] * 1000:.0f} ms after their time")
     assert all(r.status == "success" for r in results)
     assert 0 <= late[0] and late[-1] <= 1.0
+
+
+FLAKY_MAIN = """
+def run(context=None):
+    if context["attempt"] == 1:
+        raise RuntimeError("first attempt fails")
+    return {"attempt": context["attempt"]}
+"""
+
+
+def test_waiting_returns_the_final_result_not_a_retried_attempt(tmp_path: Path) -> None:
+    plugin = tmp_path / "plugins" / "flaky"
+    plugin.mkdir(parents=True)
+    (plugin / "main.py").write_text(FLAKY_MAIN)
+    retries = {"max_retries": 1, "retry_delay": 0.2}
+    manifest = {"name": "flaky", "version": "1.0.0", "entry_point": "main.run", "retries": retries}
+    (plugin / "plugin.json").write_text(json.dumps(manifest))
+    data = isolated_config_data("flk", plugin_dirs=[plugin.parent])
+    config = write_config(tmp_path, data)
+    t = config.settings.topics
+    flaky_topics = [t.triggers, t.results, t.dlq, t.invoke("flaky"), t.invoke("flaky", "high")]
+    ensure_topics(config.settings, flaky_topics)
+    worker = Worker(config, tmp_path / "worker.log")
+    worker.start()
+    try:
+        with Runner(config, plugins=["flaky"]):
+            result = trigger("flaky", wait=120, config=config)
+            assert result.status == "success" and result.attempt == 2 and result.output == {"attempt": 2}
+    finally:
+        worker.stop()
+        remove_test_resources(config.settings, flaky_topics)
