@@ -38,7 +38,8 @@ if ARGV[1] == 'delete' then
   if version == 0 or deleted then return {'not_found', version} end
   redis.call('DEL', KEYS[1])
   if ARGV[5] ~= '' then
-    redis.call('HSET', KEYS[1], '_deleted', '1', '_version', version + 1, '_external', ARGV[5], '_invocation_id', ARGV[3])
+    redis.call('HSET', KEYS[1], '_deleted', '1', '_version', version + 1, '_external', ARGV[5],
+               '_invocation_id', ARGV[3])
   end
   return {'deleted', version + 1}
 end
@@ -54,7 +55,7 @@ def external_version(event_id):
     """A cdc event id `server:binlog-file.NNNNNN:pos:row` as fixed-width digits ('' when it is not one)."""
     parts = (event_id or "").split(":")
     try:
-        return "%010d%015d%08d" % (int(parts[1].rsplit(".", 1)[1]), int(parts[2]), int(parts[3]))
+        return f"{int(parts[1].rsplit('.', 1)[1]):010d}{int(parts[2]):015d}{int(parts[3]):08d}"
     except (IndexError, ValueError):
         return ""
 
