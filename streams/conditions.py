@@ -17,6 +17,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from schemas.values import shown
+
 Row = dict[str, Any] | None
 Predicate = Callable[[Row, Row], bool]
 Getter = Callable[[Row, Row], Any]
@@ -342,25 +344,12 @@ def explain(spec: dict[str, Any] | None, before: Row, after: Row, path: str = "c
         else:
             side, column = _parse_ref(key, where)
             seen = _getter(side, column)(before, after)
-            shown = "(missing)" if seen is _MISSING else _shown(seen)
+            seen_text = "(missing)" if seen is _MISSING else shown(seen)
             tests = value.items() if isinstance(value, dict) and value and set(value) <= OPERATORS else [("eq", value)]
             for op, arg in tests:
                 if not _compile_operator(op, arg, side, column, f"{where}.{op}")(before, after):
                     if op == "changed":
-                        was = "(missing)" if before is None else _shown(before.get(column, "(missing)"))
-                        return f"{where}.changed: expected {arg}, {column} was {was}, is {shown}"
-                    return f"{where}.{op}: expected {op} {_shown(arg)}, {side}.{column} is {shown}"
+                        was = "(missing)" if before is None else shown(before.get(column, "(missing)"))
+                        return f"{where}.changed: expected {arg}, {column} was {was}, is {seen_text}"
+                    return f"{where}.{op}: expected {op} {shown(arg)}, {side}.{column} is {seen_text}"
     return None
-
-
-SHOWN_MAX_CHARS = 200
-
-
-def _shown(value: Any) -> str:
-    """repr() of a value for a one-line reason, clipped: a column may hold a megabyte, nesting past the
-    interpreter's recursion limit (RecursionError) or an integer past 4300 digits (ValueError)."""
-    try:
-        text = repr(value)
-    except (RecursionError, ValueError):
-        text = f"<a {type(value).__name__} too deep or too large to show>"
-    return text if len(text) <= SHOWN_MAX_CHARS else f"{text[: SHOWN_MAX_CHARS - 3]}..."

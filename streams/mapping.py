@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from schemas.row_change import OP_TO_OPERATION
+from schemas.values import MAX_NESTING, deeper_than
 from streams.conditions import equal
 
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*(?:\.[^{}]+)?)\}")
@@ -29,9 +30,6 @@ OPENING = re.compile(r"\{[A-Za-z_]")  # what starts a placeholder, closed or not
 SCALARS = {"db", "table", "op", "operation", "event_id", "ts_ms"}
 ROWS = {"after", "before", "row", "data", "changes"}  # whole values, and heads of {HEAD.COL}
 KNOWN = f"after.COL, before.COL, row.COL, changes.COL, {', '.join(sorted(ROWS | SCALARS))}"
-# Levels of lists/dicts a parameter may nest: compiling recurses per level, and the runner's parser
-# refuses an invocation nested past 200 levels anyway (the params sit 2 levels down in it).
-MAX_NESTING = 100
 
 Resolver = Callable[[dict[str, Any]], Any]
 Event = dict[str, Any]
@@ -191,15 +189,11 @@ def _column_references(template: Any, path: str) -> Iterator[tuple[str, str]]:
             yield from _column_references(value, f"{path}[{i}]")
 
 
-def _check_nesting(template: Any, path: str) -> None:
-    """MappingError naming the parameter when `template` nests lists/dicts past MAX_NESTING levels
-    (walked without recursing; the place named no deeper than the parameter)."""
-    stack = [(template, path, 0)]
-    while stack:
-        value, where, depth = stack.pop()
-        if depth > MAX_NESTING:
+def _check_nesting(params: Any, path: str) -> None:
+    """MappingError naming the parameter whose template nests lists/dicts past MAX_NESTING levels (what
+    every part reads; compiling recurses per level), measured without recursing."""
+    named = params.items() if isinstance(params, dict) else [(None, params)]
+    for name, template in named:
+        if deeper_than(template, MAX_NESTING):
+            where = path if name is None else f"{path}.{name}"
             raise MappingError(where, f"nested more than {MAX_NESTING} levels deep")
-        if isinstance(value, dict):
-            stack += ((v, f"{where}.{k}" if depth < 1 else where, depth + 1) for k, v in value.items())
-        elif isinstance(value, list):
-            stack += ((v, f"{where}[{i}]" if depth < 1 else where, depth + 1) for i, v in enumerate(value))

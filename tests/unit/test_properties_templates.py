@@ -130,11 +130,11 @@ def test_a_value_inside_text_is_written_or_named(value: Any) -> None:
         assert filled["note"].startswith("id ") and filled["whole"] is value
 
 
-@pytest.mark.parametrize("template", [nested(150), {"a": nested(600, "{after.id}", as_dict=True)}, nested(5000)])
+@pytest.mark.parametrize("template", [nested(129), {"a": nested(600, "{after.id}", as_dict=True)}, nested(5000)])
 def test_params_nested_past_the_limit_are_a_named_error(template: Any) -> None:
     """YAML reads lists nested ~900 deep; compiling and rules check recursed per level (RecursionError)."""
-    with pytest.raises(MappingError, match=r"^params\.deep: nested more than 100 levels deep$"):
+    with pytest.raises(MappingError, match=r"^params\.deep: nested more than 128 levels deep$"):
         compile_params({"deep": template})
-    with pytest.raises(MappingError, match=r"^params\.deep: nested more than 100 levels deep$"):
+    with pytest.raises(MappingError, match=r"^params\.deep: nested more than 128 levels deep$"):
         list(column_references({"deep": template}))
-    assert compile_params({"deep": nested(99)})({"op": "c", "after": None, "before": None}) == {"deep": nested(99)}
+    assert compile_params({"deep": nested(128)})({"op": "c", "after": None, "before": None}) == {"deep": nested(128)}
