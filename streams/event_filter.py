@@ -73,6 +73,10 @@ def _value(raw: str, text: str, option: str) -> Any:
     except yaml.YAMLError as e:
         reason = str(getattr(e, "problem", None) or "not YAML")
         raise FilterError(f"{option} {text!r}: value {raw!r} cannot be read ({reason}); quote it") from None
+    except (RecursionError, ValueError):  # YAML's parser recurses per [ or {; int() of 4,300+ digits refuses
+        raise FilterError(
+            f"{option} {text[:80]!r}: value cannot be read (nested too deep or too long); quote it"
+        ) from None
     if isinstance(value, date):
         return raw  # row changes carry dates as ISO text: compare text with text
     if isinstance(value, float) and not math.isfinite(value):

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from schemas.config import parse_rules
 from schemas.errors import ConfigError
 from streams.conditions import OPERATORS, ConditionError, compile_conditions, explain
+from streams.event_filter import FilterError, compile_where
 from streams.matcher import Matcher
 from tests.support.strategies import DEEP, FLOATS, HUGE_INTS, INTS, JSON, SCALARS, TEXT, expand, json_values
 
@@ -142,3 +143,31 @@ def test_huge_integers_in_a_condition_compile_and_evaluate(spec: dict[str, Any])
     for value in (1, 10**400, -(10**400), 1e308, "1e400", float("nan"), "12"):
         event = {"op": "u", "before": None, "after": {"amount": value}, "event_id": "e", "source": SOURCE}
         assert len(matcher.match(event)) == int(compile_conditions(spec)(None, {"amount": value}))
+
+
+WHERE_TEXTS = st.one_of(
+    TEXT,
+    st.builds(
+        lambda field, op, value: f"{field}{op}{value}",
+        st.sampled_from(["after.status", "amount", "before.x", "params.n", "x"]),
+        st.sampled_from(["=", "==", "!=", ">", ">=", "<", "<=", "~", "=>", " = ", "=<"]),
+        st.one_of(
+            TEXT,
+            st.sampled_from(["[" * 1100, "{a: " * 400, "9" * 5000, "2026-13-45", "nan", ".inf", "'x'", "&a", "*a"]),
+        ),
+    ),
+)
+
+
+@SETTINGS
+@given(st.lists(WHERE_TEXTS, min_size=1, max_size=3), ROWS, ROWS)
+def test_a_where_filter_compiles_or_is_a_filter_error_and_evaluates_on_any_row(
+    texts: list[str], before: Any, after: Any
+) -> None:
+    before, after = expand((before, after))
+    try:
+        predicate = compile_where(texts)
+    except FilterError as e:
+        assert str(e).startswith("--where") and "\n" not in str(e).strip()
+        return
+    assert predicate is not None and type(predicate(before, after)) is bool
