@@ -18,7 +18,9 @@ from console.api.tokens import Principal
 from plugins.listing import plugin_listing
 from plugins.registry import discover
 from plugins.state import PluginStates
+from plugins.store import RunStore
 from schemas.manifest import ParamError, PluginManifest
+from schemas.result import Result
 from schemas.runtime.components import now_ms, read_records
 from streams.due_time import DueTimeError, due_time
 from streams.manual_trigger import TriggerError, TriggerSender, submit, trigger_request
@@ -194,8 +196,14 @@ async def _wait_for_result(ctx: ApiContext, invocation_id: str, seconds: float) 
     store = run_store(ctx)
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        result = await asyncio.to_thread(store.get, invocation_id)
+        result = await asyncio.to_thread(_final_result, store, invocation_id)
         if result is not None:
             return InvocationStatus(invocation_id=invocation_id, status=result.status, result=result)
         await asyncio.sleep(0.05)
     return None
+
+
+def _final_result(store: RunStore, invocation_id: str) -> Result | None:
+    """The run's final result (its done marker set), not a failed attempt whose retry is on its way
+    (the same as `cdcflow trigger --wait` and `trigger(wait=)` wait for)."""
+    return store.get(invocation_id) if store.is_done(invocation_id) else None

@@ -342,6 +342,10 @@ def test_waiting_returns_the_final_result_not_a_retried_attempt(tmp_path: Path) 
         with Runner(config, plugins=["flaky"]):
             result = trigger("flaky", wait=120, config=config)
             assert result.status == "success" and result.attempt == 2 and result.output == {"attempt": 2}
+            with api_server(config, tmp_path / "api.log") as api, api.client("trigger") as http:
+                answer = http.post("/api/plugins/flaky/invocations", params={"wait": 60}, json={"params": {}})
+                assert answer.status_code == 200, answer.text
+                assert answer.json()["result"]["attempt"] == 2 and answer.json()["status"] == "success"
     finally:
         worker.stop()
         remove_test_resources(config.settings, flaky_topics)
