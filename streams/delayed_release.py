@@ -5,9 +5,10 @@ Redis (plugins/delayed_store.py) under the invocation id it will have. This loop
 leads the group:
 - sleeps until the earliest due time (at most `max_sleep`, so a trigger added meanwhile, or a new
   leadership, is noticed within that),
-- publishes each due request onto the triggers topic, where it takes the path of every manual
-  trigger (checks, a rejected result if it cannot run, the plugin's topic), and waits for Kafka's ack,
-- *then* removes it from Redis.
+- publishes the due requests (up to BATCH together) onto the triggers topic, where each takes the
+  path of every manual trigger (checks, a rejected result if it cannot run, the plugin's topic),
+  and waits for Kafka's acks,
+- *then* removes them from Redis.
 A crash between the two publishes the same request again after the restart, and two workers that
 both believe they lead (during a rebalance) both publish it: the invocation id is derived from the
 request id, so the runners run it once. Nothing is lost while no worker runs: the trigger waits in
