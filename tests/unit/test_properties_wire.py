@@ -225,3 +225,64 @@ def test_json_unsafe_names_any_value(value: Any) -> None:
 def test_a_parameter_json_cannot_carry_is_refused_by_name(ptype: str, value: Any) -> None:
     with pytest.raises(ParamError, match=f"parameters: {ptype}: "):
         MANIFEST.validate_params({ptype: value})
+
+
+# -- the runner's side: invocations in -------------------------------------------------------------
+CDC_TRIGGERS = st.fixed_dictionaries(
+    {"kind": st.just("cdc"), "rule": TEXT, "event_id": TEXT, "table": TEXT, "op": TEXT},
+    optional={"before": st.one_of(st.none(), st.dictionaries(TEXT, VALUES)), "after": st.dictionaries(TEXT, VALUES)},
+)
+MANUAL_TRIGGER = {"kind": "manual", "requested_by": "me", "requested_at": "2026-01-01T00:00:00Z", "request_id": "r"}
+INVOCATIONS = st.fixed_dictionaries(
+    {
+        # mostly well-formed around the part under test, so that most messages get past the model
+        "invocation_id": st.one_of(st.just("id-1"), st.just("id-1"), TEXT, st.just("   "), st.just("x" * 300)),
+        "plugin": st.sampled_from(["p", "p", "p", "q"]),
+        "params": st.one_of(
+            *[st.dictionaries(st.sampled_from(sorted(MANIFEST.parameters)), PARAM_VALUES, max_size=3)] * 3, JSON
+        ),
+        "trigger": st.one_of(CDC_TRIGGERS, CDC_TRIGGERS, st.just(MANUAL_TRIGGER), JSON),
+    },
+    optional={"attempt": st.one_of(st.integers(1, 10), HUGE_INTS, JSON)},
+)
+
+
+@SETTINGS
+@given(INVOCATIONS.map(expand).map(_json_text))
+def test_an_invocation_is_run_or_rejected_and_either_is_recorded(raw: bytes) -> None:
+    """As the runner's _parse then execute: any message is refused with a ValidationError, rejected
+    with a reason, or becomes a request the worker reads back equal; a rejection always encodes."""
+    from pydantic import ValidationError
+
+    from plugins.execution import build_request, rejected_result
+    from plugins.runner import _trigger_of, _unrunnable
+    from schemas.invocation import Invocation
+
+    try:
+        invocation = Invocation.model_validate_json(raw)
+    except ValidationError as e:
+        assert str(e)
+        return
+    problem = _unrunnable(invocation, "p")
+    reason = problem[1] if problem else None
+    if problem is None:
+        try:
+            params = MANIFEST.validate_params(invocation.params)
+        except ParamError as e:
+            reason = str(e)
+        else:
+            payload = orjson.dumps(build_request(invocation, params))  # what WorkerPool.call sends
+            assert json.loads(payload)["params"] == params
+            return
+    assert reason
+    result = rejected_result(
+        invocation.invocation_id,
+        "p",
+        "1",
+        "InvalidInvocation",
+        reason,
+        attempt=invocation.attempt,
+        params=invocation.params,
+        trigger=_trigger_of(invocation),
+    )
+    orjson.loads(result.model_dump_json())  # the sink writes it: it must encode, whatever was asked
