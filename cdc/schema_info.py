@@ -24,9 +24,25 @@ class SchemaInfo:
         self._is_mariadb = is_mariadb
         self._conn: pymysql.connections.Connection | None = None
         self._json: dict[tuple[str, str], frozenset[str]] = {}
+        self._columns: dict[tuple[str, str], dict[str, tuple[bool, str | None]]] = {}
 
     def invalidate(self) -> None:
         self._json.clear()
+        self._columns.clear()
+
+    def column_facts(self, db: str, table: str) -> dict[str, tuple[bool, str | None]]:
+        """{column: (nullable, COLUMN_DEFAULT as information_schema spells it)}: the Debezium format's
+        schemas (schemas.enable) say both, and the binlog says neither."""
+        key = (db, table)
+        cached = self._columns.get(key)
+        if cached is None:
+            rows = self._query(
+                "SELECT COLUMN_NAME, IS_NULLABLE, COLUMN_DEFAULT FROM information_schema.COLUMNS "
+                "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+                (db, table),
+            )
+            cached = self._columns[key] = {name: (nullable == "YES", default) for name, nullable, default in rows}
+        return cached
 
     def json_columns(self, db: str, table: str) -> frozenset[str]:
         if not self._is_mariadb:
@@ -38,22 +54,27 @@ class SchemaInfo:
         return cached
 
     def _load_json_columns(self, db: str, table: str) -> frozenset[str]:
+        rows = self._query(
+            "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
+            "WHERE CONSTRAINT_SCHEMA = %s AND TABLE_NAME = %s",
+            (db, table),
+        )
+        return frozenset(m.group(1) for (clause,) in rows if (m := JSON_VALID.match(clause)))
+
+    def _query(self, sql: str, args: tuple[str, ...]) -> tuple[tuple[Any, ...], ...]:
+        """Rows of one query, reconnecting once if the connection went away."""
         for attempt in (1, 2):
             try:
                 if self._conn is None:
                     self._conn = pymysql.connect(**self._settings, autocommit=True)
                 with self._conn.cursor() as cur:
-                    cur.execute(
-                        "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
-                        "WHERE CONSTRAINT_SCHEMA = %s AND TABLE_NAME = %s",
-                        (db, table),
-                    )
-                    return frozenset(m.group(1) for (clause,) in cur.fetchall() if (m := JSON_VALID.match(clause)))
+                    cur.execute(sql, args)
+                    return tuple(cur.fetchall())
             except pymysql.err.MySQLError:
                 self.close()
                 if attempt == 2:
                     raise
-        return frozenset()
+        return ()
 
     def close(self) -> None:
         if self._conn is not None:

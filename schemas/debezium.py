@@ -9,10 +9,11 @@
         binary.handling.mode: bytes        # bytes (default) | base64 | base64-url-safe | hex
         tombstones.on.delete: true
         heartbeat.interval.ms: 0           # 0 (default): no heartbeat topic
+        schemas.enable: false              # true: {"schema", "payload"} as JsonConverter writes them
 
 Debezium's topic.prefix is `topics.cdc_prefix` (topics are `<prefix>.<db>.<table>` in both formats).
-Options Debezium has that cdcflow does not write (schemas.enable, provide.transaction.metadata) are
-refused as unknown keys rather than ignored.
+Options Debezium has that cdcflow does not write (provide.transaction.metadata, isostring time) are
+refused rather than ignored.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class DebeziumOptions(BaseModel):
     # 0 = none. Else {"ts_ms": now} under key {"serverName": <topic.prefix>} on
     # __debezium-heartbeat.<topic.prefix> at most this often, as Debezium's heartbeats.
     heartbeat_interval_ms: int = Field(default=0, ge=0, alias="heartbeat.interval.ms")
+    # JsonConverter's schemas.enable: key and value as {"schema": ..., "payload": ...}
+    schemas_enable: bool = Field(default=False, alias="schemas.enable")
 
     def heartbeat_topic(self, prefix: str) -> str:
         return f"__debezium-heartbeat.{prefix}"

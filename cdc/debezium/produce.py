@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
 
 from cdc.debezium.envelope import messages, source_block
+from cdc.debezium.schema import Facts, column_defaults, table_schemas, wrapped
 from cdc.debezium.values import RowValues
 from schemas.settings import Settings
 
@@ -16,6 +18,15 @@ from schemas.settings import Settings
 # the "-cdcflow" suffix tells a consumer which writer it was.
 FORMAT_VERSION = "2.7.4.Final-cdcflow"
 Produce = Callable[[str, bytes | None, bytes | None, Any], None]
+FactsOf = Callable[[str, str], Facts]  # (db, table) -> column nullability and defaults
+
+
+@dataclass(frozen=True)
+class TableFormat:
+    """What one table map's rows need: value converters and, with schemas.enable, both schemas."""
+
+    values: RowValues
+    schemas: tuple[bytes, bytes] | None
 
 
 class Decoder(Protocol):
@@ -23,11 +34,12 @@ class Decoder(Protocol):
 
 
 class DebeziumRows:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, facts_of: FactsOf):
         self.options = settings.cdc.debezium
         self.name = settings.topics.cdc_prefix  # Debezium's source.name is its topic.prefix
-        # table_id -> (the table map's column list it was built for, its value converters)
-        self._values: dict[int, tuple[Any, RowValues]] = {}
+        self.facts_of = facts_of
+        # table_id -> (the table map's column list it was built for, its format)
+        self._values: dict[int, tuple[Any, TableFormat]] = {}
         self._last_heartbeat = 0.0
 
     def heartbeat(self, producer: Any) -> None:
@@ -50,13 +62,19 @@ class DebeziumRows:
         """After DDL: column definitions may have changed."""
         self._values.clear()
 
-    def _row_values(self, event: Any) -> RowValues:
+    def _table_format(self, event: Any, key_columns: tuple[str, ...]) -> TableFormat:
         cached = self._values.get(event.table_id)
         if cached is not None and cached[0] is event.columns:
             return cached[1]
-        values = RowValues(event.columns, self.options)
-        self._values[event.table_id] = (event.columns, values)
-        return values
+        facts = self.facts_of(event.schema, event.table)
+        schemas = None
+        if self.options.schemas_enable:
+            prefix = f"{self.name}.{event.schema}.{event.table}"
+            schemas = table_schemas(event.columns, key_columns, self.options, facts, frozenset(), prefix)
+        defaults = column_defaults(event.columns, self.options, facts)
+        table = TableFormat(RowValues(event.columns, self.options, defaults=defaults), schemas)
+        self._values[event.table_id] = (event.columns, table)
+        return table
 
     def produce(self, event: Any, op: str, file: str, topic: str, decoder: Decoder, produce: Produce) -> int:
         """Produce every row of `event` (op c, u or d); returns the number of rows (not messages)."""
@@ -73,13 +91,17 @@ class DebeziumRows:
             # Debezium's pos is where the rows event starts; log_pos is where it ends.
             "pos": event.packet.log_pos - event.packet.event_size,
         }
-        convert = self._row_values(event)
+        table = self._table_format(event, key_columns)
+        convert, schemas = table.values, table.schemas
         tombstones = self.options.tombstones_on_delete
         now_ns = time.time_ns()
         index = -1
         first = source_block(base)
         for index, (before, after) in enumerate(decoder.rows(event)):
             source = {**first, "row": index} if index else first
-            for message in messages(op, convert(before), convert(after), key_columns, source, now_ns, tombstones):
-                produce(topic, message.value, message.key, message.headers)
+            for m in messages(op, convert(before), convert(after), key_columns, source, now_ns, tombstones):
+                if schemas is None:
+                    produce(topic, m.value, m.key, m.headers)
+                else:
+                    produce(topic, wrapped(schemas[1], m.value), wrapped(schemas[0], m.key), m.headers)
         return index + 1

@@ -158,10 +158,18 @@ def converter_for(column: Any, options: DebeziumOptions, is_json: bool = False) 
 class RowValues:
     """Converts the cdcflow images of one table map to Debezium's; built once per table map."""
 
-    def __init__(self, columns: Sequence[Any], options: DebeziumOptions, json_columns: frozenset[str] = frozenset()):
+    def __init__(
+        self,
+        columns: Sequence[Any],
+        options: DebeziumOptions,
+        json_columns: frozenset[str] = frozenset(),
+        defaults: dict[str, Any] | None = None,
+    ):
         self._converters = [
             (c.name, conv) for c in columns if (conv := converter_for(c, options, c.name in json_columns)) is not None
         ]
+        # NULL in a column with a DEFAULT: JsonConverter writes the default (replace.null.with.default)
+        self._defaults = list((defaults or {}).items())
 
     def __call__(self, row: dict[str, Any] | None) -> dict[str, Any] | None:
         if row is None:
@@ -170,4 +178,7 @@ class RowValues:
             value = row.get(name)
             if value is not None:
                 row[name] = convert(value)
+        for name, default in self._defaults:
+            if name in row and row[name] is None:
+                row[name] = default
         return row
