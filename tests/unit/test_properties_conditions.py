@@ -19,7 +19,11 @@ from streams.event_filter import FilterError, compile_where
 from streams.matcher import Matcher
 from tests.support.strategies import DEEP, FLOATS, HUGE_INTS, INTS, JSON, SCALARS, TEXT, expand, json_values
 
-SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
 COLUMN_NAMES = ["status", "amount", "x"]
 COLUMNS = st.one_of(
     st.sampled_from([*COLUMN_NAMES, "after.status", "before.amount", "after.x", "row.x"]),

@@ -20,7 +20,11 @@ from schemas.row_change import RowChange
 from streams.row_checks import INT64, UINT64, BadRowChange, inexact_number, parse_change
 from tests.support.strategies import DEEP, HUGE_INTS, JSON, SCALARS, TEXT, expand, json_values, nested
 
-SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
 ROW_VALUES = st.one_of(SCALARS, HUGE_INTS, DEEP, json_values(6))
 ROWS = st.one_of(st.none(), st.dictionaries(TEXT, ROW_VALUES, max_size=4))
 

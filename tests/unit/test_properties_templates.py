@@ -15,7 +15,11 @@ from hypothesis import strategies as st
 from streams.mapping import MappingError, column_references, compile_params
 from tests.support.strategies import DEEP, HUGE_INTS, HUGEST_INT, JSON, SCALARS, TEXT, expand, json_values, nested
 
-SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
 COLUMNS = ["id", "status", "é x", ""]
 ROW_VALUES = st.one_of(SCALARS, HUGE_INTS, DEEP, json_values(6))
 ROWS = st.one_of(

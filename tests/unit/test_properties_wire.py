@@ -26,7 +26,11 @@ from schemas.result import ErrorInfo
 from schemas.values import MAX_NESTING, deeper_than
 from tests.support.strategies import DEEP, HUGE_INTS, HUGEST_INT, JSON, SCALARS, TEXT, expand, json_values, nested
 
-SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
 VALUES = st.one_of(SCALARS, HUGE_INTS, DEEP, json_values(8))
 
 ECHO = '''
