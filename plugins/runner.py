@@ -276,7 +276,7 @@ class Runner:
         self.consumer = Consumer(
             self.settings.kafka_config(
                 **{
-                    "group.id": self.settings.runners.group_id,
+                    **self.settings.runners.group_options(),  # group, session, heartbeat, assignment
                     "enable.auto.commit": False,
                     "auto.offset.reset": "earliest",
                     "client.id": f"cdcflow-runner-{RUNNER_ID}",
@@ -385,7 +385,7 @@ class Runner:
             err = msg.error()
             if err is not None:
                 if err.code() != KafkaError._PARTITION_EOF:
-                    log.error("consumer error: %s", err)
+                    log.error("consumer error: %s%s", err, _session_hint(err, self.settings))
                 continue
             # The stubs make every getter optional; a consumed message without error() has all three.
             topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
@@ -714,6 +714,15 @@ class Runner:
             elif paused and self._reapply_pauses and parts:
                 self.consumer.pause(parts)  # newly assigned partitions start unpaused
         self._reapply_pauses = False
+
+
+def _session_hint(err: KafkaError, settings: Settings) -> str:
+    if err.code() != KafkaError.INVALID_SESSION_TIMEOUT:
+        return ""
+    return (
+        f" (runners.session_timeout_ms={settings.runners.session_timeout_ms} is outside the broker's "
+        "group.min.session.timeout.ms..group.max.session.timeout.ms, 6000..1800000 by default)"
+    )
 
 
 def _log_result(result: Result) -> None:

@@ -155,6 +155,45 @@ class RunnerSettings(BaseModel):
     plugin_dirs: list[Path] = Field(default_factory=lambda: [Path("plugins/examples")])
     venv_dir: Path = Path(".state/venvs")
     result_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    # librdkafka's default session is 45 s: a kill -9'd runner's partitions would wait that long.
+    session_timeout_ms: int = Field(
+        default=6000,
+        ge=1,
+        le=3_600_000,
+        description=(
+            "a runner with no heartbeat for this long is dropped from the group and its partitions move "
+            "to the others (librdkafka's session.timeout.ms); the broker only takes values within its "
+            "group.min.session.timeout.ms..group.max.session.timeout.ms (6000..1800000 by default)"
+        ),
+    )
+    heartbeat_interval_ms: int = Field(
+        default=1000,
+        ge=1,
+        description=(
+            "how often a runner heartbeats to the group coordinator (heartbeat.interval.ms); also how soon "
+            "the surviving runners hear of a rebalance. Below session_timeout_ms, best at most a third of it"
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _heartbeat_within_session(self) -> RunnerSettings:
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ValueError(
+                f"heartbeat_interval_ms ({self.heartbeat_interval_ms}) must be below session_timeout_ms "
+                f"({self.session_timeout_ms}): a runner would be dropped between two heartbeats"
+            )
+        return self
+
+    def group_options(self) -> dict[str, Any]:
+        """The runner consumer's group membership, in librdkafka's keys."""
+        return {
+            "group.id": self.group_id,
+            "session.timeout.ms": self.session_timeout_ms,
+            "heartbeat.interval.ms": self.heartbeat_interval_ms,
+            # A rebalance moves only the partitions that change owner: when a runner dies, the others
+            # keep running theirs instead of revoking everything (eager) and re-reading from the last commit.
+            "partition.assignment.strategy": "cooperative-sticky",
+        }
 
 
 class ObservabilitySettings(BaseModel):
