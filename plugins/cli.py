@@ -23,13 +23,14 @@ import click
 from plugins.execution import execute
 from plugins.listing import labelled_plugins, plugin_listing
 from plugins.pool import WorkerPool, WorkerSpec
-from plugins.registry import NotFoundError, code_hash, discover, load_plugin, worker_target
+from plugins.registry import NotFoundError, code_hash, find_plugin, load_plugin, worker_target
 from plugins.scaffold import ScaffoldError, scaffold_plugin
 from plugins.since import parse_since
 from plugins.venvs import VenvError, ensure_venv, venv_python
 from plugins.watcher import FolderWatcher
 from schemas.errors import ConfigError
 from schemas.invocation import Invocation, ManualTrigger, utcnow
+from schemas.manifest import ParamError
 from schemas.result import IN_PROGRESS, Result, RunStatus
 from schemas.runtime.cli_support import get_config, parse_param_pairs
 from schemas.runtime.text_table import text_table
@@ -167,6 +168,10 @@ def plugins_reload(name: str) -> None:
     from plugins.state import PluginStates  # lazy: Redis client
 
     try:
+        find_plugin(_settings().runners.plugin_dirs, name)  # a typo is named, not sent to every runner
+    except NotFoundError as e:
+        raise click.ClickException(str(e)) from None
+    try:
         store = _store()
         PluginStates(store.client, store.prefix).request_reload(name)
         store.close()
@@ -250,7 +255,7 @@ def plugins_test(name: str, pairs: tuple[str, ...], json_params: str | None) -> 
     params = parse_param_pairs(pairs, json_params)
     try:
         result = try_plugin(settings, name, params)
-    except NotFoundError as e:
+    except (NotFoundError, ParamError) as e:
         raise click.ClickException(str(e)) from None
     except VenvError as e:
         raise click.ClickException(f"cannot build the venv of {name}:\n{e}") from None
@@ -261,14 +266,11 @@ def plugins_test(name: str, pairs: tuple[str, ...], json_params: str | None) -> 
 def try_plugin(settings: Settings, name: str, params: dict[str, Any]) -> Result:
     """One manual invocation of plugin `name` in its venv (built if missing) and a one-worker pool.
 
-    Nothing is recorded. NotFoundError if there is no such plugin; VenvError if its venv cannot be built.
+    Nothing is recorded. NotFoundError if there is no such plugin, ParamError if the manifest refuses
+    `params`, VenvError if its venv cannot be built.
     """
-    found = discover(settings.runners.plugin_dirs)
-    plugin = found.plugins.get(name)
-    if plugin is None:
-        related = [pr.message for pr in found.problems if pr.path.name == name or f"'{name}'" in pr.message]
-        detail = ("\n" + "\n".join(related)) if related else f" (known: {', '.join(sorted(found.plugins)) or 'none'})"
-        raise NotFoundError(f"plugin {name!r} not found{detail}")
+    plugin = find_plugin(settings.runners.plugin_dirs, name)
+    params = plugin.manifest.validate_params(params)  # ParamError before a venv is built or a worker started
     venv = ensure_venv(settings.runners.venv_dir, plugin.manifest.dependencies)
     pool = WorkerPool(
         WorkerSpec(

@@ -54,6 +54,10 @@ class Discovery:
     plugins: dict[str, LoadedPlugin] = field(default_factory=dict)
     problems: list[PluginProblem] = field(default_factory=list)
 
+    def problems_of(self, name: str) -> list[str]:
+        """Why a plugin called `name` did not load: its folder's problems, or those naming it."""
+        return [p.message for p in self.problems if p.path.name == name or f"'{name}'" in p.message]
+
 
 def code_hash(plugin_dir: Path) -> str:
     """sha256 over the plugin's .py/.json files (relative path + contents), in a stable order.
@@ -126,6 +130,17 @@ def load_plugin(plugin_dir: Path) -> LoadedPlugin:
     return LoadedPlugin(
         name=manifest.name, path=plugin_dir.resolve(), manifest=manifest, code_hash=code_hash(plugin_dir)
     )
+
+
+def find_plugin(plugin_dirs: Iterable[Path], name: str) -> LoadedPlugin:
+    """The plugin called `name`; NotFoundError saying why it did not load, or which plugins there are."""
+    found = discover(plugin_dirs)
+    plugin = found.plugins.get(name)
+    if plugin is None:
+        related = found.problems_of(name)
+        detail = ("\n" + "\n".join(related)) if related else f" (known: {', '.join(sorted(found.plugins)) or 'none'})"
+        raise NotFoundError(f"plugin {name!r} not found{detail}")
+    return plugin
 
 
 def discover(plugin_dirs: Iterable[Path]) -> Discovery:

@@ -139,11 +139,12 @@ def load_config(path: str | Path | None = None) -> Config:
     resolved = Path(path) if path is not None else default_config_path()
     if resolved is None:
         return Config(path=None, settings=parse_settings({}, "defaults", Path.cwd()), rules=RulesConfig())
+    given = resolved.absolute()
     try:
         resolved = resolved.resolve()
     except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13): read_text says so
-        resolved = resolved.absolute()
-    data = read_config_file(resolved)
+        resolved = given
+    data = read_config_file(resolved if resolved.exists() else given)  # errors name the path as given
     settings = parse_settings(data, resolved, resolved.parent)
     rules = parse_rules(data, resolved, settings.mysql.database)
     return Config(path=resolved, settings=settings, rules=rules)

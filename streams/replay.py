@@ -50,6 +50,7 @@ from streams.events import EventFacts, facts
 from streams.matcher import Matcher
 from streams.replay_range import (
     PartitionRange,
+    check_order,
     existing_topics,
     metadata_consumer,
     parse_offsets,
@@ -673,6 +674,13 @@ def execute_replay(
 
 
 def _resolve_range(settings: Settings, request: ReplayRequest) -> tuple[str, list[PartitionRange]]:
+    now = datetime.now(UTC)  # one "now" for both: `--since 1h --until 2h` is reversed, whatever the clock did
+    # The options first, so a bad one is named even when the topic does not exist or Kafka is away.
+    from_offsets = parse_offsets(request.from_offsets, "--from-offset")
+    to_offsets = parse_offsets(request.to_offsets, "--to-offset")
+    since = parse_time(request.since, "--since", now) if request.since else None
+    until = parse_time(request.until, "--until", now) if request.until else None
+    check_order(from_offsets, to_offsets, since, until)
     consumer = metadata_consumer(settings)
     try:
         topic = resolve_topic(settings, request.source, existing_topics(consumer, settings))
@@ -683,15 +691,7 @@ def _resolve_range(settings: Settings, request: ReplayRequest) -> tuple[str, lis
             )
         if request.to_topic is not None and request.to_topic == topic:
             raise ReplayUsageError("--to-topic must differ from the source topic")
-        now = datetime.now(UTC)  # one "now" for both: `--since 1h --until 2h` is reversed, whatever the clock did
-        ranges = resolve_range(
-            consumer,
-            topic,
-            parse_offsets(request.from_offsets, "--from-offset"),
-            parse_offsets(request.to_offsets, "--to-offset"),
-            parse_time(request.since, "--since", now) if request.since else None,
-            parse_time(request.until, "--until", now) if request.until else None,
-        )
+        ranges = resolve_range(consumer, topic, from_offsets, to_offsets, since, until)
     finally:
         consumer.close()
     return topic, ranges

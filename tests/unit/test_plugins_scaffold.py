@@ -33,8 +33,10 @@ def test_new_plugin_runs_with_plugins_test(tmp_path):
     assert result["status"] == "success" and result["plugin"] == "greeter"
     assert result["output"] == {"echo": "hi hi hi", "invocation_id": result["invocation_id"]}
 
-    out = _cli(cfg, "plugins", "test", "greeter")  # the required parameter is enforced
-    assert out.exit_code == 1 and json.loads(out.stdout)["status"] == "rejected"
+    out = _cli(cfg, "plugins", "test", "greeter")  # the required parameter is enforced, in one line
+    assert out.exit_code == 1 and out.output.strip().splitlines() == [
+        "Error: plugin greeter parameters: message: required parameter is missing"
+    ]
 
 
 def test_new_refuses_to_overwrite_and_bad_names(tmp_path):
