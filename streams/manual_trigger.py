@@ -41,8 +41,9 @@ def plugin_manifest(settings: Settings, plugin: str) -> PluginManifest:
     found = discover(settings.runners.plugin_dirs)
     if plugin not in found.plugins:
         known = ", ".join(sorted(found.plugins)) or "none"
+        why = "".join(f"\n{problem}" for problem in found.problems_of(plugin))  # e.g. its plugin.json is broken
         raise TriggerError(
-            f"unknown plugin {plugin!r} (plugins in {', '.join(map(str, settings.runners.plugin_dirs))}: {known})"
+            f"unknown plugin {plugin!r} (plugins in {', '.join(map(str, settings.runners.plugin_dirs))}: {known}){why}"
         )
     return found.plugins[plugin].manifest
 
