@@ -61,7 +61,7 @@ class MySQLSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     host: str = "127.0.0.1"
-    port: int = 3307
+    port: int = Field(default=3307, ge=1, le=65535)
     user: str = "cdcflow_reader"
     password: SecretStr = SecretStr("cdcflow_reader")
     database: str = Field(default="cdcflow_demo", description="db of rules that name a bare table")
@@ -122,7 +122,7 @@ class CdcSettings(BaseModel):
 
     name: str = Field(default="cdcflow", description="source.name in envelopes; checkpoint key")
     linger_ms: float = 2.0
-    checkpoint_interval_ms: int = 200
+    checkpoint_interval_ms: int = Field(default=200, ge=0, description="0 = after every batch")
     # db.table globs: selected = (rules' tables + include) - exclude; exclude wins (cdc/filters.py)
     include: list[str] = Field(
         default_factory=list,
