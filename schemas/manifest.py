@@ -81,9 +81,15 @@ class PluginManifest(BaseModel):
     @field_validator("dependencies")
     @classmethod
     def _no_blank_dependencies(cls, deps: list[str]) -> list[str]:
+        from packaging.requirements import InvalidRequirement, Requirement
+
         for dep in deps:
             if not dep.strip() or dep.strip().startswith("-"):
                 raise ValueError(f"not a requirement specifier: {dep!r}")
+            try:
+                Requirement(dep.strip())  # what pip will parse when the venv is built, long after loading
+            except InvalidRequirement as e:
+                raise ValueError(f"not a requirement specifier: {dep!r} ({str(e).splitlines()[0]})") from None
         return [d.strip() for d in deps]
 
     @field_validator("category")
