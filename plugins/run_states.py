@@ -32,11 +32,11 @@ def state_payload(
 ) -> bytes:
     """`when`: iso() of the moment the state began."""
     state: dict[str, Any] = {
+        "attempt": invocation.attempt,  # first: the store's scripts read it with a pattern, not a JSON parse
         "invocation_id": invocation.invocation_id,
         "plugin": invocation.plugin,
         "plugin_version": plugin_version,
         "status": status,
-        "attempt": invocation.attempt,
         "started_at": when,
         "finished_at": when,
         "duration_ms": 0.0,

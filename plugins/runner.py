@@ -405,12 +405,11 @@ class Runner:
             (
                 d.invocation.invocation_id,
                 d.invocation.attempt,
-                consumed_at,
                 state_payload(d.invocation, d.lane.plugin.version, "pending", when),
             )
             for d in accepted
         ]
-        codes = self._with_redis(lambda: self.store.accept(checks))
+        codes = self._with_redis(lambda: self.store.accept(consumed_at, checks))
         for d, code in zip(accepted, codes, strict=True):
             iid = d.invocation.invocation_id
             if code == ACCEPT_DONE:
@@ -545,6 +544,7 @@ class Runner:
         started = time.time()
         self.sink.started(
             invocation.invocation_id,
+            invocation.attempt,
             started,
             state_payload(invocation, plugin.version, "running", iso(started), version.pool.reserved_pid()),
         )

@@ -45,6 +45,7 @@ class SinkItem:
     final: bool = True  # False: a failed attempt whose retry is already on Kafka (no done marker)
     state: str | None = None  # "running": a run's in-progress state (payload), stored only
     at: float = 0.0  # the state's time
+    attempt: int = 1  # the state's attempt
 
 
 # Put on the queue by close(): the writer finishes the batch it is building and stops.
@@ -71,9 +72,9 @@ class ResultSink:
     def submit(self, result: Result, acks: Sequence[Ack], final: bool = True) -> None:
         self._queue.put(SinkItem(result.invocation_id, result.model_dump_json().encode(), result, tuple(acks), final))
 
-    def started(self, invocation_id: str, at: float, payload: bytes) -> None:
+    def started(self, invocation_id: str, attempt: int, at: float, payload: bytes) -> None:
         """Record that the run started (its `running` state), with the next batch of results."""
-        self._queue.put(SinkItem(invocation_id, payload, None, (), state="running", at=at))
+        self._queue.put(SinkItem(invocation_id, payload, None, (), state="running", at=at, attempt=attempt))
 
     def announce(self, invocation_id: str, payload: bytes, acks: Sequence[Ack]) -> None:
         """Publish an already stored result again (a redelivered invocation that is done)."""
@@ -131,7 +132,9 @@ class ResultSink:
         # A run whose result is in this batch too is over: its `running` state need not be written (under
         # load, short calls mostly start and end within one batch, so most states cost nothing).
         ended = {i.key for i in items}
-        states = [(i.key, i.at, i.payload, i.state) for i in batch if i.state is not None and i.key not in ended]
+        states = [
+            (i.key, i.at, i.payload, i.state, i.attempt) for i in batch if i.state is not None and i.key not in ended
+        ]
         if not items and not states:
             return True
         results = [i.result for i in items if i.result is not None]

@@ -37,17 +37,23 @@ import redis
 from schemas.result import Result
 from schemas.settings import Settings
 
+# The per-id keys of runs in progress, done markers and cancel marks are built inside the scripts from
+# the prefix (ARGV[1]): redis-py packs each argument in Python (~1.5 us), which for a 500-invocation
+# batch made four key arguments per invocation cost more than the script's work in Redis.
 # KEYS: [all-runs index, pending index, running index, then per result: run key, marker key (done or tried),
-#        plugin index, status index, attempts list, done key, state key]
-# ARGV: [ttl, trim horizon ("" = no trim), then per result: invocation id, score, payload, attempt summary
-#        ("" = none), marker value ("1", or "cancelled": stored only if nothing final is)]
+#        plugin index, status index, attempts list]
+# ARGV: [prefix, ttl, trim horizon ("" = no trim), then per result: invocation id, score, payload, attempt
+#        summary ("" = none), marker value ("1", or "cancelled": stored only if nothing final is), attempt]
+# A result ends its run's state unless the state is of a later attempt (a retry taken up by a runner
+# before the failed attempt's result was written). States start with {"attempt":N (run_states.py).
 # The index entries are gathered per index and added with one multi-member ZADD each: a command costs
 # Redis more than a member does, and a batch has a handful of indexes but hundreds of results.
 # Returns [position, stored payload, ...] of the results not stored (a cancelled run's later result).
 _RECORD_SCRIPT = """
-local ttl = tonumber(ARGV[1])
-local horizon = ARGV[2]
-local n = (#ARGV - 2) / 5
+local prefix = ARGV[1]
+local ttl = tonumber(ARGV[2])
+local horizon = ARGV[3]
+local n = (#ARGV - 3) / 6
 local members, indexes, ended, skipped = {}, {}, {}, {}
 local function index(key, score, id)
   local t = members[key]
@@ -60,10 +66,10 @@ local function index(key, score, id)
   t[#t + 1] = id
 end
 for i = 0, n - 1 do
-  local a = 3 + i * 5
+  local a = 4 + i * 6
   local id, score, payload, summary, mark = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
-  local k = 4 + i * 7
-  local done = redis.call('GET', KEYS[k + 5])
+  local k = 4 + i * 5
+  local done = redis.call('GET', prefix .. ':done:' .. id)
   if done == 'cancelled' or (done and mark == 'cancelled') then
     skipped[#skipped + 1] = i + 1
     skipped[#skipped + 1] = redis.call('GET', KEYS[k]) or ''
@@ -77,8 +83,13 @@ for i = 0, n - 1 do
       redis.call('RPUSH', KEYS[k + 4], summary)
       redis.call('EXPIRE', KEYS[k + 4], ttl)
     end
-    redis.call('DEL', KEYS[k + 6])
-    ended[#ended + 1] = id
+    local state_key = prefix .. ':state:' .. id
+    local state = redis.call('GET', state_key)
+    local of = state and tonumber(string.match(state, '^{"attempt":(%d+)'))
+    if not of or of <= tonumber(ARGV[a + 5]) then
+      if state then redis.call('DEL', state_key) end
+      ended[#ended + 1] = id
+    end
   end
 end
 for _, key in ipairs(indexes) do
@@ -96,19 +107,24 @@ for _, key in ipairs({KEYS[2], KEYS[3]}) do
 end
 return skipped
 """
-# KEYS: [pending index, running index, then per run: done key, state key]
-# ARGV: [ttl, then per run: invocation id, score, state payload, status (pending or running)]
-# A run already finished keeps no state (a redelivered duplicate, or a cancel that came first).
+# KEYS: [pending index, running index]
+# ARGV: [prefix, ttl, then per run: invocation id, score, state payload, status (pending or running), attempt]
+# A run already finished keeps no state (a redelivered duplicate, or a cancel that came first), and a
+# state never replaces one of a later attempt.
 _STATE_SCRIPT = """
-local ttl = tonumber(ARGV[1])
-local n = (#ARGV - 1) / 4
+local prefix = ARGV[1]
+local ttl = tonumber(ARGV[2])
+local n = (#ARGV - 2) / 5
 local add = {[KEYS[1]] = {}, [KEYS[2]] = {}}
 local started = {}
 for i = 0, n - 1 do
-  local a = 2 + i * 4
+  local a = 3 + i * 5
   local id, score, payload, status = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
-  if redis.call('EXISTS', KEYS[3 + i * 2]) == 0 then
-    redis.call('SET', KEYS[4 + i * 2], payload, 'EX', ttl)
+  local state_key = prefix .. ':state:' .. id
+  local state = redis.call('GET', state_key)
+  local of = state and tonumber(string.match(state, '^{"attempt":(%d+)'))
+  if redis.call('EXISTS', prefix .. ':done:' .. id) == 0 and not (of and of > tonumber(ARGV[a + 4])) then
+    redis.call('SET', state_key, payload, 'EX', ttl)
     local key = status == 'running' and KEYS[2] or KEYS[1]
     local t = add[key]
     t[#t + 1] = score
@@ -123,31 +139,32 @@ for j = 1, #started, 4000 do redis.call('ZREM', KEYS[1], unpack(started, j, math
 return n
 """
 # The runner's per-batch check of what it consumed, and the `pending` state of what it will run, in one call.
-# KEYS: [pending index, running index, then per invocation: done key, tried key (of its attempt), cancel mark,
-#        state key]
-# ARGV: [ttl, then per invocation: invocation id, score, pending payload ("" = do not record it)]
+# KEYS: [pending index, running index]
+# ARGV: [prefix, ttl, score (the batch's time), then per invocation: invocation id, attempt, pending payload
+#        ("" = do not record it)]
 # Returns one code per invocation: 0 to run (recorded pending), 1 done, 2 this attempt already failed and
 # was retried, 3 cancelled before it ran.
 _ACCEPT_SCRIPT = """
-local ttl = tonumber(ARGV[1])
-local n = (#ARGV - 1) / 3
-local codes, pending = {}, {}
+local prefix = ARGV[1]
+local ttl = tonumber(ARGV[2])
+local score = ARGV[3]
+local n = (#ARGV - 3) / 3
+local codes, pending, ids = {}, {}, {}
 for i = 0, n - 1 do
-  local a = 2 + i * 3
-  local k = 3 + i * 4
+  local a = 4 + i * 3
+  local id, payload = ARGV[a], ARGV[a + 2]
   local code = 0
-  if redis.call('EXISTS', KEYS[k]) == 1 then code = 1
-  elseif redis.call('EXISTS', KEYS[k + 1]) == 1 then code = 2
-  elseif redis.call('EXISTS', KEYS[k + 2]) == 1 then code = 3
-  elseif ARGV[a + 2] ~= '' then
-    redis.call('SET', KEYS[k + 3], ARGV[a + 2], 'EX', ttl)
-    pending[#pending + 1] = ARGV[a + 1]
-    pending[#pending + 1] = ARGV[a]
+  if redis.call('EXISTS', prefix .. ':done:' .. id) == 1 then code = 1
+  elseif redis.call('EXISTS', prefix .. ':tried:' .. id .. ':' .. ARGV[a + 1]) == 1 then code = 2
+  elseif redis.call('EXISTS', prefix .. ':cancel:' .. id) == 1 then code = 3
+  elseif payload ~= '' then
+    redis.call('SET', prefix .. ':state:' .. id, payload, 'EX', ttl)
+    pending[#pending + 1] = score
+    pending[#pending + 1] = id
+    ids[#ids + 1] = id
   end
   codes[#codes + 1] = code
 end
-local ids = {}
-for j = 2, #pending, 2 do ids[#ids + 1] = pending[j] end
 for j = 1, #pending, 4000 do redis.call('ZADD', KEYS[1], unpack(pending, j, math.min(j + 3999, #pending))) end
 -- a redelivery of a run left `running` by a runner that died: pending again
 for j = 1, #ids, 4000 do redis.call('ZREM', KEYS[2], unpack(ids, j, math.min(j + 3999, #ids))) end
@@ -214,7 +231,7 @@ class RunStore:
         results: Sequence[Result],
         payloads: Sequence[bytes] | None = None,
         finals: Sequence[bool] | None = None,
-        states: Sequence[tuple[str, float, bytes, str]] = (),
+        states: Sequence[tuple[str, float, bytes, str, int]] = (),
     ) -> dict[int, bytes]:
         """Store results, their markers, attempt summaries and index entries in one round trip, and end
         their runs' `pending`/`running` states.
@@ -234,7 +251,7 @@ class RunStore:
         if finals is None:
             finals = [True] * len(results)
         keys: list[str] = [self.index_key(), self.index_key(status="pending"), self.index_key(status="running")]
-        args: list[str | bytes | int] = [self.ttl, self._trim_horizon()]
+        args: list[str | bytes | int] = [self.prefix, self.ttl, self._trim_horizon()]
         for result, payload, final in zip(results, payloads, finals, strict=True):
             iid = result.invocation_id
             marker = self.done_key(iid) if final else self.tried_key(iid, result.attempt)
@@ -244,12 +261,10 @@ class RunStore:
                 self.index_key(plugin=result.plugin),
                 self.index_key(status=result.status),
                 self.attempts_key(iid),
-                self.done_key(iid),
-                self.state_key(iid),
             ]
             summary = orjson.dumps(attempt_summary(result)) if result.status in ("failed", "timeout") else b""
             mark = "cancelled" if result.status == "cancelled" and final else "1"
-            args += [iid, repr(result.finished_at.timestamp()), payload, summary, mark]
+            args += [iid, repr(result.finished_at.timestamp()), payload, summary, mark, result.attempt]
         if states:
             pipe = self.client.pipeline(transaction=False)
             self._states(*self._state_call(states), client=pipe)
@@ -259,31 +274,31 @@ class RunStore:
             skipped = self._record(keys=keys, args=args)
         return {int(skipped[i]) - 1: _as_bytes(skipped[i + 1]) for i in range(0, len(skipped), 2)}
 
-    def record_states(self, states: Sequence[tuple[str, float, bytes, str]]) -> None:
-        """(invocation id, epoch seconds, state JSON, "pending" or "running") of runs in progress, in one
-        round trip; a run already finished is left alone."""
+    def record_states(self, states: Sequence[tuple[str, float, bytes, str, int]]) -> None:
+        """(invocation id, epoch seconds, state JSON, "pending" or "running", attempt) of runs in progress,
+        in one round trip; a run already finished, or in a later attempt, is left alone."""
         if states:
             self._states(*self._state_call(states))
 
-    def _state_call(self, states: Sequence[tuple[str, float, bytes, str]]) -> tuple[list[str], list[str | bytes | int]]:
+    def _state_call(
+        self, states: Sequence[tuple[str, float, bytes, str, int]]
+    ) -> tuple[list[str], list[str | bytes | int]]:
         keys = [self.index_key(status="pending"), self.index_key(status="running")]
-        args: list[str | bytes | int] = [self.ttl]
-        for iid, at, payload, status in states:
-            keys += [self.done_key(iid), self.state_key(iid)]
-            args += [iid, repr(at), payload, status]
+        args: list[str | bytes | int] = [self.prefix, self.ttl]
+        for iid, at, payload, status, attempt in states:
+            args += [iid, repr(at), payload, status, attempt]
         return keys, args
 
-    def accept(self, items: Sequence[tuple[str, int, float, bytes]]) -> list[int]:
-        """The runner's check of a consumed batch, in one round trip: for each (invocation id, attempt,
-        epoch seconds, pending state JSON or b"" for none), 0 = to run (and now recorded `pending`),
-        1 = done, 2 = this attempt failed before and its retry is on Kafka, 3 = cancelled."""
+    def accept(self, at: float, items: Sequence[tuple[str, int, bytes]]) -> list[int]:
+        """The runner's check of a batch consumed at `at` (epoch seconds), in one round trip: for each
+        (invocation id, attempt, pending state JSON or b"" for none), 0 = to run (and now recorded
+        `pending`), 1 = done, 2 = this attempt failed before and its retry is on Kafka, 3 = cancelled."""
         if not items:
             return []
+        args: list[str | bytes | int] = [self.prefix, self.ttl, repr(at)]
+        for iid, attempt, payload in items:
+            args += [iid, attempt, payload]
         keys = [self.index_key(status="pending"), self.index_key(status="running")]
-        args: list[str | bytes | int] = [self.ttl]
-        for iid, attempt, at, payload in items:
-            keys += [self.done_key(iid), self.tried_key(iid, attempt), self.cancel_key(iid), self.state_key(iid)]
-            args += [iid, repr(at), payload]
         return [int(c) for c in self._accept(keys=keys, args=args)]
 
     def _trim_horizon(self) -> str:

@@ -125,6 +125,7 @@ def test_a_cancelled_result_is_recorded_once(settings):
         now = time.time()
         inv = new_invocation("echo", {})
         state = {
+            "attempt": 1,
             "invocation_id": inv.invocation_id,
             "plugin": "echo",
             "plugin_version": "1.0.0",
@@ -135,7 +136,7 @@ def test_a_cancelled_result_is_recorded_once(settings):
             "host": "h",
             "worker_pid": 1,
         }
-        store.record_states([(inv.invocation_id, now, json.dumps(state).encode(), "running")])
+        store.record_states([(inv.invocation_id, now, json.dumps(state, separators=(",", ":")).encode(), "running", 1)])
         assert _status(store, inv.invocation_id) == "running"
         outcome = cancel_with(store, cancels, inv.invocation_id, "pytest")
         assert outcome.was == "running" and outcome.result is not None
@@ -319,3 +320,55 @@ def test_a_delayed_trigger_cancelled_is_recorded_cancelled_at_once(settings):
         assert is_cancelled(settings, iid)  # what the release checks before publishing it
     finally:
         store.close()
+
+
+FLAKY_MAIN = """def run(context=None):
+    open("started-%s-%d" % (context["invocation_id"], context["attempt"]), "w").close()
+    raise RuntimeError("first attempt fails")
+"""
+
+
+def test_a_retry_waiting_for_its_time_cancelled_never_runs(stack, tmp_path):
+    """Attempt 1 fails; attempt 2 waits in the runner for its retry delay (state `pending`). Cancelled
+    then, it is recorded `cancelled` at once and never runs, and is not dead-lettered."""
+    folder = tmp_path / "plugins" / "flaky"
+    folder.mkdir(parents=True)
+    (folder / "plugin.json").write_text(
+        json.dumps(
+            {
+                "name": "flaky",
+                "entry_point": "main.run",
+                "concurrency": 1,
+                "retries": {"max_retries": 1, "retry_delay": 4, "backoff_factor": 1},
+            }
+        )
+    )
+    (folder / "main.py").write_text(FLAKY_MAIN)
+    config = write_config(tmp_path, isolated_config_data("cancelretry", plugin_dirs=[tmp_path / "plugins"]))
+    settings = config.settings
+    topics = [settings.topics.invoke("flaky"), settings.topics.invoke("flaky", "high"), settings.topics.results]
+    ensure_topics(settings, [*topics, settings.topics.dlq])
+    store = RunStore(settings)
+    cancels = Cancels(store.client, store.prefix, store.ttl)
+    reader = ResultsReader(settings)
+    try:
+        with Runner(config):
+            inv = new_invocation("flaky", {})
+            produce_messages(settings, [(topics[0], inv.invocation_id.encode(), inv.model_dump_json().encode())])
+            iid = inv.invocation_id
+            wait_for(
+                lambda: (run := store.current(iid)) is not None and run.status == "pending" and run.attempt == 2,
+                30,
+                what="attempt 2 waiting for its retry time",
+            )
+            outcome = cancel_with(store, cancels, iid, "pytest")
+            assert outcome.was == "pending" and store.get(iid).status == "cancelled"
+            time.sleep(6)  # past attempt 2's time
+            published = [json.loads(v) for k, v in reader.wait_for(2, 30) if k == iid]
+            assert [(r["attempt"], r["status"]) for r in published] == [(1, "failed"), (2, "cancelled")]
+            assert (folder / f"started-{iid}-1").exists() and not (folder / f"started-{iid}-2").exists()
+            assert store.get(iid).status == "cancelled" and store.attempts(iid)[0]["status"] == "failed"
+    finally:
+        reader.close()
+        store.close()
+        remove_test_resources(settings, [*topics, settings.topics.dlq])
