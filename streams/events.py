@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import orjson
 
+from schemas.debezium_payload import unwrapped
 from schemas.row_change import OP_TO_OPERATION, debezium_event_id
 
 Kind = Literal["row_change", "invocation", "result", "dead_letter", "trigger", "unknown"]
@@ -68,6 +69,8 @@ def _dict(value: Any) -> dict[str, Any]:
 
 def facts(raw: bytes | None) -> EventFacts:
     value = parse(raw)
+    if isinstance(value, dict) and "payload" in value:  # cdc.format: debezium with schemas.enable
+        value = unwrapped(value)
     kind = kind_of(value)
     if kind == "row_change":
         source = value.get("source")

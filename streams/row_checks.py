@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from schemas.debezium_payload import unwrapped
 from schemas.row_change import debezium_event_id
 
 OPS = frozenset({"c", "u", "d", "r"})
@@ -45,6 +46,8 @@ def parse_change(raw: bytes) -> tuple[dict[str, Any], dict[str, Any], str]:
     except orjson.JSONDecodeError as e:
         raise BadRowChange(f"not JSON: {e}") from None
     if type(change) is dict:
+        if "payload" in change:  # cdc.format: debezium with schemas.enable
+            change = unwrapped(change)
         source, event_id, op = change.get("source"), change.get("event_id"), change.get("op")
         if event_id is None and "event_id" not in change:  # cdc.format: debezium writes none
             event_id = debezium_event_id(change)

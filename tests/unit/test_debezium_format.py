@@ -13,6 +13,7 @@ import pytest
 from pymysqlreplication.constants import FIELD_TYPE
 
 from cdc.debezium.envelope import NEW_KEY_HEADER, OLD_KEY_HEADER, messages
+from cdc.debezium.schema import table_schemas, wrapped
 from cdc.debezium.values import RowValues, datetime_micros, days, time_micros, unscaled, unscaled_bytes
 from cdc.snapshot import Snapshot, SnapshotError
 from schemas.debezium import DebeziumOptions
@@ -123,3 +124,32 @@ def test_snapshot_refuses_the_debezium_format() -> None:
     settings = Settings.model_validate({"cdc": {"format": "debezium"}})
     with pytest.raises(SnapshotError, match=r"cdc.format: debezium"):
         Snapshot(settings, RulesConfig.model_validate({}))
+
+
+def test_schemas_enable_round_trips_to_cdcflow_values_for_rules() -> None:
+    """cdcflow values -> Debezium's (schemas.enable) -> what the worker's rules see: the same values."""
+    cols = [
+        column("id", FIELD_TYPE.LONG),
+        column("d", FIELD_TYPE.NEWDECIMAL, precision=30, decimals=10),
+        column("day", FIELD_TYPE.DATE),
+        column("at", FIELD_TYPE.DATETIME2, fsp=3),
+        column("at6", FIELD_TYPE.DATETIME2, fsp=6),
+        column("t", FIELD_TYPE.TIME2, fsp=6),
+    ]
+    row = {
+        "id": 1,
+        "d": "-12345678901234567890.1234567890",
+        "day": "1000-01-01",
+        "at": "2024-01-02T03:04:05.120",
+        "at6": "2024-01-02T03:04:05.000001",
+        "t": "-838:59:58.999999",
+    }
+    options = DebeziumOptions.model_validate({"schemas.enable": True})
+    key_schema, value_schema = table_schemas(cols, ["id"], options, {"id": (False, None)}, frozenset(), "p.db.t")
+    source = {"server_id": 1, "db": "db", "table": "t", "file": "m.000001", "pos": 4, "row": 0}
+    (message,) = messages("c", None, RowValues(cols, options)(dict(row)), ("id",), source, 0, tombstones=True)
+    value = wrapped(value_schema, message.value)
+    assert value is not None and orjson.loads(value)["schema"]["name"] == "p.db.t.Envelope"
+    change, _, event_id = parse_change(value)
+    assert change["after"] == {**row, "at": "2024-01-02T03:04:05.120"} and event_id == "1:m.000001:4:1"
+    assert orjson.loads(wrapped(key_schema, message.key) or b"")["payload"] == {"id": 1}
