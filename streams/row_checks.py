@@ -50,7 +50,7 @@ def parse_change(raw: bytes) -> tuple[dict[str, Any], dict[str, Any], str]:
             change = unwrapped(change)
         source, event_id, op = change.get("source"), change.get("event_id"), change.get("op")
         if event_id is None and "event_id" not in change:  # cdc.format: debezium writes none
-            event_id = debezium_event_id(change)
+            event_id = change["event_id"] = debezium_event_id(change)  # the matcher reads it from the change
         if (
             type(source) is dict
             and type(event_id) is str
