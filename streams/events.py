@@ -81,7 +81,10 @@ def facts(raw: bytes | None) -> EventFacts:
             value,
             table=f"{source.get('db')}.{source.get('table')}",
             op=_text(value.get("op")),
-            event_id=_text(value.get("event_id")) if "event_id" in value else debezium_event_id(value),
+            # Debezium's format has none: derived, and put into the value, where replay's matcher reads it
+            event_id=_text(
+                value.get("event_id") if "event_id" in value else value.setdefault("event_id", debezium_event_id(value))
+            ),
         )
     if kind == "invocation":
         return _invocation_facts(kind, value, value)

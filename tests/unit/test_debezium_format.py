@@ -118,6 +118,7 @@ def test_the_worker_reads_debezium_envelopes() -> None:
     assert (source["table"], event_id) == ("t", "1:m.000001:4:1")
     seen = facts(orjson.dumps(value))
     assert (seen.kind, seen.table, seen.event_id) == ("row_change", "shop.t", "1:m.000001:4:1")
+    assert seen.value["event_id"] == "1:m.000001:4:1"  # replay's matcher reads it from the change
 
 
 def test_snapshot_refuses_the_debezium_format() -> None:
