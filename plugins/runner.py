@@ -399,17 +399,12 @@ class Runner:
                 accepted.append(_Dispatch(lane, invocation, ack, _not_before_of(msg, lane, consumed_at)))
         if not accepted:
             return
-        # One round trip: done / retried / cancelled, and the `pending` state of the rest.
+        # One round trip: done / retried / cancelled. The `pending` states of the rest go to the result
+        # writer (off this path, and not written at all for a run whose result lands in the same batch).
+        checks = [(d.invocation.invocation_id, d.invocation.attempt) for d in accepted]
+        codes = self._with_redis(lambda: self.store.accept(checks))
         when = iso(consumed_at)
-        checks = [
-            (
-                d.invocation.invocation_id,
-                d.invocation.attempt,
-                state_payload(d.invocation, d.lane.plugin.version, "pending", when),
-            )
-            for d in accepted
-        ]
-        codes = self._with_redis(lambda: self.store.accept(consumed_at, checks))
+        assert self.sink is not None
         for d, code in zip(accepted, codes, strict=True):
             iid = d.invocation.invocation_id
             if code == ACCEPT_DONE:
@@ -425,10 +420,13 @@ class Runner:
                     d.invocation.attempt,
                 )
                 self.completions.put(d.ack)
-            elif d.not_before is not None:
-                d.lane.submit_at(Job(d.invocation, d.ack, consumed_at), d.not_before)
             else:
-                d.lane.submit(Job(d.invocation, d.ack, consumed_at))
+                pending = state_payload(d.invocation, d.lane.plugin.version, "pending", when)
+                self.sink.state(iid, d.invocation.attempt, consumed_at, pending, "pending")
+                if d.not_before is not None:
+                    d.lane.submit_at(Job(d.invocation, d.ack, consumed_at), d.not_before)
+                else:
+                    d.lane.submit(Job(d.invocation, d.ack, consumed_at))
 
     def _parse(self, msg: Message, lane: PluginLane, ack: Ack) -> Invocation | None:
         """The message's Invocation, or None after submitting a `rejected` result for it."""
@@ -542,11 +540,12 @@ class Runner:
             return None
         assert self.sink is not None
         started = time.time()
-        self.sink.started(
+        self.sink.state(
             invocation.invocation_id,
             invocation.attempt,
             started,
             state_payload(invocation, plugin.version, "running", iso(started), version.pool.reserved_pid()),
+            "running",
         )
         self.ops.on_start(invocation)
         result = execute(plugin, version.pool, invocation, job.consumed_at)

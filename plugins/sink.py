@@ -1,8 +1,9 @@
 """Where finished invocations go: Redis first, then the results topic, then the commit.
 
-The `running` state of each call (plugins/run_states.py) goes through the same writer: queued by the
-lane thread before the call, it reaches Redis in the batch round trip (never after its own result,
-the queue being in order; not at all when its result is in the same batch), and is not published.
+The `pending` and `running` states of each run (plugins/run_states.py) go through the same writer:
+queued when the runner takes the invocation and when a lane thread starts it, they reach Redis in
+the batch round trip (never after the run's result, the queue being in order; not at all when the
+result is in the same batch, as a short call's mostly are under load), and are not published.
 
 One writer thread takes every queued result, writes the whole batch to Redis in one pipeline,
 then produces each to Kafka. Only Kafka's delivery report (acks=all) releases the invocation's
@@ -43,7 +44,7 @@ class SinkItem:
     result: Result | None  # None: already stored (a re-announcement), only produce it
     acks: tuple[Ack, ...]
     final: bool = True  # False: a failed attempt whose retry is already on Kafka (no done marker)
-    state: str | None = None  # "running": a run's in-progress state (payload), stored only
+    state: str | None = None  # "pending" or "running": a run's in-progress state (payload), stored only
     at: float = 0.0  # the state's time
     attempt: int = 1  # the state's attempt
 
@@ -72,9 +73,9 @@ class ResultSink:
     def submit(self, result: Result, acks: Sequence[Ack], final: bool = True) -> None:
         self._queue.put(SinkItem(result.invocation_id, result.model_dump_json().encode(), result, tuple(acks), final))
 
-    def started(self, invocation_id: str, attempt: int, at: float, payload: bytes) -> None:
-        """Record that the run started (its `running` state), with the next batch of results."""
-        self._queue.put(SinkItem(invocation_id, payload, None, (), state="running", at=at, attempt=attempt))
+    def state(self, invocation_id: str, attempt: int, at: float, payload: bytes, status: str) -> None:
+        """Record a run's `pending` or `running` state, with the next batch of results."""
+        self._queue.put(SinkItem(invocation_id, payload, None, (), state=status, at=at, attempt=attempt))
 
     def announce(self, invocation_id: str, payload: bytes, acks: Sequence[Ack]) -> None:
         """Publish an already stored result again (a redelivered invocation that is done)."""
@@ -129,11 +130,13 @@ class ResultSink:
 
     def _store(self, batch: list[SinkItem]) -> bool:
         items = [i for i in batch if i.result is not None]
-        # A run whose result is in this batch too is over: its `running` state need not be written (under
-        # load, short calls mostly start and end within one batch, so most states cost nothing).
-        ended = {i.key for i in items}
+        # An attempt whose result is in this batch too is over: its states need not be written (under
+        # load, short calls are mostly taken, started and ended within one batch: their states cost nothing).
+        ended = {(i.key, i.result.attempt) for i in items if i.result is not None}
         states = [
-            (i.key, i.at, i.payload, i.state, i.attempt) for i in batch if i.state is not None and i.key not in ended
+            (i.key, i.at, i.payload, i.state, i.attempt)
+            for i in batch
+            if i.state is not None and (i.key, i.attempt) not in ended
         ]
         if not items and not states:
             return True

@@ -15,6 +15,7 @@ Keys (prefix = settings.redis.key_prefix):
                                         worker pid); deleted with the attempt's result, so a state left behind
                                         is a runner that died: the run shows `running` until it is redelivered
   <prefix>:runs:status:pending|running  sorted sets of the ids in progress (by accepted / started time)
+States are written by the runner's result writer in its batch round trip (record_many's `states`).
 Index entries older than the TTL are trimmed on write, so the indexes do not outgrow the runs.
 A `cancelled` result (plugins/cancel.py) sets the done marker to "cancelled": it is recorded once, and a
 result that arrives later (the call that was being stopped, a success racing the cancel) is not stored;
@@ -116,7 +117,7 @@ local prefix = ARGV[1]
 local ttl = tonumber(ARGV[2])
 local n = (#ARGV - 2) / 5
 local add = {[KEYS[1]] = {}, [KEYS[2]] = {}}
-local started = {}
+local moved = {[KEYS[1]] = {}, [KEYS[2]] = {}}
 for i = 0, n - 1 do
   local a = 3 + i * 5
   local id, score, payload, status = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
@@ -129,45 +130,37 @@ for i = 0, n - 1 do
     local t = add[key]
     t[#t + 1] = score
     t[#t + 1] = id
-    if status == 'running' then started[#started + 1] = id end
+    -- a run started leaves the pending index; one pending again (a redelivery of a run left running
+    -- by a runner that died) leaves the running index
+    local other = status == 'running' and KEYS[1] or KEYS[2]
+    local m = moved[other]
+    m[#m + 1] = id
   end
 end
 for key, t in pairs(add) do
   for j = 1, #t, 4000 do redis.call('ZADD', key, unpack(t, j, math.min(j + 3999, #t))) end
 end
-for j = 1, #started, 4000 do redis.call('ZREM', KEYS[1], unpack(started, j, math.min(j + 3999, #started))) end
+for key, t in pairs(moved) do
+  for j = 1, #t, 4000 do redis.call('ZREM', key, unpack(t, j, math.min(j + 3999, #t))) end
+end
 return n
 """
-# The runner's per-batch check of what it consumed, and the `pending` state of what it will run, in one call.
-# KEYS: [pending index, running index]
-# ARGV: [prefix, ttl, score (the batch's time), then per invocation: invocation id, attempt, pending payload
-#        ("" = do not record it)]
-# Returns one code per invocation: 0 to run (recorded pending), 1 done, 2 this attempt already failed and
-# was retried, 3 cancelled before it ran.
+# The runner's per-batch check of what it consumed, in one call (fewer arguments than an MGET of the keys).
+# ARGV: [prefix, then per invocation: invocation id, attempt]
+# Returns one code per invocation: 0 to run, 1 done, 2 this attempt already failed and was retried,
+# 3 cancelled before it ran.
 _ACCEPT_SCRIPT = """
 local prefix = ARGV[1]
-local ttl = tonumber(ARGV[2])
-local score = ARGV[3]
-local n = (#ARGV - 3) / 3
-local codes, pending, ids = {}, {}, {}
-for i = 0, n - 1 do
-  local a = 4 + i * 3
-  local id, payload = ARGV[a], ARGV[a + 2]
+local codes = {}
+for a = 2, #ARGV, 2 do
+  local id = ARGV[a]
   local code = 0
   if redis.call('EXISTS', prefix .. ':done:' .. id) == 1 then code = 1
   elseif redis.call('EXISTS', prefix .. ':tried:' .. id .. ':' .. ARGV[a + 1]) == 1 then code = 2
   elseif redis.call('EXISTS', prefix .. ':cancel:' .. id) == 1 then code = 3
-  elseif payload ~= '' then
-    redis.call('SET', prefix .. ':state:' .. id, payload, 'EX', ttl)
-    pending[#pending + 1] = score
-    pending[#pending + 1] = id
-    ids[#ids + 1] = id
   end
   codes[#codes + 1] = code
 end
-for j = 1, #pending, 4000 do redis.call('ZADD', KEYS[1], unpack(pending, j, math.min(j + 3999, #pending))) end
--- a redelivery of a run left `running` by a runner that died: pending again
-for j = 1, #ids, 4000 do redis.call('ZREM', KEYS[2], unpack(ids, j, math.min(j + 3999, #ids))) end
 return codes
 """
 # Index trimming is housekeeping: once a second is plenty, and it keeps busy batches cheap.
@@ -289,17 +282,15 @@ class RunStore:
             args += [iid, repr(at), payload, status, attempt]
         return keys, args
 
-    def accept(self, at: float, items: Sequence[tuple[str, int, bytes]]) -> list[int]:
-        """The runner's check of a batch consumed at `at` (epoch seconds), in one round trip: for each
-        (invocation id, attempt, pending state JSON or b"" for none), 0 = to run (and now recorded
-        `pending`), 1 = done, 2 = this attempt failed before and its retry is on Kafka, 3 = cancelled."""
+    def accept(self, items: Sequence[tuple[str, int]]) -> list[int]:
+        """The runner's check of a consumed batch, in one round trip: for each (invocation id, attempt),
+        0 = to run, 1 = done, 2 = this attempt failed before and its retry is on Kafka, 3 = cancelled."""
         if not items:
             return []
-        args: list[str | bytes | int] = [self.prefix, self.ttl, repr(at)]
-        for iid, attempt, payload in items:
-            args += [iid, attempt, payload]
-        keys = [self.index_key(status="pending"), self.index_key(status="running")]
-        return [int(c) for c in self._accept(keys=keys, args=args)]
+        args: list[str | int] = [self.prefix]
+        for iid, attempt in items:
+            args += [iid, attempt]
+        return [int(c) for c in self._accept(keys=[], args=args)]
 
     def _trim_horizon(self) -> str:
         now = time.time()
