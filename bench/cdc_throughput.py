@@ -6,12 +6,14 @@ its own process:
   raw     plain mysql-replication over that binlog (same only_schemas/only_tables/blocking as the reader):
           iterate the events and their rows, nothing else;
   reader  the full cdcflow reader from a checkpoint at that position into fresh topics, rows
-          counted when Kafka acknowledged them (idempotent producer, acks=all).
+          counted when Kafka acknowledged them (idempotent producer, acks=all);
+  debezium the same reader with cdc.format: debezium (Debezium's envelope and encodings, defaults).
 Both rates run from the first row seen to the last row parsed (raw) / acknowledged (reader: the
 broker's append time of the first and last row change, LogAppendTime on the bench's topics).
 Finally one 200k-row transaction (INSERT ... SELECT into a second table) goes through a reader
 process whose peak RSS (VmHWM) is compared with its RSS when the first row arrived.
-Medians of the runs are printed; the last line is `cdc reader/raw-parse ratio: X.XX`.
+Medians of the runs are printed, for both formats; the last line is `cdc reader/raw-parse ratio: X.XX`
+(the cdcflow format's), the line before it the debezium format's.
 
     python -m bench.cdc_throughput [--rows 200000] [--runs 3]
 """
@@ -245,13 +247,13 @@ def write_rows(db: str, rows: int, per_transaction: int) -> float:
     return time.perf_counter() - started
 
 
-def reader_config(workdir: Path, data: dict, run: str, table: str) -> Config:
+def reader_config(workdir: Path, data: dict, run: str, table: str, row_format: str = "cdcflow") -> Config:
     """The bench's config with its own reader name, checkpoint topic and row-change topics for one run."""
     prefix = data["topics"]["cdc_prefix"]
     data = {
         **data,
         "topics": {**data["topics"], "cdc_prefix": f"{prefix}.{run}", "cdc_checkpoints": f"{prefix}.{run}.checkpoints"},
-        "cdc": {**data["cdc"], "name": f"{data['cdc']['name']}-{run}"},
+        "cdc": {**data["cdc"], "name": f"{data['cdc']['name']}-{run}", "format": row_format},
         "monitored_tables": {table: {"triggers": ["echo"]}},
     }
     directory = workdir / run
@@ -292,18 +294,22 @@ def main() -> None:
             f"(binlog from gtid {start.gtid_set})",
             file=sys.stderr,
         )
-        raw_rates, reader_rates, reader_hwm = [], [], []
+        raw_rates, reader_rates, reader_hwm, dbz_rates = [], [], [], []
         for run in range(args.runs):
             raw = in_child("raw", base, TABLE, start, args.rows)
             config = reader_config(workdir, data, f"r{run}", TABLE)
-            configs.append(config)
+            dbz_config = reader_config(workdir, data, f"d{run}", TABLE, "debezium")
+            configs += [config, dbz_config]
             rdr = in_child("reader", config, TABLE, start, args.rows)
+            dbz = in_child("reader", dbz_config, TABLE, start, args.rows)
             raw_rates.append(raw["rows"] / raw["seconds"])
             reader_rates.append(rdr["rows"] / rdr["seconds"])
+            dbz_rates.append(dbz["rows"] / dbz["seconds"])
             reader_hwm.append(rdr["hwm_kb"])
             print(
                 f"run {run + 1}: raw parse {raw_rates[-1]:,.0f} rows/s, reader {reader_rates[-1]:,.0f} rows/s "
-                f"(acked), ratio {reader_rates[-1] / raw_rates[-1]:.2f}",
+                f"(acked), ratio {reader_rates[-1] / raw_rates[-1]:.2f}; debezium format "
+                f"{dbz_rates[-1]:,.0f} rows/s, ratio {dbz_rates[-1] / raw_rates[-1]:.2f}",
                 file=sys.stderr,
             )
 
@@ -333,7 +339,16 @@ def main() -> None:
             f"peak RSS {big['hwm_kb'] / 1024:.0f} MB, RSS at its first row {big['base_kb'] / 1024:.0f} MB "
             f"(growth {(big['hwm_kb'] - big['base_kb']) / 1024:.0f} MB)"
         )
-        print(f"per-run ratios: {', '.join(f'{r:.2f}' for r in ratios)}")
+        dbz_ratios = [r / w for r, w in zip(dbz_rates, raw_rates, strict=True)]
+        print(
+            f"cdc reader, cdc.format=debezium: {statistics.median(dbz_rates):,.0f} rows/s (median; runs "
+            f"{', '.join(f'{r:,.0f}' for r in dbz_rates)})"
+        )
+        print(
+            f"per-run ratios: {', '.join(f'{r:.2f}' for r in ratios)} (debezium format: "
+            f"{', '.join(f'{r:.2f}' for r in dbz_ratios)})"
+        )
+        print(f"cdc reader (debezium format)/raw-parse ratio: {statistics.median(dbz_ratios):.2f}")
         print(f"cdc reader/raw-parse ratio: {statistics.median(ratios):.2f}")
     finally:
         execute(f"DROP DATABASE IF EXISTS {db}")
