@@ -8,6 +8,7 @@ schema history under the test's folder; snapshot.mode=no_data, so each streams f
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
@@ -18,7 +19,8 @@ from types import TracebackType
 
 from tests.support import REPO_ROOT, wait_for
 
-CONNECT_LIBS = REPO_ROOT / ".state" / "connect" / "libs"
+# where `stack.py install-connect` puts them (its state folder: $CDCFLOW_STATE_DIR, else <repo>/.state)
+CONNECT_LIBS = Path(os.environ.get("CDCFLOW_STATE_DIR") or REPO_ROOT / ".state").resolve() / "connect" / "libs"
 STREAMING = re.compile(r"Connected to binlog at .* starting at")
 
 
