@@ -521,6 +521,12 @@ class BinlogReader:
             self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
         except BufferError:
             self._produce_when_room(topic, value, key, on_delivery, headers)
+        except KafkaException as e:  # e.g. larger than message.max.bytes: stop here, checkpoint before it
+            raise RuntimeError(
+                f"a row change of {len(value or b'')} bytes could not be produced to {topic}: {e.args[0].str()}; "
+                f"row-change messages may be up to {ROW_CHANGE_MAX_MESSAGE_BYTES} bytes "
+                "(schemas/runtime/kafka_topics.py)"
+            ) from e
 
     def _produce_when_room(
         self, topic: str, value: bytes | None, key: bytes | None, on_delivery: Any, headers: Any = None
