@@ -677,6 +677,12 @@ class Runner:
         for tp in partitions:
             self.tracker.assign(tp.topic, tp.partition)
             self.assigned.add((tp.topic, tp.partition))
+        if partitions:
+            # librdkafka keeps a partition's pause through a revoke and a later re-assignment: one
+            # paused while its lane was full, then taken away and given back after the lane drained,
+            # would never be fetched again. Pauses are per topic here, re-applied by _flow_control.
+            consumer.incremental_assign(partitions)
+            consumer.resume(partitions)
         self._reapply_pauses = True
         log.info("assigned %s", _fmt(partitions))
 

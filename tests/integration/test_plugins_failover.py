@@ -1,5 +1,10 @@
-"""kill -9 of one of two runners under a steady stream: the other takes its partitions over (in far
-less than librdkafka's default 45 s session), nothing is lost and nothing recorded twice."""
+"""kill -9 of one of two runners under a steady stream, three times (a new runner replacing the dead
+one each time): another runner takes the dead one's partitions over (in far less than librdkafka's
+default 45 s session), nothing is lost and nothing recorded twice.
+
+Three rounds, because partitions also come back: a runner that paused a partition (its lane full
+with the backlog of the outage), lost it to a new runner, and gets it back when that one is killed
+must fetch it again (librdkafka keeps a pause through a revoke and a re-assignment)."""
 
 from __future__ import annotations
 
@@ -11,8 +16,7 @@ from tests.support import remove_test_resources, wait_for
 from tests.support.failover import (
     ResultWatch,
     SteadyStream,
-    first_takeover,
-    kill,
+    kill_one,
     make_config,
     runner_id,
     side_effects,
@@ -22,6 +26,7 @@ from tests.support.failover import (
 )
 
 PARTITIONS = 4
+ROUNDS = 3
 # A generous bound, not the target (bench/runner_failover.py measures that): it still fails with
 # the 45 s session librdkafka would use, and with a takeover that never comes.
 TAKEOVER_BOUND_SECONDS = 30.0
@@ -32,26 +37,24 @@ def test_sigkilled_runners_partitions_are_taken_over_nothing_lost_or_recorded_tw
     s = cfg.settings
     ensure_topics(s, topics(s))
     assert cfg.path is not None
-    runners = [start_runner(cfg.path, tmp_path / f"runner-{i}.log") for i in range(2)]
+    path = cfg.path
+    started = [start_runner(path, tmp_path / f"runner-{i}.log") for i in range(2)]
+    runners = list(started)
     watch, stream = ResultWatch(s), SteadyStream(s, PARTITIONS, rate=50.0)
     store = RunStore(s)
+    killed = []  # (dead runner, its partitions)
     try:
-        owned = wait_owned_by(s, {r.pid for r in runners}, PARTITIONS)
+        wait_owned_by(s, {r.pid for r in runners}, PARTITIONS)
         watch.start()
         stream.start()
-        time.sleep(2.0)  # both runners busy with their own partitions
-        victim = next(r for r in runners if owned[r.pid])  # one that owns some of the stream's partitions
-        survivor = next(r for r in runners if r is not victim)
-        killed_at = kill(victim)
-        takeover = wait_for(
-            lambda: first_takeover(stream, watch, owned[victim.pid], runner_id(victim.pid), killed_at),
-            TAKEOVER_BOUND_SECONDS + 5,
-            0.1,
-            "a result of the dead runner's partitions from the other runner",
-        )
-        assert takeover.seconds < TAKEOVER_BOUND_SECONDS, takeover
-        assert takeover.runner == runner_id(survivor.pid)
-        time.sleep(2.0)  # the survivor serves every partition for a while
+        for n in range(ROUNDS):
+            victim, dead, takeover = kill_one(s, runners, n, stream, watch, timeout=TAKEOVER_BOUND_SECONDS)
+            assert takeover.runner in {runner_id(r.pid) for r in runners}, takeover
+            killed.append((victim, dead))
+            started.append(start_runner(path, tmp_path / f"runner-{len(started)}.log"))
+            runners.append(started[-1])
+        wait_owned_by(s, {r.pid for r in runners}, PARTITIONS)
+        time.sleep(2.0)
         stream.stop()
         sent = dict(stream.sent)
         wait_for(lambda: all(i in watch.successes for i in sent), 60, 0.2, "a result for every invocation sent")
@@ -60,30 +63,28 @@ def test_sigkilled_runners_partitions_are_taken_over_nothing_lost_or_recorded_tw
     finally:
         stream.stop()
         watch.stop()
-        for r in runners:
+        for r in started:
             if r.poll() is None:
                 r.terminate()
                 r.wait(30)
     try:
-        dead = runner_id(victim.pid)
-        assert len(sent) >= 200, len(sent)  # ~50/s for the whole run, the outage included
-        taken = [i for i, p in sent.items() if p in owned[victim.pid] and watch.successes[i][0][0] != dead]
-        assert taken, "the survivor ran none of the dead runner's invocations"
-        # A result the dead runner recorded but did not commit is re-published as stored by the survivor
-        # (the same record: transport duplicates are allowed); two different records would be two runs.
+        assert len(sent) >= 500, len(sent)  # ~50/s for the whole run, the outages included
+        # A result the dead runner recorded but did not commit is re-published as stored by the next
+        # owner (the same record: transport duplicates are allowed); two different records are two runs.
         recorded_twice = {i: r for i, r in watch.successes.items() if len(set(r)) > 1}
         assert not recorded_twice, recorded_twice
         assert watch.other == [], watch.other
         assert all(store.is_done(i) for i in sent)
-        # A call the dead runner completed but could not record is run again (at least once);
-        # nothing else runs twice, and the survivor runs nothing twice.
+        # A call a dead runner completed but could not record is run again (at least once); nothing
+        # else runs twice.
+        dead_pids = {victim.pid for victim, _ in killed}
         done: dict[str, list[int]] = {}
         for kind, iid, _worker, parent in side_effects(folder):
             if kind == "done":
                 done.setdefault(iid, []).append(parent)
         assert set(done) >= set(sent)
         for iid, parents in done.items():
-            assert parents.count(survivor.pid) <= 1 and len(parents) - parents.count(victim.pid) <= 1, (iid, parents)
+            assert len([p for p in parents if p not in dead_pids]) <= 1, (iid, parents)
     finally:
         store.close()
         remove_test_resources(s, topics(s))

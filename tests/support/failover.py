@@ -240,3 +240,31 @@ def side_effects(folder: Path) -> list[tuple[str, str, int, int]]:
         for w in (line.split() for line in log.read_text().splitlines())
         if len(w) == 4
     ]
+
+
+def kill_one(
+    settings: Settings,
+    runners: list[subprocess.Popen[bytes]],
+    n: int,
+    stream: SteadyStream,
+    watch: ResultWatch,
+    timeout: float = 120.0,
+) -> tuple[subprocess.Popen[bytes], set[int], Takeover]:
+    """Round n: once the group is stable, SIGKILL a runner that owns some of the stream's partitions
+    (`runners` is in start order: the older one on even rounds, the newer on odd) and wait for
+    another runner's first result on them. The dead runner (removed from `runners`), its
+    partitions, and the takeover."""
+    owned = wait_owned_by(settings, {r.pid for r in runners}, settings.kafka.partitions)
+    time.sleep(2.0)  # every runner busy with its own partitions
+    order = runners if n % 2 == 0 else runners[::-1]
+    victim = next(r for r in order if owned[r.pid])
+    dead = owned[victim.pid]
+    killed_at = kill(victim)
+    takeover: Takeover = wait_for(
+        lambda: first_takeover(stream, watch, dead, runner_id(victim.pid), killed_at),
+        timeout,
+        0.05,
+        f"another runner to serve partitions {sorted(dead)} of the runner killed in round {n + 1}",
+    )
+    runners.remove(victim)
+    return victim, dead, takeover
