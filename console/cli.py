@@ -7,6 +7,8 @@ maps names to them, so a part never imports the console.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from pathlib import Path
 
 import click
@@ -100,7 +102,29 @@ def _one_of(ctx: click.Context, name: str, value: str, choices: tuple[str, ...])
 
 
 def main() -> None:
-    cli(prog_name="cdcflow")
+    try:
+        cli(prog_name="cdcflow")
+    except Exception as e:
+        if (why := _kafka_option_refused(e)) is None:
+            raise
+        overrides = [n for n in os.environ if n.upper() in ("CDCFLOW_KAFKA", "CDCFLOW_KAFKA__CLIENT_OPTIONS")]
+        where = "kafka.client_options" + (f" (set by {', '.join(overrides)})" if overrides else "")
+        click.echo(f"Error: {where}: {why}", err=True)
+        sys.exit(1)
+
+
+def _kafka_option_refused(error: Exception) -> str | None:
+    """librdkafka's reason when it refused a client option (the config, or CDCFLOW_KAFKA__CLIENT_OPTIONS),
+    which it does only when a command first makes a Kafka client: `config check` names it in advance,
+    the other commands would end in a traceback."""
+    if type(error).__name__ != "KafkaException" or not error.args:
+        return None
+    from confluent_kafka import KafkaError
+
+    kafka_error = error.args[0]
+    if not isinstance(kafka_error, KafkaError) or kafka_error.code() != KafkaError._INVALID_ARG:
+        return None
+    return str(kafka_error.str())
 
 
 if __name__ == "__main__":

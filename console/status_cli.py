@@ -7,7 +7,9 @@ import click
 
 @click.command("status")
 @click.option("--json", "as_json", is_flag=True, help="the same as one JSON object, for scripts")
-@click.option("--failures", default=5, show_default=True, help="how many recent failures to show")
+@click.option(
+    "--failures", type=click.IntRange(0, 1000), default=5, show_default=True, help="how many recent failures to show"
+)
 @click.option("--no-kafka", is_flag=True, help="skip consumer-group lag (which asks Kafka)")
 @click.pass_context
 def status(ctx: click.Context, as_json: bool, failures: int, no_kafka: bool) -> None:

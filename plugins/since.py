@@ -15,7 +15,10 @@ def parse_since(value: str, now: datetime | None = None) -> datetime:
     text = value.strip().lower()
     now = now or datetime.now(UTC)
     if _DURATION.match(text):
-        return now - timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in _PART.findall(text)))
+        try:
+            return now - timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in _PART.findall(text)))
+        except OverflowError:  # before year 1 (99999999d)
+            raise ValueError(f"{value!r} reaches back before the year 1") from None
     try:
         moment = datetime.fromisoformat(value.strip())
     except ValueError:

@@ -87,7 +87,10 @@ def ensure_venv(venv_dir: Path, dependencies: Iterable[str], *, timeout: float =
     target = venv_path(venv_dir, spec)
     if venv_state(venv_dir, spec) == "ready":
         return target
-    venv_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        venv_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file on the path, no write access: said once, as a build error
+        raise VenvError(f"{venv_dir}: cannot make the venv folder: {e.strerror or e}") from None
     with _build_lock(venv_dir / f".{spec.key}.lock"):
         if venv_state(venv_dir, spec) == "ready":  # someone else built it while we waited
             return target

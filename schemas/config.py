@@ -87,7 +87,10 @@ def parse_rules(data: dict[str, Any], source: str | Path, default_db: str) -> Ru
     if not isinstance(tables, dict):
         raise ConfigError(source, [("monitored_tables", "must be a mapping of table -> rule or list of rules")])
     for table_key, body in tables.items():
-        db, _, table = str(table_key).rpartition(".")
+        db, dot, table = str(table_key).rpartition(".")
+        if not table.strip() or "." in db or (dot and not db):
+            problems.append((f"monitored_tables.{table_key or repr(table_key)}", "a table is named TABLE or DB.TABLE"))
+            continue
         db = db or default_db
         specs = body if isinstance(body, list) else [body]
         for i, spec in enumerate(specs):

@@ -94,6 +94,8 @@ def parse_offsets(specs: tuple[str, ...], option: str) -> dict[int | None, int]:
                 raise RangeError(f"{option} {item!r}: expected OFFSET or PARTITION:OFFSET (e.g. 0:100)") from None
             if value < 0 or (partition is not None and partition < 0):
                 raise RangeError(f"{option} {item!r}: partitions and offsets start at 0")
+            if value >= 2**63 or (partition is not None and partition >= 2**31):
+                raise RangeError(f"{option} {item!r}: past the largest offset (or partition) Kafka has")
             if partition in out:
                 which = "every partition" if partition is None else f"partition {partition}"
                 raise RangeError(f"{option} {item!r}: {which} is given twice")
@@ -124,7 +126,10 @@ def parse_time(text: str, option: str, now: datetime | None = None) -> datetime:
     m = RELATIVE.match(text.strip())
     if m and any(m.groups()):
         d, h, mi, s = (int(g or 0) for g in m.groups())
-        return now - timedelta(days=d, hours=h, minutes=mi, seconds=s)
+        try:
+            return now - timedelta(days=d, hours=h, minutes=mi, seconds=s)
+        except OverflowError:  # before year 1 (99999999d)
+            raise RangeError(f"{option} {text!r}: reaches back before the year 1") from None
     try:
         parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
