@@ -184,7 +184,9 @@ def plugins_reload(name: str) -> None:
 
 
 @plugins_group.command("watch")
-@click.option("--interval", default=1.0, show_default=True, help="seconds between polls")
+@click.option(
+    "--interval", type=click.FloatRange(min=0.05), default=1.0, show_default=True, help="seconds between polls"
+)
 def plugins_watch(interval: float) -> None:
     """Watch the plugin folders and report each settled change: the new version and hash, or why it is broken.
 

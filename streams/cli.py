@@ -103,7 +103,11 @@ def explain_cmd(ctx: click.Context, event_file: BinaryIO) -> None:
 @click.option("--key", "idempotency_key", metavar="KEY", help="the same key gives the same invocation, run once")
 @click.option("--wait", is_flag=True, help="wait for the result and print it")
 @click.option(
-    "--timeout", type=float, default=300.0, show_default=True, help="seconds to wait with --wait (after the due time)"
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=300.0,
+    show_default=True,
+    help="seconds to wait with --wait (after the due time)",
 )
 @click.pass_context
 def trigger(

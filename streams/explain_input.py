@@ -27,4 +27,6 @@ def hand_written_change(raw: bytes, source: str) -> dict[str, Any]:
         raise ConfigError(source, [("", f"not a row-change event: {e}")]) from None
     except orjson.JSONEncodeError:  # parse_json keeps any integer; the loop reads 64 bits
         raise ConfigError(source, [("", "not a row-change event: an integer beyond 64 bits")]) from None
+    if not change["source"]["db"] or not change["source"]["table"]:
+        raise ConfigError(source, [("source", "db and table must not be empty")])
     return change
