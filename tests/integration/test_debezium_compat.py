@@ -283,15 +283,27 @@ def test_same_messages_as_debezium(streamed: dict[str, Any], combo: str, table: 
     assert len(got) == len(expected)
 
 
-def test_event_ids_unique_and_in_binlog_order(streamed: dict[str, Any]) -> None:
-    _, ours = streamed["sides"]["defaults"]
-    ids = [debezium_event_id(v) for t in TABLES for _, _, v, *_ in ours[t] if v is not None]
+def _event_ids(side: Side) -> list[str | None]:
+    return [debezium_event_id(v) for t in TABLES for _, _, v, *_ in side[t] if v is not None]
+
+
+def test_event_ids_unique_stable_and_in_binlog_order(streamed: dict[str, Any]) -> None:
+    theirs, ours = streamed["sides"]["defaults"]
+    ids = _event_ids(ours)
     assert None not in ids and len(set(ids)) == len(ids) > 2 * len(FAMILIES)
-    changes = [v for _, _, v, *_ in ours["changes"] if v is not None]
-    key_change = [v for v in changes if v["source"]["pos"] == changes[3]["source"]["pos"]]
-    assert [v["op"] for v in key_change] == ["d", "c"]  # one binlog row, two messages, two ids
+    # Stable: another reader of the same binlog (other options, own topics), and Debezium itself, give the same ids.
+    assert sorted(map(str, _event_ids(streamed["sides"]["doubles"][1]))) == sorted(map(str, ids))
+    assert sorted(map(str, _event_ids(theirs))) == sorted(map(str, ids))
+    # binlog order: position, row, and a key change's delete before its create (as both writers emit them)
+    changes = sorted(
+        (v for _, _, v, *_ in ours["changes"] if v is not None),
+        key=lambda v: (v["source"]["pos"], v["source"]["row"], v["op"] == "c"),
+    )
+    halves = [v for _, _, v, headers, _ in ours["changes"] if v is not None and headers]
+    assert sorted(v["op"] for v in halves) == ["c", "d"]  # the key change: one binlog row, two messages
+    assert len({debezium_event_id(v) for v in halves}) == 2 and halves[0]["source"]["pos"] == halves[1]["source"]["pos"]
     orders = [binlog_order(debezium_event_id(v) or "") for v in changes]
-    assert None not in orders and len(set(orders)) == len(orders)
+    assert None not in orders and orders == sorted(o for o in orders if o is not None), "ids out of binlog order"
 
 
 def test_heartbeats_as_debezium_writes_them(streamed: dict[str, Any]) -> None:
