@@ -11,6 +11,7 @@ NaN/Infinity (no other JSON reader takes them back).
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -101,9 +102,11 @@ def parse_yaml(text: str, source: str | Path) -> Any:
 
 
 class _Refused(ValueError):
-    def __init__(self, reason: str, key: str | None = None):
+    """A value the hooks refuse: a repeated `key`, or a `token` (NaN, 1e400) outside strings."""
+
+    def __init__(self, reason: str, key: str | None = None, token: str | None = None):
         super().__init__(reason)
-        self.key = key
+        self.key, self.token = key, token
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -116,26 +119,35 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _no_constant(name: str) -> float:
-    raise _Refused(f"{name} is not a JSON number")
+    raise _Refused(f"{name} is not a JSON number", token=name)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e400: json makes it infinity, which no other JSON reader takes back
+        raise _Refused(f"{text} is beyond a float's range", token=text)
+    return value
 
 
 def parse_json(text: str, source: str | Path) -> Any:
-    """One JSON value, strictly (no duplicate keys, NaN or Infinity); ConfigError naming `source`,
-    line and column."""
+    """One JSON value, strictly (no duplicate keys, NaN, Infinity or a number past a float's range);
+    ConfigError naming `source`, line and column."""
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        return json.loads(
+            text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant, parse_float=_finite_float
+        )
     except json.JSONDecodeError as e:
         raise ConfigError(source, [(f"line {e.lineno} column {e.colno}", f"invalid JSON: {e.msg}")]) from None
     except _Refused as e:
-        line, column = _line_column(text, _refused_position(text, e.key))
+        line, column = _line_column(text, _refused_position(text, e.key, e.token))
         raise ConfigError(source, [(f"line {line} column {column}", f"invalid JSON: {e}")]) from None
     except RecursionError:
         raise ConfigError(source, [("", "invalid JSON: nested too deeply")]) from None
 
 
-def _refused_position(text: str, duplicate: str | None) -> int:
-    """Where the first repeated key (or, without one, NaN/Infinity) is: the parser's hooks get no
-    positions, so the text is walked again with just enough of JSON's grammar (strings, nesting)."""
+def _refused_position(text: str, duplicate: str | None, token: str | None) -> int:
+    """Where the first repeated key (or `token`) is: the parser's hooks get no positions, so the text
+    is walked again with just enough of JSON's grammar (strings, nesting)."""
     keys: list[set[str] | None] = []  # per open bracket: the object's keys so far, None for an array
     expect_key, i = False, 0
     while i < len(text):
@@ -158,7 +170,7 @@ def _refused_position(text: str, duplicate: str | None) -> int:
             keys.append(set() if c == "{" else None)
         elif c in "]}" and keys:
             keys.pop()
-        elif duplicate is None and c in "NI-" and text.startswith(("NaN", "Infinity", "-Infinity"), i):
+        elif token is not None and text.startswith(token, i):
             return i
         expect_key = c in "{," and bool(keys) and keys[-1] is not None
         i += 1

@@ -58,6 +58,7 @@ def test_yaml_syntax_errors_name_line_and_column(text: str, expected: str) -> No
         ('{"x": [1, {"a": 1}], "a": 2, "x": 3}', "p.json: line 1 column 30: invalid JSON: duplicate key 'x'"),
         ('{"n": "NaN",\n "m": [1, NaN]}', "p.json: line 2 column 11: invalid JSON: NaN is not a JSON number"),
         ('{"m": -Infinity}', "p.json: line 1 column 7: invalid JSON: -Infinity is not a JSON number"),
+        ('{"s": "1e400",\n "m": [1e400]}', "p.json: line 2 column 8: invalid JSON: 1e400 is beyond a float's range"),
         ('{"a": 1,}', "p.json: line 1 column 9: invalid JSON: Expecting property name enclosed in double quotes"),
         ("[" * 5000, "p.json: invalid JSON: nested too deeply"),
     ],
