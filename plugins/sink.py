@@ -32,6 +32,9 @@ from schemas.result import Result
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 500
+# How long `pending`/`running` states alone wait for more before they are written (see _collect): a
+# run that takes longer shows its state this much later, one that ends sooner never writes one.
+STATE_LINGER_SECONDS = 0.02
 RETRY_DELAY_SECONDS = 1.0
 SLIM_ERROR_CHARS = 20000  # of a slimmed result's error message
 SLIM_FIELD_MAX_BYTES = 64 * 1024  # params or trigger larger than this leave a slimmed result
@@ -98,20 +101,31 @@ class ResultSink:
         while self._polling.is_set():
             self.producer.poll(0.1)
 
+    def _collect(self) -> tuple[list[SinkItem], bool]:
+        """The next batch, and whether close() asked to stop after it. A batch of states only waits up to
+        STATE_LINGER_SECONDS for more: a short call's result follows within it, and then none of its
+        states need writing (nor take the GIL from the lane threads while they start calls)."""
+        first = self._queue.get()
+        if first is _STOP:
+            return [], True
+        batch = [first]
+        linger_until = time.monotonic() + STATE_LINGER_SECONDS if first.state is not None else None
+        while len(batch) < MAX_BATCH:
+            try:
+                left = linger_until - time.monotonic() if linger_until is not None else 0.0
+                nxt = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is _STOP:
+                return batch, True
+            batch.append(nxt)
+            if nxt.state is None:  # a result: write now
+                linger_until = None
+        return batch, False
+
     def _write_loop(self) -> None:
         while True:
-            first = self._queue.get()
-            stop = first is _STOP
-            batch: list[SinkItem] = [] if stop else [first]
-            while len(batch) < MAX_BATCH:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is _STOP:
-                    stop = True
-                    break
-                batch.append(nxt)
+            batch, stop = self._collect()
             # Never let the writer die on an unexpected error: everything after it would stall.
             try:
                 stored = bool(batch) and self._store(batch)
@@ -133,11 +147,12 @@ class ResultSink:
         # An attempt whose result is in this batch too is over: its states need not be written (under
         # load, short calls are mostly taken, started and ended within one batch: their states cost nothing).
         ended = {(i.key, i.result.attempt) for i in items if i.result is not None}
-        states = [
-            (i.key, i.at, i.payload, i.state, i.attempt)
+        latest = {  # one state per run: the last one queued (running after pending)
+            i.key: (i.key, i.at, i.payload, i.state, i.attempt)
             for i in batch
             if i.state is not None and (i.key, i.attempt) not in ended
-        ]
+        }
+        states = list(latest.values())
         if not items and not states:
             return True
         results = [i.result for i in items if i.result is not None]

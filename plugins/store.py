@@ -111,7 +111,7 @@ return skipped
 # KEYS: [pending index, running index]
 # ARGV: [prefix, ttl, then per run: invocation id, score, state payload, status (pending or running), attempt]
 # A run already finished keeps no state (a redelivered duplicate, or a cancel that came first), and a
-# state never replaces one of a later attempt.
+# state never replaces one of a later attempt. One state per run in a call (the index moves are batched).
 _STATE_SCRIPT = """
 local prefix = ARGV[1]
 local ttl = tonumber(ARGV[2])
