@@ -212,7 +212,10 @@ def streamed(stack: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
             reader.__exit__(None, None, None)
         execute(f"DROP DATABASE IF EXISTS {db}")
         for config, (_, ours) in zip(configs, prefixes.values(), strict=True):
-            beats = [f"__debezium-heartbeat.{p}" for p in (ours, *(d for d, o in prefixes.values() if o == ours))]
+            theirs = [
+                d for d, o in prefixes.values() if o == ours
+            ]  # + Debezium's schema-change topic, named as its prefix
+            beats = [*theirs, *(f"__debezium-heartbeat.{p}" for p in (ours, *theirs))]
             remove_test_resources(config.settings, [*dbz_topics, *(f"{ours}.{db}.{t}" for t in TABLES), *beats])
 
 
