@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
 
 from pydantic import ValidationError
 
@@ -68,10 +67,6 @@ def env_parse_error(error: Exception, environ: Mapping[str, str]) -> ConfigError
             try:
                 parse_json(value, name)
             except ConfigError as e:
-                return ConfigError("environment", [(name, reason) for _, reason in _problems(e)])
+                return ConfigError("environment", [(name, f"{k}: {r}" if k else r) for k, r in e.problems])
     listed = ", ".join(sorted(names.values())) or section
     return ConfigError("environment", [(listed, "not valid JSON for a list or mapping")])
-
-
-def _problems(error: ConfigError) -> list[tuple[str, Any]]:
-    return [(key, f"{key}: {reason}" if key else reason) for key, reason in error.problems]
