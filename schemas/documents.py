@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -133,16 +134,30 @@ def parse_json(text: str, source: str | Path) -> Any:
     """One JSON value, strictly (no duplicate keys, NaN, Infinity or a number past a float's range);
     ConfigError naming `source`, line and column."""
     try:
-        return json.loads(
+        value = json.loads(
             text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant, parse_float=_finite_float
         )
+        if "\\u" in text:  # an escape may be half a surrogate pair: a string no UTF-8 writer can write
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        return value
     except json.JSONDecodeError as e:
         raise ConfigError(source, [(f"line {e.lineno} column {e.colno}", f"invalid JSON: {e.msg}")]) from None
     except _Refused as e:
         line, column = _line_column(text, _refused_position(text, e.key, e.token))
         raise ConfigError(source, [(f"line {line} column {column}", f"invalid JSON: {e}")]) from None
+    except UnicodeEncodeError:
+        found = _LONE_SURROGATE.search(text)
+        line, column = _line_column(text, found.start() if found else 0)
+        why = "invalid JSON: a \\u escape that is half a surrogate pair, not a character"
+        raise ConfigError(source, [(f"line {line} column {column}", why)]) from None
     except RecursionError:
         raise ConfigError(source, [("", "invalid JSON: nested too deeply")]) from None
+
+
+# A high surrogate escape not followed by a low one, or a low one alone.
+_LONE_SURROGATE = re.compile(
+    r"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])|(?<![0-9a-fA-F])\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
 
 
 def _refused_position(text: str, duplicate: str | None, token: str | None) -> int:

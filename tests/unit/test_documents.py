@@ -67,6 +67,15 @@ def test_json_is_strict_and_errors_name_line_and_column(text: str, expected: str
     assert error_of(parse_json, text, "p.json") == expected
 
 
+def test_half_a_surrogate_pair_is_refused_and_a_whole_one_kept() -> None:
+    message = error_of(parse_json, '{"a": 1,\n "m": "x\\udc00"}', "p.json")
+    assert (
+        message == "p.json: line 2 column 9: invalid JSON: a \\u escape that is half a surrogate pair, not a character"
+    )
+    assert "line 1 column 8" in error_of(parse_json, '{"m": "\\ud800"}', "p.json")
+    assert parse_json('{"m": "\\ud83d\\ude00", "n": "a\\\\ud800"}', "p.json") == {"m": "\U0001f600", "n": "a\\ud800"}
+
+
 def test_the_same_key_in_two_objects_is_fine() -> None:
     assert parse_json('{"a": {"k": 1}, "b": {"k": 2}, "k": 3}', "p.json") == {"a": {"k": 1}, "b": {"k": 2}, "k": 3}
 
