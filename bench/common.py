@@ -15,15 +15,18 @@ def stack_up() -> None:
     subprocess.run([sys.executable, str(ROOT / "stack" / "stack.py"), "up"], check=True, stdout=subprocess.DEVNULL)
 
 
-def start_cdcflow(config_path: Path, *args: str, log_path: Path) -> subprocess.Popen[bytes]:
-    """`cdcflow --config CONFIG ARGS...` in the background, logging at WARNING into `log_path`."""
+def start_cdcflow(
+    config_path: Path, *args: str, log_path: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """`cdcflow --config CONFIG ARGS...` in the background, logging at WARNING into `log_path`; `env`
+    adds to the environment (e.g. a CDCFLOW_<SECTION>__<KEY> override for this process only)."""
     with log_path.open("wb") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "console.cli", "--config", str(config_path), *args],
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "CDCFLOW_LOG_LEVEL": "WARNING"},
+            env={**os.environ, "CDCFLOW_LOG_LEVEL": "WARNING", **(env or {})},
         )
 
 

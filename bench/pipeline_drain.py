@@ -9,19 +9,28 @@
    success for every change;
 4. checked: one success per change (by event id) and no second success for any invocation id.
 
+With `--streams N --runners M`, the extra streams workers and runners are started next to `cdcflow
+run` as a user adds them on one box (`cdcflow streams worker`, each with its own streams.state_dir;
+`cdcflow runners run`), and the clock starts once all of them are ready. The CPU each part used
+during the drain is printed in cores (bench/cores.py; Kafka, MariaDB and Redis are shared with
+whatever else runs on the machine).
+
 Progress every 5 s on stderr. Last line: `pipeline drain rows/s: N`.
 
-    python -m bench.pipeline_drain [--rows 200000] [--partitions 4]
+    python -m bench.pipeline_drain [--rows 200000] [--partitions 4] [--streams 1] [--runners 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +38,12 @@ import orjson
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
 
-from bench.common import stack_up, start_cdcflow, stop_cdcflow
+from bench.common import ROOT, stack_up, start_cdcflow, stop_cdcflow
+from bench.cores import cores_used, snapshot
 from cdc.checkpoint import CheckpointStore
-from console.status_report import check_health
+from console.status_report import component_views
 from schemas.config import Config
+from schemas.runtime.components import now_ms, read_records, redis_client
 from tests.support import execute, isolated_config_data, mysql, remove_test_resources, wait_for, write_config
 
 BATCH = 1000  # rows per transaction
@@ -75,6 +86,8 @@ class ResultCounter:
         self.by_event: Counter[str] = Counter()
         self.by_invocation: Counter[str] = Counter()
         self.other: Counter[str] = Counter()
+        self.ready_at: float | None = None  # wall time every component was ready
+        self.before_ready = 0  # changes that had run by then (extra processes start later: the rest is fairer)
 
     def poll(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -87,6 +100,8 @@ class ResultCounter:
         if result.get("status") == "success":  # a retried attempt's failure is not a second run
             self.by_invocation[result.get("invocation_id", "?")] += 1
             self.by_event[(result.get("trigger") or {}).get("event_id", "?")] += 1
+            if self.ready_at is not None and datetime.fromisoformat(result["finished_at"]).timestamp() < self.ready_at:
+                self.before_ready += 1
         else:
             self.other[str(result.get("status"))] += 1
 
@@ -119,29 +134,78 @@ def take_start_position(config: Config, workdir: Path) -> None:
         stop_cdcflow(reader)
 
 
-def drain(config: Config, workdir: Path, expected: int) -> tuple[float, float, ResultCounter]:
-    """(start-up seconds, drain seconds, the counts)."""
+def start_pipeline(config: Config, workdir: Path, streams: int, runners: int) -> dict[str, subprocess.Popen[bytes]]:
+    """`cdcflow run` (the reader, a streams worker, a runner), then the extra streams workers and
+    runners a user adds on the same box. Each extra streams worker gets its own streams.state_dir:
+    it holds the worker's RocksDB tables and keys its transactional id (streams/row_changes.py), so
+    two workers sharing one would fence each other."""
     assert config.path is not None
+    procs = {"cdcflow run": start_cdcflow(config.path, "run", log_path=workdir / "pipeline.log")}
+    for n in range(2, streams + 1):
+        own = {"CDCFLOW_STREAMS__STATE_DIR": f"{config.settings.streams.state_dir}-{n}"}
+        log_path = workdir / f"streams-{n}.log"
+        procs[f"streams worker {n}"] = start_cdcflow(config.path, "streams", "worker", log_path=log_path, env=own)
+    for n in range(2, runners + 1):
+        procs[f"runner {n}"] = start_cdcflow(config.path, "runners", "run", log_path=workdir / f"runner-{n}.log")
+    return procs
+
+
+def ready_instances(config: Config) -> Counter[str]:
+    """Instances up and ready, by kind (reader, streams, runner), from their heartbeats in Redis."""
+    settings = config.settings
+    client = redis_client(settings, timeout=5.0)
+    try:
+        views = component_views(read_records(client, settings.redis.key_prefix), settings, now_ms())
+    finally:
+        client.close()
+    return Counter(v["kind"] for v in views if v["liveness"] == "up" and v["state"] == "ready")
+
+
+def stack_pids() -> dict[str, int]:
+    """Kafka, MariaDB and Redis of the local stack (stack/stack.py writes their pid files)."""
+    out = {}
+    for name in ("kafka", "mariadb", "redis"):
+        pid_file = ROOT / ".state" / name / f"{name}.pid"
+        if pid_file.exists():
+            out[f"{name} (shared)"] = int(pid_file.read_text().split()[0])
+    return out
+
+
+def drain(
+    config: Config, workdir: Path, expected: int, streams: int, runners: int
+) -> tuple[float, float, ResultCounter]:
+    """(start-up seconds, drain seconds, the counts); prints the cores each part used."""
     counter = ResultCounter(config)
     began = time.monotonic()
-    pipeline = start_cdcflow(config.path, "run", log_path=workdir / "pipeline.log")
+    procs = start_pipeline(config, workdir, streams, runners)
+    want = Counter({"reader": 1, "streams": streams, "runner": runners})
     try:
-        wait_for(lambda: check_health(config)[0], 300, 0.2, "every component ready")
-        ready = time.monotonic()
+        wait_for(lambda: ready_instances(config) >= want, 300, 0.2, f"every component ready ({dict(want)})")
+        roots = {**{name: p.pid for name, p in procs.items()}, **stack_pids()}
+        ready, cpu_before = time.monotonic(), snapshot(roots)
+        counter.ready_at = time.time()
         last_print = ready
         while len(counter.by_event) < expected:
             counter.poll(1.0)
-            if pipeline.poll() is not None:
-                raise SystemExit(f"cdcflow run exited with {pipeline.returncode}; see {workdir / 'pipeline.log'}")
+            for name, p in procs.items():
+                if p.poll() is not None:
+                    raise SystemExit(f"{name} exited with {p.returncode}; see the logs in {workdir}")
             if time.monotonic() - last_print >= 5:
                 last_print = time.monotonic()
                 done = len(counter.by_event)
                 print(f"  {done:,}/{expected:,} ran ({done / (last_print - ready):,.0f}/s so far)", file=sys.stderr)
         finished = time.monotonic()
+        print_cores(cores_used(cpu_before, snapshot(roots), finished - ready))
         counter.poll(2.0)  # anything run twice would show up just after
         return ready - began, finished - ready, counter
     finally:
-        stop_cdcflow(pipeline)
+        for p in procs.values():
+            stop_cdcflow(p)
+
+
+def print_cores(used: dict[str, float]) -> None:
+    parts = ", ".join(f"{name} {cores:.2f}" for name, cores in used.items() if cores >= 0.005)
+    print(f"cores used during the drain: {parts}; load average {os.getloadavg()[0]:.1f}")
 
 
 def own_topics(config: Config) -> list[str]:
@@ -154,6 +218,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=200_000, help="row changes in the backlog")
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--streams", type=int, default=1, help="streams workers (1 = the one `cdcflow run` starts)")
+    parser.add_argument("--runners", type=int, default=1, help="runner processes (1 = the one `cdcflow run` starts)")
     args = parser.parse_args()
     stack_up()
     config, workdir = prepare(args.rows, args.partitions)
@@ -163,15 +229,19 @@ def main() -> None:
     wrote = time.monotonic() - t0
     print(f"backlog: {expected:,} row changes written in {wrote:.1f} s ({expected / wrote:,.0f}/s)", file=sys.stderr)
     try:
-        startup, seconds, counter = drain(config, workdir, expected)
+        startup, seconds, counter = drain(config, workdir, expected, args.streams, args.runners)
     finally:
         execute(f"DROP DATABASE IF EXISTS {config.settings.mysql.database}")
         remove_test_resources(config.settings, own_topics(config))
     twice = [i for i, n in counter.by_invocation.items() if n > 1]
     doubled = [e for e, n in counter.by_event.items() if n > 1]
     counter.close()
-    print(f"start-up (every component ready): {startup:.1f} s")
+    print(
+        f"start-up (every component ready: {args.streams} streams worker(s), {args.runners} runner(s)): {startup:.1f} s"
+    )
     print(f"drained {len(counter.by_event):,} changes in {seconds:.1f} s; other results: {dict(counter.other)}")
+    after = expected - counter.before_ready
+    print(f"{counter.before_ready:,} had run before every component was ready; the rest at {after / seconds:.0f}/s")
     print(f"invocations with more than one result: {len(twice)}; changes run more than once: {len(doubled)}")
     if twice or doubled or len(counter.by_event) != expected:
         raise SystemExit("FAILED: not exactly once")

@@ -681,7 +681,10 @@ class Runner:
             # librdkafka keeps a partition's pause through a revoke and a later re-assignment: one
             # paused while its lane was full, then taken away and given back after the lane drained,
             # would never be fetched again. Pauses are per topic here, re-applied by _flow_control.
-            consumer.incremental_assign(partitions)
+            if self.settings.runners.partition_assignment == "cooperative-sticky":
+                consumer.incremental_assign(partitions)
+            else:  # eager: the whole assignment
+                consumer.assign(partitions)
             consumer.resume(partitions)
         self._reapply_pauses = True
         log.info("assigned %s", _fmt(partitions))

@@ -174,6 +174,16 @@ class RunnerSettings(BaseModel):
             "the surviving runners hear of a rebalance. Below session_timeout_ms, best at most a third of it"
         ),
     )
+    partition_assignment: Literal["cooperative-sticky", "roundrobin"] = Field(
+        default="cooperative-sticky",
+        description=(
+            "cooperative-sticky: a rebalance moves only the partitions that change owner, the other runners "
+            "keep theirs and their running calls; it balances partition counts, so one plugin's partitions "
+            "may all stay on one runner. roundrobin: every plugin's partitions spread over all runners, but "
+            "each rebalance takes every partition from every runner first, and a call still running when its "
+            "partition comes back can run a second time. All runners of a group must use the same"
+        ),
+    )
 
     @model_validator(mode="after")
     def _heartbeat_within_session(self) -> RunnerSettings:
@@ -190,9 +200,7 @@ class RunnerSettings(BaseModel):
             "group.id": self.group_id,
             "session.timeout.ms": self.session_timeout_ms,
             "heartbeat.interval.ms": self.heartbeat_interval_ms,
-            # A rebalance moves only the partitions that change owner: when a runner dies, the others
-            # keep running theirs instead of revoking everything (eager) and re-reading from the last commit.
-            "partition.assignment.strategy": "cooperative-sticky",
+            "partition.assignment.strategy": self.partition_assignment,
         }
 
 

@@ -36,3 +36,13 @@ def test_a_longer_session_is_passed_through(tmp_path: Path) -> None:
     path.write_text("runners: {session_timeout_ms: 30000, heartbeat_interval_ms: 3000}\n")
     options = load_config(path).settings.runners.group_options()
     assert options["session.timeout.ms"] == 30000 and options["heartbeat.interval.ms"] == 3000
+
+
+def test_roundrobin_assignment_can_be_chosen_and_others_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("runners: {partition_assignment: roundrobin}\n")
+    assert load_config(path).settings.runners.group_options()["partition.assignment.strategy"] == "roundrobin"
+    path.write_text("runners: {partition_assignment: range}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "runners.partition_assignment" in str(err.value), str(err.value)
