@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, ConsumerGroupState, Message, Producer
+from confluent_kafka import Consumer, ConsumerGroupState, KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
 
 from schemas.config import Config
@@ -95,12 +95,24 @@ def kill(runner: subprocess.Popen[bytes]) -> float:
     return killed_at
 
 
+_COORDINATOR_NOT_READY = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+}
+
+
 def owners(settings: Settings) -> dict[int, set[int]] | None:
     """The partitions of the plugin's (normal) topic each runner owns, by runner pid; None while the
     group is rebalancing. Asked of the broker, without joining the group."""
     group = settings.runners.group_id
     admin = AdminClient(settings.kafka_config())
-    description = admin.describe_consumer_groups([group], request_timeout=10)[group].result()
+    try:
+        description = admin.describe_consumer_groups([group], request_timeout=10)[group].result()
+    except KafkaException as e:  # the group's coordinator not (yet) found or loading: ask again
+        if e.args[0].code() in _COORDINATOR_NOT_READY:
+            return None
+        raise
     if description.state != ConsumerGroupState.STABLE:
         return None
     topic = settings.topics.invoke(PLUGIN)
