@@ -181,6 +181,18 @@ def _always(converter: Converter) -> Callable[[Any], Converter]:
     return lambda _column: converter
 
 
+# Text and blob columns: text under a character set, bytes under `binary` (decoded per column).
+STRING_TYPES = (
+    FIELD_TYPE.STRING,
+    FIELD_TYPE.VARCHAR,
+    FIELD_TYPE.VAR_STRING,
+    FIELD_TYPE.BLOB,
+    FIELD_TYPE.TINY_BLOB,
+    FIELD_TYPE.MEDIUM_BLOB,
+    FIELD_TYPE.LONG_BLOB,
+)
+
+
 # field type -> the converter of a column of that type, from its definition (other types: to_json_value)
 _CONVERTERS: dict[int, Callable[[Any], Converter]] = {
     **dict.fromkeys(
@@ -210,18 +222,7 @@ _CONVERTERS: dict[int, Callable[[Any], Converter]] = {
     FIELD_TYPE.TIMESTAMP2: _timestamp_column,
     FIELD_TYPE.SET: _set_column,
     FIELD_TYPE.GEOMETRY: _always(_base64),
-    **dict.fromkeys(
-        (
-            FIELD_TYPE.STRING,
-            FIELD_TYPE.VARCHAR,
-            FIELD_TYPE.VAR_STRING,
-            FIELD_TYPE.BLOB,
-            FIELD_TYPE.TINY_BLOB,
-            FIELD_TYPE.MEDIUM_BLOB,
-            FIELD_TYPE.LONG_BLOB,
-        ),
-        _string_column,
-    ),
+    **dict.fromkeys(STRING_TYPES, _string_column),
 }
 
 

@@ -18,6 +18,7 @@ import orjson
 from pymysqlreplication.constants import FIELD_TYPE
 
 from cdc.debezium.values import converter_for
+from cdc.types import STRING_TYPES
 from schemas.debezium import DebeziumOptions
 
 Facts = dict[str, tuple[bool, str | None]]  # column -> (nullable, information_schema COLUMN_DEFAULT)
@@ -79,15 +80,7 @@ _INTEGERS = {
     FIELD_TYPE.LONG: ("int32", "int64"),
     FIELD_TYPE.LONGLONG: ("int64", "int64"),
 }
-_BINARY = (
-    FIELD_TYPE.STRING,
-    FIELD_TYPE.VARCHAR,
-    FIELD_TYPE.VAR_STRING,
-    FIELD_TYPE.BLOB,
-    FIELD_TYPE.TINY_BLOB,
-    FIELD_TYPE.MEDIUM_BLOB,
-    FIELD_TYPE.LONG_BLOB,
-)
+_BINARY = STRING_TYPES
 
 
 def _logical(type_: str, name: str, **parameters: str) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 from pymysqlreplication.constants import FIELD_TYPE
 
+from cdc.types import STRING_TYPES
 from schemas.debezium import DebeziumOptions
 
 Converter = Callable[[Any], Any]
@@ -38,15 +39,7 @@ _EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 _EPOCH, _MICROSECOND = dt.datetime(1970, 1, 1), dt.timedelta(microseconds=1)
 _TIMES = (FIELD_TYPE.TIME, FIELD_TYPE.TIME2)
 _DATETIMES = (FIELD_TYPE.DATETIME, FIELD_TYPE.DATETIME2)
-_BINARY_TYPES = (
-    FIELD_TYPE.STRING,
-    FIELD_TYPE.VARCHAR,
-    FIELD_TYPE.VAR_STRING,
-    FIELD_TYPE.BLOB,
-    FIELD_TYPE.TINY_BLOB,
-    FIELD_TYPE.MEDIUM_BLOB,
-    FIELD_TYPE.LONG_BLOB,
-)
+_BINARY_TYPES = STRING_TYPES
 
 
 def days(text: str) -> int:
