@@ -140,7 +140,10 @@ def test_rules_check_and_explain(api: ApiServer) -> None:
         bad = reader.post("/api/rules/check", json={"config": "monitored_tables:\n  t:\n    triggers: [nope]\n"}).json()
         assert bad["ok"] is False and any("nope" in p["problem"] for p in bad["problems"]), bad
         good = reader.post("/api/rules/check", json={"config": json.dumps(RULES)}).json()
-        assert good == {"ok": True, "rules": 1, "schedules": 1, "problems": [], "notes": []}
+        # plugins whose venv no earlier test has built are listed, not built by an HTTP request
+        notes = good.pop("notes")
+        assert all(n.startswith("plugins not started, their venv is not built yet: ") for n in notes), notes
+        assert good == {"ok": True, "rules": 1, "schedules": 1, "problems": []}
         db = api.config.settings.mysql.database
         event = {
             "op": "c",
