@@ -20,6 +20,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -549,20 +550,9 @@ class WorkerPool:
 
     def _stopped(self, w: Worker, sent_at: float) -> CallOutcome:
         """The call was cancelled: its worker was killed; it is replaced."""
-        pid = w.pid
-        self._retire(w)
-        if self._closed:
-            return CallOutcome("aborted", worker_pid=pid, sent_at=sent_at, received_at=time.time())
-        return CallOutcome(
-            "cancelled",
-            worker_pid=pid,
-            sent_at=sent_at,
-            received_at=time.time(),
-            error={
-                "type": "Cancelled",
-                "traceback": None,
-                "message": f"cancelled while running: worker {pid} of {self.spec.plugin} was stopped and replaced",
-            },
+        message = f"cancelled while running: worker {w.pid} of {self.spec.plugin} was stopped and replaced"
+        return self._replaced(
+            w, sent_at, "cancelled", lambda: {"type": "Cancelled", "traceback": None, "message": message}
         )
 
     def _answered(self, w: Worker, resp: dict[str, Any], sent_at: float, ticket: _Ticket) -> CallOutcome:
@@ -606,23 +596,24 @@ class WorkerPool:
 
     def _timed_out(self, w: Worker, timeout: float, sent_at: float) -> CallOutcome:
         """The call ran past its timeout: the worker is killed and replaced."""
+        message = f"{self.spec.plugin} did not finish within {timeout:g}s; worker {w.pid} was killed and replaced"
+        return self._replaced(
+            w,
+            sent_at,
+            "timeout",
+            lambda: {"type": "Timeout", "traceback": "\n".join(w.stderr_tail) or None, "message": message},
+        )
+
+    def _replaced(
+        self, w: Worker, sent_at: float, status: OutcomeStatus, error: Callable[[], dict[str, Any]]
+    ) -> CallOutcome:
+        """The outcome of a call whose worker was killed (retired and replaced); `aborted` while closing.
+        `error` is built after the kill, when the worker's last stderr lines are in its tail."""
         pid = w.pid
         self._retire(w)
         if self._closed:
             return CallOutcome("aborted", worker_pid=pid, sent_at=sent_at, received_at=time.time())
-        return CallOutcome(
-            "timeout",
-            worker_pid=pid,
-            sent_at=sent_at,
-            received_at=time.time(),
-            error={
-                "type": "Timeout",
-                "traceback": "\n".join(w.stderr_tail) or None,
-                "message": (
-                    f"{self.spec.plugin} did not finish within {timeout:g}s; worker {pid} was killed and replaced"
-                ),
-            },
-        )
+        return CallOutcome(status, worker_pid=pid, sent_at=sent_at, received_at=time.time(), error=error())
 
     def _crashed(self, w: Worker, e: Exception, sent_at: float) -> CallOutcome:
         """The worker died or broke the protocol during the call: it is replaced."""
