@@ -139,6 +139,11 @@ class Worker:
         # Pipelining state, owned by the pool: requests written and not answered, in order (the
         # thread at the head reads the pipe), the pool's count of places taken, and retirement.
         self.cond = threading.Condition()
+        # Held while a request is written, never together with `cond` across the write: a write
+        # blocks while the worker is busy answering the call ahead (it reads its next request only
+        # after writing that answer), and the thread waiting to read that answer needs `cond` to see
+        # its turn. Taken before a ticket joins `order`, so frames reach the worker in that order.
+        self.send_lock = threading.Lock()
         self.order: collections.deque[_Ticket] = collections.deque()
         self.inflight = 0
         self.retired = False
@@ -518,15 +523,17 @@ class WorkerPool:
         """The call's outcome on worker w; None if it never started there (to be sent again)."""
         ticket = _Ticket(invocation_id)
         sent_at = time.time()
-        with w.cond:
-            if w.retired:  # retired between being chosen and now: it never got the request
-                return None
-            w.order.append(ticket)
-            ticket.cancelled = invocation_id in self._cancelled  # cancel() came before the ticket
+        with w.send_lock:
+            with w.cond:
+                if w.retired:  # retired between being chosen and now: it never got the request
+                    return None
+                w.order.append(ticket)
+                ticket.cancelled = invocation_id in self._cancelled  # cancel() came before the ticket
             try:
-                w.send(payload)  # under the lock: frames reach the worker in the order of `order`
+                w.send(payload)
             except WorkerDied:
                 pass  # the reader at the head of the line sees the death and retires the worker
+        with w.cond:
             while w.order and w.order[0] is not ticket and not ticket.resend:
                 w.cond.wait()
         if ticket.resend:

@@ -278,6 +278,36 @@ def test_a_fast_plugin_is_pipelined_and_calls_stay_correct(echo_pool):
         assert out.status == "success" and out.output["message"] == f"{key // 1000}-{key % 1000}", out
 
 
+def test_large_requests_and_answers_pipelined_by_reserving_lanes_never_deadlock(echo_pool):
+    """As the lanes call: reserve() a place (before the payload is known), then call() with a 900 kB
+    message, echoed back. A request written behind a call whose large answer is still being read once
+    blocked the thread at the head of the line from seeing its turn: every thread hung (CI, session 5)."""
+    import threading
+
+    for i in range(50):  # measured: calls are short, so the pool pipelines
+        assert echo_pool.call(worker_request({"message": str(i)}), timeout=5).status == "success"
+    assert echo_pool.pipelined
+    big = "x" * 900_000
+    outs: list[tuple[str, object]] = []
+
+    def lane(n: int) -> None:
+        for k in range(40):
+            assert echo_pool.reserve() is not None
+            message = big + f"{n}-{k}" if k % 2 == 0 else f"{n}-{k}"
+            outs.append((message, echo_pool.call(worker_request({"message": message}), timeout=10)))
+
+    threads = [threading.Thread(target=lane, args=(n,), daemon=True) for n in range(4)]  # 2 per worker
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 90
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in threads), "calls hung"
+    assert len(outs) == 160
+    for message, out in outs:
+        assert out.status == "success" and out.output["message"] == message, out
+
+
 @pytest.mark.parametrize("mode,status", [("hang", "timeout"), ("exit", "crashed"), ("hog", "failed")])
 def test_a_request_queued_behind_a_failing_call_runs_once_elsewhere(recorder, mode, status):
     """size 1: the second request sits in the worker's pipe behind the first; the first times out /
