@@ -18,7 +18,7 @@ import orjson
 import pymysql
 import redis
 import yaml
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from cdc.checkpoint import CheckpointStore
@@ -115,24 +115,42 @@ def wait_for(
 def consume_all(
     config: Config, topics: list[str], idle_seconds: float = 2.0, max_seconds: float = 60.0
 ) -> Iterator[Any]:
-    """Every message on `topics` from the beginning, until none arrives for `idle_seconds`."""
+    """Every message on `topics` from the beginning: read to each partition's end, then until none
+    arrives for `idle_seconds`.
+
+    Partitions are assigned, not subscribed: a group join can take longer than a short idle window
+    on a loaded machine, and a reader that gave up before its assignment answered "no messages"."""
     consumer = Consumer(
         config.settings.kafka_config(
             **{
                 "group.id": f"test-reader-{uuid.uuid4().hex}",
-                "auto.offset.reset": "earliest",
                 "enable.auto.commit": False,
+                "enable.partition.eof": True,
             }
         )
     )
-    consumer.subscribe(topics)
+    metadata = consumer.list_topics(timeout=30)
+    partitions = [
+        TopicPartition(t, p, OFFSET_BEGINNING)
+        for t in topics
+        if t in metadata.topics and metadata.topics[t].error is None
+        for p in metadata.topics[t].partitions
+    ]
+    at_end = {(tp.topic, tp.partition): False for tp in partitions}
+    consumer.assign(partitions)
     try:
         deadline = time.monotonic() + max_seconds
         last = time.monotonic()
-        while time.monotonic() < deadline and time.monotonic() - last < idle_seconds:
+        while time.monotonic() < deadline and not (all(at_end.values()) and time.monotonic() - last >= idle_seconds):
             msg = consumer.poll(0.2)
-            if msg is None or msg.error():
+            if msg is None:
                 continue
+            slot = (msg.topic(), msg.partition())
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    at_end[slot] = True
+                continue
+            at_end[slot] = False
             last = time.monotonic()
             yield msg
     finally:
