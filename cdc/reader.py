@@ -153,7 +153,9 @@ class BinlogReader:
         # (db, table, op) -> row changes produced; read by /metrics (cdc/reader_ops.py)
         self.rows_by_table_op: dict[tuple[str, str, str], int] = {}
         # cdc.format = debezium: the rows of each table map re-shaped as Debezium writes them
-        self.debezium = DebeziumRows(settings, self._column_facts) if settings.cdc.format == "debezium" else None
+        self.debezium = (
+            DebeziumRows(settings, self._column_facts, self._primary_key) if settings.cdc.format == "debezium" else None
+        )
 
     def _create_topic(self, db: str, table: str) -> None:
         """A table created later that cdc.include selects: its topic, on its first row event."""
@@ -440,6 +442,9 @@ class BinlogReader:
 
     def _column_facts(self, db: str, table: str) -> dict[str, tuple[bool, str | None]]:
         return self.schema_info.column_facts(db, table) if self.schema_info is not None else {}
+
+    def _primary_key(self, db: str, table: str) -> tuple[str, ...]:
+        return self.schema_info.primary_key(db, table) if self.schema_info is not None else ()
 
     def _forget_tables(self) -> None:
         """After DDL: column definitions may have changed; the next table map rebuilds converters,

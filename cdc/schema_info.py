@@ -25,10 +25,12 @@ class SchemaInfo:
         self._conn: pymysql.connections.Connection | None = None
         self._json: dict[tuple[str, str], frozenset[str]] = {}
         self._columns: dict[tuple[str, str], dict[str, tuple[bool, str | None]]] = {}
+        self._keys: dict[tuple[str, str], tuple[str, ...]] = {}
 
     def invalidate(self) -> None:
         self._json.clear()
         self._columns.clear()
+        self._keys.clear()
 
     def column_facts(self, db: str, table: str) -> dict[str, tuple[bool, str | None]]:
         """{column: (nullable, COLUMN_DEFAULT as information_schema spells it)}: the Debezium format's
@@ -42,6 +44,20 @@ class SchemaInfo:
                 (db, table),
             )
             cached = self._columns[key] = {name: (nullable == "YES", default) for name, nullable, default in rows}
+        return cached
+
+    def primary_key(self, db: str, table: str) -> tuple[str, ...]:
+        """The primary key's columns in key order (the binlog lists them in table order); Debezium's
+        keys follow the key's order."""
+        key = (db, table)
+        cached = self._keys.get(key)
+        if cached is None:
+            rows = self._query(
+                "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = %s "
+                "AND TABLE_NAME = %s AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION",
+                (db, table),
+            )
+            cached = self._keys[key] = tuple(name for (name,) in rows)
         return cached
 
     def json_columns(self, db: str, table: str) -> frozenset[str]:

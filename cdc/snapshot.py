@@ -48,6 +48,7 @@ from confluent_kafka import Producer
 from pymysqlreplication.gtid import GtidSet
 
 from cdc.checkpoint import CheckpointStore, Position
+from cdc.debezium.snapshot_rows import ColumnDefinition, SnapshotRows, load_definitions, snapshot_marker
 from cdc.filters import selection_for
 from cdc.partitioning import ROW_CHANGE_PARTITIONER
 from cdc.schema_info import SchemaInfo
@@ -69,6 +70,7 @@ from schemas.settings import Settings
 log = logging.getLogger(__name__)
 
 LIVE_STATES = ("starting", "running", "waiting")
+Encoder = Callable[[dict[str, Any], str], tuple[bytes | None, bytes | None]]
 LIVE_WITHIN_MS = 10_000
 
 
@@ -128,6 +130,9 @@ class TablePlan:
     pk: list[str]
     columns: list[SnapshotColumn]
     estimate: int
+    # cdc.format debezium: the binlog-like column definitions and the facts its converters need
+    definitions: list[ColumnDefinition] = field(default_factory=list)
+    facts: dict[str, tuple[bool, str | None]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -186,9 +191,6 @@ class Snapshot:
     ):
         if chunk_size < 1:
             raise SnapshotError(f"--chunk-size must be at least 1, not {chunk_size}")
-        if settings.cdc.format != "cdcflow":
-            # Its reads would sit in cdcflow's envelope among Debezium-format changes on the same topics.
-            raise SnapshotError("cdc snapshot writes cdcflow's format only; not available with cdc.format: debezium")
         self.settings = settings
         self.rules = rules
         self.requested = list(tables or [])
@@ -314,8 +316,14 @@ class Snapshot:
                 f"table {name} has no primary key: the snapshot pages by primary key, "
                 "and its row changes would have no Kafka key to order them by"
             )
-        columns = load_columns(cur, db, table, schema_info.json_columns(db, table))
-        return TablePlan(db, table, pk, columns, int(rows or 0))
+        debezium = self.settings.cdc.format == "debezium"
+        # Debezium writes MariaDB's JSON (LONGTEXT) as the text stored, as the reader does in that format
+        columns = load_columns(cur, db, table, frozenset() if debezium else schema_info.json_columns(db, table))
+        plan = TablePlan(db, table, pk, columns, int(rows or 0))
+        if debezium:
+            plan.definitions = load_definitions(cur, db, table)
+            plan.facts = schema_info.column_facts(db, table)
+        return plan
 
     def _check_where(self, cur: Any, plan: TablePlan) -> None:
         if self.where is None:
@@ -411,13 +419,13 @@ class Snapshot:
         last_key = {
             p.name: _decode_key(progress.last_key[p.name]) if p.name in progress.last_key else None for p in todo
         }
-        # The final row of the last table that has rows carries source.snapshot "last" (as Debezium).
-        # The read is consistent, so which table that is does not change while we read.
+        # The final row of the last table that has rows carries source.snapshot "last", the first row of
+        # the first "first" (as Debezium). The read is consistent: which tables those are does not change.
         final_table = next((p.name for p in reversed(todo) if self._chunk(cur, p, last_key[p.name], 1)), None)
+        first_table = next((p.name for p in todo if self._chunk(cur, p, last_key[p.name], 1)), None)
+        ends = (first_table if self.rows_done == 0 else None, final_table)
         for plan in todo:
-            self._snapshot_table(
-                cur, producer, plan, last_key[plan.name], handover, server_id, plan.name == final_table, on_rows
-            )
+            self._snapshot_table(cur, producer, plan, last_key[plan.name], handover, server_id, ends, on_rows)
 
     def _snapshot_table(
         self,
@@ -427,12 +435,12 @@ class Snapshot:
         last: list[Any] | None,
         handover: Position,
         server_id: int,
-        is_final: bool,
+        ends: tuple[str | None, str | None],
         on_rows: Callable[[int, str], None] | None,
     ) -> None:
+        """`ends`: the tables whose first / last row is the snapshot's first / last."""
         progress = self.progress
         assert progress is not None
-        source = self._source_base(plan, handover, server_id)
         topic = self.settings.topics.row_changes(plan.db, plan.table)
         convert = SnapshotRowConverter(plan.columns)
         names = [c.name for c in plan.columns]
@@ -440,6 +448,9 @@ class Snapshot:
         # mysql-replication lists primary key columns in table order: the Kafka key must be byte-equal
         # to streaming's (same partition, so per-key order holds), whatever the key's own order
         key_columns = [name for name in names if name in plan.pk]
+        encode = self._encoder(plan, handover, server_id, key_columns)
+        first_table, last_table = ends[0] == plan.name, ends[1] == plan.name
+        starting = last is None  # the table's first row is in the first chunk (not resumed past it)
         while True:
             if self.stop_event.is_set():
                 raise SnapshotError("stopped: progress is saved, re-run the same command to resume")
@@ -447,18 +458,10 @@ class Snapshot:
             more = len(rows) > self.chunk_size
             rows = rows[: self.chunk_size]
             for i, raw in enumerate(rows):
-                row = convert(raw)
-                key = key_json(row, key_columns)
-                flag = "last" if is_final and not more and i == len(rows) - 1 else "true"
-                self._produce(
-                    producer,
-                    topic,
-                    key,
-                    row,
-                    source,
-                    snapshot_event_id(progress.snapshot_id, plan.db, plan.table, key.decode()),
-                    flag,
-                )
+                ending = not more and i == len(rows) - 1
+                marker = snapshot_marker(first_table, last_table, starting and i == 0, ending)
+                self._send(producer, topic, *encode(convert(raw), marker))
+            starting = False
             self._await_acks(producer)
             # only now, with every row of the chunk acknowledged, may progress move past them
             if rows:
@@ -521,6 +524,38 @@ class Snapshot:
         gtid_set = (status.get("Executed_Gtid_Set") or "").replace("\n", "") or None
         return Position(file=status["File"], pos=int(status["Position"]), gtid_set=gtid_set), server_id
 
+    def _encoder(self, plan: TablePlan, handover: Position, server_id: int, key_columns: list[str]) -> Encoder:
+        """One table's rows (JSON values, Debezium's source.snapshot marker) -> Kafka key and value."""
+        progress = self.progress
+        assert progress is not None
+        if self.settings.cdc.format == "debezium":
+            return SnapshotRows(
+                self.settings.cdc.debezium,
+                self.settings.topics.cdc_prefix,
+                plan.db,
+                plan.table,
+                plan.definitions,
+                tuple(plan.pk),  # Debezium's key follows the primary key's order, as its streaming does
+                plan.facts,
+                (handover.file, handover.pos),
+                progress.started_ms,
+            )
+        source = self._source_base(plan, handover, server_id)
+
+        def encode(row: dict[str, Any], marker: str) -> tuple[bytes | None, bytes | None]:
+            key = key_json(row, key_columns)
+            value = {
+                "before": None,
+                "after": row,
+                "op": "r",
+                "ts_ms": int(time.time() * 1000),
+                "source": {**source, "snapshot": "last" if marker == "last" else "true"},
+                "event_id": snapshot_event_id(progress.snapshot_id, plan.db, plan.table, key.decode()),
+            }
+            return key, orjson.dumps(value)
+
+        return encode
+
     def _source_base(self, plan: TablePlan, handover: Position, server_id: int) -> dict[str, Any]:
         assert self.progress is not None
         return {
@@ -536,26 +571,7 @@ class Snapshot:
             "ts_ms": self.progress.started_ms,
         }
 
-    def _produce(
-        self,
-        producer: Producer,
-        topic: str,
-        key: bytes,
-        row: dict[str, Any],
-        source: dict[str, Any],
-        event_id: str,
-        snapshot: str,
-    ) -> None:
-        value = orjson.dumps(
-            {
-                "before": None,
-                "after": row,
-                "op": "r",
-                "ts_ms": int(time.time() * 1000),
-                "source": {**source, "snapshot": snapshot},
-                "event_id": event_id,
-            }
-        )
+    def _send(self, producer: Producer, topic: str, key: bytes | None, value: bytes | None) -> None:
         while True:
             try:
                 producer.produce(topic, key=key, value=value, on_delivery=self._delivered)

@@ -12,6 +12,7 @@ import orjson
 from cdc.debezium.envelope import messages, source_block
 from cdc.debezium.schema import Facts, column_defaults, table_schemas, wrapped
 from cdc.debezium.values import RowValues
+from schemas.debezium import DebeziumOptions
 from schemas.settings import Settings
 
 # The Debezium release whose MySQL connector output this format follows (and is tested against);
@@ -19,6 +20,7 @@ from schemas.settings import Settings
 FORMAT_VERSION = "2.7.4.Final-cdcflow"
 Produce = Callable[[str, bytes | None, bytes | None, Any], None]
 FactsOf = Callable[[str, str], Facts]  # (db, table) -> column nullability and defaults
+KeyOf = Callable[[str, str], tuple[str, ...]]  # (db, table) -> primary key columns in key order
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,18 @@ class TableFormat:
 
     values: RowValues
     schemas: tuple[bytes, bytes] | None
+    key_columns: tuple[str, ...]
+
+
+def table_format(
+    columns: Any, key_columns: tuple[str, ...], options: DebeziumOptions, facts: Facts, prefix: str
+) -> TableFormat:
+    """One table's converters (and schemas): binlog table maps and the snapshot's column definitions alike."""
+    schemas = None
+    if options.schemas_enable:
+        schemas = table_schemas(columns, key_columns, options, facts, frozenset(), prefix)
+    defaults = column_defaults(columns, options, facts)
+    return TableFormat(RowValues(columns, options, defaults=defaults), schemas, key_columns)
 
 
 class Decoder(Protocol):
@@ -34,10 +48,11 @@ class Decoder(Protocol):
 
 
 class DebeziumRows:
-    def __init__(self, settings: Settings, facts_of: FactsOf):
+    def __init__(self, settings: Settings, facts_of: FactsOf, key_of: KeyOf | None = None):
         self.options = settings.cdc.debezium
         self.name = settings.topics.cdc_prefix  # Debezium's source.name is its topic.prefix
         self.facts_of = facts_of
+        self.key_of = key_of
         # table_id -> (the table map's column list it was built for, its format)
         self._values: dict[int, tuple[Any, TableFormat]] = {}
         self._last_heartbeat = 0.0
@@ -67,12 +82,12 @@ class DebeziumRows:
         if cached is not None and cached[0] is event.columns:
             return cached[1]
         facts = self.facts_of(event.schema, event.table)
-        schemas = None
-        if self.options.schemas_enable:
-            prefix = f"{self.name}.{event.schema}.{event.table}"
-            schemas = table_schemas(event.columns, key_columns, self.options, facts, frozenset(), prefix)
-        defaults = column_defaults(event.columns, self.options, facts)
-        table = TableFormat(RowValues(event.columns, self.options, defaults=defaults), schemas)
+        if self.key_of is not None and len(key_columns) > 1:
+            # the binlog lists a composite key's columns in table order, Debezium's key in the key's order
+            ordered = self.key_of(event.schema, event.table)
+            key_columns = ordered if sorted(ordered) == sorted(key_columns) else key_columns
+        prefix = f"{self.name}.{event.schema}.{event.table}"
+        table = table_format(event.columns, key_columns, self.options, facts, prefix)
         self._values[event.table_id] = (event.columns, table)
         return table
 
@@ -92,7 +107,7 @@ class DebeziumRows:
             "pos": event.packet.log_pos - event.packet.event_size,
         }
         table = self._table_format(event, key_columns)
-        convert, schemas = table.values, table.schemas
+        convert, schemas, key_columns = table.values, table.schemas, table.key_columns
         tombstones = self.options.tombstones_on_delete
         now_ns = time.time_ns()
         index = -1

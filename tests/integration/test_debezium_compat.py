@@ -4,7 +4,8 @@ Kafka Connect standalone runs Debezium 2.7.4's MySQL connector (connector.adapte
 connector per option combination; a cdcflow reader per combination runs with the same options. Both
 read the same writes of one table per type family (tests/support/cdc.py's FAMILIES: every type
 cdcflow maps, edge values, zero dates, NULL in every type), a keyed table with inserts, updates, an
-update of the primary key and deletes, and a keyless table. Per table and partition, the messages
+update of the primary key and deletes, a keyless table, and a table whose composite key is declared in
+another order than its columns. Per table and partition, the messages
 must be equal key by key, header by header and field by field, in the same order and partition
 (which also proves keys hash as Java's murmur2 does). What differs on purpose is listed in DELIBERATE
 and README ("Debezium format"): each such value is asserted on both sides, then set aside.
@@ -70,7 +71,7 @@ DELIBERATE: dict[tuple[str, str], tuple[Any, Any]] = {
 }
 # the same in the schema of schemas.enable: (Debezium's, cdcflow's) JSON text
 DELIBERATE_SCHEMA = [('"allowed":"李,?"', '"allowed":"李,😀"')]
-TABLES = [f"f_{f}" for f in FAMILIES] + ["changes", "nokey"]
+TABLES = [f"f_{f}" for f in FAMILIES] + ["changes", "nokey", "pair"]
 
 
 def _write_changes(db: str) -> None:
@@ -86,6 +87,11 @@ def _write_changes(db: str) -> None:
         cur.execute("DELETE FROM changes WHERE id = 3")
         cur.execute("UPDATE changes SET amount = amount * 2")  # one rows event, two rows
         cur.execute("DELETE FROM changes")
+        # a composite key declared in another order than its columns: Debezium's key follows the key's order
+        cur.execute("INSERT INTO pair VALUES (2, 'x', 1), (1, 'x', 2), (1, 'w', 3)")
+        cur.execute("UPDATE pair SET v = 5 WHERE a = 'x'")
+        cur.execute("UPDATE pair SET a = 'y' WHERE b = 1 AND a = 'w'")
+        cur.execute("DELETE FROM pair WHERE b = 2")
         cur.execute("INSERT INTO nokey VALUES (1, 'x'), (2, 'y')")
         cur.execute("UPDATE nokey SET s = 'z' WHERE n = 1")
         cur.execute("DELETE FROM nokey WHERE n = 2")
@@ -172,6 +178,7 @@ def streamed(stack: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
             " amount DECIMAL(8,2) NOT NULL DEFAULT 1.50, at DATETIME(3) DEFAULT '2024-01-01 00:00:00.500',"
             " flag TINYINT(1) NOT NULL DEFAULT 0, day DATE DEFAULT '2024-02-29', n BIGINT UNSIGNED DEFAULT 7)",
             f"CREATE TABLE {db}.nokey (n INT, s VARCHAR(5))",
+            f"CREATE TABLE {db}.pair (b INT, a VARCHAR(5), v INT, PRIMARY KEY (a, b))",
         ]
     )
     configs, prefixes = [], {}

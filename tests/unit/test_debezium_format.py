@@ -14,12 +14,10 @@ from pymysqlreplication.constants import FIELD_TYPE
 
 from cdc.debezium.envelope import NEW_KEY_HEADER, OLD_KEY_HEADER, messages
 from cdc.debezium.schema import table_schemas, wrapped
+from cdc.debezium.snapshot_rows import column_definition, snapshot_marker
 from cdc.debezium.values import RowValues, datetime_micros, days, time_micros, unscaled, unscaled_bytes
-from cdc.snapshot import Snapshot, SnapshotError
 from schemas.debezium import DebeziumOptions
 from schemas.row_change import debezium_event_id
-from schemas.rules import RulesConfig
-from schemas.settings import Settings
 from streams.events import facts
 from streams.row_changes import binlog_order
 from streams.row_checks import parse_change
@@ -121,10 +119,48 @@ def test_the_worker_reads_debezium_envelopes() -> None:
     assert seen.value["event_id"] == "1:m.000001:4:1"  # replay's matcher reads it from the change
 
 
-def test_snapshot_refuses_the_debezium_format() -> None:
-    settings = Settings.model_validate({"cdc": {"format": "debezium"}})
-    with pytest.raises(SnapshotError, match=r"cdc.format: debezium"):
-        Snapshot(settings, RulesConfig.model_validate({}))
+def test_snapshot_markers_with_debezium_precedence() -> None:
+    """source.snapshot of a table's rows (first table, last table, one-row table) as Debezium 2.7 writes them."""
+    rows = 3
+
+    def markers(first: bool, last: bool, n: int = rows) -> list[str]:
+        return [snapshot_marker(first, last, i == 0, i == n - 1) for i in range(n)]
+
+    assert markers(True, False) == ["first", "true", "last_in_data_collection"]
+    assert markers(False, False) == ["first_in_data_collection", "true", "last_in_data_collection"]
+    assert markers(False, True) == ["first_in_data_collection", "true", "last"]
+    assert markers(False, False, 1) == ["last_in_data_collection"]
+    assert markers(True, True, 1) == ["last"]
+
+
+def test_snapshot_read_ids_tell_rows_apart_and_are_no_binlog_places() -> None:
+    """Snapshot reads share one binlog place (row 0): the id comes from the row, stable when re-sent."""
+
+    def read(after: dict[str, Any], ts_ms: int = 1_000) -> dict[str, Any]:
+        source = {"server_id": 0, "file": "b.000002", "pos": 4, "row": 0, "ts_ms": ts_ms, "db": "d", "table": "t"}
+        return {"op": "r", "before": None, "after": after, "source": {**source, "snapshot": "true"}}
+
+    ids = [debezium_event_id(read({"id": i, "x": "a"})) or "" for i in range(3)]
+    assert len(set(ids)) == 3 and all(i.startswith("snapshot:0:b.000002:4:1000:d.t:") for i in ids)
+    assert all(binlog_order(i) is None for i in ids)  # the worker must not drop them as re-sends of pos 4
+    assert debezium_event_id(read({"x": "a", "id": 0})) == ids[0]  # re-sent: same id, whatever the key order
+    assert debezium_event_id(read({"id": 0, "x": "a"}, ts_ms=2_000)) != ids[0]  # another snapshot
+
+
+def test_column_definitions_from_information_schema() -> None:
+    """What the snapshot gives the streaming converters instead of the binlog's column definitions."""
+    enum = column_definition("e", "enum", "enum('a','it''s')", (None, None, None, "utf8mb4"))
+    assert (enum.type, enum.enum_values, enum.character_set_name) == (FIELD_TYPE.ENUM, ("a", "it's"), "utf8mb4")
+    big = column_definition("n", "bigint", "bigint(20) unsigned", (20, 0, None, None))
+    assert (big.type, big.unsigned) == (FIELD_TYPE.LONGLONG, True)
+    assert column_definition("b", "bit", "bit(10)", (10, None, None, None)).bits == 10
+    assert column_definition("t", "datetime", "datetime(6)", (None, None, 6, None)).fsp == 6
+    blob = column_definition("x", "mediumblob", "mediumblob", (None, None, None, None))
+    assert (blob.type, blob.character_set_name) == (FIELD_TYPE.BLOB, "binary")
+    text = column_definition("x", "longtext", "longtext", (None, None, None, "utf8mb4"))
+    assert (text.type, text.character_set_name) == (FIELD_TYPE.BLOB, "utf8mb4")
+    d = column_definition("d", "decimal", "decimal(30,10)", (30, 10, None, None))
+    assert (d.type, d.precision, d.decimals) == (FIELD_TYPE.NEWDECIMAL, 30, 10)
 
 
 def test_schemas_enable_round_trips_to_cdcflow_values_for_rules() -> None:
