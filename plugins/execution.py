@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -130,22 +131,78 @@ def execute(
     plugin: LoadedPlugin, pool: WorkerPool, invocation: Invocation, consumed_at: float | None = None
 ) -> Result | None:
     """Run one invocation; None when the pool was closed mid-call (the caller must not record anything)."""
+    if plugin.manifest.batch is not None:  # e.g. `plugins test` of a batch plugin: a batch of one
+        results = execute_batch(plugin, pool, [invocation], [consumed_at])
+        return None if results is None else results[0]
     try:
         params = plugin.manifest.validate_params(invocation.params)
     except ParamError as e:
-        return rejected_result(
-            invocation.invocation_id,
-            plugin.name,
-            plugin.version,
-            "ParamError",
-            str(e),
-            attempt=invocation.attempt,
-            trigger_kind=invocation.trigger.kind,
-            code_hash=plugin.code_hash,
-            params=invocation.params,  # as asked for, unless they are what was wrong (rejected_result drops them)
-            trigger=invocation.trigger.model_dump(mode="json"),
-        )
+        return _param_rejection(plugin, invocation, e)
     outcome = pool.call(build_request(invocation, params), timeout=plugin.manifest.timeout_seconds)
     if outcome.status == "aborted":
         return None
     return outcome_result(plugin, invocation, outcome, consumed_at)
+
+
+def execute_batch(
+    plugin: LoadedPlugin, pool: WorkerPool, invocations: list[Invocation], consumed_at: list[float | None]
+) -> list[Result] | None:
+    """Run invocations of a batch plugin in one call; a result each, in order (those whose parameters
+    are invalid are rejected without being sent). None when the pool was closed mid-call."""
+    results: list[Result | None] = [None] * len(invocations)
+    sent: list[int] = []
+    requests: list[dict[str, Any]] = []
+    for i, invocation in enumerate(invocations):
+        try:
+            params = plugin.manifest.validate_params(invocation.params)
+        except ParamError as e:
+            results[i] = _param_rejection(plugin, invocation, e)
+            continue
+        sent.append(i)
+        requests.append(build_request(invocation, params))
+    if requests:
+        call = {"invocation_id": None, "batch": requests}
+        outcome = pool.call(call, timeout=plugin.manifest.timeout_seconds)
+        if outcome.status == "aborted":
+            return None
+        for i, part in zip(sent, item_outcomes(outcome, len(requests)), strict=True):
+            results[i] = outcome_result(plugin, invocations[i], part, consumed_at[i])
+    return [r for r in results if r is not None]
+
+
+def item_outcomes(outcome: CallOutcome, count: int) -> list[CallOutcome]:
+    """Each item's outcome of a batch call: its own answer when the call succeeded, else the call's
+    (a timeout, crash or exception fails every item alike)."""
+    if outcome.status != "success":
+        return [outcome] * count
+    items = outcome.items
+    if items is None or len(items) != count:
+        got = "no items" if items is None else f"{len(items)} items"
+        error = {"type": "ProtocolError", "message": f"a batch call of {count} answered {got}", "traceback": None}
+        return [replace(outcome, status="failed", error=error)] * count
+    return [
+        replace(
+            outcome,
+            status="success" if item.get("ok") else "failed",
+            output=item.get("output"),
+            error=item.get("error"),
+            note=item.get("note"),
+            items=None,
+        )
+        for item in items
+    ]
+
+
+def _param_rejection(plugin: LoadedPlugin, invocation: Invocation, e: ParamError) -> Result:
+    return rejected_result(
+        invocation.invocation_id,
+        plugin.name,
+        plugin.version,
+        "ParamError",
+        str(e),
+        attempt=invocation.attempt,
+        trigger_kind=invocation.trigger.kind,
+        code_hash=plugin.code_hash,
+        params=invocation.params,  # as asked for, unless they are what was wrong (rejected_result drops them)
+        trigger=invocation.trigger.model_dump(mode="json"),
+    )

@@ -73,12 +73,14 @@ class PluginLane:
         topic: str = "",
         is_current: Callable[[Ack], bool] | None = None,
         high_topic: str = "",
+        handle_batch: Callable[[PluginLane, list[Job], LaneVersion], None] | None = None,
     ):
         self.current = LaneVersion(plugin, pool)
         self._versions = [self.current]  # not yet closed: the current one and any still draining
         self.topic = topic
         self.high_topic = high_topic
         self._handle = handle
+        self._handle_batch = handle_batch
         # False for a job whose partition was revoked while it waited: another runner owns it now.
         self._is_current = is_current or (lambda ack: True)
         self._queues: dict[str, collections.deque[Job]] = {p: collections.deque() for p in PRIORITY_ORDER}
@@ -241,6 +243,9 @@ class PluginLane:
         """The next job, highest priority first; None once stopping."""
         if not self._tokens.get() or self._stopping.is_set():
             return None
+        return self._pop()
+
+    def _pop(self) -> Job:
         # There are at least as many queued jobs as tokens taken, so a scan finds one; two threads
         # may race for the last job of a deque, the loser scans again.
         while True:
@@ -249,6 +254,21 @@ class PluginLane:
                     return self._queues[priority].popleft()
                 except IndexError:
                     continue
+
+    def _take_more(self, jobs: list[Job], max_size: int, max_wait_seconds: float) -> None:
+        """A batch plugin's call: add queued jobs to `jobs` until it holds max_size or max_wait_seconds
+        have passed since the first (jobs already queued are taken at once)."""
+        deadline = time.monotonic() + max_wait_seconds
+        while len(jobs) < max_size:
+            remaining = deadline - time.monotonic()
+            try:
+                token = self._tokens.get(timeout=remaining) if remaining > 0 else self._tokens.get_nowait()
+            except queue.Empty:
+                return
+            if not token or self._stopping.is_set():
+                self._tokens.put(False)  # this thread's next _take sees it and ends the loop
+                return
+            jobs.append(self._pop())
 
     def _requeue(self, job: Job) -> None:
         """Hand a taken job back, first in its priority's line (it keeps its turn; still counted as backlog)."""
@@ -285,7 +305,13 @@ class PluginLane:
                 self._requeue(job)
                 reserved_in.release()
                 continue
-            self._run(job, version)
+            batch = version.plugin.manifest.batch
+            if batch is None or self._handle_batch is None:
+                self._run(job, version)
+            else:
+                jobs = [job]
+                self._take_more(jobs, batch.max_size, batch.max_wait_ms / 1000.0)
+                self._run_batch(jobs, version)
 
     def _run(self, job: Job, version: LaneVersion) -> None:
         """Run a taken job on `version`, whose pool holds this thread's place (counted in its `active`)."""
@@ -298,18 +324,33 @@ class PluginLane:
         except Exception:  # a bug here must not kill the lane; the message stays uncommitted
             log.exception("unexpected error running %s invocation %s", self.plugin.name, job.invocation.invocation_id)
         finally:
-            version.pool.release()  # unused if the call never reached the pool (e.g. rejected params)
-            elapsed = time.monotonic() - started
-            with self._ready:
-                version.active -= 1
-                drained = self._take_drained(version)
-                self._backlog -= 1
-                if job.invocation.priority == "high":
-                    self._high_backlog -= 1
-                if ran:
-                    self._avg_call_seconds += 0.05 * (elapsed - self._avg_call_seconds)
-            if drained:
-                _close_in_background(version)
+            self._finished(version, [job], time.monotonic() - started if ran else None)
+
+    def _run_batch(self, jobs: list[Job], version: LaneVersion) -> None:
+        """Run taken jobs of a batch plugin in one call, as _run does one job."""
+        started = time.monotonic()
+        current = [job for job in jobs if self._is_current(job.ack)]
+        try:
+            if current:
+                assert self._handle_batch is not None
+                self._handle_batch(self, current, version)
+        except Exception:  # as in _run
+            log.exception("unexpected error running a batch of %d %s invocations", len(current), self.plugin.name)
+        finally:
+            self._finished(version, jobs, (time.monotonic() - started) / len(current) if current else None)
+
+    def _finished(self, version: LaneVersion, jobs: list[Job], seconds_each: float | None) -> None:
+        """Book-keeping after a call: the place, the version's count, the backlog, the call duration."""
+        version.pool.release()  # unused if the call never reached the pool (e.g. rejected params)
+        with self._ready:
+            version.active -= 1
+            drained = self._take_drained(version)
+            self._backlog -= len(jobs)
+            self._high_backlog -= sum(1 for job in jobs if job.invocation.priority == "high")
+            if seconds_each is not None:
+                self._avg_call_seconds += 0.05 * (seconds_each - self._avg_call_seconds)
+        if drained:
+            _close_in_background(version)
 
 
 def _close_in_background(version: LaneVersion) -> None:

@@ -51,6 +51,8 @@ class CallOutcome:
     started_at: float | None = None  # the worker's clock, from here on
     entry_called_at: float | None = None
     finished_at: float | None = None
+    # A batch call's answer per item ({"ok", "output", "error", "note"?}), in the request's order.
+    items: list[dict[str, Any]] | None = None
 
     @property
     def duration_ms(self) -> float:
@@ -93,7 +95,21 @@ def response_problem(resp: dict[str, Any]) -> str | None:
         value = resp.get(key)
         if value is not None and type(value) is not float and type(value) is not int:
             return f"{key} is not a time but a {type(value).__name__}"
-    error = resp.get("error")
+    if (problem := _answer_problem(resp)) is not None:
+        return problem
+    items = resp.get("items")
+    if items is not None:
+        if type(items) is not list:
+            return "items is not a list"
+        for i, item in enumerate(items):
+            if (problem := _answer_problem(item) if type(item) is dict else "not an object") is not None:
+                return f"items[{i}]: {problem}"
+    return None
+
+
+def _answer_problem(answer: dict[str, Any]) -> str | None:
+    """The error and note of a call's answer, or of one item of a batch call's."""
+    error = answer.get("error")
     if error is not None and not (
         type(error) is dict
         and type(error.get("type")) is str
@@ -101,7 +117,7 @@ def response_problem(resp: dict[str, Any]) -> str | None:
         and isinstance(error.get("traceback"), str | None)
     ):
         return "error is not an object with a type and a message"
-    if not isinstance(resp.get("note"), str | None):
+    if not isinstance(answer.get("note"), str | None):
         return "note is not a string"
     return None
 
@@ -599,6 +615,7 @@ class WorkerPool:
             started_at=started,
             entry_called_at=resp.get("entry_called_at"),
             finished_at=finished,
+            items=resp.get("items"),
         )
 
     def _timed_out(self, w: Worker, timeout: float, sent_at: float) -> CallOutcome:

@@ -12,13 +12,14 @@ anywhere re-delivers (and the done marker stops a finished invocation from runni
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import signal
 import threading
 import time
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,7 @@ from pydantic import ValidationError
 
 from plugins.cancel import Cancelled, Cancels, cancelled_result
 from plugins.cancel_watch import CancelWatcher
-from plugins.execution import RUNNER_ID, execute, rejected_result
+from plugins.execution import RUNNER_ID, execute, execute_batch, rejected_result
 from plugins.followups import FollowupPublisher, Unpublishable
 from plugins.lane import Job, LaneVersion, PluginLane
 from plugins.offsets import Ack, OffsetTracker
@@ -117,7 +118,9 @@ def start_pool(
     return pool, None
 
 
-def make_lane(settings: Settings, plugin: LoadedPlugin, pool: WorkerPool, handle: Any, is_current: Any) -> PluginLane:
+def make_lane(
+    settings: Settings, plugin: LoadedPlugin, pool: WorkerPool, handle: Any, is_current: Any, handle_batch: Any = None
+) -> PluginLane:
     return PluginLane(
         plugin,
         pool,
@@ -125,6 +128,7 @@ def make_lane(settings: Settings, plugin: LoadedPlugin, pool: WorkerPool, handle
         topic=settings.topics.invoke(plugin.name),
         is_current=is_current,
         high_topic=settings.topics.invoke(plugin.name, "high"),
+        handle_batch=handle_batch,
     )
 
 
@@ -135,6 +139,7 @@ def start_lanes(
     handle: Any,
     is_current: Any = None,
     on_error: Any = None,
+    handle_batch: Any = None,
 ) -> dict[str, PluginLane]:
     """Venv + warm pool for each plugin; a plugin that cannot start is logged and left out.
 
@@ -149,7 +154,7 @@ def start_lanes(
             if on_error is not None:
                 on_error(plugin, error)
             continue
-        lane = make_lane(settings, plugin, pool, handle, is_current)
+        lane = make_lane(settings, plugin, pool, handle, is_current, handle_batch)
         lanes[lane.topic] = lane
         log.info(
             "plugin %s %s ready: %d worker(s), code %s, topic %s",
@@ -237,6 +242,7 @@ class Runner:
             self._handle,
             self.tracker.is_current,
             on_error=lambda p, e: reloader.record_error(p.name, e, serving=False, code_hash=p.code_hash),
+            handle_batch=self._handle_batch,
         )
         for problem in found.problems:
             reloader.record_error(problem.path.name, problem.message, serving=False)
@@ -319,7 +325,7 @@ class Runner:
 
     def _build_lane(self, plugin: LoadedPlugin, pool: WorkerPool) -> PluginLane:
         # Called by the reloader's thread: create the topics there, so the consumer thread never waits on it.
-        lane = make_lane(self.settings, plugin, pool, self._handle, self.tracker.is_current)
+        lane = make_lane(self.settings, plugin, pool, self._handle, self.tracker.is_current, self._handle_batch)
         ensure_topics(self.settings, [lane.topic, lane.high_topic])
         return lane
 
@@ -518,10 +524,36 @@ class Runner:
 
     # -- running (lane threads) -----------------------------------------------------------------
     def _handle(self, lane: PluginLane, job: Job, version: LaneVersion) -> None:
+        self._record(lane, job, version, lambda: self._run_job(lane, job, version))
+
+    def _handle_batch(self, lane: PluginLane, jobs: list[Job], version: LaneVersion) -> None:
+        """A batch plugin's jobs in one call; then each is recorded, retried or dead-lettered on its own."""
+        started = [job for job in jobs if self._started(job, version)]
+        if not started:
+            return
+        try:
+            results = execute_batch(
+                version.plugin, version.pool, [j.invocation for j in started], [j.consumed_at for j in started]
+            )
+        except Exception as e:  # as _record does for one: each ends with a (final) result
+            log.exception("%s: unexpected error running a batch of %d", lane.plugin.name, len(started))
+            failed = [self._runner_error(version.plugin, job.invocation, e) for job in started]
+            for job, result in zip(started, failed, strict=True):
+                self._record(lane, job, version, functools.partial(_final, result))
+            return
+        if results is None:
+            log.info("%s: a batch of %d abandoned at shutdown (will be redelivered)", lane.plugin.name, len(started))
+            return
+        for job, result in zip(started, results, strict=True):
+            self._record(lane, job, version, functools.partial(self._concluded, lane, job, version, result))
+
+    def _record(
+        self, lane: PluginLane, job: Job, version: LaneVersion, outcome: Callable[[], tuple[Result, bool] | None]
+    ) -> None:
         # Whatever goes wrong while handling the invocation, it ends with a result: an exception left
         # to the lane would leave its offset uncommitted, and with it every later one of its partition.
         try:
-            done = self._run_job(lane, job, version)
+            done = outcome()
         except Exception as e:
             log.exception("%s %s: unexpected error; recorded as failed", lane.plugin.name, job.invocation.invocation_id)
             done = self._runner_error(version.plugin, job.invocation, e), True
@@ -533,11 +565,23 @@ class Runner:
         """The result to record and whether it is final; None when nothing may be recorded (stopping)."""
         # The version the lane handed out: after a hot reload, a call that started on the old code
         # finishes and is reported with the old version and code hash.
+        if not self._started(job, version):
+            return None
+        result = execute(version.plugin, version.pool, job.invocation, job.consumed_at)
+        if result is None:
+            log.info(
+                "%s %s abandoned at shutdown (will be redelivered)", lane.plugin.name, job.invocation.invocation_id
+            )
+            return None
+        return self._concluded(lane, job, version, result)
+
+    def _started(self, job: Job, version: LaneVersion) -> bool:
+        """Mark the invocation running; False (and recorded `cancelled`) if it was cancelled before."""
         plugin = version.plugin
         invocation = job.invocation
         if invocation.invocation_id in self.cancel_watch:  # cancelled while queued or waiting for its retry
             self._drop_cancelled(plugin, invocation, job.ack, "before it started")
-            return None
+            return False
         assert self.sink is not None
         started = time.time()
         self.sink.state(
@@ -548,15 +592,15 @@ class Runner:
             "running",
         )
         self.ops.on_start(invocation)
-        result = execute(plugin, version.pool, invocation, job.consumed_at)
-        if result is None:
-            log.info(
-                "%s %s abandoned at shutdown (will be redelivered)", lane.plugin.name, job.invocation.invocation_id
-            )
-            return None
+        return True
+
+    def _concluded(
+        self, lane: PluginLane, job: Job, version: LaneVersion, result: Result
+    ) -> tuple[Result, bool] | None:
+        """What to record of a finished call: the result, a retry's attempt or the dead letter's final result."""
         _log_result(result)
         self.ops.on_result(result)
-        policy = plugin.manifest.retries
+        policy = version.plugin.manifest.retries
         if wants_retry(result, policy):
             try:
                 retried = self._retry(lane, job, result, policy)
@@ -731,6 +775,10 @@ def _session_hint(err: KafkaError, settings: Settings) -> str:
         f" (runners.session_timeout_ms={settings.runners.session_timeout_ms} is outside the broker's "
         "group.min.session.timeout.ms..group.max.session.timeout.ms, 6000..1800000 by default)"
     )
+
+
+def _final(result: Result) -> tuple[Result, bool]:
+    return result, True
 
 
 def _log_result(result: Result) -> None:

@@ -219,6 +219,8 @@ class Plugin:
             self.unhealthy = f"{ENVIRONMENT_CHECK}() returned {ok!r}"
 
     def call(self, request: dict[str, Any]) -> dict[str, Any]:
+        if request.get("batch") is not None:
+            return self._call_batch(request["batch"])
         started_at = time.time()
         resp: dict[str, Any] = {
             "type": "result",
@@ -251,27 +253,73 @@ class Plugin:
             if after is not None:
                 after(output, context)
             resp.update(ok=True, output=output, error=None)
-        except MemoryError as e:
+        except Exception as e:  # MemoryError included
+            resp.update(self._failure(e, context))
+        resp["finished_at"] = time.time()
+        return resp
+
+    def _call_batch(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """A batch plugin's call: the entry point gets [{"params", "context"}, ...] and returns one
+        output per item (an exception instance fails its item); raising fails them all. Hooks are
+        per-invocation, so a batch call runs none but on_failure (with the first item's context)."""
+        resp: dict[str, Any] = {"type": "result", "invocation_id": None, "started_at": time.time()}
+        resp["entry_called_at"] = None
+        if self.load_error is not None or self.func is None:
+            resp.update(ok=False, output=None, error=self.load_error, finished_at=time.time())
+            return resp
+        contexts = [Context(item.get("context") or {}) for item in items]
+        batch = [{"params": item.get("params") or {}, "context": c} for item, c in zip(items, contexts, strict=True)]
+        try:
+            resp["entry_called_at"] = time.time()
+            outputs = self.func(batch)
+            if hasattr(outputs, "__await__"):
+                import asyncio  # lazy, as in call()
+
+                outputs = asyncio.run(_awaited(outputs))
+            resp.update(ok=True, output=None, error=None, items=batch_items(outputs, len(batch)))
+        except Exception as e:
+            resp.update(self._failure(e, contexts[0] if contexts else Context()))
+        resp["finished_at"] = time.time()
+        return resp
+
+    def _failure(self, e: Exception, context: Context) -> dict[str, Any]:
+        """The response fields of a call that raised."""
+        err = error_info(e, skip_frames=1)
+        if isinstance(e, MemoryError):
             # Over the limit: report it as such and let this worker go (its heap may be fragmented or
             # half-built objects may linger); the pool starts a clean one.
-            err = error_info(e, skip_frames=1)
             if self.memory_limit_mb is not None:
                 err["type"] = "MemoryLimitExceeded"
                 err["message"] = f"the plugin exceeded its memory limit of {self.memory_limit_mb} MB" + (
                     f" ({err['message']})" if err["message"] else ""
                 )
-            resp.update(ok=False, output=None, error=err, retire=True)
-        except Exception as e:
-            err = error_info(e, skip_frames=1)
-            on_failure = self.hooks.get("on_failure")
-            if on_failure is not None:
-                try:
-                    on_failure(e, context)
-                except Exception as hook_error:
-                    err["message"] += f" (and on_failure raised {type(hook_error).__name__}: {hook_error})"
-            resp.update(ok=False, output=None, error=err)
-        resp["finished_at"] = time.time()
-        return resp
+            return {"ok": False, "output": None, "error": err, "retire": True}
+        on_failure = self.hooks.get("on_failure")
+        if on_failure is not None:
+            try:
+                on_failure(e, context)
+            except Exception as hook_error:
+                err["message"] += f" (and on_failure raised {type(hook_error).__name__}: {hook_error})"
+        return {"ok": False, "output": None, "error": err}
+
+
+class BatchResultError(Exception):
+    """A batch plugin's entry point did not return one result per item."""
+
+
+def batch_items(outputs: Any, expected: int) -> list[dict[str, Any]]:
+    """Each item's part of a batch response; BatchResultError unless `outputs` is a list of `expected`."""
+    if not isinstance(outputs, list | tuple) or len(outputs) != expected:
+        got = f"a {type(outputs).__name__} of {len(outputs)}" if isinstance(outputs, list | tuple) else repr(outputs)
+        raise BatchResultError(
+            f"a batch plugin returns a list with one result per item: got {got[:200]} for {expected} item(s)"
+        )
+    return [
+        {"ok": False, "output": None, "error": error_info(out)}
+        if isinstance(out, BaseException)
+        else {"ok": True, "output": out}
+        for out in outputs
+    ]
 
 
 async def _awaited(awaitable: Any) -> Any:
@@ -281,7 +329,9 @@ async def _awaited(awaitable: Any) -> Any:
 def dump_response(resp: dict[str, Any]) -> bytes:
     """JSON of a response; an output that JSON cannot carry exactly to the runner (NaN, an integer past
     64 bits, which orjson reads as a float, nesting past MAX_OUTPUT_NESTING) is replaced by its repr()
-    plus a note."""
+    plus a note (in a batch response, per item)."""
+    if "items" in resp:
+        return _dump_batch(resp)
     try:
         data = json.dumps(resp, allow_nan=False, separators=(",", ":")).encode()
         problem = _carry_problem(resp.get("output"), data)
@@ -300,6 +350,19 @@ def dump_response(resp: dict[str, Any]) -> bytes:
             note=f"output of type {type(output).__name__} is not JSON-serializable ({e}); stored its repr()",
         )
         return json.dumps(resp, allow_nan=False, separators=(",", ":"), default=repr).encode()
+
+
+def _dump_batch(resp: dict[str, Any]) -> bytes:
+    items = resp["items"]
+    try:
+        data = json.dumps(resp, allow_nan=False, separators=(",", ":")).encode()
+        if _carry_problem([item["output"] for item in items], data) is None:
+            return data
+    except (TypeError, ValueError, OverflowError, RecursionError):
+        pass
+    # Some item cannot travel as it is: each output through the single-call path, which repairs it.
+    carried = [dict(item, **json.loads(dump_response({"output": item["output"]}))) for item in items]
+    return json.dumps(dict(resp, items=carried), allow_nan=False, separators=(",", ":")).encode()
 
 
 # The same as schemas.values.MAX_NESTING (this file cannot import it; a unit test keeps them equal):
@@ -466,6 +529,13 @@ def _request_problem(request: Any) -> str | None:
     for key in ("params", "context"):
         if not isinstance(request.get(key), dict | None):
             return f"{key} is a {type(request[key]).__name__}, not an object"
+    batch = request.get("batch")
+    if batch is not None:
+        if not isinstance(batch, list):
+            return f"batch is a {type(batch).__name__}, not a list"
+        for i, item in enumerate(batch):
+            if (problem := _request_problem(item) if isinstance(item, dict) else "not an object") is not None:
+                return f"batch[{i}]: {problem}"
     return None
 
 

@@ -54,6 +54,17 @@ class RetryPolicy(BaseModel):
     max_delay: float = Field(default=3600.0, ge=0)
 
 
+class BatchSettings(BaseModel):
+    """A batch plugin's entry point gets a list of invocations per call (plugins/README.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_size: int = Field(default=500, ge=1, le=10_000, description="invocations per call at most")
+    max_wait_ms: float = Field(
+        default=20.0, ge=0, le=60_000, description="how long a call waits for more invocations once it has one"
+    )
+
+
 class PluginManifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -77,6 +88,9 @@ class PluginManifest(BaseModel):
     concurrency: int = Field(default=1, ge=1, le=64)
     priority: Priority = "normal"
     memory_limit_mb: int | None = Field(default=None, ge=16)
+    batch: BatchSettings | None = Field(
+        default=None, description="call the entry point with a list of invocations, one result per item"
+    )
 
     @field_validator("dependencies")
     @classmethod
@@ -126,6 +140,13 @@ class PluginManifest(BaseModel):
         if why := run_field_problem(self.entry_point is not None, self.command is not None):
             raise ValueError(why)
         return self
+
+    @field_validator("batch")
+    @classmethod
+    def _batch_needs_an_entry_point(cls, batch: BatchSettings | None, info: ValidationInfo) -> BatchSettings | None:
+        if batch is not None and info.data.get("command") is not None:
+            raise ValueError("a command plugin runs one program per invocation; batch needs an entry_point")
+        return batch
 
     @model_validator(mode="after")
     def _defaults_match_types(self) -> PluginManifest:

@@ -72,11 +72,21 @@ class ResultsReader:
     def wait_for(self, count: int, timeout: float = 60.0) -> list[tuple[str, bytes]]:
         deadline = time.monotonic() + timeout
         while len(self.messages) < count and time.monotonic() < deadline:
-            msg = self.consumer.poll(0.2)
-            if msg is not None and msg.error() is None:
-                self.messages.append((msg.key().decode(), msg.value()))
+            self._poll(0.2)
         assert len(self.messages) >= count, f"got {len(self.messages)} of {count} results: {self.messages}"
         return self.messages
+
+    def read_for(self, seconds: float) -> list[tuple[str, bytes]]:
+        """Every result so far, after reading for `seconds` more."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self._poll(min(0.2, max(0.0, deadline - time.monotonic())))
+        return self.messages
+
+    def _poll(self, timeout: float) -> None:
+        msg = self.consumer.poll(timeout)
+        if msg is not None and msg.error() is None:
+            self.messages.append((msg.key().decode(), msg.value()))
 
     def close(self):
         self.consumer.close()
