@@ -9,6 +9,8 @@ import uuid
 import pytest
 import redis
 
+from plugins.execution import item_outcomes
+from plugins.pool import CallOutcome, WorkerPool
 from plugins.runner import run_runner
 from schemas.config import Config
 from schemas.rules import RulesConfig
@@ -101,6 +103,12 @@ def test_documents_indexed_through_the_runner_once_per_invocation(settings):
     assert not thread.is_alive()
 
 
+def call_one(pool: WorkerPool, request: dict) -> CallOutcome:
+    """One invocation through the bulk entry point: a batch of one, as the runner sends it."""
+    (outcome,) = item_outcomes(pool.call({"invocation_id": None, "batch": [request]}, timeout=30), 1)
+    return outcome
+
+
 def test_a_second_run_of_one_invocation_changes_nothing(stack):
     """Even when the runner does run an invocation twice (two copies in flight), the plugin writes once."""
     settings = isolated_settings("es")
@@ -122,15 +130,15 @@ def test_a_second_run_of_one_invocation_changes_nothing(stack):
     client = redis.Redis.from_url(url)
     try:
         with plugin_pool(example_plugin("es_indexer"), size=2) as pool:
-            outs = [pool.call(request, timeout=30) for _ in range(2)]
+            outs = [call_one(pool, request) for _ in range(2)]
             assert [o.output["result"] for o in outs] == ["created", "noop"], [o.error for o in outs]
             assert [o.output["_version"] for o in outs] == [1, 1]
             other = {**request, "params": {**request["params"], "document": {"v": 2}}}
             other["context"] = {**request["context"], "invocation_id": "another"}
-            assert pool.call(other, timeout=30).output["result"] == "updated"
+            assert call_one(pool, other).output["result"] == "updated"
             assert _doc(client, prefix, "a") == {"_source": {"v": 2}, "_version": 2, "_invocation_id": "another"}
             bad = {**request, "params": {**request["params"], "op": "upsert"}}
-            out = pool.call(bad, timeout=30)
+            out = call_one(pool, bad)
             assert out.status == "failed" and "unknown op" in out.error["message"]
     finally:
         client.close()
@@ -148,7 +156,7 @@ def test_an_older_change_never_overwrites_a_newer_one_nor_brings_a_deleted_row_b
         params = {"row": row, "operation": operation, "table": "teachers", "key_prefix": prefix, "redis_url": url}
         params["event_id"] = f"1:mysql-bin.000003:{pos}:0"
         context = {"invocation_id": iid, "plugin": "es_indexer", "attempt": 1, "trigger": {"kind": "cdc"}}
-        out = pool.call({"invocation_id": iid, "params": params, "context": context}, timeout=30)
+        out = call_one(pool, {"invocation_id": iid, "params": params, "context": context})
         assert out.status == "success", out.error
         return out.output
 

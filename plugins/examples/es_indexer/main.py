@@ -69,7 +69,39 @@ def _client(url):
     return _clients[url]
 
 
-def index_document(
+def bulk_index(items):
+    """The entry point (plugin.json `batch`): a list of invocations, each {"params", "context"}, as
+    Elasticsearch's _bulk API takes a list of actions. Every write of the batch goes to Redis in one
+    pipelined round trip; the answer is one result per item, in order: the item's outcome, or the
+    exception that fails that item alone (bad parameters, a Redis error for that write)."""
+    results = [None] * len(items)
+    writes = {}  # redis URL -> [(item index, keys, args, index name, doc id)]
+    for i, item in enumerate(items):
+        try:
+            url, keys, args, index, doc_id = _write_of(item["context"], **item["params"])
+        except (TypeError, ValueError) as e:
+            results[i] = e
+            continue
+        writes.setdefault(url, []).append((i, keys, args, index, doc_id))
+    for url, group in writes.items():
+        client = _client(url)
+        pipe = client.pipeline(transaction=False)
+        for _, keys, args, _, _ in group:
+            _script(client)(keys=keys, args=args, client=pipe)
+        replies = pipe.execute(raise_on_error=False)
+        for (i, _, _, index, doc_id), reply in zip(group, replies, strict=True):
+            results[i] = reply if isinstance(reply, Exception) else _answer(index, doc_id, reply)
+    return results
+
+
+def index_document(context=None, **params):
+    """One document, as bulk_index does it for each item (for a caller that has just one)."""
+    url, keys, args, index, doc_id = _write_of(context, **params)
+    return _answer(index, doc_id, _script(_client(url))(keys=keys, args=args))
+
+
+def _write_of(
+    context,
     doc_id=None,
     document=None,
     op="index",
@@ -81,8 +113,8 @@ def index_document(
     table=None,
     id_column="id",
     event_id=None,
-    context=None,
 ):
+    """(redis url, keys, args, index, doc id) of the write one invocation asks for; ValueError if none."""
     if row is not None:  # a row change's parameters, bound by name
         document = row if document is None else document
         doc_id = row.get(id_column) if doc_id is None else doc_id
@@ -96,6 +128,20 @@ def index_document(
         raise ValueError("op=index needs a document")
     iid = context["invocation_id"]
     keys = [f"{key_prefix}:{index}:{doc_id}", f"{key_prefix}:_applied:{iid}"]
-    args = (op, json.dumps(document), iid, APPLIED_TTL_SECONDS, external_version(event_id))
-    outcome, version = _client(redis_url).eval(_WRITE, 2, *keys, *args)
+    args = [op, json.dumps(document), iid, APPLIED_TTL_SECONDS, external_version(event_id)]
+    return redis_url, keys, args, index, doc_id
+
+
+def _answer(index, doc_id, reply):
+    outcome, version = reply
     return {"_index": index, "_id": doc_id, "result": outcome.decode(), "_version": int(version)}
+
+
+_scripts = {}
+
+
+def _script(client):
+    """The write as a registered script (EVALSHA, loaded once), for this client's connection pool."""
+    if id(client) not in _scripts:
+        _scripts[id(client)] = client.register_script(_WRITE)
+    return _scripts[id(client)]
