@@ -154,7 +154,9 @@ class BinlogReader:
         self.rows_by_table_op: dict[tuple[str, str, str], int] = {}
         # cdc.format = debezium: the rows of each table map re-shaped as Debezium writes them
         self.debezium = (
-            DebeziumRows(settings, self._column_facts, self._primary_key) if settings.cdc.format == "debezium" else None
+            DebeziumRows(settings, self._column_facts, self._primary_key, self._point_columns)
+            if settings.cdc.format == "debezium"
+            else None
         )
 
     def _create_topic(self, db: str, table: str) -> None:
@@ -445,6 +447,9 @@ class BinlogReader:
 
     def _primary_key(self, db: str, table: str) -> tuple[str, ...]:
         return self.schema_info.primary_key(db, table) if self.schema_info is not None else ()
+
+    def _point_columns(self, db: str, table: str) -> frozenset[str]:
+        return self.schema_info.point_columns(db, table) if self.schema_info is not None else frozenset()
 
     def _forget_tables(self) -> None:
         """After DDL: column definitions may have changed; the next table map rebuilds converters,

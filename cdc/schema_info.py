@@ -26,11 +26,13 @@ class SchemaInfo:
         self._json: dict[tuple[str, str], frozenset[str]] = {}
         self._columns: dict[tuple[str, str], dict[str, tuple[bool, str | None]]] = {}
         self._keys: dict[tuple[str, str], tuple[str, ...]] = {}
+        self._points: dict[tuple[str, str], frozenset[str]] = {}
 
     def invalidate(self) -> None:
         self._json.clear()
         self._columns.clear()
         self._keys.clear()
+        self._points.clear()
 
     def column_facts(self, db: str, table: str) -> dict[str, tuple[bool, str | None]]:
         """{column: (nullable, COLUMN_DEFAULT as information_schema spells it)}: the Debezium format's
@@ -58,6 +60,20 @@ class SchemaInfo:
                 (db, table),
             )
             cached = self._keys[key] = tuple(name for (name,) in rows)
+        return cached
+
+    def point_columns(self, db: str, table: str) -> frozenset[str]:
+        """Columns declared POINT: the binlog calls every spatial column GEOMETRY, Debezium writes a
+        POINT's value and schema with x and y."""
+        key = (db, table)
+        cached = self._points.get(key)
+        if cached is None:
+            rows = self._query(
+                "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s "
+                "AND DATA_TYPE = 'point'",
+                (db, table),
+            )
+            cached = self._points[key] = frozenset(name for (name,) in rows)
         return cached
 
     def json_columns(self, db: str, table: str) -> frozenset[str]:

@@ -23,6 +23,9 @@ blocking snapshot):
   streaming from H re-sends afterwards in order, so every key still ends at its current row.
 - Event ids are `snapshot:<snapshot id>:<db>.<table>:<key json>`: a resumed snapshot re-sending rows
   gives them the same ids; a new snapshot (a new id) is not mistaken for a duplicate of an old one.
+- With cdc.format debezium the rows are Debezium's initial snapshot's (cdc/debezium/snapshot_rows.py):
+  no event_id in the value; schemas/row_change.py's debezium_event_id derives one from the hand-over
+  position, the snapshot's start (source.ts_ms) and the row, so the same properties hold.
 
 Hand-over rule: with no checkpoint, or when the snapshot covers every table the reader selects and
 has no --where, the checkpoint becomes H (a full re-snapshot also repairs a lost position). A partial

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
+from pymysqlreplication.constants import FIELD_TYPE
 
 from cdc.debezium.envelope import messages, source_block
 from cdc.debezium.schema import Facts, column_defaults, table_schemas, wrapped
-from cdc.debezium.values import RowValues
+from cdc.debezium.values import DeclaredGeometry, RowValues
 from schemas.debezium import DebeziumOptions
 from schemas.settings import Settings
 
@@ -21,6 +22,7 @@ FORMAT_VERSION = "2.7.4.Final-cdcflow"
 Produce = Callable[[str, bytes | None, bytes | None, Any], None]
 FactsOf = Callable[[str, str], Facts]  # (db, table) -> column nullability and defaults
 KeyOf = Callable[[str, str], tuple[str, ...]]  # (db, table) -> primary key columns in key order
+PointsOf = Callable[[str, str], frozenset[str]]  # (db, table) -> columns declared POINT
 
 
 @dataclass(frozen=True)
@@ -33,9 +35,16 @@ class TableFormat:
 
 
 def table_format(
-    columns: Any, key_columns: tuple[str, ...], options: DebeziumOptions, facts: Facts, prefix: str
+    columns: Any,
+    key_columns: tuple[str, ...],
+    options: DebeziumOptions,
+    facts: Facts,
+    prefix: str,
+    points: frozenset[str] = frozenset(),
 ) -> TableFormat:
-    """One table's converters (and schemas): binlog table maps and the snapshot's column definitions alike."""
+    """One table's converters (and schemas): binlog table maps and the snapshot's column definitions alike.
+    `points`: the binlog's GEOMETRY columns declared POINT."""
+    columns = [DeclaredGeometry(c, "point") if c.name in points else c for c in columns]
     schemas = None
     if options.schemas_enable:
         schemas = table_schemas(columns, key_columns, options, facts, frozenset(), prefix)
@@ -48,11 +57,14 @@ class Decoder(Protocol):
 
 
 class DebeziumRows:
-    def __init__(self, settings: Settings, facts_of: FactsOf, key_of: KeyOf | None = None):
+    def __init__(
+        self, settings: Settings, facts_of: FactsOf, key_of: KeyOf | None = None, points_of: PointsOf | None = None
+    ):
         self.options = settings.cdc.debezium
         self.name = settings.topics.cdc_prefix  # Debezium's source.name is its topic.prefix
         self.facts_of = facts_of
         self.key_of = key_of
+        self.points_of = points_of
         # table_id -> (the table map's column list it was built for, its format)
         self._values: dict[int, tuple[Any, TableFormat]] = {}
         self._last_heartbeat = 0.0
@@ -87,7 +99,10 @@ class DebeziumRows:
             ordered = self.key_of(event.schema, event.table)
             key_columns = ordered if sorted(ordered) == sorted(key_columns) else key_columns
         prefix = f"{self.name}.{event.schema}.{event.table}"
-        table = table_format(event.columns, key_columns, self.options, facts, prefix)
+        points: frozenset[str] = frozenset()
+        if self.points_of is not None and any(c.type == FIELD_TYPE.GEOMETRY for c in event.columns):
+            points = self.points_of(event.schema, event.table)
+        table = table_format(event.columns, key_columns, self.options, facts, prefix, points)
         self._values[event.table_id] = (event.columns, table)
         return table
 

@@ -81,6 +81,26 @@ _INTEGERS = {
     FIELD_TYPE.LONGLONG: ("int64", "int64"),
 }
 _BINARY = STRING_TYPES
+_SRID = {"type": "int32", "optional": True, "field": "srid"}
+GEOMETRY_SCHEMA: dict[str, Any] = {
+    "type": "struct",
+    "fields": [{"type": "bytes", "optional": False, "field": "wkb"}, _SRID],
+    "name": "io.debezium.data.geometry.Geometry",
+    "version": 1,
+    "doc": "Geometry",
+}
+POINT_SCHEMA: dict[str, Any] = {
+    "type": "struct",
+    "fields": [
+        {"type": "double", "optional": False, "field": "x"},
+        {"type": "double", "optional": False, "field": "y"},
+        {"type": "bytes", "optional": True, "field": "wkb"},
+        _SRID,
+    ],
+    "name": "io.debezium.data.geometry.Point",
+    "version": 1,
+    "doc": "Geometry (POINT)",
+}
 
 
 def _logical(type_: str, name: str, **parameters: str) -> dict[str, Any]:
@@ -149,6 +169,8 @@ def field_type(column: Any, options: DebeziumOptions, is_json: bool = False) -> 
     if found is not None:
         return found
     t = column.type
+    if t == FIELD_TYPE.GEOMETRY:
+        return dict(POINT_SCHEMA if getattr(column, "geometry", None) == "point" else GEOMETRY_SCHEMA)
     if t == FIELD_TYPE.ENUM:
         members = [m for m in column.enum_values or () if m]  # the library lists the invalid value '' first
         return _logical("string", "io.debezium.data.Enum", allowed=",".join(members))

@@ -53,7 +53,19 @@ _TYPES = {
     "enum": FIELD_TYPE.ENUM,
     "set": FIELD_TYPE.SET,
     "json": FIELD_TYPE.JSON,
-    "geometry": FIELD_TYPE.GEOMETRY,
+    **dict.fromkeys(
+        (
+            "geometry",
+            "point",
+            "linestring",
+            "polygon",
+            "multipoint",
+            "multilinestring",
+            "multipolygon",
+            "geometrycollection",
+        ),
+        FIELD_TYPE.GEOMETRY,
+    ),
 }
 _BINARY_STRINGS = frozenset({"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob"})
 _MEMBER = re.compile(r"'((?:[^']|'')*)'")
@@ -73,6 +85,7 @@ class ColumnDefinition:
     character_set_name: str | None = None
     enum_values: tuple[str, ...] = ()
     set_values: tuple[str, ...] = ()
+    geometry: str | None = None  # a spatial column's declared type (point, linestring, ...)
 
 
 def _s(value: Any) -> str:
@@ -93,6 +106,7 @@ def column_definition(name: str, data_type: str, column_type: str, row: tuple[An
         character_set_name="binary" if data_type in _BINARY_STRINGS else (_s(charset) if charset else None),
         enum_values=members if data_type == "enum" else (),
         set_values=members if data_type == "set" else (),
+        geometry=data_type if _TYPES.get(data_type) == FIELD_TYPE.GEOMETRY else None,
     )
 
 

@@ -4,11 +4,12 @@ Kafka Connect standalone runs Debezium 2.7.4's MySQL connector (connector.adapte
 connector per option combination; a cdcflow reader per combination runs with the same options. Both
 read the same writes of one table per type family (tests/support/cdc.py's FAMILIES: every type
 cdcflow maps, edge values, zero dates, NULL in every type), a keyed table with inserts, updates, an
-update of the primary key and deletes, a keyless table, and a table whose composite key is declared in
-another order than its columns. Per table and partition, the messages
-must be equal key by key, header by header and field by field, in the same order and partition
-(which also proves keys hash as Java's murmur2 does). What differs on purpose is listed in DELIBERATE
-and README ("Debezium format"): each such value is asserted on both sides, then set aside.
+update of the primary key and deletes, a keyless table, a table whose composite key is declared in
+another order than its columns, and one with a column of each spatial type (SRIDs 0, 4326, 3857).
+Per table and partition, the messages must be equal key by key, header by header and field by field,
+in the same order and partition (which also proves keys hash as Java's murmur2 does). What differs
+on purpose is listed in DELIBERATE and README ("Debezium format"): each such value is asserted on
+both sides, then set aside.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from tests.support import (
     write_config,
 )
 from tests.support.cdc import FAMILIES, ReaderThread, insert_family_rows
-from tests.support.debezium import KafkaConnect, install_connect
+from tests.support.debezium import GEO_COLUMNS, GEO_VALUES, KafkaConnect, install_connect
 
 PARTITIONS = 4
 # prefix suffix -> Debezium options, given alike to the connector and to cdcflow's cdc.debezium
@@ -71,7 +72,7 @@ DELIBERATE: dict[tuple[str, str], tuple[Any, Any]] = {
 }
 # the same in the schema of schemas.enable: (Debezium's, cdcflow's) JSON text
 DELIBERATE_SCHEMA = [('"allowed":"李,?"', '"allowed":"李,😀"')]
-TABLES = [f"f_{f}" for f in FAMILIES] + ["changes", "nokey", "pair"]
+TABLES = [f"f_{f}" for f in FAMILIES] + ["changes", "nokey", "pair", "geo"]
 
 
 def _write_changes(db: str) -> None:
@@ -92,6 +93,9 @@ def _write_changes(db: str) -> None:
         cur.execute("UPDATE pair SET v = 5 WHERE a = 'x'")
         cur.execute("UPDATE pair SET a = 'y' WHERE b = 1 AND a = 'w'")
         cur.execute("DELETE FROM pair WHERE b = 2")
+        cur.execute(f"INSERT INTO geo VALUES (1, {GEO_VALUES}), (2, {', '.join(['NULL'] * 9)})")
+        cur.execute("UPDATE geo SET p = ST_GeomFromText('POINT(-0.5 1e300)', 3857), g = p WHERE id = 2")
+        cur.execute("DELETE FROM geo WHERE id = 1")
         cur.execute("INSERT INTO nokey VALUES (1, 'x'), (2, 'y')")
         cur.execute("UPDATE nokey SET s = 'z' WHERE n = 1")
         cur.execute("DELETE FROM nokey WHERE n = 2")
@@ -179,6 +183,7 @@ def streamed(stack: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
             " flag TINYINT(1) NOT NULL DEFAULT 0, day DATE DEFAULT '2024-02-29', n BIGINT UNSIGNED DEFAULT 7)",
             f"CREATE TABLE {db}.nokey (n INT, s VARCHAR(5))",
             f"CREATE TABLE {db}.pair (b INT, a VARCHAR(5), v INT, PRIMARY KEY (a, b))",
+            f"CREATE TABLE {db}.geo ({GEO_COLUMNS})",
         ]
     )
     configs, prefixes = [], {}

@@ -4,7 +4,8 @@ Kafka Connect standalone runs Debezium 2.7.4's MySQL connector (connector.adapte
 snapshot.mode=initial, one connector per option combination (the defaults; schemas.enable with
 decimal.handling.mode=string), on a database holding one table per type family (tests/support/cdc.py's
 FAMILIES: row 1 every value, row 2 all NULL), a keyed table with column DEFAULTs, a table whose
-composite key is declared in another order than its columns, and a one-row table. Then cdcflow
+composite key is declared in another order than its columns, a one-row table and one with a
+column of each spatial type. Then cdcflow
 snapshots the same rows with the same options. Per table the messages must be equal key by key,
 header by header and field by field (with the defaults also partition by partition, in the same
 order); the differences listed in DELIBERATE, and the snapshot's time and binlog position (each
@@ -41,7 +42,7 @@ from tests.support import (
     write_config,
 )
 from tests.support.cdc import FAMILIES, insert_family_rows
-from tests.support.debezium import KafkaConnect, install_connect
+from tests.support.debezium import GEO_COLUMNS, GEO_VALUES, KafkaConnect, install_connect
 
 PARTITIONS = 4
 COMBINATIONS: dict[str, dict[str, str]] = {
@@ -60,6 +61,7 @@ EXTRA = {
     " day DATE DEFAULT '2024-02-29', n BIGINT UNSIGNED DEFAULT 7",
     "pair": "b INT, a VARCHAR(5), v BIT(3), PRIMARY KEY (a, b)",
     "one": "id BIGINT UNSIGNED PRIMARY KEY, t TIME(6)",
+    "geo": GEO_COLUMNS,
 }
 TABLES = sorted([f"f_{f}" for f in FAMILIES] + list(EXTRA))
 
@@ -76,8 +78,9 @@ def _write_rows(db: str) -> int:
         )
         cur.execute("INSERT INTO pair VALUES (2, 'x', b'101'), (1, 'x', NULL), (1, 'w', b'0'), (9, 'a', b'111')")
         cur.execute("INSERT INTO one VALUES (18446744073709551615, '-838:59:59.000000')")
+        cur.execute(f"INSERT INTO geo VALUES (1, {GEO_VALUES}), (2, {', '.join(['NULL'] * 9)})")
     conn.close()
-    return 2 * len(FAMILIES) + 3 + 4 + 1
+    return 2 * len(FAMILIES) + 3 + 4 + 1 + 2
 
 
 def _configs(folder: Path, db: str) -> dict[str, Config]:

@@ -22,6 +22,18 @@ from tests.support import REPO_ROOT, wait_for
 # where `stack.py install-connect` puts them (its state folder: $CDCFLOW_STATE_DIR, else <repo>/.state)
 CONNECT_LIBS = Path(os.environ.get("CDCFLOW_STATE_DIR") or REPO_ROOT / ".state").resolve() / "connect" / "libs"
 STREAMING = re.compile(r"Connected to binlog at .* starting at")
+# Spatial columns of each declared type, and a row of values for them (SRIDs 0, 4326 and 3857)
+GEO_COLUMNS = (
+    "id INT PRIMARY KEY, g GEOMETRY, p POINT, l LINESTRING, pg POLYGON, mp MULTIPOINT,"
+    " ml MULTILINESTRING, mpg MULTIPOLYGON, gc GEOMETRYCOLLECTION, n GEOMETRY"
+)
+GEO_VALUES = (
+    "ST_GeomFromText('POINT(1 2)'), ST_GeomFromText('POINT(1.5 -2.25)', 4326),"
+    " ST_GeomFromText('LINESTRING(0 0, 1 1)'), ST_GeomFromText('POLYGON((0 0,1 0,1 1,0 0))', 3857),"
+    " ST_GeomFromText('MULTIPOINT(1 1, 2 2)'), ST_GeomFromText('MULTILINESTRING((0 0,1 1),(2 2,3 3))'),"
+    " ST_GeomFromText('MULTIPOLYGON(((0 0,1 0,1 1,0 0)))', 4326), ST_GeomFromText('GEOMETRYCOLLECTION(POINT(1 1))'),"
+    " NULL"
+)
 
 
 def install_connect() -> None:

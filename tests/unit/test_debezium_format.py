@@ -5,6 +5,7 @@ tests/integration/test_debezium_compat.py's job; these pin the arithmetic and th
 from __future__ import annotations
 
 import base64
+import struct
 from types import SimpleNamespace
 from typing import Any
 
@@ -13,9 +14,17 @@ import pytest
 from pymysqlreplication.constants import FIELD_TYPE
 
 from cdc.debezium.envelope import NEW_KEY_HEADER, OLD_KEY_HEADER, messages
-from cdc.debezium.schema import table_schemas, wrapped
+from cdc.debezium.schema import field_type, table_schemas, wrapped
 from cdc.debezium.snapshot_rows import column_definition, snapshot_marker
-from cdc.debezium.values import RowValues, datetime_micros, days, time_micros, unscaled, unscaled_bytes
+from cdc.debezium.values import (
+    DeclaredGeometry,
+    RowValues,
+    datetime_micros,
+    days,
+    time_micros,
+    unscaled,
+    unscaled_bytes,
+)
 from schemas.debezium import DebeziumOptions
 from schemas.row_change import debezium_event_id
 from streams.events import facts
@@ -190,3 +199,20 @@ def test_schemas_enable_round_trips_to_cdcflow_values_for_rules() -> None:
     change, _, event_id = parse_change(value)
     assert change["after"] == {**row, "at": "2024-01-02T03:04:05.120"} and event_id == "1:m.000001:4:1"
     assert orjson.loads(wrapped(key_schema, message.key) or b"")["payload"] == {"id": 1}
+
+
+def test_geometry_as_debezium_writes_it() -> None:
+    """MySQL's stored form (SRID, then WKB) -> {wkb, srid}; a column declared POINT also gets x and y."""
+    wkb = bytes.fromhex("0101000000") + struct.pack("<dd", 1.5, -2.25)
+    stored = base64.b64encode((4326).to_bytes(4, "little") + wkb).decode()
+    geometry = column("g", FIELD_TYPE.GEOMETRY)
+    point = DeclaredGeometry(column("p", FIELD_TYPE.GEOMETRY), "point")
+    row = RowValues([geometry, point], DebeziumOptions())({"g": stored, "p": stored})
+    assert row == {
+        "g": {"wkb": base64.b64encode(wkb).decode(), "srid": 4326},
+        "p": {"x": 1.5, "y": -2.25, "wkb": base64.b64encode(wkb).decode(), "srid": 4326},
+    }
+    srid_0 = base64.b64encode(bytes(4) + wkb).decode()
+    assert RowValues([geometry], DebeziumOptions())({"g": srid_0})["g"]["srid"] is None  # type: ignore[index]
+    assert field_type(point, DebeziumOptions())["name"] == "io.debezium.data.geometry.Point"
+    assert field_type(geometry, DebeziumOptions())["name"] == "io.debezium.data.geometry.Geometry"
