@@ -247,7 +247,7 @@ def test_kill_9_mid_snapshot_then_resume_in_debezium_format(stack: None, tmp_pat
     execute([f"CREATE DATABASE {db}", f"CREATE TABLE {db}.items (id INT PRIMARY KEY, n INT, s VARCHAR(20))"])
     config = write_config(tmp_path, data)
     try:
-        execute("INSERT INTO items SELECT seq, seq, CONCAT('r', seq) FROM seq_1_to_30000", db)
+        execute("INSERT INTO items SELECT seq, seq, CONCAT('r', seq) FROM seq_1_to_50000", db)
         store = CheckpointStore(config.settings)
         first = run_cli(config, "--chunk-size", "100")
         wait_for(
@@ -261,7 +261,7 @@ def test_kill_9_mid_snapshot_then_resume_in_debezium_format(stack: None, tmp_pat
         first.send_signal(signal.SIGKILL)
         first.communicate(timeout=30)
         killed_at = store.load_value(progress_key(config.settings))
-        assert not killed_at["finished"] and sum(killed_at["rows"].values()) < 30000, "it finished before the kill"
+        assert not killed_at["finished"] and sum(killed_at["rows"].values()) < 50000, "it finished before the kill"
         second = run_cli(config, "--chunk-size", "100")
         out, err = second.communicate(timeout=300)
         assert second.returncode == 0, err
@@ -272,8 +272,8 @@ def test_kill_9_mid_snapshot_then_resume_in_debezium_format(stack: None, tmp_pat
         for value in stream:
             assert value["op"] == "r" and set(value) >= {"before", "after", "source", "transaction"}
             by_key.setdefault(value["after"]["id"], set()).add(debezium_event_id(value))
-        assert len(by_key) == 30000 and all(len(ids) == 1 for ids in by_key.values())
-        assert 0 <= len(stream) - 30000 <= 100, "it did not resume from the last acknowledged chunk"
+        assert len(by_key) == 50000 and all(len(ids) == 1 for ids in by_key.values())
+        assert 0 <= len(stream) - 50000 <= 100, "it did not resume from the last acknowledged chunk"
         markers = [v["source"]["snapshot"] for v in stream]
         assert markers.count("first") == 1 and markers.count("last") == 1
         assert {m for m in markers if m != "true"} == {"first", "last"}  # one table: "first"/"last" win
