@@ -15,7 +15,6 @@ import time
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
-from bench.common import ROOT  # noqa: F401  (puts the repo on sys.path)
 from plugins.runner_ops import RunnerOps
 from schemas.config import Config
 from schemas.result import Result

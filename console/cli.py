@@ -10,6 +10,7 @@ import importlib
 import os
 import sys
 from pathlib import Path
+from typing import cast
 
 import click
 
@@ -82,12 +83,12 @@ def _unavailable(name: str, error: Exception) -> click.Command:
 @click.pass_context
 def cli(ctx: click.Context, config_path: Path | None, log_level: str, log_format: str) -> None:
     """cdcflow: database changes, schedules and manual triggers -> isolated plugin runs, over Kafka."""
-    from schemas.runtime.log_format import component_of, configure_logging
+    from schemas.runtime.log_format import LogFormat, component_of, configure_logging
 
     ctx.ensure_object(dict)["config_path"] = config_path
     level = _one_of(ctx, "log_level", log_level.upper(), LOG_LEVELS)
     fmt = _one_of(ctx, "log_format", log_format.lower(), ("text", "json"))
-    configure_logging(level, fmt, component_of(ctx.invoked_subcommand))  # type: ignore[arg-type]
+    configure_logging(level, cast(LogFormat, fmt), component_of(ctx.invoked_subcommand))
 
 
 def _one_of(ctx: click.Context, name: str, value: str, choices: tuple[str, ...]) -> str:

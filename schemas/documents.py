@@ -172,7 +172,7 @@ def _refused_position(text: str, duplicate: str | None, token: str | None) -> in
             continue
         if c == '"':
             try:
-                value, end = json.decoder.scanstring(text, i + 1)  # type: ignore[attr-defined]
+                value, end = json.decoder.scanstring(text, i + 1)  # type: ignore[attr-defined]  # public, not in typeshed
             except ValueError:
                 return i
             if expect_key and keys and keys[-1] is not None:

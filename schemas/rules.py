@@ -98,7 +98,7 @@ class Rule(RuleSpec):
     name: str
     db: str
     table: str
-    triggers: list[str] = Field(min_length=1, description="plugins to invoke")  # type: ignore[assignment]
+    triggers: list[str] = Field(min_length=1, description="plugins to invoke")  # type: ignore[assignment]  # narrows RuleSpec's
     trigger_settings: dict[str, TriggerSpec] = Field(default_factory=dict)
 
     @model_validator(mode="before")

@@ -182,7 +182,7 @@ class Alerter:
             try:
                 alert = self._queue.get(timeout=0.2)
             except queue.Empty:
-                alert = False  # type: ignore[assignment]
+                alert = False  # type: ignore[assignment]  # "nothing came": the queue holds alerts and None only
             now = time.monotonic()
             if alert is None:
                 for key, w in self.limiter.flush():

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, cast
 
 import redis
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -40,10 +40,16 @@ def _always_ready() -> tuple[bool, str | None]:
     return True, None
 
 
+class _OpsServer(ThreadingHTTPServer):
+    """The HTTP server of one component's /metrics, /healthz and /readyz; its handler asks `owner`."""
+
+    owner: ComponentObservability
+
+
 class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         path = self.path.split("?", 1)[0]
-        owner = self.server.owner  # type: ignore[attr-defined]
+        owner = cast(_OpsServer, self.server).owner
         if path == "/metrics":
             self._send(200, generate_latest(owner.registry), CONTENT_TYPE_LATEST)
         elif path == "/healthz":
@@ -113,7 +119,7 @@ class ComponentObservability:
     def start(self) -> ComponentObservability:
         if self.requested_port:
             try:
-                server = ThreadingHTTPServer((self.settings.observability.bind, self.requested_port), _Handler)
+                server = _OpsServer((self.settings.observability.bind, self.requested_port), _Handler)
             except OSError as e:
                 log.warning(
                     "%s: cannot serve /metrics on %s:%d (%s); running without it",
@@ -124,7 +130,7 @@ class ComponentObservability:
                 )
             else:
                 server.daemon_threads = True
-                server.owner = self  # type: ignore[attr-defined]
+                server.owner = self
                 self._server = server
                 self.port = server.server_address[1]
                 threading.Thread(
