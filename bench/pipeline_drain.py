@@ -17,7 +17,11 @@ whatever else runs on the machine).
 
 Progress every 5 s on stderr. Last line: `pipeline drain rows/s: N`.
 
-    python -m bench.pipeline_drain [--rows 200000] [--partitions 4] [--streams 1] [--runners 1]
+With `--batch` the rule triggers `echo_batch` instead of `echo`: the same work as a batch plugin
+(plugin.json `batch` {max_size 500, max_wait_ms 20}), so the runner calls it with up to 500
+invocations at a time; every change still has its own result.
+
+    python -m bench.pipeline_drain [--rows 200000] [--partitions 4] [--streams 1] [--runners 1] [--batch]
 """
 
 from __future__ import annotations
@@ -109,9 +113,38 @@ class ResultCounter:
         self.consumer.close()
 
 
-def prepare(rows: int, partitions: int) -> tuple[Config, Path]:
-    rules = {"monitored_tables": {"sbtest": {"triggers": ["echo"], "params": {"message": "{event_id}"}}}}
+# --batch: echo's work as a batch plugin (one call per up to 500 invocations).
+BATCH_ECHO_MAIN = """
+def run(items):
+    return [
+        {"message": item["params"].get("message"), "invocation_id": item["context"]["invocation_id"]}
+        for item in items
+    ]
+"""
+BATCH_ECHO_MANIFEST = {
+    "name": "echo_batch",
+    "entry_point": "main.run",
+    "parameters": {"message": {"type": "string"}},
+    "batch": {"max_size": 500, "max_wait_ms": 20},
+    "concurrency": 2,
+}
+
+
+def write_batch_echo(base: Path) -> None:
+    folder = base / "echo_batch"
+    folder.mkdir(parents=True)
+    (folder / "plugin.json").write_text(orjson.dumps(BATCH_ECHO_MANIFEST).decode())
+    (folder / "main.py").write_text(BATCH_ECHO_MAIN)
+
+
+def prepare(rows: int, partitions: int, batch: bool = False) -> tuple[Config, Path]:
+    workdir = Path(tempfile.mkdtemp(prefix="cdcflow-drain-"))
+    plugin = "echo_batch" if batch else "echo"
+    rules = {"monitored_tables": {"sbtest": {"triggers": [plugin], "params": {"message": "{event_id}"}}}}
     data = isolated_config_data("drain", rules)
+    if batch:
+        write_batch_echo(workdir / "plugins")
+        data["runners"]["plugin_dirs"] = [str(workdir / "plugins")]
     data["kafka"]["partitions"] = partitions
     db = data["mysql"]["database"]
     execute(
@@ -121,7 +154,6 @@ def prepare(rows: int, partitions: int) -> tuple[Config, Path]:
             "pad CHAR(60) NOT NULL, KEY k_1 (k))",
         ]
     )
-    workdir = Path(tempfile.mkdtemp(prefix="cdcflow-drain-"))
     return write_config(workdir, data), workdir
 
 
@@ -220,9 +252,10 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--streams", type=int, default=1, help="streams workers (1 = the one `cdcflow run` starts)")
     parser.add_argument("--runners", type=int, default=1, help="runner processes (1 = the one `cdcflow run` starts)")
+    parser.add_argument("--batch", action="store_true", help="the rule triggers a batch plugin (500 per call)")
     args = parser.parse_args()
     stack_up()
-    config, workdir = prepare(args.rows, args.partitions)
+    config, workdir = prepare(args.rows, args.partitions, args.batch)
     take_start_position(config, workdir)
     t0 = time.monotonic()
     expected = write_backlog(config.settings.mysql.database, args.rows)
