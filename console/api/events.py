@@ -109,6 +109,7 @@ class _RedisWatcher:
         self.hub = hub
         self.next_at = 0
         self.liveness: dict[str, str] = {}
+        self.seeded = False  # the components' first poll done
         self.fires: dict[str, str | None] = {}
 
     def maybe_poll(self) -> None:
@@ -130,10 +131,13 @@ class _RedisWatcher:
             client.close()
         at, stale = now_ms(), settings.observability.stale_after_seconds
         for r in records:
-            state = r.liveness(at, stale)
-            if self.liveness.get(r.instance + r.kind, state) != state:
+            state, key = r.liveness(at, stale), r.instance + r.kind
+            # a component first seen after the first poll has just started: that is an `up` too
+            # (the first poll only learns what was already there, not news to anyone)
+            if (key in self.liveness or self.seeded) and self.liveness.get(key) != state:
                 self.hub.publish("component", {"kind": r.kind, "instance": r.instance, "liveness": state})
-            self.liveness[r.instance + r.kind] = state
+            self.liveness[key] = state
+        self.seeded = True
 
     def _schedules(self) -> None:
         for view in schedule_views(self.hub.config):

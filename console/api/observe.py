@@ -7,11 +7,14 @@ task of its own and copies the response through a stream, which cost ~40% of a s
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
+import redis
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+log = logging.getLogger(__name__)
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 
 
@@ -47,4 +50,16 @@ async def _record(scope: Scope, status: int, seconds: float) -> None:
         principal = state.get("principal")
         who = f"{principal.name} ({principal.token_id})" if principal else "anonymous"
         action, detail = f"{method} {template}", state.get("audit_detail", "")
-        await ctx.audit.record_async(ctx.aredis, who, action, scope["path"], status, detail)
+        try:
+            await ctx.audit.record_async(ctx.aredis, who, action, scope["path"], status, detail)
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            # the response is sent: raising here only makes uvicorn drop the client's connection (the
+            # next request on it fails); the log keeps what the audit log could not
+            log.warning(
+                "audit entry not written (Redis: %s): %s %s by %s: %s",
+                type(e).__name__,
+                action,
+                scope["path"],
+                who,
+                status,
+            )

@@ -60,14 +60,19 @@ def token_store(config: Config) -> TokenStore:
 
 
 @contextmanager
-def api_server(config: Config, log_path: Path, show_log: bool = True) -> Iterator[ApiServer]:
+def api_server(
+    config: Config, log_path: Path, show_log: bool = True, tokens: dict[str, str] | None = None
+) -> Iterator[ApiServer]:
     """The API server for `config`, ready (OpenAPI served), with tokens `read`, `trigger`, `admin`;
-    the end of its log printed when it stops (for a failing test), unless `show_log` is False."""
+    the end of its log printed when it stops (for a failing test), unless `show_log` is False.
+    `tokens` (scope -> text, declared in the config's api.tokens): none are made in Redis, for a
+    server whose Redis is unreachable."""
     port = free_port()
-    store = token_store(config)
-    server = ApiServer(f"http://127.0.0.1:{port}", config)
-    for scope in ("read", "trigger", "admin"):
-        server.tokens[scope] = store.create(f"test-{scope}", [scope])[0]  # type: ignore[list-item]
+    server = ApiServer(f"http://127.0.0.1:{port}", config, dict(tokens or {}))
+    if tokens is None:
+        store = token_store(config)
+        for scope in ("read", "trigger", "admin"):
+            server.tokens[scope] = store.create(f"test-{scope}", [scope])[0]  # type: ignore[list-item]
     with log_path.open("wb") as log:
         server.process = subprocess.Popen(
             [sys.executable, "-m", "console.cli", "--config", str(config.path), "api", "serve", "--port", str(port)],
