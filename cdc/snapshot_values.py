@@ -29,14 +29,9 @@ TEXT_RESULTS: dict[int | type[Any], Callable[[Any], str] | Callable[[str], Any]]
 
 INTEGERS = frozenset({"tinyint", "smallint", "mediumint", "int", "integer", "bigint"})
 TEXTS = frozenset({"char", "varchar", "tinytext", "text", "mediumtext", "longtext", "enum", "set"})
-BINARIES = frozenset(
+# information_schema's DATA_TYPE of the spatial columns (the binlog calls each of them GEOMETRY)
+SPATIAL = frozenset(
     {
-        "binary",
-        "varbinary",
-        "tinyblob",
-        "blob",
-        "mediumblob",
-        "longblob",
         "geometry",
         "point",
         "linestring",
@@ -47,6 +42,7 @@ BINARIES = frozenset(
         "geometrycollection",
     }
 )
+BINARIES = frozenset({"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob"}) | SPATIAL
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from pymysqlreplication.constants import FIELD_TYPE
 from cdc.debezium.envelope import messages, source_block
 from cdc.debezium.produce import FORMAT_VERSION, table_format
 from cdc.debezium.schema import Facts, wrapped
+from cdc.snapshot_values import SPATIAL
 from schemas.debezium import DebeziumOptions
 
 # information_schema DATA_TYPE -> the type mysql-replication gives the binlog column
@@ -53,19 +54,7 @@ _TYPES = {
     "enum": FIELD_TYPE.ENUM,
     "set": FIELD_TYPE.SET,
     "json": FIELD_TYPE.JSON,
-    **dict.fromkeys(
-        (
-            "geometry",
-            "point",
-            "linestring",
-            "polygon",
-            "multipoint",
-            "multilinestring",
-            "multipolygon",
-            "geometrycollection",
-        ),
-        FIELD_TYPE.GEOMETRY,
-    ),
+    **dict.fromkeys(SPATIAL, FIELD_TYPE.GEOMETRY),
 }
 _BINARY_STRINGS = frozenset({"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob"})
 _MEMBER = re.compile(r"'((?:[^']|'')*)'")
