@@ -80,19 +80,20 @@ async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def _problem(description: str) -> dict[str, Any]:
+def problem_doc(description: str) -> dict[str, Any]:
+    """An error response for the OpenAPI document (what a route may answer), as problem+json."""
     schema = {"$ref": "#/components/schemas/Problem"}
     return {"description": description, "model": Problem, "content": {PROBLEM_JSON: {"schema": schema}}}
 
 
 # What any route may answer besides its own success (documented so clients and fuzzers know them).
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: _problem("the body could not be read as JSON"),
-    401: _problem("no token, or an unknown or revoked one"),
-    403: _problem("the token lacks the scope"),
-    404: _problem("no such resource"),
-    413: _problem("request body over the size limit"),
-    422: _problem("invalid request: `errors` names each field"),
-    429: _problem("over the token's rate limit; see Retry-After"),
-    503: _problem("Kafka or Redis unreachable: `detail` says which"),
+    400: problem_doc("the body could not be read as JSON"),
+    401: problem_doc("no token, or an unknown or revoked one"),
+    403: problem_doc("the token lacks the scope"),
+    404: problem_doc("no such resource"),
+    413: problem_doc("request body over the size limit"),
+    422: problem_doc("invalid request: `errors` names each field"),
+    429: problem_doc("over the token's rate limit; see Retry-After"),
+    503: problem_doc("Kafka or Redis unreachable: `detail` says which"),
 }

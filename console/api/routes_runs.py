@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from console.api.context import ApiContext, context, require
-from console.api.problems import ERROR_RESPONSES, ApiProblem, FieldProblem
+from console.api.problems import ERROR_RESPONSES, ApiProblem, FieldProblem, problem_doc
 from console.api.tokens import Principal
 from plugins import dlq
 from plugins.cancel import CancelError, CancelOutcome, Cancels, cancel_with
@@ -134,10 +134,17 @@ def get_invocation(_: Reader, ctx: Ctx, invocation_id: str) -> InvocationStatus:
     return InvocationStatus(invocation_id=invocation_id, status=result.status, result=result)
 
 
-@router.post("/api/runs/{invocation_id}/cancel", response_model=CancelOut)
+@router.post(
+    "/api/runs/{invocation_id}/cancel",
+    response_model=CancelOut,
+    responses={409: problem_doc("the invocation already finished")},
+)
 def cancel_run(principal: Admin, ctx: Ctx, invocation_id: str, request: Request) -> CancelOut:
     """Cancel a pending, delayed or running invocation (`cdcflow runs cancel`): it never runs, or its worker
     is stopped; its result is `cancelled`. 409 if it already finished."""
+    if not invocation_id.strip():  # bad input, not a conflict with the run's state
+        problem = FieldProblem(field="invocation_id", message="blank")
+        raise ApiProblem(422, "Invalid request", "invocation_id: blank", [problem])
     store = run_store(ctx)
     cancels = Cancels(ctx.redis, store.prefix, store.ttl)
     try:

@@ -241,3 +241,17 @@ def test_events_stream_components_and_schedule_fires(events_config: Config, tmp_
             fire = wait_for(lambda: reader.first("schedule", name="tick"), 60, interval=0.2, what="a fire of 'tick'")
             assert fire["fired_at"] and fire["next_fire"]
         wait_for(lambda: reader.first("component", kind="streams", liveness="stopped"), 30, what="streams stopped")
+
+
+def test_cancel_with_a_blank_id_is_bad_input_and_its_conflict_is_documented(tmp_path: Path) -> None:
+    # found by the fuzzer: a blank id was a 409 (a conflict with the run's state), undocumented at that
+    config = config_with(tmp_path, "apicancel")
+    try:
+        with api_server(config, tmp_path / "api.log") as server, server.client("admin") as client:
+            blank = client.post("/api/runs/%20/cancel")
+            assert blank.status_code == 422 and blank.headers["content-type"] == PROBLEM
+            assert [e["field"] for e in blank.json()["errors"]] == ["invocation_id"]
+            responses = client.get("/openapi.json").json()["paths"]["/api/runs/{invocation_id}/cancel"]["post"]
+            assert "409" in responses["responses"]
+    finally:
+        remove_test_resources(config.settings, [])
