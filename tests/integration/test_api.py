@@ -233,3 +233,34 @@ def test_docs_are_served_from_the_package_not_a_cdn(api: ApiServer) -> None:
         assert "http" not in "".join(a for a in assets if a.endswith((".js", ".css")))
         assert anonymous.get("/docs-static/swagger-ui-bundle.js").status_code == 200
         assert anonymous.get("/openapi.json").json()["info"]["title"] == "cdcflow API"
+
+
+def test_running_a_schedule_over_http_fires_it_now_and_is_audited(api: ApiServer) -> None:
+    """POST /api/schedules/{name}/run is `cdcflow schedules run`: the schedule's invocation goes to Kafka
+    now and is recorded as the schedule's last fire; the same idempotency key gives the same invocation."""
+    with api.client("read") as reader:
+        assert reader.post("/api/schedules/nightly/run").status_code == 403
+        before = {s["name"]: s for s in reader.get("/api/schedules").json()}["nightly"]
+    with api.client("trigger") as triggerer:
+        ran = triggerer.post("/api/schedules/nightly/run")
+        assert ran.status_code == 202, ran.text
+        body = ran.json()
+        assert body["schedule"] == "nightly" and body["plugin"] == "echo" and body["status"] == "pending"
+        keyed = [triggerer.post("/api/schedules/nightly/run", json={"idempotency_key": "k-1"}) for _ in range(2)]
+        assert keyed[0].status_code == 202 and keyed[0].json()["invocation_id"] == keyed[1].json()["invocation_id"]
+        assert keyed[0].json()["invocation_id"] != body["invocation_id"]
+        assert triggerer.post("/api/schedules/nope/run").status_code == 404
+        bad = triggerer.post("/api/schedules/nightly/run", json={"idempotency_key": ""})
+        assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "idempotency_key", bad.text
+        after = {s["name"]: s for s in triggerer.get("/api/schedules").json()}["nightly"]
+    # recorded as its last invocation (no runner here: pending), its slots untouched
+    assert before["last_result"] is None and after["last_result"] == "pending", after
+    assert after["last_fire"] == before["last_fire"] and after["next_fire"] == before["next_fire"], (before, after)
+    with api.client("admin") as admin:
+        entries = admin.get("/api/audit", params={"limit": 20}).json()["entries"]
+    runs = [e for e in entries if e["action"] == "POST /api/schedules/{name}/run"]
+    assert ("test-trigger", "/api/schedules/nightly/run", 202) in [
+        (e["token"].split()[0], e["target"], e["status"]) for e in runs
+    ]
+    assert any(body["invocation_id"] in e["detail"] for e in runs), runs
+    assert ("test-read", 403) in [(e["token"].split()[0], e["status"]) for e in runs]
