@@ -30,7 +30,12 @@ def schedules_page(request: Request, who: Who, ctx: Ctx) -> HTMLResponse:
 def schedules_table(request: Request, who: Who, ctx: Ctx) -> HTMLResponse:
     schedules = api_rules.list_schedules(who.principal, ctx)
     principal = who.principal
-    return fragment("_schedules_table.html", schedules=schedules, is_admin=principal.may("admin"))
+    return fragment(
+        "_schedules_table.html",
+        schedules=schedules,
+        is_admin=principal.may("admin"),
+        may_trigger=principal.may("trigger"),
+    )
 
 
 @router.get("/rules", response_class=HTMLResponse)

@@ -19,6 +19,7 @@ from console.api.events import EventHub
 from console.web.auth import Who
 from console.web.render import NO_STORE, page, render
 from console.web.row_change import column_changes, row_change
+from plugins.delayed_store import DelayedStore
 from plugins.run_query import BadCursor, RunFilter, query_runs
 from plugins.state import PluginStates
 from plugins.store import RunStore
@@ -170,7 +171,11 @@ def run_page(request: Request, who: Who, ctx: Ctx, invocation_id: str) -> HTMLRe
         # 200, not 404: pending is a state of the run (its page polls itself, and htmx swaps only
         # successful answers); an unknown or expired id reads the same, as the page says
         state = result.model_dump(mode="json") if result is not None else None
-        return page(request, "run_pending.html", who, "runs", 200, invocation_id=invocation_id, state=state)
+        waiting = DelayedStore(ctx.config.settings, ctx.redis).get(invocation_id) if result is None else None
+        due = datetime.fromtimestamp(waiting.due_ms / 1000, UTC) if waiting else None
+        return page(
+            request, "run_pending.html", who, "runs", 200, invocation_id=invocation_id, state=state, delayed_until=due
+        )
     change = row_change(result)
     params = result.params
     return page(

@@ -581,3 +581,126 @@ def test_a_live_refresh_leaves_the_keyboard_focus_where_it_was(
     admin.wait(lambda d: d.execute_script("return window.__swaps") >= 1, 40, what=f"#{live} refreshed")
     focused = admin.driver.execute_script("return document.activeElement.outerHTML.slice(0, 120)")
     assert admin.driver.execute_script(target), f"after the refresh of #{live} the focus is on {focused}"
+
+
+def cdcflow(api: ApiServer, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "console.cli", "--config", str(api.config.path), *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_cancelling_a_running_run_in_its_page_is_what_the_cli_and_api_report(admin: Browser, api: ApiServer) -> None:
+    with api.client("trigger") as client:
+        sent = client.post("/api/plugins/echo/invocations", json={"params": {"mode": "sleep", "seconds": 25}})
+    assert sent.status_code == 202, sent.text
+    invocation_id = sent.json()["invocation_id"]
+    admin.open(f"/runs/{invocation_id}")
+    admin.wait(
+        lambda d: d.find_element(*by_id("run-state")).get_attribute("data-status") == "running",
+        30,
+        what="the run shown running",
+    )
+    started = time.monotonic()
+    admin.click(by_id("run-cancel-submit"))
+    status = admin.wait(
+        lambda d: (
+            d.find_elements(*by_id("run-status")) and d.find_element(*by_id("run-status")).get_attribute("data-status")
+        ),
+        15,
+        what="the run's final status",
+    )
+    assert status == "cancelled" and time.monotonic() - started < 15
+    assert "Cancelled" in admin.element(by_id("run-error")).text
+    assert not admin.exists(by_id("run-cancel")), "a finished run offers no cancel"
+    admin.screenshot("run-cancelled")
+    with api.client("read") as reader:
+        assert reader.get(f"/api/runs/{invocation_id}").json()["result"]["status"] == "cancelled"
+    shown = cdcflow(api, "runs", "show", invocation_id)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["status"] == "cancelled"
+    with api.client("admin") as client:  # cancelling it again: the API's 409, as the page would show
+        assert client.post(f"/api/runs/{invocation_id}/cancel").status_code == 409
+
+
+def test_only_an_admin_session_is_offered_cancel(page: Browser, api: ApiServer) -> None:
+    with api.client("trigger") as client:
+        sent = client.post("/api/plugins/echo/invocations", json={"params": {}, "delay_seconds": 600})
+    invocation_id = sent.json()["invocation_id"]
+    try:
+        page.sign_in(api.tokens["trigger"], f"/runs/{invocation_id}")
+        page.element(by_id("run-delayed"))
+        assert not page.exists(by_id("run-cancel"))
+    finally:
+        with api.client("admin") as client:
+            assert client.post(f"/api/runs/{invocation_id}/cancel").status_code == 200
+
+
+def test_a_delayed_trigger_from_the_form_waits_then_runs(admin: Browser, api: ApiServer) -> None:
+    admin.open("/plugins/echo")
+    message = f"later-{uuid.uuid4().hex[:6]}"
+    admin.fill(by_id("param-message"), message)
+    admin.fill(by_id("trigger-delay"), "soon")
+    admin.click(by_id("trigger-submit"))
+    slot = css('[data-error-for="delay_seconds"]')
+    error = admin.wait(lambda d: d.find_element(*slot).text.strip(), what="the error next to the delay")
+    assert "number" in error.lower(), error
+    assert admin.element(by_id("trigger-delay")).get_attribute("aria-invalid") == "true"
+    assert not admin.exists(by_testid("invocation-link"))
+    admin.fill(by_id("trigger-delay"), "-1")
+    admin.click(by_id("trigger-submit"))
+    admin.wait(lambda d: "positive" in d.find_element(*slot).text, what="the API's refusal of -1")
+    admin.console_errors()  # the refused POSTs (422) are logged by chromium as failed loads
+    admin.fill(by_id("trigger-delay"), "3")
+    sent_at = time.time()
+    admin.click(by_id("trigger-submit"))
+    admin.click(by_testid("invocation-link"))
+    delayed = admin.element(by_id("run-delayed"))
+    assert delayed.get_attribute("data-status") == "delayed"
+    admin.screenshot("run-delayed")
+    status = admin.wait(
+        lambda d: (
+            d.find_elements(*by_id("run-status")) and d.find_element(*by_id("run-status")).get_attribute("data-status")
+        ),
+        30,
+        what="the run's result",
+    )
+    assert status == "success"
+    assert json.loads(admin.element(by_id("run-output")).text)["message"] == message
+    invocation_id = admin.path.rsplit("/", 1)[1]
+    with api.client("read") as reader:
+        result = reader.get(f"/api/runs/{invocation_id}").json()["result"]
+    started = datetime.fromisoformat(result["started_at"]).timestamp()
+    assert started >= sent_at + 2.5, f"ran {started - sent_at:.2f}s after the trigger, not after the 3 s delay"
+
+
+def test_run_now_on_the_schedules_page_runs_the_schedules_plugin(admin: Browser, api: ApiServer) -> None:
+    with api.client("read") as reader:
+        before = {r["invocation_id"] for r in reader.get("/api/runs", params={"schedule": "nightly"}).json()["runs"]}
+    admin.open("/schedules")
+    admin.click(by_testid("run-nightly"))
+    link = admin.element(css('#schedule-run-result [data-testid="invocation-link"]'))
+    invocation_id = link.text.strip()
+    assert invocation_id and invocation_id not in before
+    admin.screenshot("schedules-run-now")
+    done_at(api, invocation_id)
+    with api.client("read") as reader:
+        result = reader.get(f"/api/runs/{invocation_id}").json()["result"]
+        listed = {r["invocation_id"] for r in reader.get("/api/runs", params={"schedule": "nightly"}).json()["runs"]}
+    assert result["plugin"] == "echo" and result["status"] == "success" and result["trigger_kind"] == "schedule"
+    assert result["params"]["message"] == "night" and invocation_id in listed
+    admin.click(css('#schedule-run-result [data-testid="invocation-link"]'))
+    admin.wait_path(f"/runs/{invocation_id}")
+    assert admin.element(by_id("run-status")).get_attribute("data-status") == "success"
+
+
+def test_a_read_only_session_is_offered_no_run_now(page: Browser, api: ApiServer) -> None:
+    page.sign_in(api.tokens["read"], "/schedules")
+    page.element(css('[data-testid="schedule-row"][data-schedule="nightly"]'))
+    assert not page.exists(by_testid("run-nightly")) and not page.exists(by_id("schedule-run-result"))
+    page.open("/plugins/echo")
+    page.element(by_id("plugin-parameters"))
+    assert not page.exists(by_id("trigger-delay"))

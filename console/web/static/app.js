@@ -59,6 +59,8 @@
         if (input.value !== "") { body.params[input.name.slice(7)] = typedValue(input); }
       });
       if (form.elements.priority && form.elements.priority.value) { body.priority = form.elements.priority.value; }
+      // as typed: the API coerces a number or refuses it (422 naming delay_seconds)
+      if (form.elements.delay_seconds && form.elements.delay_seconds.value.trim()) { body.delay_seconds = form.elements.delay_seconds.value.trim(); }
       return body;
     },
     replay: function (form) {
@@ -81,6 +83,11 @@
   };
 
   // -- showing answers -------------------------------------------------------------------------
+  // data-result-in: the answer goes to that element (outside a table that live refreshes replace)
+  function resultOf(form) {
+    return form.dataset.resultIn ? document.getElementById(form.dataset.resultIn) : form.querySelector("[data-result]");
+  }
+
   function clearErrors(form) {
     form.querySelectorAll("[data-error-for]").forEach(function (el) { el.textContent = ""; });
     form.querySelectorAll("[aria-invalid]").forEach(function (el) { el.removeAttribute("aria-invalid"); });
@@ -97,7 +104,7 @@
     });
     var summary = (problem.title || ("HTTP " + answer.status)) + ": " + (problem.detail || "");
     if (unplaced.length) { summary += " (" + unplaced.join("; ") + ")"; }
-    var out = form.querySelector("[data-result]");
+    var out = resultOf(form);
     if (out) { out.className = "alert problem"; out.setAttribute("role", "alert"); text(out, summary); }
     var first = form.querySelector("[aria-invalid='true']");
     if (first) { first.focus(); }
@@ -138,7 +145,7 @@
     event.preventDefault();
     var spec = (event.submitter && event.submitter.dataset.api) || form.dataset.api;
     var method = spec.split(" ")[0], url = spec.split(" ")[1];
-    var out = form.querySelector("[data-result]");
+    var out = resultOf(form);
     clearErrors(form);
     var body;
     try { body = bodies[form.dataset.body || "none"](form); } catch (e) { showProblem(form, { status: 0, data: { title: "Not sent", detail: e.message } }); return; }
