@@ -519,19 +519,37 @@ class WorkerPool:
         invocation_id = request.get("invocation_id")
         reserved: Worker | None = getattr(self._reserved, "worker", None)
         self._reserved.worker = None
+        small = len(payload) <= PIPELINE_MAX_REQUEST_BYTES
+        moved = False
         while True:
             if self._closed:
                 if reserved is not None:
                     self._done_with(reserved)
                 return CallOutcome("aborted", note="pool is closed")
-            w = reserved if reserved is not None else self._acquire(len(payload) <= PIPELINE_MAX_REQUEST_BYTES)
+            if reserved is not None:
+                w: Worker | None = reserved
+            else:
+                w = (self._moved_place() if moved else None) or self._acquire(small)
             reserved = None
             if w is None:
                 return CallOutcome("aborted", note="pool is closed")
             outcome = self._call_on(w, payload, timeout, invocation_id)
             if outcome is not None:
                 return outcome
-            # it never started (the call ahead of it on that worker failed): send it again
+            # it never started (its worker retired first, e.g. the call ahead of it failed): send it again
+            moved = True
+
+    def _moved_place(self) -> Worker | None:
+        """A place for a call whose place was on a worker that retired before the call started there: on
+        the least busy live worker, past its room if need be. Waiting for room could wait forever: the
+        lane threads hold every other place while they wait for jobs (plugins/lane.py reserves first),
+        and the replacement's place may be taken already. None if there is no live worker."""
+        with self._cond:
+            if self._closed or not self._live:
+                return None
+            best = min(self._live, key=lambda w: (w.inflight, w.hello is None))
+            best.inflight += 1
+            return best
 
     def _call_on(
         self, w: Worker, payload: bytes, timeout: float, invocation_id: str | None = None

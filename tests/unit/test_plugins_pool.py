@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import pytest
 
@@ -306,6 +307,62 @@ def test_large_requests_and_answers_pipelined_by_reserving_lanes_never_deadlock(
     assert len(outs) == 160
     for message, out in outs:
         assert out.status == "success" and out.output["message"] == message, out
+
+
+def test_a_call_whose_reserved_worker_retired_runs_even_when_every_other_place_is_reserved():
+    """As in the dashboard test that failed in CI: the lane threads hold every place while they wait for
+    jobs; the worker under one reservation is killed (a call on it timed out, or was cancelled) and its
+    replacement's one place is reserved at once by the thread whose call failed. The call then made on
+    the lost reservation waited for a free place until some other job came along (30 s in CI)."""
+    import threading
+
+    with plugin_pool(example_plugin("echo"), size=2) as pool:
+        pool._avg_call_seconds = 0.0001  # as if measured: a fast plugin, pipelined (2 places per worker)
+        hold, go = threading.Event(), threading.Event()
+        pids: dict[str, int | None] = {}
+        outcomes: dict[str, Any] = {}
+
+        def lane(name: str, request: dict | None = None) -> None:
+            assert pool.reserve() is not None
+            pids[name] = pool.reserved_pid()
+            if name == "hang":  # its call times out: the worker is killed and replaced
+                outcomes[name] = pool.call(request or {}, timeout=1.0)
+                assert pool.reserve() is not None  # the place it waits in next: the replacement's
+                pids["hang-again"] = pool.reserved_pid()
+            else:
+                go.wait(60)
+                if pids[name] == pids["hang"]:  # its job comes after the kill; its place was on the killed worker
+                    outcomes["lost"] = pool.call(worker_request({"message": "late"}), timeout=10)
+            hold.wait(60)
+            pool.release()
+
+        def started(*names: str) -> None:
+            deadline = time.monotonic() + 20
+            while not all(n in pids for n in names) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert all(n in pids for n in names), pids
+
+        threads = [threading.Thread(target=lane, args=("hang", worker_request({"mode": "hang"})), daemon=True)]
+        threads[0].start()
+        started("hang")
+        for name in ("x", "y", "z"):  # every other place: one of them on hang's worker
+            threads.append(threading.Thread(target=lane, args=(name,), daemon=True))
+            threads[-1].start()
+            started(name)
+        try:
+            first = [pids[n] for n in ("hang", "x", "y", "z")]
+            assert sorted(first.count(p) for p in set(first)) == [2, 2], pids  # every place is held
+            started("hang-again")
+            assert outcomes["hang"].status == "timeout" and pids["hang-again"] not in first, pids
+            go.set()
+            deadline = time.monotonic() + 15
+            while "lost" not in outcomes and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert "lost" in outcomes, "the call on the lost place waited for a free place"
+            assert outcomes["lost"].status == "success" and outcomes["lost"].output["message"] == "late"
+        finally:
+            hold.set()
+            go.set()
 
 
 @pytest.mark.parametrize("mode,status", [("hang", "timeout"), ("exit", "crashed"), ("hog", "failed")])
