@@ -7,11 +7,7 @@ be exactly the tables' contents (SELECT), row for row.
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +26,6 @@ from console.cli import cli
 from schemas.config import Config
 from schemas.row_change import RowChange
 from tests.support import (
-    REPO_ROOT,
     consume_all,
     execute,
     isolated_config_data,
@@ -39,7 +34,13 @@ from tests.support import (
     wait_for,
     write_config,
 )
-from tests.support.cdc import FAMILIES, ReaderThread, insert_family_rows
+from tests.support.cdc import (
+    FAMILIES,
+    ReaderThread,
+    insert_family_rows,
+    kill_once_acknowledged,
+    snapshot_process,
+)
 
 
 def make_config(tmp_path: Path, tag: str, tables: dict[str, str]) -> Config:
@@ -320,17 +321,6 @@ def test_snapshot_envelopes_ids_and_the_last_marker(typed: dict[str, dict[int, d
         RowChange.model_validate(event)  # the envelope contract (schemas/row_change.py)
 
 
-def run_cli(config: Config, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "console.cli", "--config", str(config.path), "cdc", "snapshot", *args],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-
-
 def test_kill_9_mid_snapshot_then_resume_sends_every_row_with_the_same_ids(
     stack: None, tmp_path: Path, cleanup: list[Config]
 ) -> None:
@@ -339,26 +329,15 @@ def test_kill_9_mid_snapshot_then_resume_sends_every_row_with_the_same_ids(
     db = config.settings.mysql.database
     execute("INSERT INTO items SELECT seq, seq, CONCAT('r', seq) FROM seq_1_to_50000", db)
     store = CheckpointStore(config.settings)
-    first = run_cli(config, "--chunk-size", "100")
-    progress = wait_for(
-        lambda: (
-            (p := store.load_value(progress_key(config.settings), timeout=2)) and sum(p["rows"].values()) >= 2000 and p
-        ),
-        120,
-        interval=0.1,
-        what="2000 acknowledged rows",
-    )
-    first.send_signal(signal.SIGKILL)
-    first.communicate(timeout=30)
-    killed_at = store.load_value(progress_key(config.settings))
-    assert not killed_at["finished"] and sum(killed_at["rows"].values()) < 50000, "it finished before the kill"
+    first = snapshot_process(config, "--chunk-size", "100")
+    progress, killed_at = kill_once_acknowledged(first, config, 2000, 50000)
 
     # the reader refuses to stream while the snapshot is unfinished: its changes would overtake snapshot rows
     with pytest.raises(SnapshotUnfinished, match=progress["snapshot_id"]):
         BinlogReader(config.settings, config.rules, threading.Event()).run()
 
     execute("UPDATE items SET s = 'changed' WHERE id = 49999", db)  # between the two runs
-    second = run_cli(config, "--chunk-size", "100")
+    second = snapshot_process(config, "--chunk-size", "100")
     out, err = second.communicate(timeout=300)
     assert second.returncode == 0, err
     assert f"resuming snapshot {progress['snapshot_id']}" in err

@@ -21,7 +21,6 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from schemas.row_change import debezium_event_id
 from schemas.runtime.kafka_topics import ensure_topics
@@ -36,7 +35,15 @@ from tests.support import (
     write_config,
 )
 from tests.support.cdc import FAMILIES, ReaderThread, insert_family_rows
-from tests.support.debezium import GEO_COLUMNS, GEO_VALUES, KafkaConnect, install_connect
+from tests.support.debezium import (
+    GEO_COLUMNS,
+    GEO_VALUES,
+    KafkaConnect,
+    connector_options,
+    diff,
+    install_connect,
+    read_topics,
+)
 
 PARTITIONS = 4
 # prefix suffix -> Debezium options, given alike to the connector and to cdcflow's cdc.debezium
@@ -54,14 +61,6 @@ COMBINATIONS: dict[str, dict[str, str]] = {
     "schemas": {"schemas.enable": "true"},
 }
 # schemas.enable is JsonConverter's: the connector gets it as converter overrides
-CONVERTER_OPTIONS = {
-    "schemas.enable": {
-        "key.converter": "org.apache.kafka.connect.json.JsonConverter",
-        "value.converter": "org.apache.kafka.connect.json.JsonConverter",
-        "key.converter.schemas.enable": "true",
-        "value.converter.schemas.enable": "true",
-    }
-}
 # (table, column) of row 1 -> (Debezium's value, cdcflow's), per README's reasons
 DELIBERATE: dict[tuple[str, str], tuple[Any, Any]] = {
     # Zero values are no instant: Debezium writes YEAR 0000 as 1900 and a zero TIMESTAMP as the epoch.
@@ -102,37 +101,7 @@ def _write_changes(db: str) -> None:
     conn.close()
 
 
-def _read(topics: list[str]) -> dict[str, list[tuple[Any, ...]]]:
-    """topic -> [(partition, key, value, headers, key bytes)] in partition then offset order, up to the end now."""
-    consumer = Consumer({"bootstrap.servers": "127.0.0.1:9092", "group.id": f"dbz-{uuid.uuid4().hex}"})
-    got: dict[tuple[str, int], list[tuple[Any, ...]]] = {}
-    try:
-        ends = {}
-        for topic in topics:
-            for p in range(PARTITIONS):
-                high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
-                if high > 0:
-                    ends[(topic, p)] = high
-        consumer.assign([TopicPartition(t, p, 0) for t, p in ends])
-        left = dict(ends)
-        while left:
-            msg = consumer.poll(5)
-            assert msg is not None and not msg.error(), f"unreadable: {msg and msg.error()}"
-            topic, partition, offset = str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0)
-            if offset >= ends[(topic, partition)]:
-                continue
-            raw_value, raw_key = msg.value(), msg.key()
-            value = orjson.loads(raw_value) if raw_value is not None else None
-            key = orjson.loads(raw_key) if raw_key is not None else None
-            got.setdefault((topic, partition), []).append((partition, key, value, msg.headers(), raw_key))
-            if offset + 1 >= ends[(topic, partition)]:
-                del left[(topic, partition)]
-    finally:
-        consumer.close()
-    return {t: [m for p in range(PARTITIONS) for m in got.get((t, p), [])] for t in topics}
-
-
-Side = dict[str, list[tuple[Any, ...]]]  # table -> messages as _read returns them
+Side = dict[str, list[tuple[Any, ...]]]  # table -> messages as read_topics returns them
 
 
 def _settled(connect: KafkaConnect, prefixes: dict[str, tuple[str, str]], db: str) -> dict[str, tuple[Side, Side]]:
@@ -145,7 +114,7 @@ def _settled(connect: KafkaConnect, prefixes: dict[str, tuple[str, str]], db: st
         for combo, (dbz, ours) in prefixes.items():
             sides = []
             for prefix in (dbz, ours):
-                read = _read([f"{prefix}.{db}.{t}" for t in TABLES])
+                read = read_topics([f"{prefix}.{db}.{t}" for t in TABLES], PARTITIONS)
                 sides.append({t: read[f"{prefix}.{db}.{t}"] for t in TABLES})
             now[combo] = (sides[0], sides[1])
         counts = {c: tuple(sum(map(len, s.values())) for s in sides) for c, sides in now.items()}
@@ -198,11 +167,7 @@ def streamed(stack: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
         prefixes[combo] = (f"dbz-{uid}-{combo}", configs[-1].settings.topics.cdc_prefix)
     dbz_topics = [f"{p[0]}.{db}.{t}" for p in prefixes.values() for t in TABLES]
     ensure_topics(configs[0].settings, dbz_topics, partitions=PARTITIONS)
-    connectors = {
-        prefixes[c][0]: {k: v for k, v in o.items() if k not in CONVERTER_OPTIONS}
-        | {k: v for name in o if name in CONVERTER_OPTIONS for k, v in CONVERTER_OPTIONS[name].items()}
-        for c, o in COMBINATIONS.items()
-    }
+    connectors = {prefixes[c][0]: connector_options(o) for c, o in COMBINATIONS.items()}
     readers = [ReaderThread(c) for c in configs]
     try:
         for reader in readers:
@@ -229,14 +194,6 @@ def streamed(stack: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
             ]  # + Debezium's schema-change topic, named as its prefix
             beats = [*theirs, *(f"__debezium-heartbeat.{p}" for p in (ours, *theirs))]
             remove_test_resources(config.settings, [*dbz_topics, *(f"{ours}.{db}.{t}" for t in TABLES), *beats])
-
-
-def _diff(a: Any, b: Any, path: str = "") -> list[tuple[str, Any, Any]]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [d for k in {*a, *b} for d in _diff(a.get(k, "<absent>"), b.get(k, "<absent>"), f"{path}.{k}")]
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b):
-        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _diff(x, y, f"{path}[{i}]")]
-    return [] if a == b and type(a) is type(b) else [(path, a, b)]
 
 
 def _envelope_times(value: dict[str, Any]) -> None:
@@ -270,7 +227,7 @@ def _normalised(message: tuple[Any, ...], prefix: str, table: str, debezium: boo
         for image in (value["before"], value["after"]):
             for (t, column), (theirs, ours) in DELIBERATE.items():
                 if debezium and t == table and image is not None and image.get("id") == 1:
-                    assert not _diff(image[column], theirs), f"{table}.{column}: Debezium wrote {image[column]!r}"
+                    assert not diff(image[column], theirs), f"{table}.{column}: Debezium wrote {image[column]!r}"
                     image[column] = ours
     return partition, key, value, headers, key_schema, value_schema, raw_key
 
@@ -294,7 +251,7 @@ def test_same_messages_as_debezium(streamed: dict[str, Any], combo: str, table: 
         expected, got = (sorted(((None, *m[1:]) for m in side), key=_binlog_place) for side in (expected, got))
     assert expected, f"Debezium wrote nothing for {table}"
     for n, (want, have) in enumerate(zip(expected, got, strict=False)):
-        assert have == want, f"{table} message {n}: (path, Debezium, cdcflow) {_diff(want, have)}"
+        assert have == want, f"{table} message {n}: (path, Debezium, cdcflow) {diff(want, have)}"
     assert len(got) == len(expected)
 
 

@@ -15,7 +15,6 @@ writer read at its own moment), are asserted on both sides, then set aside.
 from __future__ import annotations
 
 import random
-import signal
 import time
 import uuid
 from pathlib import Path
@@ -25,13 +24,11 @@ import orjson
 import pytest
 
 from cdc.checkpoint import CheckpointStore
-from cdc.snapshot import Snapshot, progress_key
+from cdc.snapshot import Snapshot
 from schemas.config import Config
 from schemas.row_change import debezium_event_id
 from schemas.runtime.kafka_topics import ensure_topics
 from streams.row_changes import binlog_order
-from tests.integration.test_cdc_snapshot import run_cli
-from tests.integration.test_debezium_compat import CONVERTER_OPTIONS, _diff, _read
 from tests.support import (
     consume_all,
     execute,
@@ -41,8 +38,16 @@ from tests.support import (
     wait_for,
     write_config,
 )
-from tests.support.cdc import FAMILIES, insert_family_rows
-from tests.support.debezium import GEO_COLUMNS, GEO_VALUES, KafkaConnect, install_connect
+from tests.support.cdc import FAMILIES, insert_family_rows, kill_once_acknowledged, snapshot_process
+from tests.support.debezium import (
+    GEO_COLUMNS,
+    GEO_VALUES,
+    KafkaConnect,
+    connector_options,
+    diff,
+    install_connect,
+    read_topics,
+)
 
 PARTITIONS = 4
 COMBINATIONS: dict[str, dict[str, str]] = {
@@ -97,10 +102,8 @@ def _configs(folder: Path, db: str) -> dict[str, Config]:
 
 
 def _connector_options(options: dict[str, str]) -> dict[str, str]:
-    plain = {k: v for k, v in options.items() if k not in CONVERTER_OPTIONS}
-    converters = {k: v for name in options if name in CONVERTER_OPTIONS for k, v in CONVERTER_OPTIONS[name].items()}
     # locking.mode none: no global read lock on the shared server (nothing alters these tables meanwhile)
-    return plain | converters | {"snapshot.mode": "initial", "snapshot.locking.mode": "none"}
+    return connector_options(options) | {"snapshot.mode": "initial", "snapshot.locking.mode": "none"}
 
 
 def _topics(prefix: str, db: str) -> list[str]:
@@ -108,7 +111,7 @@ def _topics(prefix: str, db: str) -> list[str]:
 
 
 def _all_there(prefix: str, db: str, rows: int) -> dict[str, list[tuple[Any, ...]]] | None:
-    read = _read(_topics(prefix, db))
+    read = read_topics(_topics(prefix, db), PARTITIONS)
     found = sum(map(len, read.values()))
     assert found <= rows, f"{prefix}: {found} messages for {rows} rows"
     return {t: read[f"{prefix}.{db}.{t}"] for t in TABLES} if found == rows else None
@@ -193,7 +196,7 @@ def _normalised(message: tuple[Any, ...], prefix: str, table: str, debezium: boo
     image = value["after"]
     for (t, column), (theirs, ours) in DELIBERATE.items():
         if debezium and t == table and image.get("id") == 1:
-            assert not _diff(image[column], theirs), f"{table}.{column}: Debezium wrote {image[column]!r}"
+            assert not diff(image[column], theirs), f"{table}.{column}: Debezium wrote {image[column]!r}"
             image[column] = ours
     return partition, key, value, headers, key_schema, value_schema, raw_key, read_at
 
@@ -210,7 +213,7 @@ def test_same_snapshot_messages_as_debezium(snapshots: dict[str, Any], combo: st
         expected, got = (sorted(((None, *m[1:]) for m in side), key=lambda m: m[6]) for side in (expected, got))
     assert expected, f"Debezium wrote nothing for {table}"
     for n, (want, have) in enumerate(zip(expected, got, strict=False)):
-        assert have == want, f"{table} message {n}: (path, Debezium, cdcflow) {_diff(want, have)}"
+        assert have == want, f"{table} message {n}: (path, Debezium, cdcflow) {diff(want, have)}"
     assert len(got) == len(expected)
 
 
@@ -255,20 +258,9 @@ def test_kill_9_mid_snapshot_then_resume_in_debezium_format(stack: None, tmp_pat
     try:
         execute("INSERT INTO items SELECT seq, seq, CONCAT('r', seq) FROM seq_1_to_50000", db)
         store = CheckpointStore(config.settings)
-        first = run_cli(config, "--chunk-size", "100")
-        wait_for(
-            lambda: (
-                (p := store.load_value(progress_key(config.settings), timeout=2)) and sum(p["rows"].values()) >= 2000
-            ),
-            120,
-            interval=0.1,
-            what="2000 acknowledged rows",
-        )
-        first.send_signal(signal.SIGKILL)
-        first.communicate(timeout=30)
-        killed_at = store.load_value(progress_key(config.settings))
-        assert not killed_at["finished"] and sum(killed_at["rows"].values()) < 50000, "it finished before the kill"
-        second = run_cli(config, "--chunk-size", "100")
+        first = snapshot_process(config, "--chunk-size", "100")
+        _, killed_at = kill_once_acknowledged(first, config, 2000, 50000)
+        second = snapshot_process(config, "--chunk-size", "100")
         out, err = second.communicate(timeout=300)
         assert second.returncode == 0, err
         assert f"resuming snapshot {killed_at['snapshot_id']}" in err

@@ -4,14 +4,20 @@
 from __future__ import annotations
 
 import base64
+import os
+import signal
+import subprocess
+import sys
 import threading
 from typing import Any
 
 import pymysql
 
+from cdc.checkpoint import CheckpointStore
 from cdc.reader import BinlogReader
+from cdc.snapshot import progress_key
 from schemas.config import Config
-from tests.support import wait_for
+from tests.support import REPO_ROOT, wait_for
 
 
 class ReaderThread:
@@ -168,3 +174,36 @@ def insert_family_rows(cur: pymysql.cursors.Cursor) -> None:
         names = ", ".join(f"c{i}" for i in range(len(cols)))
         cur.execute(f"INSERT INTO f_{family} (id, {names}) VALUES (1, {', '.join(v for _, v, _ in cols)})")
         cur.execute(f"INSERT INTO f_{family} (id) VALUES (2)")
+
+
+def snapshot_process(config: Config, *args: str) -> subprocess.Popen[str]:
+    """`cdcflow cdc snapshot ARGS` in its own process (so a test can kill -9 it), output piped."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "console.cli", "--config", str(config.path), "cdc", "snapshot", *args],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def kill_once_acknowledged(
+    snapshot: subprocess.Popen[str], config: Config, rows: int, total: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """SIGKILL a running snapshot once Kafka has acknowledged `rows` of its `total`: (its progress
+    when seen past `rows`, its progress after the kill, which must be unfinished)."""
+    store = CheckpointStore(config.settings)
+    progress = wait_for(
+        lambda: (
+            (p := store.load_value(progress_key(config.settings), timeout=2)) and sum(p["rows"].values()) >= rows and p
+        ),
+        120,
+        interval=0.1,
+        what=f"{rows} acknowledged rows",
+    )
+    snapshot.send_signal(signal.SIGKILL)
+    snapshot.communicate(timeout=30)
+    killed_at = store.load_value(progress_key(config.settings))
+    assert not killed_at["finished"] and sum(killed_at["rows"].values()) < total, "it finished before the kill"
+    return progress, killed_at

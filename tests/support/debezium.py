@@ -14,8 +14,13 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from types import TracebackType
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, TopicPartition
 
 from tests.support import REPO_ROOT, wait_for
 
@@ -159,3 +164,58 @@ class KafkaConnect:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
+
+
+# Kafka Connect's converter settings behind an option name the tests share with cdcflow's cdc.debezium
+CONVERTER_OPTIONS = {
+    "schemas.enable": {
+        "key.converter": "org.apache.kafka.connect.json.JsonConverter",
+        "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+        "key.converter.schemas.enable": "true",
+        "value.converter.schemas.enable": "true",
+    }
+}
+
+
+def connector_options(options: dict[str, str]) -> dict[str, str]:
+    """A connector's config for Debezium options as cdcflow takes them (converter options spelled out)."""
+    plain = {k: v for k, v in options.items() if k not in CONVERTER_OPTIONS}
+    return plain | {k: v for name in options if name in CONVERTER_OPTIONS for k, v in CONVERTER_OPTIONS[name].items()}
+
+
+def read_topics(topics: list[str], partitions: int) -> dict[str, list[tuple[Any, ...]]]:
+    """topic -> [(partition, key, value, headers, key bytes)] in partition then offset order, up to the end now."""
+    consumer = Consumer({"bootstrap.servers": "127.0.0.1:9092", "group.id": f"dbz-{uuid.uuid4().hex}"})
+    got: dict[tuple[str, int], list[tuple[Any, ...]]] = {}
+    try:
+        ends = {}
+        for topic in topics:
+            for p in range(partitions):
+                high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
+                if high > 0:
+                    ends[(topic, p)] = high
+        consumer.assign([TopicPartition(t, p, 0) for t, p in ends])
+        left = dict(ends)
+        while left:
+            msg = consumer.poll(5)
+            assert msg is not None and not msg.error(), f"unreadable: {msg and msg.error()}"
+            topic, partition, offset = str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0)
+            if offset >= ends[(topic, partition)]:
+                continue
+            raw_value, raw_key = msg.value(), msg.key()
+            value = orjson.loads(raw_value) if raw_value is not None else None
+            key = orjson.loads(raw_key) if raw_key is not None else None
+            got.setdefault((topic, partition), []).append((partition, key, value, msg.headers(), raw_key))
+            if offset + 1 >= ends[(topic, partition)]:
+                del left[(topic, partition)]
+    finally:
+        consumer.close()
+    return {t: [m for p in range(partitions) for m in got.get((t, p), [])] for t in topics}
+
+
+def diff(a: Any, b: Any, path: str = "") -> list[tuple[str, Any, Any]]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in {*a, *b} for d in diff(a.get(k, "<absent>"), b.get(k, "<absent>"), f"{path}.{k}")]
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in diff(x, y, f"{path}[{i}]")]
+    return [] if a == b and type(a) is type(b) else [(path, a, b)]
