@@ -52,7 +52,7 @@ def parse_where(text: str, option: str = "--where") -> dict[str, Any]:
     if raw[:1] in OPERATOR_CHARS:
         raise FilterError(
             f"{option} {text!r}: unknown operator {op + raw[:1]!r}: expected {EXPECTED}; "
-            f"a value that starts with {raw[:1]!r} must be quoted (e.g. {key}{op}'{raw}')"
+            f"a value that starts with {raw[:1]!r} must be quoted (e.g. {key}{op}'{raw}')".replace("\n", "\\n")
         )
     # a pattern is text, whatever YAML makes of it
     value = raw if op == "~" else _value(raw, text, option)
