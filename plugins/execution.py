@@ -131,24 +131,15 @@ def execute(
     plugin: LoadedPlugin, pool: WorkerPool, invocation: Invocation, consumed_at: float | None = None
 ) -> Result | None:
     """Run one invocation; None when the pool was closed mid-call (the caller must not record anything)."""
-    if plugin.manifest.batch is not None:  # e.g. `plugins test` of a batch plugin: a batch of one
-        results = execute_batch(plugin, pool, [invocation], [consumed_at])
-        return None if results is None else results[0]
-    try:
-        params = plugin.manifest.validate_params(invocation.params)
-    except ParamError as e:
-        return _param_rejection(plugin, invocation, e)
-    outcome = pool.call(build_request(invocation, params), timeout=plugin.manifest.timeout_seconds)
-    if outcome.status == "aborted":
-        return None
-    return outcome_result(plugin, invocation, outcome, consumed_at)
+    return execute_many(plugin, pool, [invocation], [consumed_at])[0]
 
 
-def execute_batch(
+def execute_many(
     plugin: LoadedPlugin, pool: WorkerPool, invocations: list[Invocation], consumed_at: list[float | None]
-) -> list[Result] | None:
-    """Run invocations of a batch plugin in one call; a result each, in order (those whose parameters
-    are invalid are rejected without being sent). None when the pool was closed mid-call."""
+) -> list[Result | None]:
+    """Run invocations of one plugin: a batch plugin's in one call, another's as a call each, written to
+    one worker together (WorkerPool.call_many). A result each, in order (invalid parameters are rejected
+    without being sent); None for each the pool abandoned when it was closed mid-call."""
     results: list[Result | None] = [None] * len(invocations)
     sent: list[int] = []
     requests: list[dict[str, Any]] = []
@@ -160,14 +151,17 @@ def execute_batch(
             continue
         sent.append(i)
         requests.append(build_request(invocation, params))
-    if requests:
-        call = {"invocation_id": None, "batch": requests}
-        outcome = pool.call(call, timeout=plugin.manifest.timeout_seconds)
-        if outcome.status == "aborted":
-            return None
-        for i, part in zip(sent, item_outcomes(outcome, len(requests)), strict=True):
-            results[i] = outcome_result(plugin, invocations[i], part, consumed_at[i])
-    return [r for r in results if r is not None]
+    if not requests:
+        return results
+    timeout = plugin.manifest.timeout_seconds
+    if plugin.manifest.batch is not None:
+        outcomes = item_outcomes(pool.call({"invocation_id": None, "batch": requests}, timeout), len(requests))
+    else:
+        outcomes = pool.call_many(requests, timeout)
+    for i, outcome in zip(sent, outcomes, strict=True):
+        if outcome.status != "aborted":
+            results[i] = outcome_result(plugin, invocations[i], outcome, consumed_at[i])
+    return results
 
 
 def item_outcomes(outcome: CallOutcome, count: int) -> list[CallOutcome]:

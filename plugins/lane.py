@@ -39,6 +39,8 @@ TARGET_QUEUE_SECONDS = 5.0
 MAX_QUEUED = 2000
 INITIAL_CALL_SECONDS = 0.01
 MAX_TIMER_WAIT_SECONDS = 3600.0
+MAX_CALLS_PER_WRITE = 64  # a fast plugin's queued calls written to its worker at once (WorkerPool.call_many)
+MAX_WRITE_SECONDS = 0.002
 
 
 @dataclass
@@ -69,18 +71,16 @@ class PluginLane:
         self,
         plugin: LoadedPlugin,
         pool: WorkerPool,
-        handle: Callable[[PluginLane, Job, LaneVersion], None],
+        handle: Callable[[PluginLane, list[Job], LaneVersion], None],
         topic: str = "",
         is_current: Callable[[Ack], bool] | None = None,
         high_topic: str = "",
-        handle_batch: Callable[[PluginLane, list[Job], LaneVersion], None] | None = None,
     ):
         self.current = LaneVersion(plugin, pool)
         self._versions = [self.current]  # not yet closed: the current one and any still draining
         self.topic = topic
         self.high_topic = high_topic
         self._handle = handle
-        self._handle_batch = handle_batch
         # False for a job whose partition was revoked while it waited: another runner owns it now.
         self._is_current = is_current or (lambda ack: True)
         self._queues: dict[str, collections.deque[Job]] = {p: collections.deque() for p in PRIORITY_ORDER}
@@ -305,37 +305,28 @@ class PluginLane:
                 self._requeue(job)
                 reserved_in.release()
                 continue
+            jobs = [job]
             batch = version.plugin.manifest.batch
-            if batch is None or self._handle_batch is None:
-                self._run(job, version)
-            else:
-                jobs = [job]
+            if batch is not None:
                 self._take_more(jobs, batch.max_size, batch.max_wait_ms / 1000.0)
-                self._run_batch(jobs, version)
+            elif version.pool.pipelined:  # a fast plugin: what is queued goes to the worker in one write
+                self._take_more(jobs, self._calls_per_write(), 0.0)
+            self._run(jobs, version)
 
-    def _run(self, job: Job, version: LaneVersion) -> None:
-        """Run a taken job on `version`, whose pool holds this thread's place (counted in its `active`)."""
-        started = time.monotonic()
-        ran = False
-        try:
-            if self._is_current(job.ack):
-                ran = True
-                self._handle(self, job, version)
-        except Exception:  # a bug here must not kill the lane; the message stays uncommitted
-            log.exception("unexpected error running %s invocation %s", self.plugin.name, job.invocation.invocation_id)
-        finally:
-            self._finished(version, [job], time.monotonic() - started if ran else None)
+    def _calls_per_write(self) -> int:
+        # Enough calls that a write and a wake-up are shared by many, few enough that the first of them
+        # waits at most ~MAX_WRITE_SECONDS for the last to answer before its result is recorded.
+        return max(1, min(MAX_CALLS_PER_WRITE, int(MAX_WRITE_SECONDS / max(self._avg_call_seconds, 1e-6))))
 
-    def _run_batch(self, jobs: list[Job], version: LaneVersion) -> None:
-        """Run taken jobs of a batch plugin in one call, as _run does one job."""
+    def _run(self, jobs: list[Job], version: LaneVersion) -> None:
+        """Run taken jobs on `version`, whose pool holds this thread's place (counted in its `active`)."""
         started = time.monotonic()
         current = [job for job in jobs if self._is_current(job.ack)]
         try:
             if current:
-                assert self._handle_batch is not None
-                self._handle_batch(self, current, version)
-        except Exception:  # as in _run
-            log.exception("unexpected error running a batch of %d %s invocations", len(current), self.plugin.name)
+                self._handle(self, current, version)
+        except Exception:  # a bug here must not kill the lane; the messages stay uncommitted
+            log.exception("unexpected error running %d %s invocation(s)", len(current), self.plugin.name)
         finally:
             self._finished(version, jobs, (time.monotonic() - started) / len(current) if current else None)
 

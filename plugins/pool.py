@@ -84,6 +84,10 @@ class WorkerSpec:
         env["VIRTUAL_ENV"] = str(self.python.parent.parent)
         env["PYTHONUNBUFFERED"] = "1"
         env["PYTHONIOENCODING"] = "utf-8"
+        # No __pycache__ in the plugin's folder: a .pyc is trusted by its source's size and mtime in whole
+        # seconds, so a hot reload whose new main.py has the old one's size and second would import the old
+        # code (seen in tests: a reload a second after the first start). Its source is compiled at each start.
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
         env.update(self.extra_env)
         return env
 
@@ -200,9 +204,10 @@ class Worker:
                 raise WorkerDied("end of stream")
             self._decoder.feed(data)
 
-    def send(self, payload: bytes) -> None:
+    def send(self, frames: bytes) -> None:
+        """Write whole frames (encode_frame's)."""
         try:
-            write_all(self._in_fd, encode_frame(payload))
+            write_all(self._in_fd, frames)
         except (BrokenPipeError, OSError) as e:
             raise WorkerDied(str(e)) from None
 
@@ -515,29 +520,41 @@ class WorkerPool:
 
     # -- calls -------------------------------------------------------------------------------
     def call(self, request: dict[str, Any], timeout: float) -> CallOutcome:
-        payload = orjson.dumps(request)
-        invocation_id = request.get("invocation_id")
+        return self.call_many([request], timeout)[0]
+
+    def call_many(self, requests: list[dict[str, Any]], timeout: float) -> list[CallOutcome]:
+        """Several calls on one worker, written in one go (a fast plugin's queued jobs); an outcome each,
+        in order. Each stays a call of its own: its timeout counts from the answer before it, a cancel
+        or a crash ends only it, and those its worker never started are sent again elsewhere. Saves a
+        write, a wake-up and a place per call, which is most of what a fast plugin's call costs here."""
+        payloads = [orjson.dumps(request) for request in requests]
+        ids = [request.get("invocation_id") for request in requests]
+        outcomes: list[CallOutcome | None] = [None] * len(requests)
         reserved: Worker | None = getattr(self._reserved, "worker", None)
         self._reserved.worker = None
-        small = len(payload) <= PIPELINE_MAX_REQUEST_BYTES
+        small = sum(map(len, payloads)) <= PIPELINE_MAX_REQUEST_BYTES
         moved = False
-        while True:
-            if self._closed:
-                if reserved is not None:
-                    self._done_with(reserved)
-                return CallOutcome("aborted", note="pool is closed")
-            if reserved is not None:
-                w: Worker | None = reserved
-            else:
-                w = (self._moved_place() if moved else None) or self._acquire(small)
+        todo = list(range(len(requests)))
+        while todo:
+            w: Worker | None = reserved
             reserved = None
-            if w is None:
-                return CallOutcome("aborted", note="pool is closed")
-            outcome = self._call_on(w, payload, timeout, invocation_id)
-            if outcome is not None:
-                return outcome
-            # it never started (its worker retired first, e.g. the call ahead of it failed): send it again
+            if w is None and not self._closed:
+                w = (self._moved_place() if moved else None) or self._acquire(small)
+            if w is None or self._closed:
+                if w is not None:
+                    self._done_with(w)
+                for i in todo:
+                    outcomes[i] = CallOutcome("aborted", note="pool is closed")
+                break
+            with self._cond:
+                w.inflight += len(todo) - 1  # one place per call; each answer frees one (_answered)
+            answers = self._call_on(w, [payloads[i] for i in todo], timeout, [ids[i] for i in todo])
+            for i, outcome in zip(todo, answers, strict=True):
+                outcomes[i] = outcome
+            # those that never started (their worker retired first, e.g. a call ahead failed): send again
+            todo = [i for i in todo if outcomes[i] is None]
             moved = True
+        return [o for o in outcomes if o is not None]
 
     def _moved_place(self) -> Worker | None:
         """A place for a call whose place was on a worker that retired before the call started there: on
@@ -552,21 +569,26 @@ class WorkerPool:
             return best
 
     def _call_on(
-        self, w: Worker, payload: bytes, timeout: float, invocation_id: str | None = None
-    ) -> CallOutcome | None:
-        """The call's outcome on worker w; None if it never started there (to be sent again)."""
-        ticket = _Ticket(invocation_id)
+        self, w: Worker, payloads: list[bytes], timeout: float, invocation_ids: list[str | None]
+    ) -> list[CallOutcome | None]:
+        """The calls' outcomes on worker w; None for each that never started there (to be sent again)."""
+        tickets = [_Ticket(invocation_id) for invocation_id in invocation_ids]
         sent_at = time.time()
         with w.send_lock:
             with w.cond:
-                if w.retired:  # retired between being chosen and now: it never got the request
-                    return None
-                w.order.append(ticket)
-                ticket.cancelled = invocation_id in self._cancelled  # cancel() came before the ticket
+                if w.retired:  # retired between being chosen and now: it never got the requests
+                    return [None] * len(tickets)
+                w.order.extend(tickets)
+                for ticket in tickets:  # cancel() came before the ticket
+                    ticket.cancelled = ticket.invocation_id in self._cancelled
             try:
-                w.send(payload)
+                w.send(b"".join(map(encode_frame, payloads)))
             except WorkerDied:
                 pass  # the reader at the head of the line sees the death and retires the worker
+        return [self._await_answer(w, ticket, timeout, sent_at) for ticket in tickets]
+
+    def _await_answer(self, w: Worker, ticket: _Ticket, timeout: float, sent_at: float) -> CallOutcome | None:
+        """Wait for the ticket's turn on w, then read its answer; None if the worker retired before it started."""
         with w.cond:
             while w.order and w.order[0] is not ticket and not ticket.resend:
                 w.cond.wait()

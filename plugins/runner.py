@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from plugins.cancel import Cancelled, Cancels, cancelled_result
 from plugins.cancel_watch import CancelWatcher
-from plugins.execution import RUNNER_ID, execute, execute_batch, rejected_result
+from plugins.execution import RUNNER_ID, execute_many, rejected_result
 from plugins.followups import FollowupPublisher, Unpublishable
 from plugins.lane import Job, LaneVersion, PluginLane
 from plugins.offsets import Ack, OffsetTracker
@@ -64,6 +64,15 @@ from schemas.settings import Settings
 log = logging.getLogger("cdcflow.runner")
 
 POLL_TIMEOUT_SECONDS = 0.1
+# While a lane is full its partitions are paused, and the loop must see it drain to resume them before
+# it runs dry: the check comes this often then (a lane drains ~1,000 fast jobs in 100 ms).
+PAUSED_POLL_TIMEOUT_SECONDS = 0.01
+# A pause drops librdkafka's prefetched messages, and the fetch that brings them back after the resume
+# waits behind the one outstanding to the broker: a long poll on the idle partitions (the .high topics)
+# held up to fetch.wait.max.ms (500 by default). Measured: 55-100+ ms after each resume with the default,
+# the lane ran dry; 15-27 ms with this. A new message still ends a long poll at once, so idle latency is
+# unchanged; the cost is ~50 empty fetches a second per idle runner.
+FETCH_WAIT_MAX_MS = 20
 MAX_POLL_BATCH = 500
 REDIS_RETRY_SECONDS = 1.0
 MAX_INVOCATION_ID_CHARS = 256  # ids are uuids or derived from them; see _usable_id
@@ -118,9 +127,7 @@ def start_pool(
     return pool, None
 
 
-def make_lane(
-    settings: Settings, plugin: LoadedPlugin, pool: WorkerPool, handle: Any, is_current: Any, handle_batch: Any = None
-) -> PluginLane:
+def make_lane(settings: Settings, plugin: LoadedPlugin, pool: WorkerPool, handle: Any, is_current: Any) -> PluginLane:
     return PluginLane(
         plugin,
         pool,
@@ -128,7 +135,6 @@ def make_lane(
         topic=settings.topics.invoke(plugin.name),
         is_current=is_current,
         high_topic=settings.topics.invoke(plugin.name, "high"),
-        handle_batch=handle_batch,
     )
 
 
@@ -139,7 +145,6 @@ def start_lanes(
     handle: Any,
     is_current: Any = None,
     on_error: Any = None,
-    handle_batch: Any = None,
 ) -> dict[str, PluginLane]:
     """Venv + warm pool for each plugin; a plugin that cannot start is logged and left out.
 
@@ -154,7 +159,7 @@ def start_lanes(
             if on_error is not None:
                 on_error(plugin, error)
             continue
-        lane = make_lane(settings, plugin, pool, handle, is_current, handle_batch)
+        lane = make_lane(settings, plugin, pool, handle, is_current)
         lanes[lane.topic] = lane
         log.info(
             "plugin %s %s ready: %d worker(s), code %s, topic %s",
@@ -242,7 +247,6 @@ class Runner:
             self._handle,
             self.tracker.is_current,
             on_error=lambda p, e: reloader.record_error(p.name, e, serving=False, code_hash=p.code_hash),
-            handle_batch=self._handle_batch,
         )
         for problem in found.problems:
             reloader.record_error(problem.path.name, problem.message, serving=False)
@@ -285,6 +289,7 @@ class Runner:
                     **self.settings.runners.group_options(),  # group, session, heartbeat, assignment
                     "enable.auto.commit": False,
                     "auto.offset.reset": "earliest",
+                    "fetch.wait.max.ms": FETCH_WAIT_MAX_MS,
                     "client.id": f"cdcflow-runner-{RUNNER_ID}",
                     "on_commit": self._on_commit,
                 }
@@ -300,7 +305,7 @@ class Runner:
         consumer = self.consumer
         assert consumer is not None
         while not self.stop.is_set():
-            msg = consumer.poll(POLL_TIMEOUT_SECONDS)
+            msg = consumer.poll(PAUSED_POLL_TIMEOUT_SECONDS if self.paused_topics else POLL_TIMEOUT_SECONDS)
             if msg is not None:
                 batch = [msg]
                 while len(batch) < MAX_POLL_BATCH:  # drain what is already fetched, without waiting
@@ -325,7 +330,7 @@ class Runner:
 
     def _build_lane(self, plugin: LoadedPlugin, pool: WorkerPool) -> PluginLane:
         # Called by the reloader's thread: create the topics there, so the consumer thread never waits on it.
-        lane = make_lane(self.settings, plugin, pool, self._handle, self.tracker.is_current, self._handle_batch)
+        lane = make_lane(self.settings, plugin, pool, self._handle, self.tracker.is_current)
         ensure_topics(self.settings, [lane.topic, lane.high_topic])
         return lane
 
@@ -427,7 +432,7 @@ class Runner:
                 )
                 self.completions.put(d.ack)
             else:
-                pending = state_payload(d.invocation, d.lane.plugin.version, "pending", when)
+                pending = functools.partial(state_payload, d.invocation, d.lane.plugin.version, "pending", when)
                 self.sink.state(iid, d.invocation.attempt, consumed_at, pending, "pending")
                 if d.not_before is not None:
                     d.lane.submit_at(Job(d.invocation, d.ack, consumed_at), d.not_before)
@@ -523,29 +528,32 @@ class Runner:
                 self.stop.wait(REDIS_RETRY_SECONDS)
 
     # -- running (lane threads) -----------------------------------------------------------------
-    def _handle(self, lane: PluginLane, job: Job, version: LaneVersion) -> None:
-        self._record(lane, job, version, lambda: self._run_job(lane, job, version))
-
-    def _handle_batch(self, lane: PluginLane, jobs: list[Job], version: LaneVersion) -> None:
-        """A batch plugin's jobs in one call; then each is recorded, retried or dead-lettered on its own."""
+    def _handle(self, lane: PluginLane, jobs: list[Job], version: LaneVersion) -> None:
+        """Jobs the lane took together (one, a batch plugin's batch, or a fast plugin's queued ones, see
+        execute_many); then each is recorded, retried or dead-lettered on its own. The version is the one
+        the lane handed out: after a hot reload, a call that started on the old code finishes and is
+        reported with the old version and code hash."""
         started = [job for job in jobs if self._started(job, version)]
         if not started:
             return
         try:
-            results = execute_batch(
+            results = execute_many(
                 version.plugin, version.pool, [j.invocation for j in started], [j.consumed_at for j in started]
             )
         except Exception as e:  # as _record does for one: each ends with a (final) result
-            log.exception("%s: unexpected error running a batch of %d", lane.plugin.name, len(started))
+            log.exception("%s: unexpected error running %d invocation(s)", lane.plugin.name, len(started))
             failed = [self._runner_error(version.plugin, job.invocation, e) for job in started]
             for job, result in zip(started, failed, strict=True):
                 self._record(lane, job, version, functools.partial(_final, result))
             return
-        if results is None:
-            log.info("%s: a batch of %d abandoned at shutdown (will be redelivered)", lane.plugin.name, len(started))
-            return
-        for job, result in zip(started, results, strict=True):
-            self._record(lane, job, version, functools.partial(self._concluded, lane, job, version, result))
+        abandoned = 0
+        for job, maybe in zip(started, results, strict=True):
+            if maybe is None:  # the pool closed mid-call: nothing may be recorded
+                abandoned += 1
+            else:
+                self._record(lane, job, version, functools.partial(self._concluded, lane, job, version, maybe))
+        if abandoned:
+            log.info("%s: %d invocation(s) abandoned at shutdown (will be redelivered)", lane.plugin.name, abandoned)
 
     def _record(
         self, lane: PluginLane, job: Job, version: LaneVersion, outcome: Callable[[], tuple[Result, bool] | None]
@@ -561,20 +569,6 @@ class Runner:
             assert self.sink is not None
             self.sink.submit(done[0], [job.ack], final=done[1])
 
-    def _run_job(self, lane: PluginLane, job: Job, version: LaneVersion) -> tuple[Result, bool] | None:
-        """The result to record and whether it is final; None when nothing may be recorded (stopping)."""
-        # The version the lane handed out: after a hot reload, a call that started on the old code
-        # finishes and is reported with the old version and code hash.
-        if not self._started(job, version):
-            return None
-        result = execute(version.plugin, version.pool, job.invocation, job.consumed_at)
-        if result is None:
-            log.info(
-                "%s %s abandoned at shutdown (will be redelivered)", lane.plugin.name, job.invocation.invocation_id
-            )
-            return None
-        return self._concluded(lane, job, version, result)
-
     def _started(self, job: Job, version: LaneVersion) -> bool:
         """Mark the invocation running; False (and recorded `cancelled`) if it was cancelled before."""
         plugin = version.plugin
@@ -588,7 +582,7 @@ class Runner:
             invocation.invocation_id,
             invocation.attempt,
             started,
-            state_payload(invocation, plugin.version, "running", iso(started), version.pool.reserved_pid()),
+            functools.partial(_running_state, invocation, plugin.version, started, version.pool.reserved_pid()),
             "running",
         )
         self.ops.on_start(invocation)
@@ -775,6 +769,10 @@ def _session_hint(err: KafkaError, settings: Settings) -> str:
         f" (runners.session_timeout_ms={settings.runners.session_timeout_ms} is outside the broker's "
         "group.min.session.timeout.ms..group.max.session.timeout.ms, 6000..1800000 by default)"
     )
+
+
+def _running_state(invocation: Invocation, plugin_version: str, started: float, worker_pid: int | None) -> bytes:
+    return state_payload(invocation, plugin_version, "running", iso(started), worker_pid)
 
 
 def _final(result: Result) -> tuple[Result, bool]:

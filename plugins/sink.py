@@ -47,7 +47,9 @@ class SinkItem:
     result: Result | None  # None: already stored (a re-announcement), only produce it
     acks: tuple[Ack, ...]
     final: bool = True  # False: a failed attempt whose retry is already on Kafka (no done marker)
-    state: str | None = None  # "pending" or "running": a run's in-progress state (payload), stored only
+    state: str | None = None  # "pending" or "running": a run's in-progress state, stored only
+    # The state's JSON, built only if it is written: under load most runs end in the batch their states are in.
+    state_json: Callable[[], bytes] | None = None
     at: float = 0.0  # the state's time
     attempt: int = 1  # the state's attempt
 
@@ -76,9 +78,11 @@ class ResultSink:
     def submit(self, result: Result, acks: Sequence[Ack], final: bool = True) -> None:
         self._queue.put(SinkItem(result.invocation_id, result.model_dump_json().encode(), result, tuple(acks), final))
 
-    def state(self, invocation_id: str, attempt: int, at: float, payload: bytes, status: str) -> None:
+    def state(self, invocation_id: str, attempt: int, at: float, state_json: Callable[[], bytes], status: str) -> None:
         """Record a run's `pending` or `running` state, with the next batch of results."""
-        self._queue.put(SinkItem(invocation_id, payload, None, (), state=status, at=at, attempt=attempt))
+        self._queue.put(
+            SinkItem(invocation_id, b"", None, (), state=status, at=at, attempt=attempt, state_json=state_json)
+        )
 
     def announce(self, invocation_id: str, payload: bytes, acks: Sequence[Ack]) -> None:
         """Publish an already stored result again (a redelivered invocation that is done)."""
@@ -148,11 +152,9 @@ class ResultSink:
         # load, short calls are mostly taken, started and ended within one batch: their states cost nothing).
         ended = {(i.key, i.result.attempt) for i in items if i.result is not None}
         latest = {  # one state per run: the last one queued (running after pending)
-            i.key: (i.key, i.at, i.payload, i.state, i.attempt)
-            for i in batch
-            if i.state is not None and (i.key, i.attempt) not in ended
+            i.key: i for i in batch if i.state_json is not None and (i.key, i.attempt) not in ended
         }
-        states = list(latest.values())
+        states = [(i.key, i.at, i.state_json(), i.state or "", i.attempt) for i in latest.values() if i.state_json]
         if not items and not states:
             return True
         results = [i.result for i in items if i.result is not None]

@@ -259,13 +259,29 @@ class RunStore:
             mark = "cancelled" if result.status == "cancelled" and final else "1"
             args += [iid, repr(result.finished_at.timestamp()), payload, summary, mark, result.attempt]
         if states:
-            pipe = self.client.pipeline(transaction=False)
-            self._states(*self._state_call(states), client=pipe)
-            self._record(keys=keys, args=args, client=pipe)
-            skipped = pipe.execute()[-1]
+            skipped = self._states_then_record(*self._state_call(states), keys, args)
         else:
             skipped = self._record(keys=keys, args=args)
         return {int(skipped[i]) - 1: _as_bytes(skipped[i + 1]) for i in range(0, len(skipped), 2)}
+
+    def _states_then_record(
+        self, state_keys: list[str], state_args: list[str | bytes | int], keys: list[str], args: list[str | bytes | int]
+    ) -> Any:
+        """Both scripts in one round trip. By their sha: a pipeline given Script objects first asks Redis
+        whether they exist (SCRIPT EXISTS), a second round trip per batch. Loaded when Redis does not know
+        them (first use, or a restart); both scripts then run again, the state one leaving finished runs alone."""
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.evalsha(self._states.sha, len(state_keys), *state_keys, *state_args)
+            pipe.evalsha(self._record.sha, len(keys), *keys, *args)
+            try:
+                return pipe.execute()[-1]
+            except redis.exceptions.NoScriptError:
+                if attempt == 2:
+                    raise
+                for script in (self._states, self._record):
+                    script.sha = self.client.script_load(script.script)
+        raise AssertionError("unreachable")
 
     def record_states(self, states: Sequence[tuple[str, float, bytes, str, int]]) -> None:
         """(invocation id, epoch seconds, state JSON, "pending" or "running", attempt) of runs in progress,

@@ -128,3 +128,19 @@ def test_runs_list_since(stack, tmp_path):
     finally:
         store.close()
         remove_test_resources(cfg.settings, [])
+
+
+def test_results_with_states_in_one_round_trip_survive_a_flushed_script_cache(store):
+    """The writer's states + results pipeline calls both scripts by sha; when Redis does not know them
+    (a restart, SCRIPT FLUSH) they are loaded again and the batch is stored, once."""
+    now = datetime.now(UTC)
+    store.client.script_flush()
+    failed = _result("f1", "echo", "failed", now)
+    states = [("s1", now.timestamp(), b'{"status": "running"}', "running", 1)]
+    store.record_many([failed, _result("ok1", "echo", "success", now)], states=states)
+    assert store.done_ids(["f1", "ok1"]) == {"f1", "ok1"}
+    assert len(store.attempts("f1")) == 1  # the failed attempt's summary, not twice
+    assert store.client.get(store.state_key("s1")) == b'{"status": "running"}'
+    store.client.script_flush()
+    store.record_many([_result("ok2", "echo", "success", now)], states=[("ok2", now.timestamp(), b"{}", "running", 1)])
+    assert store.done_ids(["ok2"]) == {"ok2"} and store.client.get(store.state_key("ok2")) is None  # ended

@@ -395,3 +395,53 @@ def test_a_request_queued_behind_a_failing_call_runs_once_elsewhere(recorder, mo
     assert second.status == "success", second.error
     assert second.output != first[0].worker_pid and before == [first[0].worker_pid]
     assert _calls(recorder) == ["first", "second"]  # the second ran once, after the failure
+
+
+def _recorded(iid: str, mode: str = "ok") -> dict[str, Any]:
+    return {"invocation_id": iid, "params": {"mode": mode}, "context": {"invocation_id": iid}}
+
+
+def test_calls_written_together_each_get_their_own_outcome(echo_pool):
+    """call_many: one write, an answer each in order; a plugin exception fails only its own call."""
+    requests = [worker_request({"message": "a"}, "a"), worker_request({"mode": "raise"}, "b")]
+    requests += [worker_request({"message": "c"}, "c")]
+    outs = echo_pool.call_many(requests, timeout=5)
+    assert [o.status for o in outs] == ["success", "failed", "success"]
+    assert outs[0].output["message"] == "a" and outs[2].output["message"] == "c"
+    assert outs[1].error["type"] == "ValueError"
+    assert outs[0].worker_pid == outs[1].worker_pid == outs[2].worker_pid  # one worker, not replaced
+    assert outs[0].finished_at <= outs[1].started_at and outs[1].finished_at <= outs[2].started_at
+
+
+@pytest.mark.parametrize("mode,status", [("hang", "timeout"), ("exit", "crashed"), ("hog", "failed")])
+def test_calls_written_together_behind_a_failing_one_run_once_on_the_replacement(recorder, mode, status):
+    """size 1: b times out / crashes / retires its worker; a keeps its result, c and d (in the dead
+    worker's pipe, never started) run once on the replacement; the timeout counts per call."""
+    with plugin_pool(load_plugin(recorder), size=1) as pool:
+        requests = [_recorded("a"), _recorded("b", mode), _recorded("c"), _recorded("d")]
+        started = time.monotonic()
+        outs = pool.call_many(requests, timeout=2)
+        elapsed = time.monotonic() - started
+    assert [o.status for o in outs] == ["success", status, "success", "success"], [o.error for o in outs]
+    assert outs[0].worker_pid == outs[1].worker_pid and outs[0].output == outs[0].worker_pid
+    assert outs[2].worker_pid == outs[3].worker_pid != outs[1].worker_pid
+    assert _calls(recorder) == ["a", "b", "c", "d"]  # each ran once
+    assert elapsed < 10
+
+
+def test_a_cancel_stops_only_its_own_call_of_those_written_together(recorder):
+    import threading
+
+    with plugin_pool(load_plugin(recorder), size=1) as pool:
+        requests = [_recorded("a", "slow"), _recorded("b", "slow"), _recorded("c")]
+        outs: list = []
+        t = threading.Thread(target=lambda: outs.extend(pool.call_many(requests, timeout=10)))
+        t.start()
+        deadline = time.monotonic() + 10
+        while not (recorder / "calls.log").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert pool.cancel("b")  # queued behind a: its worker is stopped as it starts b
+        t.join(20)
+    assert [o.status for o in outs] == ["success", "cancelled", "success"], [o.error for o in outs]
+    assert outs[2].worker_pid != outs[1].worker_pid == outs[0].worker_pid  # c ran on the replacement
+    assert _calls(recorder) in (["a", "b", "c"], ["a", "c"])  # b killed as it started (or before)
