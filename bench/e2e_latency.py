@@ -75,6 +75,8 @@ def main() -> None:
             "reader -> streams emitted": [done[i]["created_at"] - produced[i] for i in measured],
             "streams -> runner consumed": [done[i]["consumed_at"] - done[i]["created_at"] for i in measured],
             "runner consumed -> entry": [done[i]["entry_called_at"] - done[i]["consumed_at"] for i in measured],
+            "  of which consumed -> sent": [done[i]["sent_at"] - done[i]["consumed_at"] for i in measured],
+            "  of which sent -> entry": [done[i]["entry_called_at"] - done[i]["sent_at"] for i in measured],
         }
         for name, values in stages.items():
             ms = [v * 1000 for v in values]

@@ -41,6 +41,7 @@ INITIAL_CALL_SECONDS = 0.01
 MAX_TIMER_WAIT_SECONDS = 3600.0
 MAX_CALLS_PER_WRITE = 64  # a fast plugin's queued calls written to its worker at once (WorkerPool.call_many)
 MAX_WRITE_SECONDS = 0.002
+WORKER_SECONDS_PER_CALL = 50e-6  # a warm worker's own cost per call: read, parse, answer, write (~40 us measured)
 
 
 @dataclass
@@ -310,13 +311,8 @@ class PluginLane:
             if batch is not None:
                 self._take_more(jobs, batch.max_size, batch.max_wait_ms / 1000.0)
             elif version.pool.pipelined:  # a fast plugin: what is queued goes to the worker in one write
-                self._take_more(jobs, self._calls_per_write(), 0.0)
+                self._take_more(jobs, _calls_per_write(version.pool), 0.0)
             self._run(jobs, version)
-
-    def _calls_per_write(self) -> int:
-        # Enough calls that a write and a wake-up are shared by many, few enough that the first of them
-        # waits at most ~MAX_WRITE_SECONDS for the last to answer before its result is recorded.
-        return max(1, min(MAX_CALLS_PER_WRITE, int(MAX_WRITE_SECONDS / max(self._avg_call_seconds, 1e-6))))
 
     def _run(self, jobs: list[Job], version: LaneVersion) -> None:
         """Run taken jobs on `version`, whose pool holds this thread's place (counted in its `active`)."""
@@ -342,6 +338,16 @@ class PluginLane:
                 self._avg_call_seconds += 0.05 * (seconds_each - self._avg_call_seconds)
         if drained:
             _close_in_background(version)
+
+
+def _calls_per_write(pool: WorkerPool) -> int:
+    # Enough calls that a write and a wake-up are shared by many, few enough that the first of them waits
+    # at most ~MAX_WRITE_SECONDS for the last to answer before its result is recorded. By the plugin's own
+    # call time (as its worker measures it) plus the worker's share: not by this lane's time per job, which
+    # includes the runner's bookkeeping and, under contention, waits for the GIL (single calls then looked
+    # too slow to group, and a burst of 50 jobs waited 70-90 ms for one-by-one calls).
+    per_call = (pool.avg_call_seconds or INITIAL_CALL_SECONDS) + WORKER_SECONDS_PER_CALL
+    return max(1, min(MAX_CALLS_PER_WRITE, int(MAX_WRITE_SECONDS / per_call)))
 
 
 def _close_in_background(version: LaneVersion) -> None:

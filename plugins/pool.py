@@ -291,6 +291,9 @@ class _Ticket:
     invocation_id: str | None = None
     resend: bool = False  # the worker failed before starting it: send it again elsewhere
     cancelled: bool = False  # cancel() asked to stop it: its worker is killed when it runs it
+    # The last request of a write (call_many's): its answer frees the write's place on the worker. A place
+    # per write, not per call: a worker busy with one write of 64 calls still takes the next write behind it.
+    frees_place: bool = True
 
 
 class WorkerPool:
@@ -379,6 +382,11 @@ class WorkerPool:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def avg_call_seconds(self) -> float | None:
+        """The plugin's call duration as its workers measure it (an EWMA), None before the first call."""
+        return self._avg_call_seconds
 
     @property
     def pipelined(self) -> bool:
@@ -546,8 +554,6 @@ class WorkerPool:
                 for i in todo:
                     outcomes[i] = CallOutcome("aborted", note="pool is closed")
                 break
-            with self._cond:
-                w.inflight += len(todo) - 1  # one place per call; each answer frees one (_answered)
             answers = self._call_on(w, [payloads[i] for i in todo], timeout, [ids[i] for i in todo])
             for i, outcome in zip(todo, answers, strict=True):
                 outcomes[i] = outcome
@@ -572,7 +578,8 @@ class WorkerPool:
         self, w: Worker, payloads: list[bytes], timeout: float, invocation_ids: list[str | None]
     ) -> list[CallOutcome | None]:
         """The calls' outcomes on worker w; None for each that never started there (to be sent again)."""
-        tickets = [_Ticket(invocation_id) for invocation_id in invocation_ids]
+        tickets = [_Ticket(invocation_id, frees_place=False) for invocation_id in invocation_ids]
+        tickets[-1].frees_place = True
         sent_at = time.time()
         with w.send_lock:
             with w.cond:
@@ -642,7 +649,7 @@ class WorkerPool:
                     w.cond.notify_all()
             if killed:  # no other call may be sent to a dying worker
                 self._retire(w)
-            else:
+            elif ticket.frees_place:
                 self._done_with(w)
         return CallOutcome(
             status="success" if resp.get("ok") else "failed",
