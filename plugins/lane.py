@@ -41,6 +41,7 @@ INITIAL_CALL_SECONDS = 0.01
 MAX_TIMER_WAIT_SECONDS = 3600.0
 MAX_CALLS_PER_WRITE = 64  # a fast plugin's queued calls written to its worker at once (WorkerPool.call_many)
 MAX_WRITE_SECONDS = 0.002
+BATCH_POLL_SECONDS = 0.001  # how often a forming batch looks for more jobs (see _take_more)
 WORKER_SECONDS_PER_CALL = 50e-6  # a warm worker's own cost per call: read, parse, answer, write (~40 us measured)
 
 
@@ -258,14 +259,23 @@ class PluginLane:
 
     def _take_more(self, jobs: list[Job], max_size: int, max_wait_seconds: float) -> None:
         """A batch plugin's call: add queued jobs to `jobs` until it holds max_size or max_wait_seconds
-        have passed since the first (jobs already queued are taken at once)."""
+        have passed since the first (jobs already queued are taken at once).
+
+        Polls instead of SimpleQueue.get(timeout=...): in CPython 3.11 a timed get that is woken by a
+        put whose item another thread takes first, after its deadline, waits again with a negative
+        timeout, i.e. forever (Modules/_queuemodule.c; later versions clamp it at 0). The other lane
+        threads wait in _take, so that happened: a drain with a batch plugin stopped with 340 jobs
+        held by one lane thread (py-spy: in get(timeout=0.0198) for minutes)."""
         deadline = time.monotonic() + max_wait_seconds
         while len(jobs) < max_size:
-            remaining = deadline - time.monotonic()
             try:
-                token = self._tokens.get(timeout=remaining) if remaining > 0 else self._tokens.get_nowait()
+                token = self._tokens.get_nowait()
             except queue.Empty:
-                return
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                time.sleep(min(remaining, BATCH_POLL_SECONDS))
+                continue
             if not token or self._stopping.is_set():
                 self._tokens.put(False)  # this thread's next _take sees it and ends the loop
                 return
