@@ -267,7 +267,7 @@ def test_an_invocation_is_run_or_rejected_and_either_is_recorded(raw: bytes) -> 
     except ValidationError as e:
         assert str(e)
         return
-    problem = _unrunnable(invocation, "p")
+    problem = _unrunnable(invocation, "p", raw)
     reason = problem[1] if problem else None
     if problem is None:
         try:
