@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import logging
 import queue
-import re
 import signal
 import threading
 import time
@@ -832,15 +831,19 @@ def _usable_id(invocation_id: str) -> bool:
     return bool(invocation_id.strip()) and len(invocation_id) <= MAX_INVOCATION_ID_CHARS
 
 
-# What a message's JSON text must contain for its parsed trigger to be one json_unsafe refuses: an
-# integer of 19+ digits, NaN or Infinity, an exponent of 3+ digits (1e400 parses as inf), or at least
-# MAX_NESTING brackets. A C-level scan of the bytes; only a message with one of these has its trigger
-# walked (a row change's images: the walk was ~7% of the runner's time in a drain).
-_MAYBE_UNSAFE = re.compile(rb"\d{19}|NaN|Infinity|[eE][+-]?\d{3}")
+# What a message's JSON text must contain for its parsed trigger to be one json_unsafe refuses: NaN or
+# Infinity, an integer of 19+ digits, an exponent of 3+ digits (1e400 parses as inf), or at least
+# MAX_NESTING brackets. Looked for with bytes methods (~1 us for a 300-byte message; a regex took 7 us);
+# only a message with one of these has its trigger walked (a row change's images: the walk was ~7% of
+# the runner's time in a drain). A false alarm (a uuid with "e123" in it) only costs the walk.
+_DIGITS_AS_ZEROS = bytes.maketrans(b"0123456789E", b"0000000000e")
 
 
 def _may_be_unsafe(raw: bytes) -> bool:
-    return raw.count(b"[") + raw.count(b"{") >= MAX_NESTING or _MAYBE_UNSAFE.search(raw) is not None
+    if b"NaN" in raw or b"Infinity" in raw or raw.count(b"[") + raw.count(b"{") >= MAX_NESTING:
+        return True
+    text = raw.translate(_DIGITS_AS_ZEROS)
+    return b"0" * 19 in text or b"e000" in text or b"e+000" in text or b"e-000" in text
 
 
 def _unrunnable(invocation: Invocation, plugin: str, raw: bytes) -> tuple[str, str] | None:
