@@ -92,6 +92,20 @@ class WorkerSpec:
         return env
 
 
+def _writes(payloads: list[bytes]) -> list[tuple[int, int]]:
+    """(start, end) of consecutive payloads whose frames together stay within PIPELINE_MAX_REQUEST_BYTES,
+    or of a single larger one."""
+    writes: list[tuple[int, int]] = []
+    start, size = 0, 0
+    for i, payload in enumerate(payloads):
+        if i > start and size + len(payload) + 4 > PIPELINE_MAX_REQUEST_BYTES:
+            writes.append((start, i))
+            start, size = i, 0
+        size += len(payload) + 4
+    writes.append((start, len(payloads)))
+    return writes
+
+
 def response_problem(resp: dict[str, Any]) -> str | None:
     """What in a worker's answer the runner could not use as it is, or None: the types Plugin.call
     writes (times are numbers, an error names its type and message). Checked per call, cheaply."""
@@ -540,7 +554,7 @@ class WorkerPool:
         outcomes: list[CallOutcome | None] = [None] * len(requests)
         reserved: Worker | None = getattr(self._reserved, "worker", None)
         self._reserved.worker = None
-        small = sum(map(len, payloads)) <= PIPELINE_MAX_REQUEST_BYTES
+        small = max(map(len, payloads), default=0) <= PIPELINE_MAX_REQUEST_BYTES  # each write is, then (_call_on)
         moved = False
         todo = list(range(len(requests)))
         while todo:
@@ -577,22 +591,30 @@ class WorkerPool:
     def _call_on(
         self, w: Worker, payloads: list[bytes], timeout: float, invocation_ids: list[str | None]
     ) -> list[CallOutcome | None]:
-        """The calls' outcomes on worker w; None for each that never started there (to be sent again)."""
-        tickets = [_Ticket(invocation_id, frees_place=False) for invocation_id in invocation_ids]
-        tickets[-1].frees_place = True
-        sent_at = time.time()
-        with w.send_lock:
-            with w.cond:
-                if w.retired:  # retired between being chosen and now: it never got the requests
-                    return [None] * len(tickets)
-                w.order.extend(tickets)
-                for ticket in tickets:  # cancel() came before the ticket
-                    ticket.cancelled = ticket.invocation_id in self._cancelled
-            try:
-                w.send(b"".join(map(encode_frame, payloads)))
-            except WorkerDied:
-                pass  # the reader at the head of the line sees the death and retires the worker
-        return [self._await_answer(w, ticket, timeout, sent_at) for ticket in tickets]
+        """The calls' outcomes on worker w; None for each that never started there (to be sent again).
+
+        Written in writes of at most PIPELINE_MAX_REQUEST_BYTES (or one call), each after the answers to
+        the one before. This thread may be the first in line to read w's answers, and nobody reads them
+        while it writes: a larger write would block on a full pipe while the worker blocks on its answers
+        (64 calls of 4 kB each, echoed: hung)."""
+        outcomes: list[CallOutcome | None] = []
+        for start, end in _writes(payloads):
+            tickets = [_Ticket(invocation_id, frees_place=False) for invocation_id in invocation_ids[start:end]]
+            tickets[-1].frees_place = end == len(payloads)  # the place is this thread's until its last answer
+            sent_at = time.time()
+            with w.send_lock:
+                with w.cond:
+                    if w.retired:  # retired between being chosen and now (or by a call before): never got these
+                        return outcomes + [None] * (len(payloads) - start)
+                    w.order.extend(tickets)
+                    for ticket in tickets:  # cancel() came before the ticket
+                        ticket.cancelled = ticket.invocation_id in self._cancelled
+                try:
+                    w.send(b"".join(map(encode_frame, payloads[start:end])))
+                except WorkerDied:
+                    pass  # the reader at the head of the line sees the death and retires the worker
+            outcomes += [self._await_answer(w, ticket, timeout, sent_at) for ticket in tickets]
+        return outcomes
 
     def _await_answer(self, w: Worker, ticket: _Ticket, timeout: float, sent_at: float) -> CallOutcome | None:
         """Wait for the ticket's turn on w, then read its answer; None if the worker retired before it started."""

@@ -445,3 +445,24 @@ def test_a_cancel_stops_only_its_own_call_of_those_written_together(recorder):
     assert [o.status for o in outs] == ["success", "cancelled", "success"], [o.error for o in outs]
     assert outs[2].worker_pid != outs[1].worker_pid == outs[0].worker_pid  # c ran on the replacement
     assert _calls(recorder) in (["a", "b", "c"], ["a", "c"])  # b killed as it started (or before)
+
+
+def test_many_calls_written_together_with_large_answers_never_deadlock(echo_pool):
+    """call_many of 64 calls of 4 kB each, echoed back: 256 kB of requests, as many of answers. Its thread
+    is first in line to read, so while it writes nobody reads the answers: written in one go, the worker
+    blocked on a full answer pipe and stopped reading, and the write blocked on a full request pipe."""
+    import threading
+
+    messages = [f"{i}-" + "x" * 4000 for i in range(64)]
+    outs: list = []
+    t = threading.Thread(
+        target=lambda: outs.extend(
+            echo_pool.call_many([worker_request({"message": m}, f"big-{i}") for i, m in enumerate(messages)], 10)
+        ),
+        daemon=True,
+    )
+    t.start()
+    t.join(30)
+    assert not t.is_alive(), "the write and the worker wait for each other"
+    assert [o.status for o in outs] == ["success"] * 64
+    assert [o.output["message"] for o in outs] == messages
