@@ -13,6 +13,7 @@ must not record it as a result).
 from __future__ import annotations
 
 import collections
+import fcntl
 import logging
 import os
 import select
@@ -92,13 +93,27 @@ class WorkerSpec:
         return env
 
 
-def _writes(payloads: list[bytes]) -> list[tuple[int, int]]:
-    """(start, end) of consecutive payloads whose frames together stay within PIPELINE_MAX_REQUEST_BYTES,
-    or of a single larger one."""
+def _request_write_limit(fd: int) -> int:
+    """How many bytes of calls one write may carry to a worker: half its request pipe, asked to be 1 MiB
+    (Linux's default maximum; 64 kB if refused). A write no larger than the pipe never blocks for good:
+    what the worker has not read yet fits (see WorkerPool._call_on)."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, REQUEST_PIPE_BYTES)
+    except OSError:
+        pass
+    try:
+        return max(PIPELINE_MAX_REQUEST_BYTES, fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ) // 2)
+    except OSError:
+        return PIPELINE_MAX_REQUEST_BYTES
+
+
+def _writes(payloads: list[bytes], limit: int) -> list[tuple[int, int]]:
+    """(start, end) of consecutive payloads whose frames together stay within `limit` bytes, or of a
+    single larger one."""
     writes: list[tuple[int, int]] = []
     start, size = 0, 0
     for i, payload in enumerate(payloads):
-        if i > start and size + len(payload) + 4 > PIPELINE_MAX_REQUEST_BYTES:
+        if i > start and size + len(payload) + 4 > limit:
             writes.append((start, i))
             start, size = i, 0
         size += len(payload) + 4
@@ -166,6 +181,7 @@ class Worker:
         self.pid = self.proc.pid
         self._in_fd = self.proc.stdin.fileno()
         self._out_fd = self.proc.stdout.fileno()
+        self.write_limit = _request_write_limit(self._in_fd)
         self._decoder = FrameDecoder()
         self._poller = select.poll()
         self._poller.register(self._out_fd, select.POLLIN | select.POLLHUP | select.POLLERR)
@@ -294,6 +310,7 @@ class Worker:
 PIPELINE_DEPTH = 2
 PIPELINE_MAX_CALL_SECONDS = 0.005  # average call duration (EWMA) under which a plugin is pipelined
 PIPELINE_MAX_REQUEST_BYTES = 16 * 1024  # larger requests wait for an idle worker (no blocking write)
+REQUEST_PIPE_BYTES = 1024 * 1024  # a worker's request pipe (F_SETPIPE_SZ): room for many calls per write
 MAX_CANCELLED_IDS = 10_000  # cancel requests a pool remembers for calls that have not reached a worker
 _CALL_EWMA_WEIGHT = 0.05
 
@@ -593,12 +610,13 @@ class WorkerPool:
     ) -> list[CallOutcome | None]:
         """The calls' outcomes on worker w; None for each that never started there (to be sent again).
 
-        Written in writes of at most PIPELINE_MAX_REQUEST_BYTES (or one call), each after the answers to
-        the one before. This thread may be the first in line to read w's answers, and nobody reads them
-        while it writes: a larger write would block on a full pipe while the worker blocks on its answers
-        (64 calls of 4 kB each, echoed: hung)."""
+        Written in writes of at most w.write_limit bytes (or one call), each after the answers to the one
+        before. This thread may be the first in line to read w's answers, and nobody reads them while it
+        writes: a write larger than the request pipe could block while the worker blocks on its answers
+        (64 calls of 4 kB each, echoed, in one write to a 64 kB pipe: hung). One no larger than the pipe
+        always completes: what the worker has not read of it fits in the pipe."""
         outcomes: list[CallOutcome | None] = []
-        for start, end in _writes(payloads):
+        for start, end in _writes(payloads, w.write_limit):
             tickets = [_Ticket(invocation_id, frees_place=False) for invocation_id in invocation_ids[start:end]]
             tickets[-1].frees_place = end == len(payloads)  # the place is this thread's until its last answer
             sent_at = time.time()
