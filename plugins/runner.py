@@ -56,11 +56,10 @@ from plugins.venvs import VenvError, ensure_venv, venv_python
 from schemas.config import Config
 from schemas.errors import from_validation_error
 from schemas.invocation import Invocation
-from schemas.manifest import UINT64, RetryPolicy, json_unsafe
+from schemas.manifest import UINT64, RetryPolicy, json_text_may_be_unsafe, json_unsafe
 from schemas.result import Result
 from schemas.runtime.kafka_topics import DLQ_MAX_MESSAGE_BYTES, ensure_topics
 from schemas.settings import Settings
-from schemas.values import MAX_NESTING
 
 log = logging.getLogger("cdcflow.runner")
 
@@ -534,7 +533,7 @@ class Runner:
         execute_many); then each is recorded, retried or dead-lettered on its own. The version is the one
         the lane handed out: after a hot reload, a call that started on the old code finishes and is
         reported with the old version and code hash."""
-        started = [job for job in jobs if self._started(job, version)]
+        started = [job for job in jobs if self._start(lane, job, version)]
         if not started:
             return
         try:
@@ -569,6 +568,17 @@ class Runner:
         if done is not None:
             assert self.sink is not None
             self.sink.submit(done[0], [job.ack], final=done[1])
+
+    def _start(self, lane: PluginLane, job: Job, version: LaneVersion) -> bool:
+        """_started, or False after recording the invocation failed if that raised (it must end with a result)."""
+        try:
+            return self._started(job, version)
+        except Exception as e:
+            log.exception("%s %s: unexpected error; recorded as failed", lane.plugin.name, job.invocation.invocation_id)
+            self._record(
+                lane, job, version, functools.partial(_final, self._runner_error(version.plugin, job.invocation, e))
+            )
+            return False
 
     def _started(self, job: Job, version: LaneVersion) -> bool:
         """Mark the invocation running; False (and recorded `cancelled`) if it was cancelled before."""
@@ -831,21 +841,6 @@ def _usable_id(invocation_id: str) -> bool:
     return bool(invocation_id.strip()) and len(invocation_id) <= MAX_INVOCATION_ID_CHARS
 
 
-# What a message's JSON text must contain for its parsed trigger to be one json_unsafe refuses: NaN or
-# Infinity, an integer of 19+ digits, an exponent of 3+ digits (1e400 parses as inf), or at least
-# MAX_NESTING brackets. Looked for with bytes methods (~1 us for a 300-byte message; a regex took 7 us);
-# only a message with one of these has its trigger walked (a row change's images: the walk was ~7% of
-# the runner's time in a drain). A false alarm (a uuid with "e123" in it) only costs the walk.
-_DIGITS_AS_ZEROS = bytes.maketrans(b"0123456789E", b"0000000000e")
-
-
-def _may_be_unsafe(raw: bytes) -> bool:
-    if b"NaN" in raw or b"Infinity" in raw or raw.count(b"[") + raw.count(b"{") >= MAX_NESTING:
-        return True
-    text = raw.translate(_DIGITS_AS_ZEROS)
-    return b"0" * 19 in text or b"e000" in text or b"e+000" in text or b"e-000" in text
-
-
 def _unrunnable(invocation: Invocation, plugin: str, raw: bytes) -> tuple[str, str] | None:
     """(error type, why) when a well-formed invocation (parsed from `raw`) still cannot be run or recorded here."""
     if not _usable_id(invocation.invocation_id):
@@ -854,7 +849,9 @@ def _unrunnable(invocation: Invocation, plugin: str, raw: bytes) -> tuple[str, s
         return "WrongPlugin", f"invocation for plugin {_clip(invocation.plugin, 100)!r} on the topic of {plugin!r}"
     # Parameters are checked against the manifest when the invocation runs; these could not even be
     # handed to the worker or recorded (orjson refuses integers past 64 bits, NaN would become null).
-    why = json_unsafe(invocation.attempt, "attempt") or (_trigger_unsafe(invocation) if _may_be_unsafe(raw) else None)
+    why = json_unsafe(invocation.attempt, "attempt") or (
+        _trigger_unsafe(invocation) if json_text_may_be_unsafe(raw) else None
+    )
     return ("InvalidInvocation", why) if why is not None else None
 
 

@@ -152,9 +152,9 @@ class ResultSink:
         # load, short calls are mostly taken, started and ended within one batch: their states cost nothing).
         ended = {(i.key, i.result.attempt) for i in items if i.result is not None}
         latest = {  # one state per run: the last one queued (running after pending)
-            i.key: i for i in batch if i.state_json is not None and (i.key, i.attempt) not in ended
+            i.key: (i, i.state_json) for i in batch if i.state_json is not None and (i.key, i.attempt) not in ended
         }
-        states = [(i.key, i.at, i.state_json(), i.state or "", i.attempt) for i in latest.values() if i.state_json]
+        states = [(i.key, i.at, state_json(), i.state or "", i.attempt) for i, state_json in latest.values()]
         if not items and not states:
             return True
         results = [i.result for i in items if i.result is not None]

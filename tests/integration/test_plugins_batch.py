@@ -11,11 +11,13 @@ from typing import Any
 
 import pytest
 
+from plugins.runner_ops import RunnerOps
 from plugins.store import RunStore
 from schemas.config import Config
+from schemas.invocation import Invocation
 from schemas.runtime.kafka_topics import ensure_topics
 from tests.support import isolated_config_data, remove_test_resources, wait_for, write_config
-from tests.support.plugins import ResultsReader, Runner, new_invocation, produce_messages
+from tests.support.plugins import ResultsReader, Runner, all_committed, new_invocation, produce_messages
 
 # Each call appends the invocation ids it got to calls.log (one JSON list a line), so the test knows
 # which items shared a call. `mode` per item: ok, fail (this item's result is an exception), raise
@@ -146,3 +148,28 @@ def test_a_call_that_fails_fails_every_item_it_held(env: Env, mode: str, status:
     for iid in set(ids) - with_bad:
         assert [r["status"] for r in results[iid]] == ["success"]
     assert results[ids[0]][-1]["dead_lettered"] is True  # its retry holds the bad mode too
+
+
+def test_a_runner_fault_while_starting_an_item_fails_that_item_alone(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fault of the runner's own (injected where a job is marked running) ends that invocation with a
+    `failed` RunnerError result: its offset must not stay uncommitted, holding back its partition."""
+    cfg, folder, reader = env
+    ids = send(cfg, [{"n": n} for n in range(6)])
+    on_start = RunnerOps.on_start
+
+    def faulty(self: RunnerOps, invocation: Invocation) -> None:
+        if invocation.invocation_id == ids[2]:
+            raise RuntimeError("injected fault")
+        on_start(self, invocation)
+
+    monkeypatch.setattr(RunnerOps, "on_start", faulty)
+    with Runner(cfg, plugins=["bulk"]):
+        results = final_results(cfg, reader, ids)
+        wait_for(lambda: all_committed(cfg, cfg.settings.topics.invoke("bulk")), 30, what="offsets committed")
+    assert [r["status"] for r in results[ids[2]]] == ["failed"]
+    assert (
+        results[ids[2]][0]["error"]["type"] == "RunnerError"
+        and "injected fault" in results[ids[2]][0]["error"]["message"]
+    )
+    assert all([r["status"] for r in results[i]] == ["success"] for i in ids if i != ids[2])
+    assert ids[2] not in {i for call in calls(folder) for i in call}  # never sent to the plugin
