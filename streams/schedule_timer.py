@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +38,7 @@ Emit = Callable[[dict[str, Any]], Awaitable[None]]
 Clock = Callable[[], datetime]
 # (schedule, slots not run, why): the worker's alert hook for missed and skipped slots
 OnSkipped = Callable[[Schedule, list[datetime], str], None]
+FIRST_EMIT_ALLOWANCE_SECONDS = 0.05
 
 
 def utcnow() -> datetime:
@@ -77,6 +79,10 @@ class ScheduleTimer:
         self.max_sleep = max_sleep
         self.lateness_ms: list[float] = []  # emission time - slot time, for the lateness benchmark
         self._synced_timing: dict[str, str] = {}  # name -> timing already checked against Redis
+        # How long the last emissions took until Kafka acknowledged them; the slowest is the allowance
+        # plan_fires keeps inside a slot's grace (before any: FIRST_EMIT_ALLOWANCE_SECONDS, as the first
+        # after a start can wait for a connection and the topic's metadata).
+        self._emit_seconds: deque[float] = deque(maxlen=20)
 
     async def tick(self) -> float:
         """Handle every due slot of every schedule; return seconds until the next due slot."""
@@ -101,7 +107,13 @@ class ScheduleTimer:
         anchor = state.anchor or self.store.ensure_anchor(schedule.name, now)
         if state.paused:
             return None
-        plan = plan_fires(schedule, anchor, state.last, now)
+        plan = plan_fires(
+            schedule,
+            anchor,
+            state.last,
+            now,
+            emit_seconds=max(self._emit_seconds, default=FIRST_EMIT_ALLOWANCE_SECONDS),
+        )
         if not (plan.fire or plan.missed or plan.coalesced):
             return plan.next_due
         ticks, fired = await self._fire(schedule, plan.fire, state.recent)
@@ -187,7 +199,9 @@ class ScheduleTimer:
                 log.exception("schedule %s: skipped-slot hook failed", schedule.name)
 
     async def _emit(self, schedule: Schedule, slot: datetime, invocation: dict[str, Any]) -> ScheduleTick:
+        began = time.monotonic()
         await self.emit(invocation)
+        self._emit_seconds.append(time.monotonic() - began)
         emitted = utcnow()
         self.lateness_ms.append((emitted - slot).total_seconds() * 1000)
         log.info(

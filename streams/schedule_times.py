@@ -108,15 +108,21 @@ class FirePlan:
     next_due: datetime | None = None  # the first slot after `last`
 
 
-def plan_fires(spec: ScheduleSpec, anchor: datetime, last: datetime | None, now: datetime) -> FirePlan:
+def plan_fires(
+    spec: ScheduleSpec, anchor: datetime, last: datetime | None, now: datetime, emit_seconds: float = 0.0
+) -> FirePlan:
+    """`emit_seconds`: how long an emission is expected to take until Kafka acknowledges it. A slot is
+    fired only if it is expected on Kafka within misfire_grace_time (a slot judged 498 ms late against
+    a 0.5 s grace was emitted 505 ms late); the allowance is at most half the grace."""
     slots, dropped = due_slots(spec, anchor, last, now)
     plan = FirePlan(last=slots[-1] if slots else (_utc(last) if last else None))
     plan.uncounted_missed = dropped
     grace = spec.misfire_grace_time
     now = _utc(now)
+    allowance = min(emit_seconds, grace / 2) if grace is not None else 0.0
 
     def in_grace(slot: datetime) -> bool:
-        return grace is None or (now - slot).total_seconds() <= grace
+        return grace is None or (now - slot).total_seconds() + allowance <= grace
 
     if slots:
         if spec.coalesce:

@@ -136,3 +136,34 @@ def test_a_slow_emission_of_one_schedule_does_not_stretch_the_grace_time_of_the_
     asyncio.run(timer.tick())
     assert sent == ["p"]
     assert [t.status for t in store.ticks("strict")] == ["missed"]  # 0.7 s late when its turn came
+
+
+def test_a_slot_is_fired_only_if_its_emission_is_expected_within_the_grace(store: ScheduleStore) -> None:
+    """The grace bounds when the invocation is on Kafka, not when the timer looked: a slot judged 0.49 s
+    late against a 0.5 s grace, whose emission then takes 30 ms, would be on Kafka 0.52 s late."""
+    schedules = parse_rules(
+        {
+            "schedules": {
+                "strict": {"plugin": "p", "interval_seconds": 1, "misfire_grace_time": 0.5, "max_instances": 9}
+            }
+        },
+        "t.yaml",
+        "db",
+    ).schedules
+    sent: list[str] = []
+
+    async def emit(invocation: dict[str, Any]) -> None:
+        await asyncio.sleep(0.03)
+        sent.append(invocation["trigger"]["fire_time"])
+
+    clock = Clock()
+    timer = ScheduleTimer(schedules, store, emit, clock=clock)
+    asyncio.run(timer.tick())  # anchors at T0
+    clock.now = T0 + timedelta(seconds=1.3)  # 0.3 s late: within the grace even with the first allowance
+    asyncio.run(timer.tick())
+    clock.now = T0 + timedelta(seconds=2.49)  # 0.49 s late: 0.52 s once emitted, as the last emission took
+    asyncio.run(timer.tick())
+    clock.now = T0 + timedelta(seconds=3.45)  # 0.45 s late: 0.48 s once emitted
+    asyncio.run(timer.tick())
+    assert sent == ["2026-01-01T00:00:01+00:00", "2026-01-01T00:00:03+00:00"]
+    assert [t.status for t in store.ticks("strict")][-3:] == ["fired", "missed", "fired"]

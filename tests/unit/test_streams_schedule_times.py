@@ -135,3 +135,17 @@ def test_an_early_wake_up_fires_nothing() -> None:
     anchor = datetime(2026, 1, 1, tzinfo=UTC)
     plan = plan_fires(s, anchor, anchor + timedelta(seconds=1), anchor + timedelta(seconds=1.999))
     assert plan.fire == [] and plan.next_due == anchor + timedelta(seconds=2)
+
+
+def test_the_emission_allowance_counts_against_the_grace_up_to_half_of_it() -> None:
+    s = spec(interval_seconds=10, misfire_grace_time=1.0)
+    anchor = datetime(2026, 1, 1, tzinfo=UTC)
+    late = anchor + timedelta(seconds=10.9)  # the slot at 10 s is 0.9 s late
+    assert plan_fires(s, anchor, None, late).fire == [anchor + timedelta(seconds=10)]
+    assert plan_fires(s, anchor, None, late, emit_seconds=0.05).fire == [anchor + timedelta(seconds=10)]
+    assert plan_fires(s, anchor, None, late, emit_seconds=0.2).missed == [anchor + timedelta(seconds=10)]
+    # a slow Kafka never makes a slot less than half its grace late count as missed
+    early = anchor + timedelta(seconds=10.4)
+    assert plan_fires(s, anchor, None, early, emit_seconds=30).fire == [anchor + timedelta(seconds=10)]
+    unbounded = spec(interval_seconds=10, misfire_grace_time=None)
+    assert plan_fires(unbounded, anchor, None, late, emit_seconds=30).fire == [anchor + timedelta(seconds=10)]
