@@ -6,10 +6,8 @@ at GTIDs the server answers exactly as for purged ones (error 1236).
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,14 +19,13 @@ from cdc.checkpoint import CheckpointStore, Position
 from cdc.errors import PositionLost
 from schemas.config import Config
 from tests.support import (
-    REPO_ROOT,
     consume_all,
     execute,
     items_config,
     mysql,
     wait_for,
 )
-from tests.support.cdc import run_until_it_stops
+from tests.support.cdc import cdc_process, run_until_it_stops
 
 
 @pytest.fixture
@@ -81,15 +78,8 @@ def test_unavailable_checkpoint_stops_with_a_clear_error(config: Config, case: s
     assert CheckpointStore(config.settings).load().gtid_set == gtid  # the checkpoint is left as it was
 
 
-def cli(config: Config, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "console.cli", "--config", str(config.path), "cdc", "run", *args],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+def cli(config: Config, *args: str) -> subprocess.Popen[str]:
+    return cdc_process(config, "run", *args)
 
 
 def test_cli_refuses_then_from_now_overwrites_the_checkpoint_loudly(config: Config) -> None:

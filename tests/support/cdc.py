@@ -178,8 +178,13 @@ def insert_family_rows(cur: pymysql.cursors.Cursor) -> None:
 
 def snapshot_process(config: Config, *args: str) -> subprocess.Popen[str]:
     """`cdcflow cdc snapshot ARGS` in its own process (so a test can kill -9 it), output piped."""
+    return cdc_process(config, "snapshot", *args)
+
+
+def cdc_process(config: Config, command: str, *args: str) -> subprocess.Popen[str]:
+    """`cdcflow cdc COMMAND ARGS` in its own process, output piped."""
     return subprocess.Popen(
-        [sys.executable, "-m", "console.cli", "--config", str(config.path), "cdc", "snapshot", *args],
+        [sys.executable, "-m", "console.cli", "--config", str(config.path), "cdc", command, *args],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
