@@ -38,13 +38,15 @@ import redis
 from schemas.result import Result
 from schemas.settings import Settings
 
-# The per-id keys of runs in progress, done markers and cancel marks are built inside the scripts from
-# the prefix (ARGV[1]): redis-py packs each argument in Python (~1.5 us), which for a 500-invocation
-# batch made four key arguments per invocation cost more than the script's work in Redis.
-# KEYS: [all-runs index, pending index, running index, then per result: run key, marker key (done or tried),
-#        plugin index, status index, attempts list]
-# ARGV: [prefix, ttl, trim horizon ("" = no trim), then per result: invocation id, score, payload, attempt
-#        summary ("" = none), marker value ("1", or "cancelled": stored only if nothing final is), attempt]
+# A batch travels as a few arguments, whatever its size: a JSON array of rows (one per run: its id and
+# small fields) and, for results and states, their payloads concatenated (each row gives its payload's
+# length). redis-py packs each argument in Python (~1.5 us); at 16 arguments per result (the keys and
+# fields of each), packing was 18% of the runner's busy time under a flood (py-spy, --gil). The per-run
+# keys are built inside the scripts from the prefix (ARGV[1]), as plugins/store.py's key methods build them.
+# KEYS: [all-runs index, pending index, running index]
+# ARGV: [prefix, ttl, trim horizon ("" = no trim), rows, payloads]; a row: [invocation id, score, payload
+#        length, attempt summary ("" = none), marker value ("1", or "cancelled": stored only if nothing final
+#        is), attempt, final (1: the done marker; 0: the attempt's tried marker), plugin, status]
 # A result ends its run's state unless the state is of a later attempt (a retry taken up by a runner
 # before the failed attempt's result was written). States start with {"attempt":N (run_states.py).
 # The index entries are gathered per index and added with one multi-member ZADD each: a command costs
@@ -54,7 +56,9 @@ _RECORD_SCRIPT = """
 local prefix = ARGV[1]
 local ttl = tonumber(ARGV[2])
 local horizon = ARGV[3]
-local n = (#ARGV - 3) / 6
+local rows = cjson.decode(ARGV[4])
+local blob = ARGV[5]
+local pos = 1
 local members, indexes, ended, skipped = {}, {}, {}, {}
 local function index(key, score, id)
   local t = members[key]
@@ -66,28 +70,31 @@ local function index(key, score, id)
   t[#t + 1] = score
   t[#t + 1] = id
 end
-for i = 0, n - 1 do
-  local a = 4 + i * 6
-  local id, score, payload, summary, mark = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
-  local k = 4 + i * 5
+for i, row in ipairs(rows) do
+  local id, score, size, summary, mark, attempt = row[1], row[2], row[3], row[4], row[5], row[6]
+  local payload = string.sub(blob, pos, pos + size - 1)
+  pos = pos + size
+  local run_key = prefix .. ':run:' .. id
   local done = redis.call('GET', prefix .. ':done:' .. id)
   if done == 'cancelled' or (done and mark == 'cancelled') then
-    skipped[#skipped + 1] = i + 1
-    skipped[#skipped + 1] = redis.call('GET', KEYS[k]) or ''
+    skipped[#skipped + 1] = i
+    skipped[#skipped + 1] = redis.call('GET', run_key) or ''
   else
-    redis.call('SET', KEYS[k], payload, 'EX', ttl)
-    redis.call('SET', KEYS[k + 1], mark, 'EX', ttl)
+    local marker = row[7] == 1 and (prefix .. ':done:' .. id) or (prefix .. ':tried:' .. id .. ':' .. attempt)
+    redis.call('SET', run_key, payload, 'EX', ttl)
+    redis.call('SET', marker, mark, 'EX', ttl)
     index(KEYS[1], score, id)
-    index(KEYS[k + 2], score, id)
-    index(KEYS[k + 3], score, id)
+    index(prefix .. ':runs:plugin:' .. row[8], score, id)
+    index(prefix .. ':runs:status:' .. row[9], score, id)
     if summary ~= '' then
-      redis.call('RPUSH', KEYS[k + 4], summary)
-      redis.call('EXPIRE', KEYS[k + 4], ttl)
+      local attempts_key = prefix .. ':attempts:' .. id
+      redis.call('RPUSH', attempts_key, summary)
+      redis.call('EXPIRE', attempts_key, ttl)
     end
     local state_key = prefix .. ':state:' .. id
     local state = redis.call('GET', state_key)
     local of = state and tonumber(string.match(state, '^{"attempt":(%d+)'))
-    if not of or of <= tonumber(ARGV[a + 5]) then
+    if not of or of <= tonumber(attempt) then
       if state then redis.call('DEL', state_key) end
       ended[#ended + 1] = id
     end
@@ -109,22 +116,26 @@ end
 return skipped
 """
 # KEYS: [pending index, running index]
-# ARGV: [prefix, ttl, then per run: invocation id, score, state payload, status (pending or running), attempt]
+# ARGV: [prefix, ttl, rows, payloads]; a row: [invocation id, score, payload length, status (pending or
+#        running), attempt]
 # A run already finished keeps no state (a redelivered duplicate, or a cancel that came first), and a
 # state never replaces one of a later attempt. One state per run in a call (the index moves are batched).
 _STATE_SCRIPT = """
 local prefix = ARGV[1]
 local ttl = tonumber(ARGV[2])
-local n = (#ARGV - 2) / 5
+local rows = cjson.decode(ARGV[3])
+local blob = ARGV[4]
+local pos = 1
 local add = {[KEYS[1]] = {}, [KEYS[2]] = {}}
 local moved = {[KEYS[1]] = {}, [KEYS[2]] = {}}
-for i = 0, n - 1 do
-  local a = 3 + i * 5
-  local id, score, payload, status = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+for _, row in ipairs(rows) do
+  local id, score, size, status = row[1], row[2], row[3], row[4]
+  local payload = string.sub(blob, pos, pos + size - 1)
+  pos = pos + size
   local state_key = prefix .. ':state:' .. id
   local state = redis.call('GET', state_key)
   local of = state and tonumber(string.match(state, '^{"attempt":(%d+)'))
-  if redis.call('EXISTS', prefix .. ':done:' .. id) == 0 and not (of and of > tonumber(ARGV[a + 4])) then
+  if redis.call('EXISTS', prefix .. ':done:' .. id) == 0 and not (of and of > tonumber(row[5])) then
     redis.call('SET', state_key, payload, 'EX', ttl)
     local key = status == 'running' and KEYS[2] or KEYS[1]
     local t = add[key]
@@ -143,20 +154,20 @@ end
 for key, t in pairs(moved) do
   for j = 1, #t, 4000 do redis.call('ZREM', key, unpack(t, j, math.min(j + 3999, #t))) end
 end
-return n
+return #rows
 """
 # The runner's per-batch check of what it consumed, in one call (fewer arguments than an MGET of the keys).
-# ARGV: [prefix, then per invocation: invocation id, attempt]
+# ARGV: [prefix, rows]; a row: [invocation id, attempt]
 # Returns one code per invocation: 0 to run, 1 done, 2 this attempt already failed and was retried,
 # 3 cancelled before it ran.
 _ACCEPT_SCRIPT = """
 local prefix = ARGV[1]
 local codes = {}
-for a = 2, #ARGV, 2 do
-  local id = ARGV[a]
+for _, row in ipairs(cjson.decode(ARGV[2])) do
+  local id = row[1]
   local code = 0
   if redis.call('EXISTS', prefix .. ':done:' .. id) == 1 then code = 1
-  elseif redis.call('EXISTS', prefix .. ':tried:' .. id .. ':' .. ARGV[a + 1]) == 1 then code = 2
+  elseif redis.call('EXISTS', prefix .. ':tried:' .. id .. ':' .. row[2]) == 1 then code = 2
   elseif redis.call('EXISTS', prefix .. ':cancel:' .. id) == 1 then code = 3
   end
   codes[#codes + 1] = code
@@ -243,21 +254,28 @@ class RunStore:
             payloads = [r.model_dump_json().encode() for r in results]
         if finals is None:
             finals = [True] * len(results)
-        keys: list[str] = [self.index_key(), self.index_key(status="pending"), self.index_key(status="running")]
-        args: list[str | bytes | int] = [self.prefix, self.ttl, self._trim_horizon()]
-        for result, payload, final in zip(results, payloads, finals, strict=True):
-            iid = result.invocation_id
-            marker = self.done_key(iid) if final else self.tried_key(iid, result.attempt)
-            keys += [
-                self.run_key(iid),
-                marker,
-                self.index_key(plugin=result.plugin),
-                self.index_key(status=result.status),
-                self.attempts_key(iid),
-            ]
-            summary = orjson.dumps(attempt_summary(result)) if result.status in ("failed", "timeout") else b""
-            mark = "cancelled" if result.status == "cancelled" and final else "1"
-            args += [iid, repr(result.finished_at.timestamp()), payload, summary, mark, result.attempt]
+        keys = [self.index_key(), self.index_key(status="pending"), self.index_key(status="running")]
+        rows = [
+            (
+                result.invocation_id,
+                repr(result.finished_at.timestamp()),
+                len(payload),
+                orjson.dumps(attempt_summary(result)).decode() if result.status in ("failed", "timeout") else "",
+                "cancelled" if result.status == "cancelled" and final else "1",
+                str(result.attempt),
+                1 if final else 0,
+                result.plugin,
+                result.status,
+            )
+            for result, payload, final in zip(results, payloads, finals, strict=True)
+        ]
+        args: list[str | bytes | int] = [
+            self.prefix,
+            self.ttl,
+            self._trim_horizon(),
+            orjson.dumps(rows),
+            b"".join(payloads),
+        ]
         if states:
             skipped = self._states_then_record(*self._state_call(states), keys, args)
         else:
@@ -293,20 +311,17 @@ class RunStore:
         self, states: Sequence[tuple[str, float, bytes, str, int]]
     ) -> tuple[list[str], list[str | bytes | int]]:
         keys = [self.index_key(status="pending"), self.index_key(status="running")]
-        args: list[str | bytes | int] = [self.prefix, self.ttl]
-        for iid, at, payload, status, attempt in states:
-            args += [iid, repr(at), payload, status, attempt]
-        return keys, args
+        rows = [(iid, repr(at), len(payload), status, str(attempt)) for iid, at, payload, status, attempt in states]
+        payloads = b"".join(payload for _, _, payload, _, _ in states)
+        return keys, [self.prefix, self.ttl, orjson.dumps(rows), payloads]
 
     def accept(self, items: Sequence[tuple[str, int]]) -> list[int]:
         """The runner's check of a consumed batch, in one round trip: for each (invocation id, attempt),
         0 = to run, 1 = done, 2 = this attempt failed before and its retry is on Kafka, 3 = cancelled."""
         if not items:
             return []
-        args: list[str | int] = [self.prefix]
-        for iid, attempt in items:
-            args += [iid, attempt]
-        return [int(c) for c in self._accept(keys=[], args=args)]
+        rows = orjson.dumps([(iid, str(attempt)) for iid, attempt in items])
+        return [int(c) for c in self._accept(keys=[], args=[self.prefix, rows])]
 
     def _trim_horizon(self) -> str:
         now = time.time()
