@@ -137,7 +137,7 @@ def write_batch_echo(base: Path) -> None:
     (folder / "main.py").write_text(BATCH_ECHO_MAIN)
 
 
-def prepare(rows: int, partitions: int, batch: bool = False) -> tuple[Config, Path]:
+def prepare(rows: int, partitions: int, batch: bool = False, assignment: str | None = None) -> tuple[Config, Path]:
     workdir = Path(tempfile.mkdtemp(prefix="cdcflow-drain-"))
     plugin = "echo_batch" if batch else "echo"
     rules = {"monitored_tables": {"sbtest": {"triggers": [plugin], "params": {"message": "{event_id}"}}}}
@@ -146,6 +146,8 @@ def prepare(rows: int, partitions: int, batch: bool = False) -> tuple[Config, Pa
         write_batch_echo(workdir / "plugins")
         data["runners"]["plugin_dirs"] = [str(workdir / "plugins")]
     data["kafka"]["partitions"] = partitions
+    if assignment is not None:
+        data["runners"]["partition_assignment"] = assignment
     db = data["mysql"]["database"]
     execute(
         [
@@ -253,9 +255,12 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=1, help="streams workers (1 = the one `cdcflow run` starts)")
     parser.add_argument("--runners", type=int, default=1, help="runner processes (1 = the one `cdcflow run` starts)")
     parser.add_argument("--batch", action="store_true", help="the rule triggers a batch plugin (500 per call)")
+    parser.add_argument(
+        "--assignment", choices=["cooperative-sticky", "roundrobin"], help="runners.partition_assignment"
+    )
     args = parser.parse_args()
     stack_up()
-    config, workdir = prepare(args.rows, args.partitions, args.batch)
+    config, workdir = prepare(args.rows, args.partitions, args.batch, args.assignment)
     take_start_position(config, workdir)
     t0 = time.monotonic()
     expected = write_backlog(config.settings.mysql.database, args.rows)

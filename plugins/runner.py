@@ -193,6 +193,14 @@ class Runner:
         self.ops = RunnerOps(self)  # /metrics, probes, heartbeat, alerts (plugins/runner_ops.py)
         self.cancels = Cancels(self.store.client, self.store.prefix, self.store.ttl)
         self.cancel_watch = CancelWatcher(self.cancels, self._cancel_running, stop)
+        # A partition taken away and given back (every rebalance with roundrobin; with cooperative-sticky
+        # when it moves away and back) is fetched again from its committed offset, while calls of its
+        # earlier assignment may still run here. Those messages are held, not run a second time, until the
+        # first call's result is recorded (_hold_if_running). Keys are (topic, partition, offset); lane
+        # threads add, the consumer thread removes (set operations are atomic under the GIL).
+        self._running: set[tuple[str, int, int]] = set()
+        self._held: dict[tuple[str, int, int], _Dispatch] = {}
+        self._released: list[_Dispatch] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
     def run(self, ready: threading.Event | None = None) -> int:
@@ -318,6 +326,7 @@ class Runner:
                 except _Stopping:  # undispatched messages stay uncommitted
                     break
             self._drain_completions()
+            self._admit_released()
             self._commit()
             self._flow_control()
             self._adopt_new_lanes()
@@ -408,8 +417,12 @@ class Runner:
             invocation = self._parse(msg, lane, ack)
             if invocation is not None:
                 accepted.append(_Dispatch(lane, invocation, ack, _not_before_of(msg, lane, consumed_at)))
-        if not accepted:
-            return
+        if accepted:
+            self._admit(accepted, consumed_at)
+
+    def _admit(self, accepted: list[_Dispatch], consumed_at: float, released: bool = False) -> None:
+        """Submit parsed invocations to their lanes, or settle those that must not run (done, retried,
+        cancelled, or still running here). `released`: held ones whose first call has ended."""
         # One round trip: done / retried / cancelled. The `pending` states of the rest go to the result
         # writer (off this path, and not written at all for a run whose result lands in the same batch).
         checks = [(d.invocation.invocation_id, d.invocation.attempt) for d in accepted]
@@ -418,7 +431,9 @@ class Runner:
         assert self.sink is not None
         for d, code in zip(accepted, codes, strict=True):
             iid = d.invocation.invocation_id
-            if code == ACCEPT_DONE:
+            if code == ACCEPT_DONE and released:  # its first call's result is stored and published already
+                self.completions.put(d.ack)
+            elif code == ACCEPT_DONE:
                 self._skip_done(d)
             elif code == ACCEPT_CANCELLED:
                 self._drop_cancelled(d.lane.plugin, d.invocation, d.ack, "before a runner received it")
@@ -431,13 +446,33 @@ class Runner:
                     d.invocation.attempt,
                 )
                 self.completions.put(d.ack)
-            else:
+            elif not self._hold_if_running(d):
                 pending = functools.partial(state_payload, d.invocation, d.lane.plugin.version, "pending", when)
                 self.sink.state(iid, d.invocation.attempt, consumed_at, pending, "pending")
                 if d.not_before is not None:
                     d.lane.submit_at(Job(d.invocation, d.ack, consumed_at), d.not_before)
                 else:
                     d.lane.submit(Job(d.invocation, d.ack, consumed_at))
+
+    def _hold_if_running(self, d: _Dispatch) -> bool:
+        """Hold a message whose call from an earlier assignment of its partition still runs here."""
+        key = (d.ack.topic, d.ack.partition, d.ack.offset)
+        if key not in self._running:
+            return False
+        log.info(
+            "%s %s: still running from before %s[%d] was re-assigned; held until that call ends",
+            d.lane.plugin.name,
+            d.invocation.invocation_id,
+            d.ack.topic,
+            d.ack.partition,
+        )
+        self._held[key] = d
+        return True
+
+    def _admit_released(self) -> None:
+        if self._released:
+            released, self._released = self._released, []
+            self._admit(released, time.time(), released=True)
 
     def _parse(self, msg: Message, lane: PluginLane, ack: Ack) -> Invocation | None:
         """The message's Invocation, or None after submitting a `rejected` result for it."""
@@ -588,6 +623,7 @@ class Runner:
             self._drop_cancelled(plugin, invocation, job.ack, "before it started")
             return False
         assert self.sink is not None
+        self._running.add((job.ack.topic, job.ack.partition, job.ack.offset))
         started = time.time()
         self.sink.state(
             invocation.invocation_id,
@@ -703,6 +739,12 @@ class Runner:
             except queue.Empty:
                 return
             self.tracker.finish(ack)
+            key = (ack.topic, ack.partition, ack.offset)
+            if key in self._running:
+                self._running.discard(key)
+                held = self._held.pop(key, None)
+                if held is not None:
+                    self._released.append(held)
 
     def _commit(self, sync: bool = False, only: set[tuple[str, int]] | None = None) -> None:
         commits = self.tracker.commits(only)
@@ -744,6 +786,7 @@ class Runner:
         self._commit(sync=True, only=keys)  # keep what finished; running calls of these partitions are orphaned
         for topic, partition in keys:
             self.tracker.revoke(topic, partition)
+        self._forget_held(keys)
         self.assigned -= keys
         log.info("revoked %s", _fmt(partitions))
 
@@ -751,7 +794,14 @@ class Runner:
         for tp in partitions:
             self.tracker.revoke(tp.topic, tp.partition)
             self.assigned.discard((tp.topic, tp.partition))
+        self._forget_held({(tp.topic, tp.partition) for tp in partitions})
         log.warning("lost %s", _fmt(partitions))
+
+    def _forget_held(self, partitions: set[tuple[str, int]]) -> None:
+        """Held messages of partitions taken away are the new owner's to settle."""
+        for key in [k for k in self._held if k[:2] in partitions]:
+            del self._held[key]
+        self._released = [d for d in self._released if (d.ack.topic, d.ack.partition) not in partitions]
 
     def _flow_control(self) -> None:
         """Pause a plugin's partitions while its lane is full; resume when it has drained to half."""
