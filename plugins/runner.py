@@ -476,16 +476,17 @@ class Runner:
 
     def _parse(self, msg: Message, lane: PluginLane, ack: Ack) -> Invocation | None:
         """The message's Invocation, or None after submitting a `rejected` result for it."""
-        where = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
         raw = msg.value() or b""
         try:
             invocation = Invocation.model_validate_json(raw)
         except ValidationError as e:
+            where = _where(msg)
             message = str(from_validation_error(where, e))
             self._reject(lane, ack, _claimed_id(raw) or f"invalid:{where}", "InvalidInvocation", message)
             return None
         problem = _unrunnable(invocation, lane.plugin.name, raw)
         if problem is not None:
+            where = _where(msg)
             iid = invocation.invocation_id if _usable_id(invocation.invocation_id) else f"invalid:{where}"
             self._reject(lane, ack, iid, problem[0], f"{where}: {problem[1]}", invocation)
             return None
@@ -864,15 +865,21 @@ def _not_before_of(msg: Message, lane: PluginLane, now: float) -> float | None:
     """A retry message's start time: its header's, within what the plugin's policy allows."""
     headers = msg.headers()  # consumed: a list or None (the stubs add the produce-side dict)
     after = not_before(headers)  # type: ignore[arg-type]  # never a dict here
-    where = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
     if after is None:
         if isinstance(headers, list) and any(k == NOT_BEFORE_HEADER for k, _ in headers):
-            log.warning("%s: its %s header is not a finite time; running it now", where, NOT_BEFORE_HEADER)
+            log.warning("%s: its %s header is not a finite time; running it now", _where(msg), NOT_BEFORE_HEADER)
         return None
     latest = start_at(after, now, lane.plugin.manifest.retries)
     if latest < after:
-        log.warning("%s: its %s header is further ahead than the retry policy allows; capped", where, NOT_BEFORE_HEADER)
+        log.warning(
+            "%s: its %s header is further ahead than the retry policy allows; capped", _where(msg), NOT_BEFORE_HEADER
+        )
     return latest
+
+
+def _where(msg: Message) -> str:
+    # Only for messages that need naming: three calls into librdkafka and a format per message add up.
+    return f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
 
 
 def _claimed_id(raw: bytes) -> str | None:
