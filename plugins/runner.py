@@ -75,6 +75,7 @@ PAUSED_POLL_TIMEOUT_SECONDS = 0.01
 FETCH_WAIT_MAX_MS = 20
 MAX_POLL_BATCH = 500
 REDIS_RETRY_SECONDS = 1.0
+MAX_REMEMBERED_PUBLISHED = 10_000
 MAX_INVOCATION_ID_CHARS = 256  # ids are uuids or derived from them; see _usable_id
 # RunStore.accept's answers for a consumed invocation (0: to run)
 ACCEPT_DONE, ACCEPT_RETRIED, ACCEPT_CANCELLED = 1, 2, 3
@@ -197,10 +198,14 @@ class Runner:
         # when it moves away and back) is fetched again from its committed offset, while calls of its
         # earlier assignment may still run here. Those messages are held, not run a second time, until the
         # first call's result is recorded (_hold_if_running). Keys are (topic, partition, offset); lane
-        # threads add, the consumer thread removes (set operations are atomic under the GIL).
+        # threads add, the consumer thread removes (set operations are atomic under the GIL). A call that
+        # ended after its partition was taken away published its result without committing it: fetched
+        # again here, that message is settled without publishing the result a second time (_published,
+        # the latest MAX_REMEMBERED_PUBLISHED: the partition may have gone to another runner for good).
         self._running: set[tuple[str, int, int]] = set()
         self._held: dict[tuple[str, int, int], _Dispatch] = {}
         self._released: list[_Dispatch] = []
+        self._published: dict[tuple[str, int, int], None] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
     def run(self, ready: threading.Event | None = None) -> int:
@@ -431,10 +436,11 @@ class Runner:
         assert self.sink is not None
         for d, code in zip(accepted, codes, strict=True):
             iid = d.invocation.invocation_id
-            if code == ACCEPT_DONE and released:  # its first call's result is stored and published already
-                self.completions.put(d.ack)
-            elif code == ACCEPT_DONE:
-                self._skip_done(d)
+            if code == ACCEPT_DONE:
+                if released or self._was_published(d.ack):
+                    self.completions.put(d.ack)  # its call's result is stored and published already, by this runner
+                elif not self._hold_if_running(d):  # when still running here, its result is being published
+                    self._skip_done(d)
             elif code == ACCEPT_CANCELLED:
                 self._drop_cancelled(d.lane.plugin, d.invocation, d.ack, "before a runner received it")
             elif code == ACCEPT_RETRIED:
@@ -739,13 +745,20 @@ class Runner:
                 ack = self.completions.get_nowait()
             except queue.Empty:
                 return
-            self.tracker.finish(ack)
+            current = self.tracker.finish(ack)
             key = (ack.topic, ack.partition, ack.offset)
             if key in self._running:
                 self._running.discard(key)
                 held = self._held.pop(key, None)
                 if held is not None:
                     self._released.append(held)
+                elif not current:  # published, not committed: its partition was taken away meanwhile
+                    self._published[key] = None
+                    if len(self._published) > MAX_REMEMBERED_PUBLISHED:
+                        del self._published[next(iter(self._published))]
+
+    def _was_published(self, ack: Ack) -> bool:
+        return self._published.pop((ack.topic, ack.partition, ack.offset), 0) is None
 
     def _commit(self, sync: bool = False, only: set[tuple[str, int]] | None = None) -> None:
         commits = self.tracker.commits(only)

@@ -6,6 +6,7 @@ a second time, and its offset is committed after it."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,21 +20,25 @@ from schemas.runtime.kafka_topics import ensure_topics
 from tests.support import isolated_config_data, remove_test_resources, wait_for, write_config
 from tests.support.plugins import ResultsReader, Runner, all_committed, send_invocation
 
+# A call runs until the test writes its release file (at most 60 s): it is still running whatever the
+# rebalances take on a loaded machine.
 MAIN = """
-import time
+import os, time
 
 
-def run(seconds, tag):
+def run(tag, release=""):
     with open("calls.log", "a") as fh:
         fh.write(tag + "\\n")
-    time.sleep(seconds)
+    deadline = time.monotonic() + 60
+    while release and not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.05)
     return {"tag": tag}
 """
 MANIFEST = {
     "name": "slow",
     "entry_point": "main.run",
-    "parameters": {"seconds": {"type": "number", "required": True}, "tag": {"type": "string", "required": True}},
-    "timeout_seconds": 30,
+    "parameters": {"tag": {"type": "string", "required": True}, "release": {"type": "string", "default": ""}},
+    "timeout_seconds": 90,
     "concurrency": 1,
 }
 
@@ -71,16 +76,21 @@ def rebalance_twice(cfg: Config, seconds: float) -> None:
     member.close()
 
 
-def test_a_message_fetched_again_while_its_call_runs_is_not_run_twice(env: tuple[Config, Path]) -> None:
+def test_a_message_fetched_again_while_its_call_runs_is_not_run_twice(
+    env: tuple[Config, Path], caplog: pytest.LogCaptureFixture
+) -> None:
     cfg, folder = env
-    calls = folder / "calls.log"
+    calls, release = folder / "calls.log", folder / "release"
     reader = ResultsReader(cfg.settings)
+    caplog.set_level(logging.INFO, logger="cdcflow.runner")
     try:
         with Runner(cfg, plugins=["slow"]):
-            slow = send_invocation(cfg, "slow", {"seconds": 8, "tag": "slow"})
+            slow = send_invocation(cfg, "slow", {"tag": "slow", "release": str(release)})
             wait_for(lambda: calls.exists() and "slow" in calls.read_text(), 30, what="the slow call started")
             rebalance_twice(cfg, 3.0)
-            after = send_invocation(cfg, "slow", {"seconds": 0, "tag": "after"})
+            wait_for(lambda: "held until that call ends" in caplog.text, 30, what="the message fetched again, held")
+            release.touch()
+            after = send_invocation(cfg, "slow", {"tag": "after"})
             results = reader.wait_for(2, timeout=60)
             wait_for(lambda: all_committed(cfg, cfg.settings.topics.invoke("slow")), 30, what="offsets committed")
             results = reader.read_for(1.0)
