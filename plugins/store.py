@@ -42,7 +42,8 @@ from schemas.settings import Settings
 # small fields) and, for results and states, their payloads concatenated (each row gives its payload's
 # length). redis-py packs each argument in Python (~1.5 us); at 16 arguments per result (the keys and
 # fields of each), packing was 18% of the runner's busy time under a flood (py-spy, --gil). The per-run
-# keys are built inside the scripts from the prefix (ARGV[1]), as plugins/store.py's key methods build them.
+# keys are built inside the scripts from the prefix (ARGV[1]), as the key methods below build them (a store test checks
+# every key the scripts read and write against the methods).
 # KEYS: [all-runs index, pending index, running index]
 # ARGV: [prefix, ttl, trim horizon ("" = no trim), rows, payloads]; a row: [invocation id, score, payload
 #        length, attempt summary ("" = none), marker value ("1", or "cancelled": stored only if nothing final

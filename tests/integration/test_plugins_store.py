@@ -144,3 +144,35 @@ def test_results_with_states_in_one_round_trip_survive_a_flushed_script_cache(st
     store.client.script_flush()
     store.record_many([_result("ok2", "echo", "success", now)], states=[("ok2", now.timestamp(), b"{}", "running", 1)])
     assert store.done_ids(["ok2"]) == {"ok2"} and store.client.get(store.state_key("ok2")) is None  # ended
+
+
+def test_the_scripts_keys_are_the_ones_the_key_methods_name(store):
+    """The Lua scripts build their per-run keys from the prefix; the readers use RunStore's key methods.
+    Every key the scripts write, and every key they read, must be the one the methods name."""
+    now = datetime.now(UTC)
+    states = [("st", now.timestamp(), b"{}", "running", 1), ("pe", now.timestamp(), b"{}", "pending", 1)]
+    store.record_many(
+        [_result("ok", "echo", "success", now), _result("tr", "crawler", "failed", now)], finals=[True, False]
+    )
+    store.record_states(states)
+    written = {k.decode() for k in store.client.scan_iter(match=f"{store.prefix}:*")}
+    assert written == {
+        store.run_key("ok"),
+        store.done_key("ok"),
+        store.run_key("tr"),
+        store.tried_key("tr", 1),
+        store.attempts_key("tr"),
+        store.state_key("st"),
+        store.state_key("pe"),
+        store.index_key(),
+        store.index_key(plugin="echo"),
+        store.index_key(plugin="crawler"),
+        store.index_key(status="success"),
+        store.index_key(status="failed"),
+        store.index_key(status="running"),
+        store.index_key(status="pending"),
+    }
+    store.client.set(store.done_key("d"), "1")
+    store.client.set(store.tried_key("t", 3), "1")
+    store.client.set(store.cancel_key("c"), "{}")
+    assert store.accept([("d", 1), ("t", 3), ("t", 4), ("c", 1), ("new", 1)]) == [1, 2, 0, 3, 0]
