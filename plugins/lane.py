@@ -73,18 +73,16 @@ class PluginLane:
         self,
         plugin: LoadedPlugin,
         pool: WorkerPool,
-        handle: Callable[[PluginLane, list[Job], LaneVersion], None],
+        handle: Callable[[PluginLane, list[Job], LaneVersion], int],
         topic: str = "",
-        is_current: Callable[[Ack], bool] | None = None,
         high_topic: str = "",
     ):
         self.current = LaneVersion(plugin, pool)
         self._versions = [self.current]  # not yet closed: the current one and any still draining
         self.topic = topic
         self.high_topic = high_topic
+        # Runs the jobs (those whose partition is still ours) and says how many it ran.
         self._handle = handle
-        # False for a job whose partition was revoked while it waited: another runner owns it now.
-        self._is_current = is_current or (lambda ack: True)
         self._queues: dict[str, collections.deque[Job]] = {p: collections.deque() for p in PRIORITY_ORDER}
         # One token per submitted job in a C-level SimpleQueue (the fast blocking handoff); the job
         # itself goes to its priority's deque, and whoever takes a token takes the best job there is.
@@ -327,14 +325,13 @@ class PluginLane:
     def _run(self, jobs: list[Job], version: LaneVersion) -> None:
         """Run taken jobs on `version`, whose pool holds this thread's place (counted in its `active`)."""
         started = time.monotonic()
-        current = [job for job in jobs if self._is_current(job.ack)]
+        ran = 0
         try:
-            if current:
-                self._handle(self, current, version)
+            ran = self._handle(self, jobs, version)
         except Exception:  # a bug here must not kill the lane; the messages stay uncommitted
-            log.exception("unexpected error running %d %s invocation(s)", len(current), self.plugin.name)
+            log.exception("unexpected error running %d %s invocation(s)", len(jobs), self.plugin.name)
         finally:
-            self._finished(version, jobs, (time.monotonic() - started) / len(current) if current else None)
+            self._finished(version, jobs, (time.monotonic() - started) / ran if ran else None)
 
     def _finished(self, version: LaneVersion, jobs: list[Job], seconds_each: float | None) -> None:
         """Book-keeping after a call: the place, the version's count, the backlog, the call duration."""

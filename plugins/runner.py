@@ -33,7 +33,7 @@ from plugins.cancel_watch import CancelWatcher
 from plugins.execution import RUNNER_ID, execute_many, rejected_result
 from plugins.followups import FollowupPublisher, Unpublishable
 from plugins.lane import Job, LaneVersion, PluginLane
-from plugins.offsets import Ack, OffsetTracker
+from plugins.offsets import Ack, Earlier, OffsetTracker
 from plugins.pool import WorkerPool, WorkerSpec
 from plugins.registry import LoadedPlugin, discover, worker_target
 from plugins.reloader import HotReloader
@@ -75,7 +75,6 @@ PAUSED_POLL_TIMEOUT_SECONDS = 0.01
 FETCH_WAIT_MAX_MS = 20
 MAX_POLL_BATCH = 500
 REDIS_RETRY_SECONDS = 1.0
-MAX_REMEMBERED_PUBLISHED = 10_000
 MAX_INVOCATION_ID_CHARS = 256  # ids are uuids or derived from them; see _usable_id
 # RunStore.accept's answers for a consumed invocation (0: to run)
 ACCEPT_DONE, ACCEPT_RETRIED, ACCEPT_CANCELLED = 1, 2, 3
@@ -128,13 +127,12 @@ def start_pool(
     return pool, None
 
 
-def make_lane(settings: Settings, plugin: LoadedPlugin, pool: WorkerPool, handle: Any, is_current: Any) -> PluginLane:
+def make_lane(settings: Settings, plugin: LoadedPlugin, pool: WorkerPool, handle: Any) -> PluginLane:
     return PluginLane(
         plugin,
         pool,
         handle,
         topic=settings.topics.invoke(plugin.name),
-        is_current=is_current,
         high_topic=settings.topics.invoke(plugin.name, "high"),
     )
 
@@ -144,7 +142,6 @@ def start_lanes(
     plugins: Iterable[LoadedPlugin],
     options: RunnerOptions,
     handle: Any,
-    is_current: Any = None,
     on_error: Any = None,
 ) -> dict[str, PluginLane]:
     """Venv + warm pool for each plugin; a plugin that cannot start is logged and left out.
@@ -160,7 +157,7 @@ def start_lanes(
             if on_error is not None:
                 on_error(plugin, error)
             continue
-        lane = make_lane(settings, plugin, pool, handle, is_current)
+        lane = make_lane(settings, plugin, pool, handle)
         lanes[lane.topic] = lane
         log.info(
             "plugin %s %s ready: %d worker(s), code %s, topic %s",
@@ -181,6 +178,7 @@ class Runner:
         self.store = RunStore(settings)
         self.tracker = OffsetTracker()
         self.completions: queue.SimpleQueue[Ack] = queue.SimpleQueue()
+        self.dropped: queue.SimpleQueue[Ack] = queue.SimpleQueue()  # revoked while queued: ended unrun here
         self.lanes: dict[str, PluginLane] = {}  # by the plugin's (normal) topic
         self.by_topic: dict[str, PluginLane] = {}  # by every topic consumed: normal and high
         self.assigned: set[tuple[str, int]] = set()
@@ -194,18 +192,6 @@ class Runner:
         self.ops = RunnerOps(self)  # /metrics, probes, heartbeat, alerts (plugins/runner_ops.py)
         self.cancels = Cancels(self.store.client, self.store.prefix, self.store.ttl)
         self.cancel_watch = CancelWatcher(self.cancels, self._cancel_running, stop)
-        # A partition taken away and given back (every rebalance with roundrobin; with cooperative-sticky
-        # when it moves away and back) is fetched again from its committed offset, while calls of its
-        # earlier assignment may still run here. Those messages are held, not run a second time, until the
-        # first call's result is recorded (_hold_if_running). Keys are (topic, partition, offset); lane
-        # threads add, the consumer thread removes (set operations are atomic under the GIL). A call that
-        # ended after its partition was taken away published its result without committing it: fetched
-        # again here, that message is settled without publishing the result a second time (_published,
-        # the latest MAX_REMEMBERED_PUBLISHED: the partition may have gone to another runner for good).
-        self._running: set[tuple[str, int, int]] = set()
-        self._held: dict[tuple[str, int, int], _Dispatch] = {}
-        self._released: list[_Dispatch] = []
-        self._published: dict[tuple[str, int, int], None] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
     def run(self, ready: threading.Event | None = None) -> int:
@@ -258,7 +244,6 @@ class Runner:
             plugins,
             self.options,
             self._handle,
-            self.tracker.is_current,
             on_error=lambda p, e: reloader.record_error(p.name, e, serving=False, code_hash=p.code_hash),
         )
         for problem in found.problems:
@@ -331,7 +316,9 @@ class Runner:
                 except _Stopping:  # undispatched messages stay uncommitted
                     break
             self._drain_completions()
-            self._admit_released()
+            released = self.tracker.released()
+            if released:
+                self._admit(released, time.time())
             self._commit()
             self._flow_control()
             self._adopt_new_lanes()
@@ -344,7 +331,7 @@ class Runner:
 
     def _build_lane(self, plugin: LoadedPlugin, pool: WorkerPool) -> PluginLane:
         # Called by the reloader's thread: create the topics there, so the consumer thread never waits on it.
-        lane = make_lane(self.settings, plugin, pool, self._handle, self.tracker.is_current)
+        lane = make_lane(self.settings, plugin, pool, self._handle)
         ensure_topics(self.settings, [lane.topic, lane.high_topic])
         return lane
 
@@ -425,21 +412,22 @@ class Runner:
         if accepted:
             self._admit(accepted, consumed_at)
 
-    def _admit(self, accepted: list[_Dispatch], consumed_at: float, released: bool = False) -> None:
+    def _admit(self, dispatched: list[_Dispatch], consumed_at: float) -> None:
         """Submit parsed invocations to their lanes, or settle those that must not run (done, retried,
-        cancelled, or still running here). `released`: held ones whose first call has ended."""
+        cancelled), or hold those an earlier assignment of their partition still has out here."""
+        accepted = [d for d in dispatched if not self._held(d)]
         # One round trip: done / retried / cancelled. The `pending` states of the rest go to the result
         # writer (off this path, and not written at all for a run whose result lands in the same batch).
         checks = [(d.invocation.invocation_id, d.invocation.attempt) for d in accepted]
-        codes = self._with_redis(lambda: self.store.accept(checks))
+        codes = self._with_redis(lambda: self.store.accept(checks)) if checks else []
         when = iso(consumed_at)
         assert self.sink is not None
         for d, code in zip(accepted, codes, strict=True):
             iid = d.invocation.invocation_id
             if code == ACCEPT_DONE:
-                if released or self._was_published(d.ack):
-                    self.completions.put(d.ack)  # its call's result is stored and published already, by this runner
-                elif not self._hold_if_running(d):  # when still running here, its result is being published
+                if self.tracker.earlier(d.ack) is Earlier.ENDED:
+                    self.completions.put(d.ack)  # its earlier call here published the result already
+                else:
                     self._skip_done(d)
             elif code == ACCEPT_CANCELLED:
                 self._drop_cancelled(d.lane.plugin, d.invocation, d.ack, "before a runner received it")
@@ -452,7 +440,7 @@ class Runner:
                     d.invocation.attempt,
                 )
                 self.completions.put(d.ack)
-            elif not self._hold_if_running(d):
+            else:
                 pending = functools.partial(state_payload, d.invocation, d.lane.plugin.version, "pending", when)
                 self.sink.state(iid, d.invocation.attempt, consumed_at, pending, "pending")
                 if d.not_before is not None:
@@ -460,25 +448,19 @@ class Runner:
                 else:
                     d.lane.submit(Job(d.invocation, d.ack, consumed_at))
 
-    def _hold_if_running(self, d: _Dispatch) -> bool:
-        """Hold a message whose call from an earlier assignment of its partition still runs here."""
-        key = (d.ack.topic, d.ack.partition, d.ack.offset)
-        if key not in self._running:
+    def _held(self, d: _Dispatch) -> bool:
+        """Hold a message an earlier assignment of its partition still has queued or running here."""
+        if self.tracker.earlier(d.ack) is not Earlier.RUNNING:
             return False
         log.info(
-            "%s %s: still running from before %s[%d] was re-assigned; held until that call ends",
+            "%s %s: still out from before %s[%d] was re-assigned; held until that ends",
             d.lane.plugin.name,
             d.invocation.invocation_id,
             d.ack.topic,
             d.ack.partition,
         )
-        self._held[key] = d
+        self.tracker.hold(d.ack, d)
         return True
-
-    def _admit_released(self) -> None:
-        if self._released:
-            released, self._released = self._released, []
-            self._admit(released, time.time(), released=True)
 
     def _parse(self, msg: Message, lane: PluginLane, ack: Ack) -> Invocation | None:
         """The message's Invocation, or None after submitting a `rejected` result for it."""
@@ -570,14 +552,19 @@ class Runner:
                 self.stop.wait(REDIS_RETRY_SECONDS)
 
     # -- running (lane threads) -----------------------------------------------------------------
-    def _handle(self, lane: PluginLane, jobs: list[Job], version: LaneVersion) -> None:
+    def _handle(self, lane: PluginLane, jobs: list[Job], version: LaneVersion) -> int:
         """Jobs the lane took together (one, a batch plugin's batch, or a fast plugin's queued ones, see
         execute_many); then each is recorded, retried or dead-lettered on its own. The version is the one
         the lane handed out: after a hot reload, a call that started on the old code finishes and is
-        reported with the old version and code hash."""
-        started = [job for job in jobs if self._start(lane, job, version)]
+        reported with the old version and code hash. Returns how many it ran."""
+        started = []
+        for job in jobs:
+            if not self.tracker.is_current(job.ack):  # revoked while it waited: the new owner runs it
+                self.dropped.put(job.ack)
+            elif self._start(lane, job, version):
+                started.append(job)
         if not started:
-            return
+            return 0
         try:
             results = execute_many(
                 version.plugin, version.pool, [j.invocation for j in started], [j.consumed_at for j in started]
@@ -587,7 +574,7 @@ class Runner:
             failed = [self._runner_error(version.plugin, job.invocation, e) for job in started]
             for job, result in zip(started, failed, strict=True):
                 self._record(lane, job, version, functools.partial(_final, result))
-            return
+            return len(started)
         abandoned = 0
         for job, maybe in zip(started, results, strict=True):
             if maybe is None:  # the pool closed mid-call: nothing may be recorded
@@ -596,6 +583,7 @@ class Runner:
                 self._record(lane, job, version, functools.partial(self._concluded, lane, job, version, maybe))
         if abandoned:
             log.info("%s: %d invocation(s) abandoned at shutdown (will be redelivered)", lane.plugin.name, abandoned)
+        return len(started)
 
     def _record(
         self, lane: PluginLane, job: Job, version: LaneVersion, outcome: Callable[[], tuple[Result, bool] | None]
@@ -630,7 +618,6 @@ class Runner:
             self._drop_cancelled(plugin, invocation, job.ack, "before it started")
             return False
         assert self.sink is not None
-        self._running.add((job.ack.topic, job.ack.partition, job.ack.offset))
         started = time.time()
         self.sink.state(
             invocation.invocation_id,
@@ -740,25 +727,14 @@ class Runner:
 
     # -- committing --------------------------------------------------------------------------
     def _drain_completions(self) -> None:
+        while not self.dropped.empty():  # only this thread takes from it
+            self.tracker.finish(self.dropped.get_nowait(), ran=False)
         while True:
             try:
                 ack = self.completions.get_nowait()
             except queue.Empty:
                 return
-            current = self.tracker.finish(ack)
-            key = (ack.topic, ack.partition, ack.offset)
-            if key in self._running:
-                self._running.discard(key)
-                held = self._held.pop(key, None)
-                if held is not None:
-                    self._released.append(held)
-                elif not current:  # published, not committed: its partition was taken away meanwhile
-                    self._published[key] = None
-                    if len(self._published) > MAX_REMEMBERED_PUBLISHED:
-                        del self._published[next(iter(self._published))]
-
-    def _was_published(self, ack: Ack) -> bool:
-        return self._published.pop((ack.topic, ack.partition, ack.offset), 0) is None
+            self.tracker.finish(ack)
 
     def _commit(self, sync: bool = False, only: set[tuple[str, int]] | None = None) -> None:
         commits = self.tracker.commits(only)
@@ -800,7 +776,6 @@ class Runner:
         self._commit(sync=True, only=keys)  # keep what finished; running calls of these partitions are orphaned
         for topic, partition in keys:
             self.tracker.revoke(topic, partition)
-        self._forget_held(keys)
         self.assigned -= keys
         log.info("revoked %s", _fmt(partitions))
 
@@ -808,14 +783,7 @@ class Runner:
         for tp in partitions:
             self.tracker.revoke(tp.topic, tp.partition)
             self.assigned.discard((tp.topic, tp.partition))
-        self._forget_held({(tp.topic, tp.partition) for tp in partitions})
         log.warning("lost %s", _fmt(partitions))
-
-    def _forget_held(self, partitions: set[tuple[str, int]]) -> None:
-        """Held messages of partitions taken away are the new owner's to settle."""
-        for key in [k for k in self._held if k[:2] in partitions]:
-            del self._held[key]
-        self._released = [d for d in self._released if (d.ack.topic, d.ack.partition) not in partitions]
 
     def _flow_control(self) -> None:
         """Pause a plugin's partitions while its lane is full; resume when it has drained to half."""

@@ -88,7 +88,7 @@ def test_a_message_fetched_again_while_its_call_runs_is_not_run_twice(
             slow = send_invocation(cfg, "slow", {"tag": "slow", "release": str(release)})
             wait_for(lambda: calls.exists() and "slow" in calls.read_text(), 30, what="the slow call started")
             rebalance_twice(cfg, 3.0)
-            wait_for(lambda: "held until that call ends" in caplog.text, 30, what="the message fetched again, held")
+            wait_for(lambda: "held until that ends" in caplog.text, 30, what="the message fetched again, held")
             release.touch()
             after = send_invocation(cfg, "slow", {"tag": "after"})
             results = reader.wait_for(2, timeout=60)

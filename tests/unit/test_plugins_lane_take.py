@@ -15,7 +15,7 @@ from tests.support.plugins import new_invocation
 def _lane() -> PluginLane:
     # _take, _take_more, submit and stop need no pool or plugin beyond a size, a name and interrupt()
     stub: Any = SimpleNamespace(size=2, name="stub", interrupt=lambda: None)
-    return PluginLane(stub, stub, lambda lane, jobs, version: None)
+    return PluginLane(stub, stub, lambda lane, jobs, version: len(jobs))
 
 
 def test_a_batch_being_formed_never_waits_past_its_window_while_other_threads_take_jobs() -> None:
