@@ -305,12 +305,8 @@ class Runner:
         while not self.stop.is_set():
             msg = consumer.poll(PAUSED_POLL_TIMEOUT_SECONDS if self.paused_topics else POLL_TIMEOUT_SECONDS)
             if msg is not None:
-                batch = [msg]
-                while len(batch) < MAX_POLL_BATCH:  # drain what is already fetched, without waiting
-                    more = consumer.poll(0)
-                    if more is None:
-                        break
-                    batch.append(more)
+                # What is already fetched, in one call (a poll(0) per message measured no faster).
+                batch = [msg, *consumer.consume(MAX_POLL_BATCH - 1, 0)]
                 try:
                     self._dispatch(batch)
                 except _Stopping:  # undispatched messages stay uncommitted
