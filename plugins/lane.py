@@ -199,6 +199,11 @@ class PluginLane:
         self._queues[job.invocation.priority].append(job)
         self._tokens.put(True)
 
+    def queued_acks(self) -> list[Ack]:
+        """The messages of the jobs waiting here (queued or delayed), a snapshot (lane threads take on)."""
+        acks = [job.ack for line in self._queues.values() for job in list(line)]
+        return acks + [job.ack for _, _, job in list(self._delayed)]
+
     @property
     def backlog(self) -> int:
         """Queued plus running invocations."""

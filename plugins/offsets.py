@@ -11,6 +11,9 @@ the partition is fetched again from its committed offset, and those messages com
 out is held until its earlier completion arrives (it must not run twice at once); one that ended is
 not published again (`earlier()`). A completion of an earlier generation never moves a position.
 
+A partition being taken away first stops starting calls (start_revoking) and may wait for the calls
+already running to finish and be committed (unsettled), so its new owner does not run them again.
+
 Used by the consumer thread only, except is_current(), which other threads may call (a dict read).
 """
 
@@ -54,6 +57,8 @@ class _PartitionState:
     position: int | None = None  # next offset to commit
     reported: int | None = None  # last position handed out by commits()
     held: dict[int, tuple[Ack, Any]] = field(default_factory=dict)  # offset -> (ack, item) waiting for the earlier
+    revoking: bool = False  # being taken away: no new call starts (is_current is False)
+    dropped: set[int] = field(default_factory=set)  # left unrun while revoking: the new owner runs them
 
 
 @dataclass
@@ -82,7 +87,7 @@ class OffsetTracker:
             if (ack.topic, ack.partition) == (topic, partition):
                 waiting.add(ack.offset)
         self._released = [(a, i) for a, i in self._released if (a.topic, a.partition) != (topic, partition)]
-        out = [o for o in state.pending if o not in state.finished and o not in waiting]
+        out = [o for o in state.pending if o not in state.finished and o not in state.dropped and o not in waiting]
         if not out and not state.finished:
             return
         earlier = self._earlier.setdefault((topic, partition), _EarlierWork())
@@ -104,6 +109,9 @@ class OffsetTracker:
         key = (ack.topic, ack.partition)
         state = self._parts.get(key)
         if state is not None and state.generation == ack.generation:
+            if not ran:  # not finished: the commit stops before it
+                state.dropped.add(ack.offset)
+                return
             state.finished.add(ack.offset)
             pending = state.pending
             while pending and pending[0] in state.finished:
@@ -146,9 +154,27 @@ class OffsetTracker:
         return [item for _, item in out]
 
     def is_current(self, ack: Ack) -> bool:
-        """False once the message's partition was revoked (or reassigned): its work is someone else's."""
+        """False once the message's partition is being revoked (or was, or was reassigned): its work is
+        someone else's."""
         state = self._parts.get((ack.topic, ack.partition))
-        return state is not None and state.generation == ack.generation
+        return state is not None and state.generation == ack.generation and not state.revoking
+
+    def start_revoking(self, keys: set[TopicPartitionKey]) -> None:
+        """No new call starts on these partitions; those running may still finish (and be committed)."""
+        for key in keys:
+            state = self._parts.get(key)
+            if state is not None:
+                state.revoking = True
+
+    def unsettled(self, keys: set[TopicPartitionKey]) -> int:
+        """Messages of these partitions started here and neither finished nor dropped (nor held)."""
+        count = 0
+        for key in keys:
+            state = self._parts.get(key)
+            if state is not None:
+                settled = state.finished | state.dropped
+                count += sum(1 for o in state.pending if o not in settled and o not in state.held)
+        return count
 
     def commits(self, only: set[TopicPartitionKey] | None = None) -> list[tuple[str, int, int]]:
         """(topic, partition, next offset) for every partition whose position moved since the last call."""

@@ -768,12 +768,41 @@ class Runner:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = {(tp.topic, tp.partition) for tp in partitions}
+        if not self.stop.is_set():  # stopping: the lanes are closed, nothing more will finish
+            self._let_running_finish(keys)
         self._drain_completions()
         self._commit(sync=True, only=keys)  # keep what finished; running calls of these partitions are orphaned
         for topic, partition in keys:
             self.tracker.revoke(topic, partition)
         self.assigned -= keys
         log.info("revoked %s", _fmt(partitions))
+
+    def _let_running_finish(self, keys: set[tuple[str, int]]) -> None:
+        """Before partitions go: no new call starts on them, their queued invocations are left to the new
+        owner, and the calls already running get up to revoke_wait_seconds to end and be committed here
+        (so the new owner does not run them again). The rebalance waits meanwhile."""
+        self.tracker.start_revoking(keys)
+        for lane in self.lanes.values():
+            for ack in lane.queued_acks():
+                if (ack.topic, ack.partition) in keys:
+                    self.tracker.finish(ack, ran=False)  # the lane drops it when it gets to it
+        wait = self.settings.runners.revoke_wait_seconds
+        deadline = time.monotonic() + wait
+        self._drain_completions()
+        running = self.tracker.unsettled(keys)
+        if running:
+            log.info("waiting up to %.1fs for %d running call(s) of partitions being revoked", wait, running)
+        while running and time.monotonic() < deadline:
+            self.stop.wait(0.005)
+            self._drain_completions()
+            running = self.tracker.unsettled(keys)
+        if running:
+            log.warning(
+                "%d call(s) still running after %.1fs as their partitions were revoked: they run again on "
+                "the new owner (runners.revoke_wait_seconds)",
+                running,
+                wait,
+            )
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:

@@ -180,8 +180,19 @@ class RunnerSettings(BaseModel):
             "cooperative-sticky: a rebalance moves only the partitions that change owner, the other runners "
             "keep theirs and their running calls; it balances partition counts, so one plugin's partitions "
             "may all stay on one runner. roundrobin: every plugin's partitions spread over all runners, but "
-            "each rebalance takes every partition from every runner first, and a call still running when its "
-            "partition comes back can run a second time. All runners of a group must use the same"
+            "each rebalance takes every partition from every runner first (see revoke_wait_seconds). All "
+            "runners of a group must use the same"
+        ),
+    )
+    revoke_wait_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=60,
+        description=(
+            "when a rebalance takes partitions from a runner, how long it waits for their calls already "
+            "running to end (and their results to be recorded and committed) before letting them go; the "
+            "partitions' queued invocations are left to the new owner at once. A call still running after "
+            "this runs again on the new owner. The rebalance waits meanwhile; 0 = let go at once"
         ),
     )
 

@@ -43,15 +43,17 @@ MANIFEST = {
 }
 
 
-@pytest.fixture
-def env(stack: Any, tmp_path: Path) -> Iterator[tuple[Config, Path]]:
+@pytest.fixture(params=["roundrobin"])
+def env(stack: Any, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Config, Path]]:
     folder = tmp_path / "plugins" / "slow"
     folder.mkdir(parents=True)
     (folder / "plugin.json").write_text(json.dumps(MANIFEST))
     (folder / "main.py").write_text(MAIN)
     data = isolated_config_data("reassign", plugin_dirs=[folder.parent])
     data["kafka"]["partitions"] = 1
-    data["runners"]["partition_assignment"] = "roundrobin"
+    data["runners"]["partition_assignment"] = request.param
+    if request.param == "roundrobin":  # the hold is under test there: let the partition go at once
+        data["runners"]["revoke_wait_seconds"] = 0
     cfg = write_config(tmp_path, data)
     s = cfg.settings
     topics = [s.topics.results, s.topics.dlq, s.topics.invoke("slow"), s.topics.invoke("slow", "high")]
@@ -62,14 +64,21 @@ def env(stack: Any, tmp_path: Path) -> Iterator[tuple[Config, Path]]:
         remove_test_resources(s, topics)
 
 
-def rebalance_twice(cfg: Config, seconds: float) -> None:
-    """Another member joins the runners' group for `seconds` (taking a partition, committing nothing),
-    then leaves: two eager rebalances, each taking every partition from the runner and giving some back."""
+def group_member(cfg: Config, topics: list[str]) -> Consumer:
+    """Another member of the runners' group (committing nothing), subscribed to `topics`."""
     s = cfg.settings
     member = Consumer(
         s.kafka_config(**{**s.runners.group_options(), "enable.auto.commit": False, "auto.offset.reset": "earliest"})
     )
-    member.subscribe([s.topics.invoke("slow"), s.topics.invoke("slow", "high")])
+    member.subscribe(topics)
+    return member
+
+
+def rebalance_twice(cfg: Config, seconds: float) -> None:
+    """Another member joins the runners' group for `seconds` (taking a partition, committing nothing),
+    then leaves: two eager rebalances, each taking every partition from the runner and giving some back."""
+    s = cfg.settings
+    member = group_member(cfg, [s.topics.invoke("slow"), s.topics.invoke("slow", "high")])
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         member.poll(0.1)
@@ -102,3 +111,47 @@ def test_a_message_fetched_again_while_its_call_runs_is_not_run_twice(
         by_id.setdefault(key, []).append(json.loads(value))
     assert [r["status"] for r in by_id[slow.invocation_id]] == ["success"]  # recorded and published once
     assert [r["status"] for r in by_id[after.invocation_id]] == ["success"]
+
+
+@pytest.mark.parametrize("env", ["cooperative-sticky"], indirect=True)
+def test_a_partition_taken_away_waits_for_its_running_call_so_the_new_owner_does_not_run_it(
+    env: tuple[Config, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A member subscribed only to the plugin's normal topic joins: balancing moves that topic's one
+    partition to it while the runner's call on it runs. The runner lets the call end and commits it before
+    the partition goes (runners.revoke_wait_seconds, 5 s by default), so the new owner fetches past it."""
+    cfg, folder = env
+    calls, release = folder / "calls.log", folder / "release"
+    s = cfg.settings
+    reader = ResultsReader(s)
+    caplog.set_level(logging.INFO, logger="cdcflow.runner")
+    fetched: list[int] = []
+    try:
+        with Runner(cfg, plugins=["slow"]):
+            slow = send_invocation(cfg, "slow", {"tag": "slow", "release": str(release)})
+            wait_for(lambda: calls.exists() and "slow" in calls.read_text(), 30, what="the slow call started")
+            member = group_member(cfg, [s.topics.invoke("slow")])
+            try:
+                deadline = time.monotonic() + 30
+                while "running call(s) of partitions being revoked" not in caplog.text:
+                    assert time.monotonic() < deadline, "the runner did not wait for its running call"
+                    member.poll(0.1)
+                release.touch()  # the call ends within the wait: recorded, committed, then let go
+                deadline = time.monotonic() + 30
+                while not member.assignment():
+                    assert time.monotonic() < deadline, "the member was never given the partition"
+                    member.poll(0.1)
+                end = time.monotonic() + 3.0
+                while time.monotonic() < end:
+                    msg = member.poll(0.1)
+                    if msg is not None and msg.error() is None:
+                        fetched.append(msg.offset() or 0)
+            finally:
+                member.close()
+            results = reader.wait_for(1, timeout=30)
+    finally:
+        reader.close()
+    assert fetched == []  # committed before it moved: the new owner has nothing to run again
+    assert calls.read_text().split() == ["slow"]
+    assert [key for key, _ in results] == [slow.invocation_id]
+    assert "still running after" not in caplog.text

@@ -298,3 +298,20 @@ def test_a_message_dropped_unrun_by_an_earlier_assignment_is_not_taken_as_ended_
     t.finish(queued, ran=False)
     assert t.released() == ["item"]
     assert t.earlier(again) is None
+
+
+def test_a_partition_being_revoked_starts_nothing_and_counts_only_its_running_calls():
+    t = OffsetTracker()
+    t.assign("t", 0)
+    running, queued, done = t.start("t", 0, 1), t.start("t", 0, 2), t.start("t", 0, 3)
+    t.finish(done)
+    t.start_revoking({("t", 0)})
+    assert not t.is_current(queued)  # a lane thread drops it rather than start it
+    t.finish(queued, ran=False)
+    assert t.unsettled({("t", 0)}) == 1  # only the running call is waited for
+    t.finish(running)
+    assert t.unsettled({("t", 0)}) == 0
+    assert t.commits() == [("t", 0, 2)]  # the dropped message is not committed: the new owner runs it
+    t.revoke("t", 0)
+    t.assign("t", 0)
+    assert [t.earlier(t.start("t", 0, o)) for o in (2, 3)] == [None, Earlier.ENDED]

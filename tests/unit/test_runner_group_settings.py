@@ -46,3 +46,13 @@ def test_roundrobin_assignment_can_be_chosen_and_others_are_refused(tmp_path: Pa
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert "runners.partition_assignment" in str(err.value), str(err.value)
+
+
+def test_revoke_wait_defaults_to_5_s_and_a_wait_past_a_minute_is_refused_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("runners: {group_id: g}\n")
+    assert load_config(path).settings.runners.revoke_wait_seconds == 5.0
+    path.write_text("runners: {revoke_wait_seconds: 600}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "revoke_wait_seconds" in str(err.value)
