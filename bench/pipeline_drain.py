@@ -12,8 +12,8 @@
 With `--streams N --runners M`, the extra streams workers and runners are started next to `cdcflow
 run` as a user adds them on one box (`cdcflow streams worker`, each with its own streams.state_dir;
 `cdcflow runners run`), and the clock starts once all of them are ready. The CPU each part used
-during the drain is printed in cores (bench/cores.py; Kafka, MariaDB and Redis are shared with
-whatever else runs on the machine).
+during the drain is printed in cores and in CPU microseconds per row change (bench/cores.py; Kafka,
+MariaDB and Redis are shared with whatever else runs on the machine).
 
 Progress every 5 s on stderr. Last line: `pipeline drain rows/s: N`.
 
@@ -229,7 +229,7 @@ def drain(
                 done = len(counter.by_event)
                 print(f"  {done:,}/{expected:,} ran ({done / (last_print - ready):,.0f}/s so far)", file=sys.stderr)
         finished = time.monotonic()
-        print_cores(cores_used(cpu_before, snapshot(roots), finished - ready))
+        print_cores(cores_used(cpu_before, snapshot(roots), finished - ready), finished - ready, expected)
         counter.poll(2.0)  # anything run twice would show up just after
         return ready - began, finished - ready, counter
     finally:
@@ -237,9 +237,15 @@ def drain(
             stop_cdcflow(p)
 
 
-def print_cores(used: dict[str, float]) -> None:
-    parts = ", ".join(f"{name} {cores:.2f}" for name, cores in used.items() if cores >= 0.005)
+def print_cores(used: dict[str, float], seconds: float, rows: int) -> None:
+    """The cores each part used, and the same as CPU time per row change: what a row costs each part,
+    comparable across machines of different speed and load (the rate alone is not)."""
+    shown = {name: cores for name, cores in used.items() if cores >= 0.005}
+    parts = ", ".join(f"{name} {cores:.2f}" for name, cores in shown.items())
     print(f"cores used during the drain: {parts}; load average {os.getloadavg()[0]:.1f}")
+    per_row = {name: cores * seconds / rows * 1e6 for name, cores in shown.items()}
+    costs = ", ".join(f"{name} {us:.0f}" for name, us in per_row.items())
+    print(f"CPU per row change (us): {costs}; all parts {sum(per_row.values()):.0f}")
 
 
 def own_topics(config: Config) -> list[str]:
