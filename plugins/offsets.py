@@ -95,11 +95,12 @@ class OffsetTracker:
         earlier.ended.update(dict.fromkeys(sorted(state.finished)))
         _bound(earlier.ended)
 
-    def start(self, topic: str, partition: int, offset: int) -> Ack:
+    def start(self, topic: str, partition: int, offset: int) -> Ack | None:
+        """The message's Ack; None if its partition is not assigned here (taken away in a rebalance that
+        ran between its fetch and now): not ours to run or commit."""
         state = self._parts.get((topic, partition))
-        if state is None:  # a message of a partition we were not told about: track it anyway
-            self.assign(topic, partition)
-            state = self._parts[(topic, partition)]
+        if state is None:
+            return None
         state.pending.append(offset)
         return Ack(topic, partition, offset, state.generation)
 
@@ -167,13 +168,14 @@ class OffsetTracker:
                 state.revoking = True
 
     def unsettled(self, keys: set[TopicPartitionKey]) -> int:
-        """Messages of these partitions started here and neither finished nor dropped (nor held)."""
+        """Messages of these partitions neither finished nor dropped: running here, or held while an
+        earlier assignment's call of them runs, or released and not yet handed back."""
         count = 0
         for key in keys:
             state = self._parts.get(key)
             if state is not None:
                 settled = state.finished | state.dropped
-                count += sum(1 for o in state.pending if o not in settled and o not in state.held)
+                count += sum(1 for o in state.pending if o not in settled)
         return count
 
     def commits(self, only: set[TopicPartitionKey] | None = None) -> list[tuple[str, int, int]]:

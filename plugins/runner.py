@@ -179,6 +179,7 @@ class Runner:
         self.tracker = OffsetTracker()
         self.completions: queue.SimpleQueue[Ack] = queue.SimpleQueue()
         self.dropped: queue.SimpleQueue[Ack] = queue.SimpleQueue()  # revoked while queued: ended unrun here
+        self._closing = False
         self.lanes: dict[str, PluginLane] = {}  # by the plugin's (normal) topic
         self.by_topic: dict[str, PluginLane] = {}  # by every topic consumed: normal and high
         self.assigned: set[tuple[str, int]] = set()
@@ -311,10 +312,11 @@ class Runner:
                     self._dispatch(batch)
                 except _Stopping:  # undispatched messages stay uncommitted
                     break
-            self._drain_completions()
-            released = self.tracker.released()
-            if released:
-                self._admit(released, time.time())
+            try:
+                self._drain_completions()
+                self._admit_released()
+            except _Stopping:
+                break
             self._commit()
             self._flow_control()
             self._adopt_new_lanes()
@@ -354,6 +356,7 @@ class Runner:
 
     def _shutdown(self) -> None:
         log.info("runner stopping")
+        self._closing = True  # also after an error, when stop is not set: no revoke waits for closed lanes
         if self.reloader is not None:
             self.reloader.join(2.0)
             while True:  # lanes built but never adopted
@@ -397,7 +400,9 @@ class Runner:
                 continue
             # The stubs make every getter optional; a consumed message without error() has all three.
             topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-            ack = self.tracker.start(topic, partition, offset)  # type: ignore[arg-type]  # never None here
+            ack = self.tracker.start(topic, partition, offset)  # type: ignore[arg-type]  # set on every message
+            if ack is None:  # its partition was taken away by the rebalance consume() ran after fetching it
+                continue
             lane = self.by_topic.get(topic)  # type: ignore[arg-type]  # never None here
             if lane is None:  # not subscribed any more (cannot happen today; hot reload will)
                 self.completions.put(ack)
@@ -443,6 +448,12 @@ class Runner:
                     d.lane.submit_at(Job(d.invocation, d.ack, consumed_at), d.not_before)
                 else:
                     d.lane.submit(Job(d.invocation, d.ack, consumed_at))
+
+    def _admit_released(self) -> None:
+        """Held messages whose earlier call has ended: settled (its result is published) or run now."""
+        released = self.tracker.released()
+        if released:
+            self._admit(released, time.time())
 
     def _held(self, d: _Dispatch) -> bool:
         """Hold a message an earlier assignment of its partition still has queued or running here."""
@@ -768,7 +779,7 @@ class Runner:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = {(tp.topic, tp.partition) for tp in partitions}
-        if not self.stop.is_set():  # stopping: the lanes are closed, nothing more will finish
+        if not self._closing:  # closing: the lanes are closed, nothing more will finish
             self._let_running_finish(keys)
         self._drain_completions()
         self._commit(sync=True, only=keys)  # keep what finished; running calls of these partitions are orphaned
@@ -792,9 +803,12 @@ class Runner:
         running = self.tracker.unsettled(keys)
         if running:
             log.info("waiting up to %.1fs for %d running call(s) of partitions being revoked", wait, running)
-        while running and time.monotonic() < deadline:
-            self.stop.wait(0.005)
+        while running and time.monotonic() < deadline and not self.stop.wait(0.005):
             self._drain_completions()
+            try:  # a held message whose earlier call ended: settled here (or dropped, for the new owner)
+                self._admit_released()
+            except _Stopping:
+                break
             running = self.tracker.unsettled(keys)
         if running:
             log.warning(

@@ -105,8 +105,11 @@ def test_ended_offsets_remembered_are_bounded(monkeypatch):
 
 def test_partitions_are_independent():
     t = OffsetTracker()
+    t.assign("x", 0)
+    t.assign("x", 1)
     a = t.start("x", 0, 0)
     t.start("x", 1, 0)
+    assert a is not None
     t.finish(a)
     assert t.commits(only={("x", 0), ("x", 1)}) == [("x", 0, 1)]
     assert t.in_flight("x") == 1
@@ -137,3 +140,27 @@ def test_a_partition_being_revoked_starts_nothing_and_counts_only_its_running_ca
     t.revoke("t", 0)
     t.assign("t", 0)
     assert [t.earlier(t.start("t", 0, o)) for o in (2, 3)] == [None, Earlier.ENDED]
+
+
+def test_a_message_of_a_partition_not_assigned_here_is_not_started():
+    """Fetched, then its partition taken away by the rebalance the next consume() ran: the new owner's."""
+    t = OffsetTracker()
+    t.assign("t", 0)
+    t.revoke("t", 0)
+    assert t.start("t", 0, 7) is None
+    assert t.commits() == [] and t.in_flight() == 0
+
+
+def test_a_held_message_counts_as_unsettled_while_its_earlier_call_runs():
+    """Revoked again while held: the wait covers the earlier call (else the new owner would run it while
+    it still runs here), and the released copy until it is handed back and settled."""
+    t, first, again = given_back()
+    t.hold(again, "item")
+    t.start_revoking({("t", 0)})
+    assert t.unsettled({("t", 0)}) == 1
+    t.finish(first)
+    assert t.released() == ["item"]
+    assert t.unsettled({("t", 0)}) == 1  # handed back: the runner settles it (done: committed here)
+    t.finish(again)
+    assert t.unsettled({("t", 0)}) == 0
+    assert t.commits() == [("t", 0, 6)]
