@@ -5,6 +5,9 @@ supervisor's components, a runner's warm workers) to a label and its CPU time so
 system). The difference of two snapshots, per label, divided by the wall time between them, is the
 cores each part used. Linux only; a process that ended between the snapshots counts up to its last
 snapshot.
+
+The whole machine's busy time is read too (/proc/stat): a latency figure means little without
+knowing whether the cores were free, and on a 2-core box the pipeline alone can fill them.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from pathlib import Path
+
+from bench.common import ROOT
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -56,6 +61,43 @@ def snapshot(roots: dict[str, int]) -> dict[int, tuple[str, float]]:
         if at in names:
             out[pid] = (names[pid] if pid in names else label(pid), cpu[pid])
     return out
+
+
+def stack_pids() -> dict[str, int]:
+    """Kafka, MariaDB and Redis of the local stack (stack/stack.py writes their pid files)."""
+    out = {}
+    for name in ("kafka", "mariadb", "redis"):
+        pid_file = ROOT / ".state" / name / f"{name}.pid"
+        if pid_file.exists():
+            out[f"{name} (shared)"] = int(pid_file.read_text().split()[0])
+    return out
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores have spent not idle since boot (idle and iowait excluded)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / TICKS  # user..steal, less idle and iowait
+
+
+def age_seconds(pid: int) -> float | None:
+    """How long a live process has run."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    started = int(raw[raw.rindex(")") + 2 :].split()[19]) / TICKS  # field 22: start time after boot
+    return float(Path("/proc/uptime").read_text().split()[0]) - started
+
+
+def print_cores(used: dict[str, float], seconds: float, rows: int, during: str) -> None:
+    """The cores each part used, and the same as CPU time per row change: what a row costs each part,
+    comparable across machines of different speed and load (the rate alone is not)."""
+    shown = {name: cores for name, cores in used.items() if cores >= 0.005}
+    parts = ", ".join(f"{name} {cores:.2f}" for name, cores in shown.items())
+    print(f"cores used {during}: {parts}; load average {os.getloadavg()[0]:.1f}")
+    per_row = {name: cores * seconds / rows * 1e6 for name, cores in shown.items()}
+    costs = ", ".join(f"{name} {us:.0f}" for name, us in per_row.items())
+    print(f"CPU per row change (us): {costs}; all parts {sum(per_row.values()):.0f}")
 
 
 def cores_used(

@@ -5,12 +5,19 @@ writes single-row transactions at a steady rate, and reads each run's `called_at
 echo plugin as its first statement) from the results topic. Prints p50/p90/p99 and, last,
 `e2e latency p50/p99 ms: A / B`.
 
+Also printed: the cores each part used while the measured rows were written, how busy the whole
+machine was, and how long the broker has run. Latency is mostly waiting for a core once the
+machine is full (at 1000 rows/s the pipeline with its stack filled both cores of the 2-core
+development box), and a freshly started broker is slow until the JVM has compiled its hot paths
+(consecutive runs on a new broker: p50 289, 108, 70, 56 ms, then ~50).
+
     python -m bench.e2e_latency [--rows 1000] [--rate 200]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -20,6 +27,7 @@ from pathlib import Path
 import orjson
 
 from bench.common import percentile, stack_up, start_cdcflow, stop_cdcflow
+from bench.cores import age_seconds, cores_used, machine_busy_seconds, print_cores, snapshot, stack_pids
 from cdc.checkpoint import CheckpointStore
 from tests.support import consume_all, execute, isolated_config_data, mysql, wait_for, write_config
 
@@ -53,17 +61,22 @@ def main() -> None:
         print(f"writing {args.warmup} warm-up rows, then {args.rows} rows at {args.rate:.0f} rows/s", file=sys.stderr)
         interval = 1.0 / args.rate
         start = time.perf_counter()
+        roots = {"cdcflow run": pipeline.pid, "bench (writer)": os.getpid(), **stack_pids()}
+        cpu: CpuMark = snapshot(roots), machine_busy_seconds()
         for i in range(total):
             if i == args.warmup:
                 # let the warm-up drain (venv, warm workers, group joins) before measuring
                 wait_for(lambda: len(results(config)) >= args.warmup, 180, 0.5, "warm-up results")
                 start = time.perf_counter() - i * interval
+                cpu = snapshot(roots), machine_busy_seconds()
             target = start + i * interval
             delay = target - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
             cur.execute("INSERT INTO pings VALUES (%s, 'x')", (i,))
             committed[i] = time.time()
+        writing = time.perf_counter() - start - args.warmup * interval
+        print_load(cpu, roots, writing, args.rows)
         conn.close()
         done = wait_for(lambda: (r := results(config)) and len(r) >= total and r, 300, 1.0, "all results")
         measured = range(args.warmup, total)
@@ -91,6 +104,20 @@ def main() -> None:
     finally:
         stop_cdcflow(pipeline)
         execute(f"DROP DATABASE IF EXISTS {db}")
+
+
+CpuMark = tuple[dict[int, tuple[str, float]], float]  # per-process snapshot, machine busy seconds
+
+
+def print_load(before: CpuMark, roots: dict[str, int], seconds: float, rows: int) -> None:
+    """Cores per part and of the whole machine while the measured rows were written; the broker's age."""
+    print_cores(cores_used(before[0], snapshot(roots), seconds), seconds, rows, "while writing")
+    busy = (machine_busy_seconds() - before[1]) / seconds
+    print(f"machine: {busy:.2f} of {os.cpu_count()} cores busy (everything running, not only these parts)")
+    kafka = roots.get("kafka (shared)")
+    age = age_seconds(kafka) if kafka is not None else None
+    if age is not None:
+        print(f"kafka broker up {age / 60:.0f} min (a fresh one runs slow until its JIT has warmed up)")
 
 
 _seen: dict[int, dict[str, float]] = {}

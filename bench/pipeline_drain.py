@@ -27,7 +27,6 @@ invocations at a time; every change still has its own result.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -42,8 +41,8 @@ import orjson
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
 
-from bench.common import ROOT, stack_up, start_cdcflow, stop_cdcflow
-from bench.cores import cores_used, snapshot
+from bench.common import stack_up, start_cdcflow, stop_cdcflow
+from bench.cores import cores_used, print_cores, snapshot, stack_pids
 from cdc.checkpoint import CheckpointStore
 from console.status_report import component_views
 from schemas.config import Config
@@ -195,16 +194,6 @@ def ready_instances(config: Config) -> Counter[str]:
     return Counter(v["kind"] for v in views if v["liveness"] == "up" and v["state"] == "ready")
 
 
-def stack_pids() -> dict[str, int]:
-    """Kafka, MariaDB and Redis of the local stack (stack/stack.py writes their pid files)."""
-    out = {}
-    for name in ("kafka", "mariadb", "redis"):
-        pid_file = ROOT / ".state" / name / f"{name}.pid"
-        if pid_file.exists():
-            out[f"{name} (shared)"] = int(pid_file.read_text().split()[0])
-    return out
-
-
 def drain(
     config: Config, workdir: Path, expected: int, streams: int, runners: int
 ) -> tuple[float, float, ResultCounter]:
@@ -229,23 +218,13 @@ def drain(
                 done = len(counter.by_event)
                 print(f"  {done:,}/{expected:,} ran ({done / (last_print - ready):,.0f}/s so far)", file=sys.stderr)
         finished = time.monotonic()
-        print_cores(cores_used(cpu_before, snapshot(roots), finished - ready), finished - ready, expected)
+        used = cores_used(cpu_before, snapshot(roots), finished - ready)
+        print_cores(used, finished - ready, expected, "during the drain")
         counter.poll(2.0)  # anything run twice would show up just after
         return ready - began, finished - ready, counter
     finally:
         for p in procs.values():
             stop_cdcflow(p)
-
-
-def print_cores(used: dict[str, float], seconds: float, rows: int) -> None:
-    """The cores each part used, and the same as CPU time per row change: what a row costs each part,
-    comparable across machines of different speed and load (the rate alone is not)."""
-    shown = {name: cores for name, cores in used.items() if cores >= 0.005}
-    parts = ", ".join(f"{name} {cores:.2f}" for name, cores in shown.items())
-    print(f"cores used during the drain: {parts}; load average {os.getloadavg()[0]:.1f}")
-    per_row = {name: cores * seconds / rows * 1e6 for name, cores in shown.items()}
-    costs = ", ".join(f"{name} {us:.0f}" for name, us in per_row.items())
-    print(f"CPU per row change (us): {costs}; all parts {sum(per_row.values()):.0f}")
 
 
 def own_topics(config: Config) -> list[str]:
