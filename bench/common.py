@@ -7,6 +7,11 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+from console.status_report import component_views
+from schemas.config import Config
+from schemas.runtime.components import now_ms, read_records, redis_client
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,3 +47,14 @@ def stop_cdcflow(process: subprocess.Popen[bytes], timeout: float = 60) -> None:
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def components(config: Config) -> list[dict[str, Any]]:
+    """The pipeline's components as `cdcflow status` sees them (kind, liveness, state, details), from
+    their heartbeats in Redis."""
+    settings = config.settings
+    client = redis_client(settings, timeout=5.0)
+    try:
+        return component_views(read_records(client, settings.redis.key_prefix), settings, now_ms())
+    finally:
+        client.close()

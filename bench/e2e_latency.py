@@ -26,7 +26,7 @@ from pathlib import Path
 
 import orjson
 
-from bench.common import percentile, stack_up, start_cdcflow, stop_cdcflow
+from bench.common import components, percentile, stack_up, start_cdcflow, stop_cdcflow
 from bench.cores import age_seconds, cores_used, machine_busy_seconds, print_cores, snapshot, stack_pids
 from cdc.checkpoint import CheckpointStore
 from tests.support import consume_all, execute, isolated_config_data, mysql, wait_for, write_config
@@ -77,6 +77,7 @@ def main() -> None:
             committed[i] = time.time()
         writing = time.perf_counter() - start - args.warmup * interval
         print_load(cpu, roots, writing, args.rows)
+        print_transactions(config)
         conn.close()
         done = wait_for(lambda: (r := results(config)) and len(r) >= total and r, 300, 1.0, "all results")
         measured = range(args.warmup, total)
@@ -118,6 +119,18 @@ def print_load(before: CpuMark, roots: dict[str, int], seconds: float, rows: int
     age = age_seconds(kafka) if kafka is not None else None
     if age is not None:
         print(f"kafka broker up {age / 60:.0f} min (a fresh one runs slow until its JIT has warmed up)")
+
+
+def print_transactions(config) -> None:
+    """The streams worker's recent transactions (its heartbeat's figures, as `cdcflow status` shows
+    them): each batch of row changes is one Kafka transaction, which the two middle stages include."""
+    for view in components(config):
+        rows = (view.get("details") or {}).get("row_changes")
+        if view["kind"] == "streams" and view["liveness"] == "up" and rows:
+            print(
+                f"streams worker: lately {rows['recent_batch_events']:.1f} row changes per transaction, "
+                f"send_offsets + commit {rows['recent_commit_ms']:.1f} ms"
+            )
 
 
 _seen: dict[int, dict[str, float]] = {}

@@ -41,12 +41,10 @@ import orjson
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
 
-from bench.common import stack_up, start_cdcflow, stop_cdcflow
+from bench.common import components, stack_up, start_cdcflow, stop_cdcflow
 from bench.cores import cores_used, print_cores, snapshot, stack_pids
 from cdc.checkpoint import CheckpointStore
-from console.status_report import component_views
 from schemas.config import Config
-from schemas.runtime.components import now_ms, read_records, redis_client
 from tests.support import execute, isolated_config_data, mysql, remove_test_resources, wait_for, write_config
 
 BATCH = 1000  # rows per transaction
@@ -185,13 +183,7 @@ def start_pipeline(config: Config, workdir: Path, streams: int, runners: int) ->
 
 def ready_instances(config: Config) -> Counter[str]:
     """Instances up and ready, by kind (reader, streams, runner), from their heartbeats in Redis."""
-    settings = config.settings
-    client = redis_client(settings, timeout=5.0)
-    try:
-        views = component_views(read_records(client, settings.redis.key_prefix), settings, now_ms())
-    finally:
-        client.close()
-    return Counter(v["kind"] for v in views if v["liveness"] == "up" and v["state"] == "ready")
+    return Counter(v["kind"] for v in components(config) if v["liveness"] == "up" and v["state"] == "ready")
 
 
 def drain(

@@ -247,6 +247,11 @@ def _summary(kind: str, d: dict[str, Any]) -> str:
                 f"; row changes: {rows.get('assigned', 0)} partition(s), {rows.get('events', 0)} read, "
                 f"{rows.get('invocations', 0)} invocation(s), {rows.get('duplicates', 0)} duplicate(s) dropped"
             )
+            if rows.get("batches"):
+                text += (
+                    f"; lately {rows.get('recent_batch_events', 0):.0f} change(s) per transaction, "
+                    f"commit {rows.get('recent_commit_ms', 0):.1f} ms"
+                )
         return text
     if kind == "runner":
         plugins = d.get("plugins") or {}

@@ -164,9 +164,16 @@ class Batch:
     pending: Staged = field(default_factory=Staged)  # debounce entries merged or flushed
 
 
+RECENT_WEIGHT = 0.05  # of a batch in the recent averages: roughly the last 20 batches count
+
+
 @dataclass
 class Progress:
-    """Read by /metrics details and the status line (plain ints: written by one thread)."""
+    """Read by /metrics details and the status line (written by one thread).
+
+    The recent averages say whether the worker waits on Kafka: every batch is one transaction,
+    whose offsets and commit are broker round trips (a few ms on an idle broker, tens on a busy
+    one), and a batch holds what arrived meanwhile."""
 
     batches: int = 0
     events: int = 0
@@ -175,6 +182,16 @@ class Progress:
     aborts: int = 0
     assigned: int = 0
     last_commit: float = 0.0
+    recent_batch_events: float = 0.0  # row changes per batch
+    recent_commit_ms: float = 0.0  # send_offsets_to_transaction + commit_transaction
+
+    def committed(self, events: int, commit_seconds: float) -> None:
+        w = 1.0 if self.batches == 0 else RECENT_WEIGHT
+        self.recent_batch_events += w * (events - self.recent_batch_events)
+        self.recent_commit_ms += w * (commit_seconds * 1000 - self.recent_commit_ms)
+        self.batches += 1
+        self.events += events
+        self.last_commit = time.time()
 
 
 class RowChangeLoop:
@@ -365,6 +382,7 @@ class RowChangeLoop:
         try:
             batch = self._produce(messages)
             self._flush(batch)
+            committing = time.monotonic()
             if batch.next:
                 offsets = [self._offset(batch, tp, offset) for tp, offset in batch.next.items()]
                 retrying(lambda: producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 30))
@@ -379,7 +397,7 @@ class RowChangeLoop:
             retrying(lambda: producer.abort_transaction(30))
             raise
         self._consecutive_aborts = 0
-        self._settled(batch)
+        self._settled(batch, time.monotonic() - committing)
 
     def _aborted(self, messages: list[Message], why: str) -> None:
         producer, consumer = self._producer, self._consumer
@@ -411,16 +429,14 @@ class RowChangeLoop:
             text += f" (e.g. {self._delivery_errors[0]})"
         return text
 
-    def _settled(self, batch: Batch) -> None:
+    def _settled(self, batch: Batch, commit_seconds: float) -> None:
         self._marks.update(batch.marks)
         if self.pending is not None:
             self.pending.apply(batch.pending)
         progress = self.progress
-        progress.batches += 1
-        progress.events += sum(batch.tables.values())
+        progress.committed(sum(batch.tables.values()), commit_seconds)
         progress.emitted += sum(batch.invocations.values())
         progress.duplicates += batch.duplicates
-        progress.last_commit = time.time()
         self.ops.on_row_batch(batch.tables, batch.rules, batch.invocations)
 
     def _offset(self, batch: Batch, tp: TP, offset: int) -> TopicPartition:

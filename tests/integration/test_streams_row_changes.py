@@ -151,6 +151,7 @@ def test_re_sent_changes_are_dropped_across_a_restart_and_the_mark_rides_on_the_
     assert sorted(got) == sorted(expected), "a re-sent change was emitted again (or one was lost)"
     assert env.committed().metadata == "1:mysql-bin.000001:400:0"
     assert loop.progress.duplicates == 2
+    assert loop.progress.recent_commit_ms > 0 and loop.progress.recent_batch_events >= 1  # the real transactions
 
 
 def test_an_invocation_too_large_for_its_topic_is_dead_lettered_whole_and_the_partition_moves_on(env: Env) -> None:

@@ -91,3 +91,15 @@ def test_plugin_states_without_a_live_runner_are_shown_as_history() -> None:
     assert plugins_heading(record("runner", 1)) == "PLUGINS"
     assert plugins_heading(record("runner", 1, age_s=30)) == "PLUGINS (as the last runner left them: no runner is up)"
     assert plugins_heading() == "PLUGINS (as the last runner left them: no runner is up)"
+
+
+def test_the_streams_line_says_how_large_and_how_slow_its_recent_transactions_were() -> None:
+    streams = record("streams", 3)
+    streams.details = {
+        "assigned": 2,
+        "row_changes": {"assigned": 4, "events": 900, "invocations": 900, "duplicates": 0, "batches": 150}
+        | {"recent_batch_events": 6.2, "recent_commit_ms": 5.04},
+    }
+    views = component_views([streams], isolated_settings("h"), NOW)
+    text = format_report({"generated_at": "now", "problems": [], "components": views}, ["streams"])
+    assert "0 duplicate(s) dropped; lately 6 change(s) per transaction, commit 5.0 ms" in text

@@ -1,9 +1,9 @@
-"""Binlog order of event ids and what counts as a re-sent change (the row-change loop against the real
-broker: tests/integration/test_streams_row_changes.py)."""
+"""Binlog order of event ids, what counts as a re-sent change, and the loop's progress figures (the
+row-change loop against the real broker: tests/integration/test_streams_row_changes.py)."""
 
 from __future__ import annotations
 
-from streams.row_changes import binlog_order, is_resent
+from streams.row_changes import Progress, binlog_order, is_resent
 
 
 def test_binlog_order_parses_positions_only() -> None:
@@ -26,3 +26,14 @@ def test_a_re_send_is_at_or_before_the_mark_in_the_same_file_of_the_same_server(
     # after a failover or RESET MASTER positions start over: never dropped
     assert not resent("1:mysql-bin.000001:4:0", "1:mysql-bin.000412:9000:0")
     assert not resent("2:mysql-bin.000002:100:0", "1:mysql-bin.000002:120:0")
+
+
+def test_the_recent_averages_start_at_the_first_batch_and_follow_a_change_within_some_tens_of_batches() -> None:
+    progress = Progress()
+    progress.committed(8, 0.004)
+    assert (progress.batches, progress.events) == (1, 8)
+    assert (progress.recent_batch_events, progress.recent_commit_ms) == (8.0, 4.0)  # not pulled towards 0
+    for _ in range(60):  # the broker slows down: bigger batches, slower commits
+        progress.committed(40, 0.020)
+    assert 38 < progress.recent_batch_events < 40 and 19 < progress.recent_commit_ms < 20
+    assert progress.events == 8 + 60 * 40 and progress.last_commit > 0
