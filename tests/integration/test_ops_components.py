@@ -381,6 +381,14 @@ def test_streams_worker_is_ready_after_table_recovery_and_counts_triggers(stack:
         )
         metrics = scrape(port)
         assert metrics[("cdcflow_streams_events_total", (("db", db), ("table", "items")))] == 1
+        # its transaction's size and commit time reach the heartbeat and the status line
+        rows = wait_for(
+            lambda: (c := component(config, "streams")) and (r := c["details"]["row_changes"])["events"] == 1 and r,
+            30,
+            what="the row change in the heartbeat",
+        )
+        assert rows["recent_batch_events"] == 1.0 and rows["recent_commit_ms"] > 0
+        assert "lately 1 change(s) per transaction, commit " in cli(config, "status", "--no-kafka").stdout
         # the schedule fired (the leader's timer), and status shows its next fire
         wait_for(
             lambda: sample(port, "cdcflow_streams_schedule_fires_total", schedule="tick") >= 1,
