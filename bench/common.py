@@ -1,4 +1,5 @@
-"""What every benchmark script needs: the local stack up, a cdcflow command started, percentiles."""
+"""What every benchmark script needs: the local stack up, a cdcflow command started, percentiles, and
+the components' heartbeats as `cdcflow status` reads them."""
 
 from __future__ import annotations
 
@@ -9,9 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from console.status_report import component_views
+from console.status_report import read_component_views
 from schemas.config import Config
-from schemas.runtime.components import now_ms, read_records, redis_client
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,11 +50,5 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def components(config: Config) -> list[dict[str, Any]]:
-    """The pipeline's components as `cdcflow status` sees them (kind, liveness, state, details), from
-    their heartbeats in Redis."""
-    settings = config.settings
-    client = redis_client(settings, timeout=5.0)
-    try:
-        return component_views(read_records(client, settings.redis.key_prefix), settings, now_ms())
-    finally:
-        client.close()
+    """The pipeline's components as `cdcflow status` sees them (kind, liveness, state, details)."""
+    return read_component_views(config.settings, timeout=5.0)

@@ -21,14 +21,20 @@ from bench.common import ROOT
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _stat(pid: int) -> tuple[int, float] | None:
-    """(parent pid, CPU seconds) of a live process."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat from its third field on (state, ppid, ...): the command name before it may hold
+    spaces and parentheses."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = raw[raw.rindex(")") + 2 :].split()  # after "pid (comm) ": state, ppid, ...
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) / TICKS
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def _stat(pid: int) -> tuple[int, float] | None:
+    """(parent pid, CPU seconds) of a live process."""
+    fields = _stat_fields(pid)
+    return None if fields is None else (int(fields[1]), (int(fields[11]) + int(fields[12])) / TICKS)
 
 
 def label(pid: int) -> str:
@@ -74,18 +80,21 @@ def stack_pids() -> dict[str, int]:
 
 
 def machine_busy_seconds() -> float:
-    """CPU seconds all cores have spent not idle since boot (idle and iowait excluded)."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(fields[:8]) - fields[3] - fields[4]) / TICKS  # user..steal, less idle and iowait
+    """CPU seconds all cores have spent busy since boot: user, nice, system, irq, softirq and steal (a
+    neighbour's time on a shared host is a core this one could not have). Not idle or iowait; not
+    guest time either, which the kernel already counts in user and nice."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (
+        int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    )
+    return (user + nice + system + irq + softirq + steal) / TICKS
 
 
 def age_seconds(pid: int) -> float | None:
     """How long a live process has run."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+    fields = _stat_fields(pid)
+    if fields is None:
         return None
-    started = int(raw[raw.rindex(")") + 2 :].split()[19]) / TICKS  # field 22: start time after boot
+    started = int(fields[19]) / TICKS  # field 22 of stat: its start, in ticks after boot
     return float(Path("/proc/uptime").read_text().split()[0]) - started
 
 

@@ -22,13 +22,16 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from bench.common import components, percentile, stack_up, start_cdcflow, stop_cdcflow
 from bench.cores import age_seconds, cores_used, machine_busy_seconds, print_cores, snapshot, stack_pids
 from cdc.checkpoint import CheckpointStore
+from schemas.config import Config
 from tests.support import consume_all, execute, isolated_config_data, mysql, wait_for, write_config
 
 
@@ -62,22 +65,21 @@ def main() -> None:
         interval = 1.0 / args.rate
         start = time.perf_counter()
         roots = {"cdcflow run": pipeline.pid, "bench (writer)": os.getpid(), **stack_pids()}
-        cpu: CpuMark = snapshot(roots), machine_busy_seconds()
+        before: Mark | None = None
         for i in range(total):
             if i == args.warmup:
                 # let the warm-up drain (venv, warm workers, group joins) before measuring
                 wait_for(lambda: len(results(config)) >= args.warmup, 180, 0.5, "warm-up results")
+                before = mark(roots, config)
                 start = time.perf_counter() - i * interval
-                cpu = snapshot(roots), machine_busy_seconds()
             target = start + i * interval
             delay = target - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
             cur.execute("INSERT INTO pings VALUES (%s, 'x')", (i,))
             committed[i] = time.time()
-        writing = time.perf_counter() - start - args.warmup * interval
-        print_load(cpu, roots, writing, args.rows)
-        print_transactions(config)
+        assert before is not None  # taken when the first measured row was due
+        print_load(before, mark(roots, config), time.perf_counter() - start - args.warmup * interval, args.rows)
         conn.close()
         done = wait_for(lambda: (r := results(config)) and len(r) >= total and r, 300, 1.0, "all results")
         measured = range(args.warmup, total)
@@ -107,29 +109,44 @@ def main() -> None:
         execute(f"DROP DATABASE IF EXISTS {db}")
 
 
-CpuMark = tuple[dict[int, tuple[str, float]], float]  # per-process snapshot, machine busy seconds
+@dataclass
+class Mark:
+    """The CPU time of each part and of the machine, and the streams workers' transaction totals."""
+
+    processes: dict[int, tuple[str, float]]
+    machine_busy: float
+    streams: dict[str, dict[str, Any]]  # instance -> its heartbeat's row_changes figures
 
 
-def print_load(before: CpuMark, roots: dict[str, int], seconds: float, rows: int) -> None:
-    """Cores per part and of the whole machine while the measured rows were written; the broker's age."""
-    print_cores(cores_used(before[0], snapshot(roots), seconds), seconds, rows, "while writing")
-    busy = (machine_busy_seconds() - before[1]) / seconds
+def mark(roots: dict[str, int], config: Config) -> Mark:
+    streams = {
+        v["instance"]: v["details"]["row_changes"]
+        for v in components(config)
+        if v["kind"] == "streams" and v["liveness"] == "up" and (v.get("details") or {}).get("row_changes")
+    }
+    return Mark(snapshot(roots), machine_busy_seconds(), streams)
+
+
+def print_load(before: Mark, after: Mark, seconds: float, rows: int) -> None:
+    """While the measured rows were written: the cores per part and of the whole machine, the broker's
+    age, and each streams worker's transactions (its batches of row changes: the two middle stages
+    include one). The transaction figures come from heartbeats, up to one heartbeat late at each end."""
+    print_cores(cores_used(before.processes, after.processes, seconds), seconds, rows, "while writing")
+    busy = (after.machine_busy - before.machine_busy) / seconds
     print(f"machine: {busy:.2f} of {os.cpu_count()} cores busy (everything running, not only these parts)")
-    kafka = roots.get("kafka (shared)")
-    age = age_seconds(kafka) if kafka is not None else None
+    kafka = [pid for name, pid in stack_pids().items() if name.startswith("kafka")]
+    age = age_seconds(kafka[0]) if kafka else None
     if age is not None:
         print(f"kafka broker up {age / 60:.0f} min (a fresh one runs slow until its JIT has warmed up)")
-
-
-def print_transactions(config) -> None:
-    """The streams worker's recent transactions (its heartbeat's figures, as `cdcflow status` shows
-    them): each batch of row changes is one Kafka transaction, which the two middle stages include."""
-    for view in components(config):
-        rows = (view.get("details") or {}).get("row_changes")
-        if view["kind"] == "streams" and view["liveness"] == "up" and rows:
+    for instance, now in after.streams.items():
+        was = before.streams.get(instance, {})
+        batches = now["batches"] - was.get("batches", 0)
+        if batches and "commit_seconds" in now:
+            events = now["events"] - was.get("events", 0)
+            commit_ms = (now["commit_seconds"] - was.get("commit_seconds", 0.0)) / batches * 1000
             print(
-                f"streams worker: lately {rows['recent_batch_events']:.1f} row changes per transaction, "
-                f"send_offsets + commit {rows['recent_commit_ms']:.1f} ms"
+                f"streams worker {instance}: {batches} transactions, {events / batches:.1f} row changes each, "
+                f"send_offsets + commit {commit_ms:.1f} ms each"
             )
 
 

@@ -22,6 +22,16 @@ from schemas.settings import Settings
 KAFKA_TIMEOUT_SECONDS = 10.0
 
 
+def read_component_views(settings: Settings, at_ms: int | None = None, timeout: float = 2.0) -> list[dict[str, Any]]:
+    """Every component's view from its heartbeat record in Redis (a Redis error is raised)."""
+    client = redis_client(settings, timeout)
+    try:
+        records = read_records(client, settings.redis.key_prefix)
+    finally:
+        client.close()
+    return component_views(records, settings, now_ms() if at_ms is None else at_ms)
+
+
 def component_views(records: list[ComponentRecord], settings: Settings, at_ms: int) -> list[dict[str, Any]]:
     stale = settings.observability.stale_after_seconds
     return [
@@ -150,19 +160,12 @@ def gather(config: Config, failures: int = 5, with_kafka: bool = True) -> dict[s
             report[name] = empty
             report["problems"].append(f"{name}: {type(e).__name__}: {e}")
 
-    def components() -> list[dict[str, Any]]:
-        client = redis_client(settings)
-        try:
-            return component_views(read_records(client, settings.redis.key_prefix), settings, at)
-        finally:
-            client.close()
-
     def reader() -> dict[str, Any] | None:
         from cdc.status import read_status
 
         return read_status(settings)
 
-    part("components", components, [])
+    part("components", lambda: read_component_views(settings, at), [])
     part("reader", reader, None)
     if with_kafka:
         # the Faust app's group (manual triggers), its row-change consumer's group, the runners'
@@ -209,13 +212,7 @@ def health(components: list[dict[str, Any]], expected: list[str]) -> tuple[bool,
 
 def check_health(config: Config, expect: list[str] | None = None) -> tuple[bool, list[str]]:
     """What `cdcflow health` and `GET /api/health` say; a Redis error is raised (the caller says how)."""
-    settings = config.settings
-    client = redis_client(settings, timeout=5.0)
-    try:
-        records = read_records(client, settings.redis.key_prefix)
-    finally:
-        client.close()
-    return health(component_views(records, settings, now_ms()), expect or expected_kinds(config))
+    return health(read_component_views(config.settings, timeout=5.0), expect or expected_kinds(config))
 
 
 def _why(c: dict[str, Any]) -> str:
@@ -247,10 +244,10 @@ def _summary(kind: str, d: dict[str, Any]) -> str:
                 f"; row changes: {rows.get('assigned', 0)} partition(s), {rows.get('events', 0)} read, "
                 f"{rows.get('invocations', 0)} invocation(s), {rows.get('duplicates', 0)} duplicate(s) dropped"
             )
-            if rows.get("batches"):
+            if "recent_commit_ms" in rows and rows.get("batches"):  # absent from an older worker's heartbeat
                 text += (
-                    f"; lately {rows.get('recent_batch_events', 0):.0f} change(s) per transaction, "
-                    f"commit {rows.get('recent_commit_ms', 0):.1f} ms"
+                    f"; last ~20 transactions: {rows['recent_batch_events']:.1f} change(s) each, "
+                    f"offsets + commit {rows['recent_commit_ms']:.1f} ms"
                 )
         return text
     if kind == "runner":

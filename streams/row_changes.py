@@ -164,16 +164,17 @@ class Batch:
     pending: Staged = field(default_factory=Staged)  # debounce entries merged or flushed
 
 
-RECENT_WEIGHT = 0.05  # of a batch in the recent averages: roughly the last 20 batches count
+RECENT_WEIGHT = 0.05  # of a transaction in the recent averages: roughly the last 20 count
 
 
 @dataclass
 class Progress:
     """Read by /metrics details and the status line (written by one thread).
 
-    The recent averages say whether the worker waits on Kafka: every batch is one transaction,
+    The transaction figures say whether the worker waits on Kafka: every batch is one transaction,
     whose offsets and commit are broker round trips (a few ms on an idle broker, tens on a busy
-    one), and a batch holds what arrived meanwhile."""
+    one), and a batch holds what arrived meanwhile. The recent averages are for a person reading
+    `cdcflow status`; the totals let a benchmark average over exactly its own window."""
 
     batches: int = 0
     events: int = 0
@@ -182,15 +183,20 @@ class Progress:
     aborts: int = 0
     assigned: int = 0
     last_commit: float = 0.0
-    recent_batch_events: float = 0.0  # row changes per batch
-    recent_commit_ms: float = 0.0  # send_offsets_to_transaction + commit_transaction
+    commit_seconds: float = 0.0  # total of send_offsets_to_transaction + commit_transaction
+    recent_batch_events: float = 0.0  # row changes per transaction that carried any
+    recent_commit_ms: float = 0.0
 
-    def committed(self, events: int, commit_seconds: float) -> None:
-        w = 1.0 if self.batches == 0 else RECENT_WEIGHT
-        self.recent_batch_events += w * (events - self.recent_batch_events)
-        self.recent_commit_ms += w * (commit_seconds * 1000 - self.recent_commit_ms)
+    def record_commit(self, events: int, commit_seconds: float) -> None:
+        """A committed transaction. One that only flushed debounced entries (no row change) counts in
+        the totals, not in the recent averages: they describe the row changes' wait."""
+        if events:
+            w = 1.0 if self.recent_batch_events == 0 else RECENT_WEIGHT  # the first one sets them
+            self.recent_batch_events += w * (events - self.recent_batch_events)
+            self.recent_commit_ms += w * (commit_seconds * 1000 - self.recent_commit_ms)
         self.batches += 1
         self.events += events
+        self.commit_seconds += commit_seconds
         self.last_commit = time.time()
 
 
@@ -434,7 +440,7 @@ class RowChangeLoop:
         if self.pending is not None:
             self.pending.apply(batch.pending)
         progress = self.progress
-        progress.committed(sum(batch.tables.values()), commit_seconds)
+        progress.record_commit(sum(batch.tables.values()), commit_seconds)
         progress.emitted += sum(batch.invocations.values())
         progress.duplicates += batch.duplicates
         self.ops.on_row_batch(batch.tables, batch.rules, batch.invocations)

@@ -191,6 +191,7 @@ class StreamsOps:
                 "batches": p.batches,
                 "aborts": p.aborts,
                 "last_commit": p.last_commit,
+                "commit_seconds": round(p.commit_seconds, 4),
                 "recent_batch_events": round(p.recent_batch_events, 1),
                 "recent_commit_ms": round(p.recent_commit_ms, 2),
             }
