@@ -397,7 +397,7 @@ class RowChangeLoop:
             error = e.args[0] if e.args else None
             if not isinstance(error, KafkaError) or not error.txn_requires_abort():
                 raise RowChangesFailed(self._describe(e)) from e
-            self._aborted(messages, self._describe(e))
+            self._aborted(messages, e)
             return
         except RowChangesFailed:
             retrying(lambda: producer.abort_transaction(30))
@@ -405,14 +405,18 @@ class RowChangeLoop:
         self._consecutive_aborts = 0
         self._settled(batch, time.monotonic() - committing)
 
-    def _aborted(self, messages: list[Message], why: str) -> None:
+    def _aborted(self, messages: list[Message], failure: KafkaException) -> None:
         producer, consumer = self._producer, self._consumer
         assert producer is not None and consumer is not None
         self.progress.aborts += 1
         self._consecutive_aborts += 1
         size = len(messages)
-        log.warning("row-change batch of %d aborted (%d in a row): %s", size, self._consecutive_aborts, why)
         retrying(lambda: producer.abort_transaction(30))
+        # The refused message's delivery report names its topic. A refusal that arrived before the commit
+        # (seen at send_offsets) has not been served by the commit's flush; after the abort it is queued.
+        producer.poll(0)
+        why = self._describe(failure)
+        log.warning("row-change batch of %d aborted (%d in a row): %s", size, self._consecutive_aborts, why)
         if self._consecutive_aborts >= MAX_ABORTS_PER_BATCH:
             raise RowChangesFailed(
                 f"a batch of {size} row change(s) was aborted {self._consecutive_aborts} times in a row: {why}"
