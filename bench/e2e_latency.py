@@ -134,8 +134,8 @@ def print_load(before: Mark, after: Mark, seconds: float, rows: int) -> None:
     print_cores(cores_used(before.processes, after.processes, seconds), seconds, rows, "while writing")
     busy = (after.machine_busy - before.machine_busy) / seconds
     print(f"machine: {busy:.2f} of {os.cpu_count()} cores busy (everything running, not only these parts)")
-    kafka = [pid for name, pid in stack_pids().items() if name.startswith("kafka")]
-    age = age_seconds(kafka[0]) if kafka else None
+    kafka = stack_pids().get("kafka (shared)")
+    age = age_seconds(kafka) if kafka is not None else None
     if age is not None:
         print(f"kafka broker up {age / 60:.0f} min (a fresh one runs slow until its JIT has warmed up)")
     for instance, now in after.streams.items():

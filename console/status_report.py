@@ -15,7 +15,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._listoffsets import OffsetSpec  # the package re-exports it without __all__
 
 from schemas.config import Config
-from schemas.runtime.components import KINDS, ComponentRecord, now_ms, read_records, redis_client
+from schemas.runtime.components import KINDS, ComponentRecord, now_ms, read_records_once, redis_client
 from schemas.runtime.text_table import text_table
 from schemas.settings import Settings
 
@@ -24,11 +24,7 @@ KAFKA_TIMEOUT_SECONDS = 10.0
 
 def read_component_views(settings: Settings, at_ms: int | None = None, timeout: float = 2.0) -> list[dict[str, Any]]:
     """Every component's view from its heartbeat record in Redis (a Redis error is raised)."""
-    client = redis_client(settings, timeout)
-    try:
-        records = read_records(client, settings.redis.key_prefix)
-    finally:
-        client.close()
+    records = read_records_once(settings, timeout)
     return component_views(records, settings, now_ms() if at_ms is None else at_ms)
 
 

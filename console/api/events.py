@@ -18,7 +18,7 @@ from starlette.requests import Request
 
 from console.status_report import schedule_views
 from schemas.config import Config
-from schemas.runtime.components import now_ms, read_records, redis_client
+from schemas.runtime.components import now_ms, read_records_once
 
 log = logging.getLogger(__name__)
 QUEUE_SIZE = 1000
@@ -124,11 +124,7 @@ class _RedisWatcher:
 
     def _components(self) -> None:
         settings = self.hub.config.settings
-        client = redis_client(settings)
-        try:
-            records = read_records(client, settings.redis.key_prefix)
-        finally:
-            client.close()
+        records = read_records_once(settings)
         at, stale = now_ms(), settings.observability.stale_after_seconds
         for r in records:
             state, key = r.liveness(at, stale), r.instance + r.kind

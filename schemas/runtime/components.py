@@ -92,5 +92,14 @@ def read_records(client: redis.Redis, prefix: str) -> list[ComponentRecord]:
     return sorted(out, key=lambda r: (KINDS.index(r.kind), r.instance))
 
 
+def read_records_once(settings: Settings, timeout: float = 2.0) -> list[ComponentRecord]:
+    """read_records on a connection of its own, closed after: for a caller that keeps no client."""
+    client = redis_client(settings, timeout)
+    try:
+        return read_records(client, settings.redis.key_prefix)
+    finally:
+        client.close()
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
