@@ -1,9 +1,12 @@
 """Where finished invocations go: Redis first, then the results topic, then the commit.
 
 The `pending` and `running` states of each run (plugins/run_states.py) go through the same writer:
-queued when the runner takes the invocation and when a lane thread starts it, they reach Redis in
-the batch round trip (never after the run's result, the queue being in order; not at all when the
-result is in the same batch, as a short call's mostly are under load), and are not published.
+queued when the runner takes the invocation and when a lane thread starts it, they are held back
+STATE_LINGER_SECONDS from the run's first state and written (with the next batch) only if the run
+has not ended by then; its result, passing through the same writer, drops them. So a run shows its
+state within that much of being taken, and a short call writes none: under a backlog with a batch
+plugin, every run's `pending` and `running` states were written, ~45% of Redis's CPU per row.
+States are not published.
 
 One writer thread takes every queued result, writes the whole batch to Redis in one pipeline,
 then produces each to Kafka. Only Kafka's delivery report (acks=all) releases the invocation's
@@ -32,9 +35,9 @@ from schemas.result import Result
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 500
-# How long `pending`/`running` states alone wait for more before they are written (see _collect): a
-# run that takes longer shows its state this much later, one that ends sooner never writes one.
-STATE_LINGER_SECONDS = 0.02
+# How long a run's states are held back (see _collect): a run that takes longer shows its state this
+# much later, one that ends sooner never writes one.
+STATE_LINGER_SECONDS = 0.5
 RETRY_DELAY_SECONDS = 1.0
 SLIM_ERROR_CHARS = 20000  # of a slimmed result's error message
 SLIM_FIELD_MAX_BYTES = 64 * 1024  # params or trigger larger than this leave a slimmed result
@@ -52,6 +55,7 @@ class SinkItem:
     state_json: Callable[[], bytes] | None = None
     at: float = 0.0  # the state's time
     attempt: int = 1  # the state's attempt
+    due: float = 0.0  # time.monotonic() at which the state is written if its run has not ended
 
 
 # Put on the queue by close(): the writer finishes the batch it is building and stops.
@@ -67,6 +71,8 @@ class ResultSink:
         self._queue: queue.SimpleQueue[SinkItem] = queue.SimpleQueue()
         self._give_up_at: float | None = None  # set by close(): stop retrying Redis after this
         self._polling = threading.Event()
+        # States not yet due, by run (invocation id, attempt), oldest first: the writer thread's alone.
+        self._held: dict[tuple[str, int], SinkItem] = {}
         self._writer = threading.Thread(target=self._write_loop, name="result-writer", daemon=True)
         self._poller = threading.Thread(target=self._poll_loop, name="result-delivery", daemon=True)
 
@@ -79,9 +85,11 @@ class ResultSink:
         self._queue.put(SinkItem(result.invocation_id, result.model_dump_json().encode(), result, tuple(acks), final))
 
     def state(self, invocation_id: str, attempt: int, at: float, state_json: Callable[[], bytes], status: str) -> None:
-        """Record a run's `pending` or `running` state, with the next batch of results."""
+        """Record a run's `pending` or `running` state, if the run has not ended STATE_LINGER_SECONDS after
+        its first state (see _collect)."""
+        due = time.monotonic() + STATE_LINGER_SECONDS
         self._queue.put(
-            SinkItem(invocation_id, b"", None, (), state=status, at=at, attempt=attempt, state_json=state_json)
+            SinkItem(invocation_id, b"", None, (), state=status, at=at, attempt=attempt, state_json=state_json, due=due)
         )
 
     def announce(self, invocation_id: str, payload: bytes, acks: Sequence[Ack]) -> None:
@@ -106,26 +114,50 @@ class ResultSink:
             self.producer.poll(0.1)
 
     def _collect(self) -> tuple[list[SinkItem], bool]:
-        """The next batch, and whether close() asked to stop after it. A batch of states only waits up to
-        STATE_LINGER_SECONDS for more: a short call's result follows within it, and then none of its
-        states need writing (nor take the GIL from the lane threads while they start calls)."""
-        first = self._queue.get()
-        if first is _STOP:
-            return [], True
-        batch = [first]
-        linger_until = time.monotonic() + STATE_LINGER_SECONDS if first.state is not None else None
-        while len(batch) < MAX_BATCH:
-            try:
-                left = linger_until - time.monotonic() if linger_until is not None else 0.0
-                nxt = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
-            except queue.Empty:
+        """The next batch: the results queued so far and the held states now due; and whether close()
+        asked to stop after it. Waits for an item, or until the oldest held state is due."""
+        batch: list[SinkItem] = []
+        stop = False
+        try:
+            item = self._queue.get(timeout=self._until_due())
+            while item is not _STOP:
+                batch.append(item)
+                if len(batch) == MAX_BATCH:
+                    break
+                item = self._queue.get_nowait()
+            stop = item is _STOP
+        except queue.Empty:
+            pass
+        results = [item for item in batch if item.state is None]
+        for item in batch:
+            if item.state is not None:
+                self._hold(item)
+            elif item.result is not None:  # the run's attempt ended: its states need not be written
+                self._held.pop((item.key, item.result.attempt), None)
+        return results + self._due(), stop
+
+    def _until_due(self) -> float | None:
+        """Seconds until the oldest held state is due; None (wait for the next item) when none is held."""
+        oldest = next(iter(self._held.values()), None)
+        return None if oldest is None else max(0.0, oldest.due - time.monotonic())
+
+    def _hold(self, state: SinkItem) -> None:
+        run = (state.key, state.attempt)
+        earlier = self._held.get(run)
+        if earlier is not None:  # `running` after `pending`: written when the first would have been
+            state.due = earlier.due
+        self._held[run] = state  # an existing key keeps its place, so the oldest stay first
+
+    def _due(self) -> list[SinkItem]:
+        now = time.monotonic()
+        due: list[SinkItem] = []
+        for state in self._held.values():
+            if state.due > now or len(due) == MAX_BATCH:
                 break
-            if nxt is _STOP:
-                return batch, True
-            batch.append(nxt)
-            if nxt.state is None:  # a result: write now
-                linger_until = None
-        return batch, False
+            due.append(state)
+        for state in due:
+            del self._held[(state.key, state.attempt)]
+        return due
 
     def _write_loop(self) -> None:
         while True:
@@ -148,13 +180,7 @@ class ResultSink:
 
     def _store(self, batch: list[SinkItem]) -> bool:
         items = [i for i in batch if i.result is not None]
-        # An attempt whose result is in this batch too is over: its states need not be written (under
-        # load, short calls are mostly taken, started and ended within one batch: their states cost nothing).
-        ended = {(i.key, i.result.attempt) for i in items if i.result is not None}
-        latest = {  # one state per run: the last one queued (running after pending)
-            i.key: (i, i.state_json) for i in batch if i.state_json is not None and (i.key, i.attempt) not in ended
-        }
-        states = [(i.key, i.at, state_json(), i.state or "", i.attempt) for i, state_json in latest.values()]
+        states = [(i.key, i.at, i.state_json(), i.state, i.attempt) for i in batch if i.state and i.state_json]
         if not items and not states:
             return True
         results = [i.result for i in items if i.result is not None]
