@@ -97,7 +97,8 @@ class ResultSink:
         self._queue.put(SinkItem(invocation_id, payload, None, tuple(acks)))
 
     def close(self, timeout: float = 10.0) -> None:
-        """Write and publish everything queued so far, waiting at most `timeout` seconds."""
+        """Write and publish everything queued so far, waiting at most `timeout` seconds. States not yet
+        due are dropped: the lanes have stopped, so their runs have ended or go back to Kafka."""
         self._give_up_at = time.monotonic() + timeout
         self._queue.put(_STOP)
         self._writer.join(timeout)
