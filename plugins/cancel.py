@@ -161,7 +161,7 @@ def cancelled_result(run: Cancelled, mark: CancelMark | None, when: str) -> Resu
 @dataclass(frozen=True)
 class CancelOutcome:
     mark: CancelMark
-    was: str | None  # pending, running, waiting for its retry; None: no runner has received it yet
+    was: str | None  # pending, running, waiting for its retry; None: no runner has reported it yet (no state)
     result: Result | None  # as recorded; None: recorded when a runner receives the invocation
 
 

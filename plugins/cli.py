@@ -412,7 +412,7 @@ def runs_show(invocation_id: str) -> None:
         raise click.ClickException(f"cannot read run history from Redis: {e}") from None
     if marked:
         click.echo(
-            f"{invocation_id}: cancel requested; no runner has received it yet (recorded cancelled when one does)"
+            f"{invocation_id}: cancel requested; no runner has reported it yet (recorded cancelled when one does)"
         )
         return
     if result is None:
@@ -437,8 +437,8 @@ def runs_cancel(invocation_id: str) -> None:
         raise click.ClickException(f"cannot reach Redis to cancel: {e}") from None
     if outcome.was is None:
         click.echo(
-            f"{invocation_id}: cancel requested; no runner has received it yet: it will not run, "
-            "and is recorded cancelled when a runner receives it"
+            f"{invocation_id}: cancel requested; no runner has reported it yet: it will not run (or is stopped, "
+            "if a runner took it in the last half second), and is recorded cancelled"
         )
     elif outcome.was == "running":
         click.echo(f"{invocation_id}: cancelled while running; its worker is being stopped")

@@ -418,7 +418,7 @@ class Runner:
         cancelled), or hold those an earlier assignment of their partition still has out here."""
         accepted = [d for d in dispatched if not self._held(d)]
         # One round trip: done / retried / cancelled. The `pending` states of the rest go to the result
-        # writer (off this path, and not written at all for a run whose result lands in the same batch).
+        # writer (off this path, and not written at all for a run whose result follows within 0.5 s).
         checks = [(d.invocation.invocation_id, d.invocation.attempt) for d in accepted]
         codes = self._with_redis(lambda: self.store.accept(checks)) if checks else []
         when = iso(consumed_at)

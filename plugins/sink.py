@@ -51,7 +51,7 @@ class SinkItem:
     acks: tuple[Ack, ...]
     final: bool = True  # False: a failed attempt whose retry is already on Kafka (no done marker)
     state: str | None = None  # "pending" or "running": a run's in-progress state, stored only
-    # The state's JSON, built only if it is written: under load most runs end in the batch their states are in.
+    # The state's JSON, built only if it is written: most runs end before their states are due.
     state_json: Callable[[], bytes] | None = None
     at: float = 0.0  # the state's time
     attempt: int = 1  # the state's attempt
@@ -135,7 +135,7 @@ class ResultSink:
                 self._hold(item)
             elif item.result is not None:  # the run's attempt ended: its states need not be written
                 self._held.pop((item.key, item.result.attempt), None)
-        return results + self._due(), stop
+        return results + self._due(MAX_BATCH - len(results)), stop
 
     def _until_due(self) -> float | None:
         """Seconds until the oldest held state is due; None (wait for the next item) when none is held."""
@@ -149,11 +149,11 @@ class ResultSink:
             state.due = earlier.due
         self._held[run] = state  # an existing key keeps its place, so the oldest stay first
 
-    def _due(self) -> list[SinkItem]:
+    def _due(self, limit: int) -> list[SinkItem]:
         now = time.monotonic()
         due: list[SinkItem] = []
         for state in self._held.values():
-            if state.due > now or len(due) == MAX_BATCH:
+            if state.due > now or len(due) >= limit:
                 break
             due.append(state)
         for state in due:
@@ -181,7 +181,11 @@ class ResultSink:
 
     def _store(self, batch: list[SinkItem]) -> bool:
         items = [i for i in batch if i.result is not None]
-        states = [(i.key, i.at, i.state_json(), i.state, i.attempt) for i in batch if i.state and i.state_json]
+        latest: dict[str, SinkItem] = {}  # one state per run in a call (the store's rule): its latest attempt's
+        for i in batch:
+            if i.state_json is not None and (i.key not in latest or latest[i.key].attempt < i.attempt):
+                latest[i.key] = i
+        states = [(i.key, i.at, i.state_json(), i.state or "", i.attempt) for i in latest.values() if i.state_json]
         if not items and not states:
             return True
         results = [i.result for i in items if i.result is not None]

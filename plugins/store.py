@@ -119,8 +119,10 @@ return skipped
 # KEYS: [pending index, running index]
 # ARGV: [prefix, ttl, rows, payloads]; a row: [invocation id, score, payload length, status (pending or
 #        running), attempt]
-# A run already finished keeps no state (a redelivered duplicate, or a cancel that came first), and a
-# state never replaces one of a later attempt. One state per run in a call (the index moves are batched).
+# A run already finished keeps no state (a redelivered duplicate, or a cancel that came first), nor does
+# an attempt that failed and was retried (its `tried` marker: a runner that took it before a rebalance
+# may write its held state after another runner's result), and a state never replaces one of a later
+# attempt. One state per run in a call (the index moves are batched).
 _STATE_SCRIPT = """
 local prefix = ARGV[1]
 local ttl = tonumber(ARGV[2])
@@ -136,7 +138,8 @@ for _, row in ipairs(rows) do
   local state_key = prefix .. ':state:' .. id
   local state = redis.call('GET', state_key)
   local of = state and tonumber(string.match(state, '^{"attempt":(%d+)'))
-  if redis.call('EXISTS', prefix .. ':done:' .. id) == 0 and not (of and of > tonumber(row[5])) then
+  local over = redis.call('EXISTS', prefix .. ':done:' .. id, prefix .. ':tried:' .. id .. ':' .. row[5]) > 0
+  if not over and not (of and of > tonumber(row[5])) then
     redis.call('SET', state_key, payload, 'EX', ttl)
     local key = status == 'running' and KEYS[2] or KEYS[1]
     local t = add[key]
@@ -245,7 +248,7 @@ class RunStore:
         `finals[i]` False: the result is a failed attempt whose retry is already on Kafka, so only the
         attempt's `tried` marker is set, never the `done` marker that would swallow the retry.
         `states` (see record_states) are written first, in the same round trip: the runner's result writer
-        passes the `running` states that queued up with the results.
+        passes the states of runs still going STATE_LINGER_SECONDS after they were taken (plugins/sink.py).
         Returns {position: stored payload} of the results not stored because their run was cancelled first.
         """
         if not results:

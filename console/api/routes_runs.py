@@ -49,7 +49,10 @@ class InvocationStatus(BaseModel):
 
 class CancelOut(BaseModel):
     invocation_id: str
-    was: str | None = Field(description="pending, running, waiting for its retry; null: no runner has received it yet")
+    was: str | None = Field(
+        description="pending, running, waiting for its retry; null: no runner has reported it yet "
+        "(one that took it in the last 0.5 s has not written its state)"
+    )
     requested_at: datetime
     requested_by: str
     result: Result | None = Field(description="the `cancelled` result; null: recorded when a runner receives it")

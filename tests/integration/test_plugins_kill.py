@@ -79,7 +79,7 @@ def test_kill_9_mid_invocation_then_restart_completes_exactly_once(stack, tmp_pa
     try:
         first = wait_for(lambda: _lines(folder), timeout=120, what="the long call to start")
         assert first == [["start", inv.invocation_id, first[0][2]]]
-        # its `running` state is written within the result writer's linger (20 ms) of the start
+        # its `running` state is written within the result writer's linger (0.5 s) of being taken
         wait_for(lambda: (run := store.current(inv.invocation_id)) and run.status == "running", 10, what="running")
         os.killpg(runner.pid, signal.SIGKILL)  # the runner only: its workers have their own sessions
         runner.wait(10)

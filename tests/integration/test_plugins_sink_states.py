@@ -75,7 +75,7 @@ def setup(stack: None) -> Iterator[Setup]:
 
 
 def test_a_run_that_ends_within_the_linger_writes_no_state_while_other_results_are_written(setup, monkeypatch):
-    monkeypatch.setattr(sink_module, "STATE_LINGER_SECONDS", 5.0)  # far longer than this test's steps
+    monkeypatch.setattr(sink_module, "STATE_LINGER_SECONDS", 120.0)  # far longer than this test's steps
     setup.state("quick", "pending")
     setup.state("quick", "running")
     other = setup.result("other")  # another run's result: the writer writes a batch at once
@@ -100,3 +100,14 @@ def test_a_run_still_going_after_the_linger_shows_its_latest_state_once_until_it
     stored = setup.store.current("slow")
     assert stored is not None and stored.status == "success"
     assert setup.store.client.exists(setup.store.state_key("slow")) == 0
+
+
+def test_a_result_drops_its_runs_held_states_so_none_is_written_when_they_fall_due(setup, monkeypatch):
+    monkeypatch.setattr(sink_module, "STATE_LINGER_SECONDS", 1.0)
+    setup.state("ended", "running")
+    ended = setup.result("ended")
+    wait_for(lambda: ended in setup.acked, 30, what="the run's result stored and published")
+    time.sleep(1.5)  # past the state's due time: still held, it would be written now
+    later = setup.result("later")  # a batch after the due time
+    wait_for(lambda: later in setup.acked, 30, what="a later result stored and published")
+    assert setup.written == []

@@ -146,6 +146,22 @@ def test_results_with_states_in_one_round_trip_survive_a_flushed_script_cache(st
     assert store.done_ids(["ok2"]) == {"ok2"} and store.client.get(store.state_key("ok2")) is None  # ended
 
 
+def test_no_state_is_written_for_an_attempt_already_over(store):
+    """A runner that took an attempt before a rebalance may write its held state after another runner
+    recorded that attempt: failed and retried (its `tried` marker), or done. Neither shows in progress
+    again; the next attempt's state still does."""
+    now = datetime.now(UTC)
+    store.record_many([_result("r", "echo", "failed", now), _result("d", "echo", "success", now)], finals=[False, True])
+    late = [(iid, now.timestamp(), b'{"attempt":1}', "pending", 1) for iid in ("r", "d")]
+    store.record_states([*late, ("n", now.timestamp(), b'{"attempt":1}', "pending", 1)])
+    pending = store.index_key(status="pending")
+    assert [store.client.get(store.state_key(iid)) for iid in ("r", "d", "n")] == [None, None, b'{"attempt":1}']
+    assert store.client.zrange(pending, 0, -1) == [b"n"]
+    store.record_states([("r", now.timestamp(), b'{"attempt":2}', "pending", 2)])
+    assert store.client.get(store.state_key("r")) == b'{"attempt":2}'
+    assert set(store.client.zrange(pending, 0, -1)) == {b"n", b"r"}
+
+
 def test_the_scripts_keys_are_the_ones_the_key_methods_name(store):
     """The Lua scripts build their per-run keys from the prefix; the readers use RunStore's key methods.
     Every key the scripts write, and every key they read, must be the one the methods name."""

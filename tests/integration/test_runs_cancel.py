@@ -275,7 +275,7 @@ def test_cli_and_api_show_running_runs_and_cancel_them(slow, tmp_path):
             refused = cdcflow("runs", "cancel", a.invocation_id)
             assert refused.exit_code == 1 and "already finished (cancelled)" in refused.output
             later = cdcflow("runs", "cancel", "not-sent-yet")
-            assert later.exit_code == 0 and "no runner has received it yet" in later.output
+            assert later.exit_code == 0 and "no runner has reported it yet" in later.output
             assert "cancel requested" in cdcflow("runs", "show", "not-sent-yet").output
             assert cdcflow("runs", "list", "--status", "cancelled").output.count(a.invocation_id) == 1
     finally:
