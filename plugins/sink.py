@@ -71,8 +71,9 @@ class ResultSink:
         self._queue: queue.SimpleQueue[SinkItem] = queue.SimpleQueue()
         self._give_up_at: float | None = None  # set by close(): stop retrying Redis after this
         self._polling = threading.Event()
-        # States not yet due, by run (invocation id, attempt), oldest first: the writer thread's alone.
-        self._held: dict[tuple[str, int], SinkItem] = {}
+        # States not yet due, one per run (by invocation id: its latest attempt's), oldest first. The store
+        # takes one state per run in a call. The writer thread's alone.
+        self._held: dict[str, SinkItem] = {}
         self._writer = threading.Thread(target=self._write_loop, name="result-writer", daemon=True)
         self._poller = threading.Thread(target=self._poll_loop, name="result-delivery", daemon=True)
 
@@ -134,7 +135,9 @@ class ResultSink:
             if item.state is not None:
                 self._hold(item)
             elif item.result is not None:  # the run's attempt ended: its states need not be written
-                self._held.pop((item.key, item.result.attempt), None)
+                held = self._held.get(item.key)
+                if held is not None and held.attempt == item.result.attempt:
+                    del self._held[item.key]
         return results + self._due(MAX_BATCH - len(results)), stop
 
     def _until_due(self) -> float | None:
@@ -143,11 +146,12 @@ class ResultSink:
         return None if oldest is None else max(0.0, oldest.due - time.monotonic())
 
     def _hold(self, state: SinkItem) -> None:
-        run = (state.key, state.attempt)
-        earlier = self._held.get(run)
-        if earlier is not None:  # `running` after `pending`: written when the first would have been
+        earlier = self._held.get(state.key)
+        if earlier is not None:  # `running` after `pending`, or a later attempt's: due when the first was
+            if earlier.attempt > state.attempt:
+                return
             state.due = earlier.due
-        self._held[run] = state  # an existing key keeps its place, so the oldest stay first
+        self._held[state.key] = state  # an existing key keeps its place, so the oldest stay first
 
     def _due(self, limit: int) -> list[SinkItem]:
         now = time.monotonic()
@@ -157,7 +161,7 @@ class ResultSink:
                 break
             due.append(state)
         for state in due:
-            del self._held[(state.key, state.attempt)]
+            del self._held[state.key]
         return due
 
     def _write_loop(self) -> None:
@@ -181,11 +185,7 @@ class ResultSink:
 
     def _store(self, batch: list[SinkItem]) -> bool:
         items = [i for i in batch if i.result is not None]
-        latest: dict[str, SinkItem] = {}  # one state per run in a call (the store's rule): its latest attempt's
-        for i in batch:
-            if i.state_json is not None and (i.key not in latest or latest[i.key].attempt < i.attempt):
-                latest[i.key] = i
-        states = [(i.key, i.at, i.state_json(), i.state or "", i.attempt) for i in latest.values() if i.state_json]
+        states = [(i.key, i.at, i.state_json(), i.state or "", i.attempt) for i in batch if i.state_json]
         if not items and not states:
             return True
         results = [i.result for i in items if i.result is not None]

@@ -3,6 +3,7 @@ back STATE_LINGER_SECONDS, and written only for a run that has not ended by then
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from tests.support import isolated_settings, remove_test_resources, wait_for
 class Setup:
     def __init__(self, sink: ResultSink, store: RunStore, written: list[str], acked: list[Ack]):
         self.sink, self.store, self.written, self.acked = sink, store, written, acked
+        self.offsets = itertools.count()  # each result's own Ack, so a wait for one cannot see another's
 
     def state(self, iid: str, status: str) -> None:
         invocation = Invocation(
@@ -37,7 +39,7 @@ class Setup:
 
     def result(self, iid: str) -> Ack:
         now = datetime.now(UTC)
-        ack = Ack("t", 0, len(self.acked) + 1000, 0)
+        ack = Ack("t", 0, next(self.offsets), 0)
         result = Result(
             invocation_id=iid,
             plugin="echo",
