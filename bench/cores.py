@@ -106,7 +106,12 @@ def print_cores(used: dict[str, float], seconds: float, rows: int, during: str) 
     print(f"cores used {during}: {parts}; load average {os.getloadavg()[0]:.1f}")
     per_row = {name: cores * seconds / rows * 1e6 for name, cores in shown.items()}
     costs = ", ".join(f"{name} {us:.0f}" for name, us in per_row.items())
-    print(f"CPU per row change (us): {costs}; all parts {sum(per_row.values()):.0f}")
+    total = sum(per_row.values())
+    print(f"CPU per row change (us): {costs}; all parts {total:.0f}")
+    if total > 0:
+        # The rate no tuning of how the parts share the cores can pass while each row costs this much.
+        cores = os.cpu_count() or 1
+        print(f"at these costs {cores} core(s) carry at most {cores * 1e6 / total:,.0f} row changes/s")
 
 
 def cores_used(
