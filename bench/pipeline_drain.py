@@ -21,7 +21,14 @@ With `--batch` the rule triggers `echo_batch` instead of `echo`: the same work a
 (plugin.json `batch` {max_size 500, max_wait_ms 20}), so the runner calls it with up to 500
 invocations at a time; every change still has its own result.
 
+With `--runner-alone` the reader and the streams worker first turn the whole backlog into
+invocations (`cdcflow run --only cdc --only streams`, stopped once the streams workers' heartbeats
+count every change emitted), and only then are the runners started and timed: the runner's own
+ceiling on these drain-shaped invocations, with the box to itself (and Kafka and Redis). A stage
+slower alone than a goal bounds the whole pipeline below it.
+
     python -m bench.pipeline_drain [--rows 200000] [--partitions 4] [--streams 1] [--runners 1] [--batch]
+                                   [--runner-alone]
 """
 
 from __future__ import annotations
@@ -165,13 +172,17 @@ def take_start_position(config: Config, workdir: Path) -> None:
         stop_cdcflow(reader)
 
 
-def start_pipeline(config: Config, workdir: Path, streams: int, runners: int) -> dict[str, subprocess.Popen[bytes]]:
-    """`cdcflow run` (the reader, a streams worker, a runner), then the extra streams workers and
-    runners a user adds on the same box. Each extra streams worker gets its own streams.state_dir:
-    it holds the worker's RocksDB tables and keys its transactional id (streams/row_changes.py), so
-    two workers sharing one would fence each other."""
+def start_pipeline(
+    config: Config, workdir: Path, streams: int, runners: int, only: tuple[str, ...] = ()
+) -> dict[str, subprocess.Popen[bytes]]:
+    """`cdcflow run` (the reader, a streams worker, a runner; or `only` those components), then the
+    extra streams workers and runners a user adds on the same box. Each extra streams worker gets its
+    own streams.state_dir: it holds the worker's RocksDB tables and keys its transactional id
+    (streams/row_changes.py), so two workers sharing one would fence each other."""
     assert config.path is not None
-    procs = {"cdcflow run": start_cdcflow(config.path, "run", log_path=workdir / "pipeline.log")}
+    args = [arg for component in only for arg in ("--only", component)]
+    log_path = workdir / f"pipeline{''.join('-' + c for c in only)}.log"
+    procs = {"cdcflow run": start_cdcflow(config.path, "run", *args, log_path=log_path)}
     for n in range(2, streams + 1):
         own = {"CDCFLOW_STREAMS__STATE_DIR": f"{config.settings.streams.state_dir}-{n}"}
         log_path = workdir / f"streams-{n}.log"
@@ -186,14 +197,37 @@ def ready_instances(config: Config) -> Counter[str]:
     return Counter(v["kind"] for v in components(config) if v["liveness"] == "up" and v["state"] == "ready")
 
 
+def emitted(config: Config) -> int:
+    """Invocations the streams workers have committed, from their heartbeats."""
+    views = [v for v in components(config) if v["kind"] == "streams"]
+    return sum(int(v["details"].get("row_changes", {}).get("invocations", 0)) for v in views)
+
+
+def fill_invoke_topic(config: Config, workdir: Path, expected: int, streams: int) -> None:
+    """The reader and the streams workers only, until every change is an invocation on Kafka; then stopped."""
+    procs = start_pipeline(config, workdir, streams, 0, only=("cdc", "streams"))
+    began = last_print = time.monotonic()
+    try:
+        while (done := emitted(config)) < expected:
+            time.sleep(0.5)
+            if time.monotonic() - last_print >= 5:
+                last_print = time.monotonic()
+                print(f"  {done:,}/{expected:,} changes are invocations ({last_print - began:.0f} s)", file=sys.stderr)
+    finally:
+        for p in procs.values():
+            stop_cdcflow(p)
+    print(f"invoke topic filled: {expected:,} invocations in {time.monotonic() - began:.1f} s", file=sys.stderr)
+
+
 def drain(
-    config: Config, workdir: Path, expected: int, streams: int, runners: int
+    config: Config, workdir: Path, expected: int, streams: int, runners: int, runner_alone: bool = False
 ) -> tuple[float, float, ResultCounter]:
     """(start-up seconds, drain seconds, the counts); prints the cores each part used."""
     counter = ResultCounter(config)
     began = time.monotonic()
-    procs = start_pipeline(config, workdir, streams, runners)
-    want = Counter({"reader": 1, "streams": streams, "runner": runners})
+    only = ("runners",) if runner_alone else ()
+    procs = start_pipeline(config, workdir, 0 if runner_alone else streams, runners, only)
+    want = Counter({"runner": runners} if runner_alone else {"reader": 1, "streams": streams, "runner": runners})
     try:
         wait_for(lambda: ready_instances(config) >= want, 300, 0.2, f"every component ready ({dict(want)})")
         roots = {**{name: p.pid for name, p in procs.items()}, **stack_pids()}
@@ -235,6 +269,9 @@ def main() -> None:
     parser.add_argument(
         "--assignment", choices=["cooperative-sticky", "roundrobin"], help="runners.partition_assignment"
     )
+    parser.add_argument(
+        "--runner-alone", action="store_true", help="fill the invoke topic first, then time the runners alone"
+    )
     args = parser.parse_args()
     stack_up()
     config, workdir = prepare(args.rows, args.partitions, args.batch, args.assignment)
@@ -244,16 +281,21 @@ def main() -> None:
     wrote = time.monotonic() - t0
     print(f"backlog: {expected:,} row changes written in {wrote:.1f} s ({expected / wrote:,.0f}/s)", file=sys.stderr)
     try:
-        startup, seconds, counter = drain(config, workdir, expected, args.streams, args.runners)
+        if args.runner_alone:
+            fill_invoke_topic(config, workdir, expected, args.streams)
+        startup, seconds, counter = drain(config, workdir, expected, args.streams, args.runners, args.runner_alone)
     finally:
         execute(f"DROP DATABASE IF EXISTS {config.settings.mysql.database}")
         remove_test_resources(config.settings, own_topics(config))
     twice = [i for i, n in counter.by_invocation.items() if n > 1]
     doubled = [e for e, n in counter.by_event.items() if n > 1]
     counter.close()
-    print(
-        f"start-up (every component ready: {args.streams} streams worker(s), {args.runners} runner(s)): {startup:.1f} s"
+    parts = (
+        f"{args.runners} runner(s)"
+        if args.runner_alone
+        else f"{args.streams} streams worker(s), {args.runners} runner(s)"
     )
+    print(f"start-up (every component ready: {parts}): {startup:.1f} s")
     print(f"drained {len(counter.by_event):,} changes in {seconds:.1f} s; other results: {dict(counter.other)}")
     after = expected - counter.before_ready
     print(f"{counter.before_ready:,} had run before every component was ready; the rest at {after / seconds:.0f}/s")
