@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from plugins.store import RunStore
-from schemas.result import ErrorInfo, Result
+from schemas.result import ErrorInfo, Result, RunStatus
 from tests.support import REPO_ROOT, isolated_config_data, remove_test_resources, write_config
 from tests.support.api import RULES, ApiServer, api_server, token_store
+from tests.support.results import a_result
 
 
 @pytest.fixture(scope="module")
@@ -31,18 +32,11 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
         remove_test_resources(config.settings, [])
 
 
-def result(i: int, at: datetime, status: str = "success", plugin: str = "echo") -> Result:
-    return Result(
-        invocation_id=f"inv-{i:05d}",
-        plugin=plugin,
-        plugin_version="1",
-        status=status,  # type: ignore[arg-type]
-        started_at=at,
-        finished_at=at,
-        duration_ms=1.0,
-        output={"i": i},
-        error=ErrorInfo(type="Boom", message="went wrong", traceback="Traceback...") if status == "failed" else None,
-        trigger_kind="manual",
+def result(i: int, at: datetime, status: RunStatus = "success", plugin: str = "echo") -> Result:
+    failed = status == "failed"
+    error = ErrorInfo(type="Boom", message="went wrong", traceback="Traceback...") if failed else None
+    return a_result(
+        f"inv-{i:05d}", plugin=plugin, status=status, at=at, output={"i": i}, error=error, trigger_kind="manual"
     )
 
 

@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +22,11 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
 from plugins.store import RunStore
-from schemas.result import Result
 from tests.support import REPO_ROOT, isolated_config_data, remove_test_resources, wait_for, write_config
 from tests.support.access import focused_id, press, unlabelled_controls, unreached_by_tab
 from tests.support.api import RULES, ApiServer, api_server, pipeline_running
 from tests.support.browser import Browser, Locator, browser, by_id, by_testid, css
+from tests.support.results import a_result
 
 EXAMPLE_PLUGINS = {"data_processor", "echo", "es_indexer", "hot_reload_demo"}
 LIVE_WITHIN = 2.0  # seconds from the API reporting a run done to its row in an open Runs page
@@ -425,7 +425,6 @@ def test_sign_out_ends_the_session(admin: Browser, api: ApiServer) -> None:
 
 def test_a_row_change_runs_page_marks_the_changed_columns(admin: Browser, api: ApiServer) -> None:
     # a cdc run as the runner records it: its trigger carries the row before and after the change
-    at = datetime.now(UTC)
     trigger = {
         "kind": "cdc",
         "rule": "paid_orders",
@@ -435,18 +434,7 @@ def test_a_row_change_runs_page_marks_the_changed_columns(admin: Browser, api: A
         "before": {"id": 7, "status": "new", "amount": 120},
         "after": {"id": 7, "status": "paid", "amount": 120},
     }
-    result = Result(
-        invocation_id="row-diff-run",
-        plugin="echo",
-        plugin_version="1.0.0",
-        status="success",
-        started_at=at,
-        finished_at=at,
-        duration_ms=1.0,
-        trigger_kind="cdc",
-        trigger=trigger,
-        params={"message": "order 7"},
-    )
+    result = a_result("row-diff-run", trigger_kind="cdc", trigger=trigger, params={"message": "order 7"})
     RunStore(api.config.settings).record(result)
     admin.open("/runs/row-diff-run")
     rows = {

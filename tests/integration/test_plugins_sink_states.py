@@ -18,9 +18,9 @@ from plugins.run_states import iso, state_payload
 from plugins.sink import ResultSink
 from plugins.store import RunStore
 from schemas.invocation import Invocation, ManualTrigger
-from schemas.result import Result
 from schemas.runtime.kafka_topics import ensure_topics
 from tests.support import isolated_settings, remove_test_resources, wait_for
+from tests.support.results import a_result
 
 
 class Setup:
@@ -38,18 +38,8 @@ class Setup:
         self.sink.state(iid, 1, now, lambda: state_payload(invocation, "1.0.0", status, iso(now)), status)
 
     def result(self, iid: str) -> Ack:
-        now = datetime.now(UTC)
         ack = Ack("t", 0, next(self.offsets), 0)
-        result = Result(
-            invocation_id=iid,
-            plugin="echo",
-            plugin_version="1.0.0",
-            status="success",
-            started_at=now,
-            finished_at=now,
-            duration_ms=0.0,
-        )
-        self.sink.submit(result, [ack])
+        self.sink.submit(a_result(iid), [ack])
         return ack
 
 

@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from plugins.store import RunStore
-from schemas.result import ErrorInfo, Result
+from schemas.result import ErrorInfo, Result, RunStatus
 from tests.support import isolated_settings, remove_test_resources
+from tests.support.results import a_result
 
 
 @pytest.fixture
@@ -20,18 +21,10 @@ def store(stack):
     remove_test_resources(settings, [])
 
 
-def _result(iid: str, plugin: str, status: str, finished: datetime) -> Result:
-    return Result(
-        invocation_id=iid,
-        plugin=plugin,
-        plugin_version="1.0.0",
-        status=status,
-        started_at=finished - timedelta(milliseconds=5),
-        finished_at=finished,
-        duration_ms=5.0,
-        output={"n": iid},
-        error=ErrorInfo(type="E", message="m") if status != "success" else None,
-        code_hash="abc",
+def _result(iid: str, plugin: str, status: RunStatus, finished: datetime) -> Result:
+    error = ErrorInfo(type="E", message="m") if status != "success" else None
+    return a_result(
+        iid, plugin=plugin, status=status, at=finished, duration_ms=5.0, output={"n": iid}, error=error, code_hash="abc"
     )
 
 

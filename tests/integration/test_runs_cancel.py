@@ -20,6 +20,7 @@ from schemas.result import Result
 from schemas.runtime.kafka_topics import ensure_topics
 from tests.support import isolated_config_data, isolated_settings, remove_test_resources, wait_for, write_config
 from tests.support.plugins import ResultsReader, Runner, new_invocation, produce_messages, result_for
+from tests.support.results import a_result
 
 SLOW_MAIN = """import os, time
 
@@ -98,17 +99,7 @@ def test_marks_are_kept_once_listed_for_runners_and_refuse_finished_runs(setting
         assert 0 < store.client.ttl(cancels.key("inv-1")) <= store.ttl
         with pytest.raises(CancelError, match="blank"):
             cancel_with(store, cancels, "  ", "cli")
-        now = datetime.now(UTC)
-        done = Result(
-            invocation_id="done-1",
-            plugin="echo",
-            plugin_version="1",
-            status="success",
-            started_at=now,
-            finished_at=now,
-            duration_ms=1.0,
-        )
-        store.record(done)
+        store.record(a_result("done-1"))
         with pytest.raises(CancelError, match=r"done-1 already finished \(success\)"):
             cancel_with(store, cancels, "done-1", "cli")
         assert not cancels.is_cancelled("done-1")

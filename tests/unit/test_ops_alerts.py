@@ -10,7 +10,6 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -22,6 +21,7 @@ from schemas.runtime.log_format import JsonFormatter
 from schemas.settings import AlertSettings
 from tests.support import wait_for
 from tests.support.receivers import SmtpReceiver, WebhookReceiver
+from tests.support.results import a_result
 
 
 @pytest.fixture
@@ -127,7 +127,6 @@ def test_reader_lag_above_the_threshold_raises_one_alert() -> None:
 
 def test_a_run_longer_than_the_threshold_raises_a_long_run_alert() -> None:
     from plugins.runner_ops import RunnerOps
-    from schemas.result import Result
     from tests.support import isolated_settings
 
     settings = isolated_settings("long")
@@ -135,19 +134,8 @@ def test_a_run_longer_than_the_threshold_raises_a_long_run_alert() -> None:
     ops = RunnerOps(SimpleNamespace(settings=settings, lanes={}, paused_topics=set(), stop=threading.Event()))  # type: ignore[arg-type]
     got: list[dict[str, Any]] = []
     ops.alerter = Alerter(settings.alerts, "runner", senders=[got.append]).start()
-    now = datetime.now(UTC)
     for iid, ms in (("quick", 100.0), ("slow", 800.0)):
-        ops.on_result(
-            Result(
-                invocation_id=iid,
-                plugin="etl",
-                plugin_version="1",
-                status="success",
-                started_at=now,
-                finished_at=now,
-                duration_ms=ms,
-            )
-        )
+        ops.on_result(a_result(iid, plugin="etl", duration_ms=ms))
     ops.alerter.close()
     assert [(b["kind"], b["details"]["invocation_id"]) for b in got] == [("long_run", "slow")]
     assert "ran 0.8 s (threshold 0.5 s)" in got[0]["message"]
