@@ -43,7 +43,7 @@ def test_record_get_done_and_ttl(store):
 
 def test_list_is_newest_first_and_filters(store):
     now = datetime.now(UTC)
-    rows = [
+    rows: list[tuple[str, str, RunStatus]] = [
         ("r1", "echo", "success"),
         ("r2", "echo", "failed"),
         ("r3", "data_processor", "success"),

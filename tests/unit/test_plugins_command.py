@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from plugins.worker_main import UNHEALTHY_ERROR_TYPE, Plugin
 from schemas.errors import ConfigError
 from schemas.manifest import COMMAND_PLACEHOLDER, RetryPolicy, load_manifest
 from schemas.result import ErrorInfo, Result
+from tests.support.results import a_result
 
 COMMAND = {
     "name": "tool",
@@ -113,18 +113,7 @@ def test_exit_errors_carry_the_code_and_the_stderr_tail() -> None:
 
 
 def _result(error_type: str, attempt: int = 1) -> Result:
-    now = datetime.now(UTC)
-    return Result(
-        invocation_id="i",
-        plugin="p",
-        plugin_version="1",
-        status="failed",
-        attempt=attempt,
-        started_at=now,
-        finished_at=now,
-        duration_ms=0,
-        error=ErrorInfo(type=error_type, message="m"),
-    )
+    return a_result("i", plugin="p", status="failed", attempt=attempt, error=ErrorInfo(type=error_type, message="m"))
 
 
 def test_an_unhealthy_plugins_failure_is_not_retried_but_dead_lettered() -> None:
