@@ -269,7 +269,8 @@ def drain(
                 print(f"  {done:,}/{expected:,} ran ({done / (last_print - ready):,.0f}/s so far)", file=sys.stderr)
         finished = time.monotonic()
         used = cores_used(cpu_before, snapshot(roots), finished - ready)
-        print_cores(used, finished - ready, expected, "during the drain")
+        # the CPU was measured from ready on: per row of what ran from then on
+        print_cores(used, finished - ready, expected - counter.before_ready, "during the drain")
         counter.poll(2.0)  # anything run twice would show up just after
         return ready - began, finished - ready, counter
     finally:
