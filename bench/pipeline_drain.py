@@ -85,15 +85,23 @@ def write_backlog(db: str, rows: int) -> int:
     return inserts + updates + deletes
 
 
+def topic_reader(config: Config, topic: str) -> Consumer:
+    """A consumer of `topic` from its start, in a group of its own, seeing only committed messages."""
+    group = f"bench-drain-{uuid.uuid4().hex}"
+    consumer = Consumer(
+        config.settings.kafka_config(
+            **{"group.id": group, "auto.offset.reset": "earliest", "isolation.level": "read_committed"}
+        )
+    )
+    consumer.subscribe([topic])
+    return consumer
+
+
 class ResultCounter:
     """Reads the results topic from its start: successes by event id and by invocation id."""
 
     def __init__(self, config: Config):
-        settings = config.settings
-        self.consumer = Consumer(
-            settings.kafka_config(**{"group.id": f"bench-drain-{uuid.uuid4().hex}", "auto.offset.reset": "earliest"})
-        )
-        self.consumer.subscribe([settings.topics.results])
+        self.consumer = topic_reader(config, config.settings.topics.results)
         self.by_event: Counter[str] = Counter()
         self.by_invocation: Counter[str] = Counter()
         self.other: Counter[str] = Counter()
@@ -207,17 +215,7 @@ def fill_invoke_topic(config: Config, workdir: Path, expected: int, streams: int
     """The reader and the streams workers only, until the plugin's invoke topic holds a committed
     invocation of every change (by event id: a re-sent change or a restarted worker counts once); then
     stopped."""
-    settings = config.settings
-    consumer = Consumer(
-        settings.kafka_config(
-            **{
-                "group.id": f"bench-fill-{uuid.uuid4().hex}",
-                "auto.offset.reset": "earliest",
-                "isolation.level": "read_committed",
-            }
-        )
-    )
-    consumer.subscribe([settings.topics.invoke(plugin)])
+    consumer = topic_reader(config, config.settings.topics.invoke(plugin))
     procs = start_pipeline(config, workdir, streams, 0, only=("cdc", "streams"))
     events: set[str] = set()
     began = last_print = time.monotonic()
@@ -245,15 +243,17 @@ def check_running(procs: dict[str, subprocess.Popen[bytes]], workdir: Path) -> N
             raise SystemExit(f"{name} exited with {p.returncode}; see the logs in {workdir}")
 
 
-def drain(
-    config: Config, workdir: Path, expected: int, streams: int, runners: int, runner_alone: bool = False
-) -> tuple[float, float, ResultCounter]:
+def timed_components(streams: int, runners: int, runner_alone: bool) -> Counter[str]:
+    """The instances the drain starts and waits for, by kind."""
+    return Counter({"runner": runners} if runner_alone else {"reader": 1, "streams": streams, "runner": runners})
+
+
+def drain(config: Config, workdir: Path, expected: int, want: Counter[str]) -> tuple[float, float, ResultCounter]:
     """(start-up seconds, drain seconds, the counts); prints the cores each part used."""
     counter = ResultCounter(config)
     began = time.monotonic()
-    only = ("runners",) if runner_alone else ()
-    procs = start_pipeline(config, workdir, 0 if runner_alone else streams, runners, only)
-    want = Counter({"runner": runners} if runner_alone else {"reader": 1, "streams": streams, "runner": runners})
+    only = () if want["reader"] else ("runners",)
+    procs = start_pipeline(config, workdir, want["streams"], want["runner"], only)
     try:
         wait_for(lambda: ready_instances(config) >= want, 300, 0.2, f"every component ready ({dict(want)})")
         roots = {**{name: p.pid for name, p in procs.items()}, **stack_pids()}
@@ -308,18 +308,15 @@ def main() -> None:
     try:
         if args.runner_alone:
             fill_invoke_topic(config, workdir, expected, args.streams, "echo_batch" if args.batch else "echo")
-        startup, seconds, counter = drain(config, workdir, expected, args.streams, args.runners, args.runner_alone)
+        want = timed_components(args.streams, args.runners, args.runner_alone)
+        startup, seconds, counter = drain(config, workdir, expected, want)
     finally:
         execute(f"DROP DATABASE IF EXISTS {config.settings.mysql.database}")
         remove_test_resources(config.settings, own_topics(config))
     twice = [i for i, n in counter.by_invocation.items() if n > 1]
     doubled = [e for e, n in counter.by_event.items() if n > 1]
     counter.close()
-    parts = (
-        f"{args.runners} runner(s)"
-        if args.runner_alone
-        else f"{args.streams} streams worker(s), {args.runners} runner(s)"
-    )
+    parts = ", ".join(f"{n} {kind}" for kind, n in want.items())
     print(f"start-up (every component ready: {parts}): {startup:.1f} s")
     print(f"drained {len(counter.by_event):,} changes in {seconds:.1f} s; other results: {dict(counter.other)}")
     after = expected - counter.before_ready
